@@ -1,0 +1,170 @@
+//! # torii-config
+//!
+//! Torii's configuration, in three steps with one direction of flow:
+//!
+//! 1. **Spanned tree** ([`yaml`]): the YAML text parsed into nodes that know their line and
+//!    column; `${NAME}` variables expanded ([`expand`]).
+//! 2. **Complete check** ([`check`]): the tree walked against the JSON Schema generated from the
+//!    file types ([`schema`]), reporting *every* unknown key, wrong type and bad value at once.
+//! 3. **Typed config and cross-checks** ([`validate`]): elements deserialized one by one, then
+//!    references, duplicates and route patterns checked, and one router compiled per listener.
+//!
+//! [`load_file`] / [`load_str`] is the one load path used by startup, `torii validate`, reload
+//! (file watch and SIGHUP) and, later, the admin API. It is pure and synchronous.
+
+pub mod check;
+pub mod diag;
+pub mod expand;
+pub mod schema;
+pub mod template;
+mod validate;
+pub mod values;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use expand::{Env, ProcessEnv};
+pub use schema::Config;
+pub use template::PathTemplate;
+pub use validate::Routers;
+
+use diag::KeyPath;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::path::Path;
+use validate::Partial;
+use yaml::{Node, PathSeg};
+
+/// Largest config file accepted.
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+
+/// A loaded, fully validated config with its compiled routers.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The typed config.
+    pub config: Config,
+    /// One router per listener name; values are indices into `config.routes`.
+    pub routers: Routers,
+}
+
+/// The JSON Schema of the config file, generated from the file types.
+pub fn json_schema() -> Value {
+    schemars::schema_for!(Config).to_value()
+}
+
+/// Reads and loads a config file. `name` in messages is the path as given.
+pub fn load_file(path: &Path, env: &dyn Env) -> Result<Loaded, Diagnostics> {
+    let name = path.display().to_string();
+    let one = |msg: String, hint: &str| Diagnostics::new(&name, "", vec![Diagnostic::new(None, "", msg).with_hint(hint)]);
+    let meta = std::fs::metadata(path).map_err(|e| one(format!("cannot read the config file: {e}"), "check the path given with --config / TORII_CONFIG"))?;
+    if meta.len() > MAX_CONFIG_BYTES as u64 {
+        return Err(one(format!("the config file is {} bytes; the limit is {MAX_CONFIG_BYTES}", meta.len()), "split large route sets or remove unused entries"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| one(format!("cannot read the config file: {e}"), "check the path and its permissions"))?;
+    let text = String::from_utf8(bytes).map_err(|_| one("the config file is not UTF-8".into(), "save the file as UTF-8"))?;
+    load_str(&name, &text, env)
+}
+
+/// Loads a config from text. Every problem is reported, each with file, line, key path and a hint.
+pub fn load_str(name: &str, src: &str, env: &dyn Env) -> Result<Loaded, Diagnostics> {
+    let mut tree = yaml::parse(src).map_err(|d| Diagnostics::new(name, src, d))?;
+    let mut errors = Vec::new();
+    expand::expand_tree(&mut tree, env, &KeyPath::root(), &mut errors);
+    let schema = json_schema();
+    let prunes = check::check(&schema, &tree, &mut errors);
+
+    // Drop what was already reported, then deserialize element by element so the cross-checks
+    // still see everything that is valid.
+    let mut pruned = tree.clone();
+    for p in &prunes {
+        pruned.remove(p);
+    }
+    let json = pruned.to_json();
+    let mut partial = Partial::default();
+    let root = json.as_object();
+    let section = |key: &str| root.and_then(|r| r.get(key));
+    partial.listeners = elements(&tree, "listeners", section("listeners"), &mut partial.broken_names, &mut errors);
+    partial.upstreams = elements(&tree, "upstreams", section("upstreams"), &mut partial.broken_names, &mut errors);
+    partial.routes = elements(&tree, "routes", section("routes"), &mut partial.broken_names, &mut errors);
+    if section("listeners").is_none() {
+        partial.broken_names.insert("listeners".into());
+    }
+    let routers = validate::validate(&tree, &partial, &mut errors);
+    if !errors.is_empty() {
+        return Err(Diagnostics::new(name, src, errors));
+    }
+    // Everything checked: the whole document deserializes (the rest of the sections).
+    let mut rest = json.clone();
+    if let Some(obj) = rest.as_object_mut() {
+        for key in ["listeners", "upstreams", "routes"] {
+            obj.insert(key.into(), Value::Array(Vec::new()));
+        }
+    }
+    let rest: Config = deserialize(&tree, &[], rest).map_err(|d| Diagnostics::new(name, src, vec![d]))?;
+    Ok(Loaded { config: validate::assemble(partial, rest), routers })
+}
+
+fn elements<T: DeserializeOwned>(
+    tree: &Node,
+    section: &'static str,
+    value: Option<&Value>,
+    broken: &mut std::collections::HashSet<String>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Option<T>> {
+    let Some(Value::Array(items)) = value else { return Vec::new() };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match deserialize(tree, &[PathSeg::Key(section), PathSeg::Index(i)], item.clone()) {
+            Ok(v) => Some(v),
+            Err(d) => {
+                if let Some(name) = item.get("name").and_then(Value::as_str) {
+                    broken.insert(name.to_string());
+                }
+                // The schema check already reported why, unless it missed something.
+                if !errors.iter().any(|e| e.path.starts_with(&format!("{section}[{i}]"))) {
+                    errors.push(d);
+                }
+                None
+            }
+        })
+        .collect()
+}
+
+fn deserialize<T: DeserializeOwned>(tree: &Node, base: &[PathSeg<'_>], value: Value) -> Result<T, Diagnostic> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let mut segs: Vec<PathSeg<'_>> = base.to_vec();
+        let parts: Vec<String> = inner.split('.').filter(|s| !s.is_empty() && *s != "?").map(String::from).collect();
+        let mut owned: Vec<(Option<String>, Option<usize>)> = Vec::new();
+        for part in &parts {
+            let (key, idx) = match part.split_once('[') {
+                Some((k, rest)) => (k.to_string(), rest.trim_end_matches(']').parse().ok()),
+                None => (part.clone(), None),
+            };
+            owned.push((Some(key), idx));
+        }
+        for (k, idx) in &owned {
+            if let Some(k) = k {
+                segs.push(PathSeg::Key(k));
+            }
+            if let Some(i) = idx {
+                segs.push(PathSeg::Index(*i));
+            }
+        }
+        let mut path = String::new();
+        for s in &segs {
+            match s {
+                PathSeg::Key(k) if path.is_empty() => path.push_str(k),
+                PathSeg::Key(k) => {
+                    path.push('.');
+                    path.push_str(k);
+                }
+                PathSeg::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        Diagnostic::new(Some(tree.pos_at(&segs)), path, e.inner().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+use crate::values::{ByteSize, Cidr, Duration, SocketAddr};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// A socket clients connect to.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name, used by routes' `listeners` and in logs and metrics.
+    pub name: String,
+    /// Address and port to bind, e.g. `0.0.0.0:8080`.
+    pub bind: SocketAddr,
+    /// Peers whose X-Forwarded-For / Forwarded headers are believed. The client address is the
+    /// right-most address not in this list.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Connection and request limits.
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+/// Limits of one listener. Every one is finite.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerLimits {
+    /// Open client connections at most; further connections wait in the kernel backlog.
+    pub max_connections: u32,
+    /// Time for a client to send the complete request head (also covers a connection that never
+    /// sends a byte). 408 and close beyond.
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line plus headers); 431 beyond.
+    pub max_header_bytes: ByteSize,
+    /// Most headers in one request; 431 beyond.
+    pub max_headers: u32,
+    /// HTTP/2: concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: largest header list (decoded); the stream is refused beyond.
+    pub h2_max_header_list_size: ByteSize,
+    /// HTTP/2: streams a client may reset before the connection is closed (rapid-reset defence).
+    pub h2_max_pending_reset_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::secs(10),
+            idle_timeout: Duration::secs(60),
+            max_header_bytes: ByteSize::kib(64),
+            max_headers: 100,
+            h2_max_concurrent_streams: 200,
+            h2_max_header_list_size: ByteSize::kib(64),
+            h2_max_pending_reset_streams: 50,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The file schema: serde types that mirror the YAML shape. Unknown keys are rejected, every
+//! timeout and limit has a finite default, and the JSON Schema is generated from these types.
+
+mod listener;
+mod route;
+mod upstream;
+
+pub use listener::*;
+pub use route::*;
+pub use upstream::*;
+
+use crate::values::{ByteSize, Duration, SocketAddr};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// The root of a Torii config file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect. At least one listener is required.
+    pub listeners: Vec<Listener>,
+    /// Named upstream services that routes send requests to.
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+    /// The routing table.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Process-wide settings: shutdown, limits shared by all listeners.
+    #[serde(default)]
+    pub server: Server,
+    /// The admin listener (metrics, health and readiness).
+    #[serde(default)]
+    pub admin: Admin,
+    /// The JSON access log.
+    #[serde(default)]
+    pub access_log: AccessLog,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish before the process exits.
+    pub shutdown_grace_period: Duration,
+    /// Largest request body accepted on any route (413 beyond; sent before reading the body when
+    /// Content-Length already exceeds it).
+    pub max_request_body: ByteSize,
+    /// Watch the config file's directory and reload on change.
+    pub watch_config: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_period: Duration::secs(30),
+            max_request_body: ByteSize::mib(10),
+            watch_config: true,
+        }
+    }
+}
+
+/// The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Serve the admin endpoints.
+    pub enabled: bool,
+    /// Address of the admin listener; loopback by default, keep it private.
+    pub bind: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: SocketAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 9901))),
+        }
+    }
+}
+
+/// The JSON access log: one line per request, written when the response body has ended.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    /// Write access-log lines.
+    pub enabled: bool,
+    /// `stdout`, or a file path (appended to).
+    pub path: String,
+    /// Lines that may wait for the writer; when full, lines are dropped (and counted) rather
+    /// than slowing requests down.
+    pub buffer_lines: u32,
+    /// Query parameters whose values are replaced by `REDACTED` in the logged path.
+    pub redact_query_params: Vec<String>,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "stdout".to_string(),
+            buffer_lines: 16384,
+            redact_query_params: ["api_key", "apikey", "key", "token", "access_token", "password", "secret", "signature"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+use crate::values::{HeaderName, Method, Regex};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One entry of the routing table.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in logs and metrics labels.
+    pub name: String,
+    /// Restrict the route to these listeners (by name); all listeners when empty.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// What requests this route takes.
+    #[serde(rename = "match")]
+    pub matches: RouteMatch,
+    /// The upstream (by name) to proxy to. Exactly one of `upstream` and `direct_response`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Answer directly, without an upstream (health endpoints, mocks).
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    /// Change the path sent upstream; the query string is kept.
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// The conditions of a route; all must hold.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Host names: exact (`api.example.com`) or wildcard (`*.example.com`). Any host when empty.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// An exact path pattern: `/users`, `/users/{id}`, `/files/{*rest}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A prefix on segment boundaries: `/admin` matches `/admin` and `/admin/x`, never
+    /// `/administrator`. Exactly one of `path` and `path_prefix`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Allowed methods; any when empty.
+    #[serde(default)]
+    pub methods: Vec<Method>,
+    /// Header conditions.
+    #[serde(default)]
+    pub headers: Vec<ValueCondition<HeaderName>>,
+    /// Query parameter conditions.
+    #[serde(default)]
+    pub query: Vec<ValueCondition<String>>,
+}
+
+/// A condition on a header or query parameter: exactly one of `value`, `regex`, `present`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueCondition<N> {
+    /// The header or parameter name.
+    pub name: N,
+    /// The value must equal this.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The value must match this regular expression (whole value).
+    #[serde(default)]
+    pub regex: Option<Regex>,
+    /// The header or parameter must be present (`true`).
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// A response the gateway sends itself.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// Status code.
+    #[serde(default = "ok")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Response body.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn ok() -> u16 {
+    200
+}
+
+/// A path rewrite: exactly one of `strip_prefix` and `path`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Remove this prefix (on a segment boundary) from the path; `/` remains if nothing is left.
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// A template over the route's parameters: `/v2/accounts/{id}`; `{rest}` inserts a
+    /// catch-all's value.
+    #[serde(default)]
+    pub path: Option<String>,
+}

@@ -1,0 +1,132 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load(src: &str) -> Result<Loaded, Diagnostics> {
+    load_str("test.yaml", src, &no_env)
+}
+
+const BASE: &str = "\
+listeners:
+  - name: public
+    bind: 127.0.0.1:8080
+upstreams:
+  - name: users
+    targets:
+      - url: http://127.0.0.1:9000
+routes:
+  - name: users
+    match:
+      path: /users/{id}
+    upstream: users
+";
+
+#[test]
+fn loads_a_valid_config_with_defaults() {
+    let l = load(BASE).unwrap();
+    assert_eq!(l.config.listeners[0].name, "public");
+    assert_eq!(l.config.upstreams[0].timeouts.connect, values::Duration::secs(5));
+    assert_eq!(l.config.server.shutdown_grace_period, values::Duration::secs(30));
+    assert_eq!(l.routers.len(), 1);
+}
+
+#[test]
+fn five_mistakes_are_all_reported_with_lines() {
+    let src = "\
+listeners:
+  - name: public
+    bind: 127.0.0.1:8080
+    limtis: {}
+upstreams:
+  - name: users
+    targets:
+      - url: http://127.0.0.1:9000
+        weight: heavy
+    timeouts:
+      connect: 5 seconds
+routes:
+  - name: a
+    match:
+      path: /a
+    upstream: user
+  - name: b
+    match:
+      path: /a
+    upstream: users
+";
+    let d = load(src).unwrap_err();
+    let text = d.to_string();
+    assert_eq!(d.len(), 5, "{text}");
+    let lines: Vec<usize> = d.items.iter().map(|i| i.pos.unwrap().line).collect();
+    assert_eq!(lines, vec![4, 9, 11, 16, 19], "{text}");
+    assert!(text.contains("unknown key `limtis`") && text.contains("did you mean `limits`?"), "{text}");
+    assert!(text.contains("upstreams[0].targets[0].weight: expected an integer"), "{text}");
+    assert!(text.contains("upstreams[0].timeouts.connect: `5 seconds` is not a duration"), "{text}");
+    assert!(text.contains("unknown upstream `user`") && text.contains("did you mean `users`?"), "{text}");
+    assert!(text.contains("routes[1].match: route has the same match conditions as routes[0]"), "{text}");
+    assert!(text.contains("test.yaml:4:5"), "{text}");
+}
+
+#[test]
+fn missing_keys_and_bad_enums() {
+    let src = "listeners:\n  - bind: 127.0.0.1:1\nupstreams:\n  - name: u\n    targets: [{url: 'http://x:1'}]\n    protocol: http3\n";
+    let text = load(src).unwrap_err().to_string();
+    assert!(text.contains("missing required key `name`"), "{text}");
+    assert!(text.contains("\"http3\" is not one of `http1`, `http2`"), "{text}");
+}
+
+#[test]
+fn route_errors() {
+    let src = format!(
+        "{BASE}  - name: bad\n    match:\n      path: /x/{{id\n    direct_response: {{status: 999}}\n  - name: both\n    match: {{path: /y, path_prefix: /y}}\n    upstream: users\n  - name: tmpl\n    match: {{path: '/u/{{id}}'}}\n    upstream: users\n    rewrite: {{path: '/v2/{{nope}}'}}\n  - name: users\n    match: {{path: /z, hosts: ['bad host']}}\n    upstream: users\n"
+    );
+    let text = load(&src).unwrap_err().to_string();
+    assert!(text.contains("invalid path pattern"), "{text}");
+    assert!(text.contains("999 is not an HTTP status"), "{text}");
+    assert!(text.contains("cannot both be set"), "{text}");
+    assert!(text.contains("`{nope}` is not a parameter"), "{text}");
+    assert!(text.contains("duplicate name `users`"), "{text}");
+    assert!(text.contains("is not a host name"), "{text}");
+}
+
+#[test]
+fn env_expansion_and_secrets_not_echoed() {
+    let env = |n: &str| match n {
+        "PORT" => Some("8081".to_string()),
+        "TIMEOUT" => Some("supersecret".to_string()),
+        _ => None,
+    };
+    let src = "listeners:\n  - name: p\n    bind: 127.0.0.1:${PORT}\nupstreams:\n  - name: u\n    targets: [{url: 'http://127.0.0.1:1'}]\n    timeouts: {connect: '${TIMEOUT}'}\n";
+    let text = load_str("t.yaml", src, &env).unwrap_err().to_string();
+    assert!(!text.contains("supersecret"), "{text}");
+    assert!(text.contains("${TIMEOUT}"), "{text}");
+    let ok = load_str("t.yaml", &src.replace("${TIMEOUT}", "${T:-2s}"), &env).unwrap();
+    assert_eq!(ok.config.listeners[0].bind.0.port(), 8081);
+    assert_eq!(ok.config.upstreams[0].timeouts.connect, values::Duration::secs(2));
+    let text = load_str("t.yaml", "listeners:\n  - name: p\n    bind: ${NOPE}\n", &env).unwrap_err().to_string();
+    assert!(text.contains("`NOPE` is not set"), "{text}");
+}
+
+#[test]
+fn type_errors_suggest_quoting() {
+    let src = format!("{BASE}  - name: d\n    match: {{path: /d}}\n    direct_response:\n      body: 42\n      headers: {{x-a: 1}}\n");
+    let text = load(&src).unwrap_err().to_string();
+    assert!(text.contains("routes[1].direct_response.body: expected a string, found an integer"), "{text}");
+    assert!(text.contains("quote the value"), "{text}");
+}
+
+#[test]
+fn schema_is_generated() {
+    let s = json_schema();
+    assert!(s.pointer("/properties/listeners").is_some());
+    assert_eq!(s.pointer("/additionalProperties"), Some(&Value::Bool(false)));
+}
+
+#[test]
+fn no_listeners_is_an_error() {
+    let text = load("upstreams: []\n").unwrap_err().to_string();
+    assert!(text.contains("missing required key `listeners`"), "{text}");
+}

@@ -1,0 +1,91 @@
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A boxed error, as carried by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The one body type of the gateway. Streaming variants forward frames (data and trailers) as
+/// they come, with their size hint and end-of-stream, so nothing is buffered whole.
+#[derive(Default)]
+pub enum Body {
+    /// No body.
+    #[default]
+    Empty,
+    /// A body already in memory (gateway-generated responses).
+    Full(Option<Bytes>),
+    /// A body received by hyper (a client request or an upstream response).
+    Incoming(hyper::body::Incoming),
+    /// Any other body (wrapped bodies: limits, timeouts, logging).
+    Boxed(Boxed),
+}
+
+impl Body {
+    /// A body from bytes.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        if b.is_empty() { Body::Empty } else { Body::Full(Some(b)) }
+    }
+
+    /// Boxes any body with compatible frames.
+    pub fn boxed<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        Body::Boxed(body.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl From<hyper::body::Incoming> for Body {
+    fn from(b: hyper::body::Incoming) -> Self {
+        Body::Incoming(b)
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Body::Empty => "Body::Empty",
+            Body::Full(_) => "Body::Full",
+            Body::Incoming(_) => "Body::Incoming",
+            Body::Boxed(_) => "Body::Boxed",
+        })
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(b) => b.is_none(),
+            Body::Incoming(b) => b.is_end_stream(),
+            Body::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Incoming(b) => b.size_hint(),
+            Body::Boxed(b) => b.size_hint(),
+        }
+    }
+}

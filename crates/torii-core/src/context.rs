@@ -1,0 +1,51 @@
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The request id: the client's `X-Request-Id` when well-formed, otherwise generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub http::HeaderValue);
+
+impl RequestId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("")
+    }
+
+    /// Accepts a client-supplied id: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+    pub fn from_client(v: &http::HeaderValue) -> Option<Self> {
+        let b = v.as_bytes();
+        let ok = !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'));
+        ok.then(|| Self(v.clone()))
+    }
+}
+
+/// The client address resolved once per request (socket peer, or the right-most untrusted
+/// address of X-Forwarded-For / Forwarded when the peer is a trusted proxy). IPv4-mapped IPv6
+/// addresses are stored as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The typed per-request context, inserted into the request's extensions before routing and
+/// read by every later stage (route stage, proxy, access log). Nothing re-parses the request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request id.
+    pub request_id: RequestId,
+    /// The resolved client address.
+    pub client: ClientAddr,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Name of the listener the request arrived on.
+    pub listener: Arc<str>,
+    /// When the request head was received.
+    pub start: Instant,
+    /// The effective host (lowercase, no port, no trailing dot).
+    pub host: String,
+    /// The normalised path the router matched.
+    pub path: String,
+    /// The matched route's name, once routed.
+    pub route: Option<Arc<str>>,
+    /// Route parameters captured by the router, once routed.
+    pub params: Vec<(Arc<str>, String)>,
+}

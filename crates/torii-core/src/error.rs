@@ -1,0 +1,147 @@
+use crate::body::Body;
+use http::{HeaderValue, Response, StatusCode, header};
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client (bad request, too large, went away).
+    Downstream,
+    /// An upstream (refused, timed out, reset).
+    Upstream,
+    /// The gateway itself.
+    Internal,
+}
+
+/// What went wrong; each kind has a stable code and an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No route matched.
+    NoRoute,
+    /// A route matched the path but not the method; carries the `Allow` value.
+    MethodNotAllowed(HeaderValue),
+    /// Malformed request (bad host, bad path, conflicting headers).
+    BadRequest,
+    /// Request body larger than allowed.
+    PayloadTooLarge,
+    /// Request head larger than allowed.
+    HeadersTooLarge,
+    /// Host does not match the TLS server name.
+    MisdirectedRequest,
+    /// No upstream connection could be made (refused, unreachable, connect timeout).
+    UpstreamConnect,
+    /// No free pooled connection within the queue timeout.
+    UpstreamPoolExhausted,
+    /// The upstream sent no response head in time.
+    UpstreamTimeout,
+    /// The upstream broke the exchange (reset, protocol error, closed early).
+    UpstreamReset,
+    /// The gateway is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected internal state.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamPoolExhausted | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code, part of the public error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::MethodNotAllowed(_) => "method_not_allowed",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::MisdirectedRequest => "misdirected_request",
+            ErrorKind::UpstreamConnect => "upstream_connect_failed",
+            ErrorKind::UpstreamPoolExhausted => "upstream_busy",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Internal => "internal_error",
+        }
+    }
+
+    /// The gRPC status code used when the request is gRPC.
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            ErrorKind::NoRoute => 12,                                                       // UNIMPLEMENTED
+            ErrorKind::MethodNotAllowed(_) => 12,                                           // UNIMPLEMENTED
+            ErrorKind::BadRequest | ErrorKind::MisdirectedRequest => 3,                     // INVALID_ARGUMENT
+            ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8,                   // RESOURCE_EXHAUSTED
+            ErrorKind::UpstreamTimeout => 4,                                                // DEADLINE_EXCEEDED
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
+            ErrorKind::UpstreamPoolExhausted => 14,                                         // UNAVAILABLE
+            ErrorKind::Internal => 13,                                                      // INTERNAL
+        }
+    }
+
+    /// Who is to blame.
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            ErrorKind::BadRequest | ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::MisdirectedRequest => ErrorSource::Downstream,
+            ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamPoolExhausted | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamReset => ErrorSource::Upstream,
+            ErrorKind::ShuttingDown | ErrorKind::Internal => ErrorSource::Internal,
+        }
+    }
+}
+
+/// A failure the gateway answers itself. The detail goes to the log, never to the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {detail}", kind.code())]
+pub struct GatewayError {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Details for the log.
+    pub detail: String,
+}
+
+impl GatewayError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into() }
+    }
+
+    /// The one place errors become HTTP responses: a small JSON body with the stable code and
+    /// the request id, or, for gRPC requests, HTTP 200 with `grpc-status` and `grpc-message`.
+    pub fn into_response(&self, request_id: &str, grpc: bool) -> Response<Body> {
+        let mut builder = Response::builder();
+        if grpc {
+            let status = self.kind.grpc_status();
+            builder = builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .header("grpc-status", HeaderValue::from(u16::from(status)))
+                .header("grpc-message", HeaderValue::from_static(self.kind.code()));
+            return builder.body(Body::Empty).unwrap_or_else(|_| Response::new(Body::Empty));
+        }
+        let body = serde_json::json!({
+            "error": { "code": self.kind.code(), "status": self.kind.status().as_u16(), "request_id": request_id }
+        });
+        builder = builder
+            .status(self.kind.status())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store");
+        if let ErrorKind::MethodNotAllowed(allow) = &self.kind {
+            builder = builder.header(header::ALLOW, allow.clone());
+        }
+        let mut bytes = body.to_string().into_bytes();
+        bytes.push(b'\n');
+        builder.body(Body::full(bytes)).unwrap_or_else(|_| Response::new(Body::Empty))
+    }
+}

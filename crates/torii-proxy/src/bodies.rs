@@ -1,0 +1,248 @@
+//! Body wrappers on the streaming path. Each forwards frames as they come (data and trailers,
+//! with the inner size hint) and adds one concern: a size limit, an idle timeout, returning a
+//! pooled connection at end of stream, or writing the access-log line when the body has ended.
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
+use torii_core::{Body, BoxError};
+
+/// The request body grew past the route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// No body bytes for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no body bytes for {0:?}")]
+pub struct BodyIdle(pub Duration);
+
+/// An idle timer: armed while the inner body is pending, reset whenever a frame arrives.
+struct IdleTimer {
+    after: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(after: Duration) -> Self {
+        Self { after, sleep: None }
+    }
+    /// Called when the inner body returned Pending; errors when the timer fired.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Result<(), BodyIdle> {
+        let after = self.after;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(BodyIdle(after)),
+            Poll::Pending => Ok(()),
+        }
+    }
+    fn progress(&mut self) {
+        if let Some(s) = self.sleep.as_mut() {
+            s.as_mut().reset(tokio::time::Instant::now() + self.after);
+        }
+    }
+}
+
+/// The client's request body on its way upstream: limited in size, with an idle timeout.
+pub struct RequestBody {
+    inner: Body,
+    limit: u64,
+    seen: u64,
+    idle: IdleTimer,
+}
+
+impl RequestBody {
+    /// Wraps a client body.
+    pub fn new(inner: Body, limit: u64, idle: Duration) -> Self {
+        Self { inner, limit, seen: 0, idle: IdleTimer::new(idle) }
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => match this.idle.poll_pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Some(Err(e.into()))),
+            },
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.progress();
+                if let Some(d) = frame.data_ref() {
+                    this.seen += d.len() as u64;
+                    if this.seen > this.limit {
+                        return Poll::Ready(Some(Err(BodyTooLarge(this.limit).into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An upstream response body: idle timeout, and the pooled connection handed back when the
+/// body has ended cleanly (dropped, and so closed, otherwise).
+pub struct UpstreamBody {
+    inner: hyper::body::Incoming,
+    guard: Option<crate::upstream::ConnGuard>,
+    idle: IdleTimer,
+}
+
+impl UpstreamBody {
+    /// Wraps an upstream body.
+    pub fn new(inner: hyper::body::Incoming, guard: Option<crate::upstream::ConnGuard>, idle: Duration) -> Self {
+        let mut this = Self { inner, guard, idle: IdleTimer::new(idle) };
+        if this.inner.is_end_stream() {
+            this.release();
+        }
+        this
+    }
+    fn release(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.release();
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => match this.idle.poll_pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => {
+                    this.guard = None;
+                    Poll::Ready(Some(Err(e.into())))
+                }
+            },
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.progress();
+                if this.inner.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.guard = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How an exchange ended, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response body was sent completely.
+    Complete,
+    /// The client went away before the end.
+    ClientAbort,
+    /// The upstream broke the response body.
+    UpstreamReset,
+    /// A body idle timeout fired.
+    Timeout,
+}
+
+impl Outcome {
+    /// As written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::ClientAbort => "client_abort",
+            Outcome::UpstreamReset => "upstream_reset",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// Called once when a response body has ended (or was dropped), with bytes sent and outcome.
+pub trait OnEnd: Send + 'static {
+    /// The body ended.
+    fn on_end(self: Box<Self>, bytes_out: u64, outcome: Outcome);
+}
+
+/// A response body that reports its end exactly once.
+pub struct Observed {
+    inner: Body,
+    bytes: u64,
+    on_end: Option<Box<dyn OnEnd>>,
+}
+
+impl Observed {
+    /// Wraps a response body.
+    pub fn new(inner: Body, on_end: Box<dyn OnEnd>) -> Self {
+        Self { inner, bytes: 0, on_end: Some(on_end) }
+    }
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(f) = self.on_end.take() {
+            f.on_end(self.bytes, outcome);
+        }
+    }
+}
+
+impl HttpBody for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(Outcome::Complete);
+                }
+            }
+            Poll::Ready(None) => this.finish(Outcome::Complete),
+            Poll::Ready(Some(Err(e))) => {
+                let outcome = if e.downcast_ref::<BodyIdle>().is_some() { Outcome::Timeout } else { Outcome::UpstreamReset };
+                this.finish(outcome);
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let outcome = if self.inner.is_end_stream() { Outcome::Complete } else { Outcome::ClientAbort };
+        self.finish(outcome);
+    }
+}

@@ -1,0 +1,211 @@
+//! # torii-proxy
+//!
+//! Torii's data plane. [`Gateway::start`] binds the listeners and the admin listener for a
+//! loaded config; [`Gateway::apply`] swaps in a new one (hot reload); [`Gateway::shutdown`]
+//! drains. The request path is in [`pipeline`]; upstream clients and pools in [`upstream`].
+//!
+//! State that must survive reloads (upstream pools, metric series) lives in registries owned by
+//! [`Shared`], keyed by stable identity; the config [`snapshot::Snapshot`] only references it.
+
+pub mod access_log;
+mod admin;
+pub mod bodies;
+pub mod forwarding;
+mod io;
+pub mod metrics;
+pub mod pipeline;
+pub mod reload;
+mod server;
+pub mod snapshot;
+mod tunnel;
+pub mod upstream;
+
+use arc_swap::ArcSwap;
+use snapshot::Snapshot;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, Notify, watch};
+use torii_config::Loaded;
+
+/// State shared by every connection of a gateway.
+pub struct Shared {
+    /// The current config snapshot, read once per request.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Upstream clients and pools, kept across reloads.
+    pub registry: upstream::Registry,
+    /// Metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Access log.
+    pub access_log: access_log::AccessLog,
+    ready: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    active: AtomicUsize,
+    drained: Notify,
+}
+
+/// Decrements the active-connection count when a connection ends.
+pub struct ActiveConn<'a>(&'a Shared);
+
+impl Drop for ActiveConn<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.open_connections.decrement(1.0);
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+impl Shared {
+    /// Whether `/readyz` says ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+    fn track_connection(&self) -> ActiveConn<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.metrics.open_connections.increment(1.0);
+        ActiveConn(self)
+    }
+    /// Open client connections.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Mutex<HashMap<String, server::RunningListener>>,
+    admin: Option<SocketAddr>,
+}
+
+impl Gateway {
+    /// Binds every listener and the admin listener, and starts serving `loaded`.
+    pub async fn start(loaded: Loaded) -> std::io::Result<Arc<Self>> {
+        let cfg = &loaded.config;
+        let access_log = if cfg.access_log.enabled {
+            access_log::AccessLog::open(&cfg.access_log.path, cfg.access_log.buffer_lines as usize)?
+        } else {
+            access_log::AccessLog::disabled()
+        };
+        let admin_cfg = cfg.admin.clone();
+        let metrics = metrics::Metrics::new();
+        let registry = upstream::Registry::default();
+        let snap = Snapshot::build(loaded, &registry, &metrics);
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+            registry,
+            metrics,
+            access_log,
+            ready: AtomicBool::new(false),
+            shutdown,
+            active: AtomicUsize::new(0),
+            drained: Notify::new(),
+        });
+        let admin = if admin_cfg.enabled { Some(admin::start(admin_cfg.bind.0, shared.clone()).await?) } else { None };
+        let gw = Arc::new(Self { shared: shared.clone(), listeners: Mutex::new(HashMap::new()), admin });
+        gw.sync_listeners().await?;
+        shared.ready.store(true, Ordering::Release);
+        Ok(gw)
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The bound address of a listener (the real port when the config said 0).
+    pub async fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.lock().await.get(name).map(|l| l.addr)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Binds listeners that are new or whose address changed, updates limits of kept ones, and
+    /// stops accepting on removed ones. New sockets are bound before anything is swapped, so a
+    /// bind failure leaves everything as it was.
+    async fn sync_listeners(&self) -> std::io::Result<()> {
+        let snap = self.shared.snapshot.load_full();
+        let mut running = self.listeners.lock().await;
+        let mut fresh = HashMap::new();
+        for l in &snap.config.listeners {
+            let keep = running.get(&l.name).is_some_and(|r| r.configured == l.bind.0);
+            if !keep {
+                let r = server::start(&l.name, l.bind.0, l.limits.clone(), self.shared.clone()).await;
+                match r {
+                    Ok(r) => {
+                        fresh.insert(l.name.clone(), r);
+                    }
+                    Err(e) => {
+                        for (_, r) in fresh {
+                            r.stop_accepting();
+                        }
+                        return Err(std::io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind.0)));
+                    }
+                }
+            }
+        }
+        let names: Vec<&str> = snap.config.listeners.iter().map(|l| l.name.as_str()).collect();
+        running.retain(|name, r| {
+            let keep = names.contains(&name.as_str()) && !fresh.contains_key(name);
+            if !keep {
+                r.stop_accepting();
+            }
+            keep
+        });
+        for l in &snap.config.listeners {
+            if let Some(r) = running.get(&l.name) {
+                r.limits.store(Arc::new(l.limits.clone()));
+            }
+        }
+        running.extend(fresh);
+        Ok(())
+    }
+
+    /// Applies a new config: compile, bind new listeners, swap. In-flight requests finish on
+    /// the snapshot they started with. On error the old config keeps serving.
+    pub async fn apply(&self, loaded: Loaded) -> Result<(), String> {
+        let new = Arc::new(Snapshot::build(loaded, &self.shared.registry, &self.shared.metrics));
+        let old = self.shared.snapshot.swap(new);
+        if let Err(e) = self.sync_listeners().await {
+            self.shared.snapshot.store(old);
+            let _ = self.sync_listeners().await;
+            self.shared.metrics.reloads_failed.increment(1);
+            return Err(e.to_string());
+        }
+        self.shared.metrics.reloads_ok.increment(1);
+        Ok(())
+    }
+
+    /// Records a reload that failed before it could be applied (a broken config).
+    pub fn reload_rejected(&self) {
+        self.shared.metrics.reloads_failed.increment(1);
+    }
+
+    /// Stops accepting, fails readiness, asks connections to finish (HTTP/1.1 closes after the
+    /// in-flight response, HTTP/2 sends GOAWAY), and waits up to `grace` for them to end.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.ready.store(false, Ordering::Release);
+        for r in self.listeners.lock().await.values() {
+            r.stop_accepting();
+        }
+        let _ = self.shared.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.shared.drained.notified();
+            if self.shared.active_connections() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(open = self.shared.active_connections(), "grace period over; closing remaining connections");
+                return;
+            }
+        }
+    }
+}

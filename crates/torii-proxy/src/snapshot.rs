@@ -1,0 +1,158 @@
+//! The compiled config snapshot: everything the request path needs, built once per load and
+//! swapped atomically on reload. Requests read it once each (not once per connection), so an
+//! old keep-alive or HTTP/2 connection sees new routes after a reload.
+//!
+//! Long-lived state (upstream pools, metric series) is not in here: it lives in registries
+//! keyed by stable identity and is only referenced.
+
+use crate::metrics::{Metrics, RouteMetrics, UpstreamErrors};
+use crate::upstream::{Registry, Upstream};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::sync::Arc;
+use torii_config::schema::Rewrite as RewriteConfig;
+use torii_config::{Loaded, PathTemplate};
+use torii_router::Router;
+
+/// What a route does.
+pub enum Action {
+    /// Proxy to an upstream.
+    Proxy {
+        /// The shared upstream client.
+        upstream: Arc<Upstream>,
+        /// Its error counters.
+        errors: Arc<UpstreamErrors>,
+    },
+    /// Answer directly.
+    Direct {
+        /// Status.
+        status: StatusCode,
+        /// Headers.
+        headers: HeaderMap,
+        /// Body.
+        body: Bytes,
+    },
+}
+
+/// A path rewrite.
+pub enum Rewrite {
+    /// Remove a prefix on a segment boundary.
+    StripPrefix(String),
+    /// Render a template over the route parameters.
+    Template(PathTemplate),
+}
+
+/// A compiled route.
+pub struct CompiledRoute {
+    /// Name (log and metric label).
+    pub name: Arc<str>,
+    /// What it does.
+    pub action: Action,
+    /// Optional rewrite.
+    pub rewrite: Option<Rewrite>,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
+}
+
+/// Per-listener view: its router and trusted proxies.
+pub struct ListenerView {
+    /// Routes of this listener.
+    pub router: Router<usize>,
+    /// Trusted proxies.
+    pub trusted: Vec<IpNet>,
+    /// Body idle timeout for client bodies.
+    pub client_body_idle: std::time::Duration,
+}
+
+/// One compiled config.
+pub struct Snapshot {
+    /// By listener name.
+    pub listeners: HashMap<String, ListenerView>,
+    /// By route index.
+    pub routes: Vec<CompiledRoute>,
+    /// Largest request body.
+    pub max_body: u64,
+    /// Query parameters redacted in logs.
+    pub redact: Vec<String>,
+    /// Metrics of requests no route took.
+    pub unrouted: RouteMetrics,
+    /// The config it was built from.
+    pub config: torii_config::Config,
+}
+
+impl Snapshot {
+    /// Compiles a loaded config, reusing unchanged upstreams from the registry.
+    pub fn build(loaded: Loaded, registry: &Registry, metrics: &Metrics) -> Self {
+        let Loaded { config, mut routers } = loaded;
+        let upstreams = registry.sync(&config.upstreams);
+        let mut errors: HashMap<String, Arc<UpstreamErrors>> = HashMap::new();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let action = match (&r.upstream, &r.direct_response) {
+                    (Some(name), _) => match upstreams.get(name) {
+                        Some(up) => Action::Proxy {
+                            upstream: up.clone(),
+                            errors: errors.entry(name.clone()).or_insert_with(|| Arc::new(metrics.upstream_errors(name))).clone(),
+                        },
+                        None => direct(502, &Default::default(), ""),
+                    },
+                    (None, Some(d)) => direct(d.status, &d.headers, &d.body),
+                    (None, None) => direct(500, &Default::default(), ""),
+                };
+                let pattern = r.matches.path.as_deref().or(r.matches.path_prefix.as_deref()).unwrap_or("/");
+                let rewrite = r.rewrite.as_ref().and_then(|rw: &RewriteConfig| match (&rw.strip_prefix, &rw.path) {
+                    (Some(p), _) => Some(Rewrite::StripPrefix(p.trim_end_matches('/').to_string())),
+                    (None, Some(t)) => PathTemplate::compile(t, pattern).ok().map(Rewrite::Template),
+                    _ => None,
+                });
+                CompiledRoute { name: r.name.as_str().into(), action, rewrite, metrics: metrics.route(&r.name) }
+            })
+            .collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let view = ListenerView {
+                    router: routers.remove(&l.name).unwrap_or_else(|| Router::build(Vec::new()).unwrap_or_else(|_| unreachable_router())),
+                    trusted: l.trusted_proxies.iter().map(|c| c.0).collect(),
+                    client_body_idle: l.limits.idle_timeout.0,
+                };
+                (l.name.clone(), view)
+            })
+            .collect();
+        Self {
+            listeners,
+            routes,
+            max_body: config.server.max_request_body.0,
+            redact: config.access_log.redact_query_params.clone(),
+            unrouted: metrics.route("<none>"),
+            config,
+        }
+    }
+}
+
+fn unreachable_router() -> Router<usize> {
+    // An empty spec list cannot contain duplicates; this is never reached.
+    match Router::build(Vec::new()) {
+        Ok(r) => r,
+        Err(_) => panic!("empty router failed to build"),
+    }
+}
+
+fn direct(status: u16, headers: &std::collections::BTreeMap<String, String>, body: &str) -> Action {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            map.append(k, v);
+        }
+    }
+    Action::Direct {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        headers: map,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}

@@ -1,0 +1,263 @@
+//! Upstreams as shared services: one client per named upstream (targets, pools, timeouts),
+//! reachable from the proxy and, later, from plugins, composition and mirroring.
+//!
+//! Upstreams live in the [`Registry`], outside the config snapshot, keyed by name and a
+//! fingerprint of their settings: a reload that does not change an upstream keeps the same
+//! `Arc<Upstream>` and therefore its pooled connections.
+
+pub mod connect;
+pub mod pool;
+
+use connect::Connector;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use pool::{Conn, PoolSettings, TargetPool};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use torii_config::schema::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol};
+use torii_core::{Body, ErrorKind, GatewayError};
+
+/// One target of an upstream.
+pub struct Target {
+    /// `host:port`, as sent in Host when `host_header: target`.
+    pub authority: http::HeaderValue,
+    /// `host:port` as text, for logs.
+    pub name: Arc<str>,
+    /// Its pool.
+    pub pool: Arc<TargetPool>,
+}
+
+/// A named upstream service.
+pub struct Upstream {
+    /// The name.
+    pub name: Arc<str>,
+    /// Targets.
+    pub targets: Vec<Target>,
+    /// Weighted round-robin schedule (indices into `targets`).
+    schedule: Vec<usize>,
+    next: AtomicUsize,
+    /// Which Host header is sent.
+    pub host_header: HostHeader,
+    /// HTTP/2 to the targets.
+    pub http2: bool,
+    /// Time to the response head.
+    pub response_headers_timeout: Duration,
+    /// Body idle timeout.
+    pub body_idle_timeout: Duration,
+}
+
+/// Keeps an HTTP/1.1 connection checked out until the response body has ended, then returns it.
+pub struct ConnGuard {
+    sender: Option<hyper::client::conn::http1::SendRequest<Body>>,
+    permit: Option<OwnedSemaphorePermit>,
+    pool: Arc<TargetPool>,
+}
+
+impl ConnGuard {
+    /// The response body ended cleanly: the connection can serve the next request.
+    pub fn release(mut self) {
+        if let (Some(s), Some(p)) = (self.sender.take(), self.permit.take()) {
+            self.pool.checkin(s, p);
+        }
+    }
+}
+
+/// A response from an upstream, with the connection to give back when its body has ended.
+pub struct UpstreamResponse {
+    /// The response.
+    pub response: Response<Incoming>,
+    /// The connection (HTTP/1.1 only).
+    pub guard: Option<ConnGuard>,
+    /// Which target answered.
+    pub target: Arc<str>,
+}
+
+fn idempotent(m: &http::Method) -> bool {
+    matches!(*m, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::PUT | http::Method::DELETE | http::Method::TRACE)
+}
+
+impl Upstream {
+    fn build(cfg: &UpstreamConfig, pools: &mut HashMap<String, Arc<TargetPool>>) -> Self {
+        let mut targets = Vec::new();
+        let mut schedule = Vec::new();
+        let http2 = cfg.protocol == UpstreamProtocol::Http2;
+        for (i, t) in cfg.targets.iter().enumerate() {
+            let authority = t.url.authority();
+            let key = format!("{}|{}|{:?}|{:?}", authority, http2, cfg.pool, cfg.timeouts.connect);
+            let pool = pools
+                .entry(key)
+                .or_insert_with(|| {
+                    TargetPool::new(
+                        Connector::new(&t.url.host, t.url.port, cfg.timeouts.connect.0),
+                        PoolSettings {
+                            max_connections: cfg.pool.max_connections_per_target as usize,
+                            queue_timeout: cfg.pool.queue_timeout.0,
+                            idle_timeout: cfg.pool.idle_timeout.0,
+                            http2,
+                        },
+                    )
+                })
+                .clone();
+            targets.push(Target {
+                authority: http::HeaderValue::from_str(&authority).unwrap_or(http::HeaderValue::from_static("invalid")),
+                name: authority.into(),
+                pool,
+            });
+            schedule.extend(std::iter::repeat_n(i, t.weight.min(1000) as usize));
+        }
+        Self {
+            name: cfg.name.as_str().into(),
+            targets,
+            schedule,
+            next: AtomicUsize::new(0),
+            host_header: cfg.host_header,
+            http2,
+            response_headers_timeout: cfg.timeouts.response_headers.0,
+            body_idle_timeout: cfg.timeouts.body_idle.0,
+        }
+    }
+
+    fn pick(&self) -> Option<&Target> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = *self.schedule.get(n % self.schedule.len().max(1))?;
+        self.targets.get(i)
+    }
+
+    /// Sends a request (its URI already in the form for this upstream's protocol) and waits for
+    /// the response head. A reused HTTP/1.1 connection that turns out to be closed by the
+    /// upstream (the keep-alive race) is retried once on a fresh connection when the request is
+    /// idempotent and has no body, so that race never becomes a client error.
+    ///
+    /// `req` carries an origin-form URI and the client's Host; the Host is replaced by the
+    /// target's when the upstream says `host_header: target`, and for HTTP/2 the URI gets the
+    /// scheme and authority (`:authority` from that Host).
+    pub async fn send(&self, mut req: Request<Body>) -> Result<UpstreamResponse, GatewayError> {
+        use http_body::Body as _;
+        let target = self.pick().ok_or_else(|| GatewayError::new(ErrorKind::Internal, "upstream has no targets"))?;
+        if self.host_header == HostHeader::Target {
+            req.headers_mut().insert(http::header::HOST, target.authority.clone());
+        }
+        if self.http2 {
+            let host = req.headers_mut().remove(http::header::HOST);
+            let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(&target.name);
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            *req.uri_mut() = format!("http://{authority}{pq}")
+                .parse()
+                .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "cannot build the upstream URI"))?;
+        }
+        let conn = target.pool.checkout().await?;
+        let retry_parts = (idempotent(req.method()) && req.body().is_end_stream()).then(|| {
+            let mut r = Request::new(());
+            *r.method_mut() = req.method().clone();
+            *r.uri_mut() = req.uri().clone();
+            *r.version_mut() = req.version();
+            *r.headers_mut() = req.headers().clone();
+            r
+        });
+        match conn {
+            Conn::H2(mut sender) => {
+                let fut = sender.send_request(req);
+                let response = self.await_head(fut, target).await?;
+                Ok(UpstreamResponse { response, guard: None, target: target.name.clone() })
+            }
+            Conn::H1 { mut sender, permit, reused } => {
+                let fut = sender.send_request(req);
+                match tokio::time::timeout(self.response_headers_timeout, fut).await {
+                    Err(_) => Err(timeout_error(target, self.response_headers_timeout)),
+                    Ok(Ok(response)) => Ok(self.h1_response(response, sender, permit, target)),
+                    Ok(Err(e)) if reused && retry_parts.is_some() && stale(&e) => {
+                        drop((sender, permit));
+                        tracing::debug!(target = %target.name, error = %e, "reused connection was closed by the upstream; retrying on a fresh one");
+                        let Conn::H1 { mut sender, permit, .. } = target.pool.fresh().await? else {
+                            return Err(GatewayError::new(ErrorKind::Internal, "unexpected HTTP/2 connection"));
+                        };
+                        let req = retry_parts.map(|r| r.map(|()| Body::Empty)).unwrap_or_default();
+                        let response = self.await_head(sender.send_request(req), target).await?;
+                        Ok(self.h1_response(response, sender, permit, target))
+                    }
+                    Ok(Err(e)) => Err(send_error(&e, target)),
+                }
+            }
+        }
+    }
+
+    fn h1_response(&self, response: Response<Incoming>, sender: hyper::client::conn::http1::SendRequest<Body>, permit: OwnedSemaphorePermit, target: &Target) -> UpstreamResponse {
+        let guard = ConnGuard { sender: Some(sender), permit: Some(permit), pool: target.pool.clone() };
+        UpstreamResponse { response, guard: Some(guard), target: target.name.clone() }
+    }
+
+    async fn await_head(&self, fut: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>, target: &Target) -> Result<Response<Incoming>, GatewayError> {
+        match tokio::time::timeout(self.response_headers_timeout, fut).await {
+            Err(_) => Err(timeout_error(target, self.response_headers_timeout)),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(send_error(&e, target)),
+        }
+    }
+}
+
+fn stale(e: &hyper::Error) -> bool {
+    e.is_canceled() || e.is_incomplete_message() || e.is_closed()
+}
+
+fn timeout_error(target: &Target, after: Duration) -> GatewayError {
+    GatewayError::new(ErrorKind::UpstreamTimeout, format!("{} sent no response head within {after:?}", target.name))
+}
+
+fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
+    use std::error::Error as _;
+    let mut cause: Option<&dyn std::error::Error> = e.source();
+    while let Some(c) = cause {
+        if c.downcast_ref::<crate::bodies::BodyTooLarge>().is_some() {
+            return GatewayError::new(ErrorKind::PayloadTooLarge, "request body exceeded the limit while streaming");
+        }
+        if c.downcast_ref::<crate::bodies::BodyIdle>().is_some() {
+            return GatewayError::new(ErrorKind::BadRequest, "client request body stalled");
+        }
+        cause = c.source();
+    }
+    GatewayError::new(ErrorKind::UpstreamReset, format!("{}: {e}", target.name))
+}
+
+/// Upstreams by name, kept across reloads while their settings do not change.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    upstreams: HashMap<String, (String, Arc<Upstream>)>,
+    pools: HashMap<String, Arc<TargetPool>>,
+}
+
+impl Registry {
+    /// The upstreams for a new config: unchanged ones are reused (same pools), changed or new
+    /// ones are built, removed ones are dropped (their idle connections close).
+    pub fn sync(&self, configs: &[UpstreamConfig]) -> HashMap<String, Arc<Upstream>> {
+        let Ok(mut inner) = self.inner.lock() else { return HashMap::new() };
+        let mut next = HashMap::new();
+        let mut pools = std::mem::take(&mut inner.pools);
+        let mut kept_pools = HashMap::new();
+        for cfg in configs {
+            let fingerprint = format!("{cfg:?}");
+            let up = match inner.upstreams.get(&cfg.name) {
+                Some((fp, up)) if *fp == fingerprint => up.clone(),
+                _ => Arc::new(Upstream::build(cfg, &mut pools)),
+            };
+            for t in &up.targets {
+                for (k, p) in &pools {
+                    if Arc::ptr_eq(p, &t.pool) {
+                        kept_pools.insert(k.clone(), p.clone());
+                    }
+                }
+            }
+            next.insert(cfg.name.clone(), (fingerprint, up));
+        }
+        inner.pools = kept_pools;
+        inner.upstreams = next;
+        inner.upstreams.iter().map(|(k, (_, u))| (k.clone(), u.clone())).collect()
+    }
+}

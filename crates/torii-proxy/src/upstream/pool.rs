@@ -1,0 +1,181 @@
+//! A connection pool per upstream target with a hard cap on open connections.
+//!
+//! Written on hyper's low-level `client::conn` API rather than hyper-util's legacy `Client`
+//! because that client caps only *idle* connections per host, and its background connect (a
+//! connect that keeps going after an idle connection won the race) can open more connections
+//! than any cap. Here every open connection owns one semaphore permit, so the count can never
+//! exceed `max_connections`, and a request waits (bounded by the queue timeout) for either an
+//! idle connection or a free permit.
+
+use crate::upstream::connect::{Connector, Stream};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use torii_core::{Body, ErrorKind, GatewayError};
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// How long to wait for a connection.
+    pub queue_timeout: Duration,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Speak HTTP/2.
+    pub http2: bool,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    permit: OwnedSemaphorePermit,
+    since: Instant,
+}
+
+/// The pool of one target.
+pub struct TargetPool {
+    connector: Connector,
+    settings: PoolSettings,
+    idle: Mutex<VecDeque<Idle>>,
+    permits: Arc<Semaphore>,
+    returned: Notify,
+    h2: tokio::sync::Mutex<Option<(http2::SendRequest<Body>, OwnedSemaphorePermit)>>,
+}
+
+/// A connection checked out of the pool.
+pub enum Conn {
+    /// An HTTP/1.1 connection, exclusively ours until returned.
+    H1 {
+        /// The sender.
+        sender: http1::SendRequest<Body>,
+        /// Its permit.
+        permit: OwnedSemaphorePermit,
+        /// Whether it was reused from the idle list (a stale one may fail on first use).
+        reused: bool,
+    },
+    /// A shared HTTP/2 connection.
+    H2(http2::SendRequest<Body>),
+}
+
+impl TargetPool {
+    /// A pool connecting with `connector`.
+    pub fn new(connector: Connector, settings: PoolSettings) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(settings.max_connections)),
+            connector,
+            settings,
+            idle: Mutex::new(VecDeque::new()),
+            returned: Notify::new(),
+            h2: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Open connections now (in use plus idle).
+    pub fn open_connections(&self) -> usize {
+        self.settings.max_connections - self.permits.available_permits()
+    }
+
+    /// Gets a connection: a live idle one, or a new one when under the cap, or waits.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Conn, GatewayError> {
+        if self.settings.http2 {
+            return self.checkout_h2().await;
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.queue_timeout;
+        loop {
+            let notified = self.returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            while let Some(mut idle) = self.pop_idle() {
+                if idle.since.elapsed() >= self.settings.idle_timeout || idle.sender.is_closed() {
+                    continue; // dropped: closes the connection, frees the permit
+                }
+                if idle.sender.ready().await.is_ok() {
+                    return Ok(Conn::H1 { sender: idle.sender, permit: idle.permit, reused: true });
+                }
+            }
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                return self.connect_h1(permit).await;
+            }
+            tokio::select! {
+                _ = notified => continue,
+                permit = self.permits.clone().acquire_owned() => {
+                    let permit = permit.map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
+                    return self.connect_h1(permit).await;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(GatewayError::new(ErrorKind::UpstreamPoolExhausted, format!("no free connection to {} within {:?}", self.connector.authority(), self.settings.queue_timeout)));
+                }
+            }
+        }
+    }
+
+    /// A new connection, bypassing the idle list (used to retry after a stale reuse).
+    pub async fn fresh(self: &Arc<Self>) -> Result<Conn, GatewayError> {
+        let permit = tokio::time::timeout(self.settings.queue_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| GatewayError::new(ErrorKind::UpstreamPoolExhausted, "no free connection for a retry"))?
+            .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
+        self.connect_h1(permit).await
+    }
+
+    fn pop_idle(&self) -> Option<Idle> {
+        self.idle.lock().ok()?.pop_back()
+    }
+
+    /// Returns an HTTP/1.1 connection after its response body ended.
+    pub fn checkin(&self, sender: http1::SendRequest<Body>, permit: OwnedSemaphorePermit) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push_back(Idle { sender, permit, since: Instant::now() });
+        }
+        self.returned.notify_one();
+    }
+
+    async fn connect_h1(&self, permit: OwnedSemaphorePermit) -> Result<Conn, GatewayError> {
+        let io = self.connector.connect(false).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake::<_, Body>(TokioIo::new(io))
+            .await
+            .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("HTTP/1.1 handshake with {}: {e}", self.connector.authority())))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Conn::H1 { sender, permit, reused: false })
+    }
+
+    async fn checkout_h2(&self) -> Result<Conn, GatewayError> {
+        let mut slot = self.h2.lock().await;
+        if let Some((sender, _)) = slot.as_ref() {
+            if !sender.is_closed() {
+                return Ok(Conn::H2(sender.clone()));
+            }
+        }
+        *slot = None;
+        let permit = tokio::time::timeout(self.settings.queue_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| GatewayError::new(ErrorKind::UpstreamPoolExhausted, "no free HTTP/2 connection"))?
+            .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
+        let io: Stream = self.connector.connect(true).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake::<_, Body>(TokioIo::new(io))
+            .await
+            .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("HTTP/2 handshake with {}: {e}", self.connector.authority())))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        *slot = Some((sender.clone(), permit));
+        Ok(Conn::H2(sender))
+    }
+}

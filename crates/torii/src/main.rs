@@ -1,0 +1,148 @@
+//! The `torii` binary: command line, logging, signals. The only crate that uses anyhow.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use torii_config::ProcessEnv;
+use torii_proxy::Gateway;
+
+/// Torii, an open-source API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "torii", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The config file.
+        #[arg(short, long, env = "TORII_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file: exit 0 when valid, otherwise print every problem and exit 1.
+    Validate {
+        /// The config file.
+        #[arg(short, long, env = "TORII_CONFIG")]
+        config: PathBuf,
+    },
+    /// Config utilities.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema of the config file (for editors).
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match torii_config::load_file(&config, &ProcessEnv) {
+            Ok(l) => {
+                println!("{}: ok ({} listeners, {} upstreams, {} routes)", config.display(), l.config.listeners.len(), l.config.upstreams.len(), l.config.routes.len());
+                ExitCode::SUCCESS
+            }
+            Err(d) => {
+                eprintln!("{d}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Config { command: ConfigCommand::Schema } => {
+            match serde_json::to_string_pretty(&torii_config::json_schema()) {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => {
+            init_logging();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TORII_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let loaded = torii_config::load_file(&path, &ProcessEnv).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let grace = loaded.config.server.shutdown_grace_period.0;
+    let watch = loaded.config.server.watch_config;
+    let gw = Gateway::start(loaded).await.context("starting the gateway")?;
+    for l in gw.shared().snapshot.load().config.listeners.iter() {
+        if let Some(addr) = gw.listener_addr(&l.name).await {
+            tracing::info!(listener = %l.name, %addr, "listening");
+        }
+    }
+    if let Some(a) = gw.admin_addr() {
+        tracing::info!(addr = %a, "admin listening");
+    }
+    let _watcher = if watch {
+        match torii_proxy::reload::watch(gw.clone(), path.clone(), Duration::from_millis(250)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    signals(gw, path, grace).await
+}
+
+#[cfg(unix)]
+async fn signals(gw: std::sync::Arc<Gateway>, path: PathBuf, grace: Duration) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = torii_proxy::reload::reload_from(&gw, &path, &ProcessEnv).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(grace = ?grace, "shutting down");
+    gw.shutdown(grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn signals(gw: std::sync::Arc<Gateway>, _path: PathBuf, grace: Duration) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    gw.shutdown(grace).await;
+    Ok(())
+}
