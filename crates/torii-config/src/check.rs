@@ -30,11 +30,14 @@ pub fn check(schema: &Value, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<KeyP
 struct Sink {
     diags: Vec<Diagnostic>,
     prunes: Vec<KeyPath>,
+    /// Errors not yet covered by a prune (their entry would still fail deserialization).
+    uncovered: usize,
 }
 
 impl Sink {
     fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
+        self.uncovered += 1;
     }
     fn len(&self) -> usize {
         self.diags.len()
@@ -45,6 +48,7 @@ impl Sink {
     fn extend(&mut self, mut other: Sink) {
         self.diags.append(&mut other.diags);
         self.prunes.append(&mut other.prunes);
+        self.uncovered += other.uncovered;
     }
 }
 
@@ -229,10 +233,12 @@ impl<'s> Checker<'s> {
             let kp = path.key(&key.name);
             match props.and_then(|p| p.get(&key.name)) {
                 Some(prop) => {
-                    let before = out.len();
+                    // Prune the deepest optional key whose subtree still has uncovered errors.
+                    let before = out.uncovered;
                     self.check(prop, value, &kp, out);
-                    if out.len() > before && !required.contains(&key.name.as_str()) {
+                    if out.uncovered > before && !required.contains(&key.name.as_str()) {
                         out.prunes.push(kp);
+                        out.uncovered = before;
                     }
                 }
                 None => match additional {
@@ -245,6 +251,7 @@ impl<'s> Checker<'s> {
                         };
                         out.push(d);
                         out.prunes.push(kp);
+                        out.uncovered -= 1;
                     }
                     Some(extra) if extra.is_object() => self.check(extra, value, &kp, out),
                     _ => {}

@@ -77,7 +77,7 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
     let mut binds = HashMap::new();
     for (i, l) in p.listeners.iter().enumerate() {
         let Some(l) = l else { continue };
-        if let Some(first) = binds.insert(l.bind.0, i) {
+        if l.bind.0.port() != 0 && let Some(first) = binds.insert(l.bind.0, i) {
             ctx.err(&[PathSeg::Key("listeners"), PathSeg::Index(i), PathSeg::Key("bind")], format!("address {} is already bound by listeners[{first}]", l.bind.0), "use a different port");
         }
         if l.limits.max_connections == 0 {

@@ -59,9 +59,10 @@ impl Metrics {
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
         let c = |name: &'static str| recorder.register_counter(&Key::from_name(name), &META);
+        let reloads = |result: &'static str| recorder.register_counter(&Key::from_parts("torii_config_reloads_total", vec![Label::new("result", result)]), &META);
         Arc::new(Self {
-            reloads_ok: c("torii_config_reloads_total_ok"),
-            reloads_failed: c("torii_config_reloads_total_failed"),
+            reloads_ok: reloads("ok"),
+            reloads_failed: reloads("failed"),
             open_connections: recorder.register_gauge(&Key::from_name("torii_open_connections"), &META),
             access_log_dropped: c("torii_access_log_dropped_total"),
             recorder,
