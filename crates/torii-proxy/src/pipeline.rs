@@ -55,7 +55,7 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, shared: Arc<Sha
         Some(v) => forwarding::client_addr(conn.peer, req.headers(), &v.trusted),
         None => forwarding::canonical(conn.peer.ip()),
     };
-    let mut ctx = RequestContext {
+    let ctx = RequestContext {
         request_id,
         client: ClientAddr(client),
         peer: conn.peer,
@@ -67,9 +67,15 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, shared: Arc<Sha
         params: Vec::new(),
     };
     let bytes_in = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
-    let mut info = LogInfo { method: method.to_string(), path: crate::access_log::redact(&log_path, &snap.redact), bytes_in, upstream: None, upstream_latency_ms: None };
+    let info = LogInfo { method: method.to_string(), path: crate::access_log::redact(&log_path, &snap.redact), bytes_in, upstream: None, upstream_latency_ms: None };
 
-    let result = route_and_serve(req, &conn, &snap, &mut ctx, &mut info).await;
+    // If the client goes away, hyper drops this future (which cancels the upstream request);
+    // the guard then logs the exchange as a client abort.
+    let mut guard = PendingLog(Some(LogOnEnd { snap: snap.clone(), shared: shared.clone(), route_idx: None, ctx, info, status: 499 }));
+    let Some(end) = guard.0.as_mut() else { return Ok(Response::new(Body::Empty)) };
+    let result = route_and_serve(req, &conn, &snap, &mut end.ctx, &mut end.info).await;
+    let Some(mut end) = guard.0.take() else { return Ok(Response::new(Body::Empty)) };
+    let ctx = &end.ctx;
     let route_idx = ctx.route.as_ref().and_then(|name| snap.routes.iter().position(|r| r.name == *name));
     let mut response = match result {
         Ok(r) => r,
@@ -86,9 +92,20 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, shared: Arc<Sha
         }
     };
     response.headers_mut().insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
-    let status = response.status().as_u16();
-    let end = LogOnEnd { snap: snap.clone(), shared: shared.clone(), route_idx, ctx, info, status };
+    end.status = response.status().as_u16();
+    end.route_idx = route_idx;
     Ok(response.map(|b| Body::boxed(Observed::new(b, Box::new(end)))))
+}
+
+/// Logs a request whose handler was dropped before it produced a response (client gone).
+struct PendingLog(Option<LogOnEnd>);
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        if let Some(end) = self.0.take() {
+            Box::new(end).on_end(0, Outcome::ClientAbort);
+        }
+    }
 }
 
 struct LogInfo {

@@ -145,3 +145,40 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 pub fn unused_body() -> Body {
     Body::Empty
 }
+
+/// A body of `total` bytes produced in 64 KiB chunks on demand (never held in memory).
+pub struct Generated {
+    pub remaining: u64,
+    pub chunk: Bytes,
+}
+
+impl Generated {
+    pub fn new(total: u64) -> Self {
+        Self { remaining: total, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }
+    }
+}
+
+impl http_body::Body for Generated {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= n as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..n)))))
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Resident set size of this process in bytes.
+pub fn rss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
