@@ -83,7 +83,10 @@ fn type_label(ty: &str) -> &str {
 }
 
 /// The closest candidate to `word`, if close enough to be a likely typo.
-pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -135,7 +138,10 @@ impl<'s> Checker<'s> {
         if s.as_bool() == Some(true) {
             return;
         }
-        let alts = s.get("anyOf").or_else(|| s.get("oneOf")).and_then(Value::as_array);
+        let alts = s
+            .get("anyOf")
+            .or_else(|| s.get("oneOf"))
+            .and_then(Value::as_array);
         if let Some(alts) = alts {
             self.check_alternatives(alts, node, path, out);
             return;
@@ -149,10 +155,24 @@ impl<'s> Checker<'s> {
             _ => vec![],
         };
         if !types.is_empty() && !types.iter().any(|t| type_matches(t, node)) {
-            let expected: Vec<&str> = types.iter().filter(|t| **t != "null").map(|t| type_label(t)).collect();
-            let mut d = here(format!("expected {}, found {} ({})", expected.join(" or "), node.type_name(), node.shown()));
-            if types.contains(&"string") && matches!(node.kind, Kind::Int(_) | Kind::Float(_) | Kind::Bool(_)) {
-                d = d.with_hint(format!("quote the value to make it a string: \"{}\"", node.shown()));
+            let expected: Vec<&str> = types
+                .iter()
+                .filter(|t| **t != "null")
+                .map(|t| type_label(t))
+                .collect();
+            let mut d = here(format!(
+                "expected {}, found {} ({})",
+                expected.join(" or "),
+                node.type_name(),
+                node.shown()
+            ));
+            if types.contains(&"string")
+                && matches!(node.kind, Kind::Int(_) | Kind::Float(_) | Kind::Bool(_))
+            {
+                d = d.with_hint(format!(
+                    "quote the value to make it a string: \"{}\"",
+                    node.shown()
+                ));
             } else if let Some(desc) = s.get("description").and_then(Value::as_str) {
                 d = d.with_hint(first_sentence(desc));
             }
@@ -177,9 +197,9 @@ impl<'s> Checker<'s> {
 
         match &node.kind {
             Kind::Str(text) => {
-                if let Some(fmt) = s.get("format").and_then(Value::as_str) {
-                    if let Some((_, parse)) = FORMATS.iter().find(|(name, _)| *name == fmt) {
-                        if let Err(msg) = parse(text) {
+                if let Some(fmt) = s.get("format").and_then(Value::as_str)
+                    && let Some((_, parse)) = FORMATS.iter().find(|(name, _)| *name == fmt)
+                        && let Err(msg) = parse(text) {
                             // The parse message quotes the value; for an expanded secret, say
                             // only that the expanded value is invalid.
                             let msg = if node.raw.is_some() {
@@ -189,8 +209,6 @@ impl<'s> Checker<'s> {
                             };
                             out.push(here(msg));
                         }
-                    }
-                }
             }
             Kind::Int(i) => self.check_range(s, *i, node, path, out),
             Kind::Map(entries) => self.check_object(s, node, entries, path, out),
@@ -214,8 +232,16 @@ impl<'s> Checker<'s> {
             Some("int32") => (i32::MIN.into(), i32::MAX.into()),
             _ => (i64::MIN, i64::MAX),
         };
-        let min = s.get("minimum").and_then(Value::as_i64).unwrap_or(fmin).max(fmin);
-        let max = s.get("maximum").and_then(Value::as_i64).unwrap_or(fmax).min(fmax);
+        let min = s
+            .get("minimum")
+            .and_then(Value::as_i64)
+            .unwrap_or(fmin)
+            .max(fmin);
+        let max = s
+            .get("maximum")
+            .and_then(Value::as_i64)
+            .unwrap_or(fmax)
+            .min(fmax);
         if i < min || i > max {
             out.push(Diagnostic::new(
                 Some(node.pos),
@@ -225,8 +251,19 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn check_object(&self, s: &'s Value, node: &Node, entries: &[(crate::yaml::Key, Node)], path: &KeyPath, out: &mut Sink) {
-        let required: Vec<&str> = s.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    fn check_object(
+        &self,
+        s: &'s Value,
+        node: &Node,
+        entries: &[(crate::yaml::Key, Node)],
+        path: &KeyPath,
+        out: &mut Sink,
+    ) {
+        let required: Vec<&str> = s
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let props = s.get("properties").and_then(Value::as_object);
         let additional = s.get("additionalProperties");
         for (key, value) in entries {
@@ -243,8 +280,14 @@ impl<'s> Checker<'s> {
                 }
                 None => match additional {
                     Some(Value::Bool(false)) => {
-                        let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
-                        let mut d = Diagnostic::new(Some(key.pos), kp.to_string(), format!("unknown key `{}`", key.name));
+                        let known: Vec<&str> = props
+                            .map(|p| p.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
+                        let mut d = Diagnostic::new(
+                            Some(key.pos),
+                            kp.to_string(),
+                            format!("unknown key `{}`", key.name),
+                        );
                         d = match did_you_mean(&key.name, known.iter().copied()) {
                             Some(m) => d.with_hint(format!("did you mean `{m}`?")),
                             None => d.with_hint(format!("known keys here: {}", known.join(", "))),
@@ -261,8 +304,16 @@ impl<'s> Checker<'s> {
         if let Some(Value::Array(required)) = s.get("required") {
             for r in required.iter().filter_map(Value::as_str) {
                 if !entries.iter().any(|(k, _)| k.name == r) {
-                    let mut d = Diagnostic::new(Some(node.pos), path.to_string(), format!("missing required key `{r}`"));
-                    if let Some(desc) = props.and_then(|p| p.get(r)).and_then(|p| self.resolve(p).get("description").or(p.get("description"))).and_then(Value::as_str) {
+                    let mut d = Diagnostic::new(
+                        Some(node.pos),
+                        path.to_string(),
+                        format!("missing required key `{r}`"),
+                    );
+                    if let Some(desc) = props
+                        .and_then(|p| p.get(r))
+                        .and_then(|p| self.resolve(p).get("description").or(p.get("description")))
+                        .and_then(Value::as_str)
+                    {
                         d = d.with_hint(format!("add `{r}`: {}", first_sentence(desc)));
                     }
                     out.push(d);
@@ -273,7 +324,10 @@ impl<'s> Checker<'s> {
 
     fn check_alternatives(&self, alts: &'s [Value], node: &Node, path: &KeyPath, out: &mut Sink) {
         // All alternatives constants (a documented enum): one "expected one of" error.
-        let consts: Vec<&Value> = alts.iter().filter_map(|a| self.resolve(a).get("const")).collect();
+        let consts: Vec<&Value> = alts
+            .iter()
+            .filter_map(|a| self.resolve(a).get("const"))
+            .collect();
         if consts.len() == alts.len() {
             if !consts.contains(&&node.to_json()) {
                 out.push(self.enum_error(consts.into_iter(), node, path));
@@ -309,26 +363,49 @@ impl<'s> Checker<'s> {
                 out.push(Diagnostic::new(
                     Some(node.pos),
                     path.to_string(),
-                    format!("expected {}, found {} ({})", labels.join(" or "), node.type_name(), node.shown()),
+                    format!(
+                        "expected {}, found {} ({})",
+                        labels.join(" or "),
+                        node.type_name(),
+                        node.shown()
+                    ),
                 ));
             }
         }
     }
 
-    fn enum_error<'v>(&self, allowed: impl Iterator<Item = &'v Value>, node: &Node, path: &KeyPath) -> Diagnostic {
-        let names: Vec<String> = allowed.map(|v| v.as_str().map_or_else(|| v.to_string(), String::from)).collect();
-        let list = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-        let mut d = Diagnostic::new(Some(node.pos), path.to_string(), format!("{} is not one of {list}", node.shown()));
-        if let Kind::Str(s) = &node.kind {
-            if let Some(m) = did_you_mean(s, names.iter().map(String::as_str)) {
+    fn enum_error<'v>(
+        &self,
+        allowed: impl Iterator<Item = &'v Value>,
+        node: &Node,
+        path: &KeyPath,
+    ) -> Diagnostic {
+        let names: Vec<String> = allowed
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+            .collect();
+        let list = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut d = Diagnostic::new(
+            Some(node.pos),
+            path.to_string(),
+            format!("{} is not one of {list}", node.shown()),
+        );
+        if let Kind::Str(s) = &node.kind
+            && let Some(m) = did_you_mean(s, names.iter().map(String::as_str)) {
                 d = d.with_hint(format!("did you mean `{m}`?"));
             }
-        }
         d
     }
 }
 
 fn first_sentence(desc: &str) -> String {
     let line = desc.lines().next().unwrap_or(desc);
-    line.split_inclusive(". ").next().unwrap_or(line).trim().to_string()
+    line.split_inclusive(". ")
+        .next()
+        .unwrap_or(line)
+        .trim()
+        .to_string()
 }

@@ -86,7 +86,9 @@ fn expand(s: &str, env: &dyn Env) -> Result<Option<String>, String> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err(format!("`${{{name}}}` is not a valid variable reference (use letters, digits and `_`)"));
+            return Err(format!(
+                "`${{{name}}}` is not a valid variable reference (use letters, digits and `_`)"
+            ));
         }
         match (env.var(name), default) {
             (Some(v), _) => out.push_str(&v),

@@ -54,13 +54,40 @@ pub fn json_schema() -> Value {
 /// Reads and loads a config file. `name` in messages is the path as given.
 pub fn load_file(path: &Path, env: &dyn Env) -> Result<Loaded, Diagnostics> {
     let name = path.display().to_string();
-    let one = |msg: String, hint: &str| Diagnostics::new(&name, "", vec![Diagnostic::new(None, "", msg).with_hint(hint)]);
-    let meta = std::fs::metadata(path).map_err(|e| one(format!("cannot read the config file: {e}"), "check the path given with --config / TORII_CONFIG"))?;
+    let one = |msg: String, hint: &str| {
+        Diagnostics::new(
+            &name,
+            "",
+            vec![Diagnostic::new(None, "", msg).with_hint(hint)],
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        one(
+            format!("cannot read the config file: {e}"),
+            "check the path given with --config / TORII_CONFIG",
+        )
+    })?;
     if meta.len() > MAX_CONFIG_BYTES as u64 {
-        return Err(one(format!("the config file is {} bytes; the limit is {MAX_CONFIG_BYTES}", meta.len()), "split large route sets or remove unused entries"));
+        return Err(one(
+            format!(
+                "the config file is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+                meta.len()
+            ),
+            "split large route sets or remove unused entries",
+        ));
     }
-    let bytes = std::fs::read(path).map_err(|e| one(format!("cannot read the config file: {e}"), "check the path and its permissions"))?;
-    let text = String::from_utf8(bytes).map_err(|_| one("the config file is not UTF-8".into(), "save the file as UTF-8"))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        one(
+            format!("cannot read the config file: {e}"),
+            "check the path and its permissions",
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        one(
+            "the config file is not UTF-8".into(),
+            "save the file as UTF-8",
+        )
+    })?;
     load_str(&name, &text, env)
 }
 
@@ -82,9 +109,27 @@ pub fn load_str(name: &str, src: &str, env: &dyn Env) -> Result<Loaded, Diagnost
     let mut partial = Partial::default();
     let root = json.as_object();
     let section = |key: &str| root.and_then(|r| r.get(key));
-    partial.listeners = elements(&tree, "listeners", section("listeners"), &mut partial.broken_names, &mut errors);
-    partial.upstreams = elements(&tree, "upstreams", section("upstreams"), &mut partial.broken_names, &mut errors);
-    partial.routes = elements(&tree, "routes", section("routes"), &mut partial.broken_names, &mut errors);
+    partial.listeners = elements(
+        &tree,
+        "listeners",
+        section("listeners"),
+        &mut partial.broken_names,
+        &mut errors,
+    );
+    partial.upstreams = elements(
+        &tree,
+        "upstreams",
+        section("upstreams"),
+        &mut partial.broken_names,
+        &mut errors,
+    );
+    partial.routes = elements(
+        &tree,
+        "routes",
+        section("routes"),
+        &mut partial.broken_names,
+        &mut errors,
+    );
     if section("listeners").is_none() {
         partial.broken_names.insert("listeners".into());
     }
@@ -99,8 +144,12 @@ pub fn load_str(name: &str, src: &str, env: &dyn Env) -> Result<Loaded, Diagnost
             obj.insert(key.into(), Value::Array(Vec::new()));
         }
     }
-    let rest: Config = deserialize(&tree, &[], rest).map_err(|d| Diagnostics::new(name, src, vec![d]))?;
-    Ok(Loaded { config: validate::assemble(partial, rest), routers })
+    let rest: Config =
+        deserialize(&tree, &[], rest).map_err(|d| Diagnostics::new(name, src, vec![d]))?;
+    Ok(Loaded {
+        config: validate::assemble(partial, rest),
+        routers,
+    })
 }
 
 fn elements<T: DeserializeOwned>(
@@ -110,31 +159,50 @@ fn elements<T: DeserializeOwned>(
     broken: &mut std::collections::HashSet<String>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Option<T>> {
-    let Some(Value::Array(items)) = value else { return Vec::new() };
+    let Some(Value::Array(items)) = value else {
+        return Vec::new();
+    };
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| match deserialize(tree, &[PathSeg::Key(section), PathSeg::Index(i)], item.clone()) {
-            Ok(v) => Some(v),
-            Err(d) => {
-                if let Some(name) = item.get("name").and_then(Value::as_str) {
-                    broken.insert(name.to_string());
+        .map(|(i, item)| {
+            match deserialize(
+                tree,
+                &[PathSeg::Key(section), PathSeg::Index(i)],
+                item.clone(),
+            ) {
+                Ok(v) => Some(v),
+                Err(d) => {
+                    if let Some(name) = item.get("name").and_then(Value::as_str) {
+                        broken.insert(name.to_string());
+                    }
+                    // The schema check already reported why, unless it missed something.
+                    if !errors
+                        .iter()
+                        .any(|e| e.path.starts_with(&format!("{section}[{i}]")))
+                    {
+                        errors.push(d);
+                    }
+                    None
                 }
-                // The schema check already reported why, unless it missed something.
-                if !errors.iter().any(|e| e.path.starts_with(&format!("{section}[{i}]"))) {
-                    errors.push(d);
-                }
-                None
             }
         })
         .collect()
 }
 
-fn deserialize<T: DeserializeOwned>(tree: &Node, base: &[PathSeg<'_>], value: Value) -> Result<T, Diagnostic> {
+fn deserialize<T: DeserializeOwned>(
+    tree: &Node,
+    base: &[PathSeg<'_>],
+    value: Value,
+) -> Result<T, Diagnostic> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let mut segs: Vec<PathSeg<'_>> = base.to_vec();
-        let parts: Vec<String> = inner.split('.').filter(|s| !s.is_empty() && *s != "?").map(String::from).collect();
+        let parts: Vec<String> = inner
+            .split('.')
+            .filter(|s| !s.is_empty() && *s != "?")
+            .map(String::from)
+            .collect();
         let mut owned: Vec<(Option<String>, Option<usize>)> = Vec::new();
         for part in &parts {
             let (key, idx) = match part.split_once('[') {

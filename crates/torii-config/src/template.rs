@@ -16,7 +16,9 @@ fn names(pattern: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = pattern;
     while let Some(start) = rest.find('{') {
-        let Some(end) = rest[start..].find('}') else { break };
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
         out.push(rest[start + 1..start + end].trim_start_matches('*'));
         rest = &rest[start + end + 1..];
     }
@@ -33,7 +35,9 @@ impl PathTemplate {
         let mut parts = Vec::new();
         let mut rest = template;
         while let Some(start) = rest.find('{') {
-            let end = rest[start..].find('}').ok_or_else(|| format!("unclosed `{{` in `{template}`"))?;
+            let end = rest[start..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in `{template}`"))?;
             if start > 0 {
                 parts.push(Part::Lit(rest[..start].to_string()));
             }
@@ -41,7 +45,11 @@ impl PathTemplate {
             if !known.contains(&name) {
                 return Err(format!(
                     "`{{{name}}}` is not a parameter of the route's path `{pattern}` (it has: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ));
             }
             parts.push(Part::Param(name.to_string()));
@@ -83,7 +91,11 @@ mod tests {
         let mut s = String::new();
         t.render(|n| (n == "id").then_some("42"), &mut s);
         assert_eq!(s, "/v2/accounts/42/x");
-        assert!(PathTemplate::compile("/v2/{nope}", "/users/{id}").unwrap_err().contains("nope"));
+        assert!(
+            PathTemplate::compile("/v2/{nope}", "/users/{id}")
+                .unwrap_err()
+                .contains("nope")
+        );
         assert!(PathTemplate::compile("/files/{rest}", "/f/{*rest}").is_ok());
     }
 }

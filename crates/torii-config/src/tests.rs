@@ -28,8 +28,14 @@ routes:
 fn loads_a_valid_config_with_defaults() {
     let l = load(BASE).unwrap();
     assert_eq!(l.config.listeners[0].name, "public");
-    assert_eq!(l.config.upstreams[0].timeouts.connect, values::Duration::secs(5));
-    assert_eq!(l.config.server.shutdown_grace_period, values::Duration::secs(30));
+    assert_eq!(
+        l.config.upstreams[0].timeouts.connect,
+        values::Duration::secs(5)
+    );
+    assert_eq!(
+        l.config.server.shutdown_grace_period,
+        values::Duration::secs(30)
+    );
     assert_eq!(l.routers.len(), 1);
 }
 
@@ -62,11 +68,26 @@ routes:
     assert_eq!(d.len(), 5, "{text}");
     let lines: Vec<usize> = d.items.iter().map(|i| i.pos.unwrap().line).collect();
     assert_eq!(lines, vec![4, 9, 11, 16, 19], "{text}");
-    assert!(text.contains("unknown key `limtis`") && text.contains("did you mean `limits`?"), "{text}");
-    assert!(text.contains("upstreams[0].targets[0].weight: expected an integer"), "{text}");
-    assert!(text.contains("upstreams[0].timeouts.connect: `5 seconds` is not a duration"), "{text}");
-    assert!(text.contains("unknown upstream `user`") && text.contains("did you mean `users`?"), "{text}");
-    assert!(text.contains("routes[1].match: route has the same match conditions as routes[0]"), "{text}");
+    assert!(
+        text.contains("unknown key `limtis`") && text.contains("did you mean `limits`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("upstreams[0].targets[0].weight: expected an integer"),
+        "{text}"
+    );
+    assert!(
+        text.contains("upstreams[0].timeouts.connect: `5 seconds` is not a duration"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unknown upstream `user`") && text.contains("did you mean `users`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routes[1].match: route has the same match conditions as routes[0]"),
+        "{text}"
+    );
     assert!(text.contains("test.yaml:4:5"), "{text}");
 }
 
@@ -75,7 +96,10 @@ fn missing_keys_and_bad_enums() {
     let src = "listeners:\n  - bind: 127.0.0.1:1\nupstreams:\n  - name: u\n    targets: [{url: 'http://x:1'}]\n    protocol: http3\n";
     let text = load(src).unwrap_err().to_string();
     assert!(text.contains("missing required key `name`"), "{text}");
-    assert!(text.contains("\"http3\" is not one of `http1`, `http2`"), "{text}");
+    assert!(
+        text.contains("\"http3\" is not one of `http1`, `http2`"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -105,16 +129,30 @@ fn env_expansion_and_secrets_not_echoed() {
     assert!(text.contains("${TIMEOUT}"), "{text}");
     let ok = load_str("t.yaml", &src.replace("${TIMEOUT}", "${T:-2s}"), &env).unwrap();
     assert_eq!(ok.config.listeners[0].bind.0.port(), 8081);
-    assert_eq!(ok.config.upstreams[0].timeouts.connect, values::Duration::secs(2));
-    let text = load_str("t.yaml", "listeners:\n  - name: p\n    bind: ${NOPE}\n", &env).unwrap_err().to_string();
+    assert_eq!(
+        ok.config.upstreams[0].timeouts.connect,
+        values::Duration::secs(2)
+    );
+    let text = load_str(
+        "t.yaml",
+        "listeners:\n  - name: p\n    bind: ${NOPE}\n",
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(text.contains("`NOPE` is not set"), "{text}");
 }
 
 #[test]
 fn type_errors_suggest_quoting() {
-    let src = format!("{BASE}  - name: d\n    match: {{path: /d}}\n    direct_response:\n      body: 42\n      headers: {{x-a: 1}}\n");
+    let src = format!(
+        "{BASE}  - name: d\n    match: {{path: /d}}\n    direct_response:\n      body: 42\n      headers: {{x-a: 1}}\n"
+    );
     let text = load(&src).unwrap_err().to_string();
-    assert!(text.contains("routes[1].direct_response.body: expected a string, found an integer"), "{text}");
+    assert!(
+        text.contains("routes[1].direct_response.body: expected a string, found an integer"),
+        "{text}"
+    );
     assert!(text.contains("quote the value"), "{text}");
 }
 
@@ -122,7 +160,10 @@ fn type_errors_suggest_quoting() {
 fn schema_is_generated() {
     let s = json_schema();
     assert!(s.pointer("/properties/listeners").is_some());
-    assert_eq!(s.pointer("/additionalProperties"), Some(&Value::Bool(false)));
+    assert_eq!(
+        s.pointer("/additionalProperties"),
+        Some(&Value::Bool(false))
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@ use crate::diag::Diagnostic;
 use crate::schema::{Config, Listener, Route, Upstream, ValueCondition};
 use crate::yaml::{Node, PathSeg};
 use std::collections::{HashMap, HashSet};
-use torii_router::{HeaderCondition, PathKind, PathPattern, QueryCondition, RouteSpec, Router, ValueMatcher};
+use torii_router::{
+    HeaderCondition, PathKind, PathPattern, QueryCondition, RouteSpec, Router, ValueMatcher,
+};
 
 /// A config whose elements were deserialized one by one: an element that failed (already
 /// reported) is `None`, so the others can still be checked.
@@ -30,7 +32,8 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn err(&mut self, path: &[PathSeg<'_>], msg: impl Into<String>, hint: impl Into<String>) {
         let pos = self.tree.pos_at(path);
-        self.out.push(Diagnostic::new(Some(pos), render(path), msg).with_hint(hint));
+        self.out
+            .push(Diagnostic::new(Some(pos), render(path), msg).with_hint(hint));
     }
 }
 
@@ -49,14 +52,30 @@ fn render(path: &[PathSeg<'_>]) -> String {
     s
 }
 
-fn unique_names<'a>(ctx: &mut Ctx<'_>, section: &'static str, names: impl Iterator<Item = (usize, &'a str)>) {
+fn unique_names<'a>(
+    ctx: &mut Ctx<'_>,
+    section: &'static str,
+    names: impl Iterator<Item = (usize, &'a str)>,
+) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, name) in names {
         if name.is_empty() {
-            ctx.err(&[PathSeg::Key(section), PathSeg::Index(i), PathSeg::Key("name")], "name must not be empty", "give every entry a unique name");
+            ctx.err(
+                &[
+                    PathSeg::Key(section),
+                    PathSeg::Index(i),
+                    PathSeg::Key("name"),
+                ],
+                "name must not be empty",
+                "give every entry a unique name",
+            );
         } else if let Some(first) = seen.insert(name, i) {
             ctx.err(
-                &[PathSeg::Key(section), PathSeg::Index(i), PathSeg::Key("name")],
+                &[
+                    PathSeg::Key(section),
+                    PathSeg::Index(i),
+                    PathSeg::Key("name"),
+                ],
                 format!("duplicate name `{name}` (also used by {section}[{first}])"),
                 "names must be unique within a section",
             );
@@ -66,42 +85,131 @@ fn unique_names<'a>(ctx: &mut Ctx<'_>, section: &'static str, names: impl Iterat
 
 /// Checks everything serde and the schema cannot, and compiles the routers.
 pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> Routers {
-    let mut ctx = Ctx { tree, out: Vec::new() };
+    let mut ctx = Ctx {
+        tree,
+        out: Vec::new(),
+    };
     if p.listeners.is_empty() && !p.broken_names.contains("listeners") {
-        ctx.err(&[PathSeg::Key("listeners")], "at least one listener is required", "add e.g. `listeners: [{name: public, bind: \"0.0.0.0:8080\"}]`");
+        ctx.err(
+            &[PathSeg::Key("listeners")],
+            "at least one listener is required",
+            "add e.g. `listeners: [{name: public, bind: \"0.0.0.0:8080\"}]`",
+        );
     }
-    unique_names(&mut ctx, "listeners", p.listeners.iter().enumerate().filter_map(|(i, l)| Some((i, l.as_ref()?.name.as_str()))));
-    unique_names(&mut ctx, "upstreams", p.upstreams.iter().enumerate().filter_map(|(i, u)| Some((i, u.as_ref()?.name.as_str()))));
-    unique_names(&mut ctx, "routes", p.routes.iter().enumerate().filter_map(|(i, r)| Some((i, r.as_ref()?.name.as_str()))));
+    unique_names(
+        &mut ctx,
+        "listeners",
+        p.listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i, l.as_ref()?.name.as_str()))),
+    );
+    unique_names(
+        &mut ctx,
+        "upstreams",
+        p.upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| Some((i, u.as_ref()?.name.as_str()))),
+    );
+    unique_names(
+        &mut ctx,
+        "routes",
+        p.routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.as_ref()?.name.as_str()))),
+    );
 
     let mut binds = HashMap::new();
     for (i, l) in p.listeners.iter().enumerate() {
         let Some(l) = l else { continue };
-        if l.bind.0.port() != 0 && let Some(first) = binds.insert(l.bind.0, i) {
-            ctx.err(&[PathSeg::Key("listeners"), PathSeg::Index(i), PathSeg::Key("bind")], format!("address {} is already bound by listeners[{first}]", l.bind.0), "use a different port");
+        if l.bind.0.port() != 0
+            && let Some(first) = binds.insert(l.bind.0, i)
+        {
+            ctx.err(
+                &[
+                    PathSeg::Key("listeners"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("bind"),
+                ],
+                format!(
+                    "address {} is already bound by listeners[{first}]",
+                    l.bind.0
+                ),
+                "use a different port",
+            );
         }
         if l.limits.max_connections == 0 {
-            ctx.err(&[PathSeg::Key("listeners"), PathSeg::Index(i), PathSeg::Key("limits"), PathSeg::Key("max_connections")], "must be at least 1", "set a positive connection limit");
+            ctx.err(
+                &[
+                    PathSeg::Key("listeners"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("limits"),
+                    PathSeg::Key("max_connections"),
+                ],
+                "must be at least 1",
+                "set a positive connection limit",
+            );
         }
     }
     for (i, u) in p.upstreams.iter().enumerate() {
         let Some(u) = u else { continue };
-        let at = |k| [PathSeg::Key("upstreams"), PathSeg::Index(i), PathSeg::Key(k)];
+        let at = |k| {
+            [
+                PathSeg::Key("upstreams"),
+                PathSeg::Index(i),
+                PathSeg::Key(k),
+            ]
+        };
         if u.targets.is_empty() {
-            ctx.err(&at("targets"), "an upstream needs at least one target", "add `targets: [{url: \"http://127.0.0.1:8080\"}]`");
+            ctx.err(
+                &at("targets"),
+                "an upstream needs at least one target",
+                "add `targets: [{url: \"http://127.0.0.1:8080\"}]`",
+            );
         }
         for (t, target) in u.targets.iter().enumerate() {
             if target.weight == 0 {
-                ctx.err(&[PathSeg::Key("upstreams"), PathSeg::Index(i), PathSeg::Key("targets"), PathSeg::Index(t), PathSeg::Key("weight")], "weight must be at least 1", "remove the target instead of giving it weight 0");
+                ctx.err(
+                    &[
+                        PathSeg::Key("upstreams"),
+                        PathSeg::Index(i),
+                        PathSeg::Key("targets"),
+                        PathSeg::Index(t),
+                        PathSeg::Key("weight"),
+                    ],
+                    "weight must be at least 1",
+                    "remove the target instead of giving it weight 0",
+                );
             }
         }
         if u.pool.max_connections_per_target == 0 {
-            ctx.err(&[PathSeg::Key("upstreams"), PathSeg::Index(i), PathSeg::Key("pool"), PathSeg::Key("max_connections_per_target")], "must be at least 1", "set a positive connection cap");
+            ctx.err(
+                &[
+                    PathSeg::Key("upstreams"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("pool"),
+                    PathSeg::Key("max_connections_per_target"),
+                ],
+                "must be at least 1",
+                "set a positive connection cap",
+            );
         }
     }
 
-    let upstream_names: Vec<&str> = p.upstreams.iter().flatten().map(|u| u.name.as_str()).collect();
-    let listener_names: Vec<&str> = p.listeners.iter().flatten().map(|l| l.name.as_str()).collect();
+    let upstream_names: Vec<&str> = p
+        .upstreams
+        .iter()
+        .flatten()
+        .map(|u| u.name.as_str())
+        .collect();
+    let listener_names: Vec<&str> = p
+        .listeners
+        .iter()
+        .flatten()
+        .map(|l| l.name.as_str())
+        .collect();
     let mut specs: Vec<(usize, RouteSpec<usize>, &[String])> = Vec::new();
     for (i, r) in p.routes.iter().enumerate() {
         let Some(r) = r else { continue };
@@ -114,8 +222,10 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
     let mut routers = Routers::new();
     let mut reported = HashSet::new();
     for l in p.listeners.iter().flatten() {
-        let mine: Vec<&(usize, RouteSpec<usize>, &[String])> =
-            specs.iter().filter(|(_, _, ls)| ls.is_empty() || ls.iter().any(|n| *n == l.name)).collect();
+        let mine: Vec<&(usize, RouteSpec<usize>, &[String])> = specs
+            .iter()
+            .filter(|(_, _, ls)| ls.is_empty() || ls.contains(&l.name))
+            .collect();
         let spec_list: Vec<RouteSpec<usize>> = mine.iter().map(|(_, s, _)| s.clone()).collect();
         match Router::build(spec_list) {
             Ok(router) => {
@@ -138,11 +248,21 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                             // Host syntax is checked above with positions; anything else the
                             // router rejects is reported on the route.
                             let route = match &other {
-                                torii_router::BuildError::InvalidHost { route, .. } => mine[*route].0,
+                                torii_router::BuildError::InvalidHost { route, .. } => {
+                                    mine[*route].0
+                                }
                                 _ => mine[0].0,
                             };
                             if reported.insert((route, usize::MAX)) {
-                                ctx.err(&[PathSeg::Key("routes"), PathSeg::Index(route), PathSeg::Key("match")], other.to_string(), "fix the route's match conditions");
+                                ctx.err(
+                                    &[
+                                        PathSeg::Key("routes"),
+                                        PathSeg::Index(route),
+                                        PathSeg::Key("match"),
+                                    ],
+                                    other.to_string(),
+                                    "fix the route's match conditions",
+                                );
                             }
                         }
                     }
@@ -154,15 +274,32 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
     routers
 }
 
-fn check_route(ctx: &mut Ctx<'_>, p: &Partial, i: usize, r: &Route, upstreams: &[&str], listeners: &[&str]) -> Option<RouteSpec<usize>> {
+fn check_route(
+    ctx: &mut Ctx<'_>,
+    p: &Partial,
+    i: usize,
+    r: &Route,
+    upstreams: &[&str],
+    listeners: &[&str],
+) -> Option<RouteSpec<usize>> {
     let at = |k: &'static str| [PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key(k)];
-    let m_at = |k: &'static str| [PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("match"), PathSeg::Key(k)];
+    let m_at = |k: &'static str| {
+        [
+            PathSeg::Key("routes"),
+            PathSeg::Index(i),
+            PathSeg::Key("match"),
+            PathSeg::Key(k),
+        ]
+    };
     let mut ok = true;
     match (&r.upstream, &r.direct_response) {
         (Some(name), None) => {
             if !upstreams.contains(&name.as_str()) && !p.broken_names.contains(name) {
                 let hint = match crate::check::did_you_mean(name, upstreams.iter().copied()) {
-                    Some(m) => format!("did you mean `{m}`? Known upstreams: {}", upstreams.join(", ")),
+                    Some(m) => format!(
+                        "did you mean `{m}`? Known upstreams: {}",
+                        upstreams.join(", ")
+                    ),
                     None if upstreams.is_empty() => "declare it under `upstreams:`".to_string(),
                     None => format!("known upstreams: {}", upstreams.join(", ")),
                 };
@@ -171,23 +308,65 @@ fn check_route(ctx: &mut Ctx<'_>, p: &Partial, i: usize, r: &Route, upstreams: &
         }
         (None, Some(d)) => {
             if !(100..=599).contains(&d.status) || http::StatusCode::from_u16(d.status).is_err() {
-                ctx.err(&[PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("direct_response"), PathSeg::Key("status")], format!("{} is not an HTTP status", d.status), "use a status from 100 to 599");
+                ctx.err(
+                    &[
+                        PathSeg::Key("routes"),
+                        PathSeg::Index(i),
+                        PathSeg::Key("direct_response"),
+                        PathSeg::Key("status"),
+                    ],
+                    format!("{} is not an HTTP status", d.status),
+                    "use a status from 100 to 599",
+                );
             }
             for (name, value) in &d.headers {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err() {
-                    ctx.err(&[PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("direct_response"), PathSeg::Key("headers"), PathSeg::Key(name)], format!("invalid header `{name}`"), "header names are letters, digits and `-`; values are visible ASCII");
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(value).is_err()
+                {
+                    ctx.err(
+                        &[
+                            PathSeg::Key("routes"),
+                            PathSeg::Index(i),
+                            PathSeg::Key("direct_response"),
+                            PathSeg::Key("headers"),
+                            PathSeg::Key(name),
+                        ],
+                        format!("invalid header `{name}`"),
+                        "header names are letters, digits and `-`; values are visible ASCII",
+                    );
                 }
             }
             if r.rewrite.is_some() {
-                ctx.err(&at("rewrite"), "a rewrite has no effect on a direct response", "remove `rewrite`");
+                ctx.err(
+                    &at("rewrite"),
+                    "a rewrite has no effect on a direct response",
+                    "remove `rewrite`",
+                );
             }
         }
-        (Some(_), Some(_)) => ctx.err(&at("direct_response"), "a route has either `upstream` or `direct_response`, not both", "remove one of them"),
-        (None, None) => ctx.err(&at("name"), "the route has neither `upstream` nor `direct_response`", "add `upstream: NAME` or a `direct_response`"),
+        (Some(_), Some(_)) => ctx.err(
+            &at("direct_response"),
+            "a route has either `upstream` or `direct_response`, not both",
+            "remove one of them",
+        ),
+        (None, None) => ctx.err(
+            &at("name"),
+            "the route has neither `upstream` nor `direct_response`",
+            "add `upstream: NAME` or a `direct_response`",
+        ),
     }
     for (li, l) in r.listeners.iter().enumerate() {
         if !listeners.contains(&l.as_str()) && !p.broken_names.contains(l) {
-            ctx.err(&[PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("listeners"), PathSeg::Index(li)], format!("unknown listener `{l}`"), format!("known listeners: {}", listeners.join(", ")));
+            ctx.err(
+                &[
+                    PathSeg::Key("routes"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("listeners"),
+                    PathSeg::Index(li),
+                ],
+                format!("unknown listener `{l}`"),
+                format!("known listeners: {}", listeners.join(", ")),
+            );
         }
     }
 
@@ -196,57 +375,114 @@ fn check_route(ctx: &mut Ctx<'_>, p: &Partial, i: usize, r: &Route, upstreams: &
         (Some(p), None) => (PathKind::Exact, p.as_str(), "path"),
         (None, Some(p)) => (PathKind::Prefix, p.as_str(), "path_prefix"),
         (Some(_), Some(_)) => {
-            ctx.err(&m_at("path_prefix"), "`path` and `path_prefix` cannot both be set", "keep one of them");
+            ctx.err(
+                &m_at("path_prefix"),
+                "`path` and `path_prefix` cannot both be set",
+                "keep one of them",
+            );
             return None;
         }
         (None, None) => {
-            ctx.err(&[PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("match")], "a route needs `path` or `path_prefix`", "add e.g. `path_prefix: /`");
+            ctx.err(
+                &[
+                    PathSeg::Key("routes"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("match"),
+                ],
+                "a route needs `path` or `path_prefix`",
+                "add e.g. `path_prefix: /`",
+            );
             return None;
         }
     };
     let pattern = match PathPattern::parse(kind, text) {
         Ok(p) => Some(p),
         Err(e) => {
-            ctx.err(&m_at(key), format!("invalid path pattern `{text}`: {e}"), "patterns look like `/users/{id}` or `/files/{*rest}`");
+            ctx.err(
+                &m_at(key),
+                format!("invalid path pattern `{text}`: {e}"),
+                "patterns look like `/users/{id}` or `/files/{*rest}`",
+            );
             None
         }
     };
     for (hi, h) in m.hosts.iter().enumerate() {
         let bare = h.strip_prefix("*.").unwrap_or(h);
-        let valid = !bare.contains('*') && torii_router::normalize_host(bare).is_ok_and(|n| n == bare.to_ascii_lowercase().trim_end_matches('.'));
+        let valid = !bare.contains('*')
+            && torii_router::normalize_host(bare)
+                .is_ok_and(|n| n == bare.to_ascii_lowercase().trim_end_matches('.'));
         if !valid {
-            ctx.err(&[PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("match"), PathSeg::Key("hosts"), PathSeg::Index(hi)], format!("`{h}` is not a host name"), "write `api.example.com` or `*.example.com`, without a port");
+            ctx.err(
+                &[
+                    PathSeg::Key("routes"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("match"),
+                    PathSeg::Key("hosts"),
+                    PathSeg::Index(hi),
+                ],
+                format!("`{h}` is not a host name"),
+                "write `api.example.com` or `*.example.com`, without a port",
+            );
             ok = false;
         }
     }
     let mut headers = Vec::new();
     for (ci, c) in m.headers.iter().enumerate() {
         match condition(ctx, i, "headers", ci, c) {
-            Some(matcher) => headers.push(HeaderCondition { name: c.name.0.clone(), matcher }),
+            Some(matcher) => headers.push(HeaderCondition {
+                name: c.name.0.clone(),
+                matcher,
+            }),
             None => ok = false,
         }
     }
     let mut query = Vec::new();
     for (ci, c) in m.query.iter().enumerate() {
         match condition(ctx, i, "query", ci, c) {
-            Some(matcher) => query.push(QueryCondition { name: c.name.clone(), matcher }),
+            Some(matcher) => query.push(QueryCondition {
+                name: c.name.clone(),
+                matcher,
+            }),
             None => ok = false,
         }
     }
     if let (Some(rw), Some(_)) = (&r.rewrite, &pattern) {
-        let rw_at = |k: &'static str| [PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("rewrite"), PathSeg::Key(k)];
+        let rw_at = |k: &'static str| {
+            [
+                PathSeg::Key("routes"),
+                PathSeg::Index(i),
+                PathSeg::Key("rewrite"),
+                PathSeg::Key(k),
+            ]
+        };
         match (&rw.strip_prefix, &rw.path) {
             (Some(prefix), None) => {
                 if !prefix.starts_with('/') {
-                    ctx.err(&rw_at("strip_prefix"), "a prefix starts with `/`", "write e.g. `/api`");
+                    ctx.err(
+                        &rw_at("strip_prefix"),
+                        "a prefix starts with `/`",
+                        "write e.g. `/api`",
+                    );
                 }
             }
             (None, Some(template)) => {
                 if let Err(msg) = crate::template::check(template, text) {
-                    ctx.err(&rw_at("path"), msg, "use only parameters the route's path declares, e.g. `/v2/accounts/{id}`");
+                    ctx.err(
+                        &rw_at("path"),
+                        msg,
+                        "use only parameters the route's path declares, e.g. `/v2/accounts/{id}`",
+                    );
                 }
             }
-            _ => ctx.err(&[PathSeg::Key("routes"), PathSeg::Index(i), PathSeg::Key("rewrite")], "a rewrite has exactly one of `strip_prefix` and `path`", "keep one of them"),
+            _ => ctx.err(
+                &[
+                    PathSeg::Key("routes"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("rewrite"),
+                ],
+                "a rewrite has exactly one of `strip_prefix` and `path`",
+                "keep one of them",
+            ),
         }
     }
     let pattern = pattern?;
@@ -260,18 +496,38 @@ fn check_route(ctx: &mut Ctx<'_>, p: &Partial, i: usize, r: &Route, upstreams: &
     })
 }
 
-fn condition<N>(ctx: &mut Ctx<'_>, route: usize, section: &'static str, ci: usize, c: &ValueCondition<N>) -> Option<ValueMatcher> {
-    let at = [PathSeg::Key("routes"), PathSeg::Index(route), PathSeg::Key("match"), PathSeg::Key(section), PathSeg::Index(ci)];
+fn condition<N>(
+    ctx: &mut Ctx<'_>,
+    route: usize,
+    section: &'static str,
+    ci: usize,
+    c: &ValueCondition<N>,
+) -> Option<ValueMatcher> {
+    let at = [
+        PathSeg::Key("routes"),
+        PathSeg::Index(route),
+        PathSeg::Key("match"),
+        PathSeg::Key(section),
+        PathSeg::Index(ci),
+    ];
     match (&c.value, &c.regex, c.present) {
         (Some(v), None, None) => Some(ValueMatcher::Exact(v.clone())),
         (None, Some(r), None) => Some(ValueMatcher::Regex(r.regex.clone())),
         (None, None, Some(true)) => Some(ValueMatcher::Present),
         (None, None, Some(false)) => {
-            ctx.err(&at, "`present: false` is not supported", "remove the condition, or use `present: true`");
+            ctx.err(
+                &at,
+                "`present: false` is not supported",
+                "remove the condition, or use `present: true`",
+            );
             None
         }
         _ => {
-            ctx.err(&at, "a condition has exactly one of `value`, `regex` and `present`", "keep one of them");
+            ctx.err(
+                &at,
+                "a condition has exactly one of `value`, `regex` and `present`",
+                "keep one of them",
+            );
             None
         }
     }

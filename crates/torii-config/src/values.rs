@@ -31,8 +31,11 @@ macro_rules! string_value {
     };
 }
 
+/// A format validator: the parse function of a value type, result discarded.
+pub(crate) type FormatCheck = fn(&str) -> Result<(), String>;
+
 /// Every string format the schema check validates, with its parser.
-pub(crate) const FORMATS: &[(&str, fn(&str) -> Result<(), String>)] = &[
+pub(crate) const FORMATS: &[(&str, FormatCheck)] = &[
     ("duration", |s| Duration::parse(s).map(drop)),
     ("byte-size", |s| ByteSize::parse(s).map(drop)),
     ("socket-addr", |s| parse_socket_addr(s).map(drop)),
@@ -61,7 +64,9 @@ impl Duration {
     /// Parses `250ms`, `10s`, `1m30s`, ...
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("`{s}` is not a duration; write a number with a unit: `250ms`, `10s`, `5m`, `1h` (or a sum like `1m30s`)")
+            format!(
+                "`{s}` is not a duration; write a number with a unit: `250ms`, `10s`, `5m`, `1h` (or a sum like `1m30s`)"
+            )
         };
         let mut rest = s.trim();
         if rest.is_empty() {
@@ -75,7 +80,9 @@ impl Duration {
             }
             let n: u64 = rest[..n_end].parse().map_err(|_| bad())?;
             rest = &rest[n_end..];
-            let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let u_end = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let part = match &rest[..u_end] {
                 "ms" => std::time::Duration::from_millis(n),
                 "s" => std::time::Duration::from_secs(n),
@@ -89,7 +96,12 @@ impl Duration {
         Ok(Self(total))
     }
 }
-string_value!(Duration, "duration", "A duration: `250ms`, `10s`, `5m`, `1h`, `1m30s`.", Duration::parse);
+string_value!(
+    Duration,
+    "duration",
+    "A duration: `250ms`, `10s`, `5m`, `1h`, `1m30s`.",
+    Duration::parse
+);
 
 impl Serialize for Duration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -114,7 +126,11 @@ impl ByteSize {
     }
     /// Parses `64KiB`, `1MiB`, ...
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a size; write a number with a unit: `512B`, `64KiB`, `1MiB`, `1GiB`");
+        let bad = || {
+            format!(
+                "`{s}` is not a size; write a number with a unit: `512B`, `64KiB`, `1MiB`, `1GiB`"
+            )
+        };
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         if split == 0 {
@@ -134,7 +150,12 @@ impl ByteSize {
         n.checked_mul(mult).map(Self).ok_or_else(bad)
     }
 }
-string_value!(ByteSize, "byte-size", "A size: `512B`, `64KiB`, `1MiB`, `1GiB`.", ByteSize::parse);
+string_value!(
+    ByteSize,
+    "byte-size",
+    "A size: `512B`, `64KiB`, `1MiB`, `1GiB`.",
+    ByteSize::parse
+);
 
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -153,7 +174,12 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
         format!("`{s}` is not an IP address with a port; write e.g. `127.0.0.1:8080` or `[::]:443`")
     })
 }
-string_value!(SocketAddr, "socket-addr", "An IP address and port: `127.0.0.1:8080`, `[::]:443`.", parse_socket_addr);
+string_value!(
+    SocketAddr,
+    "socket-addr",
+    "An IP address and port: `127.0.0.1:8080`, `[::]:443`.",
+    parse_socket_addr
+);
 
 // === Upstream URLs ===
 
@@ -186,7 +212,9 @@ impl UpstreamUrl {
             return Err(format!("`{s}` must not contain user info"));
         }
         if uri.path() != "/" || uri.query().is_some() || s.ends_with('/') {
-            return Err(format!("`{s}` must not have a path or query; use a route `rewrite` to change paths"));
+            return Err(format!(
+                "`{s}` must not have a path or query; use a route `rewrite` to change paths"
+            ));
         }
         Ok(Self {
             tls,
@@ -200,7 +228,12 @@ impl UpstreamUrl {
         format!("{}:{}", self.host, self.port)
     }
 }
-string_value!(UpstreamUrl, "upstream-url", "An upstream base URL: `http://10.0.0.5:8080` or `https://api.internal`.", UpstreamUrl::parse);
+string_value!(
+    UpstreamUrl,
+    "upstream-url",
+    "An upstream base URL: `http://10.0.0.5:8080` or `https://api.internal`.",
+    UpstreamUrl::parse
+);
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -226,7 +259,12 @@ impl Cidr {
             .map_err(|_| format!("`{s}` is not an IP network; write e.g. `10.0.0.0/8`, `192.168.1.7` or `fd00::/8`"))
     }
 }
-string_value!(Cidr, "cidr", "An IP network (`10.0.0.0/8`) or a single address.", Cidr::parse);
+string_value!(
+    Cidr,
+    "cidr",
+    "An IP network (`10.0.0.0/8`) or a single address.",
+    Cidr::parse
+);
 
 // === Header names, methods, regexes ===
 
@@ -242,7 +280,12 @@ impl HeaderName {
             .map_err(|_| format!("`{s}` is not a valid header name (letters, digits and `-`)"))
     }
 }
-string_value!(HeaderName, "header-name", "An HTTP header name.", HeaderName::parse);
+string_value!(
+    HeaderName,
+    "header-name",
+    "An HTTP header name.",
+    HeaderName::parse
+);
 
 /// An HTTP method (`GET`, `POST`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -252,7 +295,9 @@ impl Method {
     /// Parses a method; standard methods must be upper case.
     pub fn parse(s: &str) -> Result<Self, String> {
         let upper = s.to_ascii_uppercase();
-        if upper != s && http::Method::from_bytes(upper.as_bytes()).is_ok_and(|m| m.as_str().len() <= 7) {
+        if upper != s
+            && http::Method::from_bytes(upper.as_bytes()).is_ok_and(|m| m.as_str().len() <= 7)
+        {
             return Err(format!("`{s}` must be written in upper case: `{upper}`"));
         }
         http::Method::from_bytes(s.as_bytes())
@@ -260,7 +305,12 @@ impl Method {
             .map_err(|_| format!("`{s}` is not an HTTP method"))
     }
 }
-string_value!(Method, "http-method", "An HTTP method such as `GET`.", Method::parse);
+string_value!(
+    Method,
+    "http-method",
+    "An HTTP method such as `GET`.",
+    Method::parse
+);
 
 /// A regular expression, anchored at both ends when compiled (`^(?:...)$`).
 #[derive(Debug, Clone)]
@@ -277,11 +327,19 @@ impl Regex {
         regex::RegexBuilder::new(&format!("^(?:{s})$"))
             .size_limit(1 << 20)
             .build()
-            .map(|regex| Self { source: s.to_string(), regex })
+            .map(|regex| Self {
+                source: s.to_string(),
+                regex,
+            })
             .map_err(|e| format!("invalid regular expression `{s}`: {e}"))
     }
 }
-string_value!(Regex, "regex", "A regular expression, matched against the whole value.", Regex::parse);
+string_value!(
+    Regex,
+    "regex",
+    "A regular expression, matched against the whole value.",
+    Regex::parse
+);
 
 impl PartialEq for Regex {
     fn eq(&self, other: &Self) -> bool {
@@ -318,8 +376,17 @@ mod tests {
     fn urls() {
         let u = UpstreamUrl::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!((u.tls, u.host.as_str(), u.port), (false, "127.0.0.1", 9000));
-        assert_eq!(UpstreamUrl::parse("https://Api.internal").unwrap().port, 443);
-        for bad in ["ftp://x", "http://x/path", "x:80", "http://u:p@x", "http://x?q=1"] {
+        assert_eq!(
+            UpstreamUrl::parse("https://Api.internal").unwrap().port,
+            443
+        );
+        for bad in [
+            "ftp://x",
+            "http://x/path",
+            "x:80",
+            "http://u:p@x",
+            "http://x?q=1",
+        ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
         }
     }

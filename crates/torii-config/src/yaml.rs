@@ -114,9 +114,10 @@ impl Node {
         let mut node = self;
         for seg in path {
             let next = match (seg, &node.kind) {
-                (PathSeg::Key(k), Kind::Map(entries)) => {
-                    entries.iter().find(|(key, _)| key.name == *k).map(|(_, v)| v)
-                }
+                (PathSeg::Key(k), Kind::Map(entries)) => entries
+                    .iter()
+                    .find(|(key, _)| key.name == *k)
+                    .map(|(_, v)| v),
                 (PathSeg::Index(i), Kind::Seq(items)) => items.get(*i),
                 _ => None,
             };
@@ -134,11 +135,16 @@ impl Node {
     pub(crate) fn remove(&mut self, path: &crate::diag::KeyPath) {
         use crate::diag::Seg;
         let segs = path.segs();
-        let Some((last, parents)) = segs.split_last() else { return };
+        let Some((last, parents)) = segs.split_last() else {
+            return;
+        };
         let mut node = self;
         for seg in parents {
             let next = match (seg, &mut node.kind) {
-                (Seg::Key(k), Kind::Map(entries)) => entries.iter_mut().find(|(key, _)| key.name == *k).map(|(_, v)| v),
+                (Seg::Key(k), Kind::Map(entries)) => entries
+                    .iter_mut()
+                    .find(|(key, _)| key.name == *k)
+                    .map(|(_, v)| v),
                 (Seg::Index(i), Kind::Seq(items)) => items.get_mut(*i),
                 _ => None,
             };
@@ -188,7 +194,10 @@ pub fn parse(src: &str) -> Result<Node, Vec<Diagnostic>> {
                 let m = e.marker();
                 b.errors.push(
                     Diagnostic::new(
-                        Some(Pos { line: m.line(), col: m.col() + 1 }),
+                        Some(Pos {
+                            line: m.line(),
+                            col: m.col() + 1,
+                        }),
                         "",
                         format!("invalid YAML: {}", e.info()),
                     )
@@ -224,7 +233,8 @@ struct Stop;
 
 impl Builder {
     fn fail(&mut self, p: Pos, msg: &str, hint: &str) -> Result<(), Stop> {
-        self.errors.push(Diagnostic::new(Some(p), "", msg).with_hint(hint));
+        self.errors
+            .push(Diagnostic::new(Some(p), "", msg).with_hint(hint));
         Err(Stop)
     }
 
@@ -234,49 +244,83 @@ impl Builder {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    return self.fail(p, "more than one YAML document", "keep the whole config in one document (remove the second `---`)");
+                    return self.fail(
+                        p,
+                        "more than one YAML document",
+                        "keep the whole config in one document (remove the second `---`)",
+                    );
                 }
                 Ok(())
             }
-            Event::Alias(_) => self.fail(p, "YAML aliases are not supported", "write the value out in full instead of `*alias`"),
+            Event::Alias(_) => self.fail(
+                p,
+                "YAML aliases are not supported",
+                "write the value out in full instead of `*alias`",
+            ),
             Event::Scalar(value, style, anchor, tag) => {
                 if anchor != 0 {
                     return self.fail(p, "YAML anchors are not supported", "remove the `&anchor`");
                 }
                 let node = match tag {
-                    Some(t) if t.is_yaml_core_schema() && t.suffix == "str" => Kind::Str(value.into_owned()),
+                    Some(t) if t.is_yaml_core_schema() && t.suffix == "str" => {
+                        Kind::Str(value.into_owned())
+                    }
                     Some(t) => {
                         let msg = format!("unsupported YAML tag `{}{}`", t.handle, t.suffix);
-                        return self.fail(p, &msg, "remove the tag; quote the value to make it a string");
+                        return self.fail(
+                            p,
+                            &msg,
+                            "remove the tag; quote the value to make it a string",
+                        );
                     }
                     None if style == ScalarStyle::Plain => resolve_plain(&value),
                     None => Kind::Str(value.into_owned()),
                 };
-                self.push(Node { kind: node, pos: p, raw: None })
+                self.push(Node {
+                    kind: node,
+                    pos: p,
+                    raw: None,
+                })
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) if anchor != 0 => {
                 self.fail(p, "YAML anchors are not supported", "remove the `&anchor`")
             }
             Event::SequenceStart(..) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    return self.fail(p, "nesting too deep", "a config never needs more than 64 levels");
+                    return self.fail(
+                        p,
+                        "nesting too deep",
+                        "a config never needs more than 64 levels",
+                    );
                 }
                 self.stack.push(Frame::Seq(p, Vec::new()));
                 Ok(())
             }
             Event::MappingStart(..) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    return self.fail(p, "nesting too deep", "a config never needs more than 64 levels");
+                    return self.fail(
+                        p,
+                        "nesting too deep",
+                        "a config never needs more than 64 levels",
+                    );
                 }
                 self.stack.push(Frame::Map(p, Vec::new(), None));
                 Ok(())
             }
             Event::SequenceEnd => match self.stack.pop() {
-                Some(Frame::Seq(p, items)) => self.push(Node { kind: Kind::Seq(items), pos: p, raw: None }),
+                Some(Frame::Seq(p, items)) => self.push(Node {
+                    kind: Kind::Seq(items),
+                    pos: p,
+                    raw: None,
+                }),
                 _ => self.fail(p, "unbalanced YAML sequence", "check the indentation"),
             },
             Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Map(p, entries, _)) => self.push(Node { kind: Kind::Map(entries), pos: p, raw: None }),
+                Some(Frame::Map(p, entries, _)) => self.push(Node {
+                    kind: Kind::Map(entries),
+                    pos: p,
+                    raw: None,
+                }),
                 _ => self.fail(p, "unbalanced YAML mapping", "check the indentation"),
             },
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => Ok(()),
@@ -301,14 +345,25 @@ impl Builder {
                         Kind::Bool(b) => b.to_string(),
                         Kind::Null => "null".to_string(),
                         _ => {
-                            return self.fail(node.pos, "mapping keys must be plain strings", "use a simple word as the key");
+                            return self.fail(
+                                node.pos,
+                                "mapping keys must be plain strings",
+                                "use a simple word as the key",
+                            );
                         }
                     };
                     if entries.iter().any(|(k, _)| k.name == name) {
                         let msg = format!("duplicate key `{name}`");
-                        return self.fail(node.pos, &msg, "each key may appear once in a mapping; remove one of them");
+                        return self.fail(
+                            node.pos,
+                            &msg,
+                            "each key may appear once in a mapping; remove one of them",
+                        );
                     }
-                    *pending = Some(Key { name, pos: node.pos });
+                    *pending = Some(Key {
+                        name,
+                        pos: node.pos,
+                    });
                     Ok(())
                 }
                 Some(key) => {
@@ -326,40 +381,38 @@ fn resolve_plain(s: &str) -> Kind {
         "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
         "true" | "True" | "TRUE" => return Kind::Bool(true),
         "false" | "False" | "FALSE" => return Kind::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Kind::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Kind::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Kind::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
         _ => {}
     }
     let digits = |t: &str, radix| !t.is_empty() && t.chars().all(|c| c.is_digit(radix));
-    if let Some(hex) = s.strip_prefix("0x") {
-        if digits(hex, 16) {
-            if let Ok(v) = i64::from_str_radix(hex, 16) {
+    if let Some(hex) = s.strip_prefix("0x")
+        && digits(hex, 16)
+            && let Ok(v) = i64::from_str_radix(hex, 16) {
                 return Kind::Int(v);
             }
-        }
-    }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if digits(oct, 8) {
-            if let Ok(v) = i64::from_str_radix(oct, 8) {
+    if let Some(oct) = s.strip_prefix("0o")
+        && digits(oct, 8)
+            && let Ok(v) = i64::from_str_radix(oct, 8) {
                 return Kind::Int(v);
             }
-        }
-    }
     let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if digits(unsigned, 10) {
-        if let Ok(v) = s.parse::<i64>() {
+    if digits(unsigned, 10)
+        && let Ok(v) = s.parse::<i64>() {
             return Kind::Int(v);
         }
-    }
     let looks_float = unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
         && unsigned.chars().any(|c| c.is_ascii_digit())
-        && unsigned.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'));
-    if looks_float {
-        if let Ok(v) = s.parse::<f64>() {
+        && unsigned
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'));
+    if looks_float
+        && let Ok(v) = s.parse::<f64>() {
             return Kind::Float(v);
         }
-    }
     Kind::Str(s.to_string())
 }
 

@@ -15,7 +15,10 @@ impl RequestId {
     /// Accepts a client-supplied id: 1 to 128 characters of `[A-Za-z0-9._:-]`.
     pub fn from_client(v: &http::HeaderValue) -> Option<Self> {
         let b = v.as_bytes();
-        let ok = !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'));
+        let ok = !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'));
         ok.then(|| Self(v.clone()))
     }
 }

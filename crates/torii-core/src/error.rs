@@ -52,7 +52,9 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
-            ErrorKind::UpstreamPoolExhausted | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamPoolExhausted | ErrorKind::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -79,23 +81,29 @@ impl ErrorKind {
     /// The gRPC status code used when the request is gRPC.
     pub fn grpc_status(&self) -> u8 {
         match self {
-            ErrorKind::NoRoute => 12,                                                       // UNIMPLEMENTED
-            ErrorKind::MethodNotAllowed(_) => 12,                                           // UNIMPLEMENTED
-            ErrorKind::BadRequest | ErrorKind::MisdirectedRequest => 3,                     // INVALID_ARGUMENT
-            ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8,                   // RESOURCE_EXHAUSTED
-            ErrorKind::UpstreamTimeout => 4,                                                // DEADLINE_EXCEEDED
+            ErrorKind::NoRoute => 12,                                   // UNIMPLEMENTED
+            ErrorKind::MethodNotAllowed(_) => 12,                       // UNIMPLEMENTED
+            ErrorKind::BadRequest | ErrorKind::MisdirectedRequest => 3, // INVALID_ARGUMENT
+            ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
+            ErrorKind::UpstreamTimeout => 4,                            // DEADLINE_EXCEEDED
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
-            ErrorKind::UpstreamPoolExhausted => 14,                                         // UNAVAILABLE
-            ErrorKind::Internal => 13,                                                      // INTERNAL
+            ErrorKind::UpstreamPoolExhausted => 14, // UNAVAILABLE
+            ErrorKind::Internal => 13,              // INTERNAL
         }
     }
 
     /// Who is to blame.
     pub fn source(&self) -> ErrorSource {
         match self {
-            ErrorKind::BadRequest | ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::MisdirectedRequest => ErrorSource::Downstream,
+            ErrorKind::BadRequest
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::MisdirectedRequest => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamPoolExhausted | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamReset => ErrorSource::Upstream,
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamPoolExhausted
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamReset => ErrorSource::Upstream,
             ErrorKind::ShuttingDown | ErrorKind::Internal => ErrorSource::Internal,
         }
     }
@@ -114,7 +122,10 @@ pub struct GatewayError {
 impl GatewayError {
     /// A new error.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
+        Self {
+            kind,
+            detail: detail.into(),
+        }
     }
 
     /// The one place errors become HTTP responses: a small JSON body with the stable code and
@@ -128,7 +139,9 @@ impl GatewayError {
                 .header(header::CONTENT_TYPE, "application/grpc")
                 .header("grpc-status", HeaderValue::from(u16::from(status)))
                 .header("grpc-message", HeaderValue::from_static(self.kind.code()));
-            return builder.body(Body::Empty).unwrap_or_else(|_| Response::new(Body::Empty));
+            return builder
+                .body(Body::Empty)
+                .unwrap_or_else(|_| Response::new(Body::Empty));
         }
         let body = serde_json::json!({
             "error": { "code": self.kind.code(), "status": self.kind.status().as_u16(), "request_id": request_id }
@@ -142,6 +155,8 @@ impl GatewayError {
         }
         let mut bytes = body.to_string().into_bytes();
         bytes.push(b'\n');
-        builder.body(Body::full(bytes)).unwrap_or_else(|_| Response::new(Body::Empty))
+        builder
+            .body(Body::full(bytes))
+            .unwrap_or_else(|_| Response::new(Body::Empty))
     }
 }

@@ -50,7 +50,10 @@ pub struct AccessLog {
 impl AccessLog {
     /// A disabled log.
     pub fn disabled() -> Self {
-        Self { tx: None, dropped: Arc::new(AtomicU64::new(0)) }
+        Self {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// A log writing to `stdout` or appending to a file, through a writer thread.
@@ -58,21 +61,31 @@ impl AccessLog {
         let mut out: Box<dyn Write + Send> = if path == "stdout" {
             Box::new(std::io::stdout())
         } else {
-            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
         };
         let (tx, rx) = sync_channel::<Vec<u8>>(buffer_lines.max(1));
-        std::thread::Builder::new().name("torii-access-log".into()).spawn(move || {
-            let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
-            while let Ok(line) = rx.recv() {
-                let _ = buf.write_all(&line);
-                // Flush when the queue is drained, so lines appear promptly without a write per line.
-                while let Ok(more) = rx.try_recv() {
-                    let _ = buf.write_all(&more);
+        std::thread::Builder::new()
+            .name("torii-access-log".into())
+            .spawn(move || {
+                let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
+                while let Ok(line) = rx.recv() {
+                    let _ = buf.write_all(&line);
+                    // Flush when the queue is drained, so lines appear promptly without a write per line.
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = buf.write_all(&more);
+                    }
+                    let _ = buf.flush();
                 }
-                let _ = buf.flush();
-            }
-        })?;
-        Ok(Self { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)) })
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Whether lines are written at all.
@@ -101,7 +114,9 @@ impl AccessLog {
 
 /// The path and query for the log, with the values of sensitive query parameters replaced.
 pub fn redact(path_and_query: &str, secret_params: &[String]) -> String {
-    let Some((path, query)) = path_and_query.split_once('?') else { return path_and_query.to_string() };
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
     let mut out = String::with_capacity(path_and_query.len());
     out.push_str(path);
     out.push('?');
@@ -127,7 +142,10 @@ mod tests {
     #[test]
     fn redacts_secrets() {
         let s = vec!["api_key".to_string(), "token".to_string()];
-        assert_eq!(redact("/a?x=1&api_key=abc&TOKEN=t", &s), "/a?x=1&api_key=REDACTED&TOKEN=REDACTED");
+        assert_eq!(
+            redact("/a?x=1&api_key=abc&TOKEN=t", &s),
+            "/a?x=1&api_key=REDACTED&TOKEN=REDACTED"
+        );
         assert_eq!(redact("/a", &s), "/a");
     }
 }

@@ -34,7 +34,9 @@ impl IdleTimer {
     /// Called when the inner body returned Pending; errors when the timer fired.
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Result<(), BodyIdle> {
         let after = self.after;
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Err(BodyIdle(after)),
             Poll::Pending => Ok(()),
@@ -58,7 +60,12 @@ pub struct RequestBody {
 impl RequestBody {
     /// Wraps a client body.
     pub fn new(inner: Body, limit: u64, idle: Duration) -> Self {
-        Self { inner, limit, seen: 0, idle: IdleTimer::new(idle) }
+        Self {
+            inner,
+            limit,
+            seen: 0,
+            idle: IdleTimer::new(idle),
+        }
     }
 }
 
@@ -66,7 +73,10 @@ impl HttpBody for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => match this.idle.poll_pending(cx) {
@@ -104,8 +114,16 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     /// Wraps an upstream body.
-    pub fn new(inner: hyper::body::Incoming, guard: Option<crate::upstream::ConnGuard>, idle: Duration) -> Self {
-        let mut this = Self { inner, guard, idle: IdleTimer::new(idle) };
+    pub fn new(
+        inner: hyper::body::Incoming,
+        guard: Option<crate::upstream::ConnGuard>,
+        idle: Duration,
+    ) -> Self {
+        let mut this = Self {
+            inner,
+            guard,
+            idle: IdleTimer::new(idle),
+        };
         if this.inner.is_end_stream() {
             this.release();
         }
@@ -122,7 +140,10 @@ impl HttpBody for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => match this.idle.poll_pending(cx) {
@@ -198,7 +219,11 @@ pub struct Observed {
 impl Observed {
     /// Wraps a response body.
     pub fn new(inner: Body, on_end: Box<dyn OnEnd>) -> Self {
-        Self { inner, bytes: 0, on_end: Some(on_end) }
+        Self {
+            inner,
+            bytes: 0,
+            on_end: Some(on_end),
+        }
     }
     fn finish(&mut self, outcome: Outcome) {
         if let Some(f) = self.on_end.take() {
@@ -211,7 +236,10 @@ impl HttpBody for Observed {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {
@@ -225,7 +253,11 @@ impl HttpBody for Observed {
             }
             Poll::Ready(None) => this.finish(Outcome::Complete),
             Poll::Ready(Some(Err(e))) => {
-                let outcome = if e.downcast_ref::<BodyIdle>().is_some() { Outcome::Timeout } else { Outcome::UpstreamReset };
+                let outcome = if e.downcast_ref::<BodyIdle>().is_some() {
+                    Outcome::Timeout
+                } else {
+                    Outcome::UpstreamReset
+                };
                 this.finish(outcome);
             }
             Poll::Pending => {}
@@ -242,7 +274,11 @@ impl HttpBody for Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        let outcome = if self.inner.is_end_stream() { Outcome::Complete } else { Outcome::ClientAbort };
+        let outcome = if self.inner.is_end_stream() {
+            Outcome::Complete
+        } else {
+            Outcome::ClientAbort
+        };
         self.finish(outcome);
     }
 }

@@ -41,19 +41,24 @@ pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, proxies: &[IpNet]) -> 
             let Ok(s) = v.to_str() else { return peer_ip };
             for element in s.split(',') {
                 for pair in element.split(';') {
-                    if let Some((k, val)) = pair.trim().split_once('=') {
-                        if k.eq_ignore_ascii_case("for") {
+                    if let Some((k, val)) = pair.trim().split_once('=')
+                        && k.eq_ignore_ascii_case("for") {
                             match parse_ip(val.trim().trim_matches('"')) {
                                 Some(ip) => chain.push(ip),
                                 None => return peer_ip,
                             }
                         }
-                    }
                 }
             }
         }
     }
-    chain.iter().rev().copied().find(|ip| !trusted(*ip, proxies)).or(chain.first().copied()).unwrap_or(peer_ip)
+    chain
+        .iter()
+        .rev()
+        .copied()
+        .find(|ip| !trusted(*ip, proxies))
+        .or(chain.first().copied())
+        .unwrap_or(peer_ip)
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
@@ -69,7 +74,11 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 
 /// The effective host: `:authority` / absolute-form target first, otherwise `Host`. Missing,
 /// duplicate or conflicting values are a 400. Returned lowercase, without port or trailing dot.
-pub fn effective_host(uri: &http::Uri, headers: &HeaderMap, version: http::Version) -> Result<String, GatewayError> {
+pub fn effective_host(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    version: http::Version,
+) -> Result<String, GatewayError> {
     let bad = |msg: &str| GatewayError::new(ErrorKind::BadRequest, msg.to_string());
     let mut hosts = headers.get_all(header::HOST).iter();
     let host_header = hosts.next();
@@ -82,7 +91,8 @@ pub fn effective_host(uri: &http::Uri, headers: &HeaderMap, version: http::Versi
     };
     let raw = match (uri.authority(), from_header) {
         (Some(a), Some(h)) => {
-            let a_norm = torii_router::normalize_host(a.as_str()).map_err(|_| bad("invalid authority"))?;
+            let a_norm =
+                torii_router::normalize_host(a.as_str()).map_err(|_| bad("invalid authority"))?;
             let h_norm = torii_router::normalize_host(h).map_err(|_| bad("invalid Host"))?;
             // RFC 9112 3.2.2: for an absolute-form target the Host header is ignored; for
             // HTTP/2 a Host that disagrees with :authority is malformed (RFC 9113 8.3.1).
@@ -96,7 +106,9 @@ pub fn effective_host(uri: &http::Uri, headers: &HeaderMap, version: http::Versi
         (None, None) if version == http::Version::HTTP_10 => return Ok(String::new()),
         (None, None) => return Err(bad("missing Host")),
     };
-    torii_router::normalize_host(raw).map(|h| h.into_owned()).map_err(|_| bad("invalid Host"))
+    torii_router::normalize_host(raw)
+        .map(|h| h.into_owned())
+        .map_err(|_| bad("invalid Host"))
 }
 
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -125,7 +137,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(n);
         }
     }
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     for h in &HOP_BY_HOP {
         if keep_upgrade && (h == header::UPGRADE || h == header::CONNECTION) {
             continue;
@@ -143,9 +160,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Sets X-Forwarded-For/-Proto/-Host and Forwarded. From a trusted proxy, existing values are
 /// kept and extended; otherwise they are replaced by what the gateway saw.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, proto: &'static str, host: &str) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    proto: &'static str,
+    host: &str,
+) {
     let peer_s = peer.to_string();
-    let xff = match (peer_trusted, headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
+    let xff = match (
+        peer_trusted,
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {peer_s}"),
         _ => peer_s.clone(),
     };
@@ -154,11 +180,18 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, 
         IpAddr::V4(_) => peer_s,
     };
     let mut fwd = format!("for={for_node};proto={proto}");
-    if !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')) {
+    if !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    {
         fwd.push_str(";host=");
         fwd.push_str(host);
     }
-    let forwarded = match (peer_trusted, headers.get(header::FORWARDED).and_then(|v| v.to_str().ok())) {
+    let forwarded = match (
+        peer_trusted,
+        headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {fwd}"),
         _ => fwd,
     };
@@ -171,11 +204,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, 
     if !peer_trusted || !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
-    if !peer_trusted || !headers.contains_key("x-forwarded-host") {
-        if let Ok(v) = HeaderValue::from_str(host) {
+    if (!peer_trusted || !headers.contains_key("x-forwarded-host"))
+        && let Ok(v) = HeaderValue::from_str(host) {
             headers.insert("x-forwarded-host", v);
         }
-    }
 }
 
 /// Whether the peer is a trusted proxy.
@@ -191,7 +223,10 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
@@ -201,22 +236,52 @@ mod tests {
         let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let peer: SocketAddr = "10.1.1.1:5000".parse().unwrap();
         let hdrs = h(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.2.2.2")]);
-        assert_eq!(client_addr(peer, &hdrs, &proxies), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_addr(peer, &hdrs, &proxies),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         let untrusted: SocketAddr = "8.8.8.8:5000".parse().unwrap();
-        assert_eq!(client_addr(untrusted, &hdrs, &proxies), "8.8.8.8".parse::<IpAddr>().unwrap());
-        let fwd = h(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=10.3.3.3")]);
-        assert_eq!(client_addr(peer, &fwd, &proxies), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_addr(untrusted, &hdrs, &proxies),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
+        let fwd = h(&[(
+            "forwarded",
+            "for=\"[2001:db8::1]:4711\";proto=https, for=10.3.3.3",
+        )]);
+        assert_eq!(
+            client_addr(peer, &fwd, &proxies),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
         let mapped: SocketAddr = "[::ffff:10.1.1.1]:5000".parse().unwrap();
-        assert_eq!(client_addr(mapped, &hdrs, &proxies), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_addr(mapped, &hdrs, &proxies),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         let garbage = h(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(client_addr(peer, &garbage, &proxies), "10.1.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_addr(peer, &garbage, &proxies),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn hop_by_hop_removed() {
-        let mut m = h(&[("connection", "close, x-secret"), ("x-secret", "1"), ("keep-alive", "5"), ("te", "trailers, gzip"), ("upgrade", "h2c"), ("x-keep", "1")]);
+        let mut m = h(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("te", "trailers, gzip"),
+            ("upgrade", "h2c"),
+            ("x-keep", "1"),
+        ]);
         strip_hop_by_hop(&mut m, false);
-        assert!(m.get("x-secret").is_none() && m.get("connection").is_none() && m.get("keep-alive").is_none() && m.get("upgrade").is_none());
+        assert!(
+            m.get("x-secret").is_none()
+                && m.get("connection").is_none()
+                && m.get("keep-alive").is_none()
+                && m.get("upgrade").is_none()
+        );
         assert_eq!(m.get("te").unwrap(), "trailers");
         assert_eq!(m.get("x-keep").unwrap(), "1");
     }
@@ -224,10 +289,28 @@ mod tests {
     #[test]
     fn host_rules() {
         let uri: http::Uri = "/x".parse().unwrap();
-        assert_eq!(effective_host(&uri, &h(&[("host", "API.Example.com.:8080")]), http::Version::HTTP_11).unwrap(), "api.example.com");
-        assert!(effective_host(&uri, &h(&[("host", "a"), ("host", "b")]), http::Version::HTTP_11).is_err());
+        assert_eq!(
+            effective_host(
+                &uri,
+                &h(&[("host", "API.Example.com.:8080")]),
+                http::Version::HTTP_11
+            )
+            .unwrap(),
+            "api.example.com"
+        );
+        assert!(
+            effective_host(
+                &uri,
+                &h(&[("host", "a"), ("host", "b")]),
+                http::Version::HTTP_11
+            )
+            .is_err()
+        );
         assert!(effective_host(&uri, &h(&[]), http::Version::HTTP_11).is_err());
         let abs: http::Uri = "http://Other.example/x".parse().unwrap();
-        assert_eq!(effective_host(&abs, &h(&[("host", "a")]), http::Version::HTTP_11).unwrap(), "other.example");
+        assert_eq!(
+            effective_host(&abs, &h(&[("host", "a")]), http::Version::HTTP_11).unwrap(),
+            "other.example"
+        );
     }
 }

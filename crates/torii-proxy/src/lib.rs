@@ -105,8 +105,16 @@ impl Gateway {
             active: AtomicUsize::new(0),
             drained: Notify::new(),
         });
-        let admin = if admin_cfg.enabled { Some(admin::start(admin_cfg.bind.0, shared.clone()).await?) } else { None };
-        let gw = Arc::new(Self { shared: shared.clone(), listeners: Mutex::new(HashMap::new()), admin });
+        let admin = if admin_cfg.enabled {
+            Some(admin::start(admin_cfg.bind.0, shared.clone()).await?)
+        } else {
+            None
+        };
+        let gw = Arc::new(Self {
+            shared: shared.clone(),
+            listeners: Mutex::new(HashMap::new()),
+            admin,
+        });
         gw.sync_listeners().await?;
         shared.ready.store(true, Ordering::Release);
         Ok(gw)
@@ -135,9 +143,12 @@ impl Gateway {
         let mut running = self.listeners.lock().await;
         let mut fresh = HashMap::new();
         for l in &snap.config.listeners {
-            let keep = running.get(&l.name).is_some_and(|r| r.configured == l.bind.0);
+            let keep = running
+                .get(&l.name)
+                .is_some_and(|r| r.configured == l.bind.0);
             if !keep {
-                let r = server::start(&l.name, l.bind.0, l.limits.clone(), self.shared.clone()).await;
+                let r =
+                    server::start(&l.name, l.bind.0, l.limits.clone(), self.shared.clone()).await;
                 match r {
                     Ok(r) => {
                         fresh.insert(l.name.clone(), r);
@@ -146,12 +157,20 @@ impl Gateway {
                         for (_, r) in fresh {
                             r.stop_accepting();
                         }
-                        return Err(std::io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.bind.0)));
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("listener {} on {}: {e}", l.name, l.bind.0),
+                        ));
                     }
                 }
             }
         }
-        let names: Vec<&str> = snap.config.listeners.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<&str> = snap
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
         running.retain(|name, r| {
             let keep = names.contains(&name.as_str()) && !fresh.contains_key(name);
             if !keep {
@@ -171,7 +190,11 @@ impl Gateway {
     /// Applies a new config: compile, bind new listeners, swap. In-flight requests finish on
     /// the snapshot they started with. On error the old config keeps serving.
     pub async fn apply(&self, loaded: Loaded) -> Result<(), String> {
-        let new = Arc::new(Snapshot::build(loaded, &self.shared.registry, &self.shared.metrics));
+        let new = Arc::new(Snapshot::build(
+            loaded,
+            &self.shared.registry,
+            &self.shared.metrics,
+        ));
         let old = self.shared.snapshot.swap(new);
         if let Err(e) = self.sync_listeners().await {
             self.shared.snapshot.store(old);
@@ -203,7 +226,10 @@ impl Gateway {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                tracing::warn!(open = self.shared.active_connections(), "grace period over; closing remaining connections");
+                tracing::warn!(
+                    open = self.shared.active_connections(),
+                    "grace period over; closing remaining connections"
+                );
                 return;
             }
         }

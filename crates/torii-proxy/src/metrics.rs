@@ -54,16 +54,28 @@ impl Metrics {
     /// A new registry.
     pub fn new() -> Arc<Self> {
         let recorder = PrometheusBuilder::new()
-            .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ])
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
         let c = |name: &'static str| recorder.register_counter(&Key::from_name(name), &META);
-        let reloads = |result: &'static str| recorder.register_counter(&Key::from_parts("torii_config_reloads_total", vec![Label::new("result", result)]), &META);
+        let reloads = |result: &'static str| {
+            recorder.register_counter(
+                &Key::from_parts(
+                    "torii_config_reloads_total",
+                    vec![Label::new("result", result)],
+                ),
+                &META,
+            )
+        };
         Arc::new(Self {
             reloads_ok: reloads("ok"),
             reloads_failed: reloads("failed"),
-            open_connections: recorder.register_gauge(&Key::from_name("torii_open_connections"), &META),
+            open_connections: recorder
+                .register_gauge(&Key::from_name("torii_open_connections"), &META),
             access_log_dropped: c("torii_access_log_dropped_total"),
             recorder,
             handle,
@@ -74,21 +86,44 @@ impl Metrics {
     pub fn route(&self, route: &str) -> RouteMetrics {
         let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
         let by_class = classes.map(|class| {
-            let key = Key::from_parts("torii_requests_total", vec![Label::new("route", route.to_string()), Label::new("status_class", class)]);
+            let key = Key::from_parts(
+                "torii_requests_total",
+                vec![
+                    Label::new("route", route.to_string()),
+                    Label::new("status_class", class),
+                ],
+            );
             self.recorder.register_counter(&key, &META)
         });
-        let latency = self.recorder.register_histogram(&Key::from_parts("torii_request_duration_seconds", vec![Label::new("route", route.to_string())]), &META);
+        let latency = self.recorder.register_histogram(
+            &Key::from_parts(
+                "torii_request_duration_seconds",
+                vec![Label::new("route", route.to_string())],
+            ),
+            &META,
+        );
         RouteMetrics { by_class, latency }
     }
 
     /// Error counters for one upstream.
     pub fn upstream_errors(&self, upstream: &str) -> UpstreamErrors {
-        let kinds = ["upstream_connect_failed", "upstream_busy", "upstream_timeout", "upstream_reset"];
+        let kinds = [
+            "upstream_connect_failed",
+            "upstream_busy",
+            "upstream_timeout",
+            "upstream_reset",
+        ];
         UpstreamErrors {
             counters: kinds
                 .iter()
                 .map(|k| {
-                    let key = Key::from_parts("torii_upstream_errors_total", vec![Label::new("upstream", upstream.to_string()), Label::new("kind", *k)]);
+                    let key = Key::from_parts(
+                        "torii_upstream_errors_total",
+                        vec![
+                            Label::new("upstream", upstream.to_string()),
+                            Label::new("kind", *k),
+                        ],
+                    );
                     (*k, self.recorder.register_counter(&key, &META))
                 })
                 .collect(),

@@ -35,21 +35,38 @@ pub struct ConnInfo {
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 fn is_grpc(req: &Request<Incoming>) -> bool {
-    req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Handles one request. Never fails: errors become responses.
-pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, shared: Arc<Shared>) -> Result<Response<Body>, std::convert::Infallible> {
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
     let snap = shared.snapshot.load_full();
-    let request_id = req.headers().get(&X_REQUEST_ID).and_then(RequestId::from_client).unwrap_or_else(|| {
-        let id = uuid::Uuid::new_v4();
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        RequestId(HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("-")))
-    });
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(RequestId::from_client)
+        .unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            RequestId(
+                HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+                    .unwrap_or(HeaderValue::from_static("-")),
+            )
+        });
     let grpc = is_grpc(&req);
     let method = req.method().clone();
-    let log_path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let log_path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let view = snap.listeners.get(&*conn.listener);
     let client = match view {
         Some(v) => forwarding::client_addr(conn.peer, req.headers(), &v.trusted),
@@ -66,23 +83,49 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, shared: Arc<Sha
         route: None,
         params: Vec::new(),
     };
-    let bytes_in = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
-    let info = LogInfo { method: method.to_string(), path: crate::access_log::redact(&log_path, &snap.redact), bytes_in, upstream: None, upstream_latency_ms: None };
+    let bytes_in = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let info = LogInfo {
+        method: method.to_string(),
+        path: crate::access_log::redact(&log_path, &snap.redact),
+        bytes_in,
+        upstream: None,
+        upstream_latency_ms: None,
+    };
 
     // If the client goes away, hyper drops this future (which cancels the upstream request);
     // the guard then logs the exchange as a client abort.
-    let mut guard = PendingLog(Some(LogOnEnd { snap: snap.clone(), shared: shared.clone(), route_idx: None, ctx, info, status: 499 }));
-    let Some(end) = guard.0.as_mut() else { return Ok(Response::new(Body::Empty)) };
+    let mut guard = PendingLog(Some(LogOnEnd {
+        snap: snap.clone(),
+        shared: shared.clone(),
+        route_idx: None,
+        ctx,
+        info,
+        status: 499,
+    }));
+    let Some(end) = guard.0.as_mut() else {
+        return Ok(Response::new(Body::Empty));
+    };
     let result = route_and_serve(req, &conn, &snap, &mut end.ctx, &mut end.info).await;
-    let Some(mut end) = guard.0.take() else { return Ok(Response::new(Body::Empty)) };
+    let Some(mut end) = guard.0.take() else {
+        return Ok(Response::new(Body::Empty));
+    };
     let ctx = &end.ctx;
-    let route_idx = ctx.route.as_ref().and_then(|name| snap.routes.iter().position(|r| r.name == *name));
+    let route_idx = ctx
+        .route
+        .as_ref()
+        .and_then(|name| snap.routes.iter().position(|r| r.name == *name));
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
             if e.kind.source() == torii_core::ErrorSource::Upstream {
                 tracing::warn!(request_id = ctx.request_id.as_str(), route = ?ctx.route, error = %e, "upstream error");
-                if let Some(Action::Proxy { errors, .. }) = route_idx.map(|i| &snap.routes[i].action) {
+                if let Some(Action::Proxy { errors, .. }) =
+                    route_idx.map(|i| &snap.routes[i].action)
+                {
                     errors.record(e.kind.code());
                 }
             } else {
@@ -91,7 +134,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>, shared: Arc<Sha
             e.into_response(ctx.request_id.as_str(), grpc)
         }
     };
-    response.headers_mut().insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
     end.status = response.status().as_u16();
     end.route_idx = route_idx;
     Ok(response.map(|b| Body::boxed(Observed::new(b, Box::new(end)))))
@@ -129,7 +174,11 @@ impl OnEnd for LogOnEnd {
     fn on_end(self: Box<Self>, bytes_out: u64, outcome: Outcome) {
         let elapsed = self.ctx.start.elapsed();
         // A client that went away is logged as 499 (nginx's convention).
-        let status = if outcome == Outcome::ClientAbort { 499 } else { self.status };
+        let status = if outcome == Outcome::ClientAbort {
+            499
+        } else {
+            self.status
+        };
         match self.route_idx.and_then(|i| self.snap.routes.get(i)) {
             Some(r) => r.metrics.record(status, elapsed.as_secs_f64()),
             None => self.snap.unrouted.record(status, elapsed.as_secs_f64()),
@@ -159,41 +208,93 @@ impl OnEnd for LogOnEnd {
     }
 }
 
-async fn route_and_serve(req: Request<Incoming>, conn: &ConnInfo, snap: &Arc<Snapshot>, ctx: &mut RequestContext, info: &mut LogInfo) -> Result<Response<Body>, GatewayError> {
+async fn route_and_serve(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    snap: &Arc<Snapshot>,
+    ctx: &mut RequestContext,
+    info: &mut LogInfo,
+) -> Result<Response<Body>, GatewayError> {
     // --- edge stage ---
     let host = forwarding::effective_host(req.uri(), req.headers(), req.version())?;
     let raw_path = req.uri().path();
-    let path = torii_router::normalize_path(raw_path).map_err(|e| GatewayError::new(ErrorKind::BadRequest, format!("path: {e}")))?;
+    let path = torii_router::normalize_path(raw_path)
+        .map_err(|e| GatewayError::new(ErrorKind::BadRequest, format!("path: {e}")))?;
     ctx.host = host;
     ctx.path = path.into_owned();
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-        let len: u64 = len.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| GatewayError::new(ErrorKind::BadRequest, "invalid Content-Length"))?;
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| GatewayError::new(ErrorKind::BadRequest, "invalid Content-Length"))?;
         if len > snap.max_body {
-            return Err(GatewayError::new(ErrorKind::PayloadTooLarge, format!("Content-Length {len} exceeds {}", snap.max_body)));
+            return Err(GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("Content-Length {len} exceeds {}", snap.max_body),
+            ));
         }
     }
 
     // --- route stage ---
-    let view = snap.listeners.get(&*conn.listener).ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "listener removed"))?;
-    let rv = RequestView { host: &ctx.host, path: &ctx.path, method: req.method(), headers: req.headers(), query: req.uri().query() };
-    let (idx, params) = match view.router.lookup(&rv) {
-        Lookup::Found(m) => (*m.value, m.params.iter().map(|(k, v)| (Arc::<str>::from(k), v.to_string())).collect::<Vec<_>>()),
-        Lookup::MethodNotAllowed { allow } => return Err(GatewayError::new(ErrorKind::MethodNotAllowed(allow.to_header_value()), "method not allowed")),
-        Lookup::NotFound => return Err(GatewayError::new(ErrorKind::NoRoute, format!("no route for {} {}", ctx.host, ctx.path))),
+    let view = snap
+        .listeners
+        .get(&*conn.listener)
+        .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "listener removed"))?;
+    let rv = RequestView {
+        host: &ctx.host,
+        path: &ctx.path,
+        method: req.method(),
+        headers: req.headers(),
+        query: req.uri().query(),
     };
-    let route = snap.routes.get(idx).ok_or_else(|| GatewayError::new(ErrorKind::Internal, "route index out of range"))?;
+    let (idx, params) = match view.router.lookup(&rv) {
+        Lookup::Found(m) => (
+            *m.value,
+            m.params
+                .iter()
+                .map(|(k, v)| (Arc::<str>::from(k), v.to_string()))
+                .collect::<Vec<_>>(),
+        ),
+        Lookup::MethodNotAllowed { allow } => {
+            return Err(GatewayError::new(
+                ErrorKind::MethodNotAllowed(allow.to_header_value()),
+                "method not allowed",
+            ));
+        }
+        Lookup::NotFound => {
+            return Err(GatewayError::new(
+                ErrorKind::NoRoute,
+                format!("no route for {} {}", ctx.host, ctx.path),
+            ));
+        }
+    };
+    let route = snap
+        .routes
+        .get(idx)
+        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "route index out of range"))?;
     ctx.route = Some(route.name.clone());
     ctx.params = params;
 
     // --- action ---
     match &route.action {
-        Action::Direct { status, headers, body } => {
-            let mut resp = Response::new(if req.method() == http::Method::HEAD { Body::Empty } else { Body::full(body.clone()) });
+        Action::Direct {
+            status,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::new(if req.method() == http::Method::HEAD {
+                Body::Empty
+            } else {
+                Body::full(body.clone())
+            });
             *resp.status_mut() = *status;
             *resp.headers_mut() = headers.clone();
             Ok(resp)
         }
-        Action::Proxy { upstream, .. } => proxy(req, conn, snap, route, upstream, ctx, info, view).await,
+        Action::Proxy { upstream, .. } => {
+            proxy(req, conn, snap, route, upstream, ctx, info, view).await
+        }
     }
 }
 
@@ -201,13 +302,21 @@ fn upstream_path(route: &CompiledRoute, ctx: &RequestContext) -> String {
     match &route.rewrite {
         None => ctx.path.clone(),
         Some(Rewrite::StripPrefix(prefix)) => match ctx.path.strip_prefix(prefix.as_str()) {
-            Some(rest) if rest.is_empty() => "/".to_string(),
+            Some("") => "/".to_string(),
             Some(rest) if rest.starts_with('/') => rest.to_string(),
             _ => ctx.path.clone(),
         },
         Some(Rewrite::Template(t)) => {
             let mut out = String::with_capacity(ctx.path.len() + 16);
-            t.render(|name| ctx.params.iter().find(|(k, _)| &**k == name).map(|(_, v)| v.as_str()), &mut out);
+            t.render(
+                |name| {
+                    ctx.params
+                        .iter()
+                        .find(|(k, _)| &**k == name)
+                        .map(|(_, v)| v.as_str())
+                },
+                &mut out,
+            );
             out
         }
     }
@@ -225,7 +334,11 @@ async fn proxy(
     view: &crate::snapshot::ListenerView,
 ) -> Result<Response<Body>, GatewayError> {
     let is_upgrade = req.version() == http::Version::HTTP_11
-        && req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
         && !upstream.http2;
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -234,19 +347,46 @@ async fn proxy(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     forwarding::strip_hop_by_hop(&mut parts.headers, is_upgrade);
     let trusted = forwarding::peer_trusted(conn.peer, &view.trusted);
-    let fwd_host = original_host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    forwarding::set_forwarded(&mut parts.headers, forwarding::canonical(conn.peer.ip()), trusted, conn.proto, &fwd_host);
-    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
-    parts.uri = pq.parse().map_err(|_| GatewayError::new(ErrorKind::BadRequest, "cannot build upstream URI"))?;
-    parts.version = if upstream.http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+    let fwd_host = original_host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    forwarding::set_forwarded(
+        &mut parts.headers,
+        forwarding::canonical(conn.peer.ip()),
+        trusted,
+        conn.proto,
+        &fwd_host,
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
+    parts.uri = pq
+        .parse()
+        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "cannot build upstream URI"))?;
+    parts.version = if upstream.http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
     if let Some(h) = original_host {
         parts.headers.insert(header::HOST, h);
     }
 
-    let body = Body::boxed(RequestBody::new(Body::from(body), snap.max_body, view.client_body_idle));
+    let body = Body::boxed(RequestBody::new(
+        Body::from(body),
+        snap.max_body,
+        view.client_body_idle,
+    ));
     let up_req = Request::from_parts(parts, body);
     let sent = Instant::now();
     let resp = upstream.send(up_req).await?;
@@ -262,10 +402,17 @@ async fn proxy(
             forwarding::strip_hop_by_hop(&mut rparts.headers, true);
             return Ok(Response::from_parts(rparts, Body::Empty));
         }
-        return Err(GatewayError::new(ErrorKind::UpstreamReset, "upstream switched protocols without an upgrade request"));
+        return Err(GatewayError::new(
+            ErrorKind::UpstreamReset,
+            "upstream switched protocols without an upgrade request",
+        ));
     }
     let (mut rparts, rbody) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut rparts.headers, false);
-    let body = Body::boxed(UpstreamBody::new(rbody, resp.guard, upstream.body_idle_timeout));
+    let body = Body::boxed(UpstreamBody::new(
+        rbody,
+        resp.guard,
+        upstream.body_idle_timeout,
+    ));
     Ok(Response::from_parts(rparts, body))
 }

@@ -16,7 +16,9 @@ pub async fn reload_from(gw: &Gateway, path: &Path, env: &(dyn Env + Sync)) -> R
             let r = gw.apply(loaded).await;
             match &r {
                 Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "reload failed; keeping the running config"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "reload failed; keeping the running config")
+                }
             }
             r
         }
@@ -29,18 +31,29 @@ pub async fn reload_from(gw: &Gateway, path: &Path, env: &(dyn Env + Sync)) -> R
 }
 
 /// Watches the config file's directory and reloads after changes settle (debounced).
-pub fn watch(gw: Arc<Gateway>, path: PathBuf, debounce: Duration) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch(
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    debounce: Duration,
+) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let file_name = path.file_name().map(|f| f.to_os_string());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            let relevant = ev.paths.iter().any(|p| p.file_name().map(|f| f.to_os_string()) == file_name || p.file_name().is_some_and(|f| f == "..data"));
+            let relevant = ev.paths.iter().any(|p| {
+                p.file_name().map(|f| f.to_os_string()) == file_name
+                    || p.file_name().is_some_and(|f| f == "..data")
+            });
             if relevant && !matches!(ev.kind, notify::EventKind::Access(_)) {
                 let _ = tx.send(());
             }
         }
     })?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         while rx.recv().await.is_some() {

@@ -1,9 +1,9 @@
 //! Listeners and client connections: accept with a connection cap, detect HTTP/1.1 or HTTP/2
 //! (prior knowledge) within the header read timeout, serve with hyper, and shut down gracefully.
 
+use crate::Shared;
 use crate::io::Prefixed;
 use crate::pipeline::{self, ConnInfo};
-use crate::Shared;
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -36,17 +36,33 @@ impl RunningListener {
 }
 
 /// Binds `addr` (with SO_REUSEADDR, as tokio does) and starts accepting.
-pub async fn start(name: &str, configured: SocketAddr, limits: ListenerLimits, shared: Arc<Shared>) -> std::io::Result<RunningListener> {
+pub async fn start(
+    name: &str,
+    configured: SocketAddr,
+    limits: ListenerLimits,
+    shared: Arc<Shared>,
+) -> std::io::Result<RunningListener> {
     let listener = TcpListener::bind(configured).await?;
     let addr = listener.local_addr()?;
     let limits = Arc::new(ArcSwap::from_pointee(limits));
     let (stop, stop_rx) = watch::channel(false);
     let name: Arc<str> = name.into();
     tokio::spawn(accept_loop(listener, name, limits.clone(), shared, stop_rx));
-    Ok(RunningListener { addr, configured, limits, stop })
+    Ok(RunningListener {
+        addr,
+        configured,
+        limits,
+        stop,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, name: Arc<str>, limits: Arc<ArcSwap<ListenerLimits>>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<str>,
+    limits: Arc<ArcSwap<ListenerLimits>>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let cap = limits.load().max_connections as usize;
     let slots = Arc::new(Semaphore::new(cap));
     let mut shutdown = shared.shutdown.subscribe();
@@ -64,7 +80,11 @@ async fn accept_loop(listener: TcpListener, name: Arc<str>, limits: Arc<ArcSwap<
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let conn = Arc::new(ConnInfo { listener: name.clone(), peer, proto: "http" });
+                let conn = Arc::new(ConnInfo {
+                    listener: name.clone(),
+                    peer,
+                    proto: "http",
+                });
                 let shared = shared.clone();
                 let limits = limits.load_full();
                 tokio::spawn(async move {
@@ -89,7 +109,10 @@ async fn detect(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Vec<
     let mut n = 0;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[n..])).await.ok()?.ok()?;
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[n..]))
+            .await
+            .ok()?
+            .ok()?;
         if read == 0 {
             return None;
         }
@@ -104,11 +127,20 @@ async fn detect(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Vec<
     }
 }
 
-async fn serve(mut stream: TcpStream, conn: Arc<ConnInfo>, limits: &ListenerLimits, shared: Arc<Shared>) {
-    let Some((is_h2, prefix)) = detect(&mut stream, limits.header_read_timeout.0).await else { return };
+async fn serve(
+    mut stream: TcpStream,
+    conn: Arc<ConnInfo>,
+    limits: &ListenerLimits,
+    shared: Arc<Shared>,
+) {
+    let Some((is_h2, prefix)) = detect(&mut stream, limits.header_read_timeout.0).await else {
+        return;
+    };
     let io = TokioIo::new(Prefixed::new(prefix, stream));
     let svc_shared = shared.clone();
-    let svc = hyper::service::service_fn(move |req| pipeline::handle(req, conn.clone(), svc_shared.clone()));
+    let svc = hyper::service::service_fn(move |req| {
+        pipeline::handle(req, conn.clone(), svc_shared.clone())
+    });
     let mut shutdown = shared.shutdown.subscribe();
     if *shutdown.borrow() {
         return;
@@ -117,7 +149,9 @@ async fn serve(mut stream: TcpStream, conn: Arc<ConnInfo>, limits: &ListenerLimi
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(u32::try_from(limits.h2_max_header_list_size.0).unwrap_or(u32::MAX))
+            .max_header_list_size(
+                u32::try_from(limits.h2_max_header_list_size.0).unwrap_or(u32::MAX),
+            )
             .max_pending_accept_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
             .max_local_error_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
             .keep_alive_interval(Some(limits.idle_timeout.0))

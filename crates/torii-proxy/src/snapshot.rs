@@ -85,7 +85,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles a loaded config, reusing unchanged upstreams from the registry.
     pub fn build(loaded: Loaded, registry: &Registry, metrics: &Metrics) -> Self {
-        let Loaded { config, mut routers } = loaded;
+        let Loaded {
+            config,
+            mut routers,
+        } = loaded;
         let upstreams = registry.sync(&config.upstreams);
         let mut errors: HashMap<String, Arc<UpstreamErrors>> = HashMap::new();
         let routes = config
@@ -96,20 +99,39 @@ impl Snapshot {
                     (Some(name), _) => match upstreams.get(name) {
                         Some(up) => Action::Proxy {
                             upstream: up.clone(),
-                            errors: errors.entry(name.clone()).or_insert_with(|| Arc::new(metrics.upstream_errors(name))).clone(),
+                            errors: errors
+                                .entry(name.clone())
+                                .or_insert_with(|| Arc::new(metrics.upstream_errors(name)))
+                                .clone(),
                         },
                         None => direct(502, &Default::default(), ""),
                     },
                     (None, Some(d)) => direct(d.status, &d.headers, &d.body),
                     (None, None) => direct(500, &Default::default(), ""),
                 };
-                let pattern = r.matches.path.as_deref().or(r.matches.path_prefix.as_deref()).unwrap_or("/");
-                let rewrite = r.rewrite.as_ref().and_then(|rw: &RewriteConfig| match (&rw.strip_prefix, &rw.path) {
-                    (Some(p), _) => Some(Rewrite::StripPrefix(p.trim_end_matches('/').to_string())),
-                    (None, Some(t)) => PathTemplate::compile(t, pattern).ok().map(Rewrite::Template),
-                    _ => None,
+                let pattern = r
+                    .matches
+                    .path
+                    .as_deref()
+                    .or(r.matches.path_prefix.as_deref())
+                    .unwrap_or("/");
+                let rewrite = r.rewrite.as_ref().and_then(|rw: &RewriteConfig| {
+                    match (&rw.strip_prefix, &rw.path) {
+                        (Some(p), _) => {
+                            Some(Rewrite::StripPrefix(p.trim_end_matches('/').to_string()))
+                        }
+                        (None, Some(t)) => PathTemplate::compile(t, pattern)
+                            .ok()
+                            .map(Rewrite::Template),
+                        _ => None,
+                    }
                 });
-                CompiledRoute { name: r.name.as_str().into(), action, rewrite, metrics: metrics.route(&r.name) }
+                CompiledRoute {
+                    name: r.name.as_str().into(),
+                    action,
+                    rewrite,
+                    metrics: metrics.route(&r.name),
+                }
             })
             .collect();
         let listeners = config
@@ -117,7 +139,9 @@ impl Snapshot {
             .iter()
             .map(|l| {
                 let view = ListenerView {
-                    router: routers.remove(&l.name).unwrap_or_else(|| Router::build(Vec::new()).unwrap_or_else(|_| unreachable_router())),
+                    router: routers.remove(&l.name).unwrap_or_else(|| {
+                        Router::build(Vec::new()).unwrap_or_else(|_| unreachable_router())
+                    }),
                     trusted: l.trusted_proxies.iter().map(|c| c.0).collect(),
                     client_body_idle: l.limits.idle_timeout.0,
                 };
@@ -146,7 +170,10 @@ fn unreachable_router() -> Router<usize> {
 fn direct(status: u16, headers: &std::collections::BTreeMap<String, String>, body: &str) -> Action {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
-        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             map.append(k, v);
         }
     }

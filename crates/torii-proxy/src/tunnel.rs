@@ -5,7 +5,11 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 /// Joins the client's and the upstream's upgraded connections.
-pub async fn run(client: OnUpgrade, upstream: OnUpgrade, guard: Option<crate::upstream::ConnGuard>) {
+pub async fn run(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    guard: Option<crate::upstream::ConnGuard>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

@@ -26,15 +26,23 @@ async fn concurrent_requests_stay_within_the_cap_and_reuse_connections() {
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let c = client.clone();
-        tasks.push(tokio::spawn(async move { get(&c, format!("http://{a}/x")).await.0 }));
+        tasks.push(tokio::spawn(async move {
+            get(&c, format!("http://{a}/x")).await.0
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
     let max_open = up.stats.max_open.load(Ordering::SeqCst);
     let accepted = up.stats.accepted.load(Ordering::SeqCst);
-    assert!(max_open <= 4, "max open upstream connections {max_open} > cap 4");
-    assert!(accepted <= 4, "connections were not reused: {accepted} accepted for 64 requests");
+    assert!(
+        max_open <= 4,
+        "max open upstream connections {max_open} > cap 4"
+    );
+    assert!(
+        accepted <= 4,
+        "connections were not reused: {accepted} accepted for 64 requests"
+    );
 }
 
 #[tokio::test]
@@ -115,24 +123,48 @@ async fn upstream_closing_idle_connections_never_fails_idempotent_requests() {
     }
     assert!(closed_rx.recv().await.is_some(), "the race was exercised");
     for i in 0..20 {
-        let req = Request::delete(format!("http://{a}/d{i}")).body(full("")).unwrap();
-        assert_eq!(client.request(req).await.unwrap().status(), StatusCode::OK, "request d{i}");
+        let req = Request::delete(format!("http://{a}/d{i}"))
+            .body(full(""))
+            .unwrap();
+        assert_eq!(
+            client.request(req).await.unwrap().status(),
+            StatusCode::OK,
+            "request d{i}"
+        );
     }
 }
 
 #[tokio::test]
 async fn unchanged_upstream_keeps_its_pool_across_reload() {
     let up = echo_upstream(false).await;
-    let base = format!("upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: up\n", up.addr);
+    let base = format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: up\n",
+        up.addr
+    );
     let gw = gateway(&config(&base)).await;
     let a = addr(&gw).await;
     let client = h1_client();
-    assert_eq!(get(&client, format!("http://{a}/x")).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&client, format!("http://{a}/x")).await.0,
+        StatusCode::OK
+    );
     // A reload that adds a route but leaves the upstream alone.
-    let next = format!("{base}  - name: extra\n    match: {{path: /extra}}\n    direct_response: {{body: new}}\n");
+    let next = format!(
+        "{base}  - name: extra\n    match: {{path: /extra}}\n    direct_response: {{body: new}}\n"
+    );
     let loaded = torii_config::load_str("t.yaml", &config(&next), &|_: &str| None).unwrap();
     gw.apply(loaded).await.unwrap();
-    assert_eq!(get(&client, format!("http://{a}/y")).await.0, StatusCode::OK);
-    assert_eq!(up.stats.accepted.load(Ordering::SeqCst), 1, "the pooled connection survived the reload");
-    assert_eq!(&get(&client, format!("http://{a}/extra")).await.2[..], b"new");
+    assert_eq!(
+        get(&client, format!("http://{a}/y")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        up.stats.accepted.load(Ordering::SeqCst),
+        1,
+        "the pooled connection survived the reload"
+    );
+    assert_eq!(
+        &get(&client, format!("http://{a}/extra")).await.2[..],
+        b"new"
+    );
 }

@@ -30,15 +30,30 @@ async fn proxies_with_forwarding_headers_and_request_id() {
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let rid = resp.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    let rid = resp
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(rid.len(), 36, "generated request id: {rid}");
-    assert!(resp.headers().get("x-hop").is_none(), "hop-by-hop response header named by Connection must be removed");
+    assert!(
+        resp.headers().get("x-hop").is_none(),
+        "hop-by-hop response header named by Connection must be removed"
+    );
     let body = json(&resp.into_body().collect().await.unwrap().to_bytes());
     assert_eq!(body["uri"], "/some/path?x=1&y=2");
     let h = &body["headers"];
-    assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none(), "{h}");
+    assert!(
+        h.get("x-secret").is_none() && h.get("keep-alive").is_none(),
+        "{h}"
+    );
     assert_eq!(h["te"], "trailers");
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "untrusted peer: client XFF replaced");
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "untrusted peer: client XFF replaced"
+    );
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], format!("{a}"));
     assert_eq!(h["forwarded"], format!("for=127.0.0.1;proto=http;host={a}"));
@@ -46,11 +61,17 @@ async fn proxies_with_forwarding_headers_and_request_id() {
     assert_eq!(h["host"], format!("{a}"), "Host preserved by default");
 
     // A well-formed client request id is kept.
-    let req = Request::get(format!("http://{a}/x")).header("x-request-id", "abc-123").body(full("")).unwrap();
+    let req = Request::get(format!("http://{a}/x"))
+        .header("x-request-id", "abc-123")
+        .body(full(""))
+        .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
     // A malformed one is replaced.
-    let req = Request::get(format!("http://{a}/x")).header("x-request-id", "bad id with spaces").body(full("")).unwrap();
+    let req = Request::get(format!("http://{a}/x"))
+        .header("x-request-id", "bad id with spaces")
+        .body(full(""))
+        .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_ne!(resp.headers()["x-request-id"], "bad id with spaces");
 }
@@ -58,14 +79,24 @@ async fn proxies_with_forwarding_headers_and_request_id() {
 #[tokio::test]
 async fn trusted_proxy_xff_is_appended_and_client_resolved() {
     let up = echo_upstream(false).await;
-    let cfg = one_upstream(up.addr, "").replace("bind: 127.0.0.1:0\nadmin", "bind: 127.0.0.1:0\n    trusted_proxies: [127.0.0.0/8]\nadmin");
+    let cfg = one_upstream(up.addr, "").replace(
+        "bind: 127.0.0.1:0\nadmin",
+        "bind: 127.0.0.1:0\n    trusted_proxies: [127.0.0.0/8]\nadmin",
+    );
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
-    let req = Request::get(format!("http://{a}/x")).header("x-forwarded-for", "203.0.113.9").header("x-forwarded-proto", "https").body(full("")).unwrap();
+    let req = Request::get(format!("http://{a}/x"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .body(full(""))
+        .unwrap();
     let resp = h1_client().request(req).await.unwrap();
     let body = json(&resp.into_body().collect().await.unwrap().to_bytes());
     assert_eq!(body["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
-    assert_eq!(body["headers"]["x-forwarded-proto"], "https", "kept from a trusted proxy");
+    assert_eq!(
+        body["headers"]["x-forwarded-proto"], "https",
+        "kept from a trusted proxy"
+    );
 }
 
 #[tokio::test]
@@ -87,16 +118,30 @@ async fn rewrites_strip_prefix_and_template() {
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
     let c = h1_client();
-    assert_eq!(json(&get(&c, format!("http://{a}/api/items?q=1")).await.2)["uri"], "/items?q=1");
-    assert_eq!(json(&get(&c, format!("http://{a}/api")).await.2)["uri"], "/");
-    assert_eq!(json(&get(&c, format!("http://{a}/users/42?z=9")).await.2)["uri"], "/v2/accounts/42?z=9");
+    assert_eq!(
+        json(&get(&c, format!("http://{a}/api/items?q=1")).await.2)["uri"],
+        "/items?q=1"
+    );
+    assert_eq!(
+        json(&get(&c, format!("http://{a}/api")).await.2)["uri"],
+        "/"
+    );
+    assert_eq!(
+        json(&get(&c, format!("http://{a}/users/42?z=9")).await.2)["uri"],
+        "/v2/accounts/42?z=9"
+    );
     // /apix is not under /api: no route.
-    assert_eq!(get(&c, format!("http://{a}/apix")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&c, format!("http://{a}/apix")).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
 async fn not_found_and_method_not_allowed_are_json() {
-    let cfg = config("routes:\n  - name: r\n    match: {path: /only, methods: [GET, PUT]}\n    direct_response: {body: hi}\n");
+    let cfg = config(
+        "routes:\n  - name: r\n    match: {path: /only, methods: [GET, PUT]}\n    direct_response: {body: hi}\n",
+    );
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
     let c = h1_client();
@@ -104,8 +149,13 @@ async fn not_found_and_method_not_allowed_are_json() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let j = json(&b);
     assert_eq!(j["error"]["code"], "no_route");
-    assert_eq!(j["error"]["request_id"], h["x-request-id"].to_str().unwrap());
-    let req = Request::post(format!("http://{a}/only")).body(full("")).unwrap();
+    assert_eq!(
+        j["error"]["request_id"],
+        h["x-request-id"].to_str().unwrap()
+    );
+    let req = Request::post(format!("http://{a}/only"))
+        .body(full(""))
+        .unwrap();
     let resp = c.request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(resp.headers()["allow"], "GET, PUT");
@@ -122,34 +172,63 @@ async fn normalised_path_reaches_upstream() {
     ));
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
-    let resp = raw(a, b"GET /private/../public/%7Ea HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let resp = raw(
+        a,
+        b"GET /private/../public/%7Ea HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"uri\":\"/public/~a\""), "{resp}");
     for bad in ["/public/..;/private", "/public/a\\b"] {
-        let resp = raw(a, format!("GET {bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        let resp = raw(
+            a,
+            format!("GET {bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{bad}: {resp}");
     }
 }
 
 #[tokio::test]
 async fn host_errors_are_400() {
-    let gw = gateway(&config("routes:\n  - name: r\n    match: {path_prefix: /}\n    direct_response: {body: ok}\n")).await;
+    let gw = gateway(&config(
+        "routes:\n  - name: r\n    match: {path_prefix: /}\n    direct_response: {body: ok}\n",
+    ))
+    .await;
     let a = addr(&gw).await;
-    let dup = raw(a, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").await;
+    let dup = raw(
+        a,
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(dup.starts_with("HTTP/1.1 400"), "{dup}");
     let missing = raw(a, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(missing.starts_with("HTTP/1.1 400"), "{missing}");
-    let dot = raw(a, b"GET / HTTP/1.1\r\nHost: Example.COM.\r\nConnection: close\r\n\r\n").await;
+    let dot = raw(
+        a,
+        b"GET / HTTP/1.1\r\nHost: Example.COM.\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(dot.starts_with("HTTP/1.1 200"), "{dot}");
 }
 
 #[tokio::test]
 async fn host_routing_with_trailing_dot_and_case() {
-    let cfg = config("routes:\n  - name: api\n    match: {path_prefix: /, hosts: [api.example.com]}\n    direct_response: {body: api}\n  - name: wild\n    match: {path_prefix: /, hosts: ['*.example.com']}\n    direct_response: {body: wild}\n  - name: any\n    match: {path_prefix: /}\n    direct_response: {body: any}\n");
+    let cfg = config(
+        "routes:\n  - name: api\n    match: {path_prefix: /, hosts: [api.example.com]}\n    direct_response: {body: api}\n  - name: wild\n    match: {path_prefix: /, hosts: ['*.example.com']}\n    direct_response: {body: wild}\n  - name: any\n    match: {path_prefix: /}\n    direct_response: {body: any}\n",
+    );
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
-    for (host, want) in [("API.example.com.", "api"), ("x.example.com:8080", "wild"), ("example.com", "any")] {
-        let r = raw(a, format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    for (host, want) in [
+        ("API.example.com.", "api"),
+        ("x.example.com:8080", "wild"),
+        ("example.com", "any"),
+    ] {
+        let r = raw(
+            a,
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
         assert!(r.ends_with(want), "{host}: {r}");
     }
 }
@@ -157,7 +236,10 @@ async fn host_routing_with_trailing_dot_and_case() {
 #[tokio::test]
 async fn upstream_refused_is_502_and_timeout_is_504() {
     // A port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let gw = gateway(&one_upstream(dead, "")).await;
     let a = addr(&gw).await;
     let (s, _, b) = get(&h1_client(), format!("http://{a}/x")).await;
@@ -169,7 +251,11 @@ async fn upstream_refused_is_502_and_timeout_is_504() {
         Response::new(full("late"))
     })
     .await;
-    let gw = gateway(&one_upstream(slow.addr, "    timeouts: {response_headers: 200ms}\n")).await;
+    let gw = gateway(&one_upstream(
+        slow.addr,
+        "    timeouts: {response_headers: 200ms}\n",
+    ))
+    .await;
     let a = addr(&gw).await;
     let (s, _, b) = get(&h1_client(), format!("http://{a}/x")).await;
     assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
@@ -178,10 +264,17 @@ async fn upstream_refused_is_502_and_timeout_is_504() {
 
 #[tokio::test]
 async fn grpc_errors_are_grpc_shaped() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let gw = gateway(&one_upstream(dead, "    protocol: http2\n")).await;
     let a = addr(&gw).await;
-    let req = Request::post(format!("http://{a}/pkg.Svc/Method")).header("content-type", "application/grpc").header("te", "trailers").body(full("")).unwrap();
+    let req = Request::post(format!("http://{a}/pkg.Svc/Method"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(full(""))
+        .unwrap();
     let resp = h2_client().request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["grpc-status"], "14");
@@ -191,18 +284,38 @@ async fn grpc_errors_are_grpc_shaped() {
 async fn all_four_protocol_combinations() {
     for (client_h2, upstream_h2) in [(false, false), (false, true), (true, false), (true, true)] {
         let up = echo_upstream(upstream_h2).await;
-        let proto = if upstream_h2 { "    protocol: http2\n" } else { "" };
+        let proto = if upstream_h2 {
+            "    protocol: http2\n"
+        } else {
+            ""
+        };
         let gw = gateway(&one_upstream(up.addr, proto)).await;
         let a = addr(&gw).await;
         let client = if client_h2 { h2_client() } else { h1_client() };
-        let req = Request::post(format!("http://{a}/echo?q=1")).body(full("hello")).unwrap();
+        let req = Request::post(format!("http://{a}/echo?q=1"))
+            .body(full("hello"))
+            .unwrap();
         let resp = client.request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "client h2={client_h2} upstream h2={upstream_h2}");
-        let want = if client_h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "client h2={client_h2} upstream h2={upstream_h2}"
+        );
+        let want = if client_h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
         assert_eq!(resp.version(), want);
         let j = json(&resp.into_body().collect().await.unwrap().to_bytes());
-        assert_eq!(j["version"], if upstream_h2 { "HTTP/2.0" } else { "HTTP/1.1" });
-        assert_eq!(j["uri"].as_str().unwrap().ends_with("/echo?q=1"), true, "{j}");
+        assert_eq!(
+            j["version"],
+            if upstream_h2 { "HTTP/2.0" } else { "HTTP/1.1" }
+        );
+        assert!(
+            j["uri"].as_str().unwrap().ends_with("/echo?q=1"),
+            "{j}"
+        );
         assert_eq!(j["body_len"], 5);
         assert_eq!(j["method"], "POST");
     }
@@ -213,5 +326,8 @@ async fn direct_response_and_head() {
     let gw = gateway(&config("routes:\n  - name: r\n    match: {path: /health}\n    direct_response: {status: 201, headers: {x-a: b}, body: fine}\n")).await;
     let a = addr(&gw).await;
     let (s, h, b) = get(&h1_client(), format!("http://{a}/health")).await;
-    assert_eq!((s, h["x-a"].to_str().unwrap(), &b[..]), (StatusCode::CREATED, "b", &b"fine"[..]));
+    assert_eq!(
+        (s, h["x-a"].to_str().unwrap(), &b[..]),
+        (StatusCode::CREATED, "b", &b"fine"[..])
+    );
 }

@@ -22,8 +22,13 @@ struct Channel(mpsc::UnboundedReceiver<Result<Bytes, ()>>);
 impl http_body::Body for Channel {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|r| r.map(http_body::Frame::data).map_err(|()| "broken".into())))
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|r| r.map(http_body::Frame::data).map_err(|()| "broken".into())))
     }
 }
 
@@ -35,19 +40,33 @@ async fn server_sent_events_are_flushed_event_by_event() {
         let rx = rx.clone();
         async move {
             let rx = rx.lock().await.take().unwrap();
-            Response::builder().header("content-type", "text/event-stream").body(Channel(rx).boxed()).unwrap()
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Channel(rx).boxed())
+                .unwrap()
         }
     })
     .await;
     let gw = gateway(&cfg_for(up.addr, "", "")).await;
     let a = addr(&gw).await;
-    let resp = h1_client().request(Request::get(format!("http://{a}/events")).body(full("")).unwrap()).await.unwrap();
+    let resp = h1_client()
+        .request(
+            Request::get(format!("http://{a}/events"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     let mut body = resp.into_body();
     for i in 0..3 {
         let event = format!("data: event {i}\n\n");
         tx.send(Ok(Bytes::from(event.clone()))).unwrap();
         // The event arrives before the next one is even produced.
-        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("event not flushed").unwrap().unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("event not flushed")
+            .unwrap()
+            .unwrap();
         assert_eq!(frame.into_data().unwrap(), Bytes::from(event));
     }
 }
@@ -55,16 +74,35 @@ async fn server_sent_events_are_flushed_event_by_event() {
 #[tokio::test]
 async fn content_length_over_limit_is_413_before_the_body_is_read() {
     let up = echo_upstream(false).await;
-    let gw = gateway(&cfg_for(up.addr, "", "").replace("watch_config: false", "watch_config: false\n  max_request_body: 1KiB")).await;
+    let gw = gateway(&cfg_for(up.addr, "", "").replace(
+        "watch_config: false",
+        "watch_config: false\n  max_request_body: 1KiB",
+    ))
+    .await;
     let a = addr(&gw).await;
     // Only the head is sent; the 413 must come without waiting for the body.
-    let resp = raw(a, b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n").await;
+    let resp = raw(
+        a,
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert!(resp.contains("payload_too_large"), "{resp}");
-    assert_eq!(up.stats.accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the upstream");
+    assert_eq!(
+        up.stats.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
     // A chunked body that grows past the limit is refused too.
     let big = Generated::new(64 * 1024);
-    let resp = h1_client().request(Request::post(format!("http://{a}/x")).body(big.boxed()).unwrap()).await.unwrap();
+    let resp = h1_client()
+        .request(
+            Request::post(format!("http://{a}/x"))
+                .body(big.boxed())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -78,16 +116,29 @@ async fn truncated_upstream_body_is_not_passed_off_as_complete() {
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf).await;
         // Promise 100 bytes, send 10, then reset.
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await;
-        let _ = s.set_linger(Some(Duration::ZERO));
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+            .await;
+        let _ = s.set_zero_linger();
         drop(s);
     });
     let gw = gateway(&cfg_for(up_addr, "", "")).await;
     let a = addr(&gw).await;
-    let resp = h1_client().request(Request::get(format!("http://{a}/x")).body(full("")).unwrap()).await.unwrap();
+    let resp = h1_client()
+        .request(
+            Request::get(format!("http://{a}/x"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let r = resp.into_body().collect().await;
-    assert!(r.is_err(), "the client must see an incomplete body, got {:?}", r.map(|b| b.to_bytes()));
+    assert!(
+        r.is_err(),
+        "the client must see an incomplete body, got {:?}",
+        r.map(|b| b.to_bytes())
+    );
 }
 
 #[tokio::test]
@@ -115,14 +166,21 @@ async fn client_disconnect_cancels_the_upstream_request() {
     let _ = std::fs::create_dir_all(&dir);
     let log = dir.join("access.log");
     let _ = std::fs::remove_file(&log);
-    let cfg = cfg_for(up.addr, "", "").replace("access_log:\n  enabled: false", &format!("access_log:\n  path: {}", log.display()));
+    let cfg = cfg_for(up.addr, "", "").replace(
+        "access_log:\n  enabled: false",
+        &format!("access_log:\n  path: {}", log.display()),
+    );
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
     let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     started_rx.recv().await.unwrap();
     drop(s);
-    tokio::time::timeout(Duration::from_secs(5), dropped_rx.recv()).await.expect("upstream request was not cancelled");
+    tokio::time::timeout(Duration::from_secs(5), dropped_rx.recv())
+        .await
+        .expect("upstream request was not cancelled");
     // The access log says 499, client abort.
     let line = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -143,7 +201,10 @@ async fn access_log_line_has_the_fields_and_redacts_secrets() {
     let _ = std::fs::create_dir_all(&dir);
     let log = dir.join("access.log");
     let _ = std::fs::remove_file(&log);
-    let cfg = cfg_for(up.addr, "", "").replace("access_log:\n  enabled: false", &format!("access_log:\n  path: {}", log.display()));
+    let cfg = cfg_for(up.addr, "", "").replace(
+        "access_log:\n  enabled: false",
+        &format!("access_log:\n  path: {}", log.display()),
+    );
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
     let (s, h, _) = get(&h1_client(), format!("http://{a}/p?api_key=sekret&x=1")).await;
@@ -159,7 +220,21 @@ async fn access_log_line_has_the_fields_and_redacts_secrets() {
     assert!(!line.contains("sekret"), "{line}");
     let j = json(line.as_bytes());
     assert_eq!(j["path"], "/p?api_key=REDACTED&x=1");
-    for k in ["time", "request_id", "listener", "route", "method", "status", "bytes_in", "bytes_out", "client", "upstream", "upstream_latency_ms", "total_latency_ms", "outcome"] {
+    for k in [
+        "time",
+        "request_id",
+        "listener",
+        "route",
+        "method",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "client",
+        "upstream",
+        "upstream_latency_ms",
+        "total_latency_ms",
+        "outcome",
+    ] {
         assert!(j.get(k).is_some(), "missing {k}: {line}");
     }
     assert_eq!(j["outcome"], "complete");
@@ -178,8 +253,20 @@ async fn upstream_body_idle_timeout_ends_the_exchange() {
     let gw = gateway(&cfg_for(up.addr, "    timeouts: {body_idle: 200ms}\n", "")).await;
     let a = addr(&gw).await;
     tx.send(Ok(Bytes::from_static(b"first"))).unwrap();
-    let resp = h1_client().request(Request::get(format!("http://{a}/x")).body(full("")).unwrap()).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await.expect("idle timeout did not fire");
-    assert!(r.is_err(), "a stalled body must end in an error, not look complete");
+    let resp = h1_client()
+        .request(
+            Request::get(format!("http://{a}/x"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .expect("idle timeout did not fire");
+    assert!(
+        r.is_err(),
+        "a stalled body must end in an error, not look complete"
+    );
     drop(tx);
 }

@@ -48,7 +48,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => match torii_config::load_file(&config, &ProcessEnv) {
             Ok(l) => {
-                println!("{}: ok ({} listeners, {} upstreams, {} routes)", config.display(), l.config.listeners.len(), l.config.upstreams.len(), l.config.routes.len());
+                println!(
+                    "{}: ok ({} listeners, {} upstreams, {} routes)",
+                    config.display(),
+                    l.config.listeners.len(),
+                    l.config.upstreams.len(),
+                    l.config.routes.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(d) => {
@@ -56,7 +62,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Config { command: ConfigCommand::Schema } => {
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
             match serde_json::to_string_pretty(&torii_config::json_schema()) {
                 Ok(s) => println!("{s}"),
                 Err(e) => {
@@ -68,7 +76,10 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => {
             init_logging();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
@@ -89,14 +100,20 @@ fn main() -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TORII_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).json().init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .json()
+        .init();
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let loaded = torii_config::load_file(&path, &ProcessEnv).map_err(|d| anyhow::anyhow!("{d}"))?;
     let grace = loaded.config.server.shutdown_grace_period.0;
     let watch = loaded.config.server.watch_config;
-    let gw = Gateway::start(loaded).await.context("starting the gateway")?;
+    let gw = Gateway::start(loaded)
+        .await
+        .context("starting the gateway")?;
     for l in gw.shared().snapshot.load().config.listeners.iter() {
         if let Some(addr) = gw.listener_addr(&l.name).await {
             tracing::info!(listener = %l.name, %addr, "listening");
@@ -120,7 +137,11 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 }
 
 #[cfg(unix)]
-async fn signals(gw: std::sync::Arc<Gateway>, path: PathBuf, grace: Duration) -> anyhow::Result<()> {
+async fn signals(
+    gw: std::sync::Arc<Gateway>,
+    path: PathBuf,
+    grace: Duration,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -141,7 +162,11 @@ async fn signals(gw: std::sync::Arc<Gateway>, path: PathBuf, grace: Duration) ->
 }
 
 #[cfg(not(unix))]
-async fn signals(gw: std::sync::Arc<Gateway>, _path: PathBuf, grace: Duration) -> anyhow::Result<()> {
+async fn signals(
+    gw: std::sync::Arc<Gateway>,
+    _path: PathBuf,
+    grace: Duration,
+) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     gw.shutdown(grace).await;
     Ok(())

@@ -99,10 +99,19 @@ impl Default for AccessLog {
             enabled: true,
             path: "stdout".to_string(),
             buffer_lines: 16384,
-            redact_query_params: ["api_key", "apikey", "key", "token", "access_token", "password", "secret", "signature"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            redact_query_params: [
+                "api_key",
+                "apikey",
+                "key",
+                "token",
+                "access_token",
+                "password",
+                "secret",
+                "signature",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         }
     }
 }

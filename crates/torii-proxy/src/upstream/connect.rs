@@ -19,7 +19,12 @@ pub struct Connector {
 impl Connector {
     /// A connector for `host:port`.
     pub fn new(host: &str, port: u16, timeout: Duration) -> Self {
-        Self { host: host.to_string(), port, authority: format!("{host}:{port}"), timeout }
+        Self {
+            host: host.to_string(),
+            port,
+            authority: format!("{host}:{port}"),
+            timeout,
+        }
     }
 
     /// `host:port`.
@@ -35,8 +40,17 @@ impl Connector {
                 let _ = s.set_nodelay(true);
                 Ok(s)
             }
-            Ok(Err(e)) => Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("connect to {}: {e}", self.authority))),
-            Err(_) => Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("connect to {} timed out after {:?}", self.authority, self.timeout))),
+            Ok(Err(e)) => Err(GatewayError::new(
+                ErrorKind::UpstreamConnect,
+                format!("connect to {}: {e}", self.authority),
+            )),
+            Err(_) => Err(GatewayError::new(
+                ErrorKind::UpstreamConnect,
+                format!(
+                    "connect to {} timed out after {:?}",
+                    self.authority, self.timeout
+                ),
+            )),
         }
     }
 }

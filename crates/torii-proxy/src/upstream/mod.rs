@@ -76,7 +76,15 @@ pub struct UpstreamResponse {
 }
 
 fn idempotent(m: &http::Method) -> bool {
-    matches!(*m, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::PUT | http::Method::DELETE | http::Method::TRACE)
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
 }
 
 impl Upstream {
@@ -86,7 +94,10 @@ impl Upstream {
         let http2 = cfg.protocol == UpstreamProtocol::Http2;
         for (i, t) in cfg.targets.iter().enumerate() {
             let authority = t.url.authority();
-            let key = format!("{}|{}|{:?}|{:?}", authority, http2, cfg.pool, cfg.timeouts.connect);
+            let key = format!(
+                "{}|{}|{:?}|{:?}",
+                authority, http2, cfg.pool, cfg.timeouts.connect
+            );
             let pool = pools
                 .entry(key)
                 .or_insert_with(|| {
@@ -102,7 +113,8 @@ impl Upstream {
                 })
                 .clone();
             targets.push(Target {
-                authority: http::HeaderValue::from_str(&authority).unwrap_or(http::HeaderValue::from_static("invalid")),
+                authority: http::HeaderValue::from_str(&authority)
+                    .unwrap_or(http::HeaderValue::from_static("invalid")),
                 name: authority.into(),
                 pool,
             });
@@ -136,17 +148,23 @@ impl Upstream {
     /// scheme and authority (`:authority` from that Host).
     pub async fn send(&self, mut req: Request<Body>) -> Result<UpstreamResponse, GatewayError> {
         use http_body::Body as _;
-        let target = self.pick().ok_or_else(|| GatewayError::new(ErrorKind::Internal, "upstream has no targets"))?;
+        let target = self
+            .pick()
+            .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "upstream has no targets"))?;
         if self.host_header == HostHeader::Target {
-            req.headers_mut().insert(http::header::HOST, target.authority.clone());
+            req.headers_mut()
+                .insert(http::header::HOST, target.authority.clone());
         }
         if self.http2 {
             let host = req.headers_mut().remove(http::header::HOST);
-            let authority = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(&target.name);
+            let authority = host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(&target.name);
             let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            *req.uri_mut() = format!("http://{authority}{pq}")
-                .parse()
-                .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "cannot build the upstream URI"))?;
+            *req.uri_mut() = format!("http://{authority}{pq}").parse().map_err(|_| {
+                GatewayError::new(ErrorKind::BadRequest, "cannot build the upstream URI")
+            })?;
         }
         let conn = target.pool.checkout().await?;
         let retry_parts = (idempotent(req.method()) && req.body().is_end_stream()).then(|| {
@@ -161,9 +179,17 @@ impl Upstream {
             Conn::H2(mut sender) => {
                 let fut = sender.send_request(req);
                 let response = self.await_head(fut, target).await?;
-                Ok(UpstreamResponse { response, guard: None, target: target.name.clone() })
+                Ok(UpstreamResponse {
+                    response,
+                    guard: None,
+                    target: target.name.clone(),
+                })
             }
-            Conn::H1 { mut sender, permit, reused } => {
+            Conn::H1 {
+                mut sender,
+                permit,
+                reused,
+            } => {
                 let fut = sender.send_request(req);
                 match tokio::time::timeout(self.response_headers_timeout, fut).await {
                     Err(_) => Err(timeout_error(target, self.response_headers_timeout)),
@@ -171,10 +197,18 @@ impl Upstream {
                     Ok(Err(e)) if reused && retry_parts.is_some() && stale(&e) => {
                         drop((sender, permit));
                         tracing::debug!(target = %target.name, error = %e, "reused connection was closed by the upstream; retrying on a fresh one");
-                        let Conn::H1 { mut sender, permit, .. } = target.pool.fresh().await? else {
-                            return Err(GatewayError::new(ErrorKind::Internal, "unexpected HTTP/2 connection"));
+                        let Conn::H1 {
+                            mut sender, permit, ..
+                        } = target.pool.fresh().await?
+                        else {
+                            return Err(GatewayError::new(
+                                ErrorKind::Internal,
+                                "unexpected HTTP/2 connection",
+                            ));
                         };
-                        let req = retry_parts.map(|r| r.map(|()| Body::Empty)).unwrap_or_default();
+                        let req = retry_parts
+                            .map(|r| r.map(|()| Body::Empty))
+                            .unwrap_or_default();
                         let response = self.await_head(sender.send_request(req), target).await?;
                         Ok(self.h1_response(response, sender, permit, target))
                     }
@@ -184,12 +218,30 @@ impl Upstream {
         }
     }
 
-    fn h1_response(&self, response: Response<Incoming>, sender: hyper::client::conn::http1::SendRequest<Body>, permit: OwnedSemaphorePermit, target: &Target) -> UpstreamResponse {
-        let guard = ConnGuard { sender: Some(sender), permit: Some(permit), pool: target.pool.clone() };
-        UpstreamResponse { response, guard: Some(guard), target: target.name.clone() }
+    fn h1_response(
+        &self,
+        response: Response<Incoming>,
+        sender: hyper::client::conn::http1::SendRequest<Body>,
+        permit: OwnedSemaphorePermit,
+        target: &Target,
+    ) -> UpstreamResponse {
+        let guard = ConnGuard {
+            sender: Some(sender),
+            permit: Some(permit),
+            pool: target.pool.clone(),
+        };
+        UpstreamResponse {
+            response,
+            guard: Some(guard),
+            target: target.name.clone(),
+        }
     }
 
-    async fn await_head(&self, fut: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>, target: &Target) -> Result<Response<Incoming>, GatewayError> {
+    async fn await_head(
+        &self,
+        fut: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>,
+        target: &Target,
+    ) -> Result<Response<Incoming>, GatewayError> {
         match tokio::time::timeout(self.response_headers_timeout, fut).await {
             Err(_) => Err(timeout_error(target, self.response_headers_timeout)),
             Ok(Ok(r)) => Ok(r),
@@ -203,7 +255,10 @@ fn stale(e: &hyper::Error) -> bool {
 }
 
 fn timeout_error(target: &Target, after: Duration) -> GatewayError {
-    GatewayError::new(ErrorKind::UpstreamTimeout, format!("{} sent no response head within {after:?}", target.name))
+    GatewayError::new(
+        ErrorKind::UpstreamTimeout,
+        format!("{} sent no response head within {after:?}", target.name),
+    )
 }
 
 fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
@@ -211,7 +266,10 @@ fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
     let mut cause: Option<&dyn std::error::Error> = e.source();
     while let Some(c) = cause {
         if c.downcast_ref::<crate::bodies::BodyTooLarge>().is_some() {
-            return GatewayError::new(ErrorKind::PayloadTooLarge, "request body exceeded the limit while streaming");
+            return GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                "request body exceeded the limit while streaming",
+            );
         }
         if c.downcast_ref::<crate::bodies::BodyIdle>().is_some() {
             return GatewayError::new(ErrorKind::BadRequest, "client request body stalled");
@@ -237,7 +295,9 @@ impl Registry {
     /// The upstreams for a new config: unchanged ones are reused (same pools), changed or new
     /// ones are built, removed ones are dropped (their idle connections close).
     pub fn sync(&self, configs: &[UpstreamConfig]) -> HashMap<String, Arc<Upstream>> {
-        let Ok(mut inner) = self.inner.lock() else { return HashMap::new() };
+        let Ok(mut inner) = self.inner.lock() else {
+            return HashMap::new();
+        };
         let mut next = HashMap::new();
         let mut pools = std::mem::take(&mut inner.pools);
         let mut kept_pools = HashMap::new();
@@ -258,6 +318,10 @@ impl Registry {
         }
         inner.pools = kept_pools;
         inner.upstreams = next;
-        inner.upstreams.iter().map(|(k, (_, u))| (k.clone(), u.clone())).collect()
+        inner
+            .upstreams
+            .iter()
+            .map(|(k, (_, u))| (k.clone(), u.clone()))
+            .collect()
     }
 }

@@ -93,7 +93,11 @@ impl TargetPool {
                     continue; // dropped: closes the connection, frees the permit
                 }
                 if idle.sender.ready().await.is_ok() {
-                    return Ok(Conn::H1 { sender: idle.sender, permit: idle.permit, reused: true });
+                    return Ok(Conn::H1 {
+                        sender: idle.sender,
+                        permit: idle.permit,
+                        reused: true,
+                    });
                 }
             }
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
@@ -114,10 +118,18 @@ impl TargetPool {
 
     /// A new connection, bypassing the idle list (used to retry after a stale reuse).
     pub async fn fresh(self: &Arc<Self>) -> Result<Conn, GatewayError> {
-        let permit = tokio::time::timeout(self.settings.queue_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| GatewayError::new(ErrorKind::UpstreamPoolExhausted, "no free connection for a retry"))?
-            .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
+        let permit = tokio::time::timeout(
+            self.settings.queue_timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                ErrorKind::UpstreamPoolExhausted,
+                "no free connection for a retry",
+            )
+        })?
+        .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
         self.connect_h1(permit).await
     }
 
@@ -131,7 +143,11 @@ impl TargetPool {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push_back(Idle { sender, permit, since: Instant::now() });
+            idle.push_back(Idle {
+                sender,
+                permit,
+                since: Instant::now(),
+            });
         }
         self.returned.notify_one();
     }
@@ -141,27 +157,46 @@ impl TargetPool {
         let (sender, conn) = http1::Builder::new()
             .handshake::<_, Body>(TokioIo::new(io))
             .await
-            .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("HTTP/1.1 handshake with {}: {e}", self.connector.authority())))?;
+            .map_err(|e| {
+                GatewayError::new(
+                    ErrorKind::UpstreamConnect,
+                    format!(
+                        "HTTP/1.1 handshake with {}: {e}",
+                        self.connector.authority()
+                    ),
+                )
+            })?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(Conn::H1 { sender, permit, reused: false })
+        Ok(Conn::H1 {
+            sender,
+            permit,
+            reused: false,
+        })
     }
 
     async fn checkout_h2(&self) -> Result<Conn, GatewayError> {
         let mut slot = self.h2.lock().await;
-        if let Some((sender, _)) = slot.as_ref() {
-            if !sender.is_closed() {
+        if let Some((sender, _)) = slot.as_ref()
+            && !sender.is_closed() {
                 return Ok(Conn::H2(sender.clone()));
             }
-        }
         *slot = None;
-        let permit = tokio::time::timeout(self.settings.queue_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| GatewayError::new(ErrorKind::UpstreamPoolExhausted, "no free HTTP/2 connection"))?
-            .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
+        let permit = tokio::time::timeout(
+            self.settings.queue_timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                ErrorKind::UpstreamPoolExhausted,
+                "no free HTTP/2 connection",
+            )
+        })?
+        .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
         let io: Stream = self.connector.connect(true).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -169,7 +204,12 @@ impl TargetPool {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake::<_, Body>(TokioIo::new(io))
             .await
-            .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("HTTP/2 handshake with {}: {e}", self.connector.authority())))?;
+            .map_err(|e| {
+                GatewayError::new(
+                    ErrorKind::UpstreamConnect,
+                    format!("HTTP/2 handshake with {}: {e}", self.connector.authority()),
+                )
+            })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use torii_core::Body;
 use torii_proxy::Gateway;
 
-pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 pub fn full(s: impl Into<Bytes>) -> BoxBody {
     Full::new(s.into()).map_err(|e| match e {}).boxed()
@@ -53,7 +54,9 @@ where
     let st = stats.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             st.accepted.fetch_add(1, Ordering::SeqCst);
             let now = st.open.fetch_add(1, Ordering::SeqCst) + 1;
             st.max_open.fetch_max(now, Ordering::SeqCst);
@@ -66,9 +69,14 @@ where
                     async move { Ok::<_, std::convert::Infallible>(h(req).await) }
                 });
                 if http2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 } else {
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
                 }
             });
         }
@@ -106,7 +114,9 @@ pub async fn gateway(yaml: &str) -> Arc<Gateway> {
 /// A config with one `public` listener on port 0, admin on port 0, no access log, and the
 /// given upstreams/routes YAML appended.
 pub fn config(rest: &str) -> String {
-    format!("listeners:\n  - name: public\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\naccess_log:\n  enabled: false\nserver:\n  watch_config: false\n{rest}")
+    format!(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\naccess_log:\n  enabled: false\nserver:\n  watch_config: false\n{rest}"
+    )
 }
 
 pub async fn addr(gw: &Gateway) -> SocketAddr {
@@ -118,14 +128,23 @@ pub fn h1_client() -> Client<HttpConnector, BoxBody> {
 }
 
 pub fn h2_client() -> Client<HttpConnector, BoxBody> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
-pub async fn get(client: &Client<HttpConnector, BoxBody>, url: String) -> (http::StatusCode, http::HeaderMap, Bytes) {
+pub async fn get(
+    client: &Client<HttpConnector, BoxBody>,
+    url: String,
+) -> (http::StatusCode, http::HeaderMap, Bytes) {
     let req = Request::get(url).body(full("")).unwrap();
     let resp = client.request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
 }
 
 pub fn json(b: &[u8]) -> serde_json::Value {
@@ -154,14 +173,20 @@ pub struct Generated {
 
 impl Generated {
     pub fn new(total: u64) -> Self {
-        Self { remaining: total, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }
+        Self {
+            remaining: total,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
     }
 }
 
 impl http_body::Body for Generated {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         if self.remaining == 0 {
             return std::task::Poll::Ready(None);
         }
