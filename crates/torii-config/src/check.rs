@@ -199,24 +199,31 @@ impl<'s> Checker<'s> {
             Kind::Str(text) => {
                 if let Some(fmt) = s.get("format").and_then(Value::as_str)
                     && let Some((_, parse)) = FORMATS.iter().find(|(name, _)| *name == fmt)
-                        && let Err(msg) = parse(text) {
-                            // The parse message quotes the value; for an expanded secret, say
-                            // only that the expanded value is invalid.
-                            let msg = if node.raw.is_some() {
-                                format!("the value of {} is not a valid {fmt}", node.shown())
-                            } else {
-                                msg
-                            };
-                            out.push(here(msg));
-                        }
+                    && let Err(msg) = parse(text)
+                {
+                    // The parse message quotes the value; for an expanded secret, say
+                    // only that the expanded value is invalid.
+                    let msg = if node.raw.is_some() {
+                        format!("the value of {} is not a valid {fmt}", node.shown())
+                    } else {
+                        msg
+                    };
+                    out.push(here(msg));
+                }
             }
             Kind::Int(i) => self.check_range(s, *i, node, path, out),
             Kind::Map(entries) => self.check_object(s, node, entries, path, out),
             Kind::Seq(items) => {
+                let before = out.uncovered;
                 if let Some(item_schema) = s.get("items") {
                     for (i, item) in items.iter().enumerate() {
                         self.check(item_schema, item, &path.index(i), out);
                     }
+                }
+                // Top-level lists (listeners, upstreams, routes) are deserialized element by
+                // element, so a broken element never takes its whole section with it.
+                if path.segs().len() == 1 {
+                    out.uncovered = before;
                 }
             }
             _ => {}
@@ -394,9 +401,10 @@ impl<'s> Checker<'s> {
             format!("{} is not one of {list}", node.shown()),
         );
         if let Kind::Str(s) = &node.kind
-            && let Some(m) = did_you_mean(s, names.iter().map(String::as_str)) {
-                d = d.with_hint(format!("did you mean `{m}`?"));
-            }
+            && let Some(m) = did_you_mean(s, names.iter().map(String::as_str))
+        {
+            d = d.with_hint(format!("did you mean `{m}`?"));
+        }
         d
     }
 }

@@ -90,10 +90,11 @@ impl fmt::Display for Diagnostics {
             }
             writeln!(f, ": {}", d.message)?;
             if let Some(p) = d.pos
-                && let Some(line) = self.source.lines().nth(p.line.saturating_sub(1)) {
-                    writeln!(f, "  {:>4} | {}", p.line, line)?;
-                    writeln!(f, "       | {}^", " ".repeat(p.col.saturating_sub(1)))?;
-                }
+                && let Some(line) = self.source.lines().nth(p.line.saturating_sub(1))
+            {
+                writeln!(f, "  {:>4} | {}", p.line, line)?;
+                writeln!(f, "       | {}^", " ".repeat(p.col.saturating_sub(1)))?;
+            }
             if let Some(h) = &d.hint {
                 writeln!(f, "  help: {h}")?;
             }

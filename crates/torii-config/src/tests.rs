@@ -171,3 +171,20 @@ fn no_listeners_is_an_error() {
     let text = load("upstreams: []\n").unwrap_err().to_string();
     assert!(text.contains("missing required key `listeners`"), "{text}");
 }
+
+#[test]
+fn a_broken_element_does_not_cascade() {
+    let src = "listeners:\n  - name: p\n    bind: 127.0.0.1:1\nupstreams:\n  - name: good\n    targets: [{url: 'http://127.0.0.1:1'}]\n  - name: bad\n    targets: [{url: 'ftp://x'}]\nroutes:\n  - name: a\n    match: {path: /a}\n    upstream: good\n  - name: b\n    match: {path: /b}\n    upstream: bad\n";
+    let d = load(src).unwrap_err();
+    assert_eq!(d.len(), 1, "{d}");
+    assert!(d.to_string().contains("upstreams[1].targets[0].url"), "{d}");
+}
+
+#[test]
+fn cross_check_messages_do_not_echo_secrets() {
+    let env = |n: &str| (n == "UP").then(|| "hunter2".to_string());
+    let src = "listeners:\n  - name: p\n    bind: 127.0.0.1:1\nroutes:\n  - name: a\n    match: {path: /a}\n    upstream: ${UP}\n";
+    let text = load_str("t.yaml", src, &env).unwrap_err().to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("unknown upstream `${UP}`"), "{text}");
+}

@@ -32,6 +32,14 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn err(&mut self, path: &[PathSeg<'_>], msg: impl Into<String>, hint: impl Into<String>) {
         let pos = self.tree.pos_at(path);
+        let (mut msg, mut hint) = (msg.into(), hint.into());
+        // Never echo a value that came from the environment: show it as written instead.
+        self.tree.visit_expanded(&mut |value, raw| {
+            if !value.is_empty() {
+                msg = msg.replace(value, raw);
+                hint = hint.replace(value, raw);
+            }
+        });
         self.out
             .push(Diagnostic::new(Some(pos), render(path), msg).with_hint(hint));
     }

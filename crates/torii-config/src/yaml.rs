@@ -131,6 +131,20 @@ impl Node {
 }
 
 impl Node {
+    /// Calls `f(expanded value, text as written)` for every scalar `${NAME}` expansion changed.
+    pub fn visit_expanded(&self, f: &mut dyn FnMut(&str, &str)) {
+        match &self.kind {
+            Kind::Str(v) => {
+                if let Some(raw) = &self.raw {
+                    f(v, raw);
+                }
+            }
+            Kind::Seq(items) => items.iter().for_each(|i| i.visit_expanded(f)),
+            Kind::Map(entries) => entries.iter().for_each(|(_, v)| v.visit_expanded(f)),
+            _ => {}
+        }
+    }
+
     /// Removes the map entry at `path` (used to drop keys already reported as errors).
     pub(crate) fn remove(&mut self, path: &crate::diag::KeyPath) {
         use crate::diag::Seg;
@@ -391,28 +405,30 @@ fn resolve_plain(s: &str) -> Kind {
     let digits = |t: &str, radix| !t.is_empty() && t.chars().all(|c| c.is_digit(radix));
     if let Some(hex) = s.strip_prefix("0x")
         && digits(hex, 16)
-            && let Ok(v) = i64::from_str_radix(hex, 16) {
-                return Kind::Int(v);
-            }
+        && let Ok(v) = i64::from_str_radix(hex, 16)
+    {
+        return Kind::Int(v);
+    }
     if let Some(oct) = s.strip_prefix("0o")
         && digits(oct, 8)
-            && let Ok(v) = i64::from_str_radix(oct, 8) {
-                return Kind::Int(v);
-            }
+        && let Ok(v) = i64::from_str_radix(oct, 8)
+    {
+        return Kind::Int(v);
+    }
     let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
     if digits(unsigned, 10)
-        && let Ok(v) = s.parse::<i64>() {
-            return Kind::Int(v);
-        }
+        && let Ok(v) = s.parse::<i64>()
+    {
+        return Kind::Int(v);
+    }
     let looks_float = unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
         && unsigned.chars().any(|c| c.is_ascii_digit())
         && unsigned
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'));
-    if looks_float
-        && let Ok(v) = s.parse::<f64>() {
-            return Kind::Float(v);
-        }
+    if looks_float && let Ok(v) = s.parse::<f64>() {
+        return Kind::Float(v);
+    }
     Kind::Str(s.to_string())
 }
 

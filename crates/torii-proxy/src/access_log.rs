@@ -112,6 +112,35 @@ impl AccessLog {
     }
 }
 
+/// RFC 3339 UTC time with milliseconds, e.g. `2026-11-22T21:04:18.123Z`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// A duration in milliseconds, rounded to microseconds.
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
 /// The path and query for the log, with the values of sensitive query parameters replaced.
 pub fn redact(path_and_query: &str, secret_params: &[String]) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
@@ -125,7 +154,12 @@ pub fn redact(path_and_query: &str, secret_params: &[String]) -> String {
             out.push('&');
         }
         let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        if secret_params.iter().any(|s| s.eq_ignore_ascii_case(name)) && pair.contains('=') {
+        let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        if secret_params
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&decoded))
+            && pair.contains('=')
+        {
             out.push_str(name);
             out.push_str("=REDACTED");
         } else {
@@ -147,5 +181,13 @@ mod tests {
             "/a?x=1&api_key=REDACTED&TOKEN=REDACTED"
         );
         assert_eq!(redact("/a", &s), "/a");
+        assert_eq!(redact("/a?api%5Fkey=x", &s), "/a?api%5Fkey=REDACTED");
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_381_458_123);
+        assert_eq!(rfc3339(t), "2026-11-22T21:04:18.123Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }

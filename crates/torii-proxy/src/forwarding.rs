@@ -42,12 +42,13 @@ pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, proxies: &[IpNet]) -> 
             for element in s.split(',') {
                 for pair in element.split(';') {
                     if let Some((k, val)) = pair.trim().split_once('=')
-                        && k.eq_ignore_ascii_case("for") {
-                            match parse_ip(val.trim().trim_matches('"')) {
-                                Some(ip) => chain.push(ip),
-                                None => return peer_ip,
-                            }
+                        && k.eq_ignore_ascii_case("for")
+                    {
+                        match parse_ip(val.trim().trim_matches('"')) {
+                            Some(ip) => chain.push(ip),
+                            None => return peer_ip,
                         }
+                    }
                 }
             }
         }
@@ -205,9 +206,10 @@ pub fn set_forwarded(
         headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
     if (!peer_trusted || !headers.contains_key("x-forwarded-host"))
-        && let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert("x-forwarded-host", v);
-        }
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        headers.insert("x-forwarded-host", v);
+    }
 }
 
 /// Whether the peer is a trusted proxy.

@@ -141,15 +141,33 @@ impl Gateway {
     async fn sync_listeners(&self) -> std::io::Result<()> {
         let snap = self.shared.snapshot.load_full();
         let mut running = self.listeners.lock().await;
+        let wanted: Vec<&str> = snap
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        // A listener renamed without changing its address keeps its socket.
+        for l in &snap.config.listeners {
+            if running.contains_key(&l.name) {
+                continue;
+            }
+            let old = running
+                .iter()
+                .find(|(n, r)| !wanted.contains(&n.as_str()) && r.configured == l.bind.0)
+                .map(|(n, _)| n.clone());
+            if let Some(old) = old.and_then(|n| running.remove(&n)) {
+                running.insert(l.name.clone(), old);
+            }
+        }
         let mut fresh = HashMap::new();
         for l in &snap.config.listeners {
             let keep = running
                 .get(&l.name)
                 .is_some_and(|r| r.configured == l.bind.0);
             if !keep {
-                let r =
-                    server::start(&l.name, l.bind.0, l.limits.clone(), self.shared.clone()).await;
-                match r {
+                match server::start(&l.name, l.bind.0, l.limits.clone(), self.shared.clone()).await
+                {
                     Ok(r) => {
                         fresh.insert(l.name.clone(), r);
                     }
@@ -165,14 +183,8 @@ impl Gateway {
                 }
             }
         }
-        let names: Vec<&str> = snap
-            .config
-            .listeners
-            .iter()
-            .map(|l| l.name.as_str())
-            .collect();
         running.retain(|name, r| {
-            let keep = names.contains(&name.as_str()) && !fresh.contains_key(name);
+            let keep = wanted.contains(&name.as_str()) && !fresh.contains_key(name);
             if !keep {
                 r.stop_accepting();
             }
@@ -180,7 +192,10 @@ impl Gateway {
         });
         for l in &snap.config.listeners {
             if let Some(r) = running.get(&l.name) {
-                r.limits.store(Arc::new(l.limits.clone()));
+                r.settings.store(Arc::new(server::ListenerSettings {
+                    name: l.name.as_str().into(),
+                    limits: l.limits.clone(),
+                }));
             }
         }
         running.extend(fresh);

@@ -189,7 +189,7 @@ impl OnEnd for LogOnEnd {
         }
         let start_time = std::time::SystemTime::now() - elapsed;
         let rec = Record {
-            time: httpdate::fmt_http_date(start_time),
+            time: crate::access_log::rfc3339(start_time),
             request_id: self.ctx.request_id.as_str().to_string(),
             listener: self.ctx.listener.clone(),
             route: self.ctx.route.clone(),
@@ -201,7 +201,7 @@ impl OnEnd for LogOnEnd {
             client: self.ctx.client.0.to_string(),
             upstream: self.info.upstream,
             upstream_latency_ms: self.info.upstream_latency_ms,
-            total_latency_ms: elapsed.as_secs_f64() * 1000.0,
+            total_latency_ms: crate::access_log::millis(elapsed),
             outcome: outcome.as_str(),
         };
         log.write(&rec);
@@ -347,12 +347,13 @@ async fn proxy(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // The authority of an absolute-form target (or HTTP/2 :authority) wins over Host, as in
+    // routing (RFC 9112 3.2.2), so the upstream sees the host the router matched on.
+    let original_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
     forwarding::strip_hop_by_hop(&mut parts.headers, is_upgrade);
     let trusted = forwarding::peer_trusted(conn.peer, &view.trusted);
     let fwd_host = original_host
@@ -385,13 +386,13 @@ async fn proxy(
     let body = Body::boxed(RequestBody::new(
         Body::from(body),
         snap.max_body,
-        view.client_body_idle,
+        upstream.body_idle_timeout,
     ));
     let up_req = Request::from_parts(parts, body);
     let sent = Instant::now();
     let resp = upstream.send(up_req).await?;
     info.upstream = Some(resp.target.clone());
-    info.upstream_latency_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
+    info.upstream_latency_ms = Some(crate::access_log::millis(sent.elapsed()));
     let mut response = resp.response;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {

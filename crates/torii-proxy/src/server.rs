@@ -2,7 +2,7 @@
 //! (prior knowledge) within the header read timeout, serve with hyper, and shut down gracefully.
 
 use crate::Shared;
-use crate::io::Prefixed;
+use crate::io::{Activity, Prefixed};
 use crate::pipeline::{self, ConnInfo};
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
@@ -17,14 +17,22 @@ use torii_config::schema::ListenerLimits;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// What a running listener reads for each new connection; swapped on reload.
+pub struct ListenerSettings {
+    /// The listener's name (a reload may rename a listener whose address did not change).
+    pub name: Arc<str>,
+    /// Its limits.
+    pub limits: ListenerLimits,
+}
+
 /// A bound listener whose accept loop is running.
 pub struct RunningListener {
     /// The bound address (the real port when the config said 0).
     pub addr: SocketAddr,
     /// The configured bind address, to tell whether a reload changed it.
     pub configured: SocketAddr,
-    /// Limits, swapped on reload; new connections read the current ones.
-    pub limits: Arc<ArcSwap<ListenerLimits>>,
+    /// Name and limits, swapped on reload; new connections read the current ones.
+    pub settings: Arc<ArcSwap<ListenerSettings>>,
     stop: watch::Sender<bool>,
 }
 
@@ -35,7 +43,7 @@ impl RunningListener {
     }
 }
 
-/// Binds `addr` (with SO_REUSEADDR, as tokio does) and starts accepting.
+/// Binds `addr` and starts accepting.
 pub async fn start(
     name: &str,
     configured: SocketAddr,
@@ -44,29 +52,38 @@ pub async fn start(
 ) -> std::io::Result<RunningListener> {
     let listener = TcpListener::bind(configured).await?;
     let addr = listener.local_addr()?;
-    let limits = Arc::new(ArcSwap::from_pointee(limits));
+    let settings = Arc::new(ArcSwap::from_pointee(ListenerSettings {
+        name: name.into(),
+        limits,
+    }));
     let (stop, stop_rx) = watch::channel(false);
-    let name: Arc<str> = name.into();
-    tokio::spawn(accept_loop(listener, name, limits.clone(), shared, stop_rx));
+    tokio::spawn(accept_loop(listener, settings.clone(), shared, stop_rx));
     Ok(RunningListener {
         addr,
         configured,
-        limits,
+        settings,
         stop,
     })
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    name: Arc<str>,
-    limits: Arc<ArcSwap<ListenerLimits>>,
+    settings: Arc<ArcSwap<ListenerSettings>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let cap = limits.load().max_connections as usize;
+    let mut cap = settings.load().limits.max_connections as usize;
     let slots = Arc::new(Semaphore::new(cap));
     let mut shutdown = shared.shutdown.subscribe();
     loop {
+        // Follow a reloaded connection cap; a lower cap takes effect as connections close.
+        let want = settings.load().limits.max_connections as usize;
+        if want > cap {
+            slots.add_permits(want - cap);
+            cap = want;
+        } else if want < cap {
+            cap -= slots.forget_permits(cap - want);
+        }
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
@@ -80,22 +97,22 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                let current = settings.load_full();
                 let conn = Arc::new(ConnInfo {
-                    listener: name.clone(),
+                    listener: current.name.clone(),
                     peer,
                     proto: "http",
                 });
                 let shared = shared.clone();
-                let limits = limits.load_full();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _active = shared.track_connection();
-                    serve(stream, conn, &limits, shared.clone()).await;
+                    serve(stream, conn, &current.limits, shared.clone()).await;
                 });
             }
             Err(e) => {
                 // Out of file descriptors or similar: slow down instead of spinning.
-                tracing::warn!(listener = %name, error = %e, "accept failed; pausing 100ms");
+                tracing::warn!(listener = %settings.load().name, error = %e, "accept failed; pausing 100ms");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -127,6 +144,35 @@ async fn detect(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Vec<
     }
 }
 
+/// Drives a hyper connection until it ends, the gateway shuts down, or it has been idle (no
+/// byte either way) for `idle`; the last two end it gracefully: in-flight exchanges finish,
+/// HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY.
+macro_rules! drive {
+    ($conn:expr, $shutdown:expr, $activity:expr, $idle:expr) => {{
+        let c = $conn;
+        tokio::pin!(c);
+        loop {
+            let wait = $idle.saturating_sub($activity.idle_for());
+            tokio::select! {
+                r = c.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                    return;
+                }
+                _ = $shutdown.changed() => break,
+                () = tokio::time::sleep(wait) => {
+                    if $activity.idle_for() >= $idle {
+                        break;
+                    }
+                }
+            }
+        }
+        c.as_mut().graceful_shutdown();
+        let _ = c.await;
+    }};
+}
+
 async fn serve(
     mut stream: TcpStream,
     conn: Arc<ConnInfo>,
@@ -136,7 +182,8 @@ async fn serve(
     let Some((is_h2, prefix)) = detect(&mut stream, limits.header_read_timeout.0).await else {
         return;
     };
-    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let activity = Activity::new();
+    let io = TokioIo::new(Prefixed::new(prefix, stream, activity.clone()));
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
         pipeline::handle(req, conn.clone(), svc_shared.clone())
@@ -145,6 +192,7 @@ async fn serve(
     if *shutdown.borrow() {
         return;
     }
+    let idle = limits.idle_timeout.0;
     if is_h2 {
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -153,17 +201,8 @@ async fn serve(
                 u32::try_from(limits.h2_max_header_list_size.0).unwrap_or(u32::MAX),
             )
             .max_pending_accept_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
-            .max_local_error_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
-            .keep_alive_interval(Some(limits.idle_timeout.0))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let c = b.serve_connection(io, svc);
-        tokio::pin!(c);
-        tokio::select! {
-            r = c.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "HTTP/2 connection error"); } return; }
-            _ = shutdown.changed() => {}
-        }
-        c.as_mut().graceful_shutdown();
-        let _ = c.await;
+            .max_local_error_reset_streams(Some(limits.h2_max_pending_reset_streams as usize));
+        drive!(b.serve_connection(io, svc), shutdown, activity, idle);
     } else {
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -171,13 +210,11 @@ async fn serve(
             .keep_alive(true)
             .max_buf_size((limits.max_header_bytes.0 as usize).max(8192))
             .max_headers(limits.max_headers as usize);
-        let c = b.serve_connection(io, svc).with_upgrades();
-        tokio::pin!(c);
-        tokio::select! {
-            r = c.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "HTTP/1 connection error"); } return; }
-            _ = shutdown.changed() => {}
-        }
-        c.as_mut().graceful_shutdown();
-        let _ = c.await;
+        drive!(
+            b.serve_connection(io, svc).with_upgrades(),
+            shutdown,
+            activity,
+            idle
+        );
     }
 }

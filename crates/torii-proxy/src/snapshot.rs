@@ -62,8 +62,6 @@ pub struct ListenerView {
     pub router: Router<usize>,
     /// Trusted proxies.
     pub trusted: Vec<IpNet>,
-    /// Body idle timeout for client bodies.
-    pub client_body_idle: std::time::Duration,
 }
 
 /// One compiled config.
@@ -143,7 +141,6 @@ impl Snapshot {
                         Router::build(Vec::new()).unwrap_or_else(|_| unreachable_router())
                     }),
                     trusted: l.trusted_proxies.iter().map(|c| c.0).collect(),
-                    client_body_idle: l.limits.idle_timeout.0,
                 };
                 (l.name.clone(), view)
             })

@@ -312,10 +312,7 @@ async fn all_four_protocol_combinations() {
             j["version"],
             if upstream_h2 { "HTTP/2.0" } else { "HTTP/1.1" }
         );
-        assert!(
-            j["uri"].as_str().unwrap().ends_with("/echo?q=1"),
-            "{j}"
-        );
+        assert!(j["uri"].as_str().unwrap().ends_with("/echo?q=1"), "{j}");
         assert_eq!(j["body_len"], 5);
         assert_eq!(j["method"], "POST");
     }

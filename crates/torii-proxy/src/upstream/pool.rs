@@ -181,9 +181,10 @@ impl TargetPool {
     async fn checkout_h2(&self) -> Result<Conn, GatewayError> {
         let mut slot = self.h2.lock().await;
         if let Some((sender, _)) = slot.as_ref()
-            && !sender.is_closed() {
-                return Ok(Conn::H2(sender.clone()));
-            }
+            && !sender.is_closed()
+        {
+            return Ok(Conn::H2(sender.clone()));
+        }
         *slot = None;
         let permit = tokio::time::timeout(
             self.settings.queue_timeout,

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Torii vs nginx on the bench/ yardstick.
+#
+#   1. builds Torii in release (`cargo build --release -p torii` in the repository root) and the
+#      benchmark origin (bench/backend, its own cargo workspace);
+#   2. renders conf/torii.yaml.tmpl (ROUTES=1: a single catch-all route; ROUTES=N: N generated
+#      routes in front of it) and checks it with `torii validate`;
+#   3. runs ./run.sh with GATEWAY_CMD, so run.sh starts Torii itself with exactly nginx's CPU
+#      pinning and NICE, meters its CPU time, checks that it returns the backend's body, and
+#      stops it at the end.
+#
+# Usage (from anywhere):
+#   bench/run-torii.sh                              # 1 route, ROUNDS=5
+#   NICE=-15 bench/run-torii.sh                     # same, with CPU priority on a shared box (root)
+#   ROUTES=10000 NICE=-15 bench/run-torii.sh        # 10,000 routes; request /svc5006/items/42
+#   ROUNDS=1 DURATION=3 WARMUP=1 bench/run-torii.sh # smoke run (~30 s after the builds)
+#
+# Knobs (defaults in brackets), plus every run.sh knob (DURATION, WARMUP, CONNS, PIN, NICE, ...):
+#   ROUNDS [5]          interleaved rounds
+#   ROUTES [1]          1, or the number of generated routes (e.g. 10000)
+#   TARGETS ["direct nginx1"]  run.sh targets besides Torii (add nginx2 if wanted)
+#   TORII_PORT [18090]  TORII_ADMIN_PORT [18091]   (BASE_PORT [18080] is the backend)
+#   BENCH_PATH [/hello, or /svc<middle param route>/items/42 when ROUTES>1]
+#   SKIP_BUILD [0]      1 = use the existing target/release/torii and backend binaries
+#   TORII_LOG [warn]    Torii's log filter (its log goes to results/<run>/run/gateway.out)
+#   RESULTS_DIR [results/<timestamp>-torii-r<ROUTES>]
+#
+# The last line printed is run.sh's BENCH_RESULT line, prefixed with gateway=torii and routes=N;
+# its gateway_* keys are Torii's figures, nginx1_* nginx's (1 worker on the same core).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+export ROUNDS=${ROUNDS:-5}
+ROUTES=${ROUTES:-1}
+export TARGETS=${TARGETS:-"direct nginx1"}
+BASE_PORT=${BASE_PORT:-18080}
+TORII_PORT=${TORII_PORT:-18090}
+TORII_ADMIN_PORT=${TORII_ADMIN_PORT:-18091}
+SKIP_BUILD=${SKIP_BUILD:-0}
+export TORII_LOG=${TORII_LOG:-warn}
+TORII_BIN=${TORII_BIN:-$REPO/target/release/torii}
+BACKEND_BIN=${BACKEND_BIN:-$HERE/backend/target/release/bench-backend}
+export RESULTS_DIR=${RESULTS_DIR:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)-torii-r$ROUTES}
+
+die() { echo "run-torii.sh: error: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+[[ $ROUTES =~ ^[0-9]+$ ]] && [ "$ROUTES" -ge 1 ] && [ "$ROUTES" -le 200000 ] \
+  || die "ROUTES must be 1..200000"
+[[ $ROUNDS =~ ^[0-9]+$ ]] || die "ROUNDS must be a number"
+for n in BASE_PORT TORII_PORT TORII_ADMIN_PORT; do
+  [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a port number"
+done
+
+# ---------- build ----------
+if [ "$SKIP_BUILD" != 1 ]; then
+  log "building Torii (release) in $REPO"
+  (cd "$REPO" && cargo build --release -p torii) || die "Torii release build failed"
+  log "building the benchmark backend in $HERE/backend"
+  (cd "$HERE/backend" && cargo build --release --locked) || die "backend build failed"
+fi
+[ -x "$TORII_BIN" ] || die "no Torii binary at $TORII_BIN (run without SKIP_BUILD=1)"
+[ -x "$BACKEND_BIN" ] || die "no backend binary at $BACKEND_BIN (run without SKIP_BUILD=1)"
+export BACKEND_BIN
+
+# ---------- config ----------
+mkdir -p "$RESULTS_DIR"
+CONF="$RESULTS_DIR/torii.yaml"
+path=$(python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$CONF" "$ROUTES" \
+  "127.0.0.1:$TORII_PORT" "127.0.0.1:$TORII_ADMIN_PORT" "127.0.0.1:$BASE_PORT") \
+  || die "cannot render the Torii config"
+export BENCH_PATH=${BENCH_PATH:-$path}
+"$TORII_BIN" validate --config "$CONF" >&2 || die "Torii rejected $CONF"
+
+# what was measured: the Torii source state (another engineer may be editing crates/)
+{
+  echo "torii_bin=$TORII_BIN"
+  echo "torii_version=$("$TORII_BIN" --version 2>&1 | head -1)"
+  echo "git_head=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo NA)"
+  echo "git_dirty_files=$(git -C "$REPO" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
+  echo "rustc=$(rustc --version 2>/dev/null || echo NA)"
+  echo "routes=$ROUTES bench_path=$BENCH_PATH config=$CONF"
+  echo "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$RESULTS_DIR/torii.txt"
+git -C "$REPO" status --porcelain -- crates >"$RESULTS_DIR/git-status-crates.txt" 2>/dev/null || true
+log "Torii config: $CONF ($ROUTES generated/catch-all routes), benchmark path $BENCH_PATH"
+
+# ---------- run ----------
+export BASE_PORT
+export GATEWAY_CMD="$TORII_BIN run --config $CONF"
+export BENCH_LABELS="gateway=torii routes=$ROUTES ${BENCH_LABELS:-}"
+exec "$HERE/run.sh" "http://127.0.0.1:$TORII_PORT"
