@@ -271,6 +271,11 @@ fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
                 "request body exceeded the limit while streaming",
             );
         }
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            // The client's request body broke while it was being streamed (bad chunk, early
+            // close): the client's fault, not the upstream's.
+            return GatewayError::new(ErrorKind::BadRequest, format!("client request body: {h}"));
+        }
         if c.downcast_ref::<crate::bodies::BodyIdle>().is_some() {
             return GatewayError::new(ErrorKind::BadRequest, "client request body stalled");
         }
