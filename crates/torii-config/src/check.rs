@@ -173,6 +173,10 @@ impl<'s> Checker<'s> {
                     "quote the value to make it a string: \"{}\"",
                     node.shown()
                 ));
+            } else if types.contains(&"integer") {
+                d = d.with_hint("write a whole number without quotes, e.g. `1`");
+            } else if types.contains(&"boolean") {
+                d = d.with_hint("write `true` or `false` without quotes");
             } else if let Some(desc) = s.get("description").and_then(Value::as_str) {
                 d = d.with_hint(first_sentence(desc));
             }

@@ -24,22 +24,47 @@ async fn request_smuggling_shapes_are_rejected() {
     let (gw, up) = gw_with_echo("").await;
     let a = addr(&gw).await;
     let cases: &[(&str, &[u8])] = &[
-        ("duplicate content-length", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
-        ("obfuscated transfer-encoding", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
-        ("transfer-encoding not last chunked", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
-        ("space before colon", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello"),
+        (
+            "duplicate content-length",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "obfuscated transfer-encoding",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "transfer-encoding not last chunked",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "space before colon",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",
+        ),
         ("bad request line", b"GET /\r\n\r\n"),
-        ("invalid header byte", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n"),
-        ("negative content-length", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
+        (
+            "invalid header byte",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+        ),
+        (
+            "negative content-length",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        ),
     ];
     for (name, bytes) in cases {
         let resp = raw(a, bytes).await;
         assert!(resp.is_empty() || status(&resp) == "400", "{name}: {resp}");
     }
     // Nothing smuggled reached the upstream.
-    assert_eq!(up.stats.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        up.stats.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     // A body that turns out malformed while it streams is the client's fault: 400, not 502.
-    let resp = raw(a, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").await;
+    let resp = raw(
+        a,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
     assert_eq!(status(&resp), "400", "{resp}");
 }
 
@@ -50,7 +75,10 @@ async fn content_length_with_transfer_encoding_is_chunked_and_closes() {
     // RFC 9112 6.1: read as chunked (the Content-Length is ignored), and the connection is
     // closed after the response, so a second pipelined request is never processed.
     let resp = raw(a, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let ok = status(&resp) == "400" || (status(&resp) == "200" && resp.contains("\"body_len\":5") && !resp.contains("smuggled"));
+    let ok = status(&resp) == "400"
+        || (status(&resp) == "200"
+            && resp.contains("\"body_len\":5")
+            && !resp.contains("smuggled"));
     assert!(ok, "{resp}");
 }
 
@@ -58,7 +86,10 @@ async fn content_length_with_transfer_encoding_is_chunked_and_closes() {
 async fn oversized_headers_get_431() {
     let (gw, _up) = gw_with_echo("    limits: {max_header_bytes: 8KiB, max_headers: 20}\n").await;
     let a = addr(&gw).await;
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let resp = raw(a, big.as_bytes()).await;
     assert_eq!(status(&resp), "431", "{resp}");
     let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
@@ -72,30 +103,44 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test]
 async fn silent_and_slow_clients_are_cut_off() {
-    let (gw, _up) = gw_with_echo("    limits: {header_read_timeout: 300ms, idle_timeout: 400ms}\n").await;
+    let (gw, _up) =
+        gw_with_echo("    limits: {header_read_timeout: 300ms, idle_timeout: 400ms}\n").await;
     let a = addr(&gw).await;
     // A connection that never sends a byte (this also covers HTTP/1-vs-2 detection).
     let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
     let start = Instant::now();
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("silent connection not closed");
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("silent connection not closed");
     assert!(matches!(n, Ok(0) | Err(_)) || n.is_ok(), "closed");
     assert!(start.elapsed() < Duration::from_secs(3));
     // A partial HTTP/2 preface, then silence.
     let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
     s.write_all(b"PRI * HTTP").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("partial preface not cut off").ok();
+    tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("partial preface not cut off")
+        .ok();
     // A request head that trickles and never ends.
     let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("slow head not cut off").ok();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("slow head not cut off")
+        .ok();
     // An idle keep-alive connection is closed after idle_timeout.
     let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let start = Instant::now();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("idle keep-alive not closed").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("idle keep-alive not closed")
+        .unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     assert!(start.elapsed() < Duration::from_secs(3));
 }
@@ -109,13 +154,21 @@ async fn connection_cap_holds_further_connections_back() {
     // Two connections are held open (accepted, but no request yet); give the accept loop a
     // moment to take both, then the third is not served until one closes.
     let mut c3 = tokio::net::TcpStream::connect(a).await.unwrap();
-    c3.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    c3.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 16];
     let early = tokio::time::timeout(Duration::from_millis(300), c3.read(&mut buf)).await;
-    assert!(early.is_err(), "third connection served despite max_connections: 2");
+    assert!(
+        early.is_err(),
+        "third connection served despite max_connections: 2"
+    );
     drop(c1);
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), c3.read_to_end(&mut out)).await.expect("third connection never served").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), c3.read_to_end(&mut out))
+        .await
+        .expect("third connection never served")
+        .unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     drop(c2);
 }
@@ -128,7 +181,11 @@ async fn http2_rapid_reset_flood_does_not_take_the_gateway_down() {
     // then check the gateway still serves.
     let client = h2_client();
     for _ in 0..500 {
-        let fut = client.request(http::Request::get(format!("http://{a}/x")).body(full("")).unwrap());
+        let fut = client.request(
+            http::Request::get(format!("http://{a}/x"))
+                .body(full(""))
+                .unwrap(),
+        );
         drop(tokio::time::timeout(Duration::from_micros(1), fut).await);
     }
     let (s, _, _) = get(&h2_client(), format!("http://{a}/after")).await;
