@@ -108,6 +108,8 @@ fn init_logging() {
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGHUP that arrives during startup must not kill the process.
+    let mut signals = Signals::new()?;
     let loaded = torii_config::load_file(&path, &ProcessEnv).map_err(|d| anyhow::anyhow!("{d}"))?;
     let grace = loaded.config.server.shutdown_grace_period.0;
     let watch = loaded.config.server.watch_config;
@@ -133,26 +135,13 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     } else {
         None
     };
-    signals(gw, path, grace).await
-}
-
-#[cfg(unix)]
-async fn signals(
-    gw: std::sync::Arc<Gateway>,
-    path: PathBuf,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    tracing::info!("ready");
     loop {
-        tokio::select! {
-            _ = hup.recv() => {
+        match signals.next().await {
+            Signal::Reload => {
                 let _ = torii_proxy::reload::reload_from(&gw, &path, &ProcessEnv).await;
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            Signal::Stop => break,
         }
     }
     tracing::info!(grace = ?grace, "shutting down");
@@ -161,13 +150,47 @@ async fn signals(
     Ok(())
 }
 
+enum Signal {
+    Reload,
+    Stop,
+}
+
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+        }
+    }
+}
+
 #[cfg(not(unix))]
-async fn signals(
-    gw: std::sync::Arc<Gateway>,
-    _path: PathBuf,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await?;
-    gw.shutdown(grace).await;
-    Ok(())
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+    async fn next(&mut self) -> Signal {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
+    }
 }

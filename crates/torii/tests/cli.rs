@@ -159,12 +159,11 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
         }
         panic!("no log line containing {what:?}");
     };
-    wait_for("admin listening");
+    wait_for("\"ready\"");
     assert!(http_get(port, "/v").unwrap().ends_with("one"));
     std::fs::write(&p, config(port, admin, "two")).unwrap();
     let pid = child.id() as i32;
-    // SAFETY-free: kill(2) through the libc crate's safe wrapper is not available; use the
-    // `kill` command instead.
+    // Signals are sent with the `kill` command (the crate forbids unsafe code).
     Command::new("kill")
         .args(["-HUP", &pid.to_string()])
         .status()
