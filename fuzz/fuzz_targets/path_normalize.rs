@@ -16,7 +16,8 @@
 //!
 //! Host invariants (for `Ok(h)`): `h` is non-empty, has no uppercase ASCII,
 //! no port, and only letters, digits, `-` and `.` (or a bracketed literal of
-//! hex digits, `:` and `.`).
+//! hex digits, `:` and `.`); when `h` has no empty label, normalising it
+//! again returns it borrowed and unchanged.
 #![no_main]
 
 use std::borrow::Cow;
@@ -106,11 +107,27 @@ fn check_host(input: &str) {
             "{input:?} -> {h:?}: bad byte (or port) in host"
         );
     }
-    // The result must itself be accepted (it is what routes are keyed on).
-    assert!(
-        normalize_host(h).is_ok(),
-        "{input:?} -> {h:?}: normalised host rejected on second pass"
-    );
+    // Idempotence, for hosts made of non-empty labels. The documented rules
+    // accept empty labels (`a..b`, `.a`) and strip only one trailing dot, so
+    // `..` -> `.` (then rejected as empty) and `a..` -> `a.` (then `a`) are
+    // not idempotent; see docs/fuzzing.md. Those are left out here so the
+    // fuzzer keeps looking for real breakage.
+    let labels_ok = if h.starts_with('[') {
+        true
+    } else {
+        !h.starts_with('.') && !h.ends_with('.') && !h.contains("..")
+    };
+    if labels_ok {
+        match normalize_host(h) {
+            Ok(Cow::Borrowed(again)) => {
+                assert_eq!(again, h, "{input:?} -> {h:?}: not idempotent")
+            }
+            Ok(Cow::Owned(again)) => panic!(
+                "{input:?} -> {h:?}: lowercase host re-normalised with an allocation ({again:?})"
+            ),
+            Err(e) => panic!("{input:?} -> {h:?}: normalised host rejected on second pass: {e}"),
+        }
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

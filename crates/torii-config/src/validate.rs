@@ -160,6 +160,21 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                 "set a positive connection limit",
             );
         }
+        if let Some(tls) = &l.tls {
+            let at = |k| [PathSeg::Key("listeners"), PathSeg::Index(i), PathSeg::Key("tls"), PathSeg::Key(k)];
+            if tls.certificates.is_empty() {
+                ctx.err(&at("certificates"), "TLS needs at least one certificate", "add `certificates: [{cert: cert.pem, key: key.pem}]`");
+            }
+            for (c, files) in tls.certificates.iter().enumerate() {
+                let file_at = |k| [PathSeg::Key("listeners"), PathSeg::Index(i), PathSeg::Key("tls"), PathSeg::Key("certificates"), PathSeg::Index(c), PathSeg::Key(k)];
+                if let Err(e) = crate::schema::pem::certs(&files.cert) {
+                    ctx.err(&file_at("cert"), e, "give the path of a PEM certificate chain, leaf first");
+                }
+                if let Err(e) = crate::schema::pem::key(&files.key) {
+                    ctx.err(&file_at("key"), e, "give the path of the PEM private key of that certificate");
+                }
+            }
+        }
     }
     for (i, u) in p.upstreams.iter().enumerate() {
         let Some(u) = u else { continue };
@@ -191,6 +206,23 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                     "remove the target instead of giving it weight 0",
                 );
             }
+        }
+        let tls_at = |k| [PathSeg::Key("upstreams"), PathSeg::Index(i), PathSeg::Key("tls"), PathSeg::Key(k)];
+        if let Some(ca) = &u.tls.ca && let Err(e) = crate::schema::pem::certs(ca) {
+            ctx.err(&tls_at("ca"), e, "give the path of a PEM file with the CA certificate(s)");
+        }
+        match (&u.tls.client_cert, &u.tls.client_key) {
+            (Some(c), Some(k)) => {
+                if let Err(e) = crate::schema::pem::certs(c) {
+                    ctx.err(&tls_at("client_cert"), e, "give the path of a PEM certificate chain");
+                }
+                if let Err(e) = crate::schema::pem::key(k) {
+                    ctx.err(&tls_at("client_key"), e, "give the path of the PEM private key");
+                }
+            }
+            (Some(_), None) => ctx.err(&tls_at("client_cert"), "`client_cert` needs `client_key`", "add the private key of the client certificate"),
+            (None, Some(_)) => ctx.err(&tls_at("client_key"), "`client_key` needs `client_cert`", "add the client certificate"),
+            (None, None) => {}
         }
         if u.pool.max_connections_per_target == 0 {
             ctx.err(

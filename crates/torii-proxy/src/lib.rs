@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod reload;
 mod server;
 pub mod snapshot;
+pub mod tls;
 mod tunnel;
 pub mod upstream;
 
@@ -93,7 +94,7 @@ impl Gateway {
         let admin_cfg = cfg.admin.clone();
         let metrics = metrics::Metrics::new();
         let registry = upstream::Registry::default();
-        let snap = Snapshot::build(loaded, &registry, &metrics);
+        let snap = Snapshot::build(loaded, &registry, &metrics).map_err(std::io::Error::other)?;
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
@@ -205,11 +206,13 @@ impl Gateway {
     /// Applies a new config: compile, bind new listeners, swap. In-flight requests finish on
     /// the snapshot they started with. On error the old config keeps serving.
     pub async fn apply(&self, loaded: Loaded) -> Result<(), String> {
-        let new = Arc::new(Snapshot::build(
-            loaded,
-            &self.shared.registry,
-            &self.shared.metrics,
-        ));
+        let new = match Snapshot::build(loaded, &self.shared.registry, &self.shared.metrics) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                self.shared.metrics.reloads_failed.increment(1);
+                return Err(e);
+            }
+        };
         let old = self.shared.snapshot.swap(new);
         if let Err(e) = self.sync_listeners().await {
             self.shared.snapshot.store(old);

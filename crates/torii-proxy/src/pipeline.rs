@@ -30,6 +30,16 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// TLS facts, on a TLS listener.
+    pub tls: Option<TlsConn>,
+}
+
+/// What the pipeline needs to know about a TLS connection.
+pub struct TlsConn {
+    /// The SNI the client sent.
+    pub sni: Option<String>,
+    /// The listener's certificates at handshake time.
+    pub store: Arc<crate::tls::CertStore>,
 }
 
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
@@ -220,6 +230,15 @@ async fn route_and_serve(
     let raw_path = req.uri().path();
     let path = torii_router::normalize_path(raw_path)
         .map_err(|e| GatewayError::new(ErrorKind::BadRequest, format!("path: {e}")))?;
+    // A request for a host the connection's certificate does not cover (connection reuse
+    // across names, or a mismatched SNI) is misdirected (RFC 9110 15.5.20).
+    if let Some(TlsConn { sni: Some(sni), store }) = &conn.tls
+        && !host.is_empty()
+        && !host.eq_ignore_ascii_case(sni)
+        && !store.host_matches_sni(&host, sni)
+    {
+        return Err(GatewayError::new(ErrorKind::MisdirectedRequest, format!("host {host} is not covered by the certificate for SNI {sni}")));
+    }
     ctx.host = host;
     ctx.path = path.into_owned();
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {

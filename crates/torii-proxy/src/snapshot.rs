@@ -62,6 +62,8 @@ pub struct ListenerView {
     pub router: Router<usize>,
     /// Trusted proxies.
     pub trusted: Vec<IpNet>,
+    /// TLS termination, when configured.
+    pub tls: Option<crate::tls::ListenerTlsRuntime>,
 }
 
 /// One compiled config.
@@ -82,12 +84,17 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compiles a loaded config, reusing unchanged upstreams from the registry.
-    pub fn build(loaded: Loaded, registry: &Registry, metrics: &Metrics) -> Self {
-        let Loaded {
-            config,
-            mut routers,
-        } = loaded;
-        let upstreams = registry.sync(&config.upstreams);
+    /// Fails (changing nothing) when a certificate, key or CA cannot be loaded.
+    pub fn build(loaded: Loaded, registry: &Registry, metrics: &Metrics) -> Result<Self, String> {
+        let Loaded { config, mut routers } = loaded;
+        // Everything fallible first, so a failure leaves the registry untouched.
+        let mut tls = HashMap::new();
+        for l in &config.listeners {
+            if let Some(t) = &l.tls {
+                tls.insert(l.name.clone(), crate::tls::server_config(t).map_err(|e| format!("listener {}: {e}", l.name))?);
+            }
+        }
+        let upstreams = registry.sync(&config.upstreams)?;
         let mut errors: HashMap<String, Arc<UpstreamErrors>> = HashMap::new();
         let routes = config
             .routes
@@ -136,31 +143,22 @@ impl Snapshot {
             .listeners
             .iter()
             .map(|l| {
-                let view = ListenerView {
-                    router: routers.remove(&l.name).unwrap_or_else(|| {
-                        Router::build(Vec::new()).unwrap_or_else(|_| unreachable_router())
-                    }),
-                    trusted: l.trusted_proxies.iter().map(|c| c.0).collect(),
+                let router = match routers.remove(&l.name) {
+                    Some(r) => r,
+                    None => Router::build(Vec::new()).map_err(|_| format!("listener {}: no router", l.name))?,
                 };
-                (l.name.clone(), view)
+                let view = ListenerView { router, trusted: l.trusted_proxies.iter().map(|c| c.0).collect(), tls: tls.remove(&l.name) };
+                Ok((l.name.clone(), view))
             })
-            .collect();
-        Self {
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
             listeners,
             routes,
             max_body: config.server.max_request_body.0,
             redact: config.access_log.redact_query_params.clone(),
             unrouted: metrics.route("<none>"),
             config,
-        }
-    }
-}
-
-fn unreachable_router() -> Router<usize> {
-    // An empty spec list cannot contain duplicates; this is never reached.
-    match Router::build(Vec::new()) {
-        Ok(r) => r,
-        Err(_) => panic!("empty router failed to build"),
+        })
     }
 }
 

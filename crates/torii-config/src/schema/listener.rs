@@ -17,6 +17,43 @@ pub struct Listener {
     /// Connection and request limits.
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// TLS termination; plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS termination on a listener (rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificates. The one whose names (subject alternative names, exact or `*.` wildcard)
+    /// match the client's SNI is used; the first one is the default. Files are watched and
+    /// reloaded on change.
+    pub certificates: Vec<CertificateFiles>,
+    /// What a client whose SNI matches no certificate (or that sends no SNI) gets.
+    #[serde(default)]
+    pub unknown_sni: UnknownSni,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// Answer to an SNI that matches no certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSni {
+    /// Use the first (default) certificate.
+    #[default]
+    Default,
+    /// Refuse the handshake.
+    Reject,
 }
 
 /// Limits of one listener. Every one is finite.

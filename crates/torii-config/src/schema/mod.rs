@@ -9,6 +9,9 @@ pub use listener::*;
 pub use route::*;
 pub use upstream::*;
 
+/// PEM checks shared by the validator: every certificate and key file is read and parsed at load.
+pub mod pem;
+
 use crate::values::{ByteSize, Duration, SocketAddr};
 use schemars::JsonSchema;
 use serde::Deserialize;

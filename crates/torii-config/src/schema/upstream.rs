@@ -23,6 +23,28 @@ pub struct Upstream {
     /// The connection pool.
     #[serde(default)]
     pub pool: Pool,
+    /// TLS settings for `https://` targets.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+}
+
+/// TLS towards `https://` targets. The server certificate is always verified.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of the CA(s) to trust; the system's roots when absent.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// PEM certificate chain presented to the upstream (mutual TLS).
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// Name to verify the upstream's certificate against (and send as SNI); the target's host
+    /// when absent.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// One server of an upstream.

@@ -1,30 +1,41 @@
-//! TCP connections to an upstream target, with a connect timeout.
+//! Connections to an upstream target: TCP with a connect timeout, then TLS for `https://`.
 
+use rustls_pki_types::ServerName;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use torii_core::{ErrorKind, GatewayError};
 
-/// The stream type of upstream connections.
-pub type Stream = TcpStream;
+/// Any byte stream an upstream connection can run on.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The stream type of upstream connections (plain TCP or TLS over TCP).
+pub type Stream = Box<dyn Io>;
 
 /// Connects to one target.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connector {
     host: String,
     port: u16,
     authority: String,
     timeout: Duration,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 impl Connector {
-    /// A connector for `host:port`.
-    pub fn new(host: &str, port: u16, timeout: Duration) -> Self {
-        Self {
-            host: host.to_string(),
-            port,
-            authority: format!("{host}:{port}"),
-            timeout,
-        }
+    /// A connector for `host:port`; with `tls`, TLS verified against `server_name`.
+    pub fn new(host: &str, port: u16, timeout: Duration, tls: Option<(Arc<rustls::ClientConfig>, String)>) -> Result<Self, String> {
+        let tls = match tls {
+            Some((config, name)) => {
+                let bare = name.trim_start_matches('[').trim_end_matches(']').to_string();
+                let server_name = ServerName::try_from(bare).map_err(|e| format!("`{name}` is not a valid TLS server name: {e}"))?;
+                Some((tokio_rustls::TlsConnector::from(config), server_name))
+            }
+            None => None,
+        };
+        Ok(Self { host: host.to_string(), port, authority: format!("{host}:{port}"), timeout, tls })
     }
 
     /// `host:port`.
@@ -32,25 +43,26 @@ impl Connector {
         &self.authority
     }
 
-    /// Opens a TCP connection (TCP_NODELAY on) within the connect timeout.
-    pub async fn connect(&self, _http2: bool) -> Result<Stream, GatewayError> {
+    /// Opens a connection (TCP_NODELAY on; TLS handshake for https) within the connect timeout.
+    pub async fn connect(&self) -> Result<Stream, GatewayError> {
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        match tokio::time::timeout(self.timeout, TcpStream::connect((host, self.port))).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                Ok(s)
+        let fut = async {
+            let tcp = TcpStream::connect((host, self.port))
+                .await
+                .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("connect to {}: {e}", self.authority)))?;
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => Ok(Box::new(tcp) as Stream),
+                Some((connector, name)) => connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map(|s| Box::new(s) as Stream)
+                    .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("TLS handshake with {}: {e}", self.authority))),
             }
-            Ok(Err(e)) => Err(GatewayError::new(
-                ErrorKind::UpstreamConnect,
-                format!("connect to {}: {e}", self.authority),
-            )),
-            Err(_) => Err(GatewayError::new(
-                ErrorKind::UpstreamConnect,
-                format!(
-                    "connect to {} timed out after {:?}",
-                    self.authority, self.timeout
-                ),
-            )),
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("connect to {} timed out after {:?}", self.authority, self.timeout))),
         }
     }
 }

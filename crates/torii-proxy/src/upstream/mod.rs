@@ -88,39 +88,44 @@ fn idempotent(m: &http::Method) -> bool {
 }
 
 impl Upstream {
-    fn build(cfg: &UpstreamConfig, pools: &mut HashMap<String, Arc<TargetPool>>) -> Self {
+    fn build(cfg: &UpstreamConfig, pools: &mut HashMap<String, Arc<TargetPool>>) -> Result<Self, String> {
         let mut targets = Vec::new();
         let mut schedule = Vec::new();
         let http2 = cfg.protocol == UpstreamProtocol::Http2;
+        let needs_tls = cfg.targets.iter().any(|t| t.url.tls);
+        let client_tls = if needs_tls { Some(crate::tls::client_config(&cfg.tls, http2).map_err(|e| format!("upstream {}: {e}", cfg.name))?) } else { None };
         for (i, t) in cfg.targets.iter().enumerate() {
             let authority = t.url.authority();
-            let key = format!(
-                "{}|{}|{:?}|{:?}",
-                authority, http2, cfg.pool, cfg.timeouts.connect
-            );
-            let pool = pools
-                .entry(key)
-                .or_insert_with(|| {
-                    TargetPool::new(
-                        Connector::new(&t.url.host, t.url.port, cfg.timeouts.connect.0),
-                        PoolSettings {
-                            max_connections: cfg.pool.max_connections_per_target as usize,
-                            queue_timeout: cfg.pool.queue_timeout.0,
-                            idle_timeout: cfg.pool.idle_timeout.0,
-                            http2,
-                        },
-                    )
-                })
-                .clone();
+            // Pools are keyed by everything that shapes a connection, so an upstream whose
+            // other settings change keeps its pooled connections.
+            let key = format!("{}|{}|{}|{:?}|{:?}|{:?}", authority, t.url.tls, http2, cfg.pool, cfg.timeouts.connect, cfg.tls);
+            let pool = match pools.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let tls = match (&client_tls, t.url.tls) {
+                        (Some(c), true) => Some((c.clone(), cfg.tls.server_name.clone().unwrap_or_else(|| t.url.host.clone()))),
+                        _ => None,
+                    };
+                    let connector = Connector::new(&t.url.host, t.url.port, cfg.timeouts.connect.0, tls).map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+                    let settings = PoolSettings {
+                        max_connections: cfg.pool.max_connections_per_target as usize,
+                        queue_timeout: cfg.pool.queue_timeout.0,
+                        idle_timeout: cfg.pool.idle_timeout.0,
+                        http2,
+                    };
+                    let p = TargetPool::new(connector, settings);
+                    pools.insert(key, p.clone());
+                    p
+                }
+            };
             targets.push(Target {
-                authority: http::HeaderValue::from_str(&authority)
-                    .unwrap_or(http::HeaderValue::from_static("invalid")),
+                authority: http::HeaderValue::from_str(&authority).unwrap_or(http::HeaderValue::from_static("invalid")),
                 name: authority.into(),
                 pool,
             });
             schedule.extend(std::iter::repeat_n(i, t.weight.min(1000) as usize));
         }
-        Self {
+        Ok(Self {
             name: cfg.name.as_str().into(),
             targets,
             schedule,
@@ -129,7 +134,7 @@ impl Upstream {
             http2,
             response_headers_timeout: cfg.timeouts.response_headers.0,
             body_idle_timeout: cfg.timeouts.body_idle.0,
-        }
+        })
     }
 
     fn pick(&self) -> Option<&Target> {
@@ -299,34 +304,23 @@ struct RegistryInner {
 impl Registry {
     /// The upstreams for a new config: unchanged ones are reused (same pools), changed or new
     /// ones are built, removed ones are dropped (their idle connections close).
-    pub fn sync(&self, configs: &[UpstreamConfig]) -> HashMap<String, Arc<Upstream>> {
-        let Ok(mut inner) = self.inner.lock() else {
-            return HashMap::new();
-        };
+    /// Nothing changes when any upstream fails to build (e.g. an unreadable CA file).
+    pub fn sync(&self, configs: &[UpstreamConfig]) -> Result<HashMap<String, Arc<Upstream>>, String> {
+        let mut inner = self.inner.lock().map_err(|_| "upstream registry poisoned".to_string())?;
         let mut next = HashMap::new();
-        let mut pools = std::mem::take(&mut inner.pools);
-        let mut kept_pools = HashMap::new();
+        let mut pools = inner.pools.clone();
         for cfg in configs {
             let fingerprint = format!("{cfg:?}");
             let up = match inner.upstreams.get(&cfg.name) {
                 Some((fp, up)) if *fp == fingerprint => up.clone(),
-                _ => Arc::new(Upstream::build(cfg, &mut pools)),
+                _ => Arc::new(Upstream::build(cfg, &mut pools)?),
             };
-            for t in &up.targets {
-                for (k, p) in &pools {
-                    if Arc::ptr_eq(p, &t.pool) {
-                        kept_pools.insert(k.clone(), p.clone());
-                    }
-                }
-            }
             next.insert(cfg.name.clone(), (fingerprint, up));
         }
-        inner.pools = kept_pools;
+        // Keep only the pools some upstream still uses.
+        pools.retain(|_, p| next.values().any(|(_, u)| u.targets.iter().any(|t| Arc::ptr_eq(&t.pool, p))));
+        inner.pools = pools;
         inner.upstreams = next;
-        inner
-            .upstreams
-            .iter()
-            .map(|(k, (_, u))| (k.clone(), u.clone()))
-            .collect()
+        Ok(inner.upstreams.iter().map(|(k, (_, u))| (k.clone(), u.clone())).collect())
     }
 }

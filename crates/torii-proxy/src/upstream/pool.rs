@@ -153,7 +153,7 @@ impl TargetPool {
     }
 
     async fn connect_h1(&self, permit: OwnedSemaphorePermit) -> Result<Conn, GatewayError> {
-        let io = self.connector.connect(false).await?;
+        let io = self.connector.connect().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake::<_, Body>(TokioIo::new(io))
             .await
@@ -198,7 +198,7 @@ impl TargetPool {
             )
         })?
         .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
-        let io: Stream = self.connector.connect(true).await?;
+        let io: Stream = self.connector.connect().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))

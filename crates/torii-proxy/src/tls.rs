@@ -1,0 +1,145 @@
+//! TLS with rustls and the aws-lc-rs provider: listener certificates chosen by SNI (exact and
+//! wildcard names read from the certificates), and client configs for `https://` upstreams.
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::sync::Arc;
+use torii_config::schema::{ListenerTls, UnknownSni, UpstreamTls, pem};
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The certificates of one listener, indexed by name.
+#[derive(Debug)]
+pub struct CertStore {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the part after `*.`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    /// Loads the certificates and keys; names come from each leaf's subject alternative names
+    /// (DNS), or its common name when it has none.
+    pub fn load(cfg: &ListenerTls) -> Result<Self, String> {
+        let provider = provider();
+        let mut store = CertStore { exact: HashMap::new(), wildcard: HashMap::new(), default: None };
+        for files in &cfg.certificates {
+            let chain = pem::certs(&files.cert)?;
+            let key = pem::key(&files.key)?;
+            let signing = provider.key_provider.load_private_key(key).map_err(|e| format!("`{}`: unsupported private key: {e}", files.key))?;
+            let names = dns_names(chain[0].as_ref()).map_err(|e| format!("`{}`: {e}", files.cert))?;
+            let ck = Arc::new(CertifiedKey::new(chain, signing));
+            ck.keys_match().map_err(|e| format!("`{}` does not belong to `{}`: {e}", files.key, files.cert))?;
+            for n in names {
+                let n = n.to_ascii_lowercase();
+                match n.strip_prefix("*.") {
+                    Some(suffix) => store.wildcard.entry(suffix.to_string()).or_insert_with(|| ck.clone()),
+                    None => store.exact.entry(n).or_insert_with(|| ck.clone()),
+                };
+            }
+            if store.default.is_none() && cfg.unknown_sni == UnknownSni::Default {
+                store.default = Some(ck);
+            }
+        }
+        Ok(store)
+    }
+
+    /// The certificate for a server name: exact, then wildcard (one label), then the default.
+    pub fn lookup(&self, name: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+        let by_name = name.and_then(|n| {
+            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            self.exact.get(&n).or_else(|| n.split_once('.').and_then(|(_, rest)| self.wildcard.get(rest)))
+        });
+        by_name.or(self.default.as_ref())
+    }
+
+    /// Whether `host` would be served by the same certificate as the connection's SNI (else 421).
+    pub fn host_matches_sni(&self, host: &str, sni: &str) -> bool {
+        match (self.lookup(Some(host)), self.lookup(Some(sni))) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for gn in &san.value.general_names {
+            if let GeneralName::DNSName(d) = gn {
+                names.push((*d).to_string());
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<CertStore>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.lookup(hello.server_name()).cloned()
+    }
+}
+
+/// A listener's TLS: the rustls config and the store it resolves from.
+pub struct ListenerTlsRuntime {
+    /// For the acceptor.
+    pub config: Arc<rustls::ServerConfig>,
+    /// For the 421 check.
+    pub store: Arc<CertStore>,
+}
+
+/// Builds a listener's TLS config (ALPN h2 then http/1.1).
+pub fn server_config(cfg: &ListenerTls) -> Result<ListenerTlsRuntime, String> {
+    let store = Arc::new(CertStore::load(cfg)?);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver(store.clone())));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(ListenerTlsRuntime { config: Arc::new(config), store })
+}
+
+/// Builds the client config for an upstream's `https://` targets.
+pub fn client_config(cfg: &UpstreamTls, http2: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &cfg.ca {
+        Some(ca) => {
+            for c in pem::certs(ca)? {
+                roots.add(c).map_err(|e| format!("`{ca}`: {e}"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for c in found.certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(c), Some(k)) => builder.with_client_auth_cert(pem::certs(c)?, pem::key(k)?).map_err(|e| format!("client certificate: {e}"))?,
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = if http2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(Arc::new(config))
+}
