@@ -377,3 +377,28 @@ async fn metrics_count_requests_by_route_and_status_class() {
     );
     assert!(m.contains("torii_open_connections"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_changes_are_picked_up_by_the_watcher() {
+    let dir = std::env::temp_dir().join(format!("torii-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gw.yaml");
+    std::fs::write(&file, versioned(1, "")).unwrap();
+    let gw = gateway(&versioned(1, "")).await;
+    let a = addr(&gw).await;
+    let _w = torii_proxy::reload::watch(gw.clone(), file.clone(), Duration::from_millis(50)).unwrap();
+    // Editors often write a temp file and rename it over the original.
+    let tmp = dir.join(".gw.yaml.swp");
+    std::fs::write(&tmp, versioned(2, "")).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let c = h1_client();
+    let mut body = Vec::new();
+    for _ in 0..200 {
+        body = get(&c, format!("http://{a}/version")).await.2.to_vec();
+        if body == b"v2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(body, b"v2", "the watcher did not reload the changed file");
+}
