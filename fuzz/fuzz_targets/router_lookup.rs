@@ -27,6 +27,7 @@
 
 use std::cmp::Reverse;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -102,6 +103,28 @@ static COMPILED: LazyLock<Vec<regex::Regex>> = LazyLock::new(|| {
         .map(|r| regex::Regex::new(r).expect("fixed regex"))
         .collect()
 });
+
+/// Outcome counters, printed to stderr at powers of two and every 4096 when
+/// `TORII_FUZZ_STATS` is set (to see that the reference checks are reached:
+/// `cargo fuzz run router_lookup -- -runs=0` with it set replays the corpus).
+static STATS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+const STAT_NAMES: [&str; 5] = ["build_failed", "request_skipped", "found", "method_not_allowed", "not_found"];
+static SHOW_STATS: LazyLock<bool> = LazyLock::new(|| std::env::var_os("TORII_FUZZ_STATS").is_some());
+
+fn stat(i: usize) {
+    STATS[i].fetch_add(1, Ordering::Relaxed);
+    if *SHOW_STATS {
+        let total: u64 = STATS.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+        if total.is_power_of_two() || total % 4096 == 0 {
+            let parts: Vec<String> = STAT_NAMES
+                .iter()
+                .zip(&STATS)
+                .map(|(n, s)| format!("{n}={}", s.load(Ordering::Relaxed)))
+                .collect();
+            eprintln!("router_lookup stats: {}", parts.join(" "));
+        }
+    }
+}
 
 fn pick<'a>(list: &[&'a str], i: u8) -> &'a str {
     list[usize::from(i) % list.len()]
@@ -273,7 +296,7 @@ fn match_path<'p>(
                     return None;
                 }
                 params.push(*seg);
-                key.push(1);
+                key.push(0);
             }
             Segment::CatchAll(_) => {
                 // Needs at least one more segment; the value is the rest of
@@ -402,6 +425,7 @@ fn run(input: Input) {
 
     let Ok(router) = Router::build(specs) else {
         // Duplicates (or invalid hosts); nothing to look up.
+        stat(0);
         return;
     };
     assert_eq!(router.len(), refs.len());
@@ -429,6 +453,7 @@ fn run(input: Input) {
             HostIn::Raw(s) => s.clone(),
         };
         let Some(method) = req.method.method() else {
+            stat(1);
             continue;
         };
         let mut headers = HeaderMap::new();
@@ -451,6 +476,7 @@ fn run(input: Input) {
         });
 
         let (Ok(path), Ok(host)) = (normalize_path(&raw_path), normalize_host(&raw_host)) else {
+            stat(1);
             continue;
         };
         let view = RequestView {
@@ -461,6 +487,11 @@ fn run(input: Input) {
             query,
         };
         let got = router.lookup(&view);
+        stat(match got {
+            Lookup::Found(_) => 2,
+            Lookup::MethodNotAllowed { .. } => 3,
+            Lookup::NotFound => 4,
+        });
         check(&refs, &view, &got);
     }
 }
