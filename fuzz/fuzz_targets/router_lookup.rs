@@ -296,7 +296,7 @@ fn match_path<'p>(
                     return None;
                 }
                 params.push(*seg);
-                key.push(0);
+                key.push(1);
             }
             Segment::CatchAll(_) => {
                 // Needs at least one more segment; the value is the rest of

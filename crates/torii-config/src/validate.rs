@@ -161,17 +161,45 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
             );
         }
         if let Some(tls) = &l.tls {
-            let at = |k| [PathSeg::Key("listeners"), PathSeg::Index(i), PathSeg::Key("tls"), PathSeg::Key(k)];
+            let at = |k| {
+                [
+                    PathSeg::Key("listeners"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("tls"),
+                    PathSeg::Key(k),
+                ]
+            };
             if tls.certificates.is_empty() {
-                ctx.err(&at("certificates"), "TLS needs at least one certificate", "add `certificates: [{cert: cert.pem, key: key.pem}]`");
+                ctx.err(
+                    &at("certificates"),
+                    "TLS needs at least one certificate",
+                    "add `certificates: [{cert: cert.pem, key: key.pem}]`",
+                );
             }
             for (c, files) in tls.certificates.iter().enumerate() {
-                let file_at = |k| [PathSeg::Key("listeners"), PathSeg::Index(i), PathSeg::Key("tls"), PathSeg::Key("certificates"), PathSeg::Index(c), PathSeg::Key(k)];
+                let file_at = |k| {
+                    [
+                        PathSeg::Key("listeners"),
+                        PathSeg::Index(i),
+                        PathSeg::Key("tls"),
+                        PathSeg::Key("certificates"),
+                        PathSeg::Index(c),
+                        PathSeg::Key(k),
+                    ]
+                };
                 if let Err(e) = crate::schema::pem::certs(&files.cert) {
-                    ctx.err(&file_at("cert"), e, "give the path of a PEM certificate chain, leaf first");
+                    ctx.err(
+                        &file_at("cert"),
+                        e,
+                        "give the path of a PEM certificate chain, leaf first",
+                    );
                 }
                 if let Err(e) = crate::schema::pem::key(&files.key) {
-                    ctx.err(&file_at("key"), e, "give the path of the PEM private key of that certificate");
+                    ctx.err(
+                        &file_at("key"),
+                        e,
+                        "give the path of the PEM private key of that certificate",
+                    );
                 }
             }
         }
@@ -207,21 +235,50 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                 );
             }
         }
-        let tls_at = |k| [PathSeg::Key("upstreams"), PathSeg::Index(i), PathSeg::Key("tls"), PathSeg::Key(k)];
-        if let Some(ca) = &u.tls.ca && let Err(e) = crate::schema::pem::certs(ca) {
-            ctx.err(&tls_at("ca"), e, "give the path of a PEM file with the CA certificate(s)");
+        let tls_at = |k| {
+            [
+                PathSeg::Key("upstreams"),
+                PathSeg::Index(i),
+                PathSeg::Key("tls"),
+                PathSeg::Key(k),
+            ]
+        };
+        if let Some(ca) = &u.tls.ca
+            && let Err(e) = crate::schema::pem::certs(ca)
+        {
+            ctx.err(
+                &tls_at("ca"),
+                e,
+                "give the path of a PEM file with the CA certificate(s)",
+            );
         }
         match (&u.tls.client_cert, &u.tls.client_key) {
             (Some(c), Some(k)) => {
                 if let Err(e) = crate::schema::pem::certs(c) {
-                    ctx.err(&tls_at("client_cert"), e, "give the path of a PEM certificate chain");
+                    ctx.err(
+                        &tls_at("client_cert"),
+                        e,
+                        "give the path of a PEM certificate chain",
+                    );
                 }
                 if let Err(e) = crate::schema::pem::key(k) {
-                    ctx.err(&tls_at("client_key"), e, "give the path of the PEM private key");
+                    ctx.err(
+                        &tls_at("client_key"),
+                        e,
+                        "give the path of the PEM private key",
+                    );
                 }
             }
-            (Some(_), None) => ctx.err(&tls_at("client_cert"), "`client_cert` needs `client_key`", "add the private key of the client certificate"),
-            (None, Some(_)) => ctx.err(&tls_at("client_key"), "`client_key` needs `client_cert`", "add the client certificate"),
+            (Some(_), None) => ctx.err(
+                &tls_at("client_cert"),
+                "`client_cert` needs `client_key`",
+                "add the private key of the client certificate",
+            ),
+            (None, Some(_)) => ctx.err(
+                &tls_at("client_key"),
+                "`client_key` needs `client_cert`",
+                "add the client certificate",
+            ),
             (None, None) => {}
         }
         if u.pool.max_connections_per_target == 0 {

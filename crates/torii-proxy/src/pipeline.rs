@@ -232,12 +232,18 @@ async fn route_and_serve(
         .map_err(|e| GatewayError::new(ErrorKind::BadRequest, format!("path: {e}")))?;
     // A request for a host the connection's certificate does not cover (connection reuse
     // across names, or a mismatched SNI) is misdirected (RFC 9110 15.5.20).
-    if let Some(TlsConn { sni: Some(sni), store }) = &conn.tls
+    if let Some(TlsConn {
+        sni: Some(sni),
+        store,
+    }) = &conn.tls
         && !host.is_empty()
         && !host.eq_ignore_ascii_case(sni)
         && !store.host_matches_sni(&host, sni)
     {
-        return Err(GatewayError::new(ErrorKind::MisdirectedRequest, format!("host {host} is not covered by the certificate for SNI {sni}")));
+        return Err(GatewayError::new(
+            ErrorKind::MisdirectedRequest,
+            format!("host {host} is not covered by the certificate for SNI {sni}"),
+        ));
     }
     ctx.host = host;
     ctx.path = path.into_owned();

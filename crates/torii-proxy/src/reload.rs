@@ -18,7 +18,9 @@ pub async fn reload_from(gw: &Gateway, path: &Path, env: &(dyn Env + Sync)) -> R
             let r = gw.apply(loaded).await;
             match &r {
                 Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "reload failed; keeping the running config"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "reload failed; keeping the running config")
+                }
             }
             r
         }
@@ -42,7 +44,10 @@ fn watched_files(gw: &Gateway, config: &Path) -> HashSet<PathBuf> {
         }
     }
     for u in &snap.config.upstreams {
-        for f in [&u.tls.ca, &u.tls.client_cert, &u.tls.client_key].into_iter().flatten() {
+        for f in [&u.tls.ca, &u.tls.client_cert, &u.tls.client_key]
+            .into_iter()
+            .flatten()
+        {
             files.insert(absolute(Path::new(f)));
         }
     }
@@ -54,11 +59,18 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 fn dir_of(p: &Path) -> PathBuf {
-    p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 /// Watches the config file and the files it names, and reloads after changes settle.
-pub fn watch(gw: Arc<Gateway>, path: PathBuf, debounce: Duration) -> notify::Result<Arc<Mutex<notify::RecommendedWatcher>>> {
+pub fn watch(
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    debounce: Duration,
+) -> notify::Result<Arc<Mutex<notify::RecommendedWatcher>>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let files = Arc::new(Mutex::new(watched_files(&gw, &path)));
     let seen = files.clone();
@@ -69,7 +81,10 @@ pub fn watch(gw: Arc<Gateway>, path: PathBuf, debounce: Duration) -> notify::Res
         }
         let Ok(files) = seen.lock() else { return };
         // `..data` is the symlink Kubernetes swaps when a ConfigMap or Secret changes.
-        let relevant = ev.paths.iter().any(|p| files.contains(p) || p.file_name().is_some_and(|f| f == "..data"));
+        let relevant = ev
+            .paths
+            .iter()
+            .any(|p| files.contains(p) || p.file_name().is_some_and(|f| f == "..data"));
         if relevant {
             let _ = tx.send(());
         }
@@ -96,7 +111,10 @@ pub fn watch(gw: Arc<Gateway>, path: PathBuf, debounce: Duration) -> notify::Res
                     Err(_) => break,
                 }
             }
-            if reload_from(&gw, &path, &torii_config::ProcessEnv).await.is_ok() {
+            if reload_from(&gw, &path, &torii_config::ProcessEnv)
+                .await
+                .is_ok()
+            {
                 // Follow files the new config names.
                 let now = watched_files(&gw, &path);
                 if let Ok(mut w) = w2.lock() {

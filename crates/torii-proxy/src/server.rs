@@ -102,7 +102,14 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _active = shared.track_connection();
-                    serve(stream, peer, current.name.clone(), &current.limits, shared.clone()).await;
+                    serve(
+                        stream,
+                        peer,
+                        current.name.clone(),
+                        &current.limits,
+                        shared.clone(),
+                    )
+                    .await;
                 });
             }
             Err(e) => {
@@ -168,17 +175,27 @@ macro_rules! drive {
     }};
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, listener: Arc<str>, limits: &ListenerLimits, shared: Arc<Shared>) {
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    limits: &ListenerLimits,
+    shared: Arc<Shared>,
+) {
     let activity = Activity::new();
     let tls = {
         let snap = shared.snapshot.load();
-        snap.listeners.get(&*listener).and_then(|v| v.tls.as_ref()).map(|t| (t.config.clone(), t.store.clone()))
+        snap.listeners
+            .get(&*listener)
+            .and_then(|v| v.tls.as_ref())
+            .map(|t| (t.config.clone(), t.store.clone()))
     };
     match tls {
         Some((config, store)) => {
             let io = Prefixed::new(Vec::new(), stream, activity.clone());
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
-            let tls_stream = match tokio::time::timeout(limits.header_read_timeout.0, accept).await {
+            let tls_stream = match tokio::time::timeout(limits.header_read_timeout.0, accept).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -189,26 +206,53 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, listener: Arc<str>, limi
             let (_, session) = tls_stream.get_ref();
             let is_h2 = session.alpn_protocol() == Some(b"h2");
             let sni = session.server_name().map(str::to_string);
-            let conn = Arc::new(ConnInfo { listener, peer, proto: "https", tls: Some(pipeline::TlsConn { sni, store }) });
-            run(TokioIo::new(tls_stream), is_h2, conn, limits, shared, activity).await;
+            let conn = Arc::new(ConnInfo {
+                listener,
+                peer,
+                proto: "https",
+                tls: Some(pipeline::TlsConn { sni, store }),
+            });
+            run(
+                TokioIo::new(tls_stream),
+                is_h2,
+                conn,
+                limits,
+                shared,
+                activity,
+            )
+            .await;
         }
         None => {
-            let Some((is_h2, prefix)) = detect(&mut stream, limits.header_read_timeout.0).await else {
+            let Some((is_h2, prefix)) = detect(&mut stream, limits.header_read_timeout.0).await
+            else {
                 return;
             };
-            let conn = Arc::new(ConnInfo { listener, peer, proto: "http", tls: None });
+            let conn = Arc::new(ConnInfo {
+                listener,
+                peer,
+                proto: "http",
+                tls: None,
+            });
             let io = TokioIo::new(Prefixed::new(prefix, stream, activity.clone()));
             run(io, is_h2, conn, limits, shared, activity).await;
         }
     }
 }
 
-async fn run<I>(io: I, is_h2: bool, conn: Arc<ConnInfo>, limits: &ListenerLimits, shared: Arc<Shared>, activity: Arc<Activity>)
-where
+async fn run<I>(
+    io: I,
+    is_h2: bool,
+    conn: Arc<ConnInfo>,
+    limits: &ListenerLimits,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let svc = hyper::service::service_fn(move |req| pipeline::handle(req, conn.clone(), svc_shared.clone()));
+    let svc = hyper::service::service_fn(move |req| {
+        pipeline::handle(req, conn.clone(), svc_shared.clone())
+    });
     let mut shutdown = shared.shutdown.subscribe();
     if *shutdown.borrow() {
         return;
@@ -218,7 +262,9 @@ where
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_concurrent_streams(limits.h2_max_concurrent_streams)
-            .max_header_list_size(u32::try_from(limits.h2_max_header_list_size.0).unwrap_or(u32::MAX))
+            .max_header_list_size(
+                u32::try_from(limits.h2_max_header_list_size.0).unwrap_or(u32::MAX),
+            )
             .max_pending_accept_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
             .max_local_error_reset_streams(Some(limits.h2_max_pending_reset_streams as usize));
         drive!(b.serve_connection(io, svc), shutdown, activity, idle);
@@ -229,6 +275,11 @@ where
             .keep_alive(true)
             .max_buf_size((limits.max_header_bytes.0 as usize).max(8192))
             .max_headers(limits.max_headers as usize);
-        drive!(b.serve_connection(io, svc).with_upgrades(), shutdown, activity, idle);
+        drive!(
+            b.serve_connection(io, svc).with_upgrades(),
+            shutdown,
+            activity,
+            idle
+        );
     }
 }

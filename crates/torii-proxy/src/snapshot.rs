@@ -86,12 +86,19 @@ impl Snapshot {
     /// Compiles a loaded config, reusing unchanged upstreams from the registry.
     /// Fails (changing nothing) when a certificate, key or CA cannot be loaded.
     pub fn build(loaded: Loaded, registry: &Registry, metrics: &Metrics) -> Result<Self, String> {
-        let Loaded { config, mut routers } = loaded;
+        let Loaded {
+            config,
+            mut routers,
+        } = loaded;
         // Everything fallible first, so a failure leaves the registry untouched.
         let mut tls = HashMap::new();
         for l in &config.listeners {
             if let Some(t) = &l.tls {
-                tls.insert(l.name.clone(), crate::tls::server_config(t).map_err(|e| format!("listener {}: {e}", l.name))?);
+                tls.insert(
+                    l.name.clone(),
+                    crate::tls::server_config(t)
+                        .map_err(|e| format!("listener {}: {e}", l.name))?,
+                );
             }
         }
         let upstreams = registry.sync(&config.upstreams)?;
@@ -145,9 +152,14 @@ impl Snapshot {
             .map(|l| {
                 let router = match routers.remove(&l.name) {
                     Some(r) => r,
-                    None => Router::build(Vec::new()).map_err(|_| format!("listener {}: no router", l.name))?,
+                    None => Router::build(Vec::new())
+                        .map_err(|_| format!("listener {}: no router", l.name))?,
                 };
-                let view = ListenerView { router, trusted: l.trusted_proxies.iter().map(|c| c.0).collect(), tls: tls.remove(&l.name) };
+                let view = ListenerView {
+                    router,
+                    trusted: l.trusted_proxies.iter().map(|c| c.0).collect(),
+                    tls: tls.remove(&l.name),
+                };
                 Ok((l.name.clone(), view))
             })
             .collect::<Result<_, String>>()?;

@@ -26,18 +26,30 @@ impl CertStore {
     /// (DNS), or its common name when it has none.
     pub fn load(cfg: &ListenerTls) -> Result<Self, String> {
         let provider = provider();
-        let mut store = CertStore { exact: HashMap::new(), wildcard: HashMap::new(), default: None };
+        let mut store = CertStore {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default: None,
+        };
         for files in &cfg.certificates {
             let chain = pem::certs(&files.cert)?;
             let key = pem::key(&files.key)?;
-            let signing = provider.key_provider.load_private_key(key).map_err(|e| format!("`{}`: unsupported private key: {e}", files.key))?;
-            let names = dns_names(chain[0].as_ref()).map_err(|e| format!("`{}`: {e}", files.cert))?;
+            let signing = provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| format!("`{}`: unsupported private key: {e}", files.key))?;
+            let names =
+                dns_names(chain[0].as_ref()).map_err(|e| format!("`{}`: {e}", files.cert))?;
             let ck = Arc::new(CertifiedKey::new(chain, signing));
-            ck.keys_match().map_err(|e| format!("`{}` does not belong to `{}`: {e}", files.key, files.cert))?;
+            ck.keys_match()
+                .map_err(|e| format!("`{}` does not belong to `{}`: {e}", files.key, files.cert))?;
             for n in names {
                 let n = n.to_ascii_lowercase();
                 match n.strip_prefix("*.") {
-                    Some(suffix) => store.wildcard.entry(suffix.to_string()).or_insert_with(|| ck.clone()),
+                    Some(suffix) => store
+                        .wildcard
+                        .entry(suffix.to_string())
+                        .or_insert_with(|| ck.clone()),
                     None => store.exact.entry(n).or_insert_with(|| ck.clone()),
                 };
             }
@@ -52,7 +64,10 @@ impl CertStore {
     pub fn lookup(&self, name: Option<&str>) -> Option<&Arc<CertifiedKey>> {
         let by_name = name.and_then(|n| {
             let n = n.trim_end_matches('.').to_ascii_lowercase();
-            self.exact.get(&n).or_else(|| n.split_once('.').and_then(|(_, rest)| self.wildcard.get(rest)))
+            self.exact.get(&n).or_else(|| {
+                n.split_once('.')
+                    .and_then(|(_, rest)| self.wildcard.get(rest))
+            })
         });
         by_name.or(self.default.as_ref())
     }
@@ -68,7 +83,8 @@ impl CertStore {
 
 fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("cannot parse the certificate: {e}"))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for gn in &san.value.general_names {
@@ -113,7 +129,10 @@ pub fn server_config(cfg: &ListenerTls) -> Result<ListenerTlsRuntime, String> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver(store.clone())));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(ListenerTlsRuntime { config: Arc::new(config), store })
+    Ok(ListenerTlsRuntime {
+        config: Arc::new(config),
+        store,
+    })
 }
 
 /// Builds the client config for an upstream's `https://` targets.
@@ -137,9 +156,15 @@ pub fn client_config(cfg: &UpstreamTls, http2: bool) -> Result<Arc<rustls::Clien
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let mut config = match (&cfg.client_cert, &cfg.client_key) {
-        (Some(c), Some(k)) => builder.with_client_auth_cert(pem::certs(c)?, pem::key(k)?).map_err(|e| format!("client certificate: {e}"))?,
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(pem::certs(c)?, pem::key(k)?)
+            .map_err(|e| format!("client certificate: {e}"))?,
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = if http2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }

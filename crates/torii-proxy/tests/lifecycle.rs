@@ -386,7 +386,8 @@ async fn file_changes_are_picked_up_by_the_watcher() {
     std::fs::write(&file, versioned(1, "")).unwrap();
     let gw = gateway(&versioned(1, "")).await;
     let a = addr(&gw).await;
-    let _w = torii_proxy::reload::watch(gw.clone(), file.clone(), Duration::from_millis(50)).unwrap();
+    let _w =
+        torii_proxy::reload::watch(gw.clone(), file.clone(), Duration::from_millis(50)).unwrap();
     // Editors often write a temp file and rename it over the original.
     let tmp = dir.join(".gw.yaml.swp");
     std::fs::write(&tmp, versioned(2, "")).unwrap();

@@ -25,20 +25,30 @@ impl Pki {
         std::fs::create_dir_all(&dir).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, format!("Torii test CA {tag}"));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("Torii test CA {tag}"));
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let ca_pem = cert.pem();
         std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
-        Self { dir, ca: Issuer::new(params, key), ca_pem }
+        Self {
+            dir,
+            ca: Issuer::new(params, key),
+            ca_pem,
+        }
     }
 
     /// Writes `name.pem` / `name.key` for a leaf with these DNS names; returns the paths.
     fn leaf(&self, name: &str, dns: &[&str]) -> (String, String) {
-        let params = CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let params =
+            CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")));
+        let (c, k) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c.display().to_string(), k.display().to_string())
@@ -50,7 +60,8 @@ impl Pki {
 
     fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
-        let der = rustls::pki_types::pem::PemObject::from_pem_slice(self.ca_pem.as_bytes()).unwrap();
+        let der =
+            rustls::pki_types::pem::PemObject::from_pem_slice(self.ca_pem.as_bytes()).unwrap();
         roots.add(der).unwrap();
         roots
     }
@@ -61,28 +72,68 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn client_config(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut c = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+    let mut c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Arc::new(c)
 }
 
 /// Connects with TLS (SNI `sni`), sends GET / with `host`, returns status, body and ALPN.
-async fn tls_get(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>, sni: &str, host: &str) -> Result<(StatusCode, String, Option<Vec<u8>>), String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await.map_err(|e| e.to_string())?;
+async fn tls_get(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    sni: &str,
+    host: &str,
+) -> Result<(StatusCode, String, Option<Vec<u8>>), String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let io = TokioIo::new(tls);
     let resp = if alpn.as_deref() == Some(b"h2") {
-        let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, BoxBody>(TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake::<_, _, BoxBody>(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        send.send_request(Request::get(format!("https://{host}/")).body(full("")).unwrap()).await.map_err(|e| e.to_string())?
+        send.send_request(
+            Request::get(format!("https://{host}/"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
     } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, BoxBody>(io).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, BoxBody>(io)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        send.send_request(Request::get("/").header("host", host).body(full("")).unwrap()).await.map_err(|e| e.to_string())?
+        send.send_request(
+            Request::get("/")
+                .header("host", host)
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
     };
     let status = resp.status();
-    let body = String::from_utf8(resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec()).unwrap();
+    let body = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     Ok((status, body, alpn))
 }
 
@@ -91,7 +142,9 @@ fn tls_listener_config(certs: &[(String, String)], unknown: &str) -> String {
     for (c, k) in certs {
         list.push_str(&format!("        - {{cert: '{c}', key: '{k}'}}\n"));
     }
-    format!("listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      unknown_sni: {unknown}\n      certificates:\n{list}admin:\n  bind: 127.0.0.1:0\naccess_log:\n  enabled: false\nserver:\n  watch_config: false\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    direct_response: {{body: secure}}\n")
+    format!(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      unknown_sni: {unknown}\n      certificates:\n{list}admin:\n  bind: 127.0.0.1:0\naccess_log:\n  enabled: false\nserver:\n  watch_config: false\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    direct_response: {{body: secure}}\n"
+    )
 }
 
 #[tokio::test]
@@ -105,17 +158,32 @@ async fn certificates_are_chosen_by_sni_and_alpn_picks_the_protocol() {
     // right certificate was chosen.
     let h1 = client_config(pki.roots(), &[b"http/1.1"]);
     let h2 = client_config(pki.roots(), &[b"h2", b"http/1.1"]);
-    let (s, body, alpn) = tls_get(addr, h1.clone(), "api.test", "api.test").await.unwrap();
-    assert_eq!((s, body.as_str(), alpn.as_deref()), (StatusCode::OK, "secure", Some(&b"http/1.1"[..])));
-    let (s, _, alpn) = tls_get(addr, h2.clone(), "x.wild.test", "x.wild.test").await.unwrap();
+    let (s, body, alpn) = tls_get(addr, h1.clone(), "api.test", "api.test")
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, body.as_str(), alpn.as_deref()),
+        (StatusCode::OK, "secure", Some(&b"http/1.1"[..]))
+    );
+    let (s, _, alpn) = tls_get(addr, h2.clone(), "x.wild.test", "x.wild.test")
+        .await
+        .unwrap();
     assert_eq!((s, alpn.as_deref()), (StatusCode::OK, Some(&b"h2"[..])));
     // A wildcard covers one label only.
-    assert!(tls_get(addr, h1.clone(), "a.b.wild.test", "a.b.wild.test").await.is_err());
+    assert!(
+        tls_get(addr, h1.clone(), "a.b.wild.test", "a.b.wild.test")
+            .await
+            .is_err()
+    );
     // unknown_sni: reject refuses the handshake.
-    let err = tls_get(addr, h1.clone(), "unknown.test", "unknown.test").await.unwrap_err();
+    let err = tls_get(addr, h1.clone(), "unknown.test", "unknown.test")
+        .await
+        .unwrap_err();
     assert!(!err.is_empty());
     // Host outside the SNI's certificate: 421. Another name of the same certificate: fine.
-    let (s, _, _) = tls_get(addr, h1.clone(), "api.test", "x.wild.test").await.unwrap();
+    let (s, _, _) = tls_get(addr, h1.clone(), "api.test", "x.wild.test")
+        .await
+        .unwrap();
     assert_eq!(s, StatusCode::MISDIRECTED_REQUEST);
     let (s, _, _) = tls_get(addr, h1, "api.test", "localhost").await.unwrap();
     assert_eq!(s, StatusCode::OK);
@@ -130,22 +198,45 @@ async fn unknown_sni_gets_the_default_certificate() {
     let addr = addr(&gw).await;
     // The client asks for "unknown.test": the default (first, api.test) certificate is served,
     // so verifying it as "unknown.test" fails with a name mismatch, not a refused handshake.
-    let err = tls_get(addr, client_config(pki.roots(), &[b"http/1.1"]), "unknown.test", "unknown.test").await.unwrap_err();
-    assert!(err.contains("NotValidForName") || err.contains("not valid for name"), "{err}");
+    let err = tls_get(
+        addr,
+        client_config(pki.roots(), &[b"http/1.1"]),
+        "unknown.test",
+        "unknown.test",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("NotValidForName") || err.contains("not valid for name"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn certificates_are_reloaded() {
     let pki = Pki::new("reload");
     let a = pki.leaf("a", &["api.test"]);
-    let gw = gateway(&tls_listener_config(&[a.clone()], "reject")).await;
+    let gw = gateway(&tls_listener_config(std::slice::from_ref(&a), "reject")).await;
     let addr = addr(&gw).await;
     let cfg = client_config(pki.roots(), &[b"http/1.1"]);
-    assert!(tls_get(addr, cfg.clone(), "new.test", "new.test").await.is_err());
+    assert!(
+        tls_get(addr, cfg.clone(), "new.test", "new.test")
+            .await
+            .is_err()
+    );
     let b = pki.leaf("b", &["new.test"]);
-    let loaded = torii_config::load_str("t.yaml", &tls_listener_config(&[a, b], "reject"), &|_: &str| None).unwrap();
+    let loaded = torii_config::load_str(
+        "t.yaml",
+        &tls_listener_config(&[a, b], "reject"),
+        &|_: &str| None,
+    )
+    .unwrap();
     gw.apply(loaded).await.unwrap();
-    assert_eq!(gw.listener_addr("public").await.unwrap(), addr, "same socket");
+    assert_eq!(
+        gw.listener_addr("public").await.unwrap(),
+        addr,
+        "same socket"
+    );
     let (s, _, _) = tls_get(addr, cfg, "new.test", "new.test").await.unwrap();
     assert_eq!(s, StatusCode::OK);
 }
@@ -157,18 +248,38 @@ async fn broken_certificate_files_are_config_errors() {
     let bad_key = pki.dir.join("bad.key");
     std::fs::write(&bad_key, "not a key").unwrap();
     let yaml = tls_listener_config(&[(c, bad_key.display().to_string())], "default");
-    let err = torii_config::load_str("t.yaml", &yaml, &|_: &str| None).unwrap_err().to_string();
-    assert!(err.contains("listeners[0].tls.certificates[0].key"), "{err}");
+    let err = torii_config::load_str("t.yaml", &yaml, &|_: &str| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("listeners[0].tls.certificates[0].key"),
+        "{err}"
+    );
 }
 
 /// An HTTPS fake upstream; with `client_ca`, it requires a client certificate from that CA.
-async fn tls_upstream(cert: &(String, String), client_ca: Option<rustls::RootCertStore>) -> std::net::SocketAddr {
+async fn tls_upstream(
+    cert: &(String, String),
+    client_ca: Option<rustls::RootCertStore>,
+) -> std::net::SocketAddr {
     use rustls::pki_types::pem::PemObject;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.0).unwrap().collect::<Result<_, _>>().unwrap();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.0)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.1).unwrap();
-    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
     let builder = match client_ca {
-        Some(roots) => builder.with_client_cert_verifier(rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap()),
+        Some(roots) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .unwrap(),
+        ),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_single_cert(chain, key).unwrap();
@@ -178,12 +289,20 @@ async fn tls_upstream(cert: &(String, String), client_ca: Option<rustls::RootCer
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(|_req| async { Ok::<_, std::convert::Infallible>(Response::new(full("from https upstream"))) });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(full("from https upstream")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
             });
         }
     });
@@ -191,7 +310,9 @@ async fn tls_upstream(cert: &(String, String), client_ca: Option<rustls::RootCer
 }
 
 fn https_upstream_config(addr: std::net::SocketAddr, tls: &str) -> String {
-    config(&format!("upstreams:\n  - name: up\n    targets: [{{url: 'https://{addr}'}}]\n    tls: {{{tls}}}\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: up\n"))
+    config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'https://{addr}'}}]\n    tls: {{{tls}}}\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: up\n"
+    ))
 }
 
 #[tokio::test]
@@ -199,22 +320,54 @@ async fn https_upstreams_are_verified_and_can_use_client_certificates() {
     let pki = Pki::new("up");
     let server = pki.leaf("upstream", &["upstream.test"]);
     let up = tls_upstream(&server, None).await;
-    let ok = https_upstream_config(up, &format!("ca: '{}', server_name: upstream.test", pki.ca_path()));
+    let ok = https_upstream_config(
+        up,
+        &format!("ca: '{}', server_name: upstream.test", pki.ca_path()),
+    );
     let gw = gateway(&ok).await;
     let (s, _, b) = get(&h1_client(), format!("http://{}/x", addr(&gw).await)).await;
     assert_eq!((s, &b[..]), (StatusCode::OK, &b"from https upstream"[..]));
     // Verified against the wrong name: refused.
-    let wrong = https_upstream_config(up, &format!("ca: '{}', server_name: other.test", pki.ca_path()));
+    let wrong = https_upstream_config(
+        up,
+        &format!("ca: '{}', server_name: other.test", pki.ca_path()),
+    );
     let gw = gateway(&wrong).await;
-    assert_eq!(get(&h1_client(), format!("http://{}/x", addr(&gw).await)).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        get(&h1_client(), format!("http://{}/x", addr(&gw).await))
+            .await
+            .0,
+        StatusCode::BAD_GATEWAY
+    );
     // An upstream that requires a client certificate.
     let client_pki = Pki::new("client");
     let client = client_pki.leaf("gateway", &["gateway.test"]);
     let mtls_up = tls_upstream(&server, Some(client_pki.roots())).await;
-    let without = https_upstream_config(mtls_up, &format!("ca: '{}', server_name: upstream.test", pki.ca_path()));
+    let without = https_upstream_config(
+        mtls_up,
+        &format!("ca: '{}', server_name: upstream.test", pki.ca_path()),
+    );
     let gw = gateway(&without).await;
-    assert_eq!(get(&h1_client(), format!("http://{}/x", addr(&gw).await)).await.0, StatusCode::BAD_GATEWAY);
-    let with = https_upstream_config(mtls_up, &format!("ca: '{}', server_name: upstream.test, client_cert: '{}', client_key: '{}'", pki.ca_path(), client.0, client.1));
+    assert_eq!(
+        get(&h1_client(), format!("http://{}/x", addr(&gw).await))
+            .await
+            .0,
+        StatusCode::BAD_GATEWAY
+    );
+    let with = https_upstream_config(
+        mtls_up,
+        &format!(
+            "ca: '{}', server_name: upstream.test, client_cert: '{}', client_key: '{}'",
+            pki.ca_path(),
+            client.0,
+            client.1
+        ),
+    );
     let gw = gateway(&with).await;
-    assert_eq!(get(&h1_client(), format!("http://{}/x", addr(&gw).await)).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&h1_client(), format!("http://{}/x", addr(&gw).await))
+            .await
+            .0,
+        StatusCode::OK
+    );
 }

@@ -136,13 +136,8 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         None
     };
     tracing::info!("ready");
-    loop {
-        match signals.next().await {
-            Signal::Reload => {
-                let _ = torii_proxy::reload::reload_from(&gw, &path, &ProcessEnv).await;
-            }
-            Signal::Stop => break,
-        }
+    while let Signal::Reload = signals.next().await {
+        let _ = torii_proxy::reload::reload_from(&gw, &path, &ProcessEnv).await;
     }
     tracing::info!(grace = ?grace, "shutting down");
     gw.shutdown(grace).await;

@@ -151,10 +151,10 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let wait_for = |what: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                if line.contains(what) {
-                    return line;
-                }
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+                && line.contains(what)
+            {
+                return line;
             }
         }
         panic!("no log line containing {what:?}");

@@ -26,16 +26,31 @@ pub struct Connector {
 
 impl Connector {
     /// A connector for `host:port`; with `tls`, TLS verified against `server_name`.
-    pub fn new(host: &str, port: u16, timeout: Duration, tls: Option<(Arc<rustls::ClientConfig>, String)>) -> Result<Self, String> {
+    pub fn new(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        tls: Option<(Arc<rustls::ClientConfig>, String)>,
+    ) -> Result<Self, String> {
         let tls = match tls {
             Some((config, name)) => {
-                let bare = name.trim_start_matches('[').trim_end_matches(']').to_string();
-                let server_name = ServerName::try_from(bare).map_err(|e| format!("`{name}` is not a valid TLS server name: {e}"))?;
+                let bare = name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let server_name = ServerName::try_from(bare)
+                    .map_err(|e| format!("`{name}` is not a valid TLS server name: {e}"))?;
                 Some((tokio_rustls::TlsConnector::from(config), server_name))
             }
             None => None,
         };
-        Ok(Self { host: host.to_string(), port, authority: format!("{host}:{port}"), timeout, tls })
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            authority: format!("{host}:{port}"),
+            timeout,
+            tls,
+        })
     }
 
     /// `host:port`.
@@ -47,9 +62,12 @@ impl Connector {
     pub async fn connect(&self) -> Result<Stream, GatewayError> {
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
         let fut = async {
-            let tcp = TcpStream::connect((host, self.port))
-                .await
-                .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("connect to {}: {e}", self.authority)))?;
+            let tcp = TcpStream::connect((host, self.port)).await.map_err(|e| {
+                GatewayError::new(
+                    ErrorKind::UpstreamConnect,
+                    format!("connect to {}: {e}", self.authority),
+                )
+            })?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
                 None => Ok(Box::new(tcp) as Stream),
@@ -57,12 +75,23 @@ impl Connector {
                     .connect(name.clone(), tcp)
                     .await
                     .map(|s| Box::new(s) as Stream)
-                    .map_err(|e| GatewayError::new(ErrorKind::UpstreamConnect, format!("TLS handshake with {}: {e}", self.authority))),
+                    .map_err(|e| {
+                        GatewayError::new(
+                            ErrorKind::UpstreamConnect,
+                            format!("TLS handshake with {}: {e}", self.authority),
+                        )
+                    }),
             }
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(GatewayError::new(ErrorKind::UpstreamConnect, format!("connect to {} timed out after {:?}", self.authority, self.timeout))),
+            Err(_) => Err(GatewayError::new(
+                ErrorKind::UpstreamConnect,
+                format!(
+                    "connect to {} timed out after {:?}",
+                    self.authority, self.timeout
+                ),
+            )),
         }
     }
 }

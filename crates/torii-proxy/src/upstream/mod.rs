@@ -88,25 +88,46 @@ fn idempotent(m: &http::Method) -> bool {
 }
 
 impl Upstream {
-    fn build(cfg: &UpstreamConfig, pools: &mut HashMap<String, Arc<TargetPool>>) -> Result<Self, String> {
+    fn build(
+        cfg: &UpstreamConfig,
+        pools: &mut HashMap<String, Arc<TargetPool>>,
+    ) -> Result<Self, String> {
         let mut targets = Vec::new();
         let mut schedule = Vec::new();
         let http2 = cfg.protocol == UpstreamProtocol::Http2;
         let needs_tls = cfg.targets.iter().any(|t| t.url.tls);
-        let client_tls = if needs_tls { Some(crate::tls::client_config(&cfg.tls, http2).map_err(|e| format!("upstream {}: {e}", cfg.name))?) } else { None };
+        let client_tls = if needs_tls {
+            Some(
+                crate::tls::client_config(&cfg.tls, http2)
+                    .map_err(|e| format!("upstream {}: {e}", cfg.name))?,
+            )
+        } else {
+            None
+        };
         for (i, t) in cfg.targets.iter().enumerate() {
             let authority = t.url.authority();
             // Pools are keyed by everything that shapes a connection, so an upstream whose
             // other settings change keeps its pooled connections.
-            let key = format!("{}|{}|{}|{:?}|{:?}|{:?}", authority, t.url.tls, http2, cfg.pool, cfg.timeouts.connect, cfg.tls);
+            let key = format!(
+                "{}|{}|{}|{:?}|{:?}|{:?}",
+                authority, t.url.tls, http2, cfg.pool, cfg.timeouts.connect, cfg.tls
+            );
             let pool = match pools.get(&key) {
                 Some(p) => p.clone(),
                 None => {
                     let tls = match (&client_tls, t.url.tls) {
-                        (Some(c), true) => Some((c.clone(), cfg.tls.server_name.clone().unwrap_or_else(|| t.url.host.clone()))),
+                        (Some(c), true) => Some((
+                            c.clone(),
+                            cfg.tls
+                                .server_name
+                                .clone()
+                                .unwrap_or_else(|| t.url.host.clone()),
+                        )),
                         _ => None,
                     };
-                    let connector = Connector::new(&t.url.host, t.url.port, cfg.timeouts.connect.0, tls).map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+                    let connector =
+                        Connector::new(&t.url.host, t.url.port, cfg.timeouts.connect.0, tls)
+                            .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
                     let settings = PoolSettings {
                         max_connections: cfg.pool.max_connections_per_target as usize,
                         queue_timeout: cfg.pool.queue_timeout.0,
@@ -119,7 +140,8 @@ impl Upstream {
                 }
             };
             targets.push(Target {
-                authority: http::HeaderValue::from_str(&authority).unwrap_or(http::HeaderValue::from_static("invalid")),
+                authority: http::HeaderValue::from_str(&authority)
+                    .unwrap_or(http::HeaderValue::from_static("invalid")),
                 name: authority.into(),
                 pool,
             });
@@ -305,8 +327,14 @@ impl Registry {
     /// The upstreams for a new config: unchanged ones are reused (same pools), changed or new
     /// ones are built, removed ones are dropped (their idle connections close).
     /// Nothing changes when any upstream fails to build (e.g. an unreadable CA file).
-    pub fn sync(&self, configs: &[UpstreamConfig]) -> Result<HashMap<String, Arc<Upstream>>, String> {
-        let mut inner = self.inner.lock().map_err(|_| "upstream registry poisoned".to_string())?;
+    pub fn sync(
+        &self,
+        configs: &[UpstreamConfig],
+    ) -> Result<HashMap<String, Arc<Upstream>>, String> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| "upstream registry poisoned".to_string())?;
         let mut next = HashMap::new();
         let mut pools = inner.pools.clone();
         for cfg in configs {
@@ -318,9 +346,16 @@ impl Registry {
             next.insert(cfg.name.clone(), (fingerprint, up));
         }
         // Keep only the pools some upstream still uses.
-        pools.retain(|_, p| next.values().any(|(_, u)| u.targets.iter().any(|t| Arc::ptr_eq(&t.pool, p))));
+        pools.retain(|_, p| {
+            next.values()
+                .any(|(_, u)| u.targets.iter().any(|t| Arc::ptr_eq(&t.pool, p)))
+        });
         inner.pools = pools;
         inner.upstreams = next;
-        Ok(inner.upstreams.iter().map(|(k, (_, u))| (k.clone(), u.clone())).collect())
+        Ok(inner
+            .upstreams
+            .iter()
+            .map(|(k, (_, u))| (k.clone(), u.clone()))
+            .collect())
     }
 }
