@@ -160,3 +160,36 @@ impl GatewayError {
             .unwrap_or_else(|_| Response::new(Body::Empty))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn json_and_grpc_shapes() {
+        let e = GatewayError::new(ErrorKind::UpstreamTimeout, "secret detail");
+        let r = e.into_response("rid-1", false);
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(j["error"]["code"], "upstream_timeout");
+        assert_eq!(j["error"]["request_id"], "rid-1");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("secret detail"),
+            "details never reach the client"
+        );
+        let g = e.into_response("rid-1", true);
+        assert_eq!(g.status(), StatusCode::OK);
+        assert_eq!(g.headers()["grpc-status"], "4");
+        let allow = GatewayError::new(
+            ErrorKind::MethodNotAllowed(HeaderValue::from_static("GET")),
+            "",
+        );
+        assert_eq!(
+            allow.into_response("r", false).headers()[header::ALLOW],
+            "GET"
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //! Shared vocabulary of the Torii gateway, with no server code and no config parsing:
 //!
 //! - [`Body`]: the one body type used end to end (client to upstream and back). It keeps size
-//!   hints, end-of-stream and trailers of whatever it wraps, so nothing is buffered by accident.
+//!   hints, end-of-stream and trailers of whatever it wraps, so nothing is buffered by accident;
+//!   [`Body::into_replay`] keeps up to N bytes so a body can be sent again ([`Replay`]).
 //! - [`RequestContext`]: the typed per-request context carried in the request's extensions.
 //! - [`GatewayError`]: every failure the gateway produces, with its source and stable code, and
 //!   [`GatewayError::into_response`], the one place that turns errors into HTTP responses.
@@ -11,7 +12,9 @@
 mod body;
 mod context;
 mod error;
+mod replay;
 
 pub use body::{Body, BoxError};
 pub use context::{ClientAddr, RequestContext, RequestId};
 pub use error::{ErrorKind, ErrorSource, GatewayError};
+pub use replay::Replay;
