@@ -34,10 +34,15 @@ impl Ctx<'_> {
         let pos = self.tree.pos_at(path);
         let (mut msg, mut hint) = (msg.into(), hint.into());
         // Never echo a value that came from the environment: show it as written instead.
+        // Messages quote values as `value` or "value"; only those quoted forms are replaced, so a
+        // short value cannot garble the rest of the message.
         self.tree.visit_expanded(&mut |value, raw| {
             if !value.is_empty() {
-                msg = msg.replace(value, raw);
-                hint = hint.replace(value, raw);
+                for (q1, q2) in [("`", "`"), ("\"", "\"")] {
+                    let (from, to) = (format!("{q1}{value}{q2}"), format!("{q1}{raw}{q2}"));
+                    msg = msg.replace(&from, &to);
+                    hint = hint.replace(&from, &to);
+                }
             }
         });
         self.out

@@ -197,6 +197,7 @@ impl Gateway {
                     name: l.name.as_str().into(),
                     limits: l.limits.clone(),
                 }));
+                r.changed.notify_one();
             }
         }
         running.extend(fresh);

@@ -24,8 +24,9 @@ use torii_router::{Lookup, RequestView};
 
 /// Per-connection facts the pipeline needs.
 pub struct ConnInfo {
-    /// Listener name.
-    pub listener: Arc<str>,
+    /// The listener's current name and limits (a reload may rename a listener that keeps its
+    /// socket; requests on existing connections then use the new name).
+    pub listener: Arc<arc_swap::ArcSwap<crate::server::ListenerSettings>>,
     /// TCP peer.
     pub peer: SocketAddr,
     /// `http` or `https`.
@@ -72,12 +73,15 @@ pub async fn handle(
         });
     let grpc = is_grpc(&req);
     let method = req.method().clone();
-    let log_path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    let view = snap.listeners.get(&*conn.listener);
+    // Only build the logged path when the log is on (no per-request work for nothing).
+    let log_path = if shared.access_log.enabled() {
+        let pq = req.uri().path_and_query().map_or("", |p| p.as_str());
+        crate::access_log::redact(pq, &snap.redact)
+    } else {
+        String::new()
+    };
+    let listener = conn.listener.load().name.clone();
+    let view = snap.listeners.get(&*listener);
     let client = match view {
         Some(v) => forwarding::client_addr(conn.peer, req.headers(), &v.trusted),
         None => forwarding::canonical(conn.peer.ip()),
@@ -86,7 +90,7 @@ pub async fn handle(
         request_id,
         client: ClientAddr(client),
         peer: conn.peer,
-        listener: conn.listener.clone(),
+        listener,
         start,
         host: String::new(),
         path: String::new(),
@@ -99,8 +103,9 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0);
     let info = LogInfo {
-        method: method.to_string(),
-        path: crate::access_log::redact(&log_path, &snap.redact),
+        method,
+        route_idx: None,
+        path: log_path,
         bytes_in,
         upstream: None,
         upstream_latency_ms: None,
@@ -111,7 +116,6 @@ pub async fn handle(
     let mut guard = PendingLog(Some(LogOnEnd {
         snap: snap.clone(),
         shared: shared.clone(),
-        route_idx: None,
         ctx,
         info,
         status: 499,
@@ -124,17 +128,15 @@ pub async fn handle(
         return Ok(Response::new(Body::Empty));
     };
     let ctx = &end.ctx;
-    let route_idx = ctx
-        .route
-        .as_ref()
-        .and_then(|name| snap.routes.iter().position(|r| r.name == *name));
+    let route_idx = end.info.route_idx;
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
             if e.kind.source() == torii_core::ErrorSource::Upstream {
                 tracing::warn!(request_id = ctx.request_id.as_str(), route = ?ctx.route, error = %e, "upstream error");
-                if let Some(Action::Proxy { errors, .. }) =
-                    route_idx.map(|i| &snap.routes[i].action)
+                if let Some(Action::Proxy { errors, .. }) = route_idx
+                    .and_then(|i| snap.routes.get(i))
+                    .map(|r| &r.action)
                 {
                     errors.record(e.kind.code());
                 }
@@ -148,7 +150,6 @@ pub async fn handle(
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
     end.status = response.status().as_u16();
-    end.route_idx = route_idx;
     Ok(response.map(|b| Body::boxed(Observed::new(b, Box::new(end)))))
 }
 
@@ -164,7 +165,9 @@ impl Drop for PendingLog {
 }
 
 struct LogInfo {
-    method: String,
+    method: http::Method,
+    /// Index of the matched route in the snapshot.
+    route_idx: Option<usize>,
     path: String,
     bytes_in: u64,
     upstream: Option<Arc<str>>,
@@ -174,7 +177,6 @@ struct LogInfo {
 struct LogOnEnd {
     snap: Arc<Snapshot>,
     shared: Arc<Shared>,
-    route_idx: Option<usize>,
     ctx: RequestContext,
     info: LogInfo,
     status: u16,
@@ -189,7 +191,7 @@ impl OnEnd for LogOnEnd {
         } else {
             self.status
         };
-        match self.route_idx.and_then(|i| self.snap.routes.get(i)) {
+        match self.info.route_idx.and_then(|i| self.snap.routes.get(i)) {
             Some(r) => r.metrics.record(status, elapsed.as_secs_f64()),
             None => self.snap.unrouted.record(status, elapsed.as_secs_f64()),
         }
@@ -203,7 +205,7 @@ impl OnEnd for LogOnEnd {
             request_id: self.ctx.request_id.as_str().to_string(),
             listener: self.ctx.listener.clone(),
             route: self.ctx.route.clone(),
-            method: self.info.method,
+            method: self.info.method.to_string(),
             path: self.info.path,
             status,
             bytes_in: self.info.bytes_in,
@@ -264,7 +266,7 @@ async fn route_and_serve(
     // --- route stage ---
     let view = snap
         .listeners
-        .get(&*conn.listener)
+        .get(&*ctx.listener)
         .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "listener removed"))?;
     let rv = RequestView {
         host: &ctx.host,
@@ -299,6 +301,7 @@ async fn route_and_serve(
         .get(idx)
         .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "route index out of range"))?;
     ctx.route = Some(route.name.clone());
+    info.route_idx = Some(idx);
     ctx.params = params;
 
     // --- action ---

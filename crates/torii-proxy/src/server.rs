@@ -33,6 +33,8 @@ pub struct RunningListener {
     pub configured: SocketAddr,
     /// Name and limits, swapped on reload; new connections read the current ones.
     pub settings: Arc<ArcSwap<ListenerSettings>>,
+    /// Wakes the accept loop after `settings` changed (e.g. a raised connection cap).
+    pub changed: Arc<tokio::sync::Notify>,
     stop: watch::Sender<bool>,
 }
 
@@ -57,11 +59,19 @@ pub async fn start(
         limits,
     }));
     let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(accept_loop(listener, settings.clone(), shared, stop_rx));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(accept_loop(
+        listener,
+        settings.clone(),
+        changed.clone(),
+        shared,
+        stop_rx,
+    ));
     Ok(RunningListener {
         addr,
         configured,
         settings,
+        changed,
         stop,
     })
 }
@@ -69,6 +79,7 @@ pub async fn start(
 async fn accept_loop(
     listener: TcpListener,
     settings: Arc<ArcSwap<ListenerSettings>>,
+    changed: Arc<tokio::sync::Notify>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -86,6 +97,7 @@ async fn accept_loop(
         }
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = changed.notified() => continue,
             _ = stop.changed() => return,
             _ = shutdown.changed() => return,
         };
@@ -99,17 +111,11 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let current = settings.load_full();
                 let shared = shared.clone();
+                let settings = settings.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _active = shared.track_connection();
-                    serve(
-                        stream,
-                        peer,
-                        current.name.clone(),
-                        &current.limits,
-                        shared.clone(),
-                    )
-                    .await;
+                    serve(stream, peer, settings, &current.limits, shared.clone()).await;
                 });
             }
             Err(e) => {
@@ -178,15 +184,16 @@ macro_rules! drive {
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
-    listener: Arc<str>,
+    listener: Arc<ArcSwap<ListenerSettings>>,
     limits: &ListenerLimits,
     shared: Arc<Shared>,
 ) {
     let activity = Activity::new();
     let tls = {
         let snap = shared.snapshot.load();
+        let name = listener.load().name.clone();
         snap.listeners
-            .get(&*listener)
+            .get(&*name)
             .and_then(|v| v.tls.as_ref())
             .map(|t| (t.config.clone(), t.store.clone()))
     };

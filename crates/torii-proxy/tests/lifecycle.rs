@@ -403,3 +403,110 @@ async fn file_changes_are_picked_up_by_the_watcher() {
     }
     assert_eq!(body, b"v2", "the watcher did not reload the changed file");
 }
+
+fn named(listener: &str, limits: &str, body: &str) -> String {
+    format!(
+        "listeners:\n  - name: {listener}\n    bind: 127.0.0.1:0\n{limits}admin:\n  bind: 127.0.0.1:0\naccess_log:\n  enabled: false\nserver:\n  watch_config: false\nroutes:\n  - name: v\n    listeners: [{listener}]\n    match: {{path: /version}}\n    direct_response: {{body: '{body}'}}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_renamed_listener_keeps_its_socket_and_its_connections() {
+    let gw = gateway(&named("public", "", "a")).await;
+    let a = addr(&gw).await;
+    let c = h1_client();
+    assert_eq!(&get(&c, format!("http://{a}/version")).await.2[..], b"a");
+    gw.apply(load(&named("front", "", "b"))).await.unwrap();
+    assert_eq!(
+        gw.listener_addr("front").await,
+        Some(a),
+        "same socket under the new name"
+    );
+    // The pooled keep-alive connection from before the rename routes with the new name.
+    assert_eq!(&get(&c, format!("http://{a}/version")).await.2[..], b"b");
+}
+
+#[tokio::test]
+async fn a_raised_connection_cap_applies_at_once() {
+    let gw = gateway(&named("public", "    limits: {max_connections: 1}\n", "a")).await;
+    let a = addr(&gw).await;
+    let _held = tokio::net::TcpStream::connect(a).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(a).await.unwrap();
+    second
+        .write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), second.read(&mut buf))
+            .await
+            .is_err(),
+        "cap of 1 not enforced"
+    );
+    gw.apply(load(&named(
+        "public",
+        "    limits: {max_connections: 2}\n",
+        "a",
+    )))
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut out))
+        .await
+        .expect("raised cap not applied while the first connection is held")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_on_both_protocols() {
+    // header_read_timeout is long, so only idle_timeout can close these connections.
+    let gw = gateway(&named(
+        "public",
+        "    limits: {idle_timeout: 300ms, header_read_timeout: 30s}\n",
+        "a",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    // HTTP/1.1: a served request, then silence.
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("idle HTTP/1.1 connection not closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // HTTP/2: a connection with no stream gets GOAWAY and is closed.
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(a).await.unwrap());
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, BoxBody>(
+        hyper_util::rt::TokioExecutor::new(),
+        io,
+    )
+    .await
+    .unwrap();
+    let ended = tokio::spawn(conn);
+    let r = send
+        .send_request(
+            Request::get(format!("http://{a}/version"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(r);
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("idle HTTP/2 connection not closed")
+        .unwrap()
+        .ok();
+}

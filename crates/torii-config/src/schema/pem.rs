@@ -1,14 +1,38 @@
 //! Reading PEM files named in the config (certificates, keys, CAs), with messages that say
-//! what is wrong with the file.
+//! what is wrong with the file. Files are read with a size limit (a path such as `/dev/zero`
+//! must not exhaust memory).
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::Read;
+
+/// Largest PEM file accepted.
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Reads a whole PEM file, refusing anything larger than [`MAX_PEM_BYTES`].
+pub fn read(path: &str) -> Result<Vec<u8>, String> {
+    // Only regular files: a device or FIFO (`/dev/stdin`, `/dev/zero`) could block or never end.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("`{path}` is not a regular file"));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!(
+            "`{path}` is larger than {MAX_PEM_BYTES} bytes; is it really a PEM file?"
+        ));
+    }
+    Ok(bytes)
+}
 
 /// Reads a certificate chain; at least one certificate.
 pub fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let iter = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificate file `{path}`: {e}"))?;
-    let certs: Vec<_> = iter
+    let bytes = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("`{path}` is not a valid PEM certificate file: {e}"))?;
     if certs.is_empty() {
@@ -21,6 +45,19 @@ pub fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Reads a private key.
 pub fn key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| format!("cannot read a private key from `{path}`: {e}"))
+}
+
+/// A digest of the contents of the given files (missing files count as empty), so a reload
+/// notices a changed certificate even when its path did not change.
+pub fn fingerprint<'a>(paths: impl IntoIterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in paths {
+        p.hash(&mut h);
+        read(p).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
 }

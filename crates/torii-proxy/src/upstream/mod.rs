@@ -28,6 +28,8 @@ pub struct Target {
     pub name: Arc<str>,
     /// Its pool.
     pub pool: Arc<TargetPool>,
+    /// Whether the target speaks TLS (`https://`).
+    pub tls: bool,
 }
 
 /// A named upstream service.
@@ -109,8 +111,14 @@ impl Upstream {
             // Pools are keyed by everything that shapes a connection, so an upstream whose
             // other settings change keeps its pooled connections.
             let key = format!(
-                "{}|{}|{}|{:?}|{:?}|{:?}",
-                authority, t.url.tls, http2, cfg.pool, cfg.timeouts.connect, cfg.tls
+                "{}|{}|{}|{:?}|{:?}|{:?}|{}",
+                authority,
+                t.url.tls,
+                http2,
+                cfg.pool,
+                cfg.timeouts.connect,
+                cfg.tls,
+                tls_files_fingerprint(cfg)
             );
             let pool = match pools.get(&key) {
                 Some(p) => p.clone(),
@@ -140,6 +148,7 @@ impl Upstream {
                 }
             };
             targets.push(Target {
+                tls: t.url.tls,
                 authority: http::HeaderValue::from_str(&authority)
                     .unwrap_or(http::HeaderValue::from_static("invalid")),
                 name: authority.into(),
@@ -189,7 +198,8 @@ impl Upstream {
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or(&target.name);
             let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            *req.uri_mut() = format!("http://{authority}{pq}").parse().map_err(|_| {
+            let scheme = if target.tls { "https" } else { "http" };
+            *req.uri_mut() = format!("{scheme}://{authority}{pq}").parse().map_err(|_| {
                 GatewayError::new(ErrorKind::BadRequest, "cannot build the upstream URI")
             })?;
         }
@@ -311,6 +321,16 @@ fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
     GatewayError::new(ErrorKind::UpstreamReset, format!("{}: {e}", target.name))
 }
 
+fn tls_files_fingerprint(cfg: &UpstreamConfig) -> u64 {
+    let t = &cfg.tls;
+    torii_config::schema::pem::fingerprint(
+        [&t.ca, &t.client_cert, &t.client_key]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+    )
+}
+
 /// Upstreams by name, kept across reloads while their settings do not change.
 #[derive(Default)]
 pub struct Registry {
@@ -338,7 +358,9 @@ impl Registry {
         let mut next = HashMap::new();
         let mut pools = inner.pools.clone();
         for cfg in configs {
-            let fingerprint = format!("{cfg:?}");
+            // The contents of CA and client-certificate files count too: a rotated file with
+            // the same path must rebuild the client.
+            let fingerprint = format!("{cfg:?}|{}", tls_files_fingerprint(cfg));
             let up = match inner.upstreams.get(&cfg.name) {
                 Some((fp, up)) if *fp == fingerprint => up.clone(),
                 _ => Arc::new(Upstream::build(cfg, &mut pools)?),
