@@ -63,9 +63,12 @@ pub struct ListenerLimits {
     /// Open client connections at most; further connections wait in the kernel backlog.
     pub max_connections: u32,
     /// Time for a client to send the complete request head (also covers a connection that never
-    /// sends a byte). 408 and close beyond.
+    /// sends a byte, the TLS handshake and HTTP/1-versus-HTTP/2 detection). The connection is
+    /// closed beyond. On HTTP/1.1 it also bounds the wait for the next request on a keep-alive
+    /// connection.
     pub header_read_timeout: Duration,
-    /// An idle keep-alive connection is closed after this long.
+    /// A connection that moved no byte in either direction for this long is closed gracefully
+    /// (in-flight exchanges finish; HTTP/2 gets GOAWAY).
     pub idle_timeout: Duration,
     /// Largest request head (request line plus headers); 431 beyond.
     pub max_header_bytes: ByteSize,
