@@ -21,6 +21,8 @@
 #   TARGETS ["direct nginx1"]  run.sh targets besides Torii (add nginx2 if wanted)
 #   TORII_PORT [18090]  TORII_ADMIN_PORT [18091]   (BASE_PORT [18080] is the backend)
 #   BENCH_PATH [/hello, or /svc<middle param route>/items/42 when ROUTES>1]
+#   NGINX_PARITY [0]    1 = nginx also adds Torii's forwarding and X-Request-ID headers
+#                       (conf/nginx-parity.conf.tmpl): a feature-matched reference
 #   SKIP_BUILD [0]      1 = use the existing target/release/torii and backend binaries
 #   TORII_LOG [warn]    Torii's log filter (its log goes to results/<run>/run/gateway.out)
 #   RESULTS_DIR [results/<timestamp>-torii-r<ROUTES>]
@@ -53,12 +55,23 @@ for n in BASE_PORT TORII_PORT TORII_ADMIN_PORT; do
   [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a port number"
 done
 
+src_state() { # commit + number of uncommitted changes in the sources Torii is built from
+  echo "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo NA)+$(git -C "$REPO" status \
+    --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)dirty"
+}
+
 # ---------- build ----------
+SRC_BEFORE=$(src_state)
 if [ "$SKIP_BUILD" != 1 ]; then
   log "building Torii (release) in $REPO"
   (cd "$REPO" && cargo build --release -p torii) || die "Torii release build failed"
   log "building the benchmark backend in $HERE/backend"
   (cd "$HERE/backend" && cargo build --release --locked) || die "backend build failed"
+fi
+SRC_AFTER=$(src_state)
+if [ "$SKIP_BUILD" != 1 ] && [ "$SRC_BEFORE" != "$SRC_AFTER" ]; then
+  log "WARNING: the sources changed during the build ($SRC_BEFORE -> $SRC_AFTER): the binary may"
+  log "         mix both states; run again (an up-to-date build finishes without compiling)"
 fi
 [ -x "$TORII_BIN" ] || die "no Torii binary at $TORII_BIN (run without SKIP_BUILD=1)"
 [ -x "$BACKEND_BIN" ] || die "no backend binary at $BACKEND_BIN (run without SKIP_BUILD=1)"
@@ -73,21 +86,24 @@ path=$(python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$CONF" 
 export BENCH_PATH=${BENCH_PATH:-$path}
 "$TORII_BIN" validate --config "$CONF" >&2 || die "Torii rejected $CONF"
 
-# what was measured: the Torii source state (another engineer may be editing crates/)
+# what was measured: the Torii source state (another engineer may be editing crates/); with
+# SKIP_BUILD=1 the source_* fields describe the tree now, not necessarily the binary's (see mtime)
 {
   echo "torii_bin=$TORII_BIN"
   echo "torii_version=$("$TORII_BIN" --version 2>&1 | head -1)"
-  echo "git_head=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo NA)"
-  echo "git_dirty_files=$(git -C "$REPO" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
+  echo "torii_bin_mtime=$(date -u -r "$TORII_BIN" +%FT%TZ)"
+  echo "source_before_build=$SRC_BEFORE source_after_build=$SRC_AFTER skip_build=$SKIP_BUILD"
   echo "rustc=$(rustc --version 2>/dev/null || echo NA)"
   echo "routes=$ROUTES bench_path=$BENCH_PATH config=$CONF"
   echo "loadavg_at_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS_DIR/torii.txt"
 git -C "$REPO" status --porcelain -- crates >"$RESULTS_DIR/git-status-crates.txt" 2>/dev/null || true
-log "Torii config: $CONF ($ROUTES generated/catch-all routes), benchmark path $BENCH_PATH"
+if [ "$ROUTES" = 1 ]; then rdesc="1 catch-all route"; else rdesc="$ROUTES generated routes + a catch-all"; fi
+log "Torii config: $CONF ($rdesc), benchmark path $BENCH_PATH"
 
 # ---------- run ----------
+if [ "${NGINX_PARITY:-0}" = 1 ]; then export NGINX_TMPL="$HERE/conf/nginx-parity.conf.tmpl"; fi
 export BASE_PORT
 export GATEWAY_CMD="$TORII_BIN run --config $CONF"
-export BENCH_LABELS="gateway=torii routes=$ROUTES ${BENCH_LABELS:-}"
+export BENCH_LABELS="gateway=torii routes=$ROUTES nginx_parity=${NGINX_PARITY:-0} ${BENCH_LABELS:-}"
 exec "$HERE/run.sh" "http://127.0.0.1:$TORII_PORT"

@@ -37,6 +37,8 @@
 #   GATEWAY_PID    PID of an already running gateway: used for CPU accounting, and with PIN=split
 #                  its threads are re-pinned to SERVER_CPUS (start it with `taskset -c 1` anyway,
 #                  so its runtime sizes itself for one CPU). It does not get NICE.
+#   NGINX_TMPL [conf/nginx.conf.tmpl]  nginx config template (conf/nginx-parity.conf.tmpl adds the
+#                  forwarding and request-id headers that Torii adds, for a feature-matched reference)
 #   QUIET_WAIT [0] seconds to wait (bounded) before each run for other load to drop under 10%
 #   RESULTS_DIR [results/<timestamp>]
 #   BENCH_LABELS   extra key=value words put at the start of the BENCH_RESULT line (e.g. gateway=torii)
@@ -63,6 +65,7 @@ GATEWAY_URL=${1:-${GATEWAY_URL:-}}
 GATEWAY_CMD=${GATEWAY_CMD:-}
 GATEWAY_PID=${GATEWAY_PID:-}
 BACKEND_BIN=${BACKEND_BIN:-$HERE/backend/target/release/bench-backend}
+NGINX_TMPL=${NGINX_TMPL:-$HERE/conf/nginx.conf.tmpl}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
 
 BACKEND_PORT=$BASE_PORT
@@ -76,6 +79,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 for tool in wrk nginx curl python3 taskset ss; do
   command -v "$tool" >/dev/null || die "missing tool: $tool (apt-get install nginx wrk curl)"
 done
+[ -r "$NGINX_TMPL" ] || die "no nginx template: $NGINX_TMPL"
 [ -x "$BACKEND_BIN" ] || die "backend not built: (cd $HERE/backend && cargo build --release)"
 case "$PIN" in split|none) ;; *) die "PIN must be split or none";; esac
 [[ $NICE =~ ^-?[0-9]+$ ]] || die "NICE must be an integer"
@@ -217,7 +221,7 @@ for t in "${TARGET_ARR[@]}"; do
     nginx1|nginx2)
       w=${t#nginx}; port=$NGINX1_PORT; [ "$w" = 2 ] && port=$NGINX2_PORT
       mkdir -p "$RUNDIR/$t.tmp"
-      render "$HERE/conf/nginx.conf.tmpl" "$RUNDIR/$t.conf" \
+      render "$NGINX_TMPL" "$RUNDIR/$t.conf" \
         WORKERS="$w" PORT="$port" BACKEND_PORT="$BACKEND_PORT" RUNDIR="$RUNDIR" NAME="$t"
       nginx -t -q -p "$RUNDIR" -e "$RUNDIR/$t.error.log" -c "$RUNDIR/$t.conf" -g 'daemon off;' \
         || die "nginx config test failed for $t"
@@ -322,6 +326,7 @@ measure() { # round target
   echo "cpu_model=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); gsub(/ /, "_", $2); print $2; exit}' /proc/cpuinfo)"
   echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///') wrk_version=$(wrk -v 2>&1 | awk 'NR==1 {print $2}')"
   echo "pin=$PIN client_cpus=$CLIENT_CPUS server_cpus=$SERVER_CPUS backend_cpus=$BACKEND_CPUS nice=$NICE autogroup=$(tr ' ' '_' </proc/self/autogroup 2>/dev/null || echo none) backend_threads=$BACKEND_THREADS"
+  echo "nginx_tmpl=$(basename "$NGINX_TMPL")"
   echo "wrk=-t$WRK_THREADS,-c$CONNS,-d${DURATION}s,--latency warmup=${WARMUP}s path=$BENCH_PATH rounds=$ROUNDS ref=$REF"
   for t in "${TARGET_ARR[@]}"; do echo "url.$t=${URL[$t]}"; done
   echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
