@@ -192,8 +192,13 @@ fn cross_check_messages_do_not_echo_secrets() {
 #[test]
 fn pem_paths_must_be_small_regular_files() {
     for path in ["/dev/zero", "/dev/stdin", "/nonexistent/cert.pem"] {
-        let src = format!("listeners:\n  - name: p\n    bind: 127.0.0.1:1\n    tls:\n      certificates: [{{cert: '{path}', key: '{path}'}}]\n");
+        let src = format!(
+            "listeners:\n  - name: p\n    bind: 127.0.0.1:1\n    tls:\n      certificates: [{{cert: '{path}', key: '{path}'}}]\n"
+        );
         let text = load(&src).unwrap_err().to_string();
-        assert!(text.contains("listeners[0].tls.certificates[0].cert"), "{path}: {text}");
+        assert!(
+            text.contains("listeners[0].tls.certificates[0].cert"),
+            "{path}: {text}"
+        );
     }
 }

@@ -166,51 +166,61 @@ pub fn set_forwarded(
     peer: IpAddr,
     peer_trusted: bool,
     proto: &'static str,
-    host: &str,
+    host: Option<&HeaderValue>,
 ) {
-    let peer_s = peer.to_string();
-    let xff = match (
-        peer_trusted,
-        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {peer_s}"),
-        _ => peer_s.clone(),
+    use std::fmt::Write as _;
+    // Each value is written once into its own buffer and handed to HeaderValue without a copy.
+    let prev_xff = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| peer_trusted && !p.is_empty());
+    let mut xff = String::with_capacity(prev_xff.map_or(0, str::len) + 48);
+    if let Some(prev) = prev_xff {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{peer}");
+    let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+    let prev_fwd = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| peer_trusted && !p.is_empty());
+    let mut fwd = String::with_capacity(prev_fwd.map_or(0, str::len) + 64 + host_str.len());
+    if let Some(prev) = prev_fwd {
+        fwd.push_str(prev);
+        fwd.push_str(", ");
+    }
+    let _ = match peer {
+        IpAddr::V6(_) => write!(fwd, "for=\"[{peer}]\";proto={proto}"),
+        IpAddr::V4(_) => write!(fwd, "for={peer};proto={proto}"),
     };
-    let for_node = match peer {
-        IpAddr::V6(_) => format!("\"[{peer_s}]\""),
-        IpAddr::V4(_) => peer_s,
-    };
-    let mut fwd = format!("for={for_node};proto={proto}");
-    if !host.is_empty()
-        && host
+    if !host_str.is_empty()
+        && host_str
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     {
         fwd.push_str(";host=");
-        fwd.push_str(host);
+        fwd.push_str(host_str);
     }
-    let forwarded = match (
-        peer_trusted,
-        headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) if !prev.is_empty() => format!("{prev}, {fwd}"),
-        _ => fwd,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
         headers.insert(header::FORWARDED, v);
     }
-    if !peer_trusted || !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    if (!peer_trusted || !headers.contains_key("x-forwarded-host"))
-        && let Ok(v) = HeaderValue::from_str(host)
+    if (!peer_trusted || !headers.contains_key(&X_FORWARDED_HOST))
+        && let Some(h) = host
     {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Whether the peer is a trusted proxy.
 pub fn peer_trusted(peer: SocketAddr, proxies: &[IpNet]) -> bool {

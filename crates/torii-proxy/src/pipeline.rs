@@ -370,10 +370,19 @@ async fn proxy(
         && !upstream.http2;
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let path = upstream_path(route, ctx);
-    let pq = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    // The common case (no rewrite, path already normal) reuses the request's own bytes.
+    let pq = match (&route.rewrite, parts.uri.path_and_query()) {
+        (None, Some(pq)) if pq.path() == ctx.path => pq.clone(),
+        _ => {
+            let path = upstream_path(route, ctx);
+            let s = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(s)).map_err(|_| {
+                GatewayError::new(ErrorKind::BadRequest, "cannot build upstream URI")
+            })?
+        }
     };
     // The authority of an absolute-form target (or HTTP/2 :authority) wins over Host, as in
     // routing (RFC 9112 3.2.2), so the upstream sees the host the router matched on.
@@ -384,24 +393,17 @@ async fn proxy(
         .or_else(|| parts.headers.get(header::HOST).cloned());
     forwarding::strip_hop_by_hop(&mut parts.headers, is_upgrade);
     let trusted = forwarding::peer_trusted(conn.peer, &view.trusted);
-    let fwd_host = original_host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
     forwarding::set_forwarded(
         &mut parts.headers,
         forwarding::canonical(conn.peer.ip()),
         trusted,
         conn.proto,
-        &fwd_host,
+        original_host.as_ref(),
     );
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
-    parts.uri = pq
-        .parse()
-        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "cannot build upstream URI"))?;
+    parts.uri = http::Uri::from(pq);
     parts.version = if upstream.http2 {
         http::Version::HTTP_2
     } else {

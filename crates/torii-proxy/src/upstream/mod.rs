@@ -204,14 +204,17 @@ impl Upstream {
             })?;
         }
         let conn = target.pool.checkout().await?;
-        let retry_parts = (idempotent(req.method()) && req.body().is_end_stream()).then(|| {
-            let mut r = Request::new(());
-            *r.method_mut() = req.method().clone();
-            *r.uri_mut() = req.uri().clone();
-            *r.version_mut() = req.version();
-            *r.headers_mut() = req.headers().clone();
-            r
-        });
+        // Only a reused HTTP/1.1 connection can turn out stale; only then is a copy kept.
+        let reused = matches!(conn, Conn::H1 { reused: true, .. });
+        let retry_parts =
+            (reused && idempotent(req.method()) && req.body().is_end_stream()).then(|| {
+                let mut r = Request::new(());
+                *r.method_mut() = req.method().clone();
+                *r.uri_mut() = req.uri().clone();
+                *r.version_mut() = req.version();
+                *r.headers_mut() = req.headers().clone();
+                r
+            });
         match conn {
             Conn::H2(mut sender) => {
                 let fut = sender.send_request(req);
