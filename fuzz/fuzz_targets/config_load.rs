@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
             );
             for d in &diags.items {
                 if let Some(pos) = d.pos {
-                    assert!(pos.line >= 1 && pos.col >= 1, "0-based position {pos:?} in {d:?}");
+                    assert!(
+                        pos.line >= 1 && pos.col >= 1,
+                        "0-based position {pos:?} in {d:?}"
+                    );
                 }
             }
         }

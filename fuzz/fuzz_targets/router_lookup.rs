@@ -33,8 +33,8 @@ use arbitrary::Arbitrary;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
 use torii_router::{
-    HeaderCondition, Lookup, PathKind, PathPattern, QueryCondition, RequestView, RouteSpec,
-    Router, Segment, ValueMatcher, normalize_host, normalize_path,
+    HeaderCondition, Lookup, PathKind, PathPattern, QueryCondition, RequestView, RouteSpec, Router,
+    Segment, ValueMatcher, normalize_host, normalize_path,
 };
 
 const MAX_ROUTES: usize = 12;
@@ -108,14 +108,21 @@ static COMPILED: LazyLock<Vec<regex::Regex>> = LazyLock::new(|| {
 /// `TORII_FUZZ_STATS` is set (to see that the reference checks are reached:
 /// `cargo fuzz run router_lookup -- -runs=0` with it set replays the corpus).
 static STATS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
-const STAT_NAMES: [&str; 5] = ["build_failed", "request_skipped", "found", "method_not_allowed", "not_found"];
-static SHOW_STATS: LazyLock<bool> = LazyLock::new(|| std::env::var_os("TORII_FUZZ_STATS").is_some());
+const STAT_NAMES: [&str; 5] = [
+    "build_failed",
+    "request_skipped",
+    "found",
+    "method_not_allowed",
+    "not_found",
+];
+static SHOW_STATS: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("TORII_FUZZ_STATS").is_some());
 
 fn stat(i: usize) {
     STATS[i].fetch_add(1, Ordering::Relaxed);
     if *SHOW_STATS {
         let total: u64 = STATS.iter().map(|s| s.load(Ordering::Relaxed)).sum();
-        if total.is_power_of_two() || total % 4096 == 0 {
+        if total.is_power_of_two() || total.is_multiple_of(4096) {
             let parts: Vec<String> = STAT_NAMES
                 .iter()
                 .zip(&STATS)
@@ -153,7 +160,9 @@ enum MethodIn {
 
 impl MethodIn {
     fn method(&self) -> Option<Method> {
-        const FIXED: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"];
+        const FIXED: &[&str] = &[
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE",
+        ];
         match self {
             MethodIn::Fixed(i) => Method::from_bytes(pick(FIXED, *i).as_bytes()).ok(),
             MethodIn::Raw(b) => Method::from_bytes(b).ok(),
@@ -193,7 +202,10 @@ struct RouteIn {
 
 #[derive(Debug, Arbitrary)]
 enum PathIn {
-    Built { segments: Vec<Lit>, trailing_slash: bool },
+    Built {
+        segments: Vec<Lit>,
+        trailing_slash: bool,
+    },
     Raw(String),
 }
 
@@ -362,12 +374,26 @@ fn run(input: Input) {
             rest = &rest[i + 2..];
         }
         text.push_str(rest);
-        let kind = if r.prefix { PathKind::Prefix } else { PathKind::Exact };
+        let kind = if r.prefix {
+            PathKind::Prefix
+        } else {
+            PathKind::Exact
+        };
         let Ok(pattern) = PathPattern::parse(kind, &text) else {
             continue;
         };
-        let hosts: Vec<String> = r.hosts.iter().take(3).map(|&h| pick(ROUTE_HOSTS, h).to_owned()).collect();
-        let methods: Vec<Method> = r.methods.iter().take(4).filter_map(MethodIn::method).collect();
+        let hosts: Vec<String> = r
+            .hosts
+            .iter()
+            .take(3)
+            .map(|&h| pick(ROUTE_HOSTS, h).to_owned())
+            .collect();
+        let methods: Vec<Method> = r
+            .methods
+            .iter()
+            .take(4)
+            .filter_map(MethodIn::method)
+            .collect();
         let headers: Vec<HeaderCondition> = r
             .headers
             .iter()
@@ -496,9 +522,13 @@ fn run(input: Input) {
     }
 }
 
+/// Order in which the router tries matching routes: host tier, path
+/// specificity key, more conditions first, declaration index.
+type Rank = ((u8, Reverse<usize>), Vec<u8>, Reverse<usize>, usize);
+
 fn check(refs: &[RefRoute], req: &RequestView<'_>, got: &Lookup<'_, '_, usize>) {
     let (segs, trailing) = split_path(req.path);
-    let mut best: Option<((u8, Reverse<usize>), Vec<u8>, Reverse<usize>, usize)> = None;
+    let mut best: Option<Rank> = None;
     let mut best_params = Vec::new();
     let mut allow: Vec<Method> = Vec::new();
     let mut method_only = false;
@@ -541,7 +571,10 @@ fn check(refs: &[RefRoute], req: &RequestView<'_>, got: &Lookup<'_, '_, usize>) 
             let names: Vec<&str> = refs[id].pattern.param_names().collect();
             let got_params: Vec<(&str, &str)> = m.params.iter().collect();
             let want: Vec<(&str, &str)> = names.iter().copied().zip(best_params).collect();
-            assert_eq!(got_params, want, "request {req:?}: parameters of route {id}");
+            assert_eq!(
+                got_params, want,
+                "request {req:?}: parameters of route {id}"
+            );
         }
         (Lookup::Found(m), None) => panic!(
             "request {req:?}: router found route {} ({:?}), reference found none",
@@ -552,13 +585,26 @@ fn check(refs: &[RefRoute], req: &RequestView<'_>, got: &Lookup<'_, '_, usize>) 
             b.3, refs[b.3]
         ),
         (Lookup::MethodNotAllowed { allow: got_allow }, None) => {
-            assert!(method_only, "request {req:?}: 405 {got_allow} but no route failed only on method");
+            assert!(
+                method_only,
+                "request {req:?}: 405 {got_allow} but no route failed only on method"
+            );
             allow.sort_by_key(allow_rank);
-            assert_eq!(got_allow.as_slice(), allow.as_slice(), "request {req:?}: Allow set");
-            assert!(!got_allow.contains(req.method), "request {req:?}: Allow has the request method");
+            assert_eq!(
+                got_allow.as_slice(),
+                allow.as_slice(),
+                "request {req:?}: Allow set"
+            );
+            assert!(
+                !got_allow.contains(req.method),
+                "request {req:?}: Allow has the request method"
+            );
         }
         (Lookup::NotFound, None) => {
-            assert!(!method_only, "request {req:?}: 404 but some route failed only on method (allow {allow:?})");
+            assert!(
+                !method_only,
+                "request {req:?}: 404 but some route failed only on method (allow {allow:?})"
+            );
         }
     }
 }
