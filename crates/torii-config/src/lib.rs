@@ -48,7 +48,13 @@ pub struct Loaded {
 
 /// The JSON Schema of the config file, generated from the file types.
 pub fn json_schema() -> Value {
-    schemars::schema_for!(Config).to_value()
+    schema_cached().clone()
+}
+
+/// The schema is generated once per process: every load (startup, validate, each reload) walks it.
+fn schema_cached() -> &'static Value {
+    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| schemars::schema_for!(Config).to_value())
 }
 
 /// Reads and loads a config file. `name` in messages is the path as given.
@@ -96,8 +102,7 @@ pub fn load_str(name: &str, src: &str, env: &dyn Env) -> Result<Loaded, Diagnost
     let mut tree = yaml::parse(src).map_err(|d| Diagnostics::new(name, src, d))?;
     let mut errors = Vec::new();
     expand::expand_tree(&mut tree, env, &KeyPath::root(), &mut errors);
-    let schema = json_schema();
-    let prunes = check::check(&schema, &tree, &mut errors);
+    let prunes = check::check(schema_cached(), &tree, &mut errors);
 
     // Drop what was already reported, then deserialize element by element so the cross-checks
     // still see everything that is valid.

@@ -46,6 +46,9 @@ pub enum HostError {
     /// The host (without port and trailing dot) is empty.
     #[error("host is empty")]
     Empty,
+    /// A label of the host is empty (`.a`, `a..b`).
+    #[error("host has an empty label")]
+    EmptyLabel,
     /// A character outside letters, digits, `-` and `.` (or, inside
     /// brackets, hex digits, `:` and `.`).
     #[error("byte 0x{byte:02X} at position {position} is not allowed in a host")]
@@ -310,6 +313,11 @@ pub fn normalize_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
         let host = host.strip_suffix('.').unwrap_or(host);
         if host.is_empty() {
             return Err(HostError::Empty);
+        }
+        // Empty labels (`.a`, `a..b`, `..`) are not host names; accepting them would let
+        // `.example.com` match `*.example.com` and make normalisation non-idempotent.
+        if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
+            return Err(HostError::EmptyLabel);
         }
         if let Some((position, &byte)) = host
             .as_bytes()

@@ -241,3 +241,11 @@ fn host_errors() {
     assert!(normalize_host("ex\u{e4}mple.com").is_err());
     assert!(normalize_host("user@host").is_err());
 }
+
+#[test]
+fn hosts_with_empty_labels_are_rejected() {
+    for bad in ["..", ".", ".example.com", "a..b", "..example.com", "a..:80"] {
+        assert!(normalize_host(bad).is_err(), "{bad}");
+    }
+    assert_eq!(normalize_host("example.com.").unwrap(), "example.com");
+}
