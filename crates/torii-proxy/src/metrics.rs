@@ -130,6 +130,13 @@ impl Metrics {
         }
     }
 
+    /// Folds recorded histogram samples into their buckets. Must run periodically: samples
+    /// are buffered until then, so without it memory would grow with traffic when nobody
+    /// scrapes `/metrics`.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();

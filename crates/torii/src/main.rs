@@ -82,10 +82,7 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => {
             init_logging();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
@@ -100,6 +97,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The tokio runtime: multi-threaded, one worker per CPU this process may run on; with a single
+/// CPU (a pinned process, a 1-vCPU container) a current-thread runtime, which avoids the
+/// work-stealing scheduler's cross-thread bookkeeping on every wake-up.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .enable_all()
+            .build()
     }
 }
 
