@@ -159,8 +159,12 @@ macro_rules! drive {
     ($conn:expr, $shutdown:expr, $activity:expr, $idle:expr) => {{
         let c = $conn;
         tokio::pin!(c);
+        // The watchdog wakes every quarter of the idle timeout and closes the connection once
+        // a full timeout passed with no read or write: it closes within 1.25x the timeout.
+        let step = ($idle / 4).max(Duration::from_millis(10));
+        let mut seen = $activity.ops();
+        let mut quiet = Duration::ZERO;
         loop {
-            let wait = $idle.saturating_sub($activity.idle_for());
             tokio::select! {
                 r = c.as_mut() => {
                     if let Err(e) = r {
@@ -169,9 +173,16 @@ macro_rules! drive {
                     return;
                 }
                 _ = $shutdown.changed() => break,
-                () = tokio::time::sleep(wait) => {
-                    if $activity.idle_for() >= $idle {
-                        break;
+                () = tokio::time::sleep(step) => {
+                    let now = $activity.ops();
+                    if now != seen {
+                        seen = now;
+                        quiet = Duration::ZERO;
+                    } else {
+                        quiet += step;
+                        if quiet >= $idle {
+                            break;
+                        }
                     }
                 }
             }
