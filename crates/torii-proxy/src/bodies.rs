@@ -31,7 +31,31 @@ impl IdleTimer {
     fn new(after: Duration) -> Self {
         Self { after, sleep: None }
     }
-    /// Called when the inner body returned Pending; errors when the timer fired.
+    /// Polls `inner` for a frame: the timer is armed while it is pending, reset when a frame
+    /// arrives, and a timer that fires ends the body with [`BodyIdle`].
+    fn poll_frame<B>(
+        &mut self,
+        inner: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        match inner.poll_frame(cx) {
+            Poll::Pending => match self.poll_pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Some(Err(e.into()))),
+            },
+            Poll::Ready(Some(Ok(frame))) => {
+                self.progress();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Result<(), BodyIdle> {
         let after = self.after;
         let sleep = self
@@ -78,13 +102,8 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => match this.idle.poll_pending(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Some(Err(e.into()))),
-            },
+        match this.idle.poll_frame(Pin::new(&mut this.inner), cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle.progress();
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
                     if this.seen > this.limit {
@@ -145,28 +164,22 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => match this.idle.poll_pending(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => {
-                    this.guard = None;
-                    Poll::Ready(Some(Err(e.into())))
-                }
-            },
+        match this.idle.poll_frame(Pin::new(&mut this.inner), cx) {
+            Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 this.release();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle.progress();
                 if this.inner.is_end_stream() {
                     this.release();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                // A broken or stalled body: the connection is not reused.
                 this.guard = None;
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
         }
     }

@@ -118,19 +118,27 @@ impl TargetPool {
 
     /// A new connection, bypassing the idle list (used to retry after a stale reuse).
     pub async fn fresh(self: &Arc<Self>) -> Result<Conn, GatewayError> {
-        let permit = tokio::time::timeout(
+        let permit = self
+            .wait_for_permit("no free connection for a retry")
+            .await?;
+        self.connect_h1(permit).await
+    }
+
+    /// A connection slot, waiting at most the queue timeout.
+    async fn wait_for_permit(
+        &self,
+        what: &'static str,
+    ) -> Result<OwnedSemaphorePermit, GatewayError> {
+        match tokio::time::timeout(
             self.settings.queue_timeout,
             self.permits.clone().acquire_owned(),
         )
         .await
-        .map_err(|_| {
-            GatewayError::new(
-                ErrorKind::UpstreamPoolExhausted,
-                "no free connection for a retry",
-            )
-        })?
-        .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
-        self.connect_h1(permit).await
+        {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(GatewayError::new(ErrorKind::Internal, "pool closed")),
+            Err(_) => Err(GatewayError::new(ErrorKind::UpstreamPoolExhausted, what)),
+        }
     }
 
     fn pop_idle(&self) -> Option<Idle> {
@@ -186,18 +194,7 @@ impl TargetPool {
             return Ok(Conn::H2(sender.clone()));
         }
         *slot = None;
-        let permit = tokio::time::timeout(
-            self.settings.queue_timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| {
-            GatewayError::new(
-                ErrorKind::UpstreamPoolExhausted,
-                "no free HTTP/2 connection",
-            )
-        })?
-        .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool closed"))?;
+        let permit = self.wait_for_permit("no free HTTP/2 connection").await?;
         let io: Stream = self.connector.connect().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
