@@ -47,14 +47,19 @@ pub struct Shared {
     drained: Notify,
 }
 
-/// Decrements the active-connection count when a connection ends.
-pub struct ActiveConn<'a>(&'a Shared);
+/// One client connection's slot: its share of the listener's connection cap and of the open
+/// connection count. Held by the connection and, after a WebSocket upgrade, by the tunnel, so
+/// upgraded connections still count and shutdown waits for them.
+pub struct ConnSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+}
 
-impl Drop for ActiveConn<'_> {
+impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0.metrics.open_connections.decrement(1.0);
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.drained.notify_waiters();
+        self.shared.metrics.open_connections.decrement(1.0);
+        if self.shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.drained.notify_waiters();
         }
     }
 }
@@ -64,10 +69,10 @@ impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
-    fn track_connection(&self) -> ActiveConn<'_> {
+    fn track_connection(self: &Arc<Self>, permit: tokio::sync::OwnedSemaphorePermit) -> Arc<ConnSlot> {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.metrics.open_connections.increment(1.0);
-        ActiveConn(self)
+        Arc::new(ConnSlot { _permit: permit, shared: self.clone() })
     }
     /// Open client connections.
     pub fn active_connections(&self) -> usize {

@@ -33,6 +33,8 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// TLS facts, on a TLS listener.
     pub tls: Option<TlsConn>,
+    /// The connection's slot (cap and count); a WebSocket tunnel keeps it.
+    pub slot: Arc<crate::ConnSlot>,
 }
 
 /// What the pipeline needs to know about a TLS connection.
@@ -428,7 +430,7 @@ async fn proxy(
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let guard = resp.guard;
-            tokio::spawn(crate::tunnel::run(client_upgrade, upstream_upgrade, guard));
+            tokio::spawn(crate::tunnel::run(client_upgrade, upstream_upgrade, guard, conn.slot.clone()));
             let (mut rparts, _) = response.into_parts();
             forwarding::strip_hop_by_hop(&mut rparts.headers, true);
             return Ok(Response::from_parts(rparts, Body::Empty));

@@ -113,9 +113,8 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let settings = settings.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    let _active = shared.track_connection();
-                    serve(stream, peer, settings, &current.limits, shared.clone()).await;
+                    let slot = shared.track_connection(permit);
+                    serve(stream, peer, settings, slot, &current.limits, shared.clone()).await;
                 });
             }
             Err(e) => {
@@ -196,6 +195,7 @@ async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ArcSwap<ListenerSettings>>,
+    slot: Arc<crate::ConnSlot>,
     limits: &ListenerLimits,
     shared: Arc<Shared>,
 ) {
@@ -228,6 +228,7 @@ async fn serve(
                 listener,
                 peer,
                 proto: "https",
+                slot: slot.clone(),
                 tls: Some(pipeline::TlsConn { sni, store }),
             });
             run(
@@ -249,6 +250,7 @@ async fn serve(
                 listener,
                 peer,
                 proto: "http",
+                slot,
                 tls: None,
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream, activity.clone()));

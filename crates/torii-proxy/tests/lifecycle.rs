@@ -510,3 +510,26 @@ async fn idle_keep_alive_connections_are_closed_on_both_protocols() {
         .unwrap()
         .ok();
 }
+
+#[tokio::test]
+async fn websocket_tunnels_keep_their_connection_slot() {
+    let ws_up = upgrade_echo_upstream().await;
+    let cfg = config(&format!("upstreams:\n  - name: ws\n    targets: [{{url: 'http://{ws_up}'}}]\nroutes:\n  - name: ws\n    match: {{path: /ws}}\n    upstream: ws\n  - name: v\n    match: {{path: /v}}\n    direct_response: {{body: ok}}\n"))
+        .replace("bind: 127.0.0.1:0\nadmin", "bind: 127.0.0.1:0\n    limits: {max_connections: 1}\nadmin");
+    let gw = gateway(&cfg).await;
+    let a = addr(&gw).await;
+    let mut tunnel = open_tunnel(a).await;
+    tunnel.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    tunnel.read_exact(&mut one).await.unwrap();
+    assert_eq!(gw.shared().active_connections(), 1, "the upgraded connection still counts");
+    // The cap of 1 is taken by the tunnel: another connection waits.
+    let mut other = tokio::net::TcpStream::connect(a).await.unwrap();
+    other.write_all(b"GET /v HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 8];
+    assert!(tokio::time::timeout(Duration::from_millis(200), other.read(&mut buf)).await.is_err());
+    drop(tunnel);
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut out)).await.expect("slot not released when the tunnel closed").unwrap();
+    assert!(String::from_utf8_lossy(&out).ends_with("ok"));
+}
