@@ -69,10 +69,16 @@ impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
-    fn track_connection(self: &Arc<Self>, permit: tokio::sync::OwnedSemaphorePermit) -> Arc<ConnSlot> {
+    fn track_connection(
+        self: &Arc<Self>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Arc<ConnSlot> {
         self.active.fetch_add(1, Ordering::AcqRel);
         self.metrics.open_connections.increment(1.0);
-        Arc::new(ConnSlot { _permit: permit, shared: self.clone() })
+        Arc::new(ConnSlot {
+            _permit: permit,
+            shared: self.clone(),
+        })
     }
     /// Open client connections.
     pub fn active_connections(&self) -> usize {

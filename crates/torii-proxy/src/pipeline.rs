@@ -430,7 +430,12 @@ async fn proxy(
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let guard = resp.guard;
-            tokio::spawn(crate::tunnel::run(client_upgrade, upstream_upgrade, guard, conn.slot.clone()));
+            tokio::spawn(crate::tunnel::run(
+                client_upgrade,
+                upstream_upgrade,
+                guard,
+                conn.slot.clone(),
+            ));
             let (mut rparts, _) = response.into_parts();
             forwarding::strip_hop_by_hop(&mut rparts.headers, true);
             return Ok(Response::from_parts(rparts, Body::Empty));

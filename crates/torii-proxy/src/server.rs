@@ -114,7 +114,15 @@ async fn accept_loop(
                 let settings = settings.clone();
                 tokio::spawn(async move {
                     let slot = shared.track_connection(permit);
-                    serve(stream, peer, settings, slot, &current.limits, shared.clone()).await;
+                    serve(
+                        stream,
+                        peer,
+                        settings,
+                        slot,
+                        &current.limits,
+                        shared.clone(),
+                    )
+                    .await;
                 });
             }
             Err(e) => {

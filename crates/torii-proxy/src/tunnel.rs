@@ -7,7 +7,12 @@ use std::sync::Arc;
 
 /// Joins the client's and the upstream's upgraded connections. `slot` keeps the client
 /// connection counted (connection cap, open connections, shutdown drain) while the tunnel lives.
-pub async fn run(client: OnUpgrade, upstream: OnUpgrade, guard: Option<crate::upstream::ConnGuard>, slot: Arc<crate::ConnSlot>) {
+pub async fn run(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    guard: Option<crate::upstream::ConnGuard>,
+    slot: Arc<crate::ConnSlot>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

@@ -522,14 +522,28 @@ async fn websocket_tunnels_keep_their_connection_slot() {
     tunnel.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
     tunnel.read_exact(&mut one).await.unwrap();
-    assert_eq!(gw.shared().active_connections(), 1, "the upgraded connection still counts");
+    assert_eq!(
+        gw.shared().active_connections(),
+        1,
+        "the upgraded connection still counts"
+    );
     // The cap of 1 is taken by the tunnel: another connection waits.
     let mut other = tokio::net::TcpStream::connect(a).await.unwrap();
-    other.write_all(b"GET /v HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    other
+        .write_all(b"GET /v HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 8];
-    assert!(tokio::time::timeout(Duration::from_millis(200), other.read(&mut buf)).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), other.read(&mut buf))
+            .await
+            .is_err()
+    );
     drop(tunnel);
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut out)).await.expect("slot not released when the tunnel closed").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut out))
+        .await
+        .expect("slot not released when the tunnel closed")
+        .unwrap();
     assert!(String::from_utf8_lossy(&out).ends_with("ok"));
 }

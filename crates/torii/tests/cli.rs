@@ -185,3 +185,78 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// CPU time (user + system) of a process, in clock ticks.
+#[cfg(target_os = "linux")]
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn running_out_of_file_descriptors_slows_accepting_without_spinning() {
+    let (port, admin) = (free_port(), free_port());
+    let p = tmp("fd", &config(port, admin, "alive"));
+    // A low descriptor limit, set by the shell before exec.
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec {} run -c {}",
+            env!("CARGO_BIN_EXE_torii"),
+            p.display()
+        ))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !rx
+        .recv_timeout(Duration::from_millis(100))
+        .map(|l| l.contains("\"ready\""))
+        .unwrap_or(false)
+    {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+    }
+    // Far more connections than descriptors: accept hits EMFILE.
+    let held: Vec<_> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_millis(1500));
+    let used = cpu_ticks(child.id()) - before;
+    // 1.5 s of wall time is 150 ticks at 100 Hz; a spinning accept loop would burn most of them.
+    assert!(
+        used < 60,
+        "accept loop used {used} ticks in 1.5 s while out of descriptors"
+    );
+    assert!(
+        rx.try_iter().any(|l| l.contains("accept failed")),
+        "EMFILE was not reached or not logged"
+    );
+    drop(held);
+    // Descriptors are back: the gateway serves again.
+    let mut ok = false;
+    for _ in 0..50 {
+        if http_get(port, "/v").is_some_and(|r| r.ends_with("alive")) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "the gateway did not recover");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+}
