@@ -65,14 +65,42 @@ fn dir_of(p: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// A running file watcher. Keep it alive for as long as reloads on file change are wanted.
+pub struct ConfigWatch {
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    files: Arc<Mutex<HashSet<PathBuf>>>,
+    dirs: Mutex<HashSet<PathBuf>>,
+    watcher: Mutex<notify::RecommendedWatcher>,
+}
+
+impl ConfigWatch {
+    /// Follows the files the running config names (call after any reload, e.g. on SIGHUP):
+    /// newly named certificate or CA files are watched from now on.
+    pub fn refresh(&self) {
+        let now = watched_files(&self.gw, &self.path);
+        if let (Ok(mut w), Ok(mut dirs)) = (self.watcher.lock(), self.dirs.lock()) {
+            for file in &now {
+                let d = dir_of(file);
+                if !dirs.contains(&d) && w.watch(&d, RecursiveMode::NonRecursive).is_ok() {
+                    dirs.insert(d);
+                }
+            }
+        }
+        if let Ok(mut f) = self.files.lock() {
+            *f = now;
+        }
+    }
+}
+
 /// Watches the config file and the files it names, and reloads after changes settle.
 pub fn watch(
     gw: Arc<Gateway>,
     path: PathBuf,
     debounce: Duration,
-) -> notify::Result<Arc<Mutex<notify::RecommendedWatcher>>> {
+) -> notify::Result<Arc<ConfigWatch>> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let files = Arc::new(Mutex::new(watched_files(&gw, &path)));
+    let files = Arc::new(Mutex::new(HashSet::new()));
     let seen = files.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
@@ -89,19 +117,21 @@ pub fn watch(
             let _ = tx.send(());
         }
     })?;
-    let watcher = Arc::new(Mutex::new(watcher));
-    let mut dirs: HashSet<PathBuf> = HashSet::new();
-    if let (Ok(mut w), Ok(f)) = (watcher.lock(), files.lock()) {
-        for file in f.iter() {
-            let d = dir_of(file);
-            if dirs.insert(d.clone()) {
-                w.watch(&d, RecursiveMode::NonRecursive)?;
-            }
-        }
-    }
-    let w2 = watcher.clone();
+    let cw = Arc::new(ConfigWatch {
+        gw: gw.clone(),
+        path: path.clone(),
+        files,
+        dirs: Mutex::new(HashSet::new()),
+        watcher: Mutex::new(watcher),
+    });
+    // The config file's own directory must be watchable; the others are best effort.
+    cw.watcher
+        .lock()
+        .map_err(|_| notify::Error::generic("watcher poisoned"))?
+        .watch(&dir_of(&absolute(&path)), RecursiveMode::NonRecursive)?;
+    cw.refresh();
+    let task = cw.clone();
     tokio::spawn(async move {
-        let mut dirs = dirs;
         while rx.recv().await.is_some() {
             // Debounce: wait until no event arrived for `debounce`.
             loop {
@@ -111,25 +141,13 @@ pub fn watch(
                     Err(_) => break,
                 }
             }
-            if reload_from(&gw, &path, &torii_config::ProcessEnv)
+            if reload_from(&task.gw, &task.path, &torii_config::ProcessEnv)
                 .await
                 .is_ok()
             {
-                // Follow files the new config names.
-                let now = watched_files(&gw, &path);
-                if let Ok(mut w) = w2.lock() {
-                    for file in &now {
-                        let d = dir_of(file);
-                        if dirs.insert(d.clone()) {
-                            let _ = w.watch(&d, RecursiveMode::NonRecursive);
-                        }
-                    }
-                }
-                if let Ok(mut f) = files.lock() {
-                    *f = now;
-                }
+                task.refresh();
             }
         }
     });
-    Ok(watcher)
+    Ok(cw)
 }

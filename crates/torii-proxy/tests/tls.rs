@@ -371,3 +371,46 @@ async fn https_upstreams_are_verified_and_can_use_client_certificates() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificate_files_are_picked_up_by_the_watcher() {
+    let pki = Pki::new("rotate");
+    let a = pki.leaf("a", &["old.test"]);
+    let cfg_path = pki.dir.join("gw.yaml");
+    std::fs::write(
+        &cfg_path,
+        tls_listener_config(std::slice::from_ref(&a), "reject"),
+    )
+    .unwrap();
+    let loaded = torii_config::load_file(&cfg_path, &|_: &str| None).unwrap();
+    let gw = torii_proxy::Gateway::start(loaded).await.unwrap();
+    let addr = gw.listener_addr("public").await.unwrap();
+    let _w = torii_proxy::reload::watch(
+        gw.clone(),
+        cfg_path.clone(),
+        std::time::Duration::from_millis(50),
+    )
+    .unwrap();
+    let cfg = client_config(pki.roots(), &[b"http/1.1"]);
+    assert!(
+        tls_get(addr, cfg.clone(), "old.test", "old.test")
+            .await
+            .is_ok()
+    );
+    // Rotate: the same file paths now hold a certificate for another name.
+    let b = pki.leaf("b", &["new.test"]);
+    std::fs::copy(&b.1, &a.1).unwrap();
+    std::fs::copy(&b.0, &a.0).unwrap();
+    let mut ok = false;
+    for _ in 0..200 {
+        if tls_get(addr, cfg.clone(), "new.test", "new.test")
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(ok, "the rotated certificate was not loaded");
+}

@@ -144,7 +144,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     if let Some(a) = gw.admin_addr() {
         tracing::info!(addr = %a, "admin listening");
     }
-    let _watcher = if watch {
+    let watcher = if watch {
         match torii_proxy::reload::watch(gw.clone(), path.clone(), Duration::from_millis(250)) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -157,7 +157,13 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     };
     tracing::info!("ready");
     while let Signal::Reload = signals.next().await {
-        let _ = torii_proxy::reload::reload_from(&gw, &path, &ProcessEnv).await;
+        if torii_proxy::reload::reload_from(&gw, &path, &ProcessEnv)
+            .await
+            .is_ok()
+            && let Some(w) = &watcher
+        {
+            w.refresh();
+        }
     }
     tracing::info!(grace = ?grace, "shutting down");
     gw.shutdown(grace).await;
