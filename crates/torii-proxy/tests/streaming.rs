@@ -162,14 +162,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
         }
     })
     .await;
-    let dir = std::env::temp_dir().join(format!("torii-log-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let log = dir.join("access.log");
-    let _ = std::fs::remove_file(&log);
-    let cfg = cfg_for(up.addr, "", "").replace(
-        "access_log:\n  enabled: false",
-        &format!("access_log:\n  path: {}", log.display()),
-    );
+    let (cfg, log) = with_access_log(cfg_for(up.addr, "", ""), "abort");
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
     let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
@@ -182,13 +175,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
         .await
         .expect("upstream request was not cancelled");
     // The access log says 499, client abort.
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains("/slow")) {
-            break l.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let line = log_line(&log, "/slow").await;
     let j = json(line.as_bytes());
     assert_eq!(j["status"], 499, "{line}");
     assert_eq!(j["route"], "all");
@@ -197,26 +184,13 @@ async fn client_disconnect_cancels_the_upstream_request() {
 #[tokio::test]
 async fn access_log_line_has_the_fields_and_redacts_secrets() {
     let up = echo_upstream(false).await;
-    let dir = std::env::temp_dir().join(format!("torii-log2-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let log = dir.join("access.log");
-    let _ = std::fs::remove_file(&log);
-    let cfg = cfg_for(up.addr, "", "").replace(
-        "access_log:\n  enabled: false",
-        &format!("access_log:\n  path: {}", log.display()),
-    );
+    let (cfg, log) = with_access_log(cfg_for(up.addr, "", ""), "fields");
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
     let (s, h, _) = get(&h1_client(), format!("http://{a}/p?api_key=sekret&x=1")).await;
     assert_eq!(s, StatusCode::OK);
     let rid = h["x-request-id"].to_str().unwrap().to_string();
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains(&rid)) {
-            break l.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let line = log_line(&log, &rid).await;
     assert!(!line.contains("sekret"), "{line}");
     let j = json(line.as_bytes());
     assert_eq!(j["path"], "/p?api_key=REDACTED&x=1");
@@ -269,4 +243,32 @@ async fn upstream_body_idle_timeout_ends_the_exchange() {
         "a stalled body must end in an error, not look complete"
     );
     drop(tx);
+}
+
+/// Turns the access log on, writing to a fresh file; returns the config and the file.
+fn with_access_log(cfg: String, tag: &str) -> (String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("torii-log-{tag}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let log = dir.join("access.log");
+    let _ = std::fs::remove_file(&log);
+    let cfg = cfg.replace(
+        "access_log:\n  enabled: false",
+        &format!("access_log:\n  path: {}", log.display()),
+    );
+    (cfg, log)
+}
+
+/// Waits for the access-log line containing `needle` (the writer thread flushes asynchronously).
+async fn log_line(log: &std::path::Path, needle: &str) -> String {
+    for _ in 0..500 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "no access-log line containing {needle:?} in {}",
+        log.display()
+    );
 }

@@ -141,24 +141,8 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
         .spawn()
         .unwrap();
     // Readiness: wait for the "listening" log line of the public listener.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |what: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
-                && line.contains(what)
-            {
-                return line;
-            }
-        }
-        panic!("no log line containing {what:?}");
-    };
+    let log = Log::of(&mut child);
+    let wait_for = |what: &str| log.wait_for(what);
     wait_for("\"ready\"");
     assert!(http_get(port, "/v").unwrap().ends_with("one"));
     std::fs::write(&p, config(port, admin, "two")).unwrap();
@@ -212,21 +196,8 @@ fn running_out_of_file_descriptors_slows_accepting_without_spinning() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !rx
-        .recv_timeout(Duration::from_millis(100))
-        .map(|l| l.contains("\"ready\""))
-        .unwrap_or(false)
-    {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-    }
+    let log = Log::of(&mut child);
+    log.wait_for("\"ready\"");
     // Far more connections than descriptors: accept hits EMFILE.
     let held: Vec<_> = (0..120)
         .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
@@ -240,7 +211,7 @@ fn running_out_of_file_descriptors_slows_accepting_without_spinning() {
         "accept loop used {used} ticks in 1.5 s while out of descriptors"
     );
     assert!(
-        rx.try_iter().any(|l| l.contains("accept failed")),
+        log.lines.try_iter().any(|l| l.contains("accept failed")),
         "EMFILE was not reached or not logged"
     );
     drop(held);
@@ -259,4 +230,35 @@ fn running_out_of_file_descriptors_slows_accepting_without_spinning() {
         .status()
         .unwrap();
     let _ = child.wait();
+}
+
+/// The child's stderr, line by line, read on a thread (the readiness signal is a log line).
+struct Log {
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Log {
+    fn of(child: &mut std::process::Child) -> Self {
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { lines }
+    }
+
+    /// The next line containing `what`, within 20 s.
+    fn wait_for(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100))
+                && line.contains(what)
+            {
+                return line;
+            }
+        }
+        panic!("no log line containing {what:?}");
+    }
 }
