@@ -15,6 +15,7 @@
 pub mod check;
 pub mod diag;
 pub mod expand;
+pub mod plugins;
 pub mod schema;
 pub mod template;
 mod validate;
@@ -23,6 +24,7 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use expand::{Env, ProcessEnv};
+pub use plugins::{NoPlugins, PluginCatalog, PluginError, Seg};
 pub use schema::Config;
 pub use template::PathTemplate;
 pub use validate::Routers;
@@ -37,28 +39,53 @@ use yaml::{Node, PathSeg};
 /// Largest config file accepted.
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
 
-/// A loaded, fully validated config with its compiled routers.
+/// A loaded, fully validated config with its compiled routers and plugins.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct Loaded<P = ()> {
     /// The typed config.
     pub config: Config,
     /// One router per listener name; values are indices into `config.routes`.
     pub routers: Routers,
+    /// What the plugin catalog built (chains, consumers).
+    pub plugins: P,
 }
 
-/// The JSON Schema of the config file, generated from the file types.
-pub fn json_schema() -> Value {
-    schema_cached().clone()
+/// The JSON Schema of the config file with the catalog's plugins (cached by the catalog).
+pub fn json_schema<C: PluginCatalog + ?Sized>(catalog: &C) -> Value {
+    catalog.config_schema().clone()
 }
 
-/// The schema is generated once per process: every load (startup, validate, each reload) walks it.
-fn schema_cached() -> &'static Value {
-    static SCHEMA: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    SCHEMA.get_or_init(|| schemars::schema_for!(Config).to_value())
+/// Generates the config schema: the file types, with the `PluginMap` definition replaced by
+/// an object of the catalog's plugins (unknown plugin names are then reported like unknown
+/// keys, with a "did you mean").
+pub fn schema_with<C: PluginCatalog + ?Sized>(catalog: &C) -> Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let plugins = catalog.schemas(&mut generator);
+    let mut root = generator.into_root_schema_for::<Config>().to_value();
+    let properties: serde_json::Map<String, Value> = plugins
+        .into_iter()
+        .map(|(name, schema)| (name.to_string(), schema.to_value()))
+        .collect();
+    if let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut) {
+        defs.insert(
+            "PluginMap".into(),
+            serde_json::json!({
+                "description": "Plugin settings by plugin name; see docs/plugins.md.",
+                "type": "object",
+                "properties": properties,
+                "additionalProperties": false,
+            }),
+        );
+    }
+    root
 }
 
 /// Reads and loads a config file. `name` in messages is the path as given.
-pub fn load_file(path: &Path, env: &dyn Env) -> Result<Loaded, Diagnostics> {
+pub fn load_file<C: PluginCatalog + ?Sized>(
+    path: &Path,
+    env: &dyn Env,
+    catalog: &C,
+) -> Result<Loaded<C::Output>, Diagnostics> {
     let name = path.display().to_string();
     let one = |msg: String, hint: &str| {
         Diagnostics::new(
@@ -94,15 +121,20 @@ pub fn load_file(path: &Path, env: &dyn Env) -> Result<Loaded, Diagnostics> {
             "save the file as UTF-8",
         )
     })?;
-    load_str(&name, &text, env)
+    load_str(&name, &text, env, catalog)
 }
 
 /// Loads a config from text. Every problem is reported, each with file, line, key path and a hint.
-pub fn load_str(name: &str, src: &str, env: &dyn Env) -> Result<Loaded, Diagnostics> {
+pub fn load_str<C: PluginCatalog + ?Sized>(
+    name: &str,
+    src: &str,
+    env: &dyn Env,
+    catalog: &C,
+) -> Result<Loaded<C::Output>, Diagnostics> {
     let mut tree = yaml::parse(src).map_err(|d| Diagnostics::new(name, src, d))?;
     let mut errors = Vec::new();
     expand::expand_tree(&mut tree, env, &KeyPath::root(), &mut errors);
-    let prunes = check::check(schema_cached(), &tree, &mut errors);
+    let prunes = check::check(catalog.config_schema(), &tree, &mut errors);
 
     // Drop what was already reported, then deserialize element by element so the cross-checks
     // still see everything that is valid.
@@ -151,10 +183,42 @@ pub fn load_str(name: &str, src: &str, env: &dyn Env) -> Result<Loaded, Diagnost
     }
     let rest: Config =
         deserialize(&tree, &[], rest).map_err(|d| Diagnostics::new(name, src, vec![d]))?;
+    let config = validate::assemble(partial, rest);
+    let plugins = catalog.build(&config).map_err(|errs| {
+        let diags = errs
+            .into_iter()
+            .map(|e| plugin_diagnostic(&tree, e))
+            .collect();
+        Diagnostics::new(name, src, diags)
+    })?;
     Ok(Loaded {
-        config: validate::assemble(partial, rest),
+        config,
         routers,
+        plugins,
     })
+}
+
+fn plugin_diagnostic(tree: &Node, e: PluginError) -> Diagnostic {
+    let segs: Vec<PathSeg<'_>> = e
+        .path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => PathSeg::Key(k),
+            Seg::Index(i) => PathSeg::Index(*i),
+        })
+        .collect();
+    let mut path = String::new();
+    for s in &segs {
+        match s {
+            PathSeg::Key(k) if path.is_empty() => path.push_str(k),
+            PathSeg::Key(k) => {
+                path.push('.');
+                path.push_str(k);
+            }
+            PathSeg::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    Diagnostic::new(Some(tree.pos_at(&segs)), path, e.message).with_hint(e.hint)
 }
 
 fn elements<T: DeserializeOwned>(

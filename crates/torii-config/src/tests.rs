@@ -6,7 +6,7 @@ fn no_env(_: &str) -> Option<String> {
 }
 
 fn load(src: &str) -> Result<Loaded, Diagnostics> {
-    load_str("test.yaml", src, &no_env)
+    load_str("test.yaml", src, &no_env, &NoPlugins)
 }
 
 const BASE: &str = "\
@@ -124,10 +124,18 @@ fn env_expansion_and_secrets_not_echoed() {
         _ => None,
     };
     let src = "listeners:\n  - name: p\n    bind: 127.0.0.1:${PORT}\nupstreams:\n  - name: u\n    targets: [{url: 'http://127.0.0.1:1'}]\n    timeouts: {connect: '${TIMEOUT}'}\n";
-    let text = load_str("t.yaml", src, &env).unwrap_err().to_string();
+    let text = load_str("t.yaml", src, &env, &NoPlugins)
+        .unwrap_err()
+        .to_string();
     assert!(!text.contains("supersecret"), "{text}");
     assert!(text.contains("${TIMEOUT}"), "{text}");
-    let ok = load_str("t.yaml", &src.replace("${TIMEOUT}", "${T:-2s}"), &env).unwrap();
+    let ok = load_str(
+        "t.yaml",
+        &src.replace("${TIMEOUT}", "${T:-2s}"),
+        &env,
+        &NoPlugins,
+    )
+    .unwrap();
     assert_eq!(ok.config.listeners[0].bind.0.port(), 8081);
     assert_eq!(
         ok.config.upstreams[0].timeouts.connect,
@@ -137,6 +145,7 @@ fn env_expansion_and_secrets_not_echoed() {
         "t.yaml",
         "listeners:\n  - name: p\n    bind: ${NOPE}\n",
         &env,
+        &NoPlugins,
     )
     .unwrap_err()
     .to_string();
@@ -158,7 +167,7 @@ fn type_errors_suggest_quoting() {
 
 #[test]
 fn schema_is_generated() {
-    let s = json_schema();
+    let s = json_schema(&NoPlugins);
     assert!(s.pointer("/properties/listeners").is_some());
     assert_eq!(
         s.pointer("/additionalProperties"),
@@ -184,7 +193,9 @@ fn a_broken_element_does_not_cascade() {
 fn cross_check_messages_do_not_echo_secrets() {
     let env = |n: &str| (n == "UP").then(|| "hunter2".to_string());
     let src = "listeners:\n  - name: p\n    bind: 127.0.0.1:1\nroutes:\n  - name: a\n    match: {path: /a}\n    upstream: ${UP}\n";
-    let text = load_str("t.yaml", src, &env).unwrap_err().to_string();
+    let text = load_str("t.yaml", src, &env, &NoPlugins)
+        .unwrap_err()
+        .to_string();
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("unknown upstream `${UP}`"), "{text}");
 }

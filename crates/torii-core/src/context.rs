@@ -51,4 +51,21 @@ pub struct RequestContext {
     pub route: Option<Arc<str>>,
     /// Route parameters captured by the router, once routed.
     pub params: Vec<(Arc<str>, String)>,
+    /// The consumer, once an authentication plugin (or the route's anonymous consumer) set it.
+    pub consumer: Option<Arc<crate::Consumer>>,
+    /// How the request was authenticated (scheme, claims, scopes).
+    pub identity: Option<Arc<crate::Identity>>,
+    /// The verified client certificate of a mutual-TLS connection.
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
+/// Facts of a verified client certificate, read once per connection.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCert {
+    /// The subject's common name, when present.
+    pub common_name: Option<String>,
+    /// The whole subject in RFC 4514 form (`CN=alice,O=Example`).
+    pub subject: String,
+    /// DNS names, URIs, e-mail addresses and IP addresses of the subject alternative names.
+    pub sans: Vec<String>,
 }

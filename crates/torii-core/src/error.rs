@@ -37,6 +37,13 @@ pub enum ErrorKind {
     UpstreamReset,
     /// The gateway is shutting down.
     ShuttingDown,
+    /// No valid credential; carries the `WWW-Authenticate` challenge.
+    Unauthorized(Option<HeaderValue>),
+    /// Authenticated (or not needed) but not allowed: ACL, IP rules, bot rules, CORS.
+    Forbidden,
+    /// An authentication service (forward auth, introspection, JWKS) could not answer: the
+    /// request is refused (fail closed).
+    AuthUnavailable,
     /// A bug or an unexpected internal state.
     Internal,
 }
@@ -57,6 +64,9 @@ impl ErrorKind {
             }
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -75,6 +85,9 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Internal => "internal_error",
+            ErrorKind::Unauthorized(_) => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::AuthUnavailable => "auth_unavailable",
         }
     }
 
@@ -89,6 +102,9 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
             ErrorKind::UpstreamPoolExhausted => 14, // UNAVAILABLE
             ErrorKind::Internal => 13,              // INTERNAL
+            ErrorKind::Unauthorized(_) => 16,       // UNAUTHENTICATED
+            ErrorKind::Forbidden => 7,              // PERMISSION_DENIED
+            ErrorKind::AuthUnavailable => 14,       // UNAVAILABLE
         }
     }
 
@@ -98,13 +114,17 @@ impl ErrorKind {
             ErrorKind::BadRequest
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HeadersTooLarge
-            | ErrorKind::MisdirectedRequest => ErrorSource::Downstream,
+            | ErrorKind::MisdirectedRequest
+            | ErrorKind::Unauthorized(_)
+            | ErrorKind::Forbidden => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamPoolExhausted
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamReset => ErrorSource::Upstream,
-            ErrorKind::ShuttingDown | ErrorKind::Internal => ErrorSource::Internal,
+            ErrorKind::ShuttingDown | ErrorKind::Internal | ErrorKind::AuthUnavailable => {
+                ErrorSource::Internal
+            }
         }
     }
 }
@@ -150,8 +170,14 @@ impl GatewayError {
             .status(self.kind.status())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::CACHE_CONTROL, "no-store");
-        if let ErrorKind::MethodNotAllowed(allow) = &self.kind {
-            builder = builder.header(header::ALLOW, allow.clone());
+        match &self.kind {
+            ErrorKind::MethodNotAllowed(allow) => {
+                builder = builder.header(header::ALLOW, allow.clone());
+            }
+            ErrorKind::Unauthorized(Some(challenge)) => {
+                builder = builder.header(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            _ => {}
         }
         let mut bytes = body.to_string().into_bytes();
         bytes.push(b'\n');

@@ -6,15 +6,19 @@
 //!   hints, end-of-stream and trailers of whatever it wraps, so nothing is buffered by accident;
 //!   [`Body::into_replay`] keeps up to N bytes so a body can be sent again ([`Replay`]).
 //! - [`RequestContext`]: the typed per-request context carried in the request's extensions.
+//! - [`Plugin`]: what a plugin can do on the request path ([`Flow`]), and the [`Consumer`] and
+//!   [`Identity`] that authentication attaches to the context.
 //! - [`GatewayError`]: every failure the gateway produces, with its source and stable code, and
 //!   [`GatewayError::into_response`], the one place that turns errors into HTTP responses.
 
 mod body;
 mod context;
 mod error;
+mod plugin;
 mod replay;
 
 pub use body::{Body, BoxError};
-pub use context::{ClientAddr, RequestContext, RequestId};
+pub use context::{ClientAddr, ClientCert, RequestContext, RequestId};
 pub use error::{ErrorKind, ErrorSource, GatewayError};
+pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin};
 pub use replay::Replay;

@@ -29,7 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, watch};
-use torii_config::Loaded;
+use torii_plugins::Catalog;
+
+/// A config loaded through the plugin catalog.
+pub type Loaded = torii_config::Loaded<torii_plugins::Compiled>;
 
 /// State shared by every connection of a gateway.
 pub struct Shared {
@@ -41,6 +44,8 @@ pub struct Shared {
     pub metrics: Arc<metrics::Metrics>,
     /// Access log.
     pub access_log: access_log::AccessLog,
+    /// The plugin catalog every load goes through (its state registry outlives reloads).
+    pub catalog: Arc<Catalog>,
     ready: AtomicBool,
     shutdown: watch::Sender<bool>,
     active: AtomicUsize,
@@ -95,7 +100,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Binds every listener and the admin listener, and starts serving `loaded`.
-    pub async fn start(loaded: Loaded) -> std::io::Result<Arc<Self>> {
+    /// `loaded` must come from `catalog` (reloads go through it too).
+    pub async fn start(loaded: Loaded, catalog: Arc<Catalog>) -> std::io::Result<Arc<Self>> {
         let cfg = &loaded.config;
         let access_log = if cfg.access_log.enabled {
             access_log::AccessLog::open(&cfg.access_log.path, cfg.access_log.buffer_lines as usize)?
@@ -105,13 +111,16 @@ impl Gateway {
         let admin_cfg = cfg.admin.clone();
         let metrics = metrics::Metrics::new();
         let registry = upstream::Registry::default();
+        let generation = loaded.plugins.generation;
         let snap = Snapshot::build(loaded, &registry, &metrics).map_err(std::io::Error::other)?;
+        catalog.state().retain_generation(generation);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
             registry,
             metrics,
             access_log,
+            catalog,
             ready: AtomicBool::new(false),
             shutdown,
             active: AtomicUsize::new(0),
@@ -231,6 +240,7 @@ impl Gateway {
     /// Applies a new config: compile, bind new listeners, swap. In-flight requests finish on
     /// the snapshot they started with. On error the old config keeps serving.
     pub async fn apply(&self, loaded: Loaded) -> Result<(), String> {
+        let generation = loaded.plugins.generation;
         let new = match Snapshot::build(loaded, &self.shared.registry, &self.shared.metrics) {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -245,6 +255,8 @@ impl Gateway {
             self.shared.metrics.reloads_failed.increment(1);
             return Err(e.to_string());
         }
+        // Plugin state the new config does not use (changed settings, removed routes) goes.
+        self.shared.catalog.state().retain_generation(generation);
         self.shared.metrics.reloads_ok.increment(1);
         Ok(())
     }

@@ -98,6 +98,9 @@ pub async fn handle(
         path: String::new(),
         route: None,
         params: Vec::new(),
+        consumer: None,
+        identity: None,
+        client_cert: None,
     };
     let bytes_in = req
         .headers()
@@ -111,6 +114,7 @@ pub async fn handle(
         bytes_in,
         upstream: None,
         upstream_latency_ms: None,
+        plugins_ran: 0,
     };
 
     // If the client goes away, hyper drops this future (which cancels the upstream request);
@@ -131,15 +135,13 @@ pub async fn handle(
     };
     let ctx = &end.ctx;
     let route_idx = end.info.route_idx;
+    let route = route_idx.and_then(|i| snap.routes.get(i));
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
             if e.kind.source() == torii_core::ErrorSource::Upstream {
                 tracing::warn!(request_id = ctx.request_id.as_str(), route = ?ctx.route, error = %e, "upstream error");
-                if let Some(Action::Proxy { errors, .. }) = route_idx
-                    .and_then(|i| snap.routes.get(i))
-                    .map(|r| &r.action)
-                {
+                if let Some(Action::Proxy { errors, .. }) = route.map(|r| &r.action) {
                     errors.record(e.kind.code());
                 }
             } else {
@@ -148,6 +150,14 @@ pub async fn handle(
             e.into_response(ctx.request_id.as_str(), grpc)
         }
     };
+    // Response phase of the plugins that ran, on upstream and gateway-made responses alike.
+    if let Some(r) = route
+        && end.info.plugins_ran > 0
+    {
+        let (mut parts, body) = response.into_parts();
+        r.chain.on_response(&mut parts, ctx, end.info.plugins_ran);
+        response = Response::from_parts(parts, body);
+    }
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
@@ -174,6 +184,8 @@ struct LogInfo {
     bytes_in: u64,
     upstream: Option<Arc<str>>,
     upstream_latency_ms: Option<f64>,
+    /// How many plugins of the route's chain ran their request phase.
+    plugins_ran: usize,
 }
 
 struct LogOnEnd {
@@ -278,18 +290,19 @@ async fn route_and_serve(
         query: req.uri().query(),
     };
     let (idx, params) = match view.router.lookup(&rv) {
-        Lookup::Found(m) => (
-            *m.value,
-            m.params
-                .iter()
-                .map(|(k, v)| (Arc::<str>::from(k), v.to_string()))
-                .collect::<Vec<_>>(),
-        ),
+        Lookup::Found(m) => (*m.value, params_of(&m.params)),
         Lookup::MethodNotAllowed { allow } => {
-            return Err(GatewayError::new(
-                ErrorKind::MethodNotAllowed(allow.to_header_value()),
-                "method not allowed",
-            ));
+            // A CORS preflight is routed by the method it asks about, so a route whose chain
+            // answers preflights never sends 405 to one (it need not list OPTIONS).
+            match preflight_lookup(&req, &rv, view, snap) {
+                Some(found) => found,
+                None => {
+                    return Err(GatewayError::new(
+                        ErrorKind::MethodNotAllowed(allow.to_header_value()),
+                        "method not allowed",
+                    ));
+                }
+            }
         }
         Lookup::NotFound => {
             return Err(GatewayError::new(
@@ -305,6 +318,30 @@ async fn route_and_serve(
     ctx.route = Some(route.name.clone());
     info.route_idx = Some(idx);
     ctx.params = params;
+
+    // --- plugins ---
+    // Client-sent identity headers (both spellings) go first, whatever the route does.
+    let mut req = req;
+    snap.identity.strip(req.headers_mut());
+    if !route.chain.is_empty() {
+        let (mut parts, body) = req.into_parts();
+        let answered = route
+            .chain
+            .on_request(
+                &mut parts,
+                ctx,
+                &snap.consumer_plugins,
+                &mut info.plugins_ran,
+            )
+            .await?;
+        if let Some(resp) = answered {
+            return Ok(resp);
+        }
+        if let Some(c) = &ctx.consumer {
+            snap.identity.apply(&mut parts.headers, c);
+        }
+        req = Request::from_parts(parts, body);
+    }
 
     // --- action ---
     match &route.action {
@@ -325,6 +362,39 @@ async fn route_and_serve(
         Action::Proxy { upstream, .. } => {
             proxy(req, conn, snap, route, upstream, ctx, info, view).await
         }
+    }
+}
+
+fn params_of(params: &torii_router::Params<'_, '_>) -> Vec<(Arc<str>, String)> {
+    params
+        .iter()
+        .map(|(k, v)| (Arc::<str>::from(k), v.to_string()))
+        .collect()
+}
+
+/// For a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`), the
+/// route the actual request would take, if its chain answers preflights.
+fn preflight_lookup(
+    req: &Request<Incoming>,
+    rv: &RequestView<'_>,
+    view: &crate::snapshot::ListenerView,
+    snap: &Snapshot,
+) -> Option<(usize, Vec<(Arc<str>, String)>)> {
+    let h = req.headers();
+    if req.method() != http::Method::OPTIONS || !h.contains_key(header::ORIGIN) {
+        return None;
+    }
+    let asked = h.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    let method = http::Method::from_bytes(asked.as_bytes()).ok()?;
+    let view_as = RequestView {
+        method: &method,
+        ..*rv
+    };
+    match view.router.lookup(&view_as) {
+        Lookup::Found(m) if snap.routes.get(*m.value)?.chain.answers_preflight() => {
+            Some((*m.value, params_of(&m.params)))
+        }
+        _ => None,
     }
 }
 

@@ -13,7 +13,7 @@ use torii_config::Env;
 
 /// Loads `path` and applies it; a broken config is logged and counted, the old one stays.
 pub async fn reload_from(gw: &Gateway, path: &Path, env: &(dyn Env + Sync)) -> Result<(), String> {
-    match torii_config::load_file(path, env) {
+    match torii_config::load_file(path, env, &*gw.shared().catalog) {
         Ok(loaded) => {
             let r = gw.apply(loaded).await;
             match &r {

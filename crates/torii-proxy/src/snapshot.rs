@@ -5,6 +5,7 @@
 //! Long-lived state (upstream pools, metric series) is not in here: it lives in registries
 //! keyed by stable identity and is only referenced.
 
+use crate::Loaded;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamErrors};
 use crate::upstream::{Registry, Upstream};
 use bytes::Bytes;
@@ -12,8 +13,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::sync::Arc;
+use torii_config::PathTemplate;
 use torii_config::schema::Rewrite as RewriteConfig;
-use torii_config::{Loaded, PathTemplate};
+use torii_plugins::{Chain, ConsumerPlugins, IdentityHeaders};
 use torii_router::Router;
 
 /// What a route does.
@@ -54,6 +56,8 @@ pub struct CompiledRoute {
     pub rewrite: Option<Rewrite>,
     /// Metric handles.
     pub metrics: RouteMetrics,
+    /// The route's plugins, compiled at load.
+    pub chain: Arc<Chain>,
 }
 
 /// Per-listener view: its router and trusted proxies.
@@ -78,6 +82,10 @@ pub struct Snapshot {
     pub redact: Vec<String>,
     /// Metrics of requests no route took.
     pub unrouted: RouteMetrics,
+    /// The consumers' own plugin settings.
+    pub consumer_plugins: Arc<ConsumerPlugins>,
+    /// Identity headers (stripped from every request, set after authentication).
+    pub identity: IdentityHeaders,
     /// The config it was built from.
     pub config: torii_config::Config,
 }
@@ -89,7 +97,9 @@ impl Snapshot {
         let Loaded {
             config,
             mut routers,
+            plugins,
         } = loaded;
+        let mut chains = plugins.chains.into_iter();
         // Everything fallible first, so a failure leaves the registry untouched.
         let mut tls = HashMap::new();
         for l in &config.listeners {
@@ -143,6 +153,7 @@ impl Snapshot {
                     action,
                     rewrite,
                     metrics: metrics.route(&r.name),
+                    chain: chains.next().unwrap_or_default(),
                 }
             })
             .collect();
@@ -167,7 +178,17 @@ impl Snapshot {
             listeners,
             routes,
             max_body: config.server.max_request_body.0,
-            redact: config.access_log.redact_query_params.clone(),
+            redact: {
+                let mut r = config.access_log.redact_query_params.clone();
+                for q in plugins.redact_query_params {
+                    if !r.contains(&q) {
+                        r.push(q);
+                    }
+                }
+                r
+            },
+            consumer_plugins: plugins.consumer_plugins,
+            identity: plugins.identity,
             unrouted: metrics.route("<none>"),
             config,
         })

@@ -17,8 +17,8 @@ fn versioned(version: usize, extra_listener: &str) -> String {
     )
 }
 
-fn load(yaml: &str) -> torii_config::Loaded {
-    torii_config::load_str("t.yaml", yaml, &|_: &str| None).unwrap()
+fn load(yaml: &str) -> torii_proxy::Loaded {
+    load_str("t.yaml", yaml).unwrap()
 }
 
 #[tokio::test]
@@ -181,7 +181,7 @@ async fn steady_load_across_twenty_reloads_sees_no_failures() {
             "routes:\n",
             "routes:\n  - name: ws\n    match: {path: /ws}\n    upstream: ws\n",
         );
-        match torii_config::load_str("t.yaml", &cfg, &|_: &str| None) {
+        match load_str("t.yaml", &cfg) {
             Ok(l) => {
                 assert!(!broken);
                 gw.apply(l).await.unwrap();

@@ -152,7 +152,7 @@ async fn unchanged_upstream_keeps_its_pool_across_reload() {
     let next = format!(
         "{base}  - name: extra\n    match: {{path: /extra}}\n    direct_response: {{body: new}}\n"
     );
-    let loaded = torii_config::load_str("t.yaml", &config(&next), &|_: &str| None).unwrap();
+    let loaded = load_str("t.yaml", &config(&next)).unwrap();
     gw.apply(loaded).await.unwrap();
     assert_eq!(
         get(&client, format!("http://{a}/y")).await.0,

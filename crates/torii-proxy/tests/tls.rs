@@ -225,12 +225,7 @@ async fn certificates_are_reloaded() {
             .is_err()
     );
     let b = pki.leaf("b", &["new.test"]);
-    let loaded = torii_config::load_str(
-        "t.yaml",
-        &tls_listener_config(&[a, b], "reject"),
-        &|_: &str| None,
-    )
-    .unwrap();
+    let loaded = load_str("t.yaml", &tls_listener_config(&[a, b], "reject")).unwrap();
     gw.apply(loaded).await.unwrap();
     assert_eq!(
         gw.listener_addr("public").await.unwrap(),
@@ -248,9 +243,7 @@ async fn broken_certificate_files_are_config_errors() {
     let bad_key = pki.dir.join("bad.key");
     std::fs::write(&bad_key, "not a key").unwrap();
     let yaml = tls_listener_config(&[(c, bad_key.display().to_string())], "default");
-    let err = torii_config::load_str("t.yaml", &yaml, &|_: &str| None)
-        .unwrap_err()
-        .to_string();
+    let err = load_str("t.yaml", &yaml).unwrap_err().to_string();
     assert!(
         err.contains("listeners[0].tls.certificates[0].key"),
         "{err}"
@@ -382,8 +375,10 @@ async fn rotated_certificate_files_are_picked_up_by_the_watcher() {
         tls_listener_config(std::slice::from_ref(&a), "reject"),
     )
     .unwrap();
-    let loaded = torii_config::load_file(&cfg_path, &|_: &str| None).unwrap();
-    let gw = torii_proxy::Gateway::start(loaded).await.unwrap();
+    let loaded = torii_config::load_file(&cfg_path, &|_: &str| None, &*catalog()).unwrap();
+    let gw = torii_proxy::Gateway::start(loaded, catalog())
+        .await
+        .unwrap();
     let addr = gw.listener_addr("public").await.unwrap();
     let _w = torii_proxy::reload::watch(
         gw.clone(),

@@ -4,8 +4,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use torii_config::ProcessEnv;
+use torii_plugins::Catalog;
 use torii_proxy::Gateway;
 
 /// jemalloc: a quarter of the request path's user time was glibc malloc/free (docs/performance.md);
@@ -41,6 +43,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print the hash of an API key for a consumer's `keys:` list (the key is read from
+    /// standard input, one line; with --generate a new random key is made and printed too).
+    HashKey {
+        /// Make a new random key (256 bits, base64url) instead of reading one.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Print the argon2id hash of a password (read from standard input, one line) for a
+    /// consumer's `basic_auth:` list.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,10 +61,84 @@ enum ConfigCommand {
     Schema,
 }
 
+/// The plugin catalog every load goes through.
+fn catalog() -> Result<Arc<Catalog>, ExitCode> {
+    Catalog::builtin().map(Arc::new).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// One line of standard input without its line ending.
+fn read_secret(what: &str) -> Result<String, ExitCode> {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(_) => {
+            let s = line.trim_end_matches(['\n', '\r']).to_string();
+            if s.is_empty() {
+                eprintln!("error: no {what} on standard input");
+                return Err(ExitCode::FAILURE);
+            }
+            Ok(s)
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the {what}: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match torii_config::load_file(&config, &ProcessEnv) {
+        Command::HashKey { generate } => {
+            let key = if generate {
+                match torii_plugins::consumers::generate_key() {
+                    Ok(k) => {
+                        println!("key:  {k}");
+                        k
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                match read_secret("key") {
+                    Ok(k) => k,
+                    Err(c) => return c,
+                }
+            };
+            let hash = torii_plugins::consumers::format_key_hash(key.as_bytes());
+            if generate {
+                println!("hash: {hash}");
+            } else {
+                println!("{hash}");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::HashPassword => {
+            let pw = match read_secret("password") {
+                Ok(p) => p,
+                Err(c) => return c,
+            };
+            match torii_plugins::builtin::basic_auth::hash_password(&pw) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Validate { config } => match catalog().and_then(|c| {
+            torii_config::load_file(&config, &ProcessEnv, &*c).map_err(|d| {
+                eprintln!("{d}");
+                ExitCode::FAILURE
+            })
+        }) {
             Ok(l) => {
                 println!(
                     "{}: ok ({} listeners, {} upstreams, {} routes)",
@@ -63,15 +149,16 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(d) => {
-                eprintln!("{d}");
-                ExitCode::FAILURE
-            }
+            Err(code) => code,
         },
         Command::Config {
             command: ConfigCommand::Schema,
         } => {
-            match serde_json::to_string_pretty(&torii_config::json_schema()) {
+            let catalog = match catalog() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match serde_json::to_string_pretty(&torii_config::json_schema(&*catalog)) {
                 Ok(s) => println!("{s}"),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -130,10 +217,12 @@ fn init_logging() {
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     // Signal handlers first: a SIGHUP that arrives during startup must not kill the process.
     let mut signals = Signals::new()?;
-    let loaded = torii_config::load_file(&path, &ProcessEnv).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let catalog = Arc::new(Catalog::builtin().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let loaded = torii_config::load_file(&path, &ProcessEnv, &*catalog)
+        .map_err(|d| anyhow::anyhow!("{d}"))?;
     let grace = loaded.config.server.shutdown_grace_period.0;
     let watch = loaded.config.server.watch_config;
-    let gw = Gateway::start(loaded)
+    let gw = Gateway::start(loaded, catalog)
         .await
         .context("starting the gateway")?;
     for l in gw.shared().snapshot.load().config.listeners.iter() {

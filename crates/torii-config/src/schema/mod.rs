@@ -1,10 +1,12 @@
 //! The file schema: serde types that mirror the YAML shape. Unknown keys are rejected, every
 //! timeout and limit has a finite default, and the JSON Schema is generated from these types.
 
+mod consumer;
 mod listener;
 mod route;
 mod upstream;
 
+pub use consumer::*;
 pub use listener::*;
 pub use route::*;
 pub use upstream::*;
@@ -37,6 +39,15 @@ pub struct Config {
     /// The JSON access log.
     #[serde(default)]
     pub access_log: AccessLog,
+    /// Plugins for every route (a route's own settings for a plugin replace these).
+    #[serde(default)]
+    pub plugins: PluginMap,
+    /// API consumers and their credentials.
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+    /// The identity headers sent upstream after authentication.
+    #[serde(default)]
+    pub identity: Identity,
 }
 
 /// Process-wide settings.

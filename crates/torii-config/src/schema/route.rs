@@ -24,6 +24,17 @@ pub struct Route {
     /// Change the path sent upstream; the query string is kept.
     #[serde(default)]
     pub rewrite: Option<Rewrite>,
+    /// Plugins for this route; each replaces the global settings of the same plugin.
+    #[serde(default)]
+    pub plugins: super::PluginMap,
+    /// Global plugins that do not apply to this route (e.g. `[key_auth]` on a public route).
+    #[serde(default)]
+    pub disable_plugins: Vec<String>,
+    /// A consumer (by name) for requests that present no credential at all; without it, a
+    /// route with authentication plugins answers such requests with 401. A credential that is
+    /// present but invalid always gets 401.
+    #[serde(default)]
+    pub anonymous: Option<String>,
 }
 
 /// The conditions of a route; all must hold.

@@ -102,13 +102,27 @@ pub async fn echo_upstream(http2: bool) -> FakeUpstream {
     .await
 }
 
+/// The plugin catalog of a test process (one per gateway in production; sharing it here only
+/// shares plugin state between tests that use identical settings, which is harmless).
+pub fn catalog() -> Arc<torii_plugins::Catalog> {
+    static CATALOG: std::sync::OnceLock<Arc<torii_plugins::Catalog>> = std::sync::OnceLock::new();
+    CATALOG
+        .get_or_init(|| Arc::new(torii_plugins::Catalog::builtin().unwrap()))
+        .clone()
+}
+
+/// Loads a config through the test catalog.
+pub fn load_str(name: &str, yaml: &str) -> Result<torii_proxy::Loaded, torii_config::Diagnostics> {
+    torii_config::load_str(name, yaml, &|_: &str| None, &*catalog())
+}
+
 /// Loads a config (panics with the diagnostics when invalid) and starts a gateway.
 pub async fn gateway(yaml: &str) -> Arc<Gateway> {
-    let loaded = match torii_config::load_str("test.yaml", yaml, &|_: &str| None) {
+    let loaded = match load_str("test.yaml", yaml) {
         Ok(l) => l,
         Err(d) => panic!("invalid test config:\n{d}"),
     };
-    Gateway::start(loaded).await.unwrap()
+    Gateway::start(loaded, catalog()).await.unwrap()
 }
 
 /// A config with one `public` listener on port 0, admin on port 0, no access log, and the

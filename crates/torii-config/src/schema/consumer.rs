@@ -1,0 +1,88 @@
+use crate::values::HeaderName;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Plugin settings by plugin name (`key_auth`, `jwt`, `cors`, ...). Each value is checked
+/// against that plugin's own schema; `docs/plugins.md` lists them. The most specific scope
+/// wins: a consumer's settings replace the route's, which replace the global ones.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct PluginMap(pub BTreeMap<String, serde_json::Value>);
+
+impl JsonSchema for PluginMap {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PluginMap".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Replaced by the catalog's plugin schemas when the config schema is generated.
+        schemars::json_schema!({ "type": "object" })
+    }
+}
+
+/// An API consumer: a client application or user that credentials identify.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Unique name (logs, `X-Consumer-Name`).
+    pub name: String,
+    /// Stable id sent upstream as `X-Consumer-Id`, and matched against the JWT consumer
+    /// claim. Defaults to the name.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Groups, for `acl`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// API keys for `key_auth`, stored only as hashes: `sha256:<64 hex digits>`, as printed by
+    /// `torii hash-key`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Username and password pairs for `basic_auth`; passwords as argon2 PHC strings, as
+    /// printed by `torii hash-password`.
+    #[serde(default)]
+    pub basic_auth: Vec<BasicCredential>,
+    /// Names matched against a client certificate's common name or subject alternative names
+    /// by `mtls_auth`.
+    #[serde(default)]
+    pub certificate_names: Vec<String>,
+    /// Plugin settings for this consumer; they apply to the plugins after authentication.
+    #[serde(default)]
+    pub plugins: PluginMap,
+}
+
+/// One basic-auth credential.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredential {
+    /// The username (unique across consumers).
+    pub username: String,
+    /// The password's argon2 hash (`$argon2id$v=19$...`).
+    pub password_hash: String,
+}
+
+/// What the upstream learns about the authenticated consumer. Incoming headers with these
+/// names, and their underscore spellings (`X_Consumer_Id`), are always removed first.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// Header carrying the consumer id.
+    pub id_header: HeaderName,
+    /// Header carrying the consumer name.
+    pub name_header: HeaderName,
+    /// Header carrying the consumer's groups, comma-separated.
+    pub groups_header: HeaderName,
+    /// Header carrying `true` when the route let an anonymous request through.
+    pub anonymous_header: HeaderName,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        let h = |s: &'static str| HeaderName(http::HeaderName::from_static(s));
+        Self {
+            id_header: h("x-consumer-id"),
+            name_header: h("x-consumer-name"),
+            groups_header: h("x-consumer-groups"),
+            anonymous_header: h("x-anonymous-consumer"),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The plugin contract: what a plugin can do on the request path.
+//!
+//! A plugin instance is built once per config load by its factory (in `torii-plugins`) and
+//! shared by every request of the routes whose chain holds it. On the request path a plugin
+//! can answer early, change the request head sent upstream, attach typed context (the
+//! consumer, claims) for later plugins and the access log, and change the response head.
+//! Failures are [`GatewayError`]s, turned into responses in the one place that does it.
+
+use crate::{Body, GatewayError, RequestContext};
+use http::{HeaderValue, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed, sendable future borrowing the request for `'a`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a plugin decided about a request.
+pub enum Flow<'a> {
+    /// Go on with the next plugin (and then the upstream).
+    Continue,
+    /// Answer now with this response; later plugins and the upstream are skipped.
+    Respond(Response<Body>),
+    /// The decision needs I/O or blocking work. The future resolves to `None` (go on) or
+    /// `Some(response)` (answer now). Synchronous plugins never allocate this.
+    Wait(BoxFuture<'a, Result<Option<Response<Body>>, GatewayError>>),
+}
+
+/// The behaviour a plugin adds to the request path. Every hook has a default that does
+/// nothing, so a plugin implements only what it needs.
+pub trait Plugin: Send + Sync + 'static {
+    /// Request phase, in chain order. `req` is the head that will go upstream.
+    fn on_request<'a>(
+        &'a self,
+        req: &'a mut http::request::Parts,
+        ctx: &'a mut RequestContext,
+    ) -> Result<Flow<'a>, GatewayError> {
+        let _ = (req, ctx);
+        Ok(Flow::Continue)
+    }
+
+    /// Response phase, in reverse chain order, for the plugins whose request phase ran. Also
+    /// runs on the gateway's own error responses (so CORS headers reach browsers on a 401).
+    fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext) {
+        let _ = (resp, ctx);
+    }
+
+    /// For authentication plugins: the `WWW-Authenticate` challenge sent when a route needs a
+    /// consumer and no plugin found a credential.
+    fn challenge(&self) -> Option<HeaderValue> {
+        None
+    }
+
+    /// Whether this plugin answers CORS preflight requests (the router then routes a
+    /// preflight by its `Access-Control-Request-Method`, so it never gets 405).
+    fn answers_preflight(&self) -> bool {
+        false
+    }
+}
+
+/// An authenticated (or anonymous) API consumer, built once per config load.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Position in the config's `consumers` list (indexes per-consumer plugin settings).
+    pub index: usize,
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Stable id sent upstream (defaults to the name).
+    pub id: Arc<str>,
+    /// Groups, for ACLs.
+    pub groups: Vec<Arc<str>>,
+    /// The identity header values, prepared at load so requests only clone them.
+    pub headers: ConsumerHeaders,
+    /// Whether this is the anonymous consumer of a route (no credential was presented).
+    pub anonymous: bool,
+}
+
+/// Header values of a consumer's identity.
+#[derive(Debug, Clone)]
+pub struct ConsumerHeaders {
+    /// `X-Consumer-Id` value.
+    pub id: HeaderValue,
+    /// `X-Consumer-Name` value.
+    pub name: HeaderValue,
+    /// `X-Consumer-Groups` value (comma-separated), absent when there are no groups.
+    pub groups: Option<HeaderValue>,
+}
+
+/// How a request was authenticated, for later plugins (ACL) and the access log.
+#[derive(Debug, Default)]
+pub struct Identity {
+    /// The plugin that authenticated it (`key_auth`, `jwt`, ...).
+    pub scheme: &'static str,
+    /// Verified token claims (JWT, introspection), when the scheme has them.
+    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Scopes from the `scope` (space-separated) or `scp` (array or string) claim.
+    pub scopes: Vec<String>,
+}

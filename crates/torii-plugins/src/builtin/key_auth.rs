@@ -1,0 +1,142 @@
+//! `key_auth`: API keys from a header or a query parameter, looked up by SHA-256 digest in the
+//! consumer directory (a hash-map read, then a constant-time comparison of the digests).
+
+use super::util::{query_param, quoted, remove_query_param};
+use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
+use http::HeaderValue;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::sync::Arc;
+use torii_config::values::HeaderName;
+use torii_core::{ErrorKind, Flow, GatewayError, Identity, Plugin, RequestContext};
+
+/// Longest key accepted; longer values are refused without hashing.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Settings of `key_auth`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuthConfig {
+    /// Headers the key is read from, first present wins.
+    #[serde(default = "default_headers")]
+    pub header_names: Vec<HeaderName>,
+    /// Query parameters the key is read from when no header has it. Empty by default: keys in
+    /// URLs end up in browser histories and third-party logs (Torii's own access log redacts
+    /// them).
+    #[serde(default)]
+    pub query_names: Vec<String>,
+    /// Remove the key from the request before it goes upstream.
+    #[serde(default = "yes")]
+    pub hide_credentials: bool,
+    /// Realm named in the `WWW-Authenticate` challenge.
+    #[serde(default = "realm")]
+    pub realm: String,
+}
+
+fn default_headers() -> Vec<HeaderName> {
+    vec![HeaderName(http::HeaderName::from_static("x-api-key"))]
+}
+fn yes() -> bool {
+    true
+}
+fn realm() -> String {
+    "torii".into()
+}
+
+/// The plugin type.
+pub struct KeyAuth;
+
+impl PluginFactory for KeyAuth {
+    const NAME: &'static str = "key_auth";
+    const PHASE: Phase = Phase::Authentication;
+    const ORDER: u16 = 10;
+    type Config = KeyAuthConfig;
+
+    fn build(config: KeyAuthConfig, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+        if config.header_names.is_empty() && config.query_names.is_empty() {
+            return Err(ConfigError::here(
+                "key_auth needs at least one header or query parameter to read the key from",
+                "set `header_names: [x-api-key]`",
+            ));
+        }
+        for q in &config.query_names {
+            ctx.redact_query_param(q);
+        }
+        let challenge = HeaderValue::from_str(&format!("ApiKey realm={}", quoted(&config.realm)))
+            .map_err(|_| {
+            ConfigError::at("realm", "not a valid header value", "use printable ASCII")
+        })?;
+        Ok(Arc::new(KeyAuthPlugin {
+            headers: config.header_names.into_iter().map(|h| h.0).collect(),
+            query: config.query_names,
+            hide: config.hide_credentials,
+            directory: ctx.directory.clone(),
+            challenge,
+            identity: Arc::new(Identity {
+                scheme: "key_auth",
+                ..Default::default()
+            }),
+        }))
+    }
+}
+
+struct KeyAuthPlugin {
+    headers: Vec<http::HeaderName>,
+    query: Vec<String>,
+    hide: bool,
+    directory: Arc<Directory>,
+    challenge: HeaderValue,
+    identity: Arc<Identity>,
+}
+
+impl Plugin for KeyAuthPlugin {
+    fn on_request<'a>(
+        &'a self,
+        req: &'a mut http::request::Parts,
+        ctx: &'a mut RequestContext,
+    ) -> Result<Flow<'a>, GatewayError> {
+        let mut found = None;
+        for h in &self.headers {
+            if let Some(v) = req.headers.get(h) {
+                found = Some(crate::consumers::key_digest_checked(v.as_bytes()));
+                break;
+            }
+        }
+        let mut from_query = None;
+        if found.is_none() {
+            for q in &self.query {
+                if let Some(v) = query_param(req, q) {
+                    found = Some(crate::consumers::key_digest_checked(v.as_bytes()));
+                    from_query = Some(q);
+                    break;
+                }
+            }
+        }
+        let Some(digest) = found else {
+            return Ok(Flow::Continue);
+        };
+        let consumer = digest
+            .and_then(|d| self.directory.by_key_digest(&d))
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::Unauthorized(Some(self.challenge.clone())),
+                    "invalid API key",
+                )
+            })?;
+        ctx.consumer = Some(consumer.clone());
+        ctx.identity = Some(self.identity.clone());
+        if self.hide {
+            for h in &self.headers {
+                req.headers.remove(h);
+            }
+            if let Some(q) = from_query {
+                remove_query_param(req, q);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(self.challenge.clone())
+    }
+}

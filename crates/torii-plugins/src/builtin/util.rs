@@ -1,0 +1,80 @@
+//! Small helpers shared by plugins.
+
+use http::request::Parts;
+use std::borrow::Cow;
+
+/// The first value of query parameter `name` (percent-decoded), if present.
+pub(crate) fn query_param<'a>(parts: &'a Parts, name: &str) -> Option<Cow<'a, str>> {
+    let q = parts.uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Removes every occurrence of query parameter `name`, keeping the others as written.
+pub(crate) fn remove_query_param(parts: &mut Parts, name: &str) {
+    let Some(pq) = parts.uri.path_and_query() else {
+        return;
+    };
+    let Some(q) = pq.query() else {
+        return;
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|pair| {
+            let raw = pair.split('=').next().unwrap_or("");
+            let decoded: String = form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .next()
+                .unwrap_or_default();
+            decoded != name
+        })
+        .collect();
+    let mut s = pq.path().to_string();
+    if !kept.is_empty() {
+        s.push('?');
+        s.push_str(&kept.join("&"));
+    }
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(s) {
+        uri.path_and_query = Some(pq);
+    }
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+}
+
+/// A quoted-string for an auth challenge parameter (RFC 9110 11.2), with `"` and `\` escaped.
+pub(crate) fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parts(uri: &str) -> Parts {
+        http::Request::get(uri).body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn query_params() {
+        let mut p = parts("/a?x=1&apikey=s%20ecret&y=2&apikey=again");
+        assert_eq!(query_param(&p, "apikey").unwrap(), "s ecret");
+        remove_query_param(&mut p, "apikey");
+        assert_eq!(p.uri.to_string(), "/a?x=1&y=2");
+        let mut p = parts("/a?apikey=1");
+        remove_query_param(&mut p, "apikey");
+        assert_eq!(p.uri.to_string(), "/a");
+    }
+}

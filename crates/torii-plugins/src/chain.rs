@@ -1,0 +1,200 @@
+//! Chains: the plugins of one route, compiled at config load and run per request.
+//!
+//! Order is phase, then the plugin's order inside its phase (docs/plugins.md lists it). The
+//! authentication phase is special in three ways: its plugins are skipped once one of them
+//! found the consumer; when it ends without a consumer the route's anonymous consumer is used,
+//! or the request gets 401 with every plugin's challenge; and after it, the consumer's own
+//! settings replace the route's for the remaining plugins.
+
+use crate::factory::Phase;
+use http::{HeaderValue, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+use torii_core::{Body, Consumer, ErrorKind, Flow, GatewayError, Plugin, RequestContext};
+
+/// One plugin in a chain.
+#[derive(Clone)]
+pub struct Entry {
+    /// Plugin name.
+    pub name: &'static str,
+    /// Phase.
+    pub phase: Phase,
+    /// Order inside the phase.
+    pub order: u16,
+    /// The instance (shared by all chains built from the same settings).
+    pub plugin: Arc<dyn Plugin>,
+}
+
+impl Entry {
+    fn key(&self) -> (Phase, u16, &'static str) {
+        (self.phase, self.order, self.name)
+    }
+}
+
+/// Sorts entries into chain order.
+pub fn sort(entries: &mut [Entry]) {
+    entries.sort_by_key(Entry::key);
+}
+
+/// Plugin settings of consumers, by consumer index (empty for most consumers).
+#[derive(Default)]
+pub struct ConsumerPlugins(pub(crate) Vec<HashMap<&'static str, Entry>>);
+
+impl ConsumerPlugins {
+    fn of(&self, consumer: &Consumer) -> Option<&HashMap<&'static str, Entry>> {
+        self.0.get(consumer.index).filter(|m| !m.is_empty())
+    }
+}
+
+/// The compiled chain of one route.
+#[derive(Default)]
+pub struct Chain {
+    entries: Box<[Entry]>,
+    /// Index of the first entry after the authentication phase.
+    auth_end: usize,
+    /// Whether the chain has authentication plugins (a consumer is then required).
+    needs_consumer: bool,
+    /// Used when no credential at all was presented.
+    anonymous: Option<Arc<Consumer>>,
+    /// `WWW-Authenticate` when no credential was presented.
+    challenge: Option<HeaderValue>,
+    /// Whether a plugin answers CORS preflights.
+    preflight: bool,
+}
+
+impl Chain {
+    /// Builds a chain from entries in any order.
+    pub fn new(mut entries: Vec<Entry>, anonymous: Option<Arc<Consumer>>) -> Self {
+        sort(&mut entries);
+        let auth_end = entries
+            .iter()
+            .position(|e| e.phase > Phase::Authentication)
+            .unwrap_or(entries.len());
+        let auth: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.phase == Phase::Authentication)
+            .collect();
+        let challenges: Vec<String> = auth
+            .iter()
+            .filter_map(|e| e.plugin.challenge())
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
+        let challenge = if challenges.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&challenges.join(", ")).ok()
+        };
+        Self {
+            needs_consumer: !auth.is_empty(),
+            preflight: entries.iter().any(|e| e.plugin.answers_preflight()),
+            entries: entries.into_boxed_slice(),
+            auth_end,
+            anonymous,
+            challenge,
+        }
+    }
+
+    /// Whether the chain is empty (the request path then skips it entirely).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether a plugin of this chain answers CORS preflights.
+    pub fn answers_preflight(&self) -> bool {
+        self.preflight
+    }
+
+    /// Plugin names in run order (docs, tests).
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.name).collect()
+    }
+
+    /// Runs the request phase. `Ok(Some(response))` means a plugin answered. `ran` counts the
+    /// plugins whose request phase ran, for [`Chain::on_response`], also when this fails.
+    pub async fn on_request(
+        &self,
+        req: &mut http::request::Parts,
+        ctx: &mut RequestContext,
+        consumers: &ConsumerPlugins,
+        ran: &mut usize,
+    ) -> Result<Option<Response<Body>>, GatewayError> {
+        for (i, e) in self.entries.iter().enumerate() {
+            if i == self.auth_end {
+                self.settle_consumer(ctx)?;
+                if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
+                    let rest = merged(&self.entries[i..], own);
+                    for e in &rest {
+                        *ran = (*ran).max(i);
+                        if let Some(r) = run(&*e.plugin, req, ctx).await? {
+                            return Ok(Some(r));
+                        }
+                    }
+                    *ran = self.entries.len();
+                    return Ok(None);
+                }
+            }
+            *ran = i + 1;
+            if e.phase == Phase::Authentication && ctx.consumer.is_some() {
+                continue;
+            }
+            if let Some(r) = run(&*e.plugin, req, ctx).await? {
+                return Ok(Some(r));
+            }
+        }
+        if self.auth_end == self.entries.len() {
+            self.settle_consumer(ctx)?;
+        }
+        Ok(None)
+    }
+
+    /// Runs the response phase of the plugins that ran, in reverse order.
+    pub fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext, ran: usize) {
+        for e in self.entries.iter().take(ran).rev() {
+            e.plugin.on_response(resp, ctx);
+        }
+    }
+
+    fn settle_consumer(&self, ctx: &mut RequestContext) -> Result<(), GatewayError> {
+        if !self.needs_consumer || ctx.consumer.is_some() {
+            return Ok(());
+        }
+        match &self.anonymous {
+            Some(a) => {
+                ctx.consumer = Some(a.clone());
+                Ok(())
+            }
+            None => Err(GatewayError::new(
+                ErrorKind::Unauthorized(self.challenge.clone()),
+                "no credential",
+            )),
+        }
+    }
+}
+
+async fn run(
+    plugin: &dyn Plugin,
+    req: &mut http::request::Parts,
+    ctx: &mut RequestContext,
+) -> Result<Option<Response<Body>>, GatewayError> {
+    match plugin.on_request(req, ctx)? {
+        Flow::Continue => Ok(None),
+        Flow::Respond(r) => Ok(Some(r)),
+        Flow::Wait(f) => f.await,
+    }
+}
+
+/// The rest of a chain with a consumer's settings: its entries replace the chain's entries of
+/// the same plugin, and its other plugins join in order.
+fn merged(rest: &[Entry], own: &HashMap<&'static str, Entry>) -> Vec<Entry> {
+    let mut out: Vec<Entry> = rest
+        .iter()
+        .map(|e| own.get(e.name).unwrap_or(e).clone())
+        .collect();
+    for (name, e) in own {
+        if !rest.iter().any(|r| r.name == *name) {
+            out.push(e.clone());
+        }
+    }
+    sort(&mut out);
+    out
+}

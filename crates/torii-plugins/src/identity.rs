@@ -1,0 +1,106 @@
+//! Identity propagation: what the upstream learns about the consumer, and the removal of
+//! client-sent copies of those headers (in both spellings) so identity cannot be spoofed.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use torii_core::Consumer;
+
+/// The identity headers of a config.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    id: HeaderName,
+    name: HeaderName,
+    groups: HeaderName,
+    anonymous: HeaderName,
+}
+
+static TRUE: HeaderValue = HeaderValue::from_static("true");
+
+/// `a` and `b` name the same variable once `_` and `-` are treated alike (many frameworks map
+/// `X_Consumer_Id` and `X-Consumer-Id` to the same CGI-style variable). Both are lowercase.
+fn same_variable(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let norm = |c: u8| if c == b'_' { b'-' } else { c };
+            norm(x) == norm(y)
+        })
+}
+
+impl IdentityHeaders {
+    /// From the config section.
+    pub fn new(c: &torii_config::schema::Identity) -> Self {
+        Self {
+            id: c.id_header.0.clone(),
+            name: c.name_header.0.clone(),
+            groups: c.groups_header.0.clone(),
+            anonymous: c.anonymous_header.0.clone(),
+        }
+    }
+
+    fn all(&self) -> [&HeaderName; 4] {
+        [&self.id, &self.name, &self.groups, &self.anonymous]
+    }
+
+    /// Removes every client-sent identity header, whatever its spelling.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        for n in self.all() {
+            headers.remove(n);
+        }
+        // Header names with `_` are rare: only then look for underscore spellings.
+        if headers.keys().any(|k| k.as_str().contains('_')) {
+            let spoofed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| {
+                    k.as_str().contains('_')
+                        && self
+                            .all()
+                            .iter()
+                            .any(|n| same_variable(n.as_str(), k.as_str()))
+                })
+                .cloned()
+                .collect();
+            for k in spoofed {
+                headers.remove(&k);
+            }
+        }
+    }
+
+    /// Adds the consumer's identity.
+    pub fn apply(&self, headers: &mut HeaderMap, consumer: &Consumer) {
+        headers.insert(self.id.clone(), consumer.headers.id.clone());
+        headers.insert(self.name.clone(), consumer.headers.name.clone());
+        if let Some(g) = &consumer.headers.groups {
+            headers.insert(self.groups.clone(), g.clone());
+        }
+        if consumer.anonymous {
+            headers.insert(self.anonymous.clone(), TRUE.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn strips_both_spellings() {
+        let ids = IdentityHeaders::new(&Default::default());
+        let mut h = HeaderMap::new();
+        for n in [
+            "x-consumer-id",
+            "x_consumer_id",
+            "X_Consumer-Name",
+            "x-consumer_groups",
+            "x_anonymous_consumer",
+            "x-other_header",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("spoof"),
+            );
+        }
+        ids.strip(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-other_header"]);
+    }
+}

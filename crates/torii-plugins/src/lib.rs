@@ -1,0 +1,326 @@
+//! # torii-plugins
+//!
+//! The plugin pipeline and the built-in plugins.
+//!
+//! - [`factory`]: a plugin is a type implementing [`PluginFactory`] (strict config type, phase,
+//!   order, constructor); [`Registration::of`] erases it.
+//! - [`builtin`]: the one list of registered plugins.
+//! - [`Catalog`]: the registry as the config loader sees it ([`torii_config::PluginCatalog`]):
+//!   it contributes plugin schemas to the config schema and builds, per load, the consumer
+//!   [`Directory`], one [`Chain`] per route and the consumers' own plugin settings.
+//! - [`chain`]: chains compiled at load and run per request.
+//! - [`state`]: plugin state (caches, counters) that survives reloads which leave the plugin's
+//!   settings unchanged.
+
+pub mod builtin;
+pub mod chain;
+pub mod consumers;
+pub mod factory;
+pub mod http_client;
+pub mod identity;
+pub mod state;
+
+pub use chain::{Chain, ConsumerPlugins, Entry};
+pub use consumers::Directory;
+pub use factory::{ConfigError, Phase, PluginFactory, Registration};
+pub use http_client::HttpClient;
+pub use identity::IdentityHeaders;
+pub use state::{StateKey, StateRegistry};
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use torii_config::schema::{Config, PluginMap};
+use torii_config::{PluginCatalog, PluginError, Seg};
+use torii_core::Consumer;
+
+/// What a plugin constructor gets besides its config.
+pub struct BuildCtx<'a> {
+    /// The consumers of this load.
+    pub directory: &'a Arc<Directory>,
+    /// The shared outbound HTTP client.
+    pub http: &'a HttpClient,
+    /// `global`, `route:<name>` or `consumer:<name>`.
+    pub scope: &'a str,
+    state: &'a StateRegistry,
+    plugin: &'static str,
+    settings: &'a Value,
+    redact: &'a std::sync::Mutex<Vec<String>>,
+}
+
+impl BuildCtx<'_> {
+    /// This instance's long-lived state: the same value across reloads that keep the plugin's
+    /// scope and settings.
+    pub fn state<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        self.state
+            .get_or_insert(StateKey::new(self.plugin, self.scope, self.settings), init)
+    }
+
+    /// Marks a query parameter as secret: the access log redacts its value.
+    pub fn redact_query_param(&self, name: &str) {
+        let mut r = self.redact.lock().unwrap_or_else(|e| e.into_inner());
+        if !r.iter().any(|n| n == name) {
+            r.push(name.to_string());
+        }
+    }
+}
+
+/// Everything plugins built for one config.
+pub struct Compiled {
+    /// One chain per route, by route index.
+    pub chains: Vec<Arc<Chain>>,
+    /// The consumers' own plugin settings.
+    pub consumer_plugins: Arc<ConsumerPlugins>,
+    /// The consumers.
+    pub directory: Arc<Directory>,
+    /// Identity headers.
+    pub identity: IdentityHeaders,
+    /// Query parameters plugins read secrets from (the access log redacts them too).
+    pub redact_query_params: Vec<String>,
+    /// The state generation of this load (see [`StateRegistry::retain_generation`]).
+    pub generation: u64,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("chains", &self.chains.len())
+            .field("directory", &self.directory)
+            .finish()
+    }
+}
+
+/// The plugin registry as the config loader uses it.
+pub struct Catalog {
+    plugins: Vec<Registration>,
+    by_name: HashMap<&'static str, usize>,
+    state: Arc<StateRegistry>,
+    http: HttpClient,
+    schema: OnceLock<Value>,
+    /// Collects secret query parameters during one build.
+    redact: std::sync::Mutex<Vec<String>>,
+}
+
+impl Catalog {
+    /// The built-in plugins with fresh state.
+    pub fn builtin() -> Result<Self, String> {
+        Self::new(builtin::registrations())
+    }
+
+    /// A catalog of the given plugins.
+    pub fn new(plugins: Vec<Registration>) -> Result<Self, String> {
+        let by_name = plugins
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name, i))
+            .collect();
+        Ok(Self {
+            plugins,
+            by_name,
+            state: Arc::new(StateRegistry::default()),
+            http: HttpClient::new()?,
+            schema: OnceLock::new(),
+            redact: Default::default(),
+        })
+    }
+
+    /// The registered plugins, in registration order.
+    pub fn plugins(&self) -> &[Registration] {
+        &self.plugins
+    }
+
+    /// The state registry shared by every load of this catalog.
+    pub fn state(&self) -> &Arc<StateRegistry> {
+        &self.state
+    }
+
+    fn build_map(
+        &self,
+        map: &PluginMap,
+        base: &[Seg],
+        scope: &str,
+        directory: &Arc<Directory>,
+        consumer_scope: bool,
+        errors: &mut Vec<PluginError>,
+    ) -> HashMap<&'static str, Entry> {
+        let mut out = HashMap::new();
+        for (name, settings) in &map.0 {
+            let mut path = base.to_vec();
+            path.push(Seg::Key(name.clone()));
+            let Some(reg) = self
+                .by_name
+                .get(name.as_str())
+                .and_then(|i| self.plugins.get(*i))
+            else {
+                errors.push(PluginError::new(
+                    path,
+                    format!("unknown plugin `{name}`"),
+                    "see docs/plugins.md for the list",
+                ));
+                continue;
+            };
+            if consumer_scope && !reg.per_consumer {
+                errors.push(PluginError::new(
+                    path,
+                    format!("`{name}` cannot be set per consumer"),
+                    "consumer settings apply after authentication; set it on the route or globally",
+                ));
+                continue;
+            }
+            let ctx = BuildCtx {
+                directory,
+                http: &self.http,
+                scope,
+                state: &self.state,
+                plugin: reg.name,
+                settings,
+                redact: &self.redact,
+            };
+            match (reg.build)(settings, &ctx) {
+                Ok(plugin) => {
+                    out.insert(
+                        reg.name,
+                        Entry {
+                            name: reg.name,
+                            phase: reg.phase,
+                            order: reg.order,
+                            plugin,
+                        },
+                    );
+                }
+                Err(e) => {
+                    path.extend(e.path);
+                    errors.push(PluginError::new(path, e.message, e.hint));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+impl PluginCatalog for Catalog {
+    type Output = Compiled;
+
+    fn schemas(
+        &self,
+        generator: &mut schemars::SchemaGenerator,
+    ) -> Vec<(&'static str, schemars::Schema)> {
+        self.plugins
+            .iter()
+            .map(|r| (r.name, (r.schema)(generator)))
+            .collect()
+    }
+
+    fn config_schema(&self) -> &Value {
+        self.schema.get_or_init(|| torii_config::schema_with(self))
+    }
+
+    fn build(&self, config: &Config) -> Result<Compiled, Vec<PluginError>> {
+        let generation = self.state.begin();
+        self.redact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let mut errors = Vec::new();
+        let directory = Arc::new(match Directory::build(&config.consumers) {
+            Ok(d) => d,
+            Err(mut e) => {
+                errors.append(&mut e);
+                Directory::default()
+            }
+        });
+        let global = self.build_map(
+            &config.plugins,
+            &[key("plugins")],
+            "global",
+            &directory,
+            false,
+            &mut errors,
+        );
+        let mut consumer_plugins = Vec::with_capacity(config.consumers.len());
+        for (i, c) in config.consumers.iter().enumerate() {
+            consumer_plugins.push(self.build_map(
+                &c.plugins,
+                &[key("consumers"), Seg::Index(i), key("plugins")],
+                &format!("consumer:{}", c.name),
+                &directory,
+                true,
+                &mut errors,
+            ));
+        }
+        let mut chains = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let base = [key("routes"), Seg::Index(i)];
+            let own = self.build_map(
+                &r.plugins,
+                &[base[0].clone(), base[1].clone(), key("plugins")],
+                &format!("route:{}", r.name),
+                &directory,
+                false,
+                &mut errors,
+            );
+            for (k, name) in r.disable_plugins.iter().enumerate() {
+                if !self.by_name.contains_key(name.as_str()) {
+                    errors.push(PluginError::new(
+                        vec![
+                            base[0].clone(),
+                            base[1].clone(),
+                            key("disable_plugins"),
+                            Seg::Index(k),
+                        ],
+                        format!("unknown plugin `{name}`"),
+                        "see docs/plugins.md for the list",
+                    ));
+                }
+            }
+            let mut entries: HashMap<&'static str, Entry> = global
+                .iter()
+                .filter(|(name, _)| !r.disable_plugins.iter().any(|d| d == *name))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            entries.extend(own);
+            let anonymous = match &r.anonymous {
+                None => None,
+                Some(name) => match directory.by_name(name) {
+                    Some(c) => Some(Arc::new(Consumer {
+                        anonymous: true,
+                        index: c.index,
+                        name: c.name.clone(),
+                        id: c.id.clone(),
+                        groups: c.groups.clone(),
+                        headers: c.headers.clone(),
+                    })),
+                    None => {
+                        errors.push(PluginError::new(
+                            vec![base[0].clone(), base[1].clone(), key("anonymous")],
+                            format!("no consumer is named `{name}`"),
+                            "declare it under `consumers:`",
+                        ));
+                        None
+                    }
+                },
+            };
+            chains.push(Arc::new(Chain::new(
+                entries.into_values().collect(),
+                anonymous,
+            )));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Compiled {
+            chains,
+            consumer_plugins: Arc::new(ConsumerPlugins(consumer_plugins)),
+            directory,
+            identity: IdentityHeaders::new(&config.identity),
+            redact_query_params: std::mem::take(
+                &mut *self.redact.lock().unwrap_or_else(|e| e.into_inner()),
+            ),
+            generation,
+        })
+    }
+}
