@@ -57,6 +57,10 @@ pub struct RequestContext {
     pub identity: Option<Arc<crate::Identity>>,
     /// The verified client certificate of a mutual-TLS connection.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// A body limit for this request below the server-wide one (request_size_limit).
+    pub body_limit: Option<u64>,
+    /// Typed values plugins leave for their own response phase or for later plugins.
+    pub extensions: http::Extensions,
 }
 
 /// Facts of a verified client certificate, read once per connection.

@@ -140,14 +140,15 @@ impl Directory {
                     "rename it",
                 ));
             }
-            if d.by_name.insert(c.name.clone(), i).is_some() {
+            let name_taken = d.by_name.insert(c.name.clone(), i).is_some();
+            if name_taken {
                 errors.push(PluginError::new(
                     at(&[seg("name")]),
                     format!("consumer `{}` is declared twice", c.name),
                     "consumer names must be unique",
                 ));
             }
-            if d.by_id.insert(id.clone(), i).is_some() {
+            if d.by_id.insert(id.clone(), i).is_some() && !name_taken {
                 errors.push(PluginError::new(
                     at(&[seg("id")]),
                     format!("consumer id `{id}` is used twice"),

@@ -101,6 +101,8 @@ pub async fn handle(
         consumer: None,
         identity: None,
         client_cert: None,
+        body_limit: None,
+        extensions: http::Extensions::new(),
     };
     let bytes_in = req
         .headers()
@@ -365,7 +367,10 @@ async fn route_and_serve(
     }
 }
 
-fn params_of(params: &torii_router::Params<'_, '_>) -> Vec<(Arc<str>, String)> {
+/// Route parameters as the context keeps them.
+type RouteParams = Vec<(Arc<str>, String)>;
+
+fn params_of(params: &torii_router::Params<'_, '_>) -> RouteParams {
     params
         .iter()
         .map(|(k, v)| (Arc::<str>::from(k), v.to_string()))
@@ -379,7 +384,7 @@ fn preflight_lookup(
     rv: &RequestView<'_>,
     view: &crate::snapshot::ListenerView,
     snap: &Snapshot,
-) -> Option<(usize, Vec<(Arc<str>, String)>)> {
+) -> Option<(usize, RouteParams)> {
     let h = req.headers();
     if req.method() != http::Method::OPTIONS || !h.contains_key(header::ORIGIN) {
         return None;
@@ -487,7 +492,8 @@ async fn proxy(
 
     let body = Body::boxed(RequestBody::new(
         Body::from(body),
-        snap.max_body,
+        ctx.body_limit
+            .map_or(snap.max_body, |l| l.min(snap.max_body)),
         upstream.body_idle_timeout,
     ));
     let up_req = Request::from_parts(parts, body);

@@ -3,8 +3,14 @@
 //! Adding a plugin: write a type implementing [`crate::PluginFactory`] in its own module and
 //! add one `Registration::of::<T>()` line below. Nothing else matches on plugin names.
 
+pub mod acl;
 pub mod basic_auth;
+pub mod bot_detection;
+pub mod cors;
+pub mod ip_restriction;
 pub mod key_auth;
+pub mod request_headers;
+pub mod request_size_limit;
 mod util;
 
 use crate::Registration;
@@ -14,5 +20,11 @@ pub fn registrations() -> Vec<Registration> {
     vec![
         Registration::of::<key_auth::KeyAuth>(),
         Registration::of::<basic_auth::BasicAuth>(),
+        Registration::of::<ip_restriction::IpRestriction>(),
+        Registration::of::<bot_detection::BotDetection>(),
+        Registration::of::<cors::Cors>(),
+        Registration::of::<request_size_limit::RequestSizeLimit>(),
+        Registration::of::<acl::Acl>(),
+        Registration::of::<request_headers::RequestHeaders>(),
     ]
 }
