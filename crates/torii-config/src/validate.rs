@@ -174,6 +174,21 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                     PathSeg::Key(k),
                 ]
             };
+            if let Some(ca) = tls.client_auth.as_ref().map(|c| &c.ca)
+                && let Err(e) = crate::schema::pem::certs(ca)
+            {
+                ctx.err(
+                    &[
+                        PathSeg::Key("listeners"),
+                        PathSeg::Index(i),
+                        PathSeg::Key("tls"),
+                        PathSeg::Key("client_auth"),
+                        PathSeg::Key("ca"),
+                    ],
+                    e,
+                    "point `ca` at a PEM file with the CA certificates of your clients",
+                );
+            }
             if tls.certificates.is_empty() {
                 ctx.err(
                     &at("certificates"),

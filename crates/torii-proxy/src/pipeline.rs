@@ -43,6 +43,8 @@ pub struct TlsConn {
     pub sni: Option<String>,
     /// The listener's certificates at handshake time.
     pub store: Arc<crate::tls::CertStore>,
+    /// The client's verified certificate (mutual TLS), read once per connection.
+    pub client_cert: Option<Arc<torii_core::ClientCert>>,
 }
 
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
@@ -100,7 +102,7 @@ pub async fn handle(
         params: Vec::new(),
         consumer: None,
         identity: None,
-        client_cert: None,
+        client_cert: conn.tls.as_ref().and_then(|t| t.client_cert.clone()),
         body_limit: None,
         extensions: http::Extensions::new(),
     };
@@ -253,6 +255,7 @@ async fn route_and_serve(
     if let Some(TlsConn {
         sni: Some(sni),
         store,
+        ..
     }) = &conn.tls
         && !host.is_empty()
         && !host.eq_ignore_ascii_case(sni)

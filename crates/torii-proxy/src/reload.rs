@@ -38,6 +38,9 @@ fn watched_files(gw: &Gateway, config: &Path) -> HashSet<PathBuf> {
     let mut files: HashSet<PathBuf> = HashSet::new();
     files.insert(absolute(config));
     for l in &snap.config.listeners {
+        if let Some(a) = l.tls.as_ref().and_then(|t| t.client_auth.as_ref()) {
+            files.insert(absolute(Path::new(&a.ca)));
+        }
         for c in l.tls.iter().flat_map(|t| &t.certificates) {
             files.insert(absolute(Path::new(&c.cert)));
             files.insert(absolute(Path::new(&c.key)));

@@ -232,12 +232,21 @@ async fn serve(
             let (_, session) = tls_stream.get_ref();
             let is_h2 = session.alpn_protocol() == Some(b"h2");
             let sni = session.server_name().map(str::to_string);
+            let client_cert = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|der| crate::tls::client_cert(der.as_ref()))
+                .map(Arc::new);
             let conn = Arc::new(ConnInfo {
                 listener,
                 peer,
                 proto: "https",
                 slot: slot.clone(),
-                tls: Some(pipeline::TlsConn { sni, store }),
+                tls: Some(pipeline::TlsConn {
+                    sni,
+                    store,
+                    client_cert,
+                }),
             });
             run(
                 TokioIo::new(tls_stream),

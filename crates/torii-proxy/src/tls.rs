@@ -103,6 +103,45 @@ fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// The facts of a verified client certificate (rustls already checked it chains to the
+/// listener's client CA): common name, RFC 4514 subject, and subject alternative names.
+pub fn client_cert(der: &[u8]) -> Option<torii_core::ClientCert> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    let mut sans = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for gn in &san.value.general_names {
+            match gn {
+                GeneralName::DNSName(d) | GeneralName::RFC822Name(d) | GeneralName::URI(d) => {
+                    sans.push((*d).to_string())
+                }
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        sans.push(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(torii_core::ClientCert {
+        common_name,
+        subject: cert.subject().to_string(),
+        sans,
+    })
+}
+
 #[derive(Debug)]
 struct Resolver(Arc<CertStore>);
 
@@ -123,11 +162,33 @@ pub struct ListenerTlsRuntime {
 /// Builds a listener's TLS config (ALPN h2 then http/1.1).
 pub fn server_config(cfg: &ListenerTls) -> Result<ListenerTlsRuntime, String> {
     let store = Arc::new(CertStore::load(cfg)?);
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver(store.clone())));
+        .map_err(|e| e.to_string())?;
+    let builder = match &cfg.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pem::certs(&auth.ca)? {
+                roots.add(c).map_err(|e| format!("`{}`: {e}", auth.ca))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            );
+            let verifier = if auth.required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("client CA `{}`: {e}", auth.ca))?,
+            )
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(Resolver(store.clone())));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(ListenerTlsRuntime {
         config: Arc::new(config),

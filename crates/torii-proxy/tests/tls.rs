@@ -409,3 +409,85 @@ async fn rotated_certificate_files_are_picked_up_by_the_watcher() {
     }
     assert!(ok, "the rotated certificate was not loaded");
 }
+
+fn client_with_cert(
+    roots: rustls::RootCertStore,
+    cert: &(String, String),
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&cert.1).unwrap();
+    let mut c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+#[tokio::test]
+async fn mtls_auth_maps_client_certificates_to_consumers() {
+    let servers = Pki::new("mtls-server");
+    let clients = Pki::new("mtls-clients");
+    let rogue = Pki::new("mtls-rogue");
+    let server = servers.leaf("srv", &["api.test"]);
+    let alice = clients.leaf("alice", &["alice.clients.test"]);
+    let stranger = clients.leaf("stranger", &["nobody.clients.test"]);
+    let forged = rogue.leaf("forged", &["alice.clients.test"]);
+    let up = echo_upstream(false).await;
+    let yaml = format!(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      certificates: [{{cert: '{}', key: '{}'}}]\n      client_auth: {{ca: '{}'}}\nadmin:\n  enabled: false\naccess_log:\n  enabled: false\nserver:\n  watch_config: false\nupstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nconsumers:\n  - name: alice\n    certificate_names: [alice.clients.test]\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: up\n    plugins:\n      mtls_auth: {{}}\n",
+        server.0,
+        server.1,
+        clients.ca_path(),
+        up.addr
+    );
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    // Alice's certificate identifies her to the upstream.
+    let (s, body, _) = tls_get(
+        a,
+        client_with_cert(servers.roots(), &alice),
+        "api.test",
+        "api.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(body.as_bytes())["headers"]["x-consumer-name"], "alice");
+    // No certificate: no credential, 401 (client_auth is optional on this listener).
+    let (s, _, _) = tls_get(
+        a,
+        client_config(servers.roots(), &[b"http/1.1"]),
+        "api.test",
+        "api.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // A valid certificate that names no consumer: 401.
+    let (s, _, _) = tls_get(
+        a,
+        client_with_cert(servers.roots(), &stranger),
+        "api.test",
+        "api.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // A certificate from another CA with the same name never gets a response.
+    let forged = tls_get(
+        a,
+        client_with_cert(servers.roots(), &forged),
+        "api.test",
+        "api.test",
+    )
+    .await;
+    assert!(forged.is_err() || forged.unwrap().0 != StatusCode::OK);
+}

@@ -33,6 +33,22 @@ pub struct ListenerTls {
     /// What a client whose SNI matches no certificate (or that sends no SNI) gets.
     #[serde(default)]
     pub unknown_sni: UnknownSni,
+    /// Ask clients for certificates (mutual TLS); `mtls_auth` maps them to consumers.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificates on a TLS listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM file with the CA certificates client certificates must chain to.
+    pub ca: String,
+    /// Refuse the handshake without a valid client certificate. When false, a client may
+    /// connect without one (routes with `mtls_auth` then answer 401); a certificate that is
+    /// presented must still be valid.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// A certificate chain and its private key, as PEM files.
