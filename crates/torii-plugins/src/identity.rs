@@ -11,6 +11,8 @@ pub struct IdentityHeaders {
     name: HeaderName,
     groups: HeaderName,
     anonymous: HeaderName,
+    /// The identity-token header, when tokens are configured.
+    token: Option<HeaderName>,
 }
 
 static TRUE: HeaderValue = HeaderValue::from_static("true");
@@ -33,11 +35,14 @@ impl IdentityHeaders {
             name: c.name_header.0.clone(),
             groups: c.groups_header.0.clone(),
             anonymous: c.anonymous_header.0.clone(),
+            token: c.token.as_ref().map(|t| t.header.0.clone()),
         }
     }
 
-    fn all(&self) -> [&HeaderName; 4] {
+    fn all(&self) -> impl Iterator<Item = &HeaderName> {
         [&self.id, &self.name, &self.groups, &self.anonymous]
+            .into_iter()
+            .chain(self.token.as_ref())
     }
 
     /// Removes every client-sent identity header, whatever its spelling.
@@ -51,10 +56,7 @@ impl IdentityHeaders {
                 .keys()
                 .filter(|k| {
                     k.as_str().contains('_')
-                        && self
-                            .all()
-                            .iter()
-                            .any(|n| same_variable(n.as_str(), k.as_str()))
+                        && self.all().any(|n| same_variable(n.as_str(), k.as_str()))
                 })
                 .cloned()
                 .collect();

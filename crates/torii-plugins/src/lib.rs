@@ -18,6 +18,7 @@ pub mod consumers;
 pub mod factory;
 pub mod http_client;
 pub mod identity;
+pub mod identity_token;
 pub mod state;
 
 pub use chain::{Chain, ConsumerPlugins, Entry};
@@ -25,6 +26,7 @@ pub use consumers::Directory;
 pub use factory::{ConfigError, Phase, PluginFactory, Registration};
 pub use http_client::HttpClient;
 pub use identity::IdentityHeaders;
+pub use identity_token::{Audience, TokenSigner};
 pub use state::{StateKey, StateRegistry};
 
 use serde_json::Value;
@@ -75,6 +77,10 @@ pub struct Compiled {
     pub directory: Arc<Directory>,
     /// Identity headers.
     pub identity: IdentityHeaders,
+    /// The gateway's identity-token signer, when `identity.token` is set.
+    pub signer: Option<Arc<TokenSigner>>,
+    /// Identity-token settings by upstream name (upstreams that set `identity_token`).
+    pub audiences: HashMap<String, Audience>,
     /// Query parameters plugins read secrets from (the access log redacts them too).
     pub redact_query_params: Vec<String>,
     /// The state generation of this load (see [`StateRegistry::retain_generation`]).
@@ -309,10 +315,49 @@ impl PluginCatalog for Catalog {
                 anonymous,
             )));
         }
+        let signer = match &config.identity.token {
+            None => None,
+            Some(t) => match TokenSigner::build(t) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    None
+                }
+            },
+        };
+        let mut audiences = HashMap::new();
+        for (i, u) in config.upstreams.iter().enumerate() {
+            let Some(t) = &u.identity_token else { continue };
+            let at = |k: Option<&str>| {
+                let mut p = vec![key("upstreams"), Seg::Index(i), key("identity_token")];
+                p.extend(k.map(key));
+                p
+            };
+            match (&signer, &config.identity.token) {
+                (Some(s), _) => match s.audience(t) {
+                    Some(a) => {
+                        audiences.insert(u.name.clone(), a);
+                    }
+                    None => errors.push(PluginError::new(
+                        at(Some("key")),
+                        "no signing key has this kid",
+                        "name one of `identity.token.keys[].kid`",
+                    )),
+                },
+                (None, None) => errors.push(PluginError::new(
+                    at(None),
+                    "identity tokens are not configured",
+                    "add `identity: {token: {issuer: ..., keys: [...]}}`",
+                )),
+                (None, Some(_)) => {} // the token settings' own errors are reported
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Compiled {
+            signer,
+            audiences,
             chains,
             consumer_plugins: Arc::new(ConsumerPlugins(consumer_plugins)),
             directory,

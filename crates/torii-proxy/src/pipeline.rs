@@ -282,6 +282,28 @@ async fn route_and_serve(
         }
     }
 
+    // The gateway's identity-token keys, for services that verify its tokens.
+    if let Some(signer) = &snap.signer
+        && (req.method() == http::Method::GET || req.method() == http::Method::HEAD)
+        && ctx.path == signer.jwks().0
+    {
+        let mut resp = Response::new(if req.method() == http::Method::HEAD {
+            Body::Empty
+        } else {
+            Body::full(signer.jwks().1.clone())
+        });
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        return Ok(resp);
+    }
+
     // --- route stage ---
     let view = snap
         .listeners
@@ -344,6 +366,11 @@ async fn route_and_serve(
         }
         if let Some(c) = &ctx.consumer {
             snap.identity.apply(&mut parts.headers, c);
+            if let (Some(signer), Some(aud)) = (&snap.signer, &route.identity_audience)
+                && let Some(token) = signer.token(c, ctx.identity.as_deref(), aud)
+            {
+                parts.headers.insert(signer.header().clone(), token);
+            }
         }
         req = Request::from_parts(parts, body);
     }

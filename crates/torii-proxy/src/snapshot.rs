@@ -58,6 +58,8 @@ pub struct CompiledRoute {
     pub metrics: RouteMetrics,
     /// The route's plugins, compiled at load.
     pub chain: Arc<Chain>,
+    /// Identity-token settings of the route's upstream, when it asks for tokens.
+    pub identity_audience: Option<torii_plugins::Audience>,
 }
 
 /// Per-listener view: its router and trusted proxies.
@@ -86,6 +88,8 @@ pub struct Snapshot {
     pub consumer_plugins: Arc<ConsumerPlugins>,
     /// Identity headers (stripped from every request, set after authentication).
     pub identity: IdentityHeaders,
+    /// Signs identity tokens and serves their JWKS.
+    pub signer: Option<Arc<torii_plugins::TokenSigner>>,
     /// The config it was built from.
     pub config: torii_config::Config,
 }
@@ -154,6 +158,10 @@ impl Snapshot {
                     rewrite,
                     metrics: metrics.route(&r.name),
                     chain: chains.next().unwrap_or_default(),
+                    identity_audience: r
+                        .upstream
+                        .as_ref()
+                        .and_then(|u| plugins.audiences.get(u).cloned()),
                 }
             })
             .collect();
@@ -189,6 +197,7 @@ impl Snapshot {
             },
             consumer_plugins: plugins.consumer_plugins,
             identity: plugins.identity,
+            signer: plugins.signer,
             unrouted: metrics.route("<none>"),
             config,
         })

@@ -73,6 +73,65 @@ pub struct Identity {
     pub groups_header: HeaderName,
     /// Header carrying `true` when the route let an anonymous request through.
     pub anonymous_header: HeaderName,
+    /// A short-lived JWT the gateway signs for authenticated requests, sent to the upstreams
+    /// that set `identity_token`.
+    pub token: Option<IdentityToken>,
+}
+
+/// The gateway's identity tokens.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityToken {
+    /// The request header that carries the token (`Bearer` is not added).
+    #[serde(default = "token_header")]
+    pub header: HeaderName,
+    /// The default `iss` claim.
+    pub issuer: String,
+    /// Lifetime (`exp - iat`); tokens are reused for half of it.
+    #[serde(default = "token_ttl")]
+    pub ttl: crate::values::Duration,
+    /// Signing keys; list the next key before rotating to it so services can fetch it first.
+    pub keys: Vec<SigningKey>,
+    /// The `kid` of the key that signs by default; the first key when absent.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// Claims of the authenticated token (JWT, introspection) copied into the identity token.
+    #[serde(default)]
+    pub copy_claims: Vec<String>,
+    /// Path on every listener where the public keys are served as a JWKS.
+    #[serde(default = "jwks_path")]
+    pub jwks_path: String,
+}
+
+fn token_header() -> HeaderName {
+    HeaderName(http::HeaderName::from_static("x-identity-token"))
+}
+fn token_ttl() -> crate::values::Duration {
+    crate::values::Duration::secs(60)
+}
+fn jwks_path() -> String {
+    "/.well-known/torii/jwks.json".into()
+}
+
+/// A signing key of the gateway.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    /// Key id (`kid`), unique.
+    pub kid: String,
+    /// `ES256` (P-256) or `EdDSA` (Ed25519).
+    pub algorithm: SigningAlgorithm,
+    /// PEM file with the private key (PKCS#8, or SEC1 for P-256).
+    pub private_key: String,
+}
+
+/// Algorithms of gateway-signed tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum SigningAlgorithm {
+    /// ECDSA with P-256 and SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
 }
 
 impl Default for Identity {
@@ -83,6 +142,7 @@ impl Default for Identity {
             name_header: h("x-consumer-name"),
             groups_header: h("x-consumer-groups"),
             anonymous_header: h("x-anonymous-consumer"),
+            token: None,
         }
     }
 }

@@ -26,6 +26,24 @@ pub struct Upstream {
     /// TLS settings for `https://` targets.
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// Send this upstream a short-lived JWT signed by the gateway for authenticated requests
+    /// (needs `identity.token`).
+    #[serde(default)]
+    pub identity_token: Option<UpstreamIdentityToken>,
+}
+
+/// The gateway-signed identity token for one upstream.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamIdentityToken {
+    /// The `aud` claim: the name the service checks the token was made for.
+    pub audience: String,
+    /// The `iss` claim; `identity.token.issuer` when absent.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The `kid` of the key that signs; `identity.token.signing_key` when absent.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// TLS towards `https://` targets. The server certificate is always verified.
