@@ -369,3 +369,6 @@ impl PluginCatalog for Catalog {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

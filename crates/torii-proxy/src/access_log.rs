@@ -30,6 +30,10 @@ pub struct Record {
     pub bytes_out: u64,
     /// Client address.
     pub client: String,
+    /// The consumer's name, once authenticated (or the route's anonymous consumer).
+    pub consumer: Option<Arc<str>>,
+    /// The plugin that authenticated the request (`key_auth`, `jwt`, ...).
+    pub auth: Option<&'static str>,
     /// Upstream target (`host:port`).
     pub upstream: Option<Arc<str>>,
     /// Time to the upstream's response head, ms.

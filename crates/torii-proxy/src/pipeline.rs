@@ -229,6 +229,8 @@ impl OnEnd for LogOnEnd {
             bytes_in: self.info.bytes_in,
             bytes_out,
             client: self.ctx.client.0.to_string(),
+            consumer: self.ctx.consumer.as_ref().map(|c| c.name.clone()),
+            auth: self.ctx.identity.as_ref().map(|i| i.scheme),
             upstream: self.info.upstream,
             upstream_latency_ms: self.info.upstream_latency_ms,
             total_latency_ms: crate::access_log::millis(elapsed),

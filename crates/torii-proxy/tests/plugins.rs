@@ -625,3 +625,20 @@ async fn plugin_config_errors_name_the_line_and_key() {
         "a raw key is never quoted in a message:\n{err}"
     );
 }
+
+#[tokio::test]
+async fn access_log_names_the_consumer_and_redacts_plugin_query_keys() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: r\n    match: {path_prefix: /}\n    upstream: up\n    plugins:\n      key_auth: {query_names: [creds]}\n";
+    let (cfg, log) = with_access_log(gw_config(up.addr, "", routes), "plugins");
+    let gw = gateway(&cfg).await;
+    let a = addr(&gw).await;
+    let (s, h, _) = send(a, "GET", &format!("/x?creds={ALICE_KEY}&y=1"), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let line = log_line(&log, h["x-request-id"].to_str().unwrap()).await;
+    assert!(!line.contains(ALICE_KEY), "the key is redacted: {line}");
+    let j = json(line.as_bytes());
+    assert_eq!(j["path"], "/x?creds=REDACTED&y=1");
+    assert_eq!(j["consumer"], "alice");
+    assert_eq!(j["auth"], "key_auth");
+}

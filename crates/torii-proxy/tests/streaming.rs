@@ -244,31 +244,3 @@ async fn upstream_body_idle_timeout_ends_the_exchange() {
     );
     drop(tx);
 }
-
-/// Turns the access log on, writing to a fresh file; returns the config and the file.
-fn with_access_log(cfg: String, tag: &str) -> (String, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("torii-log-{tag}-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let log = dir.join("access.log");
-    let _ = std::fs::remove_file(&log);
-    let cfg = cfg.replace(
-        "access_log:\n  enabled: false",
-        &format!("access_log:\n  path: {}", log.display()),
-    );
-    (cfg, log)
-}
-
-/// Waits for the access-log line containing `needle` (the writer thread flushes asynchronously).
-async fn log_line(log: &std::path::Path, needle: &str) -> String {
-    for _ in 0..500 {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
-            return l.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "no access-log line containing {needle:?} in {}",
-        log.display()
-    );
-}

@@ -95,8 +95,81 @@ fn schema_and_version() {
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(schema.pointer("/properties/routes").is_some());
+    assert!(
+        schema
+            .pointer("/$defs/PluginMap/properties/key_auth")
+            .is_some(),
+        "plugin schemas are part of the config schema"
+    );
     let out = torii().arg("--version").output().unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("torii "));
+}
+
+fn with_stdin(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = torii()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hash_key_and_hash_password() {
+    // The quickstart's demo key.
+    let out = with_stdin(&["hash-key"], "demo-key-change-me\n");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "sha256:090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"
+    );
+    let out = torii().args(["hash-key", "--generate"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("key:")
+        .trim();
+    let hash = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("hash:")
+        .trim();
+    assert_eq!(key.len(), 43, "256 bits in base64url: {text}");
+    let again = with_stdin(&["hash-key"], &format!("{key}\n"));
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), hash);
+    let empty = with_stdin(&["hash-key"], "");
+    assert!(!empty.status.success());
+
+    let out = with_stdin(&["hash-password"], "correct horse\n");
+    assert!(out.status.success());
+    let phc = String::from_utf8(out.stdout).unwrap();
+    assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+    // The hash is accepted by the config loader.
+    let cfg = tmp(
+        "hashpw",
+        &format!(
+            "listeners:\n  - name: p\n    bind: 127.0.0.1:0\nconsumers:\n  - name: a\n    basic_auth: [{{username: a, password_hash: '{}'}}]\n",
+            phc.trim()
+        ),
+    );
+    let out = torii().args(["validate", "-c"]).arg(&cfg).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn free_port() -> u16 {
