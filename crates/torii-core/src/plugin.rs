@@ -39,6 +39,20 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(Flow::Continue)
     }
 
+    /// Removes request headers a client must never be able to set (headers this plugin
+    /// would otherwise vouch for upstream, such as forward_auth's copied headers). Runs for
+    /// every plugin of the chain that answers `true` to [`Plugin::strips_headers`], before the
+    /// request phase, even when the plugin itself is later skipped (another authentication
+    /// plugin identified the consumer first).
+    fn strip_headers(&self, req: &mut http::request::Parts) {
+        let _ = req;
+    }
+
+    /// Whether [`Plugin::strip_headers`] does anything (the chain only calls those that do).
+    fn strips_headers(&self) -> bool {
+        false
+    }
+
     /// Response phase, in reverse chain order, for the plugins whose request phase ran. Also
     /// runs on the gateway's own error responses (so CORS headers reach browsers on a 401).
     fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext) {

@@ -60,6 +60,8 @@ pub struct Chain {
     challenge: Option<HeaderValue>,
     /// Whether a plugin answers CORS preflights.
     preflight: bool,
+    /// Entries whose `strip_headers` must run before the request phase.
+    strippers: Box<[usize]>,
 }
 
 impl Chain {
@@ -84,7 +86,14 @@ impl Chain {
         } else {
             HeaderValue::from_str(&challenges.join(", ")).ok()
         };
+        let strippers = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.plugin.strips_headers())
+            .map(|(i, _)| i)
+            .collect();
         Self {
+            strippers,
             needs_consumer: !auth.is_empty(),
             preflight: entries.iter().any(|e| e.plugin.answers_preflight()),
             entries: entries.into_boxed_slice(),
@@ -118,6 +127,11 @@ impl Chain {
         consumers: &ConsumerPlugins,
         ran: &mut usize,
     ) -> Result<Option<Response<Body>>, GatewayError> {
+        for &i in &*self.strippers {
+            if let Some(e) = self.entries.get(i) {
+                e.plugin.strip_headers(req);
+            }
+        }
         for (i, e) in self.entries.iter().enumerate() {
             if i == self.auth_end {
                 self.settle_consumer(ctx)?;

@@ -7,8 +7,12 @@ pub mod acl;
 pub mod basic_auth;
 pub mod bot_detection;
 pub mod cors;
+pub mod forward_auth;
+pub mod introspection;
 pub mod ip_restriction;
+pub mod jwt;
 pub mod key_auth;
+pub mod mtls_auth;
 pub mod request_headers;
 pub mod request_size_limit;
 mod util;
@@ -20,6 +24,10 @@ pub fn registrations() -> Vec<Registration> {
     vec![
         Registration::of::<key_auth::KeyAuth>(),
         Registration::of::<basic_auth::BasicAuth>(),
+        Registration::of::<mtls_auth::MtlsAuth>(),
+        Registration::of::<jwt::Jwt>(),
+        Registration::of::<introspection::Introspection>(),
+        Registration::of::<forward_auth::ForwardAuth>(),
         Registration::of::<ip_restriction::IpRestriction>(),
         Registration::of::<bot_detection::BotDetection>(),
         Registration::of::<cors::Cors>(),
