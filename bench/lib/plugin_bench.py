@@ -5,7 +5,7 @@ plus 1,000 distinct credentials per scenario for wrk to cycle through.
 Usage: plugin_bench.py OUTDIR LISTEN ADMIN BACKEND_ADDR [CONSUMERS] [DISTINCT]
 Writes OUTDIR/torii.yaml and OUTDIR/<scenario>.values (one header value per line).
 
-Scenarios (route path -> plugin):
+Scenarios (route path -> plugin; every route is rewritten to the backend's /hello):
   /plain   no plugins (the baseline)
   /key     key_auth (X-Api-Key), keys stored as SHA-256 hashes
   /jwths   jwt HS256 (shared secret)
@@ -58,15 +58,15 @@ def main():
         lines.append(f"  - name: c{i}\n    keys: ['sha256:{digest}']\n")
         if i % step == 0 and len(keys) < distinct:
             keys.append((i, key))
-    pem = "\n".join("            " + l for l in es_pub.strip().splitlines())
+    pem = "\n".join("                  " + l for l in es_pub.strip().splitlines())
     lines.append(
         "routes:\n"
-        "  - name: plain\n    match: {path: /plain}\n    upstream: backend\n"
-        "  - name: key\n    match: {path: /key}\n    upstream: backend\n    plugins:\n      key_auth: {}\n"
-        "  - name: jwths\n    match: {path: /jwths}\n    upstream: backend\n    plugins:\n"
+        "  - name: plain\n    match: {path: /plain}\n    upstream: backend\n    rewrite: {path: /hello}\n"
+        "  - name: key\n    match: {path: /key}\n    upstream: backend\n    rewrite: {path: /hello}\n    plugins:\n      key_auth: {}\n"
+        "  - name: jwths\n    match: {path: /jwths}\n    upstream: backend\n    rewrite: {path: /hello}\n    plugins:\n"
         "      jwt:\n        issuers:\n          - issuer: bench\n            algorithms: [HS256]\n"
         f"            keys: [{{secret: '{secret.decode()}'}}]\n"
-        "  - name: jwtes\n    match: {path: /jwtes}\n    upstream: backend\n    plugins:\n"
+        "  - name: jwtes\n    match: {path: /jwtes}\n    upstream: backend\n    rewrite: {path: /hello}\n    plugins:\n"
         "      jwt:\n        issuers:\n          - issuer: bench\n            algorithms: [ES256]\n"
         "            keys:\n              - kid: bench\n                pem: |\n" + pem + "\n")
     with open(os.path.join(out, "torii.yaml"), "w") as fh:

@@ -961,8 +961,9 @@ fn jwks_issuer(url: &str, algorithms: &[&str]) -> Value {
     json!({ "issuer": ISS, "audiences": [AUD], "algorithms": algorithms, "jwks_url": url })
 }
 
+/// Key-set tests see every request reach the key cache: the verified-token cache is off.
 fn jwks_cfg(url: &str, jwks: Value) -> Value {
-    json!({ "issuers": [jwks_issuer(url, &["RS256"])], "jwks": jwks })
+    json!({ "issuers": [jwks_issuer(url, &["RS256"])], "jwks": jwks, "verified_cache_ttl": "0s" })
 }
 
 async fn closed_port_url() -> String {
@@ -1425,4 +1426,29 @@ fn torii_validate_does_no_io() {
     let l = load(jwks_cfg("http://192.0.2.1:9/jwks", json!({})));
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(l.plugins.chains[0].names(), ["jwt"]);
+}
+
+/// A verified token is remembered (no second signature check), but `exp` still applies to
+/// every request: a cached token stops working the second it expires.
+#[tokio::test]
+async fn verified_tokens_are_remembered_but_expiry_still_applies() {
+    let l = load(json!({ "issuers": [issuer(&["HS256"], hmac_keys())], "leeway": "0s" }));
+    let exp = now() + 2;
+    let t = sign(
+        jsonwebtoken::Algorithm::HS256,
+        Some("hs-1"),
+        &claims(json!({ "exp": exp })),
+    );
+    assert_eq!(accepted(&l, &t).await, "alice");
+    assert_eq!(accepted(&l, &t).await, "alice", "served from the cache");
+    // A tampered copy is a different token: verified (and refused) on its own.
+    let mut tampered = t.clone();
+    tampered.pop();
+    tampered.push(if t.ends_with('A') { 'B' } else { 'A' });
+    refused(&l, &tampered, "tampered while the original is cached").await;
+    // Expiry is a property of time, not of the cache.
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    refused(&l, &t, "expired while cached").await;
 }

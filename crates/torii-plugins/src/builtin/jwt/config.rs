@@ -51,6 +51,23 @@ pub struct JwtConfig {
     /// Realm named in the `WWW-Authenticate` challenge.
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// How long a verified token is remembered (by a SHA-256 of the whole token), so a client
+    /// that sends the same token again costs no signature verification. `exp` and `nbf` are
+    /// still checked on every request, and the consumer looked up again. `0s` turns the cache
+    /// off. A key removed from a JWKS stops working for cached tokens after at most this long.
+    #[serde(default = "default_verified_ttl")]
+    pub verified_cache_ttl: Duration,
+    /// Most tokens remembered.
+    #[serde(default = "default_verified_size")]
+    pub verified_cache_size: u64,
+}
+
+fn default_verified_ttl() -> Duration {
+    Duration::secs(60)
+}
+
+fn default_verified_size() -> u64 {
+    10_000
 }
 
 /// One accepted issuer.

@@ -132,8 +132,22 @@ impl PluginFactory for Jwt {
             directory: ctx.directory.clone(),
             challenge,
             invalid,
+            verified: (!config.verified_cache_ttl.0.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(config.verified_cache_size)
+                    .time_to_live(config.verified_cache_ttl.0)
+                    .build()
+            }),
         }))
     }
+}
+
+/// A token that passed every check, remembered by its digest.
+struct Verified {
+    consumer_id: Arc<str>,
+    identity: Arc<Identity>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
 }
 
 fn check_settings(c: &JwtConfig) -> Result<(), ConfigError> {
@@ -379,6 +393,8 @@ struct JwtPlugin {
     directory: Arc<Directory>,
     challenge: HeaderValue,
     invalid: HeaderValue,
+    /// Verified tokens by SHA-256 of the token (see `verified_cache_ttl`).
+    verified: Option<moka::sync::Cache<[u8; 32], Arc<Verified>>>,
 }
 
 /// Outcome of a signature check against the keys at hand.
@@ -503,14 +519,49 @@ impl JwtPlugin {
         ctx: &mut RequestContext,
         consumer: Arc<Consumer>,
         claims: Map<String, Value>,
+        digest: Option<[u8; 32]>,
     ) {
         let scopes = verify::scopes(&claims);
-        ctx.consumer = Some(consumer);
-        ctx.identity = Some(Arc::new(Identity {
+        let time = |k: &str| claims.get(k).and_then(Value::as_u64);
+        let (exp, nbf) = (time("exp"), time("nbf"));
+        let identity = Arc::new(Identity {
             scheme: "jwt",
             claims: Some(claims),
             scopes,
-        }));
+        });
+        if let (Some(cache), Some(d)) = (&self.verified, digest) {
+            cache.insert(
+                d,
+                Arc::new(Verified {
+                    consumer_id: consumer.id.clone(),
+                    identity: identity.clone(),
+                    exp,
+                    nbf,
+                }),
+            );
+        }
+        ctx.consumer = Some(consumer);
+        ctx.identity = Some(identity);
+    }
+
+    /// A token verified before: still within `exp`/`nbf` (with leeway) and its consumer still
+    /// declared.
+    fn remembered(&self, digest: &[u8; 32], ctx: &mut RequestContext) -> bool {
+        let Some(hit) = self.verified.as_ref().and_then(|c| c.get(digest)) else {
+            return false;
+        };
+        let now = verify::now();
+        if hit.exp.is_some_and(|e| now > e.saturating_add(self.leeway))
+            || hit.nbf.is_some_and(|n| now.saturating_add(self.leeway) < n)
+        {
+            return false;
+        }
+        let Some(consumer) = self.directory.by_id(&hit.consumer_id) else {
+            return false;
+        };
+        ctx.consumer = Some(consumer.clone());
+        ctx.identity = Some(hit.identity.clone());
+        true
     }
 }
 
@@ -527,6 +578,15 @@ impl Plugin for JwtPlugin {
         };
         if raw.len() > self.max_token {
             return Err(self.reject("token too large"));
+        }
+        let digest = self
+            .verified
+            .is_some()
+            .then(|| crate::consumers::key_digest(raw.as_bytes()));
+        if let Some(d) = &digest
+            && self.remembered(d, ctx)
+        {
+            return Ok(Flow::Continue);
         }
         let token = verify::parse(&raw).map_err(|why| self.reject(why))?;
         drop(raw);
@@ -560,7 +620,7 @@ impl Plugin for JwtPlugin {
         let Some(source) = &issuer.jwks else {
             return match self.check_signature(issuer, &token, alg, None, true) {
                 Found::Verified => {
-                    self.accept(ctx, consumer, token.claims);
+                    self.accept(ctx, consumer, token.claims, digest);
                     Ok(Flow::Continue)
                 }
                 _ => Err(self.reject("bad signature or no matching key")),
@@ -574,7 +634,7 @@ impl Plugin for JwtPlugin {
             None => {
                 return match self.check_signature(issuer, &token, alg, None, true) {
                     Found::Verified => {
-                        self.accept(ctx, consumer, token.claims);
+                        self.accept(ctx, consumer, token.claims, digest);
                         Ok(Flow::Continue)
                     }
                     Found::Rejected => Err(self.reject("bad signature")),
@@ -583,7 +643,7 @@ impl Plugin for JwtPlugin {
             }
             Some(set) => match self.check_signature(issuer, &token, alg, Some(set), false) {
                 Found::Verified => {
-                    self.accept(ctx, consumer, token.claims);
+                    self.accept(ctx, consumer, token.claims, digest);
                     return Ok(Flow::Continue);
                 }
                 Found::Rejected => return Err(self.reject("bad signature")),
@@ -592,7 +652,7 @@ impl Plugin for JwtPlugin {
                 Found::NoKey => {
                     return match self.check_signature(issuer, &token, alg, Some(set), true) {
                         Found::Verified => {
-                            self.accept(ctx, consumer, token.claims);
+                            self.accept(ctx, consumer, token.claims, digest);
                             Ok(Flow::Continue)
                         }
                         _ => Err(self.reject("unknown key id or bad signature")),
@@ -606,7 +666,7 @@ impl Plugin for JwtPlugin {
             let set = source.refresh(seen).await;
             match self.check_signature(issuer, &token, alg, set.as_deref(), true) {
                 Found::Verified => {
-                    self.accept(ctx, consumer, token.claims);
+                    self.accept(ctx, consumer, token.claims, digest);
                     Ok(None)
                 }
                 Found::NoKey if set.is_none() => Err(self.unavailable(issuer)),
