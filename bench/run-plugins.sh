@@ -2,7 +2,8 @@
 # Plugin overhead: CPU microseconds per request of Torii on the same route with and without a
 # plugin, with a realistic population (10,000 consumers; 1,000 distinct keys or tokens cycled
 # by wrk). Scenarios run interleaved, ROUNDS times, in one Torii process:
-#   plain (no plugins) | key (key_auth) | jwths (jwt HS256) | jwtes (jwt ES256)
+#   plain (no plugins) | key (key_auth) | jwths (jwt HS256) | jwtes (jwt ES256) |
+#   jwtes0 (jwt ES256 without the verified-token cache: a signature check per request)
 #
 # Usage:
 #   bench/run-plugins.sh                       # ROUNDS=5, DURATION=10
@@ -11,7 +12,7 @@
 #
 # Knobs: ROUNDS [5] DURATION [10] WARMUP [2] CONNS [50] NICE [0] SKIP_BUILD [0]
 #        CLIENT_CPUS [0] SERVER_CPUS [1] (Torii and the backend share SERVER_CPUS, wrk on CLIENT_CPUS)
-#        SCENARIOS ["plain key jwths jwtes"] CONSUMERS [10000] DISTINCT [1000]
+#        SCENARIOS ["plain key jwths jwtes jwtes0"] CONSUMERS [10000] DISTINCT [1000]
 # Prints one BENCH_PLUGIN line per scenario (median over rounds, and overhead over plain).
 set -euo pipefail
 
@@ -20,7 +21,7 @@ REPO=$(cd "$HERE/.." && pwd)
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}; CONNS=${CONNS:-50}
 NICE=${NICE:-0}; SKIP_BUILD=${SKIP_BUILD:-0}
 CLIENT_CPUS=${CLIENT_CPUS:-0}; SERVER_CPUS=${SERVER_CPUS:-1}
-SCENARIOS=${SCENARIOS:-"plain key jwths jwtes"}
+SCENARIOS=${SCENARIOS:-"plain key jwths jwtes jwtes0"}
 CONSUMERS=${CONSUMERS:-10000}; DISTINCT=${DISTINCT:-1000}
 PORT=${PORT:-18190}; ADMIN_PORT=${ADMIN_PORT:-18191}; BACKEND_PORT=${BACKEND_PORT:-18180}
 TORII_BIN=$REPO/target/release/torii
@@ -56,8 +57,8 @@ curl -fs "http://127.0.0.1:$PORT/plain" >/dev/null || die "Torii did not come up
   || die "/key does not require a key"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-header_of() { case $1 in key) echo x-api-key;; jwths|jwtes) echo authorization;; *) echo x-bench;; esac; }
-prefix_of() { case $1 in jwths|jwtes) echo "Bearer ";; *) echo "";; esac; }
+header_of() { case $1 in key) echo x-api-key;; jwt*) echo authorization;; *) echo x-bench;; esac; }
+prefix_of() { case $1 in jwt*) echo "Bearer ";; *) echo "";; esac; }
 TSV=$OUT/runs.tsv; printf 'round\tscenario\trequests\tcpu_s\tus_per_req\trps\n' >"$TSV"
 for r in $(seq 1 "$ROUNDS"); do
   for s in $SCENARIOS; do

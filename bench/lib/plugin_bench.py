@@ -10,6 +10,7 @@ Scenarios (route path -> plugin; every route is rewritten to the backend's /hell
   /key     key_auth (X-Api-Key), keys stored as SHA-256 hashes
   /jwths   jwt HS256 (shared secret)
   /jwtes   jwt ES256 (P-256 public key inline)
+  /jwtes0  jwt ES256 with the verified-token cache off (every request verifies a signature)
 JWTs are made here with the standard library (HS256) and the `cryptography` package (ES256),
 independently of the gateway's JWT code.
 """
@@ -68,6 +69,9 @@ def main():
         f"            keys: [{{secret: '{secret.decode()}'}}]\n"
         "  - name: jwtes\n    match: {path: /jwtes}\n    upstream: backend\n    rewrite: {path: /hello}\n    plugins:\n"
         "      jwt:\n        issuers:\n          - issuer: bench\n            algorithms: [ES256]\n"
+        "            keys:\n              - kid: bench\n                pem: |\n" + pem + "\n"
+        "  - name: jwtes0\n    match: {path: /jwtes0}\n    upstream: backend\n    rewrite: {path: /hello}\n    plugins:\n"
+        "      jwt:\n        verified_cache_ttl: 0s\n        issuers:\n          - issuer: bench\n            algorithms: [ES256]\n"
         "            keys:\n              - kid: bench\n                pem: |\n" + pem + "\n")
     with open(os.path.join(out, "torii.yaml"), "w") as fh:
         fh.write("".join(lines))
@@ -78,6 +82,7 @@ def main():
         "jwths": [jwt_hs256(secret, {"iss": "bench", "sub": f"c{i}", "exp": exp}) for i, _ in keys],
         "jwtes": [jwt_es256({"iss": "bench", "sub": f"c{i}", "exp": exp}) for i, _ in keys],
     }
+    values["jwtes0"] = values["jwtes"]
     for name, vals in values.items():
         with open(os.path.join(out, f"{name}.values"), "w") as fh:
             fh.write("\n".join(vals) + "\n")
