@@ -1452,3 +1452,59 @@ async fn verified_tokens_are_remembered_but_expiry_still_applies() {
     }
     refused(&l, &t, "expired while cached").await;
 }
+
+/// Test vectors of known ECDSA and EdDSA verification bugs: the "psychic signature" (r = s = 0,
+/// CVE-2022-21449), r or s equal to the curve order, an all-ones signature, a DER-encoded
+/// signature where JWS wants the raw r||s form, and an empty signature. Each must be refused.
+#[tokio::test]
+async fn degenerate_signatures_are_refused() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let l = load(all_asymmetric());
+    let valid = tok("valid_ES256");
+    let (signing_input, sig) = valid.rsplit_once('.').unwrap();
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .unwrap();
+    assert_eq!(sig.len(), 64);
+    // The P-256 group order n.
+    let n = hex_bytes("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+    let mut r_is_n = n.clone();
+    r_is_n.extend_from_slice(&sig[32..]);
+    let mut s_is_n = sig[..32].to_vec();
+    s_is_n.extend_from_slice(&n);
+    let mut der = vec![0x30, 0x44, 0x02, 0x20];
+    der.extend_from_slice(&sig[..32]);
+    der.extend_from_slice(&[0x02, 0x20]);
+    der.extend_from_slice(&sig[32..]);
+    for (what, bad) in [
+        ("psychic signature r = s = 0", vec![0u8; 64]),
+        ("r = n", r_is_n),
+        ("s = n", s_is_n),
+        ("all ones", vec![0xff; 64]),
+        ("DER instead of r||s", der),
+        ("one byte", vec![0]),
+    ] {
+        refused(&l, &format!("{signing_input}.{}", b64(&bad)), what).await;
+    }
+    refused(&l, &format!("{signing_input}."), "empty signature").await;
+    // EdDSA: an all-zero signature.
+    let ed = tok("valid_EdDSA");
+    let (ed_input, _) = ed.rsplit_once('.').unwrap();
+    refused(
+        &l,
+        &format!("{ed_input}.{}", b64(&[0u8; 64])),
+        "EdDSA zeros",
+    )
+    .await;
+    // The untouched tokens still pass, so the refusals above are about the signatures.
+    assert_eq!(accepted(&l, valid).await, "alice");
+    assert_eq!(accepted(&l, &ed).await, "alice");
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}

@@ -642,3 +642,121 @@ async fn access_log_names_the_consumer_and_redacts_plugin_query_keys() {
     assert_eq!(j["consumer"], "alice");
     assert_eq!(j["auth"], "key_auth");
 }
+
+const JWT_SECRET: &str = "acl-test-secret-0123456789abcdef0123456789";
+
+fn hs256(claims: serde_json::Value) -> String {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn acl_requires_token_scopes_and_claim_values() {
+    let up = echo_upstream(false).await;
+    let routes = format!(
+        "  - name: r\n    match: {{path_prefix: /}}\n    upstream: up\n    plugins:\n      jwt: {{issuers: [{{issuer: idp, algorithms: [HS256], keys: [{{secret: '{JWT_SECRET}'}}]}}]}}\n      acl: {{require_scopes: ['orders:read'], require_claims: {{tenant: [acme, globex]}}}}\n"
+    );
+    let gw = gateway(&gw_config(up.addr, "", &routes)).await;
+    let a = addr(&gw).await;
+    let exp = 4_102_444_800u64;
+    let cases = [
+        (
+            serde_json::json!({"iss": "idp", "sub": "u-1", "exp": exp, "scope": "orders:read orders:write", "tenant": "acme"}),
+            StatusCode::OK,
+        ),
+        (
+            serde_json::json!({"iss": "idp", "sub": "u-1", "exp": exp, "scp": ["orders:read"], "tenant": ["globex", "x"]}),
+            StatusCode::OK,
+        ),
+        (
+            serde_json::json!({"iss": "idp", "sub": "u-1", "exp": exp, "scope": "orders:write", "tenant": "acme"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            serde_json::json!({"iss": "idp", "sub": "u-1", "exp": exp, "scope": "orders:read", "tenant": "initech"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            serde_json::json!({"iss": "idp", "sub": "u-1", "exp": exp, "scope": "orders:read"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            serde_json::json!({"iss": "idp", "sub": "nobody", "exp": exp, "scope": "orders:read", "tenant": "acme"}),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (claims, want) in cases {
+        let token = format!("Bearer {}", hs256(claims.clone()));
+        let (s, h, j) = send(a, "GET", "/o", &[("authorization", &token)]).await;
+        assert_eq!(s, want, "{claims}");
+        if want == StatusCode::OK {
+            assert_eq!(j["headers"]["x-consumer-name"], "alice");
+        } else {
+            assert_eq!(
+                j["error"]["code"],
+                if want == StatusCode::FORBIDDEN {
+                    "forbidden"
+                } else {
+                    "unauthorized"
+                }
+            );
+            if want == StatusCode::UNAUTHORIZED {
+                assert!(
+                    h["www-authenticate"]
+                        .to_str()
+                        .unwrap()
+                        .starts_with("Bearer")
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cors_origin_regex_is_anchored() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: r\n    match: {path_prefix: /}\n    upstream: up\n    plugins:\n      cors: {allow_origin_regex: ['https://pr-[0-9]+\\.preview\\.example\\.com']}\n";
+    let gw = gateway(&gw_config(up.addr, "", routes)).await;
+    let a = addr(&gw).await;
+    let (_, h, _) = send(
+        a,
+        "GET",
+        "/",
+        &[("origin", "https://pr-42.preview.example.com")],
+    )
+    .await;
+    assert_eq!(
+        h["access-control-allow-origin"],
+        "https://pr-42.preview.example.com"
+    );
+    for bad in [
+        "https://pr-42.preview.example.com.evil.io",
+        "https://evil.io/https://pr-1.preview.example.com",
+        "http://pr-1.preview.example.com",
+    ] {
+        let (_, h, _) = send(a, "GET", "/", &[("origin", bad)]).await;
+        assert!(h.get("access-control-allow-origin").is_none(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn request_size_limit_counts_header_bytes() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: r\n    match: {path_prefix: /}\n    upstream: up\n    plugins:\n      request_size_limit: {max_header_bytes: 1KiB}\n";
+    let gw = gateway(&gw_config(up.addr, "", routes)).await;
+    let a = addr(&gw).await;
+    let big = "v".repeat(2000);
+    assert_eq!(
+        send(a, "GET", "/", &[("x-big", &big)]).await.0,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(
+        send(a, "GET", "/", &[("x-small", "v")]).await.0,
+        StatusCode::OK
+    );
+}

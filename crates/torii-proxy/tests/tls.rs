@@ -54,6 +54,23 @@ impl Pki {
         (c.display().to_string(), k.display().to_string())
     }
 
+    /// Like `leaf`, with a common name in the subject.
+    fn leaf_with_cn(&self, name: &str, cn: &str, dns: &[&str]) -> (String, String) {
+        let mut params =
+            CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c.display().to_string(), k.display().to_string())
+    }
+
     fn ca_path(&self) -> String {
         self.dir.join("ca.pem").display().to_string()
     }
@@ -481,6 +498,40 @@ async fn mtls_auth_maps_client_certificates_to_consumers() {
     .await
     .unwrap();
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Matching on the whole subject: a consumer named by its RFC 4514 subject.
+    let carol = clients.leaf_with_cn("carol", "carol-cn", &["carol.clients.test"]);
+    let by_subject = yaml
+        .replace("      mtls_auth: {}", "      mtls_auth: {match_on: subject}")
+        .replace(
+            "    certificate_names: [alice.clients.test]\n",
+            "    certificate_names: [alice.clients.test]\n  - name: carol\n    certificate_names: ['CN=carol-cn']\n",
+        );
+    gw.apply(load_str("t.yaml", &by_subject).unwrap())
+        .await
+        .unwrap();
+    let (s, body, _) = tls_get(
+        a,
+        client_with_cert(servers.roots(), &carol),
+        "api.test",
+        "api.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(body.as_bytes())["headers"]["x-consumer-name"], "carol");
+    let (s, _, _) = tls_get(
+        a,
+        client_with_cert(servers.roots(), &alice),
+        "api.test",
+        "api.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "alice's SAN does not count with match_on: subject"
+    );
     // A certificate from another CA with the same name never gets a response.
     let forged = tls_get(
         a,

@@ -16,13 +16,16 @@ use torii_core::{ErrorKind, Flow, GatewayError, Identity, Plugin, RequestContext
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchOn {
-    /// The subject alternative names first, then the common name.
+    /// The subject alternative names first, then the common name, then the whole subject
+    /// (RFC 4514 form, e.g. `CN=alice,O=Example`).
     #[default]
     Any,
     /// Only the common name.
     CommonName,
     /// Only the subject alternative names (DNS, URI, e-mail, IP).
     San,
+    /// Only the whole subject (RFC 4514 form).
+    Subject,
 }
 
 /// Settings of `mtls_auth`.
@@ -94,10 +97,12 @@ impl Plugin for Mtls {
                 .as_deref()
                 .and_then(|n| self.directory.by_cert_name(n))
         };
+        let by_subject = || self.directory.by_cert_name(&cert.subject);
         let found = match self.match_on {
-            MatchOn::Any => by_san().or_else(by_cn),
+            MatchOn::Any => by_san().or_else(by_cn).or_else(by_subject),
             MatchOn::CommonName => by_cn(),
             MatchOn::San => by_san(),
+            MatchOn::Subject => by_subject(),
         };
         let consumer = found.ok_or_else(|| {
             GatewayError::new(
