@@ -1508,3 +1508,36 @@ fn hex_bytes(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// `hide_credentials` removes the token (header and query parameter) from the upstream
+/// request; off by default.
+#[tokio::test]
+async fn hide_credentials_removes_the_token() {
+    let run = |cfg: Value, uri: &'static str, auth: Option<String>| async move {
+        let l = load(cfg);
+        let mut b = Request::get(uri);
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let (mut parts, ()) = b.body(()).unwrap().into_parts();
+        let mut ctx = context();
+        let mut ran = 0;
+        let r = l.plugins.chains[0]
+            .on_request(&mut parts, &mut ctx, &l.plugins.consumer_plugins, &mut ran)
+            .await;
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        parts
+    };
+    let t = tok("valid_RS256");
+    let mut hide = all_asymmetric();
+    hide["hide_credentials"] = json!(true);
+    let p = run(hide.clone(), "/", Some(format!("Bearer {t}"))).await;
+    assert!(p.headers.get("authorization").is_none(), "hidden");
+    let mut q = hide.clone();
+    q["query"] = json!("access_token");
+    let uri: &'static str = Box::leak(format!("/x?a=1&access_token={t}").into_boxed_str());
+    let p = run(q, uri, None).await;
+    assert_eq!(p.uri.to_string(), "/x?a=1");
+    let p = run(all_asymmetric(), "/", Some(format!("Bearer {t}"))).await;
+    assert!(p.headers.get("authorization").is_some(), "kept by default");
+}

@@ -60,6 +60,11 @@ pub struct JwtConfig {
     /// Most tokens remembered.
     #[serde(default = "default_verified_size")]
     pub verified_cache_size: u64,
+    /// Remove the token before the request goes upstream: the `header` (when the token came
+    /// from it) and the `query` parameter. Off by default: upstreams often read the claims
+    /// themselves. A token in a cookie is left in place.
+    #[serde(default)]
+    pub hide_credentials: bool,
 }
 
 fn default_verified_ttl() -> Duration {

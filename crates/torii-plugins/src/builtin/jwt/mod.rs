@@ -132,6 +132,7 @@ impl PluginFactory for Jwt {
             directory: ctx.directory.clone(),
             challenge,
             invalid,
+            hide: config.hide_credentials,
             verified: (!config.verified_cache_ttl.0.is_zero()).then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(config.verified_cache_size)
@@ -395,6 +396,8 @@ struct JwtPlugin {
     invalid: HeaderValue,
     /// Verified tokens by SHA-256 of the token (see `verified_cache_ttl`).
     verified: Option<moka::sync::Cache<[u8; 32], Arc<Verified>>>,
+    /// Remove the token before the request goes upstream.
+    hide: bool,
 }
 
 /// Outcome of a signature check against the keys at hand.
@@ -544,6 +547,26 @@ impl JwtPlugin {
         ctx.identity = Some(identity);
     }
 
+    /// With `hide_credentials`: removes the token's header (when it carries our scheme) and
+    /// query parameter.
+    fn hide(&self, req: &mut http::request::Parts) {
+        if !self.hide {
+            return;
+        }
+        let ours = req.headers.get(&self.header).is_some_and(|v| {
+            let b = v.as_bytes();
+            let n = self.scheme.len();
+            self.scheme.is_empty()
+                || (b.len() >= n && b[..n].eq_ignore_ascii_case(self.scheme.as_bytes()))
+        });
+        if ours {
+            req.headers.remove(&self.header);
+        }
+        if let Some(q) = &self.query {
+            super::util::remove_query_param(req, q);
+        }
+    }
+
     /// A token verified before: still within `exp`/`nbf` (with leeway) and its consumer still
     /// declared.
     fn remembered(&self, digest: &[u8; 32], ctx: &mut RequestContext) -> bool {
@@ -586,6 +609,7 @@ impl Plugin for JwtPlugin {
         if let Some(d) = &digest
             && self.remembered(d, ctx)
         {
+            self.hide(req);
             return Ok(Flow::Continue);
         }
         let token = verify::parse(&raw).map_err(|why| self.reject(why))?;
@@ -621,6 +645,7 @@ impl Plugin for JwtPlugin {
             return match self.check_signature(issuer, &token, alg, None, true) {
                 Found::Verified => {
                     self.accept(ctx, consumer, token.claims, digest);
+                    self.hide(req);
                     Ok(Flow::Continue)
                 }
                 _ => Err(self.reject("bad signature or no matching key")),
@@ -635,6 +660,7 @@ impl Plugin for JwtPlugin {
                 return match self.check_signature(issuer, &token, alg, None, true) {
                     Found::Verified => {
                         self.accept(ctx, consumer, token.claims, digest);
+                        self.hide(req);
                         Ok(Flow::Continue)
                     }
                     Found::Rejected => Err(self.reject("bad signature")),
@@ -644,6 +670,7 @@ impl Plugin for JwtPlugin {
             Some(set) => match self.check_signature(issuer, &token, alg, Some(set), false) {
                 Found::Verified => {
                     self.accept(ctx, consumer, token.claims, digest);
+                    self.hide(req);
                     return Ok(Flow::Continue);
                 }
                 Found::Rejected => return Err(self.reject("bad signature")),
@@ -653,6 +680,7 @@ impl Plugin for JwtPlugin {
                     return match self.check_signature(issuer, &token, alg, Some(set), true) {
                         Found::Verified => {
                             self.accept(ctx, consumer, token.claims, digest);
+                            self.hide(req);
                             Ok(Flow::Continue)
                         }
                         _ => Err(self.reject("unknown key id or bad signature")),
@@ -667,6 +695,7 @@ impl Plugin for JwtPlugin {
             match self.check_signature(issuer, &token, alg, set.as_deref(), true) {
                 Found::Verified => {
                     self.accept(ctx, consumer, token.claims, digest);
+                    self.hide(req);
                     Ok(None)
                 }
                 Found::NoKey if set.is_none() => Err(self.unavailable(issuer)),
