@@ -191,3 +191,103 @@ async fn http2_rapid_reset_flood_does_not_take_the_gateway_down() {
     let (s, _, _) = get(&h2_client(), format!("http://{a}/after")).await;
     assert_eq!(s, http::StatusCode::OK);
 }
+
+/// HTTP/2 CONTINUATION flood (the CVE-2024-27316 family): a HEADERS frame without
+/// END_HEADERS followed by an endless run of CONTINUATION frames full of header fields. The
+/// gateway must stop reading (GOAWAY or a closed connection) long before it has buffered the
+/// flood, its memory must stay bounded, and it must keep serving others.
+#[tokio::test]
+async fn http2_continuation_flood_is_cut_off() {
+    let (gw, _up) = gw_with_echo("").await;
+    let a = addr(&gw).await;
+    let rss_before = rss();
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    /// HPACK integer with an N-bit prefix (RFC 7541 5.1), first byte's high bits in `first`.
+    fn int(first: u8, prefix: u8, mut v: usize, out: &mut Vec<u8>) {
+        let max = (1usize << prefix) - 1;
+        if v < max {
+            out.push(first | v as u8);
+            return;
+        }
+        out.push(first | max as u8);
+        v -= max;
+        while v >= 128 {
+            out.push((v % 128) as u8 | 0x80);
+            v /= 128;
+        }
+        out.push(v as u8);
+    }
+    // One CONTINUATION payload: literal header fields without indexing, new names.
+    let mut block = Vec::new();
+    let value = vec![b'v'; 4000];
+    for i in 0..4 {
+        let name = format!("x-flood-{i}");
+        block.push(0x00);
+        int(0, 7, name.len(), &mut block);
+        block.extend_from_slice(name.as_bytes());
+        int(0, 7, value.len(), &mut block);
+        block.extend_from_slice(&value);
+    }
+
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
+    // :method GET, :scheme http, :path /, :authority (indexed name 1, literal value).
+    let mut first = vec![0x82, 0x86, 0x84, 0x41, 9];
+    first.extend_from_slice(b"127.0.0.1");
+    s.write_all(&frame(1, 0x1, 1, &first)).await.unwrap(); // HEADERS, END_STREAM, no END_HEADERS
+    let (mut rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(async move {
+        // Read until the server closes; report whether it sent GOAWAY (frame type 7).
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), rd.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let mut goaway = false;
+        let mut i = 0;
+        while i + 9 <= buf.len() {
+            let len =
+                ((buf[i] as usize) << 16) | ((buf[i + 1] as usize) << 8) | buf[i + 2] as usize;
+            goaway |= buf[i + 3] == 7;
+            i += 9 + len;
+        }
+        goaway
+    });
+    let cont = frame(9, 0, 1, &block); // CONTINUATION without END_HEADERS
+    let mut sent = 0usize;
+    // Up to 256 MiB of header block; the connection must be cut long before.
+    while sent < 256 << 20 {
+        if wr.write_all(&cont).await.is_err() {
+            break;
+        }
+        sent += cont.len();
+    }
+    let _ = wr.shutdown().await;
+    let goaway = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the server must end the connection")
+        .unwrap();
+    assert!(
+        sent < 64 << 20,
+        "the gateway kept reading a {} MiB header block",
+        sent >> 20
+    );
+    let grown = rss().saturating_sub(rss_before);
+    assert!(grown < 64 << 20, "memory grew by {} MiB", grown >> 20);
+    eprintln!("flood cut off after {} KiB; GOAWAY: {goaway}", sent >> 10);
+    let (st, _, _) = get(&h2_client(), format!("http://{a}/after")).await;
+    assert_eq!(st, http::StatusCode::OK);
+}
