@@ -2,7 +2,8 @@
 //!
 //! argon2 is slow on purpose (tens of milliseconds), so verification never runs on the async
 //! workers: it goes to the blocking pool, at most `max_concurrent_verifications` at a time
-//! (waiting at most `verification_queue_timeout`, then 503). Successful verifications are
+//! (waiting at most `verification_queue_timeout`, then 503); concurrent requests with the same
+//! credential wait for one verification. Successful verifications are
 //! cached for `cache_ttl` under the SHA-256 of `username:password`, and a hit is only used
 //! while the consumer still has the same password hash, so a password change takes effect at
 //! the next reload. Failures are never cached, and an unknown username is refused at once
@@ -15,8 +16,11 @@ use base64::Engine as _;
 use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::OnceCell;
 use torii_config::values::Duration as ConfigDuration;
 use torii_core::{Consumer, ErrorKind, Flow, GatewayError, Identity, Plugin, RequestContext};
 
@@ -78,6 +82,11 @@ fn queue_timeout() -> ConfigDuration {
 struct State {
     cache: moka::sync::Cache<[u8; 32], Arc<str>>,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Verifications in progress, by digest of credential and hash: concurrent requests with
+    /// the same credential wait for one argon2 run instead of each starting their own.
+    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Option<bool>>>>>,
+    /// argon2 runs so far (tests).
+    verifications: AtomicU64,
 }
 
 /// The plugin type.
@@ -110,6 +119,8 @@ impl PluginFactory for BasicAuth {
             slots: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_verifications as usize,
             )),
+            inflight: Mutex::new(HashMap::new()),
+            verifications: AtomicU64::new(0),
         });
         Ok(Arc::new(BasicAuthPlugin {
             directory: ctx.directory.clone(),
@@ -160,6 +171,29 @@ fn parse(value: &HeaderValue) -> Result<Option<(String, String)>, &'static str> 
 }
 
 impl BasicAuthPlugin {
+    /// One argon2 verification on the blocking pool, within the concurrency limit. `None`
+    /// when no slot freed up in time (or the task failed).
+    async fn verify(&self, pass: String, phc: Arc<str>) -> Option<bool> {
+        let slot =
+            tokio::time::timeout(self.queue_timeout, self.state.slots.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()?;
+        self.state.verifications.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            PasswordHash::new(&phc)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(pass.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .ok()
+    }
+
     fn deny(&self, why: &str) -> GatewayError {
         GatewayError::new(ErrorKind::Unauthorized(Some(self.challenge.clone())), why)
     }
@@ -205,34 +239,39 @@ impl Plugin for BasicAuthPlugin {
         }
         let consumer = consumer.clone();
         let phc = phc.clone();
+        let mut flight = material;
+        flight.push(0);
+        flight.extend_from_slice(phc.as_bytes());
+        let flight = crate::consumers::key_digest(&flight);
         Ok(Flow::Wait(Box::pin(async move {
-            let slot =
-                tokio::time::timeout(self.queue_timeout, self.state.slots.clone().acquire_owned())
-                    .await
-                    .map_err(|_| {
-                        GatewayError::new(
-                            ErrorKind::AuthUnavailable,
-                            "password verification queue full",
-                        )
-                    })?
-                    .map_err(|_| {
-                        GatewayError::new(ErrorKind::Internal, "verification slots closed")
-                    })?;
-            let hash = phc.clone();
-            let ok = tokio::task::spawn_blocking(move || {
-                let _slot = slot;
-                PasswordHash::new(&hash)
-                    .map(|h| {
-                        Argon2::default()
-                            .verify_password(pass.as_bytes(), &h)
-                            .is_ok()
-                    })
-                    .unwrap_or(false)
-            })
-            .await
-            .map_err(|_| GatewayError::new(ErrorKind::Internal, "verification task failed"))?;
-            if !ok {
-                return Err(self.deny("wrong password"));
+            let cell = {
+                let mut m = self
+                    .state
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                m.entry(flight).or_default().clone()
+            };
+            let outcome = *cell.get_or_init(|| self.verify(pass, phc.clone())).await;
+            {
+                let mut m = self
+                    .state
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if m.get(&flight).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    m.remove(&flight);
+                }
+            }
+            match outcome {
+                Some(true) => {}
+                Some(false) => return Err(self.deny("wrong password")),
+                None => {
+                    return Err(GatewayError::new(
+                        ErrorKind::AuthUnavailable,
+                        "password verification queue full",
+                    ));
+                }
             }
             self.state.cache.insert(key, phc);
             self.accept(req, ctx, &consumer);
@@ -265,6 +304,72 @@ mod tests {
         assert!(parse(&v("Basic !!!")).is_err());
         assert!(parse(&v("Basic YWxpY2U=")).is_err(), "no colon");
         assert!(parse(&v("Basic")).is_err());
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            request_id: torii_core::RequestId(HeaderValue::from_static("t")),
+            client: torii_core::ClientAddr("127.0.0.1".parse().unwrap()),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: "p".into(),
+            start: std::time::Instant::now(),
+            host: "h".into(),
+            path: "/".into(),
+            route: None,
+            params: Vec::new(),
+            consumer: None,
+            identity: None,
+            client_cert: None,
+            body_limit: None,
+            extensions: http::Extensions::new(),
+        }
+    }
+
+    /// A burst of requests with the same credential on a cold cache costs one argon2 run, not
+    /// one per request; so does a burst with the same wrong password.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_identical_credentials_share_one_verification() {
+        let catalog = crate::Catalog::builtin().unwrap();
+        let hash = hash_password("pw").unwrap();
+        let yaml = format!(
+            "listeners:\n  - name: p\n    bind: 127.0.0.1:0\nconsumers:\n  - name: a\n    basic_auth: [{{username: a, password_hash: '{hash}'}}]\nroutes:\n  - name: r\n    match: {{path: /}}\n    direct_response: {{}}\n    plugins:\n      basic_auth: {{}}\n"
+        );
+        let loaded = torii_config::load_str("t.yaml", &yaml, &|_: &str| None, &catalog).unwrap();
+        let state = catalog.state().get_or_insert::<State>(
+            crate::StateKey::new("basic_auth", "route:r", &serde_json::json!({})),
+            || panic!("the plugin's state is registered under its scope and settings"),
+        );
+        let burst = |password: &'static str| {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..20 {
+                let chain = loaded.plugins.chains[0].clone();
+                let consumers = loaded.plugins.consumer_plugins.clone();
+                set.spawn(async move {
+                    let value = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(format!("a:{password}"))
+                    );
+                    let (mut parts, ()) = http::Request::get("/")
+                        .header("authorization", value)
+                        .body(())
+                        .unwrap()
+                        .into_parts();
+                    let mut cx = ctx();
+                    let mut ran = 0;
+                    let r = chain
+                        .on_request(&mut parts, &mut cx, &consumers, &mut ran)
+                        .await;
+                    r.is_ok() && cx.consumer.is_some()
+                });
+            }
+            set
+        };
+        let results = burst("pw").join_all().await;
+        assert!(results.iter().all(|ok| *ok), "{results:?}");
+        assert_eq!(state.verifications.load(Ordering::Relaxed), 1);
+        let results = burst("wrong").join_all().await;
+        assert!(results.iter().all(|ok| !*ok));
+        assert_eq!(state.verifications.load(Ordering::Relaxed), 2);
     }
 
     #[test]
