@@ -78,13 +78,16 @@ fn queue_timeout() -> ConfigDuration {
     ConfigDuration::secs(5)
 }
 
+/// One verification in progress: its outcome (`None`: no verification slot in time).
+type Flight = Arc<OnceCell<Option<bool>>>;
+
 /// Verifications remembered across requests (and reloads with the same settings).
 struct State {
     cache: moka::sync::Cache<[u8; 32], Arc<str>>,
     slots: Arc<tokio::sync::Semaphore>,
     /// Verifications in progress, by digest of credential and hash: concurrent requests with
     /// the same credential wait for one argon2 run instead of each starting their own.
-    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Option<bool>>>>>,
+    inflight: Mutex<HashMap<[u8; 32], Flight>>,
     /// argon2 runs so far (tests).
     verifications: AtomicU64,
 }
