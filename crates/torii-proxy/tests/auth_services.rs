@@ -453,8 +453,12 @@ async fn authorization_server() -> (SocketAddr, Arc<Recorder>) {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
+        if token == "slow-alice-token" {
+            // Slow enough that a burst of requests overlaps one call.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
         let answer = match token {
-            "alice-token" => serde_json::json!({
+            "alice-token" | "slow-alice-token" => serde_json::json!({
                 "active": true, "sub": "u-1", "scope": "orders:read", "client_id": "spa",
                 "exp": now + 3600,
             }),
@@ -612,6 +616,30 @@ async fn introspection_caches_active_and_briefly_inactive_results() {
         );
     }
     assert_eq!(rec.hits(), 3);
+}
+
+/// A burst of requests with the same new token makes one call to the endpoint, not one per
+/// request (the endpoint answers slowly, so without coalescing they would all miss the cache).
+#[tokio::test]
+async fn introspection_coalesces_concurrent_identical_tokens() {
+    let up = echo_upstream(false).await;
+    let (idp, rec) = authorization_server().await;
+    let gw = gateway(&gw_yaml(
+        up.addr,
+        &[("api", "/api", &introspection(idp, ""))],
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        set.spawn(async move { send_token(a, "slow-alice-token").await.0 });
+    }
+    let statuses = set.join_all().await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(rec.hits(), 1, "one introspection call for the whole burst");
 }
 
 #[tokio::test]

@@ -29,8 +29,10 @@ use http_body_util::Full;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::OnceCell;
 use torii_config::values::{ByteSize, Duration as ConfigDuration};
 use torii_core::{Consumer, ErrorKind, Flow, GatewayError, Identity, Plugin, RequestContext};
 
@@ -232,6 +234,7 @@ impl PluginFactory for Introspection {
             cache,
             challenge,
             invalid,
+            inflight: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -366,7 +369,13 @@ struct IntrospectionPlugin {
     cache: Option<Arc<State>>,
     challenge: HeaderValue,
     invalid: HeaderValue,
+    /// Introspections in progress by token digest: concurrent requests with the same token
+    /// share one call to the endpoint.
+    inflight: Mutex<HashMap<[u8; 32], Flight>>,
 }
+
+/// One introspection in progress: the cached result, or why the endpoint could not answer.
+type Flight = Arc<OnceCell<Result<Arc<Cached>, String>>>;
 
 /// The bearer token of a request: `None` when there is no `Authorization: Bearer` header.
 fn bearer(req: &http::request::Parts) -> Option<Result<&str, &'static str>> {
@@ -457,6 +466,42 @@ impl IntrospectionPlugin {
     }
 }
 
+impl IntrospectionPlugin {
+    /// One call to the introspection endpoint; the result is cached by token digest.
+    async fn introspect(
+        &self,
+        outbound: http::Request<Full<Bytes>>,
+        key: [u8; 32],
+    ) -> Result<Arc<Cached>, String> {
+        let resp = self
+            .http
+            .call(outbound, self.timeout, MAX_RESPONSE_BODY)
+            .await
+            .map_err(|e| format!("oauth2_introspection: {e}"))?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!(
+                "oauth2_introspection: the endpoint answered {}",
+                resp.status()
+            ));
+        }
+        let now = now();
+        let verdict = parse(resp.body(), &self.consumer_claim, now)
+            .map_err(|e| format!("oauth2_introspection: {e}"))?;
+        let ttl = self.ttl(&verdict, now);
+        let cached = Arc::new(Cached {
+            verdict,
+            ttl,
+            weight: 1 + u32::try_from(resp.body().len() / 1024).unwrap_or(u32::MAX - 1),
+        });
+        if let Some(state) = &self.cache
+            && !ttl.is_zero()
+        {
+            state.cache.insert(key, cached.clone());
+        }
+        Ok(cached)
+    }
+}
+
 fn unavailable(detail: impl Into<String>) -> GatewayError {
     GatewayError::new(ErrorKind::AuthUnavailable, detail)
 }
@@ -484,31 +529,21 @@ impl Plugin for IntrospectionPlugin {
             None => self.outbound(token)?,
         };
         Ok(Flow::Wait(Box::pin(async move {
-            let resp = self
-                .http
-                .call(outbound, self.timeout, MAX_RESPONSE_BODY)
+            let cell = {
+                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                m.entry(key).or_default().clone()
+            };
+            let result = cell
+                .get_or_init(|| self.introspect(outbound, key))
                 .await
-                .map_err(|e| unavailable(format!("oauth2_introspection: {e}")))?;
-            if resp.status() != StatusCode::OK {
-                return Err(unavailable(format!(
-                    "oauth2_introspection: the endpoint answered {}",
-                    resp.status()
-                )));
-            }
-            let now = now();
-            let verdict = parse(resp.body(), &self.consumer_claim, now)
-                .map_err(|e| unavailable(format!("oauth2_introspection: {e}")))?;
-            let ttl = self.ttl(&verdict, now);
-            let cached = Arc::new(Cached {
-                verdict,
-                ttl,
-                weight: 1 + u32::try_from(resp.body().len() / 1024).unwrap_or(u32::MAX - 1),
-            });
-            if let Some(state) = &self.cache
-                && !ttl.is_zero()
+                .clone();
             {
-                state.cache.insert(key, cached.clone());
+                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    m.remove(&key);
+                }
             }
+            let cached = result.map_err(unavailable)?;
             self.settle(req, ctx, &cached.verdict)?;
             Ok(None)
         })))

@@ -395,6 +395,7 @@ fn ttl_is_capped_by_exp() {
         cache: None,
         challenge: HeaderValue::from_static("Bearer"),
         invalid: HeaderValue::from_static("Bearer"),
+        inflight: Default::default(),
     };
     let now = Duration::from_millis(1_000_000_500);
     let active = |exp: Option<u64>| Verdict::Active {
