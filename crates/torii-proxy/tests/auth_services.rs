@@ -140,6 +140,10 @@ async fn sso() -> (SocketAddr, Arc<Recorder>) {
                 .map(|v| v.to_str().unwrap().to_string())
                 .unwrap_or_default()
         };
+        if fwd("x-forwarded-uri").starts_with("/api/slow") {
+            // Slow enough that a burst of identical requests overlaps one call.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
         if fwd("x-forwarded-method") == "DELETE" || fwd("x-forwarded-uri").starts_with("/api/admin")
         {
             return reply(403, &[("content-type", "text/plain")], "admins only");
@@ -222,6 +226,39 @@ async fn forward_auth_strips_client_copies_when_the_service_returns_none() {
         "{h:?}"
     );
     assert_eq!(h["x-consumer-name"], "web", "the fixed consumer");
+}
+
+/// A burst of identical requests (no cache configured) makes one call to the service; a
+/// request for another path in the same burst is not merged with them.
+#[tokio::test]
+async fn forward_auth_coalesces_identical_requests_in_flight() {
+    let up = echo_upstream(false).await;
+    let (auth, rec) = sso().await;
+    let gw = gateway(&gw_yaml(
+        up.addr,
+        &[("api", "/api", &forward_auth(auth, ""))],
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..21 {
+        let path = if i == 20 {
+            "/api/slow/other"
+        } else {
+            "/api/slow/x"
+        };
+        set.spawn(async move { send(a, "GET", path, &[GOOD]).await.0 });
+    }
+    let statuses = set.join_all().await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        rec.hits(),
+        2,
+        "one call for the 20 identical requests, one for the other"
+    );
 }
 
 /// When an earlier authentication plugin identifies the consumer, forward_auth does not call

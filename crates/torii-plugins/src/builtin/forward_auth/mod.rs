@@ -275,6 +275,7 @@ impl PluginFactory for ForwardAuth {
                 scheme: "forward_auth",
                 ..Default::default()
             }),
+            inflight: Default::default(),
         }))
     }
 }
@@ -318,7 +319,12 @@ struct ForwardAuthPlugin {
     timeout: Duration,
     cache: Option<Arc<State>>,
     identity: Arc<Identity>,
+    /// Calls in progress by cache key.
+    inflight: std::sync::Mutex<std::collections::HashMap<[u8; 32], Flight>>,
 }
+
+/// One call to the auth service in progress: its answer, or why there was none.
+type Flight = Arc<tokio::sync::OnceCell<Result<Response<Bytes>, String>>>;
 
 /// `a` and `b` name the same variable once `_` and `-` are treated alike (CGI-style
 /// frameworks map `X_User_Id` and `X-User-Id` to one variable). Both are lowercase.
@@ -561,30 +567,43 @@ impl Plugin for ForwardAuthPlugin {
         // First, whatever happens next: the upstream must only see the service's values.
         self.strip_copies(&mut req.headers);
         let uri = Self::forwarded_uri(req, ctx)?;
-        let key = match &self.cache {
-            Some(state) => {
-                let key = self.cache_key(req, &ctx.host, &uri);
-                if let Some(hit) = state.cache.get(&key) {
-                    self.accept(req, ctx, &hit)?;
-                    return Ok(Flow::Continue);
-                }
-                Some(key)
-            }
-            None => None,
-        };
+        let key = self.cache_key(req, &ctx.host, &uri);
+        if let Some(state) = &self.cache
+            && let Some(hit) = state.cache.get(&key)
+        {
+            self.accept(req, ctx, &hit)?;
+            return Ok(Flow::Continue);
+        }
         let outbound = self.outbound(req, &ctx.host, uri)?;
         let grpc = is_grpc(req);
         Ok(Flow::Wait(Box::pin(async move {
-            let resp = self
-                .http
-                .call(outbound, self.timeout, MAX_RESPONSE_BODY)
+            // Identical requests (same cache key: method, URI, host, sent headers) in flight at
+            // once share one call to the service.
+            let cell = {
+                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                m.entry(key).or_default().clone()
+            };
+            let answer = cell
+                .get_or_init(|| async {
+                    self.http
+                        .call(outbound, self.timeout, MAX_RESPONSE_BODY)
+                        .await
+                        .map_err(|e| format!("forward_auth: {e}"))
+                })
                 .await
-                .map_err(|e| unavailable(format!("forward_auth: {e}")))?;
+                .clone();
+            {
+                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    m.remove(&key);
+                }
+            }
+            let resp = answer.map_err(unavailable)?;
             let status = resp.status();
             if status.is_success() {
                 let allowed = Arc::new(self.allowed(resp.headers()));
                 self.accept(req, ctx, &allowed)?;
-                if let (Some(state), Some(key)) = (&self.cache, key)
+                if let Some(state) = &self.cache
                     && cacheable(resp.headers())
                 {
                     state.cache.insert(key, allowed);

@@ -514,6 +514,7 @@ fn cache_keys_separate_fields() {
         timeout: Duration::from_secs(1),
         cache: None,
         identity: Arc::default(),
+        inflight: Default::default(),
     };
     let key = |headers: &[(&str, &str)], host: &str, uri: &str| {
         p.cache_key(
