@@ -48,6 +48,13 @@ pub trait Plugin: Send + Sync + 'static {
         let _ = req;
     }
 
+    /// For authentication plugins: removes this plugin's credential from the request when the
+    /// plugin is skipped because another one already identified the consumer. A credential
+    /// nobody verified never reaches the upstream.
+    fn discard_credential(&self, req: &mut http::request::Parts) {
+        let _ = req;
+    }
+
     /// Whether [`Plugin::strip_headers`] does anything (the chain only calls those that do).
     fn strips_headers(&self) -> bool {
         false

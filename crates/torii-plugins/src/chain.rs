@@ -149,6 +149,9 @@ impl Chain {
             }
             *ran = i + 1;
             if e.phase == Phase::Authentication && ctx.consumer.is_some() {
+                // Another plugin found the consumer; this plugin's credential, if the request
+                // carries one, was never checked and must not reach the upstream.
+                e.plugin.discard_credential(req);
                 continue;
             }
             if let Some(r) = run(&*e.plugin, req, ctx).await? {
@@ -157,6 +160,15 @@ impl Chain {
         }
         if self.auth_end == self.entries.len() {
             self.settle_consumer(ctx)?;
+            // Nothing after authentication on this route: the consumer's own plugins, if any,
+            // still run.
+            if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
+                for e in merged(&[], own) {
+                    if let Some(r) = run(&*e.plugin, req, ctx).await? {
+                        return Ok(Some(r));
+                    }
+                }
+            }
         }
         Ok(None)
     }

@@ -16,6 +16,7 @@ pub mod builtin;
 pub mod chain;
 pub mod consumers;
 pub mod factory;
+pub mod flights;
 pub mod http_client;
 pub mod identity;
 pub mod identity_token;

@@ -1439,6 +1439,14 @@ async fn verified_tokens_are_remembered_but_expiry_still_applies() {
         Some("hs-1"),
         &claims(json!({ "exp": exp })),
     );
+    // A fractional `exp` (allowed by RFC 7519's NumericDate) expires from the cache too.
+    let fractional = sign(
+        jsonwebtoken::Algorithm::HS256,
+        Some("hs-1"),
+        &claims(json!({ "exp": exp as f64 + 0.5 })),
+    );
+    assert_eq!(accepted(&l, &fractional).await, "alice");
+    assert_eq!(accepted(&l, &fractional).await, "alice");
     assert_eq!(accepted(&l, &t).await, "alice");
     assert_eq!(accepted(&l, &t).await, "alice", "served from the cache");
     // A tampered copy is a different token: verified (and refused) on its own.
@@ -1451,6 +1459,10 @@ async fn verified_tokens_are_remembered_but_expiry_still_applies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     refused(&l, &t, "expired while cached").await;
+    while (now() as f64) < exp as f64 + 0.5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    refused(&l, &fractional, "fractional exp expired while cached").await;
 }
 
 /// Test vectors of known ECDSA and EdDSA verification bugs: the "psychic signature" (r = s = 0,

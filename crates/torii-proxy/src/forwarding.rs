@@ -121,6 +121,39 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// Removes the headers a client names in `Connection` (RFC 9110 7.6.1), before plugins run:
+/// a client could otherwise name headers the gateway adds later (identity headers, an identity
+/// token, headers copied from an auth service) and have the final hop-by-hop removal delete
+/// them. The `upgrade` option is kept for WebSocket handshakes; `Host` and `Content-Length`
+/// are never removed this way. Cheap when there is no `Connection` header.
+pub fn drop_connection_listed(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
+    let mut upgrade = false;
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .filter_map(|n| {
+            let n = n.trim();
+            if n.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+                return None;
+            }
+            HeaderName::from_bytes(n.as_bytes()).ok()
+        })
+        .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    headers.remove(header::CONNECTION);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
 /// Removes hop-by-hop headers: Connection and the headers it names, Keep-Alive,
 /// Proxy-Connection, Transfer-Encoding, TE (except `trailers`, which is kept), Upgrade and
 /// HTTP2-Settings. With `keep_upgrade` (a WebSocket handshake) `Connection: upgrade` and

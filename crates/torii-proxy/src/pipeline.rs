@@ -349,9 +349,25 @@ async fn route_and_serve(
     ctx.params = params;
 
     // --- plugins ---
-    // Client-sent identity headers (both spellings) go first, whatever the route does.
+    // Client-sent identity headers (both spellings) go first, whatever the route does, and
+    // so do headers the client names in `Connection` (or it could have the final hop-by-hop
+    // removal delete headers the gateway adds). Authorization is a singleton field: two of
+    // them would let one be checked and the other forwarded.
     let mut req = req;
+    forwarding::drop_connection_listed(req.headers_mut());
     snap.identity.strip(req.headers_mut());
+    if req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "more than one Authorization header",
+        ));
+    }
     if !route.chain.is_empty() {
         let (mut parts, body) = req.into_parts();
         let answered = route

@@ -103,6 +103,15 @@ impl Snapshot {
             mut routers,
             plugins,
         } = loaded;
+        // A route without its chain would run without its plugins (no authentication):
+        // refuse the config instead.
+        if plugins.chains.len() != config.routes.len() {
+            return Err(format!(
+                "{} plugin chains for {} routes",
+                plugins.chains.len(),
+                config.routes.len()
+            ));
+        }
         let mut chains = plugins.chains.into_iter();
         // Everything fallible first, so a failure leaves the registry untouched.
         let mut tls = HashMap::new();
@@ -157,6 +166,7 @@ impl Snapshot {
                     action,
                     rewrite,
                     metrics: metrics.route(&r.name),
+                    // Lengths checked above: every route has its chain.
                     chain: chains.next().unwrap_or_default(),
                     identity_audience: r
                         .upstream

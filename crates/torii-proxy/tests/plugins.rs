@@ -760,3 +760,70 @@ async fn request_size_limit_counts_header_bytes() {
         StatusCode::OK
     );
 }
+
+/// Review fixes: consumer settings on a route whose last plugin authenticates; a client
+/// naming gateway-added headers in `Connection`; an unverified second credential; two
+/// Authorization headers.
+#[tokio::test]
+async fn consumer_settings_connection_tricks_and_unverified_credentials() {
+    let up = echo_upstream(false).await;
+    let routes = format!(
+        "  - name: private\n    match: {{path_prefix: /private}}\n    upstream: up\n    plugins:\n      key_auth: {{}}\n  - name: both\n    match: {{path_prefix: /both}}\n    upstream: up\n    plugins:\n      key_auth: {{}}\n      jwt: {{issuers: [{{issuer: idp, algorithms: [HS256], keys: [{{secret: '{JWT_SECRET}'}}]}}]}}\n  - name: anon\n    match: {{path_prefix: /anon}}\n    upstream: up\n    anonymous: guest\n    plugins:\n      key_auth: {{}}\n"
+    );
+    let gw = gateway(&gw_config(up.addr, "", &routes)).await;
+    let a = addr(&gw).await;
+    // bob's own request_headers run although nothing follows key_auth on the route.
+    let (_, _, j) = send(
+        a,
+        "GET",
+        "/private",
+        &[("x-api-key", BOB_KEY), ("x-tier", "forged")],
+    )
+    .await;
+    assert_eq!(j["headers"]["x-tier"], "gold");
+    // `Connection: x-anonymous-consumer` cannot remove the anonymous marker.
+    let raw_req = "GET /anon HTTP/1.1\r\nHost: x\r\nConnection: close, x-anonymous-consumer, x-consumer-name\r\n\r\n";
+    let out = raw(a, raw_req.as_bytes()).await;
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    let j = json(body.trim().as_bytes());
+    assert_eq!(j["headers"]["x-anonymous-consumer"], "true", "{body}");
+    assert_eq!(j["headers"]["x-consumer-name"], "guest");
+    // A valid key plus a forged token: the token was never verified and does not go upstream.
+    let (s, _, j) = send(
+        a,
+        "GET",
+        "/both",
+        &[
+            ("x-api-key", ALICE_KEY),
+            ("authorization", "Bearer forged.token.here"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(j["headers"].get("authorization").is_none(), "{j}");
+    // Two Authorization headers: one could be checked and the other forwarded.
+    let two = "GET /both HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTpi\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n";
+    assert!(raw(a, two.as_bytes()).await.starts_with("HTTP/1.1 400"));
+}
+
+#[tokio::test]
+async fn cors_star_with_credentials_is_a_config_error_and_vary_is_always_sent() {
+    let err = load_str(
+        "t.yaml",
+        &config("routes:\n  - name: r\n    match: {path: /}\n    direct_response: {}\n    plugins:\n      cors: {allow_origins: ['*'], allow_credentials: true}\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("routes[0].plugins.cors.allow_credentials"),
+        "{err}"
+    );
+    let up = echo_upstream(false).await;
+    let gw = gateway(&gw_config(up.addr, "", CORS_ROUTES)).await;
+    let a = addr(&gw).await;
+    let (_, h, _) = send(a, "GET", "/api/x", &[("x-api-key", ALICE_KEY)]).await;
+    assert!(
+        h["vary"].to_str().unwrap().contains("Origin"),
+        "no Origin, still Vary: {h:?}"
+    );
+}

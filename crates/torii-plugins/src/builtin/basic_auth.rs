@@ -10,17 +10,16 @@
 //! (without argon2 work, so a flood of made-up usernames costs nothing).
 
 use super::util::quoted;
+use crate::flights::Flights;
 use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use base64::Engine as _;
 use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 use torii_config::values::Duration as ConfigDuration;
 use torii_core::{Consumer, ErrorKind, Flow, GatewayError, Identity, Plugin, RequestContext};
 
@@ -78,16 +77,13 @@ fn queue_timeout() -> ConfigDuration {
     ConfigDuration::secs(5)
 }
 
-/// One verification in progress: its outcome (`None`: no verification slot in time).
-type Flight = Arc<OnceCell<Option<bool>>>;
-
 /// Verifications remembered across requests (and reloads with the same settings).
 struct State {
     cache: moka::sync::Cache<[u8; 32], Arc<str>>,
     slots: Arc<tokio::sync::Semaphore>,
     /// Verifications in progress, by digest of credential and hash: concurrent requests with
     /// the same credential wait for one argon2 run instead of each starting their own.
-    inflight: Mutex<HashMap<[u8; 32], Flight>>,
+    inflight: Flights<Option<bool>>,
     /// argon2 runs so far (tests).
     verifications: AtomicU64,
 }
@@ -122,7 +118,7 @@ impl PluginFactory for BasicAuth {
             slots: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_verifications as usize,
             )),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Flights::default(),
             verifications: AtomicU64::new(0),
         });
         Ok(Arc::new(BasicAuthPlugin {
@@ -151,7 +147,7 @@ struct BasicAuthPlugin {
 /// `(username, password)` from an `Authorization: Basic` value; `Ok(None)` for other schemes.
 fn parse(value: &HeaderValue) -> Result<Option<(String, String)>, &'static str> {
     let v = value.as_bytes();
-    let Some(scheme_end) = v.iter().position(|b| *b == b' ') else {
+    let Some(scheme_end) = v.iter().position(|b| *b == b' ' || *b == b'\t') else {
         return if v.eq_ignore_ascii_case(b"basic") {
             Err("empty credentials")
         } else {
@@ -247,25 +243,12 @@ impl Plugin for BasicAuthPlugin {
         flight.extend_from_slice(phc.as_bytes());
         let flight = crate::consumers::key_digest(&flight);
         Ok(Flow::Wait(Box::pin(async move {
-            let cell = {
-                let mut m = self
-                    .state
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                m.entry(flight).or_default().clone()
-            };
-            let outcome = *cell.get_or_init(|| self.verify(pass, phc.clone())).await;
-            {
-                let mut m = self
-                    .state
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if m.get(&flight).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    m.remove(&flight);
-                }
-            }
+            // `None`: no verification slot in time.
+            let outcome = self
+                .state
+                .inflight
+                .run(flight, || self.verify(pass, phc.clone()))
+                .await;
             match outcome {
                 Some(true) => {}
                 Some(false) => return Err(self.deny("wrong password")),
@@ -284,6 +267,16 @@ impl Plugin for BasicAuthPlugin {
 
     fn challenge(&self) -> Option<HeaderValue> {
         Some(self.challenge.clone())
+    }
+
+    fn discard_credential(&self, req: &mut http::request::Parts) {
+        let basic = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| !matches!(parse(v), Ok(None)));
+        if basic {
+            req.headers.remove(http::header::AUTHORIZATION);
+        }
     }
 }
 

@@ -160,6 +160,13 @@ impl PluginFactory for Cors {
                 return Err(bad_origin(i, &o));
             }
         }
+        if policy.any && policy.credentials {
+            return Err(ConfigError::at(
+                "allow_credentials",
+                "`*` in `allow_origins` together with credentials would let any site read authenticated responses",
+                "list the origins that may send credentials, or turn `allow_credentials` off",
+            ));
+        }
         Ok(Arc::new(policy))
     }
 }
@@ -263,6 +270,8 @@ impl Plugin for CorsPolicy {
         ctx: &'a mut RequestContext,
     ) -> Result<Flow<'a>, GatewayError> {
         let Some(origin) = req.headers.get(ORIGIN) else {
+            // The answer still depends on the origin: caches must key on it.
+            ctx.extensions.insert(CorsDecision { allowed: None });
             return Ok(Flow::Continue);
         };
         let allowed = self.allows(origin);

@@ -139,4 +139,15 @@ impl Plugin for KeyAuthPlugin {
     fn challenge(&self) -> Option<HeaderValue> {
         Some(self.challenge.clone())
     }
+
+    fn discard_credential(&self, req: &mut http::request::Parts) {
+        for h in &self.headers {
+            req.headers.remove(h);
+        }
+        for q in &self.query {
+            if query_param(req, q).is_some() {
+                remove_query_param(req, q);
+            }
+        }
+    }
 }

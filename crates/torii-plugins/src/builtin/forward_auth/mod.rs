@@ -320,11 +320,8 @@ struct ForwardAuthPlugin {
     cache: Option<Arc<State>>,
     identity: Arc<Identity>,
     /// Calls in progress by cache key.
-    inflight: std::sync::Mutex<std::collections::HashMap<[u8; 32], Flight>>,
+    inflight: crate::flights::Flights<Result<Response<Bytes>, String>>,
 }
-
-/// One call to the auth service in progress: its answer, or why there was none.
-type Flight = Arc<tokio::sync::OnceCell<Result<Response<Bytes>, String>>>;
 
 /// `a` and `b` name the same variable once `_` and `-` are treated alike (CGI-style
 /// frameworks map `X_User_Id` and `X-User-Id` to one variable). Both are lowercase.
@@ -361,24 +358,19 @@ fn unavailable(detail: impl Into<String>) -> GatewayError {
 impl ForwardAuthPlugin {
     /// Removes client-sent copies of the headers the auth service provides, in both spellings.
     fn strip_copies(&self, headers: &mut HeaderMap) {
-        for n in self.copy.iter() {
-            headers.remove(n);
+        // Every spelling, whichever way the config and the client write `_` and `-`.
+        let spoofed = |k: &HeaderName| {
+            let k = k.as_str();
+            self.copy
+                .iter()
+                .any(|n| n.as_str().len() == k.len() && same_variable(n.as_str(), k))
+        };
+        if self.copy.is_empty() || !headers.keys().any(spoofed) {
+            return;
         }
-        if !self.copy.is_empty() && headers.keys().any(|k| k.as_str().contains('_')) {
-            let spoofed: Vec<HeaderName> = headers
-                .keys()
-                .filter(|k| {
-                    k.as_str().contains('_')
-                        && self
-                            .copy
-                            .iter()
-                            .any(|n| same_variable(n.as_str(), k.as_str()))
-                })
-                .cloned()
-                .collect();
-            for k in spoofed {
-                headers.remove(&k);
-            }
+        let names: Vec<HeaderName> = headers.keys().filter(|k| spoofed(k)).cloned().collect();
+        for n in names {
+            headers.remove(&n);
         }
     }
 
@@ -579,25 +571,15 @@ impl Plugin for ForwardAuthPlugin {
         Ok(Flow::Wait(Box::pin(async move {
             // Identical requests (same cache key: method, URI, host, sent headers) in flight at
             // once share one call to the service.
-            let cell = {
-                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-                m.entry(key).or_default().clone()
-            };
-            let answer = cell
-                .get_or_init(|| async {
+            let answer = self
+                .inflight
+                .run(key, || async {
                     self.http
                         .call(outbound, self.timeout, MAX_RESPONSE_BODY)
                         .await
                         .map_err(|e| format!("forward_auth: {e}"))
                 })
-                .await
-                .clone();
-            {
-                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-                if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    m.remove(&key);
-                }
-            }
+                .await;
             let resp = answer.map_err(unavailable)?;
             let status = resp.status();
             if status.is_success() {

@@ -20,6 +20,7 @@
 mod tests;
 
 use super::util::quoted;
+use crate::flights::Flights;
 use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -29,10 +30,8 @@ use http_body_util::Full;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::OnceCell;
 use torii_config::values::{ByteSize, Duration as ConfigDuration};
 use torii_core::{Consumer, ErrorKind, Flow, GatewayError, Identity, Plugin, RequestContext};
 
@@ -234,7 +233,7 @@ impl PluginFactory for Introspection {
             cache,
             challenge,
             invalid,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Flights::default(),
         }))
     }
 }
@@ -371,11 +370,8 @@ struct IntrospectionPlugin {
     invalid: HeaderValue,
     /// Introspections in progress by token digest: concurrent requests with the same token
     /// share one call to the endpoint.
-    inflight: Mutex<HashMap<[u8; 32], Flight>>,
+    inflight: Flights<Result<Arc<Cached>, String>>,
 }
-
-/// One introspection in progress: the cached result, or why the endpoint could not answer.
-type Flight = Arc<OnceCell<Result<Arc<Cached>, String>>>;
 
 /// The bearer token of a request: `None` when there is no `Authorization: Bearer` header.
 fn bearer(req: &http::request::Parts) -> Option<Result<&str, &'static str>> {
@@ -385,7 +381,7 @@ fn bearer(req: &http::request::Parts) -> Option<Result<&str, &'static str>> {
     if v.len() < n || !v[..n].eq_ignore_ascii_case(SCHEME) {
         return None;
     }
-    if v.len() > n && v[n] != b' ' {
+    if v.len() > n && v[n] != b' ' && v[n] != b'\t' {
         // `Bearerx ...` is another scheme.
         return None;
     }
@@ -529,20 +525,10 @@ impl Plugin for IntrospectionPlugin {
             None => self.outbound(token)?,
         };
         Ok(Flow::Wait(Box::pin(async move {
-            let cell = {
-                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-                m.entry(key).or_default().clone()
-            };
-            let result = cell
-                .get_or_init(|| self.introspect(outbound, key))
-                .await
-                .clone();
-            {
-                let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-                if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    m.remove(&key);
-                }
-            }
+            let result = self
+                .inflight
+                .run(key, || self.introspect(outbound, key))
+                .await;
             let cached = result.map_err(unavailable)?;
             self.settle(req, ctx, &cached.verdict)?;
             Ok(None)
@@ -551,5 +537,11 @@ impl Plugin for IntrospectionPlugin {
 
     fn challenge(&self) -> Option<HeaderValue> {
         Some(self.challenge.clone())
+    }
+
+    fn discard_credential(&self, req: &mut http::request::Parts) {
+        if bearer(req).is_some() {
+            req.headers.remove(header::AUTHORIZATION);
+        }
     }
 }

@@ -147,8 +147,8 @@ impl PluginFactory for Jwt {
 struct Verified {
     consumer_id: Arc<str>,
     identity: Arc<Identity>,
-    exp: Option<u64>,
-    nbf: Option<u64>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
 }
 
 fn check_settings(c: &JwtConfig) -> Result<(), ConfigError> {
@@ -436,7 +436,7 @@ impl JwtPlugin {
                 let n = self.scheme.len();
                 (b.len() >= n
                     && b[..n].eq_ignore_ascii_case(self.scheme.as_bytes())
-                    && b.get(n).is_none_or(|c| *c == b' '))
+                    && b.get(n).is_none_or(|c| *c == b' ' || *c == b'\t'))
                 .then(|| &b[n..])
             };
             // A header with another scheme (`Basic ...`) is another plugin's credential.
@@ -525,7 +525,8 @@ impl JwtPlugin {
         digest: Option<[u8; 32]>,
     ) {
         let scopes = verify::scopes(&claims);
-        let time = |k: &str| claims.get(k).and_then(Value::as_u64);
+        // The same numeric reading as the claim checks (integers and fractions).
+        let time = |k: &str| claims.get(k).and_then(Value::as_f64);
         let (exp, nbf) = (time("exp"), time("nbf"));
         let identity = Arc::new(Identity {
             scheme: "jwt",
@@ -550,9 +551,13 @@ impl JwtPlugin {
     /// With `hide_credentials`: removes the token's header (when it carries our scheme) and
     /// query parameter.
     fn hide(&self, req: &mut http::request::Parts) {
-        if !self.hide {
-            return;
+        if self.hide {
+            self.remove_token(req);
         }
+    }
+
+    /// Removes the token's header (when it carries our scheme) and query parameter.
+    fn remove_token(&self, req: &mut http::request::Parts) {
         let ours = req.headers.get(&self.header).is_some_and(|v| {
             let b = v.as_bytes();
             let n = self.scheme.len();
@@ -573,10 +578,9 @@ impl JwtPlugin {
         let Some(hit) = self.verified.as_ref().and_then(|c| c.get(digest)) else {
             return false;
         };
-        let now = verify::now();
-        if hit.exp.is_some_and(|e| now > e.saturating_add(self.leeway))
-            || hit.nbf.is_some_and(|n| now.saturating_add(self.leeway) < n)
-        {
+        // Exactly the rules of `verify::check_claims`.
+        let (now, leeway) = (verify::now() as f64, self.leeway as f64);
+        if hit.exp.is_some_and(|e| now >= e + leeway) || hit.nbf.is_some_and(|n| now + leeway < n) {
             return false;
         }
         let Some(consumer) = self.directory.by_id(&hit.consumer_id) else {
@@ -708,5 +712,9 @@ impl Plugin for JwtPlugin {
 
     fn challenge(&self) -> Option<HeaderValue> {
         Some(self.challenge.clone())
+    }
+
+    fn discard_credential(&self, req: &mut http::request::Parts) {
+        self.remove_token(req);
     }
 }
