@@ -108,7 +108,7 @@ mod tests {
     async fn cancelled_waiters_leave_no_entry() {
         let f = Flights::<u32>::default();
         for i in 0..100u8 {
-            let pending = f.run([i; 32], || std::future::pending::<u32>());
+            let pending = f.run([i; 32], std::future::pending::<u32>);
             // The client goes away before the answer.
             assert!(
                 tokio::time::timeout(Duration::from_millis(1), pending)
