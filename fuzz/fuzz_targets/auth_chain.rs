@@ -65,22 +65,13 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
 });
 
 fn ctx() -> RequestContext {
-    RequestContext {
-        request_id: RequestId(http::HeaderValue::from_static("fuzz")),
-        client: ClientAddr("127.0.0.1".parse().unwrap()),
-        peer: "127.0.0.1:1".parse().unwrap(),
-        listener: "p".into(),
-        start: std::time::Instant::now(),
-        host: "h".into(),
-        path: "/".into(),
-        route: None,
-        params: Vec::new(),
-        consumer: None,
-        identity: None,
-        client_cert: None,
-        body_limit: None,
-        extensions: http::Extensions::new(),
-    }
+    RequestContext::new(
+        RequestId(http::HeaderValue::from_static("fuzz")),
+        ClientAddr("127.0.0.1".parse().unwrap()),
+        "127.0.0.1:1".parse().unwrap(),
+        "p".into(),
+        std::time::Instant::now(),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {

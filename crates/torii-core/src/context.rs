@@ -63,6 +63,35 @@ pub struct RequestContext {
     pub extensions: http::Extensions,
 }
 
+impl RequestContext {
+    /// The context of a request as the edge stage first knows it: nothing routed,
+    /// authenticated or limited yet.
+    pub fn new(
+        request_id: RequestId,
+        client: ClientAddr,
+        peer: SocketAddr,
+        listener: Arc<str>,
+        start: Instant,
+    ) -> Self {
+        Self {
+            request_id,
+            client,
+            peer,
+            listener,
+            start,
+            host: String::new(),
+            path: String::new(),
+            route: None,
+            params: Vec::new(),
+            consumer: None,
+            identity: None,
+            client_cert: None,
+            body_limit: None,
+            extensions: http::Extensions::new(),
+        }
+    }
+}
+
 /// Facts of a verified client certificate, read once per connection.
 #[derive(Debug, Clone, Default)]
 pub struct ClientCert {

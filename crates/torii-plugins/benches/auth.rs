@@ -23,22 +23,13 @@ const DISTINCT: usize = 1_000;
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef0123456789abcdef0123";
 
 fn ctx() -> RequestContext {
-    RequestContext {
-        request_id: RequestId(http::HeaderValue::from_static("bench")),
-        client: ClientAddr("127.0.0.1".parse().unwrap()),
-        peer: "127.0.0.1:1".parse().unwrap(),
-        listener: "p".into(),
-        start: std::time::Instant::now(),
-        host: "h".into(),
-        path: "/".into(),
-        route: None,
-        params: Vec::new(),
-        consumer: None,
-        identity: None,
-        client_cert: None,
-        body_limit: None,
-        extensions: http::Extensions::new(),
-    }
+    RequestContext::new(
+        RequestId(http::HeaderValue::from_static("bench")),
+        ClientAddr("127.0.0.1".parse().unwrap()),
+        "127.0.0.1:1".parse().unwrap(),
+        "p".into(),
+        std::time::Instant::now(),
+    )
 }
 
 fn sign(

@@ -27,6 +27,28 @@ fn same_variable(a: &str, b: &str) -> bool {
         })
 }
 
+/// Removes every header that is one of `names` in any `_`/`-` spelling. The common case (none
+/// present) is one pass over the header names comparing lengths first, without hashing or
+/// allocating.
+pub(crate) fn remove_spellings<'n>(
+    headers: &mut HeaderMap,
+    names: impl Iterator<Item = &'n HeaderName> + Clone,
+) {
+    let spoofed = |k: &HeaderName| {
+        let k = k.as_str();
+        names
+            .clone()
+            .any(|n| n.as_str().len() == k.len() && same_variable(n.as_str(), k))
+    };
+    if !headers.keys().any(spoofed) {
+        return;
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|k| spoofed(k)).cloned().collect();
+    for k in found {
+        headers.remove(&k);
+    }
+}
+
 impl IdentityHeaders {
     /// From the config section.
     pub fn new(c: &torii_config::schema::Identity) -> Self {
@@ -39,28 +61,16 @@ impl IdentityHeaders {
         }
     }
 
-    fn all(&self) -> impl Iterator<Item = &HeaderName> {
+    fn all(&self) -> impl Iterator<Item = &HeaderName> + Clone {
         [&self.id, &self.name, &self.groups, &self.anonymous]
             .into_iter()
             .chain(self.token.as_ref())
     }
 
     /// Removes every client-sent identity header, whatever its spelling. Runs on every
-    /// proxied request, so the common case (none present) is one pass over the header names
-    /// comparing lengths first, without hashing or allocating.
+    /// proxied request.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        let spoofed = |k: &HeaderName| {
-            let s = k.as_str();
-            self.all()
-                .any(|n| n.as_str().len() == s.len() && same_variable(n.as_str(), s))
-        };
-        if !headers.keys().any(spoofed) {
-            return;
-        }
-        let names: Vec<HeaderName> = headers.keys().filter(|k| spoofed(k)).cloned().collect();
-        for k in names {
-            headers.remove(&k);
-        }
+        remove_spellings(headers, self.all());
     }
 
     /// Adds the consumer's identity.

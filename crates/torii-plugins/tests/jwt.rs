@@ -174,20 +174,16 @@ fn config_error(plugin: Value) -> String {
 
 fn context() -> RequestContext {
     RequestContext {
-        request_id: RequestId(HeaderValue::from_static("test")),
-        client: ClientAddr("127.0.0.1".parse().unwrap()),
-        peer: "127.0.0.1:40000".parse().unwrap(),
-        listener: "public".into(),
-        start: Instant::now(),
         host: "api.test".into(),
         path: "/".into(),
         route: Some("api".into()),
-        params: Vec::new(),
-        consumer: None,
-        identity: None,
-        client_cert: None,
-        body_limit: None,
-        extensions: Default::default(),
+        ..RequestContext::new(
+            RequestId(HeaderValue::from_static("test")),
+            ClientAddr("127.0.0.1".parse().unwrap()),
+            "127.0.0.1:40000".parse().unwrap(),
+            "public".into(),
+            Instant::now(),
+        )
     }
 }
 

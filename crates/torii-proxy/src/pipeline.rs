@@ -90,22 +90,8 @@ pub async fn handle(
         Some(v) => forwarding::client_addr(conn.peer, req.headers(), &v.trusted),
         None => forwarding::canonical(conn.peer.ip()),
     };
-    let ctx = RequestContext {
-        request_id,
-        client: ClientAddr(client),
-        peer: conn.peer,
-        listener,
-        start,
-        host: String::new(),
-        path: String::new(),
-        route: None,
-        params: Vec::new(),
-        consumer: None,
-        identity: None,
-        client_cert: conn.tls.as_ref().and_then(|t| t.client_cert.clone()),
-        body_limit: None,
-        extensions: http::Extensions::new(),
-    };
+    let mut ctx = RequestContext::new(request_id, ClientAddr(client), conn.peer, listener, start);
+    ctx.client_cert = conn.tls.as_ref().and_then(|t| t.client_cert.clone());
     let bytes_in = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -144,6 +144,22 @@ struct BasicAuthPlugin {
     identity: Arc<Identity>,
 }
 
+/// SHA-256 of `username:password`, then `extra` after a NUL (the hash a verification is
+/// against), without building the material in memory.
+fn credential_digest(user: &str, pass: &str, extra: &[u8]) -> [u8; 32] {
+    let mut d = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    d.update(user.as_bytes());
+    d.update(b":");
+    d.update(pass.as_bytes());
+    if !extra.is_empty() {
+        d.update(b"\0");
+        d.update(extra);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.finish().as_ref());
+    out
+}
+
 /// `(username, password)` from an `Authorization: Basic` value; `Ok(None)` for other schemes.
 fn parse(value: &HeaderValue) -> Result<Option<(String, String)>, &'static str> {
     let v = value.as_bytes();
@@ -223,11 +239,7 @@ impl Plugin for BasicAuthPlugin {
         let Some((consumer, phc)) = self.directory.by_username(&user) else {
             return Err(self.deny("unknown username"));
         };
-        let mut material = Vec::with_capacity(user.len() + pass.len() + 1);
-        material.extend_from_slice(user.as_bytes());
-        material.push(b':');
-        material.extend_from_slice(pass.as_bytes());
-        let key = crate::consumers::key_digest(&material);
+        let key = credential_digest(&user, &pass, &[]);
         // The cache is keyed by a digest of the credential; the entry still has to name the
         // consumer's current hash (a password change must not keep the old one working).
         if let Some(cached) = self.state.cache.get(&key)
@@ -238,10 +250,7 @@ impl Plugin for BasicAuthPlugin {
         }
         let consumer = consumer.clone();
         let phc = phc.clone();
-        let mut flight = material;
-        flight.push(0);
-        flight.extend_from_slice(phc.as_bytes());
-        let flight = crate::consumers::key_digest(&flight);
+        let flight = credential_digest(&user, &pass, phc.as_bytes());
         Ok(Flow::Wait(Box::pin(async move {
             // `None`: no verification slot in time.
             let outcome = self
@@ -303,22 +312,13 @@ mod tests {
     }
 
     fn ctx() -> RequestContext {
-        RequestContext {
-            request_id: torii_core::RequestId(HeaderValue::from_static("t")),
-            client: torii_core::ClientAddr("127.0.0.1".parse().unwrap()),
-            peer: "127.0.0.1:1".parse().unwrap(),
-            listener: "p".into(),
-            start: std::time::Instant::now(),
-            host: "h".into(),
-            path: "/".into(),
-            route: None,
-            params: Vec::new(),
-            consumer: None,
-            identity: None,
-            client_cert: None,
-            body_limit: None,
-            extensions: http::Extensions::new(),
-        }
+        RequestContext::new(
+            torii_core::RequestId(HeaderValue::from_static("t")),
+            torii_core::ClientAddr("127.0.0.1".parse().unwrap()),
+            "127.0.0.1:1".parse().unwrap(),
+            "p".into(),
+            std::time::Instant::now(),
+        )
     }
 
     /// A burst of requests with the same credential on a cold cache costs one argon2 run, not

@@ -323,16 +323,6 @@ struct ForwardAuthPlugin {
     inflight: crate::flights::Flights<Result<Response<Bytes>, String>>,
 }
 
-/// `a` and `b` name the same variable once `_` and `-` are treated alike (CGI-style
-/// frameworks map `X_User_Id` and `X-User-Id` to one variable). Both are lowercase.
-fn same_variable(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes().zip(b.bytes()).all(|(x, y)| {
-            let norm = |c: u8| if c == b'_' { b'-' } else { c };
-            norm(x) == norm(y)
-        })
-}
-
 /// The request is gRPC: refusals are then the gateway's own gRPC-shaped errors.
 fn is_grpc(req: &http::request::Parts) -> bool {
     req.headers
@@ -359,19 +349,7 @@ impl ForwardAuthPlugin {
     /// Removes client-sent copies of the headers the auth service provides, in both spellings.
     fn strip_copies(&self, headers: &mut HeaderMap) {
         // Every spelling, whichever way the config and the client write `_` and `-`.
-        let spoofed = |k: &HeaderName| {
-            let k = k.as_str();
-            self.copy
-                .iter()
-                .any(|n| n.as_str().len() == k.len() && same_variable(n.as_str(), k))
-        };
-        if self.copy.is_empty() || !headers.keys().any(spoofed) {
-            return;
-        }
-        let names: Vec<HeaderName> = headers.keys().filter(|k| spoofed(k)).cloned().collect();
-        for n in names {
-            headers.remove(&n);
-        }
+        crate::identity::remove_spellings(headers, self.copy.iter());
     }
 
     /// The `X-Forwarded-Uri` value: the normalised path the router matched, and the query.

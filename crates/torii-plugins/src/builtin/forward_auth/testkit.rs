@@ -180,20 +180,16 @@ pub(crate) fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> http
 pub(crate) fn context(host: &str, path: &str) -> RequestContext {
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     RequestContext {
-        request_id: RequestId(http::HeaderValue::from_static("test-request")),
-        client: ClientAddr(peer.ip()),
-        peer,
-        listener: Arc::from("public"),
-        start: Instant::now(),
         host: host.to_string(),
         path: path.to_string(),
         route: Some(Arc::from("test")),
-        params: Vec::new(),
-        consumer: None,
-        identity: None,
-        client_cert: None,
-        body_limit: None,
-        extensions: http::Extensions::new(),
+        ..RequestContext::new(
+            RequestId(http::HeaderValue::from_static("test-request")),
+            ClientAddr(peer.ip()),
+            peer,
+            Arc::from("public"),
+            Instant::now(),
+        )
     }
 }
 
