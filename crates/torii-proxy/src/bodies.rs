@@ -123,34 +123,19 @@ impl HttpBody for RequestBody {
     }
 }
 
-/// An upstream response body: idle timeout, and the pooled connection handed back when the
-/// body has ended cleanly (dropped, and so closed, otherwise).
+/// An upstream response body with its idle timeout. (An HTTP/1.1 body hands its connection back
+/// to the pool itself when it ends cleanly.)
 pub struct UpstreamBody {
-    inner: hyper::body::Incoming,
-    guard: Option<crate::upstream::ConnGuard>,
+    inner: crate::upstream::ResponseBody,
     idle: IdleTimer,
 }
 
 impl UpstreamBody {
     /// Wraps an upstream body.
-    pub fn new(
-        inner: hyper::body::Incoming,
-        guard: Option<crate::upstream::ConnGuard>,
-        idle: Duration,
-    ) -> Self {
-        let mut this = Self {
+    pub fn new(inner: crate::upstream::ResponseBody, idle: Duration) -> Self {
+        Self {
             inner,
-            guard,
             idle: IdleTimer::new(idle),
-        };
-        if this.inner.is_end_stream() {
-            this.release();
-        }
-        this
-    }
-    fn release(&mut self) {
-        if let Some(g) = self.guard.take() {
-            g.release();
         }
     }
 }
@@ -164,24 +149,7 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match this.idle.poll_frame(Pin::new(&mut this.inner), cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                this.release();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
-                    this.release();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                // A broken or stalled body: the connection is not reused.
-                this.guard = None;
-                Poll::Ready(Some(Err(e)))
-            }
-        }
+        this.idle.poll_frame(Pin::new(&mut this.inner), cx)
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()

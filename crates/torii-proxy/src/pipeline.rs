@@ -532,35 +532,20 @@ async fn proxy(
     ));
     let up_req = Request::from_parts(parts, body);
     let sent = Instant::now();
-    let resp = upstream.send(up_req).await?;
+    let resp = upstream.send(up_req, is_upgrade).await?;
     info.upstream = Some(resp.target.clone());
     info.upstream_latency_ms = Some(crate::access_log::millis(sent.elapsed()));
-    let mut response = resp.response;
-    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let guard = resp.guard;
-            tokio::spawn(crate::tunnel::run(
-                client_upgrade,
-                upstream_upgrade,
-                guard,
-                conn.slot.clone(),
-            ));
-            let (mut rparts, _) = response.into_parts();
-            forwarding::strip_hop_by_hop(&mut rparts.headers, true);
-            return Ok(Response::from_parts(rparts, Body::Empty));
-        }
-        return Err(GatewayError::new(
-            ErrorKind::UpstreamReset,
-            "upstream switched protocols without an upgrade request",
+    let (mut rparts, rbody) = resp.response.into_parts();
+    if let (Some(upgraded), Some(client_upgrade)) = (resp.upgraded, client_upgrade) {
+        tokio::spawn(crate::tunnel::run(
+            client_upgrade,
+            upgraded,
+            conn.slot.clone(),
         ));
+        forwarding::strip_hop_by_hop(&mut rparts.headers, true);
+        return Ok(Response::from_parts(rparts, Body::Empty));
     }
-    let (mut rparts, rbody) = response.into_parts();
     forwarding::strip_hop_by_hop(&mut rparts.headers, false);
-    let body = Body::boxed(UpstreamBody::new(
-        rbody,
-        resp.guard,
-        upstream.body_idle_timeout,
-    ));
+    let body = Body::boxed(UpstreamBody::new(rbody, upstream.body_idle_timeout));
     Ok(Response::from_parts(rparts, body))
 }

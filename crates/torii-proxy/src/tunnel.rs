@@ -4,29 +4,38 @@
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 
-/// Joins the client's and the upstream's upgraded connections. `slot` keeps the client
-/// connection counted (connection cap, open connections, shutdown drain) while the tunnel lives.
+/// Joins the client's upgraded connection and the upstream's. `slot` keeps the client
+/// connection counted (connection cap, open connections, shutdown drain) while the tunnel lives;
+/// the upstream's pool slot is freed when `upstream` is dropped.
 pub async fn run(
     client: OnUpgrade,
-    upstream: OnUpgrade,
-    guard: Option<crate::upstream::ConnGuard>,
+    upstream: crate::upstream::h1::Upgraded,
     slot: Arc<crate::ConnSlot>,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+    let client = match client.await {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let crate::upstream::h1::Upgraded {
+        io: mut up,
+        leftover,
+        ..
+    } = upstream;
+    // Bytes the upstream sent right after its 101 head belong to the tunnel.
+    if !leftover.is_empty()
+        && let Err(e) = client.write_all(&leftover).await
+    {
+        tracing::debug!(error = %e, "tunnel ended with an error");
+        return;
+    }
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut up).await {
         tracing::debug!(error = %e, "tunnel ended with an error");
     }
-    // The upstream connection was consumed by the upgrade; dropping the guard frees its pool
-    // slot, dropping `slot` the client connection's.
-    drop(guard);
     drop(slot);
 }

@@ -130,8 +130,13 @@ async fn truncated_upstream_body_is_not_passed_off_as_complete() {
                 .body(full(""))
                 .unwrap(),
         )
-        .await
-        .unwrap();
+        .await;
+    // The gateway may have had the head and the reset in hand at once (then the client
+    // connection closes before the head is complete) or not (then the body breaks): either
+    // way the client must see an error, never a complete response.
+    let Ok(resp) = resp else {
+        return;
+    };
     assert_eq!(resp.status(), StatusCode::OK);
     let r = resp.into_body().collect().await;
     assert!(

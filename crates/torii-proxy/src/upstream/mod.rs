@@ -6,6 +6,7 @@
 //! `Arc<Upstream>` and therefore its pooled connections.
 
 pub mod connect;
+pub mod h1;
 pub mod pool;
 
 use connect::Connector;
@@ -16,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use torii_config::schema::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol};
 use torii_core::{Body, ErrorKind, GatewayError};
 
@@ -51,28 +51,53 @@ pub struct Upstream {
     pub body_idle_timeout: Duration,
 }
 
-/// Keeps an HTTP/1.1 connection checked out until the response body has ended, then returns it.
-pub struct ConnGuard {
-    sender: Option<hyper::client::conn::http1::SendRequest<Body>>,
-    permit: Option<OwnedSemaphorePermit>,
-    pool: Arc<TargetPool>,
+/// A response body from an upstream: read inline from an HTTP/1.1 connection, or an HTTP/2
+/// stream driven by hyper.
+pub enum ResponseBody {
+    /// No body (the head of an upgrade).
+    Empty,
+    /// HTTP/1.1.
+    H1(h1::body::ResponseBody),
+    /// HTTP/2.
+    H2(Incoming),
 }
 
-impl ConnGuard {
-    /// The response body ended cleanly: the connection can serve the next request.
-    pub fn release(mut self) {
-        if let (Some(s), Some(p)) = (self.sender.take(), self.permit.take()) {
-            self.pool.checkin(s, p);
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = torii_core::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Empty => std::task::Poll::Ready(None),
+            ResponseBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            ResponseBody::H2(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Empty => true,
+            ResponseBody::H1(b) => b.is_end_stream(),
+            ResponseBody::H2(b) => b.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ResponseBody::Empty => http_body::SizeHint::with_exact(0),
+            ResponseBody::H1(b) => b.size_hint(),
+            ResponseBody::H2(b) => b.size_hint(),
         }
     }
 }
 
-/// A response from an upstream, with the connection to give back when its body has ended.
+/// A response from an upstream.
 pub struct UpstreamResponse {
-    /// The response.
-    pub response: Response<Incoming>,
-    /// The connection (HTTP/1.1 only).
-    pub guard: Option<ConnGuard>,
+    /// The response; an HTTP/1.1 body holds its connection until it has ended.
+    pub response: Response<ResponseBody>,
+    /// The connection taken over by a 101 answer to an upgrade request.
+    pub upgraded: Option<h1::Upgraded>,
     /// Which target answered.
     pub target: Arc<str>,
 }
@@ -182,8 +207,11 @@ impl Upstream {
     /// `req` carries an origin-form URI and the client's Host; the Host is replaced by the
     /// target's when the upstream says `host_header: target`, and for HTTP/2 the URI gets the
     /// scheme and authority (`:authority` from that Host).
-    pub async fn send(&self, mut req: Request<Body>) -> Result<UpstreamResponse, GatewayError> {
-        use http_body::Body as _;
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        upgrade: bool,
+    ) -> Result<UpstreamResponse, GatewayError> {
         let target = self
             .pick()
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "upstream has no targets"))?;
@@ -203,95 +231,86 @@ impl Upstream {
                 GatewayError::new(ErrorKind::BadRequest, "cannot build the upstream URI")
             })?;
         }
-        let conn = target.pool.checkout().await?;
-        // Only a reused HTTP/1.1 connection can turn out stale; only then is a copy kept.
-        let reused = matches!(conn, Conn::H1 { reused: true, .. });
-        let retry_parts =
-            (reused && idempotent(req.method()) && req.body().is_end_stream()).then(|| {
-                let mut r = Request::new(());
-                *r.method_mut() = req.method().clone();
-                *r.uri_mut() = req.uri().clone();
-                *r.version_mut() = req.version();
-                *r.headers_mut() = req.headers().clone();
-                r
-            });
-        match conn {
+        match target.pool.checkout().await? {
             Conn::H2(mut sender) => {
                 let fut = sender.send_request(req);
-                let response = self.await_head(fut, target).await?;
+                let response = match tokio::time::timeout(self.response_headers_timeout, fut).await
+                {
+                    Err(_) => return Err(timeout_error(target, self.response_headers_timeout)),
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => return Err(send_error(&e, target)),
+                };
                 Ok(UpstreamResponse {
-                    response,
-                    guard: None,
+                    response: response.map(ResponseBody::H2),
+                    upgraded: None,
                     target: target.name.clone(),
                 })
             }
-            Conn::H1 {
-                mut sender,
-                permit,
-                reused,
-            } => {
-                let fut = sender.send_request(req);
-                match tokio::time::timeout(self.response_headers_timeout, fut).await {
-                    Err(_) => Err(timeout_error(target, self.response_headers_timeout)),
-                    Ok(Ok(response)) => Ok(self.h1_response(response, sender, permit, target)),
-                    Ok(Err(e)) if reused && retry_parts.is_some() && stale(&e) => {
-                        drop((sender, permit));
-                        tracing::debug!(target = %target.name, error = %e, "reused connection was closed by the upstream; retrying on a fresh one");
-                        let Conn::H1 {
-                            mut sender, permit, ..
-                        } = target.pool.fresh().await?
-                        else {
+            Conn::H1 { mut conn, reused } => {
+                let retry = reused && idempotent(req.method());
+                let (writer, method) = conn.prepare(req, &target.authority);
+                match self
+                    .exchange(conn, writer, &method, target, reused, upgrade)
+                    .await
+                {
+                    Ok(r) => Ok(r),
+                    Err(h1::Failure {
+                        error,
+                        retry: Some(writer),
+                    }) if retry => {
+                        tracing::debug!(target = %target.name, %error, "reused connection was closed by the upstream; retrying on a fresh one");
+                        let Conn::H1 { conn, .. } = target.pool.fresh().await? else {
                             return Err(GatewayError::new(
                                 ErrorKind::Internal,
                                 "unexpected HTTP/2 connection",
                             ));
                         };
-                        let req = retry_parts
-                            .map(|r| r.map(|()| Body::Empty))
-                            .unwrap_or_default();
-                        let response = self.await_head(sender.send_request(req), target).await?;
-                        Ok(self.h1_response(response, sender, permit, target))
+                        self.exchange(conn, writer, &method, target, false, upgrade)
+                            .await
+                            .map_err(|f| f.error)
                     }
-                    Ok(Err(e)) => Err(send_error(&e, target)),
+                    Err(f) => Err(f.error),
                 }
             }
         }
     }
 
-    fn h1_response(
+    /// One HTTP/1.1 exchange up to the response head, bounded by the response-head timeout.
+    async fn exchange(
         &self,
-        response: Response<Incoming>,
-        sender: hyper::client::conn::http1::SendRequest<Body>,
-        permit: OwnedSemaphorePermit,
+        conn: h1::Connection,
+        writer: h1::encode::Writer,
+        method: &http::Method,
         target: &Target,
-    ) -> UpstreamResponse {
-        let guard = ConnGuard {
-            sender: Some(sender),
-            permit: Some(permit),
-            pool: target.pool.clone(),
-        };
-        UpstreamResponse {
+        reused: bool,
+        upgrade: bool,
+    ) -> Result<UpstreamResponse, h1::Failure> {
+        // Let the other ready connections of this runtime read their requests first, so the
+        // upstream writes of one scheduler pass go out together: an upstream on the same CPU
+        // is then woken once per batch instead of once per request (measured in
+        // docs/performance.md; what hyper's client dispatch task did as a side effect).
+        tokio::task::yield_now().await;
+        let sent = conn.send(writer, method, target.pool.clone(), reused, upgrade);
+        let (response, upgraded) =
+            match tokio::time::timeout(self.response_headers_timeout, sent).await {
+                Err(_) => {
+                    return Err(h1::Failure {
+                        error: timeout_error(target, self.response_headers_timeout),
+                        retry: None,
+                    });
+                }
+                Ok(Err(f)) => return Err(f),
+                Ok(Ok(h1::Answer::Response(r))) => (r.map(ResponseBody::H1), None),
+                Ok(Ok(h1::Answer::Upgraded(head, up))) => {
+                    (head.map(|()| ResponseBody::Empty), Some(up))
+                }
+            };
+        Ok(UpstreamResponse {
             response,
-            guard: Some(guard),
+            upgraded,
             target: target.name.clone(),
-        }
+        })
     }
-
-    async fn await_head(
-        &self,
-        fut: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>,
-        target: &Target,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        match tokio::time::timeout(self.response_headers_timeout, fut).await {
-            Err(_) => Err(timeout_error(target, self.response_headers_timeout)),
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(send_error(&e, target)),
-        }
-    }
-}
-
-fn stale(e: &hyper::Error) -> bool {
-    e.is_canceled() || e.is_incomplete_message() || e.is_closed()
 }
 
 fn timeout_error(target: &Target, after: Duration) -> GatewayError {

@@ -1,14 +1,16 @@
 //! A connection pool per upstream target with a hard cap on open connections.
 //!
-//! Written on hyper's low-level `client::conn` API rather than hyper-util's legacy `Client`
-//! because that client caps only *idle* connections per host, and its background connect (a
-//! connect that keeps going after an idle connection won the race) can open more connections
-//! than any cap. Here every open connection owns one semaphore permit, so the count can never
-//! exceed `max_connections`, and a request waits (bounded by the queue timeout) for either an
-//! idle connection or a free permit.
+//! Our own rather than hyper-util's legacy `Client` because that client caps only *idle*
+//! connections per host, and its background connect (a connect that keeps going after an idle
+//! connection won the race) can open more connections than any cap. Here every open connection
+//! owns one semaphore permit, so the count can never exceed `max_connections`, and a request
+//! waits (bounded by the queue timeout) for either an idle connection or a free permit.
+//! HTTP/1.1 connections are plain streams driven inline by `upstream::h1` (decision 0010);
+//! HTTP/2 uses one shared hyper `client::conn::http2` connection per target.
 
 use crate::upstream::connect::{Connector, Stream};
-use hyper::client::conn::{http1, http2};
+use crate::upstream::h1::Connection;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,7 @@ pub struct PoolSettings {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Body>,
-    permit: OwnedSemaphorePermit,
+    conn: Connection,
     since: Instant,
 }
 
@@ -47,12 +48,10 @@ pub struct TargetPool {
 
 /// A connection checked out of the pool.
 pub enum Conn {
-    /// An HTTP/1.1 connection, exclusively ours until returned.
+    /// An HTTP/1.1 connection, exclusively ours until its response body has ended.
     H1 {
-        /// The sender.
-        sender: http1::SendRequest<Body>,
-        /// Its permit.
-        permit: OwnedSemaphorePermit,
+        /// The connection.
+        conn: Connection,
         /// Whether it was reused from the idle list (a stale one may fail on first use).
         reused: bool,
     },
@@ -89,16 +88,13 @@ impl TargetPool {
             tokio::pin!(notified);
             notified.as_mut().enable();
             while let Some(mut idle) = self.pop_idle() {
-                if idle.since.elapsed() >= self.settings.idle_timeout || idle.sender.is_closed() {
-                    continue; // dropped: closes the connection, frees the permit
-                }
-                if idle.sender.ready().await.is_ok() {
+                if idle.since.elapsed() < self.settings.idle_timeout && idle.conn.is_reusable() {
                     return Ok(Conn::H1 {
-                        sender: idle.sender,
-                        permit: idle.permit,
+                        conn: idle.conn,
                         reused: true,
                     });
                 }
+                // dropped: closes the connection, frees the permit
             }
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
                 return self.connect_h1(permit).await;
@@ -145,43 +141,26 @@ impl TargetPool {
         self.idle.lock().ok()?.pop_back()
     }
 
-    /// Returns an HTTP/1.1 connection after its response body ended.
-    pub fn checkin(&self, sender: http1::SendRequest<Body>, permit: OwnedSemaphorePermit) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Returns an HTTP/1.1 connection after its response body ended. Idle connections past
+    /// the idle timeout are closed on the way.
+    pub fn checkin(&self, conn: Connection) {
+        let now = Instant::now();
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push_back(Idle {
-                sender,
-                permit,
-                since: Instant::now(),
-            });
+            while idle
+                .front()
+                .is_some_and(|i| now.duration_since(i.since) >= self.settings.idle_timeout)
+            {
+                idle.pop_front();
+            }
+            idle.push_back(Idle { conn, since: now });
         }
         self.returned.notify_one();
     }
 
     async fn connect_h1(&self, permit: OwnedSemaphorePermit) -> Result<Conn, GatewayError> {
         let io = self.connector.connect().await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake::<_, Body>(TokioIo::new(io))
-            .await
-            .map_err(|e| {
-                GatewayError::new(
-                    ErrorKind::UpstreamConnect,
-                    format!(
-                        "HTTP/1.1 handshake with {}: {e}",
-                        self.connector.authority()
-                    ),
-                )
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
         Ok(Conn::H1 {
-            sender,
-            permit,
+            conn: Connection::new(io, permit),
             reused: false,
         })
     }

@@ -1,0 +1,320 @@
+//! The response head of an upstream HTTP/1.1 exchange, and how its body is framed
+//! (RFC 9112 section 6.3). A response whose framing could be read two ways (Transfer-Encoding
+//! together with Content-Length, differing Content-Length values, `chunked` not last) is an
+//! error, never a guess: that is how response splitting and desync start.
+
+use bytes::BytesMut;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use std::mem::MaybeUninit;
+
+/// Largest response head accepted from an upstream.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head.
+pub const MAX_FIELDS: usize = 128;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0 for bodiless responses).
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    /// Status.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Fields.
+    pub headers: HeaderMap,
+    /// Body framing.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// An unusable response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid response from upstream: {0}")]
+pub struct Invalid(pub &'static str);
+
+/// Parses a response head from the front of `buf`. `Ok(None)`: incomplete. On success the head's
+/// bytes are consumed; informational (1xx) responses other than 101 are skipped.
+pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Invalid> {
+    loop {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        // Parsed in place; names and values are kept as offsets so the head can be frozen
+        // once and every value shares its bytes (no copy per field).
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut offsets = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
+        let mut res = httparse::Response::new(&mut []);
+        let base = buf.as_ptr() as usize;
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut fields,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_HEAD {
+                    return Err(Invalid("response head too large"));
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(Invalid("too many header fields")),
+            Err(_) => return Err(Invalid("malformed response head")),
+        };
+        if len > MAX_HEAD {
+            return Err(Invalid("response head too large"));
+        }
+        let code = res.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|_| Invalid("bad status code"))?;
+        let version = if res.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let count = res.headers.len();
+        for (slot, f) in offsets.iter_mut().zip(res.headers.iter()) {
+            let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+            *slot = (
+                at(f.name.as_bytes()),
+                f.name.len() as u32,
+                at(f.value),
+                f.value.len() as u32,
+            );
+        }
+        let head = buf.split_to(len).freeze();
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(n, nl, v, vl) in &offsets[..count] {
+            let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+            let name =
+                HeaderName::from_bytes(&head[n..n + nl]).map_err(|_| Invalid("bad field name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+                .map_err(|_| Invalid("bad field value"))?;
+            headers.append(name, value);
+        }
+        let (framing, keep_alive) = framing(method, status, version, &headers)?;
+        return Ok(Some(Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// The body framing and connection reuse of a response to `method` (RFC 9112 6.3, 9.3).
+pub fn framing(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<(Framing, bool), Invalid> {
+    let mut keep_alive = if version == Version::HTTP_11 {
+        !has_token(headers, &CONNECTION, "close")
+    } else {
+        has_token(headers, &CONNECTION, "keep-alive")
+    };
+    if *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Length(0), keep_alive));
+    }
+    let has_te = headers.contains_key(TRANSFER_ENCODING);
+    let has_cl = headers.contains_key(CONTENT_LENGTH);
+    if has_te {
+        if has_cl {
+            return Err(Invalid("both Transfer-Encoding and Content-Length"));
+        }
+        if version == Version::HTTP_10 {
+            return Err(Invalid("Transfer-Encoding in an HTTP/1.0 response"));
+        }
+        let codings: Vec<&[u8]> = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+            .collect();
+        let chunked = |t: &[u8]| t.eq_ignore_ascii_case(b"chunked");
+        let last_chunked = codings.last().is_some_and(|t| chunked(t));
+        if codings.iter().filter(|t| chunked(t)).count() > usize::from(last_chunked) {
+            return Err(Invalid("chunked applied more than once or not last"));
+        }
+        if last_chunked {
+            return Ok((Framing::Chunked, keep_alive));
+        }
+        return Ok((Framing::Close, false));
+    }
+    if has_cl {
+        let mut len: Option<u64> = None;
+        for v in headers.get_all(CONTENT_LENGTH) {
+            for part in v.as_bytes().split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                    return Err(Invalid("bad Content-Length"));
+                }
+                let n = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or(Invalid("bad Content-Length"))?;
+                if len.is_some_and(|l| l != n) {
+                    return Err(Invalid("differing Content-Length values"));
+                }
+                len = Some(n);
+            }
+        }
+        return Ok((Framing::Length(len.unwrap_or(0)), keep_alive));
+    }
+    keep_alive = false;
+    Ok((Framing::Close, keep_alive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, method: Method) -> Result<Option<Head>, Invalid> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse(&mut buf, &method)
+    }
+
+    fn framing_of(raw: &str) -> Result<(Framing, bool), Invalid> {
+        head(raw, Method::GET).map(|h| {
+            let h = h.expect("complete");
+            (h.framing, h.keep_alive)
+        })
+    }
+
+    #[test]
+    fn framing_rules() {
+        let ok = |raw: &str, want: (Framing, bool)| assert_eq!(framing_of(raw), Ok(want), "{raw}");
+        ok(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            (Framing::Length(5), true),
+        );
+        ok(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            (Framing::Length(5), true),
+        );
+        ok(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n",
+            (Framing::Chunked, true),
+        );
+        ok(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            (Framing::Close, false),
+        );
+        ok("HTTP/1.1 200 OK\r\n\r\n", (Framing::Close, false));
+        ok(
+            "HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n",
+            (Framing::Length(0), true),
+        );
+        ok(
+            "HTTP/1.1 304 Not Modified\r\n\r\n",
+            (Framing::Length(0), true),
+        );
+        ok(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 1\r\n\r\n",
+            (Framing::Length(1), false),
+        );
+        ok(
+            "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+            (Framing::Length(1), false),
+        );
+        ok(
+            "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n",
+            (Framing::Length(1), true),
+        );
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", Method::HEAD)
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(h.framing, Framing::Length(0));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_an_error() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0x5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+        ] {
+            assert!(framing_of(raw).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn informational_responses_are_skipped_and_partial_heads_wait() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok"[..],
+        );
+        let h = parse(&mut buf, &Method::POST)
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(h.status, StatusCode::CREATED);
+        assert_eq!(&buf[..], b"ok");
+        assert!(
+            head("HTTP/1.1 200 OK\r\ncontent-le", Method::GET)
+                .expect("ok")
+                .is_none()
+        );
+        let h = head(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
+        assert_eq!(h.status, StatusCode::SWITCHING_PROTOCOLS);
+    }
+
+    #[test]
+    fn head_size_and_field_count_are_bounded() {
+        let mut big = "HTTP/1.1 200 OK\r\n".to_string();
+        big.push_str(&format!("x-big: {}\r\n", "a".repeat(MAX_HEAD)));
+        assert_eq!(
+            head(&big, Method::GET).err(),
+            Some(Invalid("response head too large"))
+        );
+        let mut many = "HTTP/1.1 200 OK\r\n".to_string();
+        for i in 0..=MAX_FIELDS {
+            many.push_str(&format!("x-{i}: 1\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(
+            head(&many, Method::GET).err(),
+            Some(Invalid("too many header fields"))
+        );
+    }
+}

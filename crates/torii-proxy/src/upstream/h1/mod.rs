@@ -1,0 +1,232 @@
+//! HTTP/1.1 to upstreams, driven inline by the request's own task.
+//!
+//! Why not hyper's client here: `hyper::client::conn::http1` runs every connection in its own
+//! task and hands each request to it through a channel and each response back through another,
+//! so a proxied request costs two extra task wake-ups and hand-offs. On the benchmark that
+//! dispatch made a minimal hyper proxy cost 1.5x nginx's CPU per request; the same proxy with an
+//! inline client costs less than nginx (docs/performance.md, decision 0010). No maintained crate
+//! offers an inline HTTP/1.1 client over a caller-owned stream, so this module does it: the
+//! request head is encoded into a reused buffer, the response head is parsed with `httparse`
+//! (the parser hyper uses), and the body is read by whoever polls it. The client side (the
+//! gateway's listeners) and HTTP/2 upstreams stay on hyper.
+
+pub mod body;
+pub mod chunked;
+pub mod decode;
+pub mod encode;
+
+use crate::upstream::connect::Stream;
+use crate::upstream::pool::TargetPool;
+use body::ResponseBody;
+use bytes::{Bytes, BytesMut};
+use encode::{WriteError, Writer};
+use http::{HeaderValue, Request, Response, StatusCode};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::OwnedSemaphorePermit;
+use torii_core::{Body, BoxError, ErrorKind, GatewayError};
+
+/// Bytes asked of the socket per read of a response.
+pub const READ_SIZE: usize = 32 * 1024;
+/// Capacity kept for the next response head.
+const HEAD_READ: usize = 8 * 1024;
+
+/// An open HTTP/1.1 connection to a target: the stream, its read buffer (bytes received and
+/// not yet consumed), a reused buffer for request heads, and the pool slot it holds.
+pub struct Connection {
+    io: Stream,
+    pub(crate) rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A connection taken over by a protocol upgrade (101): the stream, the bytes the upstream
+/// already sent after the 101 head, and the pool slot (released when this is dropped).
+pub struct Upgraded {
+    /// The stream.
+    pub io: Stream,
+    /// Bytes received after the response head.
+    pub leftover: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A failed exchange.
+pub struct Failure {
+    /// What the client will see.
+    pub error: GatewayError,
+    /// Set when the connection was reused and closed before any response byte arrived and
+    /// the request had no body: the request, ready to be sent again on a fresh connection
+    /// (if it is idempotent; the caller decides).
+    pub retry: Option<Writer>,
+}
+
+impl Failure {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            error: GatewayError::new(kind, message),
+            retry: None,
+        }
+    }
+}
+
+/// What an upstream sent back.
+pub enum Answer {
+    /// A response whose body is read from the connection.
+    Response(Response<ResponseBody>),
+    /// 101 Switching Protocols to an upgrade request.
+    Upgraded(Response<()>, Upgraded),
+}
+
+impl Connection {
+    /// Wraps a freshly connected stream.
+    pub fn new(io: Stream, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            io,
+            rbuf: BytesMut::with_capacity(HEAD_READ),
+            wbuf: Vec::with_capacity(1024),
+            _permit: permit,
+        }
+    }
+
+    /// Reads more bytes into the read buffer; `Ok(0)` at end of stream.
+    pub(crate) fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < want / 4 {
+            self.rbuf.reserve(want);
+        }
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    /// Whether an idle connection can take a request: nothing buffered, and the upstream has
+    /// neither closed it nor sent unsolicited bytes (checked without blocking).
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(self.poll_fill(&mut cx, 1), Poll::Pending)
+    }
+
+    /// Prepares `req` for this connection (its head encoded into the connection's reused
+    /// buffer); `host` is sent when `req` has no Host.
+    pub fn prepare(&mut self, req: Request<Body>, host: &HeaderValue) -> (Writer, http::Method) {
+        let (parts, body) = req.into_parts();
+        let writer = Writer::new(std::mem::take(&mut self.wbuf), &parts, body, host);
+        (writer, parts.method)
+    }
+
+    /// Sends a prepared request and reads the response head. `reused` says whether the
+    /// connection served an earlier request (only then can a failure be retried). The request
+    /// body is written while the response head is awaited, so an upstream that answers early
+    /// (413, 401) is heard; the connection is then not reused.
+    pub async fn send(
+        mut self,
+        mut writer: Writer,
+        method: &http::Method,
+        pool: Arc<TargetPool>,
+        reused: bool,
+        upgrade: bool,
+    ) -> Result<Answer, Failure> {
+        let mut write_failed: Option<std::io::Error> = None;
+        let mut stale = false;
+        let head = std::future::poll_fn(|cx| {
+            if write_failed.is_none() && !writer.done() {
+                match writer.poll_write(cx, &mut self.io) {
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                    Poll::Ready(Err(WriteError::Io(e))) => write_failed = Some(e),
+                    Poll::Ready(Err(WriteError::Body(e))) => {
+                        return Poll::Ready(Err(client_body_error(e)));
+                    }
+                    Poll::Ready(Err(WriteError::Length)) => {
+                        return Poll::Ready(Err(GatewayError::new(
+                            ErrorKind::BadRequest,
+                            "request body did not match its declared length",
+                        )));
+                    }
+                }
+            }
+            loop {
+                match decode::parse(&mut self.rbuf, method) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Poll::Ready(Err(GatewayError::new(
+                            ErrorKind::UpstreamReset,
+                            e.to_string(),
+                        )));
+                    }
+                }
+                let why = match self.poll_fill(cx, HEAD_READ) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => match &write_failed {
+                        Some(e) => format!("connection failed while sending the request: {e}"),
+                        None if self.rbuf.is_empty() => {
+                            "connection closed before a response".to_string()
+                        }
+                        None => "connection closed inside the response head".to_string(),
+                    },
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Ready(Err(e)) => format!("reading the response: {e}"),
+                };
+                stale = reused && self.rbuf.is_empty();
+                return Poll::Ready(Err(GatewayError::new(ErrorKind::UpstreamReset, why)));
+            }
+        })
+        .await
+        .map_err(|error| Failure { error, retry: None });
+        let head = match head {
+            Ok(h) => h,
+            Err(mut f) => {
+                if stale {
+                    f.retry = writer.rewind();
+                }
+                return Err(f);
+            }
+        };
+        // The request was not completely sent (an early answer): the connection cannot carry
+        // another exchange.
+        let complete = writer.done();
+        self.wbuf = writer.into_buffer();
+        let keep_alive = head.keep_alive && complete;
+        let mut response = Response::new(());
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            if !upgrade {
+                return Err(Failure::new(
+                    ErrorKind::UpstreamReset,
+                    "upstream switched protocols without an upgrade request",
+                ));
+            }
+            let leftover = self.rbuf.split().freeze();
+            return Ok(Answer::Upgraded(
+                response,
+                Upgraded {
+                    io: self.io,
+                    leftover,
+                    _permit: self._permit,
+                },
+            ));
+        }
+        let body = ResponseBody::new(self, pool, head.framing, keep_alive);
+        Ok(Answer::Response(response.map(|()| body)))
+    }
+}
+
+/// The client's request body failed while being forwarded: its fault, not the upstream's.
+fn client_body_error(e: BoxError) -> GatewayError {
+    if e.downcast_ref::<crate::bodies::BodyTooLarge>().is_some() {
+        return GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            "request body exceeded the limit while streaming",
+        );
+    }
+    if e.downcast_ref::<crate::bodies::BodyIdle>().is_some() {
+        return GatewayError::new(ErrorKind::BadRequest, "client request body stalled");
+    }
+    GatewayError::new(ErrorKind::BadRequest, format!("client request body: {e}"))
+}

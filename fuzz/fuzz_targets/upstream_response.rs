@@ -1,0 +1,70 @@
+//! `upstream_response`: the inline HTTP/1.1 client's response-head parser and chunked decoder
+//! on arbitrary bytes, fed in arbitrary pieces.
+//!
+//! Invariants:
+//! - no panic, whatever the bytes and however they are split;
+//! - a head is only accepted with one framing: never both Transfer-Encoding and
+//!   Content-Length, and a `Length(n)` framing equals every Content-Length value;
+//! - the chunked decoder's output does not depend on how the input is split (one piece vs the
+//!   fuzzer's split), and it never yields more body bytes than it was given.
+#![no_main]
+
+use bytes::BytesMut;
+use http::Method;
+use libfuzzer_sys::fuzz_target;
+use torii_proxy::upstream::h1::chunked::{Decoder, Event};
+use torii_proxy::upstream::h1::decode::{Framing, parse};
+
+/// Runs the decoder over `input` split at `cuts`; returns (body, trailer count, ok).
+fn decode(input: &[u8], cuts: &[usize]) -> (Vec<u8>, usize, bool) {
+    let mut d = Decoder::default();
+    let mut buf = BytesMut::new();
+    let mut body = Vec::new();
+    let mut trailers = 0;
+    let mut fed = 0;
+    let mut cut = cuts.iter().copied();
+    loop {
+        match d.decode(&mut buf) {
+            Ok(Some(Event::Data(b))) => body.extend_from_slice(&b),
+            Ok(Some(Event::Trailers(t))) => trailers = t.len(),
+            Ok(Some(Event::End)) => return (body, trailers, true),
+            Err(_) => return (body, trailers, false),
+            Ok(None) => {
+                if fed == input.len() {
+                    return (body, trailers, false);
+                }
+                let n = cut.next().unwrap_or(input.len()).clamp(1, input.len() - fed);
+                buf.extend_from_slice(&input[fed..fed + n]);
+                fed += n;
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let method = if sel & 1 == 0 { Method::GET } else { Method::HEAD };
+    let mut buf = BytesMut::from(rest);
+    if let Ok(Some(head)) = parse(&mut buf, &method) {
+        let te = head.headers.contains_key(http::header::TRANSFER_ENCODING);
+        let cl = head.headers.get_all(http::header::CONTENT_LENGTH).iter().count();
+        if method == Method::GET && !head.status.is_informational() && head.status != 204 && head.status != 304 {
+            assert!(!(te && cl > 0), "both framings accepted");
+            if let Framing::Length(n) = head.framing {
+                for v in head.headers.get_all(http::header::CONTENT_LENGTH) {
+                    for part in v.as_bytes().split(|&b| b == b',') {
+                        let p = std::str::from_utf8(part).unwrap_or("").trim();
+                        assert_eq!(p.parse::<u64>().ok(), Some(n), "length differs from a value");
+                    }
+                }
+            }
+        }
+    }
+    let cuts: Vec<usize> = rest.iter().take(16).map(|&b| usize::from(b % 17) + 1).collect();
+    let whole = decode(rest, &[]);
+    let split = decode(rest, &cuts);
+    assert_eq!(whole, split, "result depends on how the input was split");
+    assert!(whole.0.len() <= rest.len());
+});
