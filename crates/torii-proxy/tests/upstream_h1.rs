@@ -280,3 +280,74 @@ async fn bytes_after_a_101_belong_to_the_tunnel() {
     c.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"ping");
 }
+
+/// A request body fed from a channel, one frame per message.
+struct Channel(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+impl http_body::Body for Channel {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn upload_continues_after_an_early_streaming_answer() {
+    // The upstream answers as soon as it has the head, then reads the whole (chunked) body and
+    // only then ends its answer with the number of bytes it received.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nstart\r\n")
+            .await
+            .unwrap();
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the gateway stopped sending the request body");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let got = String::from_utf8_lossy(&seen);
+        let done = format!("done:{}", got.contains("part1") && got.contains("part2"));
+        s.write_all(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes())
+            .await
+            .unwrap();
+    });
+    let gw = gateway(&cfg_for(up)).await;
+    let a = addr(&gw).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Bytes::from_static(b"part1")).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Channel>();
+    let exchange = async {
+        let resp = client
+            .request(
+                Request::post(format!("http://{a}/up"))
+                    .body(Channel(rx))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // The answer started before the upload ended; now finish the upload.
+        tx.send(Bytes::from_static(b"part2")).unwrap();
+        drop(tx);
+        resp.into_body().collect().await.unwrap().to_bytes()
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+        .await
+        .expect("the exchange completes");
+    assert_eq!(body, "startdone:true");
+}

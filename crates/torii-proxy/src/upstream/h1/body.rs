@@ -4,6 +4,7 @@
 
 use super::chunked::{self, Decoder, Event};
 use super::decode::Framing;
+use super::encode::{WriteError, Writer};
 use super::{Connection, READ_SIZE};
 use crate::upstream::pool::TargetPool;
 use bytes::Bytes;
@@ -40,6 +41,8 @@ enum State {
 /// A response body streamed from an upstream HTTP/1.1 connection.
 pub struct ResponseBody {
     conn: Option<Connection>,
+    /// The rest of the request, when the upstream answered before it was completely sent.
+    writer: Option<Writer>,
     pool: Arc<TargetPool>,
     state: State,
     keep_alive: bool,
@@ -48,12 +51,14 @@ pub struct ResponseBody {
 impl ResponseBody {
     pub(super) fn new(
         conn: Connection,
+        writer: Option<Writer>,
         pool: Arc<TargetPool>,
         framing: Framing,
         keep_alive: bool,
     ) -> Self {
         let mut this = Self {
             conn: Some(conn),
+            writer,
             pool,
             state: match framing {
                 Framing::Length(n) => State::Length(n),
@@ -71,11 +76,40 @@ impl ResponseBody {
     /// The body ended: the connection is reused when it is clean, closed otherwise.
     fn finish(&mut self) {
         self.state = State::Done;
-        if let Some(conn) = self.conn.take()
-            && self.keep_alive
-            && conn.rbuf.is_empty()
-        {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match self.writer.take() {
+            None => {}
+            Some(w) if w.done() => conn.wbuf = w.into_buffer(),
+            // The request was not completely sent: the connection is closed.
+            Some(_) => return,
+        }
+        if self.keep_alive && conn.rbuf.is_empty() {
             self.pool.checkin(conn);
+        }
+    }
+
+    /// Sends more of an unfinished request. A failed write stops the upload (the response is
+    /// still read; the connection is not reused); a failed client body fails the response.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError> {
+        let (Some(w), Some(conn)) = (self.writer.as_mut(), self.conn.as_mut()) else {
+            return Ok(());
+        };
+        if w.done() {
+            return Ok(());
+        }
+        match w.poll_write(cx, &mut conn.io) {
+            Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
+            Poll::Ready(Err(WriteError::Io(_))) => {
+                self.keep_alive = false;
+                self.writer = None;
+                Ok(())
+            }
+            Poll::Ready(Err(WriteError::Body(e))) => Err(e),
+            Poll::Ready(Err(WriteError::Length)) => {
+                Err("request body did not match its declared length".into())
+            }
         }
     }
 
@@ -95,6 +129,11 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Err(e) = this.poll_upload(cx) {
+            this.state = State::Done;
+            this.conn = None;
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);

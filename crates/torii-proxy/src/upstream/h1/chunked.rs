@@ -185,9 +185,9 @@ fn find_blank_line(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// Fields that must not arrive as trailers (framing, routing, hop-by-hop, and auth controls;
+/// Fields that must not travel as trailers (either way) (framing, routing, hop-by-hop, and auth controls;
 /// RFC 9110 section 6.5.1): they are dropped rather than forwarded.
-fn forbidden_trailer(name: &HeaderName) -> bool {
+pub(crate) fn forbidden_trailer(name: &HeaderName) -> bool {
     use http::header::*;
     [
         CONTENT_LENGTH,

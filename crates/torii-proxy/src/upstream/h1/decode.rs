@@ -136,6 +136,11 @@ pub fn framing(
     } else {
         has_token(headers, &CONNECTION, "keep-alive")
     };
+    // A 2xx to CONNECT turns the connection into a tunnel (RFC 9112 6.3 rule 2); tunnels are
+    // only made through upgrades here, so such an answer is refused rather than framed.
+    if *method == Method::CONNECT && status.is_success() {
+        return Err(Invalid("CONNECT answered with a tunnel"));
+    }
     if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -253,6 +258,14 @@ mod tests {
             .expect("ok")
             .expect("complete");
         assert_eq!(h.framing, Framing::Length(0));
+    }
+
+    #[test]
+    fn a_tunnel_answer_to_connect_is_refused() {
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Method::CONNECT);
+        assert_eq!(h.err(), Some(Invalid("CONNECT answered with a tunnel")));
+        let h = head("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n", Method::CONNECT);
+        assert!(h.is_ok());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct Writer {
     body: Option<Body>,
     encoding: Encoding,
     flushed: bool,
+    unflushed: bool,
     bodiless: bool,
 }
 
@@ -93,6 +94,7 @@ impl Writer {
             body: (!end).then_some(body),
             encoding,
             flushed: false,
+            unflushed: false,
             bodiless: end,
         }
     }
@@ -142,6 +144,7 @@ impl Writer {
                     return Poll::Ready(Err(WriteError::Io(std::io::ErrorKind::WriteZero.into())));
                 }
                 self.advance(written);
+                self.unflushed = true;
                 continue;
             }
             let Some(body) = self.body.as_mut() else {
@@ -151,7 +154,21 @@ impl Writer {
                 }
                 return Poll::Ready(Ok(()));
             };
-            match ready!(Pin::new(body).poll_frame(cx)) {
+            let frame = match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    // A TLS stream may hold written bytes in its own buffer: push them out
+                    // while the body has nothing new, or the upstream may wait for them.
+                    if self.unflushed
+                        && let Poll::Ready(r) = Pin::new(&mut *io).poll_flush(cx)
+                    {
+                        r.map_err(WriteError::Io)?;
+                        self.unflushed = false;
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
                     Ok(data) => self.push_data(data)?,
@@ -206,7 +223,9 @@ impl Writer {
             Some(t) => {
                 let mut out = b"0\r\n".to_vec();
                 for (name, value) in t {
-                    field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+                    if !super::chunked::forbidden_trailer(name) {
+                        field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+                    }
                 }
                 out.extend_from_slice(b"\r\n");
                 self.queue.push_back(Bytes::from(out));

@@ -186,20 +186,20 @@ impl Connection {
                 return Err(f);
             }
         };
-        // The request was not completely sent (an early answer): the connection cannot carry
-        // another exchange.
-        let complete = writer.done();
-        self.wbuf = writer.into_buffer();
-        let keep_alive = head.keep_alive && complete;
+        // An answer before the request was completely sent: the rest of the body keeps going
+        // out while the response is read (an upstream may stream its answer as it reads), and
+        // the connection is reused only if both ended cleanly. After a failed write nothing
+        // more is sent and the connection is not reused.
+        let keep_alive = head.keep_alive && write_failed.is_none();
         let mut response = Response::new(());
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
         *response.headers_mut() = head.headers;
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            if !upgrade {
+            if !upgrade || !writer.done() {
                 return Err(Failure::new(
                     ErrorKind::UpstreamReset,
-                    "upstream switched protocols without an upgrade request",
+                    "upstream switched protocols without a complete upgrade request",
                 ));
             }
             let leftover = self.rbuf.split().freeze();
@@ -212,7 +212,13 @@ impl Connection {
                 },
             ));
         }
-        let body = ResponseBody::new(self, pool, head.framing, keep_alive);
+        let writer = if writer.done() {
+            self.wbuf = writer.into_buffer();
+            None
+        } else {
+            write_failed.is_none().then_some(writer)
+        };
+        let body = ResponseBody::new(self, writer, pool, head.framing, keep_alive);
         Ok(Answer::Response(response.map(|()| body)))
     }
 }
