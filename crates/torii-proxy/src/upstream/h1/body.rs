@@ -42,7 +42,7 @@ enum State {
 pub struct ResponseBody {
     conn: Option<Connection>,
     /// The rest of the request, when the upstream answered before it was completely sent.
-    writer: Option<Writer>,
+    writer: Option<Box<Writer>>,
     pool: Arc<TargetPool>,
     state: State,
     keep_alive: bool,
@@ -51,7 +51,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     pub(super) fn new(
         conn: Connection,
-        writer: Option<Writer>,
+        writer: Option<Box<Writer>>,
         pool: Arc<TargetPool>,
         framing: Framing,
         keep_alive: bool,

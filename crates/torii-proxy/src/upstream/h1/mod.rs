@@ -216,7 +216,7 @@ impl Connection {
             self.wbuf = writer.into_buffer();
             None
         } else {
-            write_failed.is_none().then_some(writer)
+            write_failed.is_none().then(|| Box::new(writer))
         };
         let body = ResponseBody::new(self, writer, pool, head.framing, keep_alive);
         Ok(Answer::Response(response.map(|()| body)))
