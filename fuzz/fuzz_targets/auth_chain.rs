@@ -38,7 +38,11 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
     let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(&p[1..33]), "y": b64(&p[33..]), "kid": "es"});
     let mut yaml = String::from("listeners:\n  - name: p\n    bind: 127.0.0.1:0\nconsumers:\n");
     for i in 0..100 {
-        let key = if i == 7 { KEY.to_string() } else { format!("other-key-{i}") };
+        let key = if i == 7 {
+            KEY.to_string()
+        } else {
+            format!("other-key-{i}")
+        };
         yaml.push_str(&format!(
             "  - name: c{i}\n    keys: ['{}']\n",
             torii_plugins::consumers::format_key_hash(key.as_bytes())
@@ -50,17 +54,33 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
     let catalog = torii_plugins::Catalog::builtin().unwrap();
     let loaded = torii_config::load_str("fuzz.yaml", &yaml, &|_: &str| None, &catalog).unwrap();
     let claims = |iss: &str| {
-        b64(serde_json::json!({"iss": iss, "sub": "c3", "exp": 4_102_444_800u64, "scope": "a b"}).to_string().as_bytes())
+        b64(
+            serde_json::json!({"iss": iss, "sub": "c3", "exp": 4_102_444_800u64, "scope": "a b"})
+                .to_string()
+                .as_bytes(),
+        )
     };
-    let hs_input = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), claims("hs"));
+    let hs_input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+        claims("hs")
+    );
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
-    let hs = format!("{hs_input}.{}", b64(aws_lc_rs::hmac::sign(&key, hs_input.as_bytes()).as_ref()));
+    let hs = format!(
+        "{hs_input}.{}",
+        b64(aws_lc_rs::hmac::sign(&key, hs_input.as_bytes()).as_ref())
+    );
     let es_input = format!("{}.{}", b64(br#"{"alg":"ES256","kid":"es"}"#), claims("es"));
-    let es_tok = format!("{es_input}.{}", b64(es.sign(&rng, es_input.as_bytes()).unwrap().as_ref()));
+    let es_tok = format!(
+        "{es_input}.{}",
+        b64(es.sign(&rng, es_input.as_bytes()).unwrap().as_ref())
+    );
     Setup {
         loaded,
         tokens: vec![hs, es_tok],
-        rt: tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap(),
     }
 });
 
@@ -95,8 +115,13 @@ fuzz_target!(|data: &[u8]| {
     } else {
         "GET"
     });
-    let q = String::from_utf8_lossy(&query).replace(|c: char| !c.is_ascii_graphic() || c == '#', "");
-    b = b.uri(if q.is_empty() { "/".to_string() } else { format!("/?{q}") });
+    let q =
+        String::from_utf8_lossy(&query).replace(|c: char| !c.is_ascii_graphic() || c == '#', "");
+    b = b.uri(if q.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/?{q}")
+    });
     for (name, value) in [
         ("authorization", &auth),
         ("x-api-key", &apikey),
@@ -125,18 +150,27 @@ fuzz_target!(|data: &[u8]| {
     match &result {
         Ok(_) => {}
         Err(e) => match &e.kind {
-            ErrorKind::Unauthorized(Some(_)) | ErrorKind::Forbidden | ErrorKind::AuthUnavailable => {}
+            ErrorKind::Unauthorized(Some(_))
+            | ErrorKind::Forbidden
+            | ErrorKind::AuthUnavailable => {}
             other => panic!("unexpected refusal {other:?}"),
         },
     }
     if let Some(c) = &cx.consumer {
-        let text = |h: &str| sent.headers.get(h).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+        let text = |h: &str| {
+            sent.headers
+                .get(h)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default()
+        };
         let carried_key = text("x-api-key") == KEY.as_bytes()
             || sent.uri.query().is_some_and(|q| q.contains(KEY));
         let carried_token = s.tokens.iter().any(|t| {
             let a = text("authorization");
             a.len() >= t.len() && a.windows(t.len()).any(|w| w == t.as_bytes())
-                || text("cookie").windows(t.len().max(1)).any(|w| w == t.as_bytes())
+                || text("cookie")
+                    .windows(t.len().max(1))
+                    .any(|w| w == t.as_bytes())
         });
         assert!(
             carried_key || carried_token,

@@ -33,7 +33,10 @@ fn decode(input: &[u8], cuts: &[usize]) -> (Vec<u8>, usize, bool) {
                 if fed == input.len() {
                     return (body, trailers, false);
                 }
-                let n = cut.next().unwrap_or(input.len()).clamp(1, input.len() - fed);
+                let n = cut
+                    .next()
+                    .unwrap_or(input.len())
+                    .clamp(1, input.len() - fed);
                 buf.extend_from_slice(&input[fed..fed + n]);
                 fed += n;
             }
@@ -45,24 +48,44 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let method = if sel & 1 == 0 { Method::GET } else { Method::HEAD };
+    let method = if sel & 1 == 0 {
+        Method::GET
+    } else {
+        Method::HEAD
+    };
     let mut buf = BytesMut::from(rest);
     if let Ok(Some(head)) = parse(&mut buf, &method) {
         let te = head.headers.contains_key(http::header::TRANSFER_ENCODING);
-        let cl = head.headers.get_all(http::header::CONTENT_LENGTH).iter().count();
-        if method == Method::GET && !head.status.is_informational() && head.status != 204 && head.status != 304 {
+        let cl = head
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .count();
+        if method == Method::GET
+            && !head.status.is_informational()
+            && head.status != 204
+            && head.status != 304
+        {
             assert!(!(te && cl > 0), "both framings accepted");
             if let Framing::Length(n) = head.framing {
                 for v in head.headers.get_all(http::header::CONTENT_LENGTH) {
                     for part in v.as_bytes().split(|&b| b == b',') {
                         let p = std::str::from_utf8(part).unwrap_or("").trim();
-                        assert_eq!(p.parse::<u64>().ok(), Some(n), "length differs from a value");
+                        assert_eq!(
+                            p.parse::<u64>().ok(),
+                            Some(n),
+                            "length differs from a value"
+                        );
                     }
                 }
             }
         }
     }
-    let cuts: Vec<usize> = rest.iter().take(16).map(|&b| usize::from(b % 17) + 1).collect();
+    let cuts: Vec<usize> = rest
+        .iter()
+        .take(16)
+        .map(|&b| usize::from(b % 17) + 1)
+        .collect();
     let whole = decode(rest, &[]);
     let split = decode(rest, &cuts);
     assert_eq!(whole, split, "result depends on how the input was split");

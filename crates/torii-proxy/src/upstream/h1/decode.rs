@@ -262,9 +262,15 @@ mod tests {
 
     #[test]
     fn a_tunnel_answer_to_connect_is_refused() {
-        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Method::CONNECT);
+        let h = head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            Method::CONNECT,
+        );
         assert_eq!(h.err(), Some(Invalid("CONNECT answered with a tunnel")));
-        let h = head("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n", Method::CONNECT);
+        let h = head(
+            "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n",
+            Method::CONNECT,
+        );
         assert!(h.is_ok());
     }
 
