@@ -351,3 +351,40 @@ async fn upload_continues_after_an_early_streaming_answer() {
         .expect("the exchange completes");
     assert_eq!(body, "startdone:true");
 }
+
+#[tokio::test]
+async fn idle_connections_closed_by_the_upstream_are_released_without_traffic() {
+    // The upstream answers once, then closes its side after a moment; the gateway's idle
+    // connection must be closed (its end of the socket) without any further request.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        read_request(&mut s, &mut buf).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        // EOF from the gateway: it closed the pooled connection.
+        let mut rest = [0u8; 16];
+        let n = s.read(&mut rest).await.unwrap_or(0);
+        let _ = closed_tx.send(n);
+    });
+    // The sweep runs every half idle timeout (default 60 s): a short one keeps the test fast,
+    // while still far longer than it takes the upstream to close.
+    let cfg = config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{up}'}}]\n    pool: {{idle_timeout: 400ms}}\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: up\n"
+    ));
+    let gw = gateway(&cfg).await;
+    let (status, body) = get_body(addr(&gw).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.unwrap().to_bytes(), "ok");
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the idle connection the upstream closed is released without traffic")
+        .unwrap();
+    assert_eq!(n, 0);
+    drop(gw);
+}

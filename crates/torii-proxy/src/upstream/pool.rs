@@ -62,14 +62,44 @@ pub enum Conn {
 impl TargetPool {
     /// A pool connecting with `connector`.
     pub fn new(connector: Connector, settings: PoolSettings) -> Arc<Self> {
-        Arc::new(Self {
+        let pool = Arc::new(Self {
             permits: Arc::new(Semaphore::new(settings.max_connections)),
             connector,
             settings,
             idle: Mutex::new(VecDeque::new()),
             returned: Notify::new(),
             h2: tokio::sync::Mutex::new(None),
-        })
+        });
+        // Idle HTTP/1.1 connections have no task of their own: a sweeper closes the expired
+        // ones and those the upstream closed, so their descriptors and slots are not held until
+        // the next request. It ends when the pool is dropped.
+        if !pool.settings.http2
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let weak = Arc::downgrade(&pool);
+            let every = (pool.settings.idle_timeout / 2)
+                .clamp(Duration::from_millis(50), Duration::from_secs(30));
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(pool) = weak.upgrade() else {
+                        return;
+                    };
+                    pool.sweep();
+                }
+            });
+        }
+        pool
+    }
+
+    /// Closes idle connections that expired or that the upstream closed (or sent bytes on).
+    pub fn sweep(&self) {
+        let limit = self.settings.idle_timeout;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain_mut(|i| i.since.elapsed() < limit && i.conn.is_reusable());
+        }
     }
 
     /// Open connections now (in use plus idle).
