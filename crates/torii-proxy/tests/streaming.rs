@@ -16,22 +16,6 @@ fn cfg_for(addr: std::net::SocketAddr, extra_upstream: &str, extra_top: &str) ->
     ))
 }
 
-/// A body fed from a channel: each message is one frame; an `Err` breaks the stream.
-struct Channel(mpsc::UnboundedReceiver<Result<Bytes, ()>>);
-
-impl http_body::Body for Channel {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|m| m.map(|r| r.map(http_body::Frame::data).map_err(|()| "broken".into())))
-    }
-}
-
 #[tokio::test]
 async fn server_sent_events_are_flushed_event_by_event() {
     let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, ()>>();

@@ -281,22 +281,6 @@ async fn bytes_after_a_101_belong_to_the_tunnel() {
     assert_eq!(&echo, b"ping");
 }
 
-/// A request body fed from a channel, one frame per message.
-struct Channel(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
-
-impl http_body::Body for Channel {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|m| m.map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
 #[tokio::test]
 async fn upload_continues_after_an_early_streaming_answer() {
     // The upstream answers as soon as it has the head, then reads the whole (chunked) body and
@@ -328,7 +312,7 @@ async fn upload_continues_after_an_early_streaming_answer() {
     let gw = gateway(&cfg_for(up)).await;
     let a = addr(&gw).await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(Bytes::from_static(b"part1")).unwrap();
+    tx.send(Ok(Bytes::from_static(b"part1"))).unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Channel>();
     let exchange = async {
@@ -342,7 +326,7 @@ async fn upload_continues_after_an_early_streaming_answer() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         // The answer started before the upload ended; now finish the upload.
-        tx.send(Bytes::from_static(b"part2")).unwrap();
+        tx.send(Ok(Bytes::from_static(b"part2"))).unwrap();
         drop(tx);
         resp.into_body().collect().await.unwrap().to_bytes()
     };

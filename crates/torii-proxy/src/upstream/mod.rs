@@ -322,25 +322,33 @@ fn timeout_error(target: &Target, after: Duration) -> GatewayError {
 
 fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
     use std::error::Error as _;
-    let mut cause: Option<&dyn std::error::Error> = e.source();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(c) = cause {
-        if c.downcast_ref::<crate::bodies::BodyTooLarge>().is_some() {
-            return GatewayError::new(
-                ErrorKind::PayloadTooLarge,
-                "request body exceeded the limit while streaming",
-            );
-        }
-        if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            // The client's request body broke while it was being streamed (bad chunk, early
-            // close): the client's fault, not the upstream's.
-            return GatewayError::new(ErrorKind::BadRequest, format!("client request body: {h}"));
-        }
-        if c.downcast_ref::<crate::bodies::BodyIdle>().is_some() {
-            return GatewayError::new(ErrorKind::BadRequest, "client request body stalled");
+        // The client's request body broke while it was being streamed (too large, stalled,
+        // bad chunk, early close): the client's fault, not the upstream's.
+        if c.is::<crate::bodies::BodyTooLarge>()
+            || c.is::<crate::bodies::BodyIdle>()
+            || c.is::<hyper::Error>()
+        {
+            return client_body_error(c);
         }
         cause = c.source();
     }
     GatewayError::new(ErrorKind::UpstreamReset, format!("{}: {e}", target.name))
+}
+
+/// The error for a client request body that failed while being forwarded.
+pub(crate) fn client_body_error(e: &(dyn std::error::Error + 'static)) -> GatewayError {
+    if e.is::<crate::bodies::BodyTooLarge>() {
+        return GatewayError::new(
+            ErrorKind::PayloadTooLarge,
+            "request body exceeded the limit while streaming",
+        );
+    }
+    if e.is::<crate::bodies::BodyIdle>() {
+        return GatewayError::new(ErrorKind::BadRequest, "client request body stalled");
+    }
+    GatewayError::new(ErrorKind::BadRequest, format!("client request body: {e}"))
 }
 
 fn tls_files_fingerprint(cfg: &UpstreamConfig) -> u64 {

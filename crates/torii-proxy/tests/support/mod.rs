@@ -249,3 +249,19 @@ pub async fn log_line(log: &std::path::Path, needle: &str) -> String {
         log.display()
     );
 }
+
+/// A body fed from a channel: each message is one frame; an `Err` breaks the stream.
+pub struct Channel(pub tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, ()>>);
+
+impl http_body::Body for Channel {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|r| r.map(http_body::Frame::data).map_err(|()| "broken".into())))
+    }
+}

@@ -24,7 +24,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
-use torii_core::{Body, BoxError, ErrorKind, GatewayError};
+use torii_core::{Body, ErrorKind, GatewayError};
 
 /// Bytes asked of the socket per read of a response.
 pub const READ_SIZE: usize = 32 * 1024;
@@ -138,7 +138,7 @@ impl Connection {
                     Poll::Ready(Ok(())) | Poll::Pending => {}
                     Poll::Ready(Err(WriteError::Io(e))) => write_failed = Some(e),
                     Poll::Ready(Err(WriteError::Body(e))) => {
-                        return Poll::Ready(Err(client_body_error(e)));
+                        return Poll::Ready(Err(crate::upstream::client_body_error(&*e)));
                     }
                     Poll::Ready(Err(WriteError::Length)) => {
                         return Poll::Ready(Err(GatewayError::new(
@@ -221,18 +221,4 @@ impl Connection {
         let body = ResponseBody::new(self, writer, pool, head.framing, keep_alive);
         Ok(Answer::Response(response.map(|()| body)))
     }
-}
-
-/// The client's request body failed while being forwarded: its fault, not the upstream's.
-fn client_body_error(e: BoxError) -> GatewayError {
-    if e.downcast_ref::<crate::bodies::BodyTooLarge>().is_some() {
-        return GatewayError::new(
-            ErrorKind::PayloadTooLarge,
-            "request body exceeded the limit while streaming",
-        );
-    }
-    if e.downcast_ref::<crate::bodies::BodyIdle>().is_some() {
-        return GatewayError::new(ErrorKind::BadRequest, "client request body stalled");
-    }
-    GatewayError::new(ErrorKind::BadRequest, format!("client request body: {e}"))
 }
