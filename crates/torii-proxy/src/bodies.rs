@@ -185,21 +185,22 @@ impl Outcome {
 }
 
 /// Called once when a response body has ended (or was dropped), with bytes sent and outcome.
-pub trait OnEnd: Send + 'static {
+pub trait OnEnd: Send + Unpin + 'static {
     /// The body ended.
-    fn on_end(self: Box<Self>, bytes_out: u64, outcome: Outcome);
+    fn on_end(self, bytes_out: u64, outcome: Outcome);
 }
 
-/// A response body that reports its end exactly once.
-pub struct Observed {
-    inner: Body,
+/// A response body that reports its end exactly once. Generic over the body and the report,
+/// so a proxied response is one allocation (the boxed `Observed`), not one per layer.
+pub struct Observed<B: HttpBody, E: OnEnd> {
+    inner: B,
     bytes: u64,
-    on_end: Option<Box<dyn OnEnd>>,
+    on_end: Option<E>,
 }
 
-impl Observed {
+impl<B: HttpBody, E: OnEnd> Observed<B, E> {
     /// Wraps a response body.
-    pub fn new(inner: Body, on_end: Box<dyn OnEnd>) -> Self {
+    pub fn new(inner: B, on_end: E) -> Self {
         Self {
             inner,
             bytes: 0,
@@ -213,7 +214,11 @@ impl Observed {
     }
 }
 
-impl HttpBody for Observed {
+impl<B, E> HttpBody for Observed<B, E>
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    E: OnEnd,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -253,7 +258,7 @@ impl HttpBody for Observed {
     }
 }
 
-impl Drop for Observed {
+impl<B: HttpBody, E: OnEnd> Drop for Observed<B, E> {
     fn drop(&mut self) {
         let outcome = if self.inner.is_end_stream() {
             Outcome::Complete
@@ -261,5 +266,42 @@ impl Drop for Observed {
             Outcome::ClientAbort
         };
         self.finish(outcome);
+    }
+}
+
+/// What a response carries before it is observed: a body the gateway made (or a plugin
+/// returned), or an upstream's body with its idle timer. An enum rather than a boxed body so
+/// the upstream case needs no allocation of its own.
+pub enum Outgoing {
+    /// A gateway-made body.
+    Gateway(Body),
+    /// An upstream's body.
+    Upstream(UpstreamBody),
+}
+
+impl HttpBody for Outgoing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Outgoing::Gateway(b) => Pin::new(b).poll_frame(cx),
+            Outgoing::Upstream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Gateway(b) => b.is_end_stream(),
+            Outgoing::Upstream(b) => b.is_end_stream(),
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Outgoing::Gateway(b) => b.size_hint(),
+            Outgoing::Upstream(b) => b.size_hint(),
+        }
     }
 }

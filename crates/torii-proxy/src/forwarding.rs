@@ -112,7 +112,7 @@ pub fn effective_host(
         .map_err(|_| bad("invalid Host"))
 }
 
-const HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
@@ -120,6 +120,10 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
 ];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str() == "http2-settings"
+}
 
 /// Removes the headers a client names in `Connection` (RFC 9110 7.6.1), before plugins run:
 /// a client could otherwise name headers the gateway adds later (identity headers, an identity
@@ -159,6 +163,11 @@ pub fn drop_connection_listed(headers: &mut HeaderMap) {
 /// HTTP2-Settings. With `keep_upgrade` (a WebSocket handshake) `Connection: upgrade` and
 /// `Upgrade` pass.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names (cheap comparisons, no hashing)
+    // instead of a lookup per hop-by-hop name.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = conn
             .to_str()
@@ -192,57 +201,90 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// A connection's own forwarding values, rendered once when the connection opens (formatting
+/// an address is a measurable part of a proxied request's cost otherwise).
+pub struct PeerForwarding {
+    /// The peer's address as X-Forwarded-For carries it.
+    xff: HeaderValue,
+    /// This hop's Forwarded element without `host`: `for=...;proto=...`.
+    element: HeaderValue,
+    proto: &'static str,
+}
+
+impl PeerForwarding {
+    /// The values for a peer (already canonical) reached over `proto` (`http` or `https`).
+    pub fn new(peer: IpAddr, proto: &'static str) -> Self {
+        let element = match peer {
+            IpAddr::V6(_) => format!("for=\"[{peer}]\";proto={proto}"),
+            IpAddr::V4(_) => format!("for={peer};proto={proto}"),
+        };
+        // Both are built from an address and a fixed token: always valid field values.
+        let value = |s: String| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        };
+        Self {
+            xff: value(peer.to_string()),
+            element: value(element),
+            proto,
+        }
+    }
+}
+
 /// Sets X-Forwarded-For/-Proto/-Host and Forwarded. From a trusted proxy, existing values are
 /// kept and extended; otherwise they are replaced by what the gateway saw.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &PeerForwarding,
     peer_trusted: bool,
-    proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    use std::fmt::Write as _;
-    // Each value is written once into its own buffer and handed to HeaderValue without a copy.
-    let prev_xff = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| peer_trusted && !p.is_empty());
-    let mut xff = String::with_capacity(prev_xff.map_or(0, str::len) + 48);
-    if let Some(prev) = prev_xff {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{peer}");
-    let host_str = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-    let prev_fwd = headers
-        .get(header::FORWARDED)
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| peer_trusted && !p.is_empty());
-    let mut fwd = String::with_capacity(prev_fwd.map_or(0, str::len) + 64 + host_str.len());
-    if let Some(prev) = prev_fwd {
-        fwd.push_str(prev);
-        fwd.push_str(", ");
-    }
-    let _ = match peer {
-        IpAddr::V6(_) => write!(fwd, "for=\"[{peer}]\";proto={proto}"),
-        IpAddr::V4(_) => write!(fwd, "for={peer};proto={proto}"),
+    // Extends a trusted previous value with this hop's, or replaces it.
+    let extend = |prev: Option<&HeaderValue>, own: &[u8], extra: &[u8]| -> Option<HeaderValue> {
+        let prev = prev.filter(|p| peer_trusted && !p.is_empty())?;
+        let mut v = Vec::with_capacity(prev.len() + 2 + own.len() + extra.len());
+        v.extend_from_slice(prev.as_bytes());
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(own);
+        v.extend_from_slice(extra);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
     };
-    if !host_str.is_empty()
-        && host_str
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-    {
-        fwd.push_str(";host=");
-        fwd.push_str(host_str);
+    let xff = extend(headers.get(&X_FORWARDED_FOR), peer.xff.as_bytes(), b"")
+        .unwrap_or_else(|| peer.xff.clone());
+    // `host=` only for a value that needs no quoting.
+    let host_part = host.map(HeaderValue::as_bytes).filter(|h| {
+        !h.is_empty()
+            && h.iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    });
+    let mut extra = Vec::new();
+    if let Some(h) = host_part {
+        extra.reserve_exact(6 + h.len());
+        extra.extend_from_slice(b";host=");
+        extra.extend_from_slice(h);
     }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
-        headers.insert(header::FORWARDED, v);
-    }
+    let fwd = match extend(
+        headers.get(header::FORWARDED),
+        peer.element.as_bytes(),
+        &extra,
+    ) {
+        Some(v) => v,
+        None if extra.is_empty() => peer.element.clone(),
+        None => {
+            let mut v = Vec::with_capacity(peer.element.len() + extra.len());
+            v.extend_from_slice(peer.element.as_bytes());
+            v.extend_from_slice(&extra);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+                .unwrap_or_else(|_| peer.element.clone())
+        }
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(header::FORWARDED, fwd);
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(peer.proto),
+        );
     }
     if (!peer_trusted || !headers.contains_key(&X_FORWARDED_HOST))
         && let Some(h) = host

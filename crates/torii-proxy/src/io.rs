@@ -14,6 +14,27 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Default)]
 pub struct Activity {
     ops: AtomicU64,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A request in flight on a connection, from its head until its response body ended (or was
+/// dropped); the header read timeout only runs while a connection has none.
+pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// Counts a request that has just arrived.
+    pub fn begin(activity: Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Activity {
@@ -27,6 +48,14 @@ impl Activity {
     /// Reads and writes so far.
     pub fn ops(&self) -> u64 {
         self.ops.load(Ordering::Relaxed)
+    }
+    /// Requests that arrived so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    /// Requests whose response has not ended yet.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 }
 

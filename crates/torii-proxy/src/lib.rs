@@ -20,6 +20,7 @@ pub mod snapshot;
 pub mod tls;
 mod tunnel;
 pub mod upstream;
+mod watchdog;
 
 use arc_swap::ArcSwap;
 use snapshot::Snapshot;

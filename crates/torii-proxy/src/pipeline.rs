@@ -10,7 +10,7 @@
 //!
 //! Every failure is a [`GatewayError`] turned into a response in one place.
 
-use crate::bodies::{Observed, OnEnd, Outcome, RequestBody, UpstreamBody};
+use crate::bodies::{Observed, OnEnd, Outcome, Outgoing, RequestBody, UpstreamBody};
 use crate::forwarding;
 use crate::snapshot::{Action, CompiledRoute, Rewrite, Snapshot};
 use crate::{Shared, access_log::Record};
@@ -31,10 +31,14 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// The peer's forwarding header values, rendered once.
+    pub forwarding: forwarding::PeerForwarding,
     /// TLS facts, on a TLS listener.
     pub tls: Option<TlsConn>,
     /// The connection's slot (cap and count); a WebSocket tunnel keeps it.
     pub slot: Arc<crate::ConnSlot>,
+    /// Bytes moved and requests in flight, for the connection's watchdog.
+    pub(crate) activity: Arc<crate::io::Activity>,
 }
 
 /// What the pipeline needs to know about a TLS connection.
@@ -62,6 +66,7 @@ pub async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
+    let in_flight = crate::io::InFlight::begin(conn.activity.clone());
     let snap = shared.snapshot.load_full();
     let request_id = req
         .headers()
@@ -104,6 +109,7 @@ pub async fn handle(
         bytes_in,
         upstream: None,
         upstream_latency_ms: None,
+        logged: shared.access_log.enabled(),
         plugins_ran: 0,
     };
 
@@ -115,11 +121,12 @@ pub async fn handle(
         ctx,
         info,
         status: 499,
+        _in_flight: in_flight,
     }));
     let Some(end) = guard.0.as_mut() else {
         return Ok(Response::new(Body::Empty));
     };
-    let result = route_and_serve(req, &conn, &snap, &mut end.ctx, &mut end.info).await;
+    let result = route_and_serve(req, &conn, &snap, view, &mut end.ctx, &mut end.info).await;
     let Some(mut end) = guard.0.take() else {
         return Ok(Response::new(Body::Empty));
     };
@@ -138,6 +145,7 @@ pub async fn handle(
                 tracing::debug!(request_id = ctx.request_id.as_str(), error = %e, "request rejected");
             }
             e.into_response(ctx.request_id.as_str(), grpc)
+                .map(Outgoing::Gateway)
         }
     };
     // Response phase of the plugins that ran, on upstream and gateway-made responses alike.
@@ -152,7 +160,7 @@ pub async fn handle(
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
     end.status = response.status().as_u16();
-    Ok(response.map(|b| Body::boxed(Observed::new(b, Box::new(end)))))
+    Ok(response.map(|b| Body::boxed(Observed::new(b, end))))
 }
 
 /// Logs a request whose handler was dropped before it produced a response (client gone).
@@ -161,7 +169,7 @@ struct PendingLog(Option<LogOnEnd>);
 impl Drop for PendingLog {
     fn drop(&mut self) {
         if let Some(end) = self.0.take() {
-            Box::new(end).on_end(0, Outcome::ClientAbort);
+            end.on_end(0, Outcome::ClientAbort);
         }
     }
 }
@@ -174,6 +182,8 @@ struct LogInfo {
     bytes_in: u64,
     upstream: Option<Arc<str>>,
     upstream_latency_ms: Option<f64>,
+    /// Whether the access log is on (and wants the upstream's latency).
+    logged: bool,
     /// How many plugins of the route's chain ran their request phase.
     plugins_ran: usize,
 }
@@ -184,10 +194,12 @@ struct LogOnEnd {
     ctx: RequestContext,
     info: LogInfo,
     status: u16,
+    /// Ends when the response has (dropped last, after the log line).
+    _in_flight: crate::io::InFlight,
 }
 
 impl OnEnd for LogOnEnd {
-    fn on_end(self: Box<Self>, bytes_out: u64, outcome: Outcome) {
+    fn on_end(self, bytes_out: u64, outcome: Outcome) {
         let elapsed = self.ctx.start.elapsed();
         // A client that went away is logged as 499 (nginx's convention).
         let status = if outcome == Outcome::ClientAbort {
@@ -230,9 +242,10 @@ async fn route_and_serve(
     req: Request<Incoming>,
     conn: &ConnInfo,
     snap: &Arc<Snapshot>,
+    view: Option<&crate::snapshot::ListenerView>,
     ctx: &mut RequestContext,
     info: &mut LogInfo,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Response<Outgoing>, GatewayError> {
     // --- edge stage ---
     let host = forwarding::effective_host(req.uri(), req.headers(), req.version())?;
     let raw_path = req.uri().path();
@@ -289,14 +302,11 @@ async fn route_and_serve(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=300"),
         );
-        return Ok(resp);
+        return Ok(resp.map(Outgoing::Gateway));
     }
 
     // --- route stage ---
-    let view = snap
-        .listeners
-        .get(&*ctx.listener)
-        .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "listener removed"))?;
+    let view = view.ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "listener removed"))?;
     let rv = RequestView {
         host: &ctx.host,
         path: &ctx.path,
@@ -366,7 +376,7 @@ async fn route_and_serve(
             )
             .await?;
         if let Some(resp) = answered {
-            return Ok(resp);
+            return Ok(resp.map(Outgoing::Gateway));
         }
         if let Some(c) = &ctx.consumer {
             snap.identity.apply(&mut parts.headers, c);
@@ -393,7 +403,7 @@ async fn route_and_serve(
             });
             *resp.status_mut() = *status;
             *resp.headers_mut() = headers.clone();
-            Ok(resp)
+            Ok(resp.map(Outgoing::Gateway))
         }
         Action::Proxy { upstream, .. } => {
             proxy(req, conn, snap, route, upstream, ctx, info, view).await
@@ -471,7 +481,7 @@ async fn proxy(
     ctx: &RequestContext,
     info: &mut LogInfo,
     view: &crate::snapshot::ListenerView,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Response<Outgoing>, GatewayError> {
     let is_upgrade = req.version() == http::Version::HTTP_11
         && req
             .headers()
@@ -503,12 +513,14 @@ async fn proxy(
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| parts.headers.get(header::HOST).cloned());
     forwarding::strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    // Room for the headers added below (forwarding, request id, Host) in one growth of the
+    // map rather than several. A map at its size limit just grows on insert as before.
+    let _ = parts.headers.try_reserve(6);
     let trusted = forwarding::peer_trusted(conn.peer, &view.trusted);
     forwarding::set_forwarded(
         &mut parts.headers,
-        forwarding::canonical(conn.peer.ip()),
+        &conn.forwarding,
         trusted,
-        conn.proto,
         original_host.as_ref(),
     );
     parts
@@ -524,17 +536,23 @@ async fn proxy(
         parts.headers.insert(header::HOST, h);
     }
 
-    let body = Body::boxed(RequestBody::new(
-        Body::from(body),
-        ctx.body_limit
-            .map_or(snap.max_body, |l| l.min(snap.max_body)),
-        upstream.body_idle_timeout,
-    ));
+    // A request without a body (most GETs) needs no limit or idle timer.
+    let body = if http_body::Body::is_end_stream(&body) {
+        Body::Empty
+    } else {
+        Body::boxed(RequestBody::new(
+            Body::from(body),
+            ctx.body_limit
+                .map_or(snap.max_body, |l| l.min(snap.max_body)),
+            upstream.body_idle_timeout,
+        ))
+    };
     let up_req = Request::from_parts(parts, body);
-    let sent = Instant::now();
+    // The upstream's latency is only read by the access log: no clock reads for nothing.
+    let sent = info.logged.then(Instant::now);
     let resp = upstream.send(up_req, is_upgrade).await?;
     info.upstream = Some(resp.target.clone());
-    info.upstream_latency_ms = Some(crate::access_log::millis(sent.elapsed()));
+    info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
     let (mut rparts, rbody) = resp.response.into_parts();
     if let (Some(upgraded), Some(client_upgrade)) = (resp.upgraded, client_upgrade) {
         tokio::spawn(crate::tunnel::run(
@@ -543,9 +561,9 @@ async fn proxy(
             conn.slot.clone(),
         ));
         forwarding::strip_hop_by_hop(&mut rparts.headers, true);
-        return Ok(Response::from_parts(rparts, Body::Empty));
+        return Ok(Response::from_parts(rparts, Outgoing::Gateway(Body::Empty)));
     }
     forwarding::strip_hop_by_hop(&mut rparts.headers, false);
-    let body = Body::boxed(UpstreamBody::new(rbody, upstream.body_idle_timeout));
+    let body = Outgoing::Upstream(UpstreamBody::new(rbody, upstream.body_idle_timeout));
     Ok(Response::from_parts(rparts, body))
 }

@@ -4,6 +4,7 @@
 use crate::Shared;
 use crate::io::{Activity, Prefixed};
 use crate::pipeline::{self, ConnInfo};
+use crate::watchdog;
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -159,46 +160,6 @@ async fn detect(stream: &mut TcpStream, timeout: Duration) -> Option<(bool, Vec<
     }
 }
 
-/// Drives a hyper connection until it ends, the gateway shuts down, or it has been idle (no
-/// byte either way) for `idle`; the last two end it gracefully: in-flight exchanges finish,
-/// HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY.
-macro_rules! drive {
-    ($conn:expr, $shutdown:expr, $activity:expr, $idle:expr) => {{
-        let c = $conn;
-        tokio::pin!(c);
-        // The watchdog wakes every quarter of the idle timeout and closes the connection once
-        // a full timeout passed with no read or write: it closes within 1.25x the timeout.
-        let step = ($idle / 4).max(Duration::from_millis(10));
-        let mut seen = $activity.ops();
-        let mut quiet = Duration::ZERO;
-        loop {
-            tokio::select! {
-                r = c.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
-                    return;
-                }
-                _ = $shutdown.changed() => break,
-                () = tokio::time::sleep(step) => {
-                    let now = $activity.ops();
-                    if now != seen {
-                        seen = now;
-                        quiet = Duration::ZERO;
-                    } else {
-                        quiet += step;
-                        if quiet >= $idle {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        c.as_mut().graceful_shutdown();
-        let _ = c.await;
-    }};
-}
-
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -241,7 +202,12 @@ async fn serve(
                 listener,
                 peer,
                 proto: "https",
+                forwarding: crate::forwarding::PeerForwarding::new(
+                    crate::forwarding::canonical(peer.ip()),
+                    "https",
+                ),
                 slot: slot.clone(),
+                activity: activity.clone(),
                 tls: Some(pipeline::TlsConn {
                     sni,
                     store,
@@ -267,7 +233,12 @@ async fn serve(
                 listener,
                 peer,
                 proto: "http",
+                forwarding: crate::forwarding::PeerForwarding::new(
+                    crate::forwarding::canonical(peer.ip()),
+                    "http",
+                ),
                 slot,
+                activity: activity.clone(),
                 tls: None,
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream, activity.clone()));
@@ -290,7 +261,7 @@ async fn run<I>(
     let svc = hyper::service::service_fn(move |req| {
         pipeline::handle(req, conn.clone(), svc_shared.clone())
     });
-    let mut shutdown = shared.shutdown.subscribe();
+    let shutdown = shared.shutdown.subscribe();
     if *shutdown.borrow() {
         return;
     }
@@ -304,19 +275,24 @@ async fn run<I>(
             )
             .max_pending_accept_reset_streams(Some(limits.h2_max_pending_reset_streams as usize))
             .max_local_error_reset_streams(Some(limits.h2_max_pending_reset_streams as usize));
-        drive!(b.serve_connection(io, svc), shutdown, activity, idle);
+        let limits = watchdog::Limits {
+            idle,
+            header_read: None,
+        };
+        watchdog::drive(b.serve_connection(io, svc), limits, shutdown, activity).await;
     } else {
         let mut b = http1::Builder::new();
+        // The header read timeout is the watchdog's (no timer armed per request).
         b.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout.0)
+            .header_read_timeout(None)
             .keep_alive(true)
             .max_buf_size((limits.max_header_bytes.0 as usize).max(8192))
             .max_headers(limits.max_headers as usize);
-        drive!(
-            b.serve_connection(io, svc).with_upgrades(),
-            shutdown,
-            activity,
-            idle
-        );
+        let limits = watchdog::Limits {
+            idle,
+            header_read: Some(limits.header_read_timeout.0),
+        };
+        let conn = b.serve_connection(io, svc).with_upgrades();
+        watchdog::drive(conn, limits, shutdown, activity).await;
     }
 }

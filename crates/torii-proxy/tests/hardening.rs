@@ -146,6 +146,51 @@ async fn silent_and_slow_clients_are_cut_off() {
 }
 
 #[tokio::test]
+async fn header_read_timeout_spares_requests_in_flight() {
+    // The upstream takes three header-read timeouts to answer: the request is in flight the
+    // whole time, so the client's connection must not be cut; afterwards the same
+    // connection still serves a request.
+    let up = upstream(false, |_req| async {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        http::Response::new(full("slow"))
+    })
+    .await;
+    let cfg = config(&format!("upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: up\n", up.addr))
+        .replace("bind: 127.0.0.1:0\nadmin", "bind: 127.0.0.1:0\n    limits: {header_read_timeout: 300ms, idle_timeout: 10s}\nadmin");
+    let gw = gateway(&cfg).await;
+    let a = addr(&gw).await;
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.ends_with(b"slow") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("no response")
+                .unwrap();
+            assert!(
+                n > 0,
+                "connection closed mid-request: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(
+        up.stats.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
 async fn connection_cap_holds_further_connections_back() {
     let (gw, _up) = gw_with_echo("    limits: {max_connections: 2}\n").await;
     let a = addr(&gw).await;

@@ -1,0 +1,213 @@
+//! The per-connection watchdog: ends a client connection gracefully when the gateway shuts
+//! down, when it moved no byte for the idle timeout, or (HTTP/1.1) when it had no request in
+//! flight for the header read timeout (a silent keep-alive connection, or a request head that
+//! trickles in and never ends).
+//!
+//! It runs inside the connection's own task, but its timer and the shutdown signal are polled
+//! with a waker of their own that raises a flag: a wake-up caused by client or upstream I/O
+//! (every request) polls only the connection, and the watchdog is polled only when one of its
+//! own events fired. A `select!` over the three would poll all of them on every wake-up, and
+//! hyper's own header timer allocates and arms a timer per request; both showed in profiles.
+
+use crate::io::Activity;
+use futures_util::task::AtomicWaker;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+/// A connection the watchdog can ask to finish its in-flight work and close.
+pub trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    /// Starts a graceful shutdown (HTTP/1.1: close after the current exchange; HTTP/2: GOAWAY).
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    Self: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    Self: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// The limits the watchdog enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// No byte either way for this long: close.
+    pub idle: Duration,
+    /// No request in flight for this long: close (HTTP/1.1 only; `None` for HTTP/2).
+    pub header_read: Option<Duration>,
+}
+
+/// Wakes the connection's task and marks that the watchdog has something to look at.
+#[derive(Default)]
+struct Flag {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// Why the watchdog ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The gateway is shutting down: in-flight exchanges finish (within the shutdown grace).
+    Shutdown,
+    /// No byte moved for the idle timeout: in-flight exchanges (a slow upstream) finish.
+    Idle,
+    /// No request in flight for the header read timeout.
+    NoRequest,
+}
+
+struct Dog {
+    limits: Limits,
+    step: Duration,
+    timer: Pin<Box<Sleep>>,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    activity: Arc<Activity>,
+    seen_ops: u64,
+    quiet: Duration,
+    seen_requests: u64,
+    free: Duration,
+}
+
+impl Dog {
+    fn new(limits: Limits, mut shutdown: watch::Receiver<bool>, activity: Arc<Activity>) -> Self {
+        let shortest = limits
+            .header_read
+            .map_or(limits.idle, |h| h.min(limits.idle));
+        // Waking every quarter of the shortest limit closes within 1.25x of it.
+        let step = (shortest / 4).max(Duration::from_millis(10));
+        Self {
+            limits,
+            step,
+            timer: Box::pin(tokio::time::sleep(step)),
+            shutdown: Box::pin(async move {
+                // A dropped sender means the gateway is gone: stop as well.
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }),
+            seen_ops: activity.ops(),
+            seen_requests: activity.requests(),
+            activity,
+            quiet: Duration::ZERO,
+            free: Duration::ZERO,
+        }
+    }
+
+    /// Why the connection should close, if it should. Never polled again after that.
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> Option<Stop> {
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            return Some(Stop::Shutdown);
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if let Some(stop) = self.tick() {
+                return Some(stop);
+            }
+            let next = Instant::now() + self.step;
+            self.timer.as_mut().reset(next);
+        }
+        None
+    }
+
+    fn tick(&mut self) -> Option<Stop> {
+        let ops = self.activity.ops();
+        if ops != self.seen_ops {
+            self.seen_ops = ops;
+            self.quiet = Duration::ZERO;
+        } else {
+            self.quiet += self.step;
+            if self.quiet >= self.limits.idle {
+                return Some(Stop::Idle);
+            }
+        }
+        if let Some(limit) = self.limits.header_read {
+            let requests = self.activity.requests();
+            if requests != self.seen_requests || self.activity.in_flight() > 0 {
+                self.seen_requests = requests;
+                self.free = Duration::ZERO;
+            } else {
+                self.free += self.step;
+                if self.free >= limit {
+                    return Some(Stop::NoRequest);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Drives `conn` until it ends, or until the watchdog stops it; then lets in-flight exchanges
+/// finish (graceful shutdown) and waits for the connection to close.
+pub async fn drive<C: Graceful>(
+    conn: C,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+) {
+    let mut conn = std::pin::pin!(conn);
+    let mut dog = Dog::new(limits, shutdown, activity);
+    let flag = Arc::new(Flag::default());
+    let dog_waker = Waker::from(flag.clone());
+    let mut first = true;
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if first || flag.fired.swap(false, Ordering::AcqRel) {
+            first = false;
+            flag.task.register(cx.waker());
+            if let Some(stop) = dog.poll_stop(&mut Context::from_waker(&dog_waker)) {
+                return Poll::Ready(Err(stop));
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "client connection ended with an error"),
+        Err(Stop::Shutdown | Stop::Idle) => {
+            conn.as_mut().graceful();
+            let _ = conn.await;
+        }
+        Err(Stop::NoRequest) => {
+            // Nothing is in flight. An idle keep-alive connection closes at once; one whose
+            // request head never completed does not close by itself (hyper only stops between
+            // requests), and neither does one whose client stopped reading the end of its last
+            // response: those are dropped one watchdog step later.
+            conn.as_mut().graceful();
+            let _ = tokio::time::timeout(dog.step, conn).await;
+        }
+    }
+}
