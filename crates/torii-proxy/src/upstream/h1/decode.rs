@@ -47,6 +47,17 @@ pub struct Invalid(pub &'static str);
 /// Parses a response head from the front of `buf`. `Ok(None)`: incomplete. On success the head's
 /// bytes are consumed; informational (1xx) responses other than 101 are skipped.
 pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Invalid> {
+    parse_into(buf, method, &mut HeaderMap::new())
+}
+
+/// [`parse`], with the head's fields stored in `spare` (cleared; its allocation reused): the
+/// request's map, handed on by the connection, so an exchange allocates no header map of its
+/// own (hyper in turn reuses the response's map for the client's next request).
+pub fn parse_into(
+    buf: &mut BytesMut,
+    method: &Method,
+    spare: &mut HeaderMap,
+) -> Result<Option<Head>, Invalid> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -96,7 +107,11 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Invali
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = std::mem::take(spare);
+        headers.clear();
+        headers
+            .try_reserve(count)
+            .map_err(|_| Invalid("too many header fields"))?;
         for &(n, nl, v, vl) in &offsets[..count] {
             let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
             let name =
@@ -212,6 +227,22 @@ mod tests {
             let h = h.expect("complete");
             (h.framing, h.keep_alive)
         })
+    }
+
+    #[test]
+    fn a_spare_map_is_emptied_and_reused() {
+        let mut spare = HeaderMap::with_capacity(32);
+        spare.insert("x-from-the-request", HeaderValue::from_static("1"));
+        let cap = spare.capacity();
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-a: b\r\n\r\n"[..]);
+        let head = parse_into(&mut buf, &Method::GET, &mut spare)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.headers.len(), 2);
+        assert!(!head.headers.contains_key("x-from-the-request"));
+        assert_eq!(head.headers.capacity(), cap, "the allocation is reused");
+        assert!(spare.is_empty());
     }
 
     #[test]

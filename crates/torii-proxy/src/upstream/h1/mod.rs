@@ -37,6 +37,9 @@ pub struct Connection {
     io: Stream,
     pub(crate) rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// The last request's header map, emptied, for the next response head (boxed: a
+    /// connection is moved several times per exchange and stays small that way).
+    spare: Box<http::HeaderMap>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -84,6 +87,7 @@ impl Connection {
             io,
             rbuf: BytesMut::with_capacity(HEAD_READ),
             wbuf: Vec::with_capacity(1024),
+            spare: Box::default(),
             _permit: permit,
         }
     }
@@ -115,7 +119,14 @@ impl Connection {
     pub fn prepare(&mut self, req: Request<Body>, host: &HeaderValue) -> (Writer, http::Method) {
         let (parts, body) = req.into_parts();
         let writer = Writer::new(std::mem::take(&mut self.wbuf), &parts, body, host);
-        (writer, parts.method)
+        let http::request::Parts {
+            method,
+            mut headers,
+            ..
+        } = parts;
+        headers.clear();
+        *self.spare = headers;
+        (writer, method)
     }
 
     /// Sends a prepared request and reads the response head. `reused` says whether the
@@ -149,7 +160,7 @@ impl Connection {
                 }
             }
             loop {
-                match decode::parse(&mut self.rbuf, method) {
+                match decode::parse_into(&mut self.rbuf, method, &mut self.spare) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
                     Err(e) => {
