@@ -239,17 +239,24 @@ pub fn set_forwarded(
     peer_trusted: bool,
     host: Option<&HeaderValue>,
 ) {
-    // Extends a trusted previous value with this hop's, or replaces it.
-    let extend = |prev: Option<&HeaderValue>, own: &[u8], extra: &[u8]| -> Option<HeaderValue> {
-        let prev = prev.filter(|p| peer_trusted && !p.is_empty())?;
-        let mut v = Vec::with_capacity(prev.len() + 2 + own.len() + extra.len());
-        v.extend_from_slice(prev.as_bytes());
-        v.extend_from_slice(b", ");
-        v.extend_from_slice(own);
-        v.extend_from_slice(extra);
+    // Previous values count only from a trusted proxy (no lookups otherwise).
+    let prev = |name: &HeaderName| {
+        if peer_trusted {
+            headers.get(name).filter(|p| !p.is_empty())
+        } else {
+            None
+        }
+    };
+    // One buffer per value, handed to HeaderValue without a copy.
+    let join = |parts: &[&[u8]]| {
+        let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            v.extend_from_slice(p);
+        }
         HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
     };
-    let xff = extend(headers.get(&X_FORWARDED_FOR), peer.xff.as_bytes(), b"")
+    let xff = prev(&X_FORWARDED_FOR)
+        .and_then(|p| join(&[p.as_bytes(), b", ", peer.xff.as_bytes()]))
         .unwrap_or_else(|| peer.xff.clone());
     // `host=` only for a value that needs no quoting.
     let host_part = host.map(HeaderValue::as_bytes).filter(|h| {
@@ -257,27 +264,14 @@ pub fn set_forwarded(
             && h.iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     });
-    let mut extra = Vec::new();
-    if let Some(h) = host_part {
-        extra.reserve_exact(6 + h.len());
-        extra.extend_from_slice(b";host=");
-        extra.extend_from_slice(h);
+    let element = peer.element.as_bytes();
+    let fwd = match (prev(&header::FORWARDED), host_part) {
+        (None, None) => None,
+        (None, Some(h)) => join(&[element, b";host=", h]),
+        (Some(p), None) => join(&[p.as_bytes(), b", ", element]),
+        (Some(p), Some(h)) => join(&[p.as_bytes(), b", ", element, b";host=", h]),
     }
-    let fwd = match extend(
-        headers.get(header::FORWARDED),
-        peer.element.as_bytes(),
-        &extra,
-    ) {
-        Some(v) => v,
-        None if extra.is_empty() => peer.element.clone(),
-        None => {
-            let mut v = Vec::with_capacity(peer.element.len() + extra.len());
-            v.extend_from_slice(peer.element.as_bytes());
-            v.extend_from_slice(&extra);
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
-                .unwrap_or_else(|_| peer.element.clone())
-        }
-    };
+    .unwrap_or_else(|| peer.element.clone());
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(header::FORWARDED, fwd);
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -316,6 +310,48 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn forwarding_headers_replace_or_extend() {
+        let host = HeaderValue::from_static("api.example.com:8080");
+        let client = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed"),
+        ];
+        let v4 = PeerForwarding::new("10.0.0.1".parse().unwrap(), "http");
+        // Untrusted peer: every value is the gateway's own.
+        let mut m = h(&client);
+        set_forwarded(&mut m, &v4, false, Some(&host));
+        assert_eq!(m["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(
+            m["forwarded"],
+            "for=10.0.0.1;proto=http;host=api.example.com:8080"
+        );
+        assert_eq!(m["x-forwarded-proto"], "http");
+        assert_eq!(m["x-forwarded-host"], "api.example.com:8080");
+        // Trusted peer: the chain is extended, proto and host kept.
+        let mut m = h(&client);
+        set_forwarded(&mut m, &v4, true, Some(&host));
+        assert_eq!(m["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
+        assert_eq!(
+            m["forwarded"],
+            "for=6.6.6.6, for=10.0.0.1;proto=http;host=api.example.com:8080"
+        );
+        assert_eq!(m["x-forwarded-proto"], "https");
+        assert_eq!(m["x-forwarded-host"], "spoofed");
+        // IPv6 is quoted; a host that would need quoting is left out of Forwarded.
+        let v6 = PeerForwarding::new("2001:db8::1".parse().unwrap(), "https");
+        let mut m = HeaderMap::new();
+        set_forwarded(&mut m, &v6, true, Some(&HeaderValue::from_static("a b")));
+        assert_eq!(m["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(m["forwarded"], "for=\"[2001:db8::1]\";proto=https");
+        let mut m = HeaderMap::new();
+        set_forwarded(&mut m, &v6, false, None);
+        assert_eq!(m["forwarded"], "for=\"[2001:db8::1]\";proto=https");
+        assert!(!m.contains_key("x-forwarded-host"));
     }
 
     #[test]

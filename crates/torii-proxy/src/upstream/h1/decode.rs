@@ -112,15 +112,24 @@ pub fn parse_into(
         headers
             .try_reserve(count)
             .map_err(|_| Invalid("too many header fields"))?;
+        let mut seen = Seen::default();
         for &(n, nl, v, vl) in &offsets[..count] {
             let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
             let name =
                 HeaderName::from_bytes(&head[n..n + nl]).map_err(|_| Invalid("bad field name"))?;
+            // Noted here so framing needs no lookup for fields that are absent.
+            if name == CONNECTION {
+                seen.connection = true;
+            } else if name == TRANSFER_ENCODING {
+                seen.transfer_encoding = true;
+            } else if name == CONTENT_LENGTH {
+                seen.content_length = true;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
                 .map_err(|_| Invalid("bad field value"))?;
             headers.append(name, value);
         }
-        let (framing, keep_alive) = framing(method, status, version, &headers)?;
+        let (framing, keep_alive) = framing(method, status, version, &headers, seen)?;
         return Ok(Some(Head {
             status,
             version,
@@ -129,6 +138,14 @@ pub fn parse_into(
             keep_alive,
         }));
     }
+}
+
+/// Which framing-related fields a response head has.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    connection: bool,
+    transfer_encoding: bool,
+    content_length: bool,
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -140,16 +157,17 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 }
 
 /// The body framing and connection reuse of a response to `method` (RFC 9112 6.3, 9.3).
-pub fn framing(
+fn framing(
     method: &Method,
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
+    seen: Seen,
 ) -> Result<(Framing, bool), Invalid> {
     let mut keep_alive = if version == Version::HTTP_11 {
-        !has_token(headers, &CONNECTION, "close")
+        !(seen.connection && has_token(headers, &CONNECTION, "close"))
     } else {
-        has_token(headers, &CONNECTION, "keep-alive")
+        seen.connection && has_token(headers, &CONNECTION, "keep-alive")
     };
     // A 2xx to CONNECT turns the connection into a tunnel (RFC 9112 6.3 rule 2); tunnels are
     // only made through upgrades here, so such an answer is refused rather than framed.
@@ -163,8 +181,8 @@ pub fn framing(
     {
         return Ok((Framing::Length(0), keep_alive));
     }
-    let has_te = headers.contains_key(TRANSFER_ENCODING);
-    let has_cl = headers.contains_key(CONTENT_LENGTH);
+    let has_te = seen.transfer_encoding;
+    let has_cl = seen.content_length;
     if has_te {
         if has_cl {
             return Err(Invalid("both Transfer-Encoding and Content-Length"));
