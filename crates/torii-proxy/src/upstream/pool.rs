@@ -108,7 +108,37 @@ impl TargetPool {
     }
 
     /// Gets a connection: a live idle one, or a new one when under the cap, or waits.
+    ///
+    /// The common case (an idle connection is ready) is decided without awaiting; the rest
+    /// (connecting, a TLS or HTTP/2 handshake, waiting for a slot) runs in a boxed future, so
+    /// every request's future does not carry the size of a handshake.
     pub async fn checkout(self: &Arc<Self>) -> Result<Conn, GatewayError> {
+        if let Some(conn) = self.ready() {
+            return Ok(conn);
+        }
+        Box::pin(self.checkout_slow()).await
+    }
+
+    /// A pooled connection that can be used right away, if there is one.
+    fn ready(&self) -> Option<Conn> {
+        if self.settings.http2 {
+            let slot = self.h2.try_lock().ok()?;
+            let (sender, _) = slot.as_ref()?;
+            return (!sender.is_closed()).then(|| Conn::H2(sender.clone()));
+        }
+        while let Some(mut idle) = self.pop_idle() {
+            if idle.since.elapsed() < self.settings.idle_timeout && idle.conn.is_reusable() {
+                return Some(Conn::H1 {
+                    conn: idle.conn,
+                    reused: true,
+                });
+            }
+            // dropped: closes the connection, frees the permit
+        }
+        None
+    }
+
+    async fn checkout_slow(self: &Arc<Self>) -> Result<Conn, GatewayError> {
         if self.settings.http2 {
             return self.checkout_h2().await;
         }
@@ -142,12 +172,16 @@ impl TargetPool {
         }
     }
 
-    /// A new connection, bypassing the idle list (used to retry after a stale reuse).
+    /// A new connection, bypassing the idle list (used to retry after a stale reuse); boxed
+    /// like the slow path of [`TargetPool::checkout`].
     pub async fn fresh(self: &Arc<Self>) -> Result<Conn, GatewayError> {
-        let permit = self
-            .wait_for_permit("no free connection for a retry")
-            .await?;
-        self.connect_h1(permit).await
+        Box::pin(async {
+            let permit = self
+                .wait_for_permit("no free connection for a retry")
+                .await?;
+            self.connect_h1(permit).await
+        })
+        .await
     }
 
     /// A connection slot, waiting at most the queue timeout.
