@@ -27,9 +27,12 @@ BASE_PORT=${BASE_PORT:-18180}
 PORT=${PORT:-18190}
 ADMIN_PORT=${ADMIN_PORT:-18191}
 OUT=${OUT:-$(mktemp -u /tmp/torii-callgrind.XXXXXX)}
+# Torii on one CPU, as in run-torii.sh: that gives it the current-thread runtime the benchmark
+# measures (with more CPUs it runs the multi-threaded one, which counts differently).
+TORII_CPUS=${TORII_CPUS:-1}
 
 die() { echo "instructions.sh: error: $*" >&2; exit 1; }
-for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
+for tool in valgrind callgrind_control callgrind_annotate wrk curl python3 taskset; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y valgrind wrk curl)"
 done
 [ -x "$TORII_BIN" ] || die "no Torii binary at $TORII_BIN (cargo build --release -p torii)"
@@ -44,7 +47,7 @@ python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.ya
   "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BASE_PORT" >/dev/null
 "$BACKEND_BIN" "$BASE_PORT" 1 >"$work/backend.log" 2>&1 &
 pids+=($!)
-TORII_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no \
+TORII_LOG=warn taskset -c "$TORII_CPUS" valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no \
   "$TORII_BIN" run --config "$work/torii.yaml" >"$work/torii.log" 2>&1 &
 vg=$!
 pids+=($vg)
