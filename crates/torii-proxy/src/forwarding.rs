@@ -242,7 +242,10 @@ pub fn set_forwarded(
     // Previous values count only from a trusted proxy (no lookups otherwise).
     let prev = |name: &HeaderName| {
         if peer_trusted {
-            headers.get(name).filter(|p| !p.is_empty())
+            // A value that is not visible ASCII is not extended (as before: replaced).
+            headers
+                .get(name)
+                .filter(|p| !p.is_empty() && p.to_str().is_ok())
         } else {
             None
         }

@@ -184,9 +184,11 @@ pub async fn drive<C: Graceful>(
         if let Poll::Ready(r) = conn.as_mut().poll(cx) {
             return Poll::Ready(Ok(r));
         }
+        // Registered on every poll, before the flag is read: a wake that raced with the last
+        // poll may have taken the registration (`AtomicWaker::wake` empties it).
+        flag.task.register(cx.waker());
         if first || flag.fired.swap(false, Ordering::AcqRel) {
             first = false;
-            flag.task.register(cx.waker());
             if let Some(stop) = dog.poll_stop(&mut Context::from_waker(&dog_waker)) {
                 return Poll::Ready(Err(stop));
             }
@@ -197,17 +199,20 @@ pub async fn drive<C: Graceful>(
     match ended {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "client connection ended with an error"),
-        Err(Stop::Shutdown | Stop::Idle) => {
-            conn.as_mut().graceful();
-            let _ = conn.await;
-        }
-        Err(Stop::NoRequest) => {
-            // Nothing is in flight. An idle keep-alive connection closes at once; one whose
+        Err(stop) => {
+            tracing::trace!(?stop, "closing client connection");
+            // In-flight exchanges finish (the shutdown grace period bounds them at shutdown).
+            // With nothing in flight, an idle keep-alive connection closes at once; one whose
             // request head never completed does not close by itself (hyper only stops between
-            // requests), and neither does one whose client stopped reading the end of its last
-            // response: those are dropped one watchdog step later.
+            // requests), and neither does one whose client stopped reading the end of its
+            // last response: those are dropped one watchdog step later.
             conn.as_mut().graceful();
-            let _ = tokio::time::timeout(dog.step, conn).await;
+            loop {
+                match tokio::time::timeout(dog.step, conn.as_mut()).await {
+                    Err(_) if dog.activity.in_flight() > 0 => continue,
+                    _ => break,
+                }
+            }
         }
     }
 }

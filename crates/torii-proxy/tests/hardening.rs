@@ -146,6 +146,25 @@ async fn silent_and_slow_clients_are_cut_off() {
 }
 
 #[tokio::test]
+async fn a_partial_head_is_cut_off_when_idle_fires_first() {
+    // idle_timeout is the shorter limit here: the connection goes quiet mid-head, the idle
+    // limit fires, and the connection must still close (hyper alone would wait for the rest of
+    // the head forever, since it only stops between requests).
+    let (gw, _up) =
+        gw_with_echo("    limits: {header_read_timeout: 30s, idle_timeout: 300ms}\n").await;
+    let a = addr(&gw).await;
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("a partial head outlived idle_timeout")
+        .ok();
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
 async fn header_read_timeout_spares_requests_in_flight() {
     // The upstream takes three header-read timeouts to answer: the request is in flight the
     // whole time, so the client's connection must not be cut; afterwards the same
