@@ -112,17 +112,18 @@ pub fn effective_host(
         .map_err(|_| bad("invalid Host"))
 }
 
-static HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::TE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("http2-settings"),
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name.as_str() == "http2-settings"
+    HOP_BY_HOP.contains(name)
 }
 
 /// Removes the headers a client names in `Connection` (RFC 9110 7.6.1), before plugins run:
@@ -192,7 +193,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(h);
     }
-    headers.remove("http2-settings");
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }

@@ -126,6 +126,11 @@ impl TargetPool {
             let (sender, _) = slot.as_ref()?;
             return (!sender.is_closed()).then(|| Conn::H2(sender.clone()));
         }
+        self.take_idle()
+    }
+
+    /// A live idle HTTP/1.1 connection, closing expired or dead ones on the way.
+    fn take_idle(&self) -> Option<Conn> {
         while let Some(mut idle) = self.pop_idle() {
             if idle.since.elapsed() < self.settings.idle_timeout && idle.conn.is_reusable() {
                 return Some(Conn::H1 {
@@ -147,14 +152,8 @@ impl TargetPool {
             let notified = self.returned.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            while let Some(mut idle) = self.pop_idle() {
-                if idle.since.elapsed() < self.settings.idle_timeout && idle.conn.is_reusable() {
-                    return Ok(Conn::H1 {
-                        conn: idle.conn,
-                        reused: true,
-                    });
-                }
-                // dropped: closes the connection, frees the permit
+            if let Some(conn) = self.take_idle() {
+                return Ok(conn);
             }
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
                 return self.connect_h1(permit).await;
