@@ -8,6 +8,7 @@
 # Usage:
 #   bench/instructions.sh [TORII_BIN]      # default target/release/torii
 #   OUT=/tmp/cg bench/instructions.sh      # keep the profile (callgrind_annotate $OUT.1)
+#   VALGRIND_ARGS=--dump-line=yes ...      # extra callgrind options (per-line costs of calls)
 #
 # It renders the benchmark config (1 catch-all route, keep-alive upstream, no access log),
 # starts the benchmark backend and Torii under callgrind, warms up with wrk, zeroes the
@@ -47,7 +48,7 @@ python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.ya
   "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BASE_PORT" >/dev/null
 "$BACKEND_BIN" "$BASE_PORT" 1 >"$work/backend.log" 2>&1 &
 pids+=($!)
-TORII_LOG=warn taskset -c "$TORII_CPUS" valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no \
+TORII_LOG=warn taskset -c "$TORII_CPUS" valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no ${VALGRIND_ARGS:-} \
   "$TORII_BIN" run --config "$work/torii.yaml" >"$work/torii.log" 2>&1 &
 vg=$!
 pids+=($vg)

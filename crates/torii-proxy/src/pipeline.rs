@@ -406,7 +406,15 @@ async fn route_and_serve(
             Ok(resp.map(Outgoing::Gateway))
         }
         Action::Proxy { upstream, .. } => {
-            proxy(req, conn, snap, route, upstream, ctx, info, view).await
+            // The upstream call is awaited here, not inside a helper future: each nesting
+            // level of the request's future is copied when it is built.
+            let (up_req, upgrade) = proxy_request(req, conn, snap, route, upstream, ctx, view)?;
+            // The upstream's latency is only read by the access log: no clock reads for nothing.
+            let sent = info.logged.then(Instant::now);
+            let resp = upstream.send(up_req, upgrade.is_some()).await?;
+            info.upstream = Some(resp.target.clone());
+            info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
+            Ok(proxy_response(resp, upgrade, conn, upstream))
         }
     }
 }
@@ -471,17 +479,18 @@ fn upstream_path(route: &CompiledRoute, ctx: &RequestContext) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn proxy(
+/// The upstream request for a proxied one: rewritten path, hop-by-hop headers removed,
+/// forwarding headers and request id set, the body limited. For a WebSocket handshake also
+/// the client side's upgrade, to be joined with the upstream's when it answers 101.
+fn proxy_request(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
-    snap: &Arc<Snapshot>,
+    snap: &Snapshot,
     route: &CompiledRoute,
-    upstream: &Arc<crate::upstream::Upstream>,
+    upstream: &crate::upstream::Upstream,
     ctx: &RequestContext,
-    info: &mut LogInfo,
     view: &crate::snapshot::ListenerView,
-) -> Result<Response<Outgoing>, GatewayError> {
+) -> Result<(Request<Body>, Option<hyper::upgrade::OnUpgrade>), GatewayError> {
     let is_upgrade = req.version() == http::Version::HTTP_11
         && req
             .headers()
@@ -547,12 +556,17 @@ async fn proxy(
             upstream.body_idle_timeout,
         ))
     };
-    let up_req = Request::from_parts(parts, body);
-    // The upstream's latency is only read by the access log: no clock reads for nothing.
-    let sent = info.logged.then(Instant::now);
-    let resp = upstream.send(up_req, is_upgrade).await?;
-    info.upstream = Some(resp.target.clone());
-    info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
+    Ok((Request::from_parts(parts, body), client_upgrade))
+}
+
+/// The client's response to an upstream's: hop-by-hop headers removed, the body watched for
+/// idleness; after a 101 the two upgraded connections are joined in a tunnel task.
+fn proxy_response(
+    resp: crate::upstream::UpstreamResponse,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    conn: &ConnInfo,
+    upstream: &crate::upstream::Upstream,
+) -> Response<Outgoing> {
     let (mut rparts, rbody) = resp.response.into_parts();
     if let (Some(upgraded), Some(client_upgrade)) = (resp.upgraded, client_upgrade) {
         tokio::spawn(crate::tunnel::run(
@@ -561,9 +575,9 @@ async fn proxy(
             conn.slot.clone(),
         ));
         forwarding::strip_hop_by_hop(&mut rparts.headers, true);
-        return Ok(Response::from_parts(rparts, Outgoing::Gateway(Body::Empty)));
+        return Response::from_parts(rparts, Outgoing::Gateway(Body::Empty));
     }
     forwarding::strip_hop_by_hop(&mut rparts.headers, false);
     let body = Outgoing::Upstream(UpstreamBody::new(rbody, upstream.body_idle_timeout));
-    Ok(Response::from_parts(rparts, body))
+    Response::from_parts(rparts, body)
 }

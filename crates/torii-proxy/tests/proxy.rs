@@ -262,6 +262,52 @@ async fn upstream_refused_is_502_and_timeout_is_504() {
     assert_eq!(json(&b)["error"]["code"], "upstream_timeout");
 }
 
+/// The response-head deadline of an HTTP/1.1 upstream connection is one timer for the
+/// connection's life, moved forward per exchange: each exchange on the same pooled connection
+/// gets the full timeout, also after the timer fired while the connection sat idle, and a
+/// slow answer on a reused connection still times out.
+#[tokio::test]
+async fn response_head_deadline_is_per_exchange_on_a_reused_connection() {
+    let slow = upstream(false, |req| async move {
+        let ms: u64 = req
+            .uri()
+            .path()
+            .trim_start_matches("/ms/")
+            .parse()
+            .unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        Response::new(full("ok"))
+    })
+    .await;
+    let gw = gateway(&one_upstream(
+        slow.addr,
+        "    timeouts: {response_headers: 400ms}
+",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let client = h1_client();
+    // Three exchanges of 250 ms each: 750 ms in all on one connection, each within 400 ms.
+    for _ in 0..3 {
+        let (s, _, _) = get(&client, format!("http://{a}/ms/250")).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    // Idle past the last deadline: the connection's timer fires with nothing waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (s, _, _) = get(&client, format!("http://{a}/ms/250")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, b) = get(&client, format!("http://{a}/ms/1500")).await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json(&b)["error"]["code"], "upstream_timeout");
+    // All on one upstream connection until the timeout closed it.
+    assert_eq!(
+        slow.stats
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
 #[tokio::test]
 async fn grpc_errors_are_grpc_shaped() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")

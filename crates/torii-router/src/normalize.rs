@@ -280,59 +280,82 @@ pub fn normalize_host(raw: &str) -> Result<Cow<'_, str>, HostError> {
     if raw.is_empty() {
         return Err(HostError::Empty);
     }
-    let host = if raw.starts_with('[') {
-        let close = raw.find(']').ok_or(HostError::InvalidIpv6)?;
-        let after = &raw[close + 1..];
-        if !after.is_empty() {
-            check_port(after.strip_prefix(':').ok_or(HostError::InvalidPort)?)?;
+    if raw.starts_with('[') {
+        return normalize_ip_literal(raw);
+    }
+    let host = match raw.bytes().position(|b| b == b':') {
+        Some(colon) => {
+            check_port(&raw[colon + 1..])?;
+            &raw[..colon]
         }
-        let inner = &raw[1..close];
-        if inner.is_empty() {
-            return Err(HostError::InvalidIpv6);
-        }
-        if let Some((i, &byte)) = inner
-            .as_bytes()
-            .iter()
-            .enumerate()
-            .find(|(_, b)| !(b.is_ascii_hexdigit() || **b == b':' || **b == b'.'))
-        {
-            return Err(HostError::InvalidCharacter {
-                position: i + 1,
-                byte,
-            });
-        }
-        &raw[..=close]
-    } else {
-        let host = match raw.split_once(':') {
-            Some((host, port)) => {
-                check_port(port)?;
-                host
-            }
-            None => raw,
-        };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if host.is_empty() {
-            return Err(HostError::Empty);
-        }
-        // Empty labels (`.a`, `a..b`, `..`) are not host names; accepting them would let
-        // `.example.com` match `*.example.com` and make normalisation non-idempotent.
-        if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
-            return Err(HostError::EmptyLabel);
-        }
-        if let Some((position, &byte)) = host
-            .as_bytes()
-            .iter()
-            .enumerate()
-            .find(|(_, b)| !(b.is_ascii_alphanumeric() || **b == b'-' || **b == b'.'))
-        {
-            return Err(HostError::InvalidCharacter { position, byte });
-        }
-        host
+        None => raw,
     };
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Ok(Cow::Owned(host.to_ascii_lowercase()))
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
+        return Err(HostError::Empty);
+    }
+    // One pass over the name (this runs on every request): the first byte that is not
+    // allowed, empty labels and upper case.
+    let mut invalid = None;
+    let mut empty_label = host.starts_with('.') || host.ends_with('.');
+    let mut upper = false;
+    let mut after_dot = false;
+    for (position, &byte) in host.as_bytes().iter().enumerate() {
+        match byte {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' => after_dot = false,
+            b'A'..=b'Z' => (upper, after_dot) = (true, false),
+            b'.' => (empty_label, after_dot) = (empty_label || after_dot, true),
+            _ => {
+                invalid = invalid.or(Some(HostError::InvalidCharacter { position, byte }));
+                after_dot = false;
+            }
+        }
+    }
+    // Empty labels (`.a`, `a..b`, `..`) are not host names; accepting them would let
+    // `.example.com` match `*.example.com` and make normalisation non-idempotent.
+    if empty_label {
+        return Err(HostError::EmptyLabel);
+    }
+    if let Some(e) = invalid {
+        return Err(e);
+    }
+    Ok(lowercase_if(host, upper))
+}
+
+/// A bracketed IP literal (`[::1]`, `[::1]:8080`), kept with its brackets.
+fn normalize_ip_literal(raw: &str) -> Result<Cow<'_, str>, HostError> {
+    let close = raw.find(']').ok_or(HostError::InvalidIpv6)?;
+    let after = &raw[close + 1..];
+    if !after.is_empty() {
+        check_port(after.strip_prefix(':').ok_or(HostError::InvalidPort)?)?;
+    }
+    let inner = &raw[1..close];
+    if inner.is_empty() {
+        return Err(HostError::InvalidIpv6);
+    }
+    if let Some((i, &byte)) = inner
+        .as_bytes()
+        .iter()
+        .enumerate()
+        .find(|(_, b)| !(b.is_ascii_hexdigit() || **b == b':' || **b == b'.'))
+    {
+        return Err(HostError::InvalidCharacter {
+            position: i + 1,
+            byte,
+        });
+    }
+    let host = &raw[..=close];
+    Ok(lowercase_if(
+        host,
+        host.bytes().any(|b| b.is_ascii_uppercase()),
+    ))
+}
+
+fn lowercase_if(host: &str, upper: bool) -> Cow<'_, str> {
+    if upper {
+        Cow::Owned(host.to_ascii_lowercase())
     } else {
-        Ok(Cow::Borrowed(host))
+        Cow::Borrowed(host)
     }
 }
 

@@ -249,11 +249,25 @@ impl Upstream {
             Conn::H1 { mut conn, reused } => {
                 let retry = reused && idempotent(req.method());
                 let (writer, method) = conn.prepare(req, &target.authority);
-                match self
-                    .exchange(conn, writer, &method, target, reused, upgrade)
-                    .await
-                {
-                    Ok(r) => Ok(r),
+                // Let the other ready connections of this runtime read their requests first,
+                // so the upstream writes of one scheduler pass go out together: an upstream on
+                // the same CPU is then woken once per batch instead of once per request
+                // (measured in docs/performance.md; what hyper's client dispatch task did as a
+                // side effect).
+                tokio::task::yield_now().await;
+                // The exchange is awaited here rather than in a helper future: each nesting
+                // level of the request's future is copied when it is built.
+                let sent = conn
+                    .send(
+                        writer,
+                        &method,
+                        target.pool.clone(),
+                        reused,
+                        upgrade,
+                        self.response_headers_timeout,
+                    )
+                    .await;
+                match sent {
                     Err(h1::Failure {
                         error,
                         retry: Some(writer),
@@ -265,46 +279,38 @@ impl Upstream {
                                 "unexpected HTTP/2 connection",
                             ));
                         };
-                        self.exchange(conn, writer, &method, target, false, upgrade)
-                            .await
-                            .map_err(|f| f.error)
+                        let sent = conn
+                            .send(
+                                writer,
+                                &method,
+                                target.pool.clone(),
+                                false,
+                                upgrade,
+                                self.response_headers_timeout,
+                            )
+                            .await;
+                        self.answer(sent, target)
                     }
-                    Err(f) => Err(f.error),
+                    sent => self.answer(sent, target),
                 }
             }
         }
     }
 
-    /// One HTTP/1.1 exchange up to the response head, bounded by the response-head timeout.
-    async fn exchange(
+    /// The outcome of one HTTP/1.1 exchange.
+    fn answer(
         &self,
-        conn: h1::Connection,
-        writer: h1::encode::Writer,
-        method: &http::Method,
+        sent: Result<h1::Answer, h1::Failure>,
         target: &Target,
-        reused: bool,
-        upgrade: bool,
-    ) -> Result<UpstreamResponse, h1::Failure> {
-        // Let the other ready connections of this runtime read their requests first, so the
-        // upstream writes of one scheduler pass go out together: an upstream on the same CPU
-        // is then woken once per batch instead of once per request (measured in
-        // docs/performance.md; what hyper's client dispatch task did as a side effect).
-        tokio::task::yield_now().await;
-        let sent = conn.send(writer, method, target.pool.clone(), reused, upgrade);
-        let (response, upgraded) =
-            match tokio::time::timeout(self.response_headers_timeout, sent).await {
-                Err(_) => {
-                    return Err(h1::Failure {
-                        error: timeout_error(target, self.response_headers_timeout),
-                        retry: None,
-                    });
-                }
-                Ok(Err(f)) => return Err(f),
-                Ok(Ok(h1::Answer::Response(r))) => (r.map(ResponseBody::H1), None),
-                Ok(Ok(h1::Answer::Upgraded(head, up))) => {
-                    (head.map(|()| ResponseBody::Empty), Some(up))
-                }
-            };
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let (response, upgraded) = match sent {
+            Err(f) if f.error.kind == ErrorKind::UpstreamTimeout => {
+                return Err(timeout_error(target, self.response_headers_timeout));
+            }
+            Err(f) => return Err(f.error),
+            Ok(h1::Answer::Response(r)) => (r.map(ResponseBody::H1), None),
+            Ok(h1::Answer::Upgraded(head, up)) => (head.map(|()| ResponseBody::Empty), Some(up)),
+        };
         Ok(UpstreamResponse {
             response,
             upgraded,

@@ -249,3 +249,61 @@ fn hosts_with_empty_labels_are_rejected() {
     }
     assert_eq!(normalize_host("example.com.").unwrap(), "example.com");
 }
+
+/// The plain formulation of the host rules (as the one-pass version replaced it): checked
+/// against [`normalize_host`] on every string over an alphabet that reaches each rule.
+fn reference_host(raw: &str) -> Result<String, HostError> {
+    if raw.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if raw.starts_with('[') {
+        return normalize_host(raw).map(Cow::into_owned);
+    }
+    let host = match raw.split_once(':') {
+        Some((host, port)) => {
+            check_port(port)?;
+            host
+        }
+        None => raw,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
+        return Err(HostError::EmptyLabel);
+    }
+    if let Some((position, &byte)) = host
+        .as_bytes()
+        .iter()
+        .enumerate()
+        .find(|(_, b)| !(b.is_ascii_alphanumeric() || **b == b'-' || **b == b'.'))
+    {
+        return Err(HostError::InvalidCharacter { position, byte });
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+#[test]
+fn host_one_pass_matches_the_plain_rules() {
+    let alphabet = ['a', 'Z', '7', '-', '.', ':', '_'];
+    let mut checked = 0;
+    let mut current = vec![String::new()];
+    for _ in 0..6 {
+        let mut next = Vec::with_capacity(current.len() * alphabet.len());
+        for s in &current {
+            for c in alphabet {
+                let t = format!("{s}{c}");
+                assert_eq!(
+                    normalize_host(&t).map(Cow::into_owned),
+                    reference_host(&t),
+                    "{t:?}"
+                );
+                checked += 1;
+                next.push(t);
+            }
+        }
+        current = next;
+    }
+    assert_eq!(checked, 7 + 49 + 343 + 2401 + 16807 + 117_649);
+}

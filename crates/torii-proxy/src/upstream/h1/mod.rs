@@ -21,6 +21,7 @@ use body::ResponseBody;
 use bytes::{Bytes, BytesMut};
 use encode::{WriteError, Writer};
 use http::{HeaderValue, Request, Response, StatusCode};
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
@@ -40,6 +41,12 @@ pub struct Connection {
     /// The last request's header map, emptied, for the next response head (boxed: a
     /// connection is moved several times per exchange and stays small that way).
     spare: Box<http::HeaderMap>,
+    /// The response-head deadline, one timer for the connection's life, moved forward for
+    /// each exchange. A later deadline is one atomic update of the registered timer, where a
+    /// timer per exchange is registered and removed under the timer driver's lock every time
+    /// (decision 0010). Between exchanges it may fire and wake the last task that used the
+    /// connection once; that task then finds nothing to do.
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -88,6 +95,7 @@ impl Connection {
             rbuf: BytesMut::with_capacity(HEAD_READ),
             wbuf: Vec::with_capacity(1024),
             spare: Box::default(),
+            deadline: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             _permit: permit,
         }
     }
@@ -129,10 +137,11 @@ impl Connection {
         (writer, method)
     }
 
-    /// Sends a prepared request and reads the response head. `reused` says whether the
-    /// connection served an earlier request (only then can a failure be retried). The request
-    /// body is written while the response head is awaited, so an upstream that answers early
-    /// (413, 401) is heard; the connection is then not reused.
+    /// Sends a prepared request and reads the response head, within `timeout` (an
+    /// `UpstreamTimeout` failure after it). `reused` says whether the connection served an
+    /// earlier request (only then can a failure be retried). The request body is written while
+    /// the response head is awaited, so an upstream that answers early (413, 401) is heard;
+    /// the connection is then not reused.
     pub async fn send(
         mut self,
         mut writer: Writer,
@@ -140,9 +149,16 @@ impl Connection {
         pool: Arc<TargetPool>,
         reused: bool,
         upgrade: bool,
+        timeout: std::time::Duration,
     ) -> Result<Answer, Failure> {
         let mut write_failed: Option<std::io::Error> = None;
         let mut stale = false;
+        let now = tokio::time::Instant::now();
+        // A timeout too large to add is as good as none (30 years, as tokio's own timeout).
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 86_400));
+        self.deadline.as_mut().reset(deadline);
         let head = std::future::poll_fn(|cx| {
             if write_failed.is_none() && !writer.done() {
                 match writer.poll_write(cx, &mut self.io) {
@@ -171,7 +187,15 @@ impl Connection {
                     }
                 }
                 let why = match self.poll_fill(cx, HEAD_READ) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        if self.deadline.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        return Poll::Ready(Err(GatewayError::new(
+                            ErrorKind::UpstreamTimeout,
+                            format!("no response head within {timeout:?}"),
+                        )));
+                    }
                     Poll::Ready(Ok(0)) => match &write_failed {
                         Some(e) => format!("connection failed while sending the request: {e}"),
                         None if self.rbuf.is_empty() => {
