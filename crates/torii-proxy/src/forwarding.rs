@@ -159,7 +159,8 @@ pub fn drop_connection_listed(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes hop-by-hop headers: Connection and the headers it names, Keep-Alive,
+/// Removes hop-by-hop headers: Connection and the headers it names (never Host or
+/// Content-Length), Keep-Alive,
 /// Proxy-Connection, Transfer-Encoding, TE (except `trailers`, which is kept), Upgrade and
 /// HTTP2-Settings. With `keep_upgrade` (a WebSocket handshake) `Connection: upgrade` and
 /// `Upgrade` pass.
@@ -176,6 +177,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .split(',')
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
             .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            // As in `drop_connection_listed`: a message keeps its Host and its framing.
+            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
             .collect();
         for n in named {
             headers.remove(n);
@@ -410,6 +413,17 @@ mod tests {
         );
         assert_eq!(m.get("te").unwrap(), "trailers");
         assert_eq!(m.get("x-keep").unwrap(), "1");
+        // Host and Content-Length are never removed by naming them in Connection.
+        let mut m = h(&[
+            ("connection", "host, content-length, x-secret"),
+            ("host", "a.example"),
+            ("content-length", "3"),
+            ("x-secret", "1"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
+        assert_eq!(m.get("host").unwrap(), "a.example");
+        assert_eq!(m.get("content-length").unwrap(), "3");
+        assert!(m.get("x-secret").is_none() && m.get("connection").is_none());
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl OnEnd for LogOnEnd {
 }
 
 async fn route_and_serve(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &ConnInfo,
     snap: &Arc<Snapshot>,
     view: Option<&crate::snapshot::ListenerView>,
@@ -349,7 +349,6 @@ async fn route_and_serve(
     // so do headers the client names in `Connection` (or it could have the final hop-by-hop
     // removal delete headers the gateway adds). Authorization is a singleton field: two of
     // them would let one be checked and the other forwarded.
-    let mut req = req;
     forwarding::drop_connection_listed(req.headers_mut());
     snap.identity.strip(req.headers_mut());
     if req
@@ -516,10 +515,12 @@ fn proxy_request(
     };
     // The authority of an absolute-form target (or HTTP/2 :authority) wins over Host, as in
     // routing (RFC 9112 3.2.2), so the upstream sees the host the router matched on.
-    let original_host = parts
+    let authority = parts
         .uri
         .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let original_host = authority
+        .clone()
         .or_else(|| parts.headers.get(header::HOST).cloned());
     forwarding::strip_hop_by_hop(&mut parts.headers, is_upgrade);
     // Room for the headers added below (forwarding, request id, Host) in one growth of the
@@ -541,7 +542,8 @@ fn proxy_request(
     } else {
         http::Version::HTTP_11
     };
-    if let Some(h) = original_host {
+    // A Host taken from the header is still in the map (nothing removes Host).
+    if let Some(h) = authority {
         parts.headers.insert(header::HOST, h);
     }
 
