@@ -51,7 +51,7 @@ pub struct TlsConn {
     pub client_cert: Option<Arc<torii_core::ClientCert>>,
 }
 
-static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+use forwarding::X_REQUEST_ID;
 
 fn is_grpc(req: &Request<Incoming>) -> bool {
     req.headers()
@@ -407,10 +407,11 @@ async fn route_and_serve(
         Action::Proxy { upstream, .. } => {
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
-            let (up_req, upgrade) = proxy_request(req, conn, snap, route, upstream, ctx, view)?;
+            let (up_req, upgrade, added) =
+                proxy_request(req, conn, snap, route, upstream, ctx, view)?;
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
-            let resp = upstream.send(up_req, upgrade.is_some()).await?;
+            let resp = upstream.send(up_req, upgrade.is_some(), &added).await?;
             info.upstream = Some(resp.target.clone());
             info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
             Ok(proxy_response(resp, upgrade, conn, upstream))
@@ -478,9 +479,16 @@ fn upstream_path(route: &CompiledRoute, ctx: &RequestContext) -> String {
     }
 }
 
+/// An upstream request, the client side's upgrade of a WebSocket handshake (joined with the
+/// upstream's when it answers 101), and the fields the gateway adds to the request.
+type ProxyRequest = (
+    Request<Body>,
+    Option<hyper::upgrade::OnUpgrade>,
+    forwarding::Added,
+);
+
 /// The upstream request for a proxied one: rewritten path, hop-by-hop headers removed,
-/// forwarding headers and request id set, the body limited. For a WebSocket handshake also
-/// the client side's upgrade, to be joined with the upstream's when it answers 101.
+/// forwarding fields and request id prepared, the body limited.
 fn proxy_request(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
@@ -489,7 +497,7 @@ fn proxy_request(
     upstream: &crate::upstream::Upstream,
     ctx: &RequestContext,
     view: &crate::snapshot::ListenerView,
-) -> Result<(Request<Body>, Option<hyper::upgrade::OnUpgrade>), GatewayError> {
+) -> Result<ProxyRequest, GatewayError> {
     let is_upgrade = req.version() == http::Version::HTTP_11
         && req
             .headers()
@@ -523,19 +531,14 @@ fn proxy_request(
         .clone()
         .or_else(|| parts.headers.get(header::HOST).cloned());
     forwarding::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    // Room for the headers added below (forwarding, request id, Host) in one growth of the
-    // map rather than several. A map at its size limit just grows on insert as before.
-    let _ = parts.headers.try_reserve(6);
     let trusted = forwarding::peer_trusted(conn.peer, &view.trusted);
-    forwarding::set_forwarded(
+    let added = forwarding::forwarding_fields(
         &mut parts.headers,
         &conn.forwarding,
         trusted,
         original_host.as_ref(),
+        &ctx.request_id.0,
     );
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
     parts.uri = http::Uri::from(pq);
     parts.version = if upstream.http2 {
         http::Version::HTTP_2
@@ -558,7 +561,7 @@ fn proxy_request(
             upstream.body_idle_timeout,
         ))
     };
-    Ok((Request::from_parts(parts, body), client_upgrade))
+    Ok((Request::from_parts(parts, body), client_upgrade, added))
 }
 
 /// The client's response to an upstream's: hop-by-hop headers removed, the body watched for

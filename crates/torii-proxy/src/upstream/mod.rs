@@ -206,11 +206,13 @@ impl Upstream {
     ///
     /// `req` carries an origin-form URI and the client's Host; the Host is replaced by the
     /// target's when the upstream says `host_header: target`, and for HTTP/2 the URI gets the
-    /// scheme and authority (`:authority` from that Host).
+    /// scheme and authority (`:authority` from that Host). `added` are the gateway's own
+    /// fields, sent after the request's.
     pub async fn send(
         &self,
         mut req: Request<Body>,
         upgrade: bool,
+        added: &crate::forwarding::Added,
     ) -> Result<UpstreamResponse, GatewayError> {
         let target = self
             .pick()
@@ -220,6 +222,7 @@ impl Upstream {
                 .insert(http::header::HOST, target.authority.clone());
         }
         if self.http2 {
+            added.insert_into(req.headers_mut());
             let host = req.headers_mut().remove(http::header::HOST);
             let authority = host
                 .as_ref()
@@ -248,7 +251,7 @@ impl Upstream {
             }
             Conn::H1 { mut conn, reused } => {
                 let retry = reused && idempotent(req.method());
-                let (writer, method) = conn.prepare(req, &target.authority);
+                let (writer, method) = conn.prepare(req, &target.authority, added);
                 // Let the other ready connections of this runtime read their requests first,
                 // so the upstream writes of one scheduler pass go out together: an upstream on
                 // the same CPU is then woken once per batch instead of once per request

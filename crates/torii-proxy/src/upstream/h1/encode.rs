@@ -48,9 +48,15 @@ const CRLF: Bytes = Bytes::from_static(b"\r\n");
 const LAST_CHUNK: Bytes = Bytes::from_static(b"0\r\n\r\n");
 
 impl Writer {
-    /// Encodes the head of `parts` into `head` (a reused buffer, cleared first); `host` is sent
-    /// when the request has no Host.
-    pub fn new(mut head: Vec<u8>, parts: &Parts, body: Body, host: &HeaderValue) -> Self {
+    /// Encodes the head of `parts` into `head` (a reused buffer, cleared first), then the
+    /// gateway's `added` fields; `host` is sent when the request has no Host.
+    pub fn new(
+        mut head: Vec<u8>,
+        parts: &Parts,
+        body: Body,
+        host: &HeaderValue,
+        added: &crate::forwarding::Added,
+    ) -> Self {
         head.clear();
         let hint = body.size_hint();
         let end = body.is_end_stream();
@@ -76,6 +82,9 @@ impl Writer {
             if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
                 continue;
             }
+            field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        }
+        for (name, value) in added.iter() {
             field(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
         match encoding {
@@ -294,7 +303,13 @@ mod tests {
 
     async fn encode(req: http::Request<Body>) -> Result<Vec<u8>, WriteError> {
         let (parts, body) = req.into_parts();
-        let mut w = Writer::new(Vec::new(), &parts, body, &HeaderValue::from_static("up:80"));
+        let mut w = Writer::new(
+            Vec::new(),
+            &parts,
+            body,
+            &HeaderValue::from_static("up:80"),
+            &Default::default(),
+        );
         let mut out: Vec<u8> = Vec::new();
         std::future::poll_fn(|cx| w.poll_write(cx, &mut out)).await?;
         Ok(out)

@@ -123,10 +123,15 @@ impl Connection {
     }
 
     /// Prepares `req` for this connection (its head encoded into the connection's reused
-    /// buffer); `host` is sent when `req` has no Host.
-    pub fn prepare(&mut self, req: Request<Body>, host: &HeaderValue) -> (Writer, http::Method) {
+    /// buffer, `added` after its own fields); `host` is sent when `req` has no Host.
+    pub fn prepare(
+        &mut self,
+        req: Request<Body>,
+        host: &HeaderValue,
+        added: &crate::forwarding::Added,
+    ) -> (Writer, http::Method) {
         let (parts, body) = req.into_parts();
-        let writer = Writer::new(std::mem::take(&mut self.wbuf), &parts, body, host);
+        let writer = Writer::new(std::mem::take(&mut self.wbuf), &parts, body, host, added);
         let http::request::Parts {
             method,
             mut headers,
