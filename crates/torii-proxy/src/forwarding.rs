@@ -242,24 +242,34 @@ impl PeerForwarding {
 /// docs/performance.md). An HTTP/2 upstream gets them inserted ([`Added::insert_into`]).
 #[derive(Debug, Default)]
 pub struct Added {
-    values: [Option<HeaderValue>; 5],
+    xff: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
 }
 
-static ADDED_NAMES: [HeaderName; 5] = [
-    HeaderName::from_static("x-forwarded-for"),
-    header::FORWARDED,
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-request-id"),
-];
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The request id field.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Added {
-    /// The fields, in order.
+    /// Each name with its value, `None` for a name not set.
+    fn fields(&self) -> [(&'static HeaderName, Option<&HeaderValue>); 5] {
+        [
+            (&X_FORWARDED_FOR, self.xff.as_ref()),
+            (&header::FORWARDED, self.forwarded.as_ref()),
+            (&X_FORWARDED_PROTO, self.proto.as_ref()),
+            (&X_FORWARDED_HOST, self.host.as_ref()),
+            (&X_REQUEST_ID, self.request_id.as_ref()),
+        ]
+    }
+
+    /// The fields set, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        ADDED_NAMES
-            .iter()
-            .zip(&self.values)
-            .filter_map(|(n, v)| Some((n, v.as_ref()?)))
+        self.fields().into_iter().filter_map(|(n, v)| Some((n, v?)))
     }
 
     /// Inserts the fields into `headers`.
@@ -269,10 +279,6 @@ impl Added {
         }
     }
 }
-
-/// The request id field.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-// (`ADDED_NAMES` spells it again: a static cannot be copied into another.)
 
 /// The forwarding fields and request id for a request (see [`Added`]), with every other
 /// value of those names removed from `headers`. From a trusted proxy, X-Forwarded-For and
@@ -304,8 +310,7 @@ pub fn forwarding_fields(
         }
         HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
     };
-    let [xff_name, fwd_name, proto_name, host_name, _] = &ADDED_NAMES;
-    let xff = prev(xff_name)
+    let xff = prev(&X_FORWARDED_FOR)
         .and_then(|p| join(&[p.as_bytes(), b", ", peer.xff.as_bytes()]))
         .unwrap_or_else(|| peer.xff.clone());
     // `host=` only for a value that needs no quoting.
@@ -315,7 +320,7 @@ pub fn forwarding_fields(
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     });
     let element = peer.element.as_bytes();
-    let fwd = match (prev(fwd_name), host_part) {
+    let fwd = match (prev(&header::FORWARDED), host_part) {
         (None, None) => None,
         (None, Some(h)) => join(&[element, b";host=", h]),
         (Some(p), None) => join(&[p.as_bytes(), b", ", element]),
@@ -323,15 +328,22 @@ pub fn forwarding_fields(
     }
     .unwrap_or_else(|| peer.element.clone());
     let kept = |name: &HeaderName| peer_trusted && headers.contains_key(name);
-    let proto = (!kept(proto_name)).then(|| HeaderValue::from_static(peer.proto));
-    let xfh = if kept(host_name) { None } else { host.cloned() };
     let added = Added {
-        values: [Some(xff), Some(fwd), proto, xfh, Some(request_id.clone())],
+        xff: Some(xff),
+        forwarded: Some(fwd),
+        proto: (!kept(&X_FORWARDED_PROTO)).then(|| HeaderValue::from_static(peer.proto)),
+        host: if kept(&X_FORWARDED_HOST) {
+            None
+        } else {
+            host.cloned()
+        },
+        request_id: Some(request_id.clone()),
     };
     // The map keeps no other value of a name set here, nor, from an untrusted peer, any of
     // the client's values of these names. Most requests carry none: one pass over the names.
-    if headers.keys().any(|k| ADDED_NAMES.contains(k)) {
-        for (name, value) in ADDED_NAMES.iter().zip(&added.values) {
+    let fields = added.fields();
+    if headers.keys().any(|k| fields.iter().any(|(n, _)| *n == k)) {
+        for (name, value) in fields {
             if value.is_some() || !peer_trusted {
                 headers.remove(name);
             }

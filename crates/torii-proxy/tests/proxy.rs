@@ -281,22 +281,21 @@ async fn response_head_deadline_is_per_exchange_on_a_reused_connection() {
     .await;
     let gw = gateway(&one_upstream(
         slow.addr,
-        "    timeouts: {response_headers: 400ms}
-",
+        "    timeouts: {response_headers: 1s}\n",
     ))
     .await;
     let a = addr(&gw).await;
     let client = h1_client();
-    // Three exchanges of 250 ms each: 750 ms in all on one connection, each within 400 ms.
+    // Three exchanges of 600 ms each: 1.8 s in all on one connection, each within 1 s.
     for _ in 0..3 {
-        let (s, _, _) = get(&client, format!("http://{a}/ms/250")).await;
+        let (s, _, _) = get(&client, format!("http://{a}/ms/600")).await;
         assert_eq!(s, StatusCode::OK);
     }
     // Idle past the last deadline: the connection's timer fires with nothing waiting.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let (s, _, _) = get(&client, format!("http://{a}/ms/250")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (s, _, _) = get(&client, format!("http://{a}/ms/600")).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, b) = get(&client, format!("http://{a}/ms/1500")).await;
+    let (s, _, b) = get(&client, format!("http://{a}/ms/3000")).await;
     assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(json(&b)["error"]["code"], "upstream_timeout");
     // All on one upstream connection until the timeout closed it.

@@ -256,9 +256,7 @@ fn reference_host(raw: &str) -> Result<String, HostError> {
     if raw.is_empty() {
         return Err(HostError::Empty);
     }
-    if raw.starts_with('[') {
-        return normalize_host(raw).map(Cow::into_owned);
-    }
+    // (Bracketed literals keep their own unchanged branch; the alphabet below has no `[`.)
     let host = match raw.split_once(':') {
         Some((host, port)) => {
             check_port(port)?;

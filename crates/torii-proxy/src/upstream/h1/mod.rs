@@ -196,9 +196,10 @@ impl Connection {
                         if self.deadline.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
+                        // The caller names the target and the limit in the message.
                         return Poll::Ready(Err(GatewayError::new(
                             ErrorKind::UpstreamTimeout,
-                            format!("no response head within {timeout:?}"),
+                            "no response head in time",
                         )));
                     }
                     Poll::Ready(Ok(0)) => match &write_failed {
