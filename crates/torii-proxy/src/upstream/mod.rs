@@ -49,9 +49,6 @@ pub struct Upstream {
     pub response_headers_timeout: Duration,
     /// Body idle timeout.
     pub body_idle_timeout: Duration,
-    /// Whether the batching yield may wake the task itself ([`YieldOnce`]): on a
-    /// current-thread runtime; a multi-thread runtime keeps `tokio::task::yield_now`.
-    yield_self: bool,
 }
 
 /// A response body from an upstream: read inline from an HTTP/1.1 connection, or an HTTP/2
@@ -193,8 +190,6 @@ impl Upstream {
             http2,
             response_headers_timeout: cfg.timeouts.response_headers.0,
             body_idle_timeout: cfg.timeouts.body_idle.0,
-            yield_self: tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread),
         })
     }
 
@@ -262,11 +257,7 @@ impl Upstream {
                 // the same CPU is then woken once per batch instead of once per request
                 // (measured in docs/performance.md; what hyper's client dispatch task did as a
                 // side effect).
-                if self.yield_self {
-                    YieldOnce(false).await;
-                } else {
-                    tokio::task::yield_now().await;
-                }
+                tokio::task::yield_now().await;
                 // The exchange is awaited here rather than in a helper future: each nesting
                 // level of the request's future is copied when it is built.
                 let exchange = |conn: h1::Connection, writer, reused| {
@@ -319,30 +310,6 @@ impl Upstream {
             upgraded,
             target: target.name.clone(),
         })
-    }
-}
-
-/// Yields to the other ready tasks once: the task wakes itself and goes to the back of the run
-/// queue. Unlike `tokio::task::yield_now`, which parks the task until the run queue is empty
-/// and then makes the scheduler poll the I/O driver (one more `epoll_wait` per batch) before it
-/// resumes it, this keeps the batch to the tasks that were ready together. Only for the
-/// current-thread runtime: on the multi-thread one a self-wake also unparks an idle worker
-/// (which may then steal the task), once per request instead of once per batch.
-struct YieldOnce(bool);
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
     }
 }
 
