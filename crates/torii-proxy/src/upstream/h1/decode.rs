@@ -47,25 +47,39 @@ pub struct Invalid(pub &'static str);
 /// Parses a response head from the front of `buf`. `Ok(None)`: incomplete. On success the head's
 /// bytes are consumed; informational (1xx) responses other than 101 are skipped.
 pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Invalid> {
-    parse_into(buf, method, &mut HeaderMap::new())
+    parse_into(buf, method, &mut Scratch::default())
 }
 
-/// [`parse`], with the head's fields stored in `spare` (cleared; its allocation reused): the
-/// request's map, handed on by the connection, so an exchange allocates no header map of its
-/// own (hyper in turn reuses the response's map for the client's next request).
+/// What a connection's decoder keeps between responses, so that decoding a head allocates and
+/// interns as little as possible:
+/// - `spare`: the last request's header map, emptied, which becomes the next response's map
+///   (hyper in turn reuses the response's map for the client's next request);
+/// - `names`: the field names of the previous response, in order. An upstream sends the same
+///   names in the same order response after response, so a name is usually recognised by one
+///   comparison instead of being parsed and interned again;
+/// - `values`: room for the value positions of the head being decoded.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Emptied header map whose allocation the next response head reuses.
+    pub spare: HeaderMap,
+    names: Vec<HeaderName>,
+    values: Vec<(u32, u32)>,
+}
+
+/// [`parse`], with the head's fields stored in `scratch.spare` (cleared; its allocation
+/// reused) and its field names looked up in `scratch.names` first.
 pub fn parse_into(
     buf: &mut BytesMut,
     method: &Method,
-    spare: &mut HeaderMap,
+    scratch: &mut Scratch,
 ) -> Result<Option<Head>, Invalid> {
     loop {
         if buf.is_empty() {
             return Ok(None);
         }
-        // Parsed in place; names and values are kept as offsets so the head can be frozen
-        // once and every value shares its bytes (no copy per field).
+        // Parsed in place; values are kept as offsets so the head can be frozen once and
+        // every value shares its bytes (no copy per field).
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-        let mut offsets = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
         let mut res = httparse::Response::new(&mut []);
         let base = buf.as_ptr() as usize;
         let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -94,42 +108,55 @@ pub fn parse_into(
             Version::HTTP_11
         };
         let count = res.headers.len();
-        for (slot, f) in offsets.iter_mut().zip(res.headers.iter()) {
-            let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
-            *slot = (
-                at(f.name.as_bytes()),
-                f.name.len() as u32,
-                at(f.value),
+        scratch.values.clear();
+        for (i, f) in res.headers.iter().enumerate() {
+            let raw = f.name.as_bytes();
+            // The same name as the previous response's field at this position: reuse it. A
+            // valid lowercase name equal to `raw` ignoring ASCII case is exactly what
+            // `HeaderName::from_bytes(raw)` would return.
+            let known = scratch.names.get(i).is_some_and(|n| {
+                let n = n.as_str().as_bytes();
+                n == raw || n.eq_ignore_ascii_case(raw)
+            });
+            if !known {
+                let name = HeaderName::from_bytes(raw).map_err(|_| Invalid("bad field name"))?;
+                match scratch.names.get_mut(i) {
+                    Some(slot) => *slot = name,
+                    None => scratch.names.push(name),
+                }
+            }
+            scratch.values.push((
+                (f.value.as_ptr() as usize - base) as u32,
                 f.value.len() as u32,
-            );
+            ));
         }
         let head = buf.split_to(len).freeze();
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        let mut headers = std::mem::take(spare);
+        let mut headers = std::mem::take(&mut scratch.spare);
         headers.clear();
         headers
             .try_reserve(count)
             .map_err(|_| Invalid("too many header fields"))?;
         let mut seen = Seen::default();
-        for &(n, nl, v, vl) in &offsets[..count] {
-            let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-            let name =
-                HeaderName::from_bytes(&head[n..n + nl]).map_err(|_| Invalid("bad field name"))?;
+        for (name, &(v, vl)) in scratch.names.iter().zip(&scratch.values) {
+            let (v, vl) = (v as usize, vl as usize);
+            let bytes = head.slice(v..v + vl);
             // Noted here so framing needs no lookup for fields that are absent.
-            if name == CONNECTION {
+            if *name == CONNECTION {
                 seen.connection = true;
-            } else if name == TRANSFER_ENCODING {
+            } else if *name == TRANSFER_ENCODING {
                 seen.transfer_encoding = true;
-            } else if name == CONTENT_LENGTH {
-                seen.content_length = true;
+            } else if *name == CONTENT_LENGTH {
+                seen.content_lengths += 1;
+                seen.content_length = v..v + vl;
             }
-            let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-                .map_err(|_| Invalid("bad field value"))?;
-            headers.append(name, value);
+            let value =
+                HeaderValue::from_maybe_shared(bytes).map_err(|_| Invalid("bad field value"))?;
+            headers.append(name.clone(), value);
         }
-        let (framing, keep_alive) = framing(method, status, version, &headers, seen)?;
+        let (framing, keep_alive) = framing(method, status, version, &headers, &seen, &head)?;
         return Ok(Some(Head {
             status,
             version,
@@ -141,11 +168,13 @@ pub fn parse_into(
 }
 
 /// Which framing-related fields a response head has.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 struct Seen {
     connection: bool,
     transfer_encoding: bool,
-    content_length: bool,
+    /// How many Content-Length fields, and where the last one's value is in the head.
+    content_lengths: usize,
+    content_length: std::ops::Range<usize>,
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -162,7 +191,8 @@ fn framing(
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
-    seen: Seen,
+    seen: &Seen,
+    head: &[u8],
 ) -> Result<(Framing, bool), Invalid> {
     let mut keep_alive = if version == Version::HTTP_11 {
         !(seen.connection && has_token(headers, &CONNECTION, "close"))
@@ -182,7 +212,7 @@ fn framing(
         return Ok((Framing::Length(0), keep_alive));
     }
     let has_te = seen.transfer_encoding;
-    let has_cl = seen.content_length;
+    let has_cl = seen.content_lengths > 0;
     if has_te {
         if has_cl {
             return Err(Invalid("both Transfer-Encoding and Content-Length"));
@@ -208,27 +238,47 @@ fn framing(
         return Ok((Framing::Close, false));
     }
     if has_cl {
-        let mut len: Option<u64> = None;
-        for v in headers.get_all(CONTENT_LENGTH) {
-            for part in v.as_bytes().split(|&b| b == b',') {
-                let part = part.trim_ascii();
-                if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                    return Err(Invalid("bad Content-Length"));
-                }
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or(Invalid("bad Content-Length"))?;
-                if len.is_some_and(|l| l != n) {
-                    return Err(Invalid("differing Content-Length values"));
-                }
-                len = Some(n);
-            }
-        }
-        return Ok((Framing::Length(len.unwrap_or(0)), keep_alive));
+        // One field (the usual case) is read from the bytes noted while decoding, without a
+        // lookup in the map.
+        let len = if seen.content_lengths == 1 {
+            let value = head
+                .get(seen.content_length.clone())
+                .ok_or(Invalid("bad Content-Length"))?;
+            content_length([value])?
+        } else {
+            content_length(
+                headers
+                    .get_all(CONTENT_LENGTH)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )?
+        };
+        return Ok((Framing::Length(len), keep_alive));
     }
     keep_alive = false;
     Ok((Framing::Close, keep_alive))
+}
+
+/// The length that every Content-Length value (each possibly a list) agrees on.
+fn content_length<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<u64, Invalid> {
+    let mut len: Option<u64> = None;
+    for v in values {
+        for part in v.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(Invalid("bad Content-Length"));
+            }
+            let n = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Invalid("bad Content-Length"))?;
+            if len.is_some_and(|l| l != n) {
+                return Err(Invalid("differing Content-Length values"));
+            }
+            len = Some(n);
+        }
+    }
+    Ok(len.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -249,9 +299,14 @@ mod tests {
 
     #[test]
     fn a_spare_map_is_emptied_and_reused() {
-        let mut spare = HeaderMap::with_capacity(32);
-        spare.insert("x-from-the-request", HeaderValue::from_static("1"));
-        let cap = spare.capacity();
+        let mut spare = Scratch {
+            spare: HeaderMap::with_capacity(32),
+            ..Scratch::default()
+        };
+        spare
+            .spare
+            .insert("x-from-the-request", HeaderValue::from_static("1"));
+        let cap = spare.spare.capacity();
         let mut buf =
             BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-a: b\r\n\r\n"[..]);
         let head = parse_into(&mut buf, &Method::GET, &mut spare)
@@ -260,7 +315,47 @@ mod tests {
         assert_eq!(head.headers.len(), 2);
         assert!(!head.headers.contains_key("x-from-the-request"));
         assert_eq!(head.headers.capacity(), cap, "the allocation is reused");
-        assert!(spare.is_empty());
+        assert!(spare.spare.is_empty());
+    }
+
+    #[test]
+    fn field_names_remembered_from_the_previous_head_are_only_reused_when_equal() {
+        let mut scratch = Scratch::default();
+        let mut decode = |raw: &str| {
+            let mut buf = BytesMut::from(raw.as_bytes());
+            parse_into(&mut buf, &Method::GET, &mut scratch)
+        };
+        let names = |h: &Head| {
+            h.headers
+                .iter()
+                .map(|(n, v)| format!("{n}={}", v.to_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+        };
+        let first = decode("HTTP/1.1 200 OK\r\nX-Ab: 1\r\nContent-Length: 2\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(names(&first), ["x-ab=1", "content-length=2"]);
+        // Other case, a prefix of the remembered name, a new name, more fields than before.
+        let second =
+            decode("HTTP/1.1 200 OK\r\nx-AB: 2\r\nx-a: 3\r\ncontent-length: 0\r\nx-new: 4\r\n\r\n")
+                .expect("valid")
+                .expect("complete");
+        assert_eq!(
+            names(&second),
+            ["x-ab=2", "x-a=3", "content-length=0", "x-new=4"]
+        );
+        assert_eq!(second.framing, Framing::Length(0));
+        // Fewer fields than before; the remembered Content-Length position now holds another
+        // name, and two Content-Length fields that differ are still refused.
+        let third = decode("HTTP/1.1 200 OK\r\nx-ab: 5\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(names(&third), ["x-ab=5"]);
+        assert_eq!(third.framing, Framing::Close);
+        assert_eq!(
+            decode("HTTP/1.1 200 OK\r\ncontent-length: 1\r\nContent-Length: 2\r\n\r\n").err(),
+            Some(Invalid("differing Content-Length values"))
+        );
     }
 
     #[test]

@@ -38,9 +38,10 @@ pub struct Connection {
     io: Stream,
     pub(crate) rbuf: BytesMut,
     wbuf: Vec<u8>,
-    /// The last request's header map, emptied, for the next response head (boxed: a
-    /// connection is moved several times per exchange and stays small that way).
-    spare: Box<http::HeaderMap>,
+    /// The response-head decoder's memory: the last request's header map, emptied, for the
+    /// next response head, and the previous response's field names (boxed: a connection is
+    /// moved several times per exchange and stays small that way).
+    scratch: Box<decode::Scratch>,
     /// The response-head deadline, one timer for the connection's life, moved forward for
     /// each exchange. A later deadline is one atomic update of the registered timer, where a
     /// timer per exchange is registered and removed under the timer driver's lock every time
@@ -94,7 +95,7 @@ impl Connection {
             io,
             rbuf: BytesMut::with_capacity(HEAD_READ),
             wbuf: Vec::with_capacity(1024),
-            spare: Box::default(),
+            scratch: Box::default(),
             deadline: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             _permit: permit,
         }
@@ -138,7 +139,7 @@ impl Connection {
             ..
         } = parts;
         headers.clear();
-        *self.spare = headers;
+        self.scratch.spare = headers;
         (writer, method)
     }
 
@@ -181,7 +182,7 @@ impl Connection {
                 }
             }
             loop {
-                match decode::parse_into(&mut self.rbuf, method, &mut self.spare) {
+                match decode::parse_into(&mut self.rbuf, method, &mut self.scratch) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
                     Err(e) => {
