@@ -218,6 +218,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// A connection's own forwarding values, rendered once when the connection opens (formatting
 /// an address is a measurable part of a proxied request's cost otherwise).
+#[derive(Debug)]
 pub struct PeerForwarding {
     /// The peer's address as X-Forwarded-For carries it.
     xff: HeaderValue,
@@ -252,13 +253,28 @@ impl PeerForwarding {
 /// folding in the previous values that count) and the HTTP/1.1 encoder writes them after the
 /// request's own fields, which saves five map inserts per request (about 1,000 instructions,
 /// docs/performance.md). An HTTP/2 upstream gets them inserted ([`Added::insert_into`]).
-#[derive(Debug, Default)]
-pub struct Added {
-    xff: Option<HeaderValue>,
-    forwarded: Option<HeaderValue>,
-    proto: Option<HeaderValue>,
+///
+/// The values are not built either: `Added` keeps the pieces (the connection's rendered
+/// peer values, a trusted proxy's previous values, the request's host, the request id) and
+/// [`Added::each`] hands each field over as the list of its parts, which the HTTP/1.1 encoder
+/// writes one after the other. Joining them into new values cost an allocation, a copy and a
+/// validation pass per request, and each shared value cloned in and dropped again costs two
+/// atomic operations. Each part is a valid field value and the separators are visible ASCII,
+/// so every joined value is one too.
+#[derive(Debug)]
+pub struct Added<'a> {
+    peer: &'a PeerForwarding,
+    /// A trusted proxy's X-Forwarded-For and Forwarded values, extended by this hop.
+    xff_prev: Option<HeaderValue>,
+    fwd_prev: Option<HeaderValue>,
+    /// The request's host, sent in Forwarded when it needs no quoting (`host_in_forwarded`)
+    /// and as X-Forwarded-Host unless a trusted proxy set one (`xfh`).
     host: Option<HeaderValue>,
-    request_id: Option<HeaderValue>,
+    host_in_forwarded: bool,
+    xfh: bool,
+    /// X-Forwarded-Proto is sent unless a trusted proxy set one.
+    proto: bool,
+    request_id: &'a HeaderValue,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -267,28 +283,56 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// The request id field.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-impl Added {
-    /// Each name with its value, `None` for a name not set.
-    fn fields(&self) -> [(&'static HeaderName, Option<&HeaderValue>); 5] {
+impl Added<'_> {
+    /// Each name and whether the gateway sends it.
+    fn names(&self) -> [(&'static HeaderName, bool); 5] {
         [
-            (&X_FORWARDED_FOR, self.xff.as_ref()),
-            (&header::FORWARDED, self.forwarded.as_ref()),
-            (&X_FORWARDED_PROTO, self.proto.as_ref()),
-            (&X_FORWARDED_HOST, self.host.as_ref()),
-            (&X_REQUEST_ID, self.request_id.as_ref()),
+            (&X_FORWARDED_FOR, true),
+            (&header::FORWARDED, true),
+            (&X_FORWARDED_PROTO, self.proto),
+            (&X_FORWARDED_HOST, self.xfh && self.host.is_some()),
+            (&X_REQUEST_ID, true),
         ]
     }
 
-    /// The fields set, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.fields().into_iter().filter_map(|(n, v)| Some((n, v?)))
+    /// Calls `field` with each field sent, in order: its name and the parts of its value.
+    pub fn each(&self, mut field: impl FnMut(&'static HeaderName, &[&[u8]])) {
+        let xff = self.peer.xff.as_bytes();
+        match &self.xff_prev {
+            Some(p) => field(&X_FORWARDED_FOR, &[p.as_bytes(), b", ", xff]),
+            None => field(&X_FORWARDED_FOR, &[xff]),
+        }
+        let el = self.peer.element.as_bytes();
+        let host = self.host.as_ref().map(HeaderValue::as_bytes);
+        let fwd = &header::FORWARDED;
+        match (&self.fwd_prev, host.filter(|_| self.host_in_forwarded)) {
+            (None, None) => field(fwd, &[el]),
+            (None, Some(h)) => field(fwd, &[el, b";host=", h]),
+            (Some(p), None) => field(fwd, &[p.as_bytes(), b", ", el]),
+            (Some(p), Some(h)) => field(fwd, &[p.as_bytes(), b", ", el, b";host=", h]),
+        }
+        if self.proto {
+            field(&X_FORWARDED_PROTO, &[self.peer.proto.as_bytes()]);
+        }
+        if let Some(h) = host.filter(|_| self.xfh) {
+            field(&X_FORWARDED_HOST, &[h]);
+        }
+        field(&X_REQUEST_ID, &[self.request_id.as_bytes()]);
     }
 
-    /// Inserts the fields into `headers`.
+    /// Inserts the fields into `headers` (for HTTP/2 upstreams), each value joined.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        for (n, v) in self.iter() {
-            headers.insert(n.clone(), v.clone());
-        }
+        self.each(|name, parts| {
+            let value = match parts {
+                [one] => HeaderValue::from_bytes(one),
+                _ => HeaderValue::from_maybe_shared(bytes::Bytes::from(parts.concat())),
+            };
+            // Valid by construction (see the type); the fallback is never taken.
+            headers.insert(
+                name.clone(),
+                value.unwrap_or(HeaderValue::from_static("unknown")),
+            );
+        });
     }
 }
 
@@ -296,13 +340,13 @@ impl Added {
 /// value of those names removed from `headers`. From a trusted proxy, X-Forwarded-For and
 /// Forwarded extend the previous values, and an existing X-Forwarded-Proto or -Host is kept
 /// (left in the map); otherwise every value is what the gateway saw.
-pub fn forwarding_fields(
+pub fn forwarding_fields<'a>(
     headers: &mut HeaderMap,
-    peer: &PeerForwarding,
+    peer: &'a PeerForwarding,
     peer_trusted: bool,
-    host: Option<&HeaderValue>,
-    request_id: &HeaderValue,
-) -> Added {
+    host: Option<HeaderValue>,
+    request_id: &'a HeaderValue,
+) -> Added<'a> {
     // Previous values count only from a trusted proxy (no lookups otherwise).
     let prev = |name: &HeaderName| {
         if peer_trusted {
@@ -310,53 +354,35 @@ pub fn forwarding_fields(
             headers
                 .get(name)
                 .filter(|p| !p.is_empty() && p.to_str().is_ok())
+                .cloned()
         } else {
             None
         }
     };
-    // One buffer per value, handed to HeaderValue without a copy.
-    let join = |parts: &[&[u8]]| {
-        let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for p in parts {
-            v.extend_from_slice(p);
-        }
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
-    };
-    let xff = prev(&X_FORWARDED_FOR)
-        .and_then(|p| join(&[p.as_bytes(), b", ", peer.xff.as_bytes()]))
-        .unwrap_or_else(|| peer.xff.clone());
     // `host=` only for a value that needs no quoting.
-    let host_part = host.map(HeaderValue::as_bytes).filter(|h| {
+    let host_in_forwarded = host.as_ref().is_some_and(|h| {
         !h.is_empty()
-            && h.iter()
+            && h.as_bytes()
+                .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     });
-    let element = peer.element.as_bytes();
-    let fwd = match (prev(&header::FORWARDED), host_part) {
-        (None, None) => None,
-        (None, Some(h)) => join(&[element, b";host=", h]),
-        (Some(p), None) => join(&[p.as_bytes(), b", ", element]),
-        (Some(p), Some(h)) => join(&[p.as_bytes(), b", ", element, b";host=", h]),
-    }
-    .unwrap_or_else(|| peer.element.clone());
     let kept = |name: &HeaderName| peer_trusted && headers.contains_key(name);
     let added = Added {
-        xff: Some(xff),
-        forwarded: Some(fwd),
-        proto: (!kept(&X_FORWARDED_PROTO)).then(|| HeaderValue::from_static(peer.proto)),
-        host: if kept(&X_FORWARDED_HOST) {
-            None
-        } else {
-            host.cloned()
-        },
-        request_id: Some(request_id.clone()),
+        peer,
+        xff_prev: prev(&X_FORWARDED_FOR),
+        fwd_prev: prev(&header::FORWARDED),
+        host,
+        host_in_forwarded,
+        xfh: !kept(&X_FORWARDED_HOST),
+        proto: !kept(&X_FORWARDED_PROTO),
+        request_id,
     };
     // The map keeps no other value of a name set here, nor, from an untrusted peer, any of
     // the client's values of these names. Most requests carry none: one pass over the names.
-    let fields = added.fields();
-    if headers.keys().any(|k| fields.iter().any(|(n, _)| *n == k)) {
-        for (name, value) in fields {
-            if value.is_some() || !peer_trusted {
+    let names = added.names();
+    if headers.keys().any(|k| names.iter().any(|(n, _)| *n == k)) {
+        for (name, sent) in names {
+            if sent || !peer_trusted {
                 headers.remove(name);
             }
         }
@@ -420,9 +446,10 @@ mod tests {
         trusted: bool,
         host: Option<&HeaderValue>,
     ) {
-        let added = forwarding_fields(m, peer, trusted, host, &HeaderValue::from_static("rid"));
-        for (name, _) in added.iter() {
-            assert!(!m.contains_key(name), "{name} left in the map");
+        let rid = HeaderValue::from_static("rid");
+        let added = forwarding_fields(m, peer, trusted, host.cloned(), &rid);
+        for (name, sent) in added.names() {
+            assert!(!sent || !m.contains_key(name), "{name} left in the map");
         }
         added.insert_into(m);
     }

@@ -481,23 +481,23 @@ fn upstream_path(route: &CompiledRoute, ctx: &RequestContext) -> String {
 
 /// An upstream request, the client side's upgrade of a WebSocket handshake (joined with the
 /// upstream's when it answers 101), and the fields the gateway adds to the request.
-type ProxyRequest = (
+type ProxyRequest<'a> = (
     Request<Body>,
     Option<hyper::upgrade::OnUpgrade>,
-    forwarding::Added,
+    forwarding::Added<'a>,
 );
 
 /// The upstream request for a proxied one: rewritten path, hop-by-hop headers removed,
 /// forwarding fields and request id prepared, the body limited.
-fn proxy_request(
+fn proxy_request<'a>(
     mut req: Request<Incoming>,
-    conn: &ConnInfo,
+    conn: &'a ConnInfo,
     snap: &Snapshot,
     route: &CompiledRoute,
     upstream: &crate::upstream::Upstream,
-    ctx: &RequestContext,
+    ctx: &'a RequestContext,
     view: &crate::snapshot::ListenerView,
-) -> Result<ProxyRequest, GatewayError> {
+) -> Result<ProxyRequest<'a>, GatewayError> {
     let is_upgrade = req.version() == http::Version::HTTP_11
         && req
             .headers()
@@ -536,7 +536,7 @@ fn proxy_request(
         &mut parts.headers,
         &conn.forwarding,
         trusted,
-        original_host.as_ref(),
+        original_host,
         &ctx.request_id.0,
     );
     parts.uri = http::Uri::from(pq);

@@ -88,11 +88,17 @@ async fn trusted_proxy_xff_is_appended_and_client_resolved() {
     let req = Request::get(format!("http://{a}/x"))
         .header("x-forwarded-for", "203.0.113.9")
         .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=203.0.113.9")
         .body(full(""))
         .unwrap();
     let resp = h1_client().request(req).await.unwrap();
     let body = json(&resp.into_body().collect().await.unwrap().to_bytes());
     assert_eq!(body["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // Written by the HTTP/1.1 encoder part by part: previous list, this hop, the host.
+    assert_eq!(
+        body["headers"]["forwarded"],
+        format!("for=203.0.113.9, for=127.0.0.1;proto=http;host={a}")
+    );
     assert_eq!(
         body["headers"]["x-forwarded-proto"], "https",
         "kept from a trusted proxy"

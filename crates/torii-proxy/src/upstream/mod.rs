@@ -212,7 +212,7 @@ impl Upstream {
         &self,
         mut req: Request<Body>,
         upgrade: bool,
-        added: &crate::forwarding::Added,
+        added: &crate::forwarding::Added<'_>,
     ) -> Result<UpstreamResponse, GatewayError> {
         let target = self
             .pick()

@@ -55,7 +55,7 @@ impl Writer {
         parts: &Parts,
         body: Body,
         host: &HeaderValue,
-        added: &crate::forwarding::Added,
+        added: Option<&crate::forwarding::Added<'_>>,
     ) -> Self {
         head.clear();
         let hint = body.size_hint();
@@ -84,8 +84,15 @@ impl Writer {
             }
             field(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
-        for (name, value) in added.iter() {
-            field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        if let Some(added) = added {
+            added.each(|name, parts| {
+                head.extend_from_slice(name.as_str().as_bytes());
+                head.extend_from_slice(b": ");
+                for p in parts {
+                    head.extend_from_slice(p);
+                }
+                head.extend_from_slice(b"\r\n");
+            });
         }
         match encoding {
             Encoding::Chunked => field(&mut head, b"transfer-encoding", b"chunked"),
@@ -308,7 +315,7 @@ mod tests {
             &parts,
             body,
             &HeaderValue::from_static("up:80"),
-            &Default::default(),
+            None,
         );
         let mut out: Vec<u8> = Vec::new();
         std::future::poll_fn(|cx| w.poll_write(cx, &mut out)).await?;

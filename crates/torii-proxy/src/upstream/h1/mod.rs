@@ -129,10 +129,16 @@ impl Connection {
         &mut self,
         req: Request<Body>,
         host: &HeaderValue,
-        added: &crate::forwarding::Added,
+        added: &crate::forwarding::Added<'_>,
     ) -> (Writer, http::Method) {
         let (parts, body) = req.into_parts();
-        let writer = Writer::new(std::mem::take(&mut self.wbuf), &parts, body, host, added);
+        let writer = Writer::new(
+            std::mem::take(&mut self.wbuf),
+            &parts,
+            body,
+            host,
+            Some(added),
+        );
         let http::request::Parts {
             method,
             mut headers,
