@@ -6,14 +6,31 @@
 //! - a head is only accepted with one framing: never both Transfer-Encoding and
 //!   Content-Length, and a `Length(n)` framing equals every Content-Length value;
 //! - the chunked decoder's output does not depend on how the input is split (one piece vs the
-//!   fuzzer's split), and it never yields more body bytes than it was given.
+//!   fuzzer's split), and it never yields more body bytes than it was given;
+//! - a connection's decoder memory (the field names of the heads before) changes nothing:
+//!   each head in the input decodes with the memory of the previous ones exactly as with none.
 #![no_main]
 
 use bytes::BytesMut;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 use torii_proxy::upstream::h1::chunked::{Decoder, Event};
-use torii_proxy::upstream::h1::decode::{Framing, parse};
+use torii_proxy::upstream::h1::decode::{Framing, Head, Invalid, Scratch, parse, parse_into};
+
+type Summary = Result<
+    Option<(
+        http::StatusCode,
+        http::Version,
+        http::HeaderMap,
+        Framing,
+        bool,
+    )>,
+    Invalid,
+>;
+
+fn summary(r: Result<Option<Head>, Invalid>) -> Summary {
+    r.map(|h| h.map(|h| (h.status, h.version, h.headers, h.framing, h.keep_alive)))
+}
 
 /// Runs the decoder over `input` split at `cuts`; returns (body, trailer count, ok).
 fn decode(input: &[u8], cuts: &[usize]) -> (Vec<u8>, usize, bool) {
@@ -80,6 +97,20 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
+    }
+    // Successive heads in one input, as on a kept-alive connection: the warm decoder agrees
+    // with a fresh one on each, and both consume the same bytes.
+    let mut warm = Scratch::default();
+    let mut buf = BytesMut::from(rest);
+    for _ in 0..4 {
+        let mut fresh_buf = buf.clone();
+        let fresh = summary(parse(&mut fresh_buf, &method));
+        let warmed = summary(parse_into(&mut buf, &method, &mut warm));
+        assert_eq!(fresh, warmed, "remembered names changed the decoding");
+        if !matches!(warmed, Ok(Some(_))) {
+            break;
+        }
+        assert_eq!(buf, fresh_buf, "consumed differently");
     }
     let cuts: Vec<usize> = rest
         .iter()
