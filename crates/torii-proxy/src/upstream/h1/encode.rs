@@ -326,6 +326,104 @@ mod tests {
         String::from_utf8(b).expect("utf-8")
     }
 
+    /// Encodes a GET carrying `fields` from `peer`, with the gateway's fields prepared as the
+    /// pipeline does; returns the request's own field lines (sorted: removals may reorder
+    /// the map) and the gateway's lines (in the order sent).
+    fn encode_forwarded(
+        fields: &[(&str, &str)],
+        peer: &str,
+        trusted: bool,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut req = http::Request::get("/x");
+        for (n, v) in fields {
+            req = req.header(*n, *v);
+        }
+        let (mut parts, _) = req.body(()).expect("request").into_parts();
+        let peer = crate::forwarding::PeerForwarding::new(peer.parse().expect("ip"), "http");
+        let host = parts.headers.get(http::header::HOST).cloned();
+        let rid = HeaderValue::from_static("rid");
+        let added =
+            crate::forwarding::forwarding_fields(&mut parts.headers, &peer, trusted, host, &rid);
+        let own: Vec<String> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
+            .collect();
+        let w = Writer::new(
+            Vec::new(),
+            &parts,
+            Body::Empty,
+            &HeaderValue::from_static("up:80"),
+            Some(&added),
+        );
+        let out = text(w.into_buffer());
+        let mut lines: Vec<String> = out
+            .trim_end_matches("\r\n")
+            .split("\r\n")
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        // The encoder adds the upstream's Host when the request has none.
+        let own_lines = own.len() + usize::from(!parts.headers.contains_key(http::header::HOST));
+        let theirs = lines.split_off(own_lines);
+        lines.sort();
+        (lines, theirs)
+    }
+
+    #[test]
+    fn gateway_fields_are_written_part_by_part_after_the_request_fields() {
+        // A trusted proxy: its lists are extended, its X-Forwarded-Host is kept.
+        let (own, added) = encode_forwarded(
+            &[
+                ("host", "api.example.com"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("forwarded", "for=203.0.113.9"),
+                ("x-forwarded-host", "orig.example"),
+                ("x-custom", "1"),
+            ],
+            "10.0.0.1",
+            true,
+        );
+        assert_eq!(
+            own,
+            [
+                "host: api.example.com",
+                "x-custom: 1",
+                "x-forwarded-host: orig.example"
+            ]
+        );
+        assert_eq!(
+            added,
+            [
+                "x-forwarded-for: 203.0.113.9, 10.0.0.1",
+                "forwarded: for=203.0.113.9, for=10.0.0.1;proto=http;host=api.example.com",
+                "x-forwarded-proto: http",
+                "x-request-id: rid",
+            ]
+        );
+        // An untrusted client without a Host (HTTP/1.0): every client value is dropped, no
+        // host anywhere, an IPv6 peer quoted in Forwarded.
+        let (own, added) = encode_forwarded(
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-host", "spoofed"),
+                ("forwarded", "for=6.6.6.6"),
+            ],
+            "2001:db8::1",
+            false,
+        );
+        assert_eq!(own, ["host: up:80"]);
+        assert_eq!(
+            added,
+            [
+                "x-forwarded-for: 2001:db8::1",
+                "forwarded: for=\"[2001:db8::1]\";proto=http",
+                "x-forwarded-proto: http",
+                "x-request-id: rid",
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn bodiless_get_is_one_head() {
         let req = http::Request::get("/a?b=1")
