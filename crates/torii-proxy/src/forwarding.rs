@@ -268,7 +268,7 @@ pub struct Added<'a> {
     xff_prev: Option<HeaderValue>,
     fwd_prev: Option<HeaderValue>,
     /// The request's host, sent in Forwarded when it needs no quoting (`host_in_forwarded`)
-    /// and as X-Forwarded-Host unless a trusted proxy set one (`xfh`).
+    /// and as X-Forwarded-Host (`xfh`: there is a host and no trusted proxy set one).
     host: Option<HeaderValue>,
     host_in_forwarded: bool,
     xfh: bool,
@@ -290,7 +290,7 @@ impl Added<'_> {
             (&X_FORWARDED_FOR, true),
             (&header::FORWARDED, true),
             (&X_FORWARDED_PROTO, self.proto),
-            (&X_FORWARDED_HOST, self.xfh && self.host.is_some()),
+            (&X_FORWARDED_HOST, self.xfh),
             (&X_REQUEST_ID, true),
         ]
     }
@@ -367,13 +367,14 @@ pub fn forwarding_fields<'a>(
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     });
     let kept = |name: &HeaderName| peer_trusted && headers.contains_key(name);
+    let xfh = host.is_some() && !kept(&X_FORWARDED_HOST);
     let added = Added {
         peer,
         xff_prev: prev(&X_FORWARDED_FOR),
         fwd_prev: prev(&header::FORWARDED),
         host,
         host_in_forwarded,
-        xfh: !kept(&X_FORWARDED_HOST),
+        xfh,
         proto: !kept(&X_FORWARDED_PROTO),
         request_id,
     };
