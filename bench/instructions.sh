@@ -39,26 +39,16 @@ done
 [ -x "$TORII_BIN" ] || die "no Torii binary at $TORII_BIN (cargo build --release -p torii)"
 [ -x "$BACKEND_BIN" ] || die "no backend at $BACKEND_BIN (cd bench/backend && cargo build --release --locked)"
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.yaml" 1 \
-  "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BASE_PORT" >/dev/null
-"$BACKEND_BIN" "$BASE_PORT" 1 >"$work/backend.log" 2>&1 &
-pids+=($!)
+BACKEND_PORT=$BASE_PORT
+# shellcheck source=lib/single.sh
+. "$HERE/lib/single.sh"
+start_backend
 TORII_LOG=warn taskset -c "$TORII_CPUS" valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no ${VALGRIND_ARGS:-} \
   "$TORII_BIN" run --config "$work/torii.yaml" >"$work/torii.log" 2>&1 &
 vg=$!
 pids+=($vg)
+wait_for_torii "$vg"
 url="http://127.0.0.1:$PORT/hello"
-for _ in $(seq 600); do
-  curl -sf "$url" >/dev/null 2>&1 && break
-  kill -0 "$vg" 2>/dev/null || die "Torii exited: $(tail -5 "$work/torii.log")"
-  sleep 0.1
-done
-curl -sf "$url" >/dev/null || die "Torii did not answer on $url"
 wrk -t1 -c"$CONNS" -d3s "$url" >/dev/null
 callgrind_control -z "$vg" >/dev/null
 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$work/wrk.out"

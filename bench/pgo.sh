@@ -49,26 +49,15 @@ mkdir -p "$DATA"
 (cd "$REPO" && RUSTFLAGS="-Cprofile-generate=$DATA/build" \
   cargo build --release -p torii --locked --target-dir "$GEN_DIR")
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.yaml" 1 \
-  "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BACKEND_PORT" >/dev/null
-"$BACKEND_BIN" "$BACKEND_PORT" 1 >"$work/backend.log" 2>&1 &
-pids+=($!)
+# shellcheck source=lib/single.sh
+. "$HERE/lib/single.sh"
+start_backend
 # One CPU, as in the benchmark: the current-thread runtime is the one measured.
 LLVM_PROFILE_FILE="$DATA/torii-%p-%m.profraw" TORII_LOG=warn taskset -c 1 \
   "$GEN_DIR/release/torii" run --config "$work/torii.yaml" >"$work/torii.log" 2>&1 &
 torii=$!
 pids+=($torii)
-for _ in $(seq 300); do
-  curl -sf "http://127.0.0.1:$PORT/hello" >/dev/null 2>&1 && break
-  kill -0 "$torii" 2>/dev/null || die "Torii exited: $(tail -5 "$work/torii.log")"
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$PORT/hello" >/dev/null || die "Torii did not answer"
+wait_for_torii "$torii"
 log "training: ${TRAIN_SECONDS}s of /hello, $((TRAIN_SECONDS / 2))s of /json"
 taskset -c 0 wrk -t1 -c50 -d"${TRAIN_SECONDS}s" "http://127.0.0.1:$PORT/hello" | grep Requests/sec
 taskset -c 0 wrk -t1 -c50 -d"$((TRAIN_SECONDS / 2))s" "http://127.0.0.1:$PORT/json" | grep Requests/sec

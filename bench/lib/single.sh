@@ -1,0 +1,27 @@
+# Shared by instructions.sh and pgo.sh (sourced, not run): one backend and one Torii on the
+# benchmark config, in a temporary directory that is removed, with both processes, on exit.
+# The caller sets HERE, PORT, ADMIN_PORT, BACKEND_PORT, BACKEND_BIN and defines die().
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Renders the 1-route benchmark config to $work/torii.yaml and starts the backend.
+start_backend() {
+  python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.yaml" 1 \
+    "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BACKEND_PORT" >/dev/null
+  "$BACKEND_BIN" "$BACKEND_PORT" 1 >"$work/backend.log" 2>&1 &
+  pids+=($!)
+}
+
+# Waits (up to 60 s) until Torii, process $1 logging to $work/torii.log, answers on /hello.
+wait_for_torii() {
+  local url="http://127.0.0.1:$PORT/hello"
+  for _ in $(seq 600); do
+    curl -sf "$url" >/dev/null 2>&1 && return 0
+    kill -0 "$1" 2>/dev/null || die "Torii exited: $(tail -5 "$work/torii.log")"
+    sleep 0.1
+  done
+  die "Torii did not answer on $url"
+}
