@@ -53,8 +53,8 @@ pub struct TlsConn {
 
 use forwarding::X_REQUEST_ID;
 
-fn is_grpc(req: &Request<Incoming>) -> bool {
-    req.headers()
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
@@ -66,10 +66,13 @@ pub async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
+    // The request head stays here, in this future, and every stage borrows it: a `Request`
+    // moved from stage to stage is copied (a `memcpy` of its ~260 bytes) at each move.
+    let (mut parts, body) = req.into_parts();
     let in_flight = crate::io::InFlight::begin(conn.activity.clone());
     let snap = shared.snapshot.load_full();
-    let request_id = req
-        .headers()
+    let request_id = parts
+        .headers
         .get(&X_REQUEST_ID)
         .and_then(RequestId::from_client)
         .unwrap_or_else(|| {
@@ -80,11 +83,11 @@ pub async fn handle(
                     .unwrap_or(HeaderValue::from_static("-")),
             )
         });
-    let grpc = is_grpc(&req);
-    let method = req.method().clone();
+    let grpc = is_grpc(&parts.headers);
+    let method = parts.method.clone();
     // Only build the logged path when the log is on (no per-request work for nothing).
     let log_path = if shared.access_log.enabled() {
-        let pq = req.uri().path_and_query().map_or("", |p| p.as_str());
+        let pq = parts.uri.path_and_query().map_or("", |p| p.as_str());
         crate::access_log::redact(pq, &snap.redact)
     } else {
         String::new()
@@ -92,13 +95,13 @@ pub async fn handle(
     let listener = conn.listener.load().name.clone();
     let view = snap.listeners.get(&*listener);
     let client = match view {
-        Some(v) => forwarding::client_addr(conn.peer, req.headers(), &v.trusted),
+        Some(v) => forwarding::client_addr(conn.peer, &parts.headers, &v.trusted),
         None => forwarding::canonical(conn.peer.ip()),
     };
     let mut ctx = RequestContext::new(request_id, ClientAddr(client), conn.peer, listener, start);
     ctx.client_cert = conn.tls.as_ref().and_then(|t| t.client_cert.clone());
-    let bytes_in = req
-        .headers()
+    let bytes_in = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0);
@@ -126,7 +129,16 @@ pub async fn handle(
     let Some(end) = guard.0.as_mut() else {
         return Ok(Response::new(Body::Empty));
     };
-    let result = route_and_serve(req, &conn, &snap, view, &mut end.ctx, &mut end.info).await;
+    let result = route_and_serve(
+        &mut parts,
+        body,
+        &conn,
+        &snap,
+        view,
+        &mut end.ctx,
+        &mut end.info,
+    )
+    .await;
     let Some(mut end) = guard.0.take() else {
         return Ok(Response::new(Body::Empty));
     };
@@ -239,7 +251,8 @@ impl OnEnd for LogOnEnd {
 }
 
 async fn route_and_serve(
-    mut req: Request<Incoming>,
+    req: &mut http::request::Parts,
+    body: Incoming,
     conn: &ConnInfo,
     snap: &Arc<Snapshot>,
     view: Option<&crate::snapshot::ListenerView>,
@@ -247,8 +260,8 @@ async fn route_and_serve(
     info: &mut LogInfo,
 ) -> Result<Response<Outgoing>, GatewayError> {
     // --- edge stage ---
-    let host = forwarding::effective_host(req.uri(), req.headers(), req.version())?;
-    let raw_path = req.uri().path();
+    let host = forwarding::effective_host(&req.uri, &req.headers, req.version)?;
+    let raw_path = req.uri.path();
     let path = torii_router::normalize_path(raw_path)
         .map_err(|e| GatewayError::new(ErrorKind::BadRequest, format!("path: {e}")))?;
     // A request for a host the connection's certificate does not cover (connection reuse
@@ -269,7 +282,7 @@ async fn route_and_serve(
     }
     ctx.host = host;
     ctx.path = path.into_owned();
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
+    if let Some(len) = req.headers.get(header::CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
             .ok()
@@ -285,10 +298,10 @@ async fn route_and_serve(
 
     // The gateway's identity-token keys, for services that verify its tokens.
     if let Some(signer) = &snap.signer
-        && (req.method() == http::Method::GET || req.method() == http::Method::HEAD)
+        && (req.method == http::Method::GET || req.method == http::Method::HEAD)
         && ctx.path == signer.jwks().0
     {
-        let mut resp = Response::new(if req.method() == http::Method::HEAD {
+        let mut resp = Response::new(if req.method == http::Method::HEAD {
             Body::Empty
         } else {
             Body::full(signer.jwks().1.clone())
@@ -310,16 +323,16 @@ async fn route_and_serve(
     let rv = RequestView {
         host: &ctx.host,
         path: &ctx.path,
-        method: req.method(),
-        headers: req.headers(),
-        query: req.uri().query(),
+        method: &req.method,
+        headers: &req.headers,
+        query: req.uri.query(),
     };
     let (idx, params) = match view.router.lookup(&rv) {
         Lookup::Found(m) => (*m.value, params_of(&m.params)),
         Lookup::MethodNotAllowed { allow } => {
             // A CORS preflight is routed by the method it asks about, so a route whose chain
             // answers preflights never sends 405 to one (it need not list OPTIONS).
-            match preflight_lookup(&req, &rv, view, snap) {
+            match preflight_lookup(req, &rv, view, snap) {
                 Some(found) => found,
                 None => {
                     return Err(GatewayError::new(
@@ -349,10 +362,10 @@ async fn route_and_serve(
     // so do headers the client names in `Connection` (or it could have the final hop-by-hop
     // removal delete headers the gateway adds). Authorization is a singleton field: two of
     // them would let one be checked and the other forwarded.
-    forwarding::drop_connection_listed(req.headers_mut());
-    snap.identity.strip(req.headers_mut());
+    forwarding::drop_connection_listed(&mut req.headers);
+    snap.identity.strip(&mut req.headers);
     if req
-        .headers()
+        .headers
         .get_all(header::AUTHORIZATION)
         .iter()
         .nth(1)
@@ -364,11 +377,10 @@ async fn route_and_serve(
         ));
     }
     if !route.chain.is_empty() {
-        let (mut parts, body) = req.into_parts();
         let answered = route
             .chain
             .on_request(
-                &mut parts,
+                req,
                 ctx,
                 &snap.consumer_plugins,
                 &mut info.plugins_ran,
@@ -378,14 +390,13 @@ async fn route_and_serve(
             return Ok(resp.map(Outgoing::Gateway));
         }
         if let Some(c) = &ctx.consumer {
-            snap.identity.apply(&mut parts.headers, c);
+            snap.identity.apply(&mut req.headers, c);
             if let (Some(signer), Some(aud)) = (&snap.signer, &route.identity_audience)
                 && let Some(token) = signer.token(c, ctx.identity.as_deref(), aud)
             {
-                parts.headers.insert(signer.header().clone(), token);
+                req.headers.insert(signer.header().clone(), token);
             }
         }
-        req = Request::from_parts(parts, body);
     }
 
     // --- action ---
@@ -395,7 +406,7 @@ async fn route_and_serve(
             headers,
             body,
         } => {
-            let mut resp = Response::new(if req.method() == http::Method::HEAD {
+            let mut resp = Response::new(if req.method == http::Method::HEAD {
                 Body::Empty
             } else {
                 Body::full(body.clone())
@@ -407,11 +418,13 @@ async fn route_and_serve(
         Action::Proxy { upstream, .. } => {
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
-            let (up_req, upgrade, added) =
-                proxy_request(req, conn, snap, route, upstream, ctx, view)?;
+            let (up_body, upgrade, added) =
+                proxy_request(req, body, conn, snap, route, upstream, ctx, view)?;
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
-            let resp = upstream.send(up_req, upgrade.is_some(), &added).await?;
+            let resp = upstream
+                .send(req, up_body, upgrade.is_some(), &added)
+                .await?;
             info.upstream = Some(resp.target.clone());
             info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
             Ok(proxy_response(resp, upgrade, conn, upstream))
@@ -432,13 +445,13 @@ fn params_of(params: &torii_router::Params<'_, '_>) -> RouteParams {
 /// For a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`), the
 /// route the actual request would take, if its chain answers preflights.
 fn preflight_lookup(
-    req: &Request<Incoming>,
+    req: &http::request::Parts,
     rv: &RequestView<'_>,
     view: &crate::snapshot::ListenerView,
     snap: &Snapshot,
 ) -> Option<(usize, RouteParams)> {
-    let h = req.headers();
-    if req.method() != http::Method::OPTIONS || !h.contains_key(header::ORIGIN) {
+    let h = &req.headers;
+    if req.method != http::Method::OPTIONS || !h.contains_key(header::ORIGIN) {
         return None;
     }
     let asked = h.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
@@ -479,18 +492,20 @@ fn upstream_path(route: &CompiledRoute, ctx: &RequestContext) -> String {
     }
 }
 
-/// An upstream request, the client side's upgrade of a WebSocket handshake (joined with the
-/// upstream's when it answers 101), and the fields the gateway adds to the request.
+/// An upstream request's body, the client side's upgrade of a WebSocket handshake (joined
+/// with the upstream's when it answers 101), and the fields the gateway adds to the request.
 type ProxyRequest<'a> = (
-    Request<Body>,
+    Body,
     Option<hyper::upgrade::OnUpgrade>,
     forwarding::Added<'a>,
 );
 
-/// The upstream request for a proxied one: rewritten path, hop-by-hop headers removed,
-/// forwarding fields and request id prepared, the body limited.
+/// Turns the client's request head (in place) and body into the upstream's: rewritten path,
+/// hop-by-hop headers removed, forwarding fields and request id prepared, the body limited.
+#[allow(clippy::too_many_arguments)]
 fn proxy_request<'a>(
-    mut req: Request<Incoming>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
     conn: &'a ConnInfo,
     snap: &Snapshot,
     route: &CompiledRoute,
@@ -498,15 +513,17 @@ fn proxy_request<'a>(
     ctx: &'a RequestContext,
     view: &crate::snapshot::ListenerView,
 ) -> Result<ProxyRequest<'a>, GatewayError> {
-    let is_upgrade = req.version() == http::Version::HTTP_11
-        && req
-            .headers()
+    let is_upgrade = parts.version == http::Version::HTTP_11
+        && parts
+            .headers
             .get(header::UPGRADE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
         && !upstream.http2;
-    let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    // What `hyper::upgrade::on` does for a whole request.
+    let client_upgrade = is_upgrade
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     // The common case (no rewrite, path already normal) reuses the request's own bytes.
     let pq = match (&route.rewrite, parts.uri.path_and_query()) {
         (None, Some(pq)) if pq.path() == ctx.path => pq.clone(),
@@ -561,7 +578,7 @@ fn proxy_request<'a>(
             upstream.body_idle_timeout,
         ))
     };
-    Ok((Request::from_parts(parts, body), client_upgrade, added))
+    Ok((body, client_upgrade, added))
 }
 
 /// The client's response to an upstream's: hop-by-hop headers removed, the body watched for

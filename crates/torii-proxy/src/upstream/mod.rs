@@ -207,10 +207,13 @@ impl Upstream {
     /// `req` carries an origin-form URI and the client's Host; the Host is replaced by the
     /// target's when the upstream says `host_header: target`, and for HTTP/2 the URI gets the
     /// scheme and authority (`:authority` from that Host). `added` are the gateway's own
-    /// fields, sent after the request's.
+    /// fields, sent after the request's. The head is borrowed, not moved (each move of it is a
+    /// copy): its header map is taken (HTTP/2) or emptied (HTTP/1.1, whose connection keeps
+    /// the map's storage for the response head).
     pub async fn send(
         &self,
-        mut req: Request<Body>,
+        req: &mut http::request::Parts,
+        body: Body,
         upgrade: bool,
         added: &crate::forwarding::Added<'_>,
     ) -> Result<UpstreamResponse, GatewayError> {
@@ -218,25 +221,31 @@ impl Upstream {
             .pick()
             .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "upstream has no targets"))?;
         if self.host_header == HostHeader::Target {
-            req.headers_mut()
+            req.headers
                 .insert(http::header::HOST, target.authority.clone());
         }
         if self.http2 {
-            added.insert_into(req.headers_mut());
-            let host = req.headers_mut().remove(http::header::HOST);
+            added.insert_into(&mut req.headers);
+            let host = req.headers.remove(http::header::HOST);
             let authority = host
                 .as_ref()
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or(&target.name);
-            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
             let scheme = if target.tls { "https" } else { "http" };
-            *req.uri_mut() = format!("{scheme}://{authority}{pq}").parse().map_err(|_| {
+            req.uri = format!("{scheme}://{authority}{pq}").parse().map_err(|_| {
                 GatewayError::new(ErrorKind::BadRequest, "cannot build the upstream URI")
             })?;
         }
         match target.pool.checkout().await? {
             Conn::H2(mut sender) => {
-                let fut = sender.send_request(req);
+                let mut h2_req = Request::new(body);
+                *h2_req.method_mut() = req.method.clone();
+                *h2_req.uri_mut() = std::mem::take(&mut req.uri);
+                *h2_req.version_mut() = req.version;
+                *h2_req.headers_mut() = std::mem::take(&mut req.headers);
+                *h2_req.extensions_mut() = std::mem::take(&mut req.extensions);
+                let fut = sender.send_request(h2_req);
                 let response = match tokio::time::timeout(self.response_headers_timeout, fut).await
                 {
                     Err(_) => return Err(timeout_error(target, self.response_headers_timeout)),
@@ -250,8 +259,9 @@ impl Upstream {
                 })
             }
             Conn::H1 { mut conn, reused } => {
-                let retry = reused && idempotent(req.method());
-                let (writer, method) = conn.prepare(req, &target.authority, added);
+                let retry = reused && idempotent(&req.method);
+                let writer = conn.prepare(req, body, &target.authority, added);
+                let method = &req.method;
                 // Let the other ready connections of this runtime read their requests first,
                 // so the upstream writes of one scheduler pass go out together: an upstream on
                 // the same CPU is then woken once per batch instead of once per request
@@ -264,7 +274,7 @@ impl Upstream {
                     let timeout = self.response_headers_timeout;
                     conn.send(
                         writer,
-                        &method,
+                        method,
                         target.pool.clone(),
                         reused,
                         upgrade,

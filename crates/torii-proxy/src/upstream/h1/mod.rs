@@ -20,7 +20,7 @@ use crate::upstream::pool::TargetPool;
 use body::ResponseBody;
 use bytes::{Bytes, BytesMut};
 use encode::{WriteError, Writer};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -123,30 +123,27 @@ impl Connection {
         matches!(self.poll_fill(&mut cx, 1), Poll::Pending)
     }
 
-    /// Prepares `req` for this connection (its head encoded into the connection's reused
-    /// buffer, `added` after its own fields); `host` is sent when `req` has no Host.
+    /// Prepares a request for this connection (its head encoded into the connection's reused
+    /// buffer, `added` after its own fields); `host` is sent when `parts` has no Host. The
+    /// request's header map is emptied and swapped with the decoder's spare one, whose storage
+    /// the next response head reuses.
     pub fn prepare(
         &mut self,
-        req: Request<Body>,
+        parts: &mut http::request::Parts,
+        body: Body,
         host: &HeaderValue,
         added: &crate::forwarding::Added<'_>,
-    ) -> (Writer, http::Method) {
-        let (parts, body) = req.into_parts();
+    ) -> Writer {
         let writer = Writer::new(
             std::mem::take(&mut self.wbuf),
-            &parts,
+            parts,
             body,
             host,
             Some(added),
         );
-        let http::request::Parts {
-            method,
-            mut headers,
-            ..
-        } = parts;
-        headers.clear();
-        self.scratch.spare = headers;
-        (writer, method)
+        parts.headers.clear();
+        std::mem::swap(&mut self.scratch.spare, &mut parts.headers);
+        writer
     }
 
     /// Sends a prepared request and reads the response head, within `timeout` (an
