@@ -98,8 +98,6 @@ pub async fn handle(
         Some(v) => forwarding::client_addr(conn.peer, &parts.headers, &v.trusted),
         None => forwarding::canonical(conn.peer.ip()),
     };
-    let mut ctx = RequestContext::new(request_id, ClientAddr(client), conn.peer, listener, start);
-    ctx.client_cert = conn.tls.as_ref().and_then(|t| t.client_cert.clone());
     let bytes_in = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -117,18 +115,20 @@ pub async fn handle(
     };
 
     // If the client goes away, hyper drops this future (which cancels the upstream request);
-    // the guard then logs the exchange as a client abort.
-    let mut guard = PendingLog(Some(LogOnEnd {
+    // the guard then logs the exchange as a client abort. Boxed once, here: from now on it
+    // moves (into the guard, out of it, into the response body) as a pointer, not a copy.
+    let mut guard = PendingLog(Some(Box::new(LogOnEnd {
         snap: snap.clone(),
         shared: shared.clone(),
-        ctx,
+        ctx: RequestContext::new(request_id, ClientAddr(client), conn.peer, listener, start),
         info,
         status: 499,
         _in_flight: in_flight,
-    }));
+    })));
     let Some(end) = guard.0.as_mut() else {
         return Ok(Response::new(Body::Empty));
     };
+    end.ctx.client_cert = conn.tls.as_ref().and_then(|t| t.client_cert.clone());
     let result = route_and_serve(
         &mut parts,
         body,
@@ -176,7 +176,7 @@ pub async fn handle(
 }
 
 /// Logs a request whose handler was dropped before it produced a response (client gone).
-struct PendingLog(Option<LogOnEnd>);
+struct PendingLog(Option<Box<LogOnEnd>>);
 
 impl Drop for PendingLog {
     fn drop(&mut self) {
@@ -210,7 +210,7 @@ struct LogOnEnd {
     _in_flight: crate::io::InFlight,
 }
 
-impl OnEnd for LogOnEnd {
+impl OnEnd for Box<LogOnEnd> {
     fn on_end(self, bytes_out: u64, outcome: Outcome) {
         let elapsed = self.ctx.start.elapsed();
         // A client that went away is logged as 499 (nginx's convention).
