@@ -270,7 +270,7 @@ impl Upstream {
                 tokio::task::yield_now().await;
                 // The exchange is awaited here rather than in a helper future: each nesting
                 // level of the request's future is copied when it is built.
-                let exchange = |conn: h1::Connection, writer, reused| {
+                let exchange = |conn: Box<h1::Connection>, writer, reused| {
                     let timeout = self.response_headers_timeout;
                     conn.send(
                         writer,

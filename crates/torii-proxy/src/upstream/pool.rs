@@ -32,7 +32,7 @@ pub struct PoolSettings {
 }
 
 struct Idle {
-    conn: Connection,
+    conn: Box<Connection>,
     since: Instant,
 }
 
@@ -50,8 +50,9 @@ pub struct TargetPool {
 pub enum Conn {
     /// An HTTP/1.1 connection, exclusively ours until its response body has ended.
     H1 {
-        /// The connection.
-        conn: Connection,
+        /// The connection (boxed once when opened: it moves from the pool to the request to its
+        /// response body and back, as a pointer rather than a copy).
+        conn: Box<Connection>,
         /// Whether it was reused from the idle list (a stale one may fail on first use).
         reused: bool,
     },
@@ -206,7 +207,7 @@ impl TargetPool {
 
     /// Returns an HTTP/1.1 connection after its response body ended. Idle connections past
     /// the idle timeout are closed on the way.
-    pub fn checkin(&self, conn: Connection) {
+    pub fn checkin(&self, conn: Box<Connection>) {
         let now = Instant::now();
         if let Ok(mut idle) = self.idle.lock() {
             while idle
@@ -223,7 +224,7 @@ impl TargetPool {
     async fn connect_h1(&self, permit: OwnedSemaphorePermit) -> Result<Conn, GatewayError> {
         let io = self.connector.connect().await?;
         Ok(Conn::H1 {
-            conn: Connection::new(io, permit),
+            conn: Box::new(Connection::new(io, permit)),
             reused: false,
         })
     }

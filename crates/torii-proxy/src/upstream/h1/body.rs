@@ -40,7 +40,7 @@ enum State {
 
 /// A response body streamed from an upstream HTTP/1.1 connection.
 pub struct ResponseBody {
-    conn: Option<Connection>,
+    conn: Option<Box<Connection>>,
     /// The rest of the request, when the upstream answered before it was completely sent.
     writer: Option<Box<Writer>>,
     pool: Arc<TargetPool>,
@@ -50,7 +50,7 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub(super) fn new(
-        conn: Connection,
+        conn: Box<Connection>,
         writer: Option<Box<Writer>>,
         pool: Arc<TargetPool>,
         framing: Framing,

@@ -33,15 +33,16 @@ pub const READ_SIZE: usize = 32 * 1024;
 const HEAD_READ: usize = 8 * 1024;
 
 /// An open HTTP/1.1 connection to a target: the stream, its read buffer (bytes received and
-/// not yet consumed), a reused buffer for request heads, and the pool slot it holds.
+/// not yet consumed), a reused buffer for request heads, and the pool slot it holds. It is
+/// boxed once when opened (`Box<Connection>` everywhere): it moves from the pool to a request,
+/// to its response body and back, and each move is then a pointer, not a copy.
 pub struct Connection {
     io: Stream,
     pub(crate) rbuf: BytesMut,
     wbuf: Vec<u8>,
     /// The response-head decoder's memory: the last request's header map, emptied, for the
-    /// next response head, and the previous response's field names (boxed: a connection is
-    /// moved several times per exchange and stays small that way).
-    scratch: Box<decode::Scratch>,
+    /// next response head, and the previous response's field names.
+    scratch: decode::Scratch,
     /// The response-head deadline, one timer for the connection's life, moved forward for
     /// each exchange. A later deadline is one atomic update of the registered timer, where a
     /// timer per exchange is registered and removed under the timer driver's lock every time
@@ -95,7 +96,7 @@ impl Connection {
             io,
             rbuf: BytesMut::with_capacity(HEAD_READ),
             wbuf: Vec::with_capacity(1024),
-            scratch: Box::default(),
+            scratch: decode::Scratch::default(),
             deadline: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             _permit: permit,
         }
@@ -152,7 +153,7 @@ impl Connection {
     /// the response head is awaited, so an upstream that answers early (413, 401) is heard;
     /// the connection is then not reused.
     pub async fn send(
-        mut self,
+        mut self: Box<Self>,
         mut writer: Writer,
         method: &http::Method,
         pool: Arc<TargetPool>,
