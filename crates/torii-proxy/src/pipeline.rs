@@ -119,7 +119,7 @@ pub async fn handle(
     // moves (into the guard, out of it, into the response body) as a pointer, not a copy.
     let mut guard = PendingLog(Some(Box::new(LogOnEnd {
         snap: snap.clone(),
-        shared: shared.clone(),
+        shared,
         ctx: RequestContext::new(request_id, ClientAddr(client), conn.peer, listener, start),
         info,
         status: 499,
