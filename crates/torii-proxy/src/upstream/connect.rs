@@ -7,8 +7,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use torii_core::{ErrorKind, GatewayError};
 
-/// Any byte stream an upstream connection can run on.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+/// Any byte stream an upstream connection can run on (`Any`: a plain TCP stream is told
+/// apart by downcasting).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + std::any::Any {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// The stream type of upstream connections (plain TCP or TLS over TCP).

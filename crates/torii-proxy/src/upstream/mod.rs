@@ -262,38 +262,46 @@ impl Upstream {
                 let retry = reused && idempotent(&req.method);
                 let writer = conn.prepare(req, body, &target.authority, added);
                 let method = &req.method;
-                // Let the other ready connections of this runtime read their requests first,
-                // so the upstream writes of one scheduler pass go out together: an upstream on
-                // the same CPU is then woken once per batch instead of once per request
-                // (measured in docs/performance.md; what hyper's client dispatch task did as a
-                // side effect).
-                tokio::task::yield_now().await;
+                conn.arm(self.response_headers_timeout);
+                // The write waits until the other ready connections of this runtime have
+                // prepared their requests, so the upstream writes of one scheduler pass go out
+                // together: an upstream on the same CPU is then woken once per batch instead
+                // of once per request (measured in docs/performance.md). A request without a
+                // body on plain TCP is written by the thread's flusher task (h1::flush); the
+                // rest yield, then write from this task.
+                let (conn, writer, write_failed) = match h1::flush::hand_over(conn, writer).await {
+                    h1::flush::Handed::Written(conn, writer, failed) => (conn, writer, failed),
+                    h1::flush::Handed::Declined(conn, writer) => {
+                        tokio::task::yield_now().await;
+                        (conn, writer, None)
+                    }
+                };
                 // The exchange is awaited here rather than in a helper future: each nesting
                 // level of the request's future is copied when it is built.
-                let exchange = |conn: Box<h1::Connection>, writer, reused| {
-                    let timeout = self.response_headers_timeout;
+                let exchange = |conn: Box<h1::Connection>, writer, write_failed, reused| {
                     conn.send(
                         writer,
+                        write_failed,
                         method,
                         target.pool.clone(),
                         reused,
                         upgrade,
-                        timeout,
                     )
                 };
-                match exchange(conn, writer, reused).await {
+                match exchange(conn, writer, write_failed, reused).await {
                     Err(h1::Failure {
                         error,
                         retry: Some(writer),
                     }) if retry => {
                         tracing::debug!(target = %target.name, %error, "reused connection was closed by the upstream; retrying on a fresh one");
-                        let Conn::H1 { conn, .. } = target.pool.fresh().await? else {
+                        let Conn::H1 { mut conn, .. } = target.pool.fresh().await? else {
                             return Err(GatewayError::new(
                                 ErrorKind::Internal,
                                 "unexpected HTTP/2 connection",
                             ));
                         };
-                        self.answer(exchange(conn, writer, false).await, target)
+                        conn.arm(self.response_headers_timeout);
+                        self.answer(exchange(conn, writer, None, false).await, target)
                     }
                     sent => self.answer(sent, target),
                 }

@@ -126,6 +126,11 @@ impl Writer {
         Some(self)
     }
 
+    /// Whether the request has no body (its head is all there is to write).
+    pub fn bodiless(&self) -> bool {
+        self.bodiless
+    }
+
     /// Gives the head buffer back for the next request.
     pub fn into_buffer(self) -> Vec<u8> {
         self.head

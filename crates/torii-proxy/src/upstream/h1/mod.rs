@@ -14,6 +14,7 @@ pub mod body;
 pub mod chunked;
 pub mod decode;
 pub mod encode;
+pub(crate) mod flush;
 
 use crate::upstream::connect::Stream;
 use crate::upstream::pool::TargetPool;
@@ -114,6 +115,22 @@ impl Connection {
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.rbuf)
     }
 
+    /// The plain TCP stream under this connection, unless it is TLS.
+    pub(crate) fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        let io: &dyn std::any::Any = &*self.io;
+        io.downcast_ref()
+    }
+
+    /// Starts the response-head deadline of the next exchange: `timeout` from now.
+    pub fn arm(&mut self, timeout: std::time::Duration) {
+        let now = tokio::time::Instant::now();
+        // A timeout too large to add is as good as none (30 years, as tokio's own timeout).
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 86_400));
+        self.deadline.as_mut().reset(deadline);
+    }
+
     /// Whether an idle connection can take a request: nothing buffered, and the upstream has
     /// neither closed it nor sent unsolicited bytes (checked without blocking).
     pub fn is_reusable(&mut self) -> bool {
@@ -147,28 +164,23 @@ impl Connection {
         writer
     }
 
-    /// Sends a prepared request and reads the response head, within `timeout` (an
-    /// `UpstreamTimeout` failure after it). `reused` says whether the connection served an
-    /// earlier request (only then can a failure be retried). The request body is written while
-    /// the response head is awaited, so an upstream that answers early (413, 401) is heard;
-    /// the connection is then not reused.
+    /// Sends a prepared request (the rest of it, when part was written already) and reads the
+    /// response head before the deadline set by [`Connection::arm`] (an `UpstreamTimeout`
+    /// failure after it). `write_failed` is an error of an earlier write of this request.
+    /// `reused` says whether the connection served an earlier request (only then can a failure
+    /// be retried). The request body is written while the response head is awaited, so an
+    /// upstream that answers early (413, 401) is heard; the connection is then not reused.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         mut self: Box<Self>,
         mut writer: Writer,
+        mut write_failed: Option<std::io::Error>,
         method: &http::Method,
         pool: Arc<TargetPool>,
         reused: bool,
         upgrade: bool,
-        timeout: std::time::Duration,
     ) -> Result<Answer, Failure> {
-        let mut write_failed: Option<std::io::Error> = None;
         let mut stale = false;
-        let now = tokio::time::Instant::now();
-        // A timeout too large to add is as good as none (30 years, as tokio's own timeout).
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 86_400));
-        self.deadline.as_mut().reset(deadline);
         let head = std::future::poll_fn(|cx| {
             if write_failed.is_none() && !writer.done() {
                 match writer.poll_write(cx, &mut self.io) {
