@@ -432,8 +432,8 @@ type RouteParams = Vec<(Arc<str>, String)>;
 
 fn params_of(params: &torii_router::Params<'_, '_>) -> RouteParams {
     params
-        .iter()
-        .map(|(k, v)| (Arc::<str>::from(k), v.to_string()))
+        .iter_shared()
+        .map(|(k, v)| (k.clone(), v.to_string()))
         .collect()
 }
 

@@ -75,7 +75,7 @@ pub struct ListenerView {
 /// One compiled config.
 pub struct Snapshot {
     /// By listener name.
-    pub listeners: HashMap<String, ListenerView>,
+    pub listeners: foldhash::HashMap<String, ListenerView>,
     /// By route index.
     pub routes: Vec<CompiledRoute>,
     /// Largest request body.

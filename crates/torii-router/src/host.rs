@@ -1,7 +1,7 @@
 //! Host tables: exact hosts, wildcard suffixes and the any-host table, each
 //! holding its own path trie.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::normalize::normalize_host;
 use crate::trie::Node;

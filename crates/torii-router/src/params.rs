@@ -1,6 +1,7 @@
 //! Captured path parameters, stored inline for the common case.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// How many items live inline before spilling to the heap.
 const INLINE: usize = 8;
@@ -58,16 +59,27 @@ impl<T: Copy + Default> InlineStack<T> {
 /// Up to eight parameters are stored without heap allocation.
 #[derive(Clone)]
 pub struct Params<'r, 'p> {
-    pairs: InlineStack<(&'r str, &'p str)>,
+    /// The route's parameter names; `values` has one value per name.
+    names: &'r [Arc<str>],
+    values: InlineStack<&'p str>,
 }
 
 impl<'r, 'p> Params<'r, 'p> {
-    pub(crate) fn from_parts(names: &'r [Box<str>], values: impl Iterator<Item = &'p str>) -> Self {
-        let mut pairs = InlineStack::new();
-        for (name, value) in names.iter().zip(values) {
-            pairs.push((&**name, value));
+    pub(crate) fn from_parts(names: &'r [Arc<str>], values: impl Iterator<Item = &'p str>) -> Self {
+        let mut stack = InlineStack::new();
+        for value in values.take(names.len()) {
+            stack.push(value);
         }
-        Params { pairs }
+        Params {
+            names: &names[..stack.len()],
+            values: stack,
+        }
+    }
+
+    /// Iterates over `(name, value)` pairs in path order, with the router's shared name (a
+    /// caller that keeps the names clones the `Arc` instead of copying the text).
+    pub fn iter_shared(&self) -> impl Iterator<Item = (&'r Arc<str>, &'p str)> + '_ {
+        self.names.iter().zip(self.values.iter())
     }
 
     /// The value of the parameter called `name`, if the route has one.
@@ -77,17 +89,17 @@ impl<'r, 'p> Params<'r, 'p> {
 
     /// Iterates over `(name, value)` pairs in path order.
     pub fn iter(&self) -> impl Iterator<Item = (&'r str, &'p str)> + '_ {
-        self.pairs.iter()
+        self.iter_shared().map(|(n, v)| (&**n, v))
     }
 
     /// The number of parameters.
     pub fn len(&self) -> usize {
-        self.pairs.len()
+        self.values.len()
     }
 
     /// Whether the match captured no parameters.
     pub fn is_empty(&self) -> bool {
-        self.pairs.len() == 0
+        self.values.len() == 0
     }
 }
 
@@ -127,7 +139,7 @@ mod tests {
 
     #[test]
     fn params_get_and_iter() {
-        let names: Vec<Box<str>> = (0..10).map(|i| format!("p{i}").into()).collect();
+        let names: Vec<Arc<str>> = (0..10).map(|i| format!("p{i}").into()).collect();
         let values = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
         let p = Params::from_parts(&names, values.iter().copied());
         assert_eq!(p.len(), 10);

@@ -186,7 +186,7 @@ pub(crate) struct Route<T> {
     pub(crate) methods: Vec<Method>,
     headers: Vec<HeaderCondition>,
     query: Vec<QueryCondition>,
-    pub(crate) param_names: Box<[Box<str>]>,
+    pub(crate) param_names: Box<[std::sync::Arc<str>]>,
     /// Methods (1 if non-empty) plus header and query conditions.
     conditions: usize,
 }
@@ -314,7 +314,7 @@ impl<T> Router<T> {
                 methods,
                 headers: spec.headers,
                 query: spec.query,
-                param_names: spec.path.param_names().map(Box::from).collect(),
+                param_names: spec.path.param_names().map(Into::into).collect(),
             });
         }
         if !errors.is_empty() {

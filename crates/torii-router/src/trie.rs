@@ -10,7 +10,7 @@
 //! prefix routes of the node, so the first route whose conditions hold is
 //! also the most specific one.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::params::{InlineStack, Params};
 use crate::pattern::{PathKind, PathPattern, Segment};
