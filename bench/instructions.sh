@@ -9,8 +9,11 @@
 #   bench/instructions.sh [TORII_BIN]      # default target/release/torii
 #   OUT=/tmp/cg bench/instructions.sh      # keep the profile (callgrind_annotate $OUT.1)
 #   VALGRIND_ARGS=--dump-line=yes ...      # extra callgrind options (per-line costs of calls)
+#   ROUTES=10000 bench/instructions.sh     # with run-torii.sh's 10,000 generated routes
+#   BENCH_PATH=/svc5006/items/42 ...       # request another path (default: run-torii.sh's)
 #
-# It renders the benchmark config (1 catch-all route, keep-alive upstream, no access log),
+# It renders the benchmark config (ROUTES routes as in run-torii.sh, default 1 catch-all route;
+# keep-alive upstream, no access log),
 # starts the benchmark backend and Torii under callgrind, warms up with wrk, zeroes the
 # counters, sends DURATION seconds of wrk load (CONNS connections), dumps the counters and
 # prints `requests=N instructions_per_request=M`. Needs valgrind (apt-get install valgrind),
@@ -47,8 +50,9 @@ TORII_LOG=warn taskset -c "$TORII_CPUS" valgrind --tool=callgrind --callgrind-ou
   "$TORII_BIN" run --config "$work/torii.yaml" >"$work/torii.log" 2>&1 &
 vg=$!
 pids+=($vg)
-wait_for_torii "$vg"
-url="http://127.0.0.1:$PORT/hello"
+# Loading 10,000 routes under valgrind takes a while.
+WAIT_SECONDS=${WAIT_SECONDS:-600} wait_for_torii "$vg"
+url="http://127.0.0.1:$PORT${BENCH_PATH:-$bench_path}"
 wrk -t1 -c"$CONNS" -d3s "$url" >/dev/null
 callgrind_control -z "$vg" >/dev/null
 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$work/wrk.out"

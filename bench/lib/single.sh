@@ -7,18 +7,20 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Renders the 1-route benchmark config to $work/torii.yaml and starts the backend.
+# Renders the benchmark config ($ROUTES routes, default 1) to $work/torii.yaml, sets
+# $bench_path (the path the benchmark requests with that many routes) and starts the backend.
 start_backend() {
-  python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.yaml" 1 \
-    "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BACKEND_PORT" >/dev/null
+  bench_path=$(python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.yaml" \
+    "${ROUTES:-1}" "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BACKEND_PORT")
   "$BACKEND_BIN" "$BACKEND_PORT" 1 >"$work/backend.log" 2>&1 &
   pids+=($!)
 }
 
-# Waits (up to 60 s) until Torii, process $1 logging to $work/torii.log, answers on /hello.
+# Waits (up to WAIT_SECONDS, default 60) until Torii, process $1 logging to $work/torii.log,
+# answers on /hello.
 wait_for_torii() {
   local url="http://127.0.0.1:$PORT/hello"
-  for _ in $(seq 600); do
+  for _ in $(seq $((${WAIT_SECONDS:-60} * 10))); do
     curl -sf "$url" >/dev/null 2>&1 && return 0
     kill -0 "$1" 2>/dev/null || die "Torii exited: $(tail -5 "$work/torii.log")"
     sleep 0.1
