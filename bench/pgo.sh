@@ -51,7 +51,7 @@ mkdir -p "$DATA"
 
 # shellcheck source=lib/single.sh
 . "$HERE/lib/single.sh"
-start_backend
+ROUTES=1 start_backend  # the training load is the 1-route benchmark
 # One CPU, as in the benchmark: the current-thread runtime is the one measured.
 LLVM_PROFILE_FILE="$DATA/torii-%p-%m.profraw" TORII_LOG=warn taskset -c 1 \
   "$GEN_DIR/release/torii" run --config "$work/torii.yaml" >"$work/torii.log" 2>&1 &

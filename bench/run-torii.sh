@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Torii vs nginx on the bench/ yardstick.
 #
-#   1. builds Torii in release (`cargo build --release -p torii` in the repository root) and the
-#      benchmark origin (bench/backend, its own cargo workspace);
+#   1. builds the benchmark origin (bench/backend, its own cargo workspace) and Torii: by default
+#      the profile-guided release build that Torii ships (bench/pgo.sh, decision 0012; ~11 min,
+#      needs llvm-profdata: apt-get install -y llvm-19), or with BUILD=plain the everyday
+#      `cargo build --release -p torii`;
 #   2. renders conf/torii.yaml.tmpl (ROUTES=1: a single catch-all route; ROUTES=N: N generated
 #      routes in front of it) and checks it with `torii validate`;
 #   3. runs ./run.sh with GATEWAY_CMD, so run.sh starts Torii itself with exactly nginx's CPU
@@ -23,7 +25,10 @@
 #   BENCH_PATH [/hello, or /svc<middle param route>/items/42 when ROUTES>1]
 #   NGINX_PARITY [0]    1 = nginx also adds Torii's forwarding and X-Request-ID headers
 #                       (conf/nginx-parity.conf.tmpl): a feature-matched reference
-#   SKIP_BUILD [0]      1 = use the existing target/release/torii and backend binaries
+#   BUILD [pgo]         pgo = bench/pgo.sh, binary target/pgo/release/torii;
+#                       plain = cargo build --release, binary target/release/torii
+#   TORII_BIN [the BUILD's binary]
+#   SKIP_BUILD [0]      1 = use the existing Torii and backend binaries
 #   TORII_LOG [warn]    Torii's log filter (its log goes to results/<run>/run/gateway.out)
 #   RESULTS_DIR [results/<timestamp>-torii-r<ROUTES>]
 #
@@ -41,7 +46,12 @@ TORII_PORT=${TORII_PORT:-18090}
 TORII_ADMIN_PORT=${TORII_ADMIN_PORT:-18091}
 SKIP_BUILD=${SKIP_BUILD:-0}
 export TORII_LOG=${TORII_LOG:-warn}
-TORII_BIN=${TORII_BIN:-$REPO/target/release/torii}
+BUILD=${BUILD:-pgo}
+case $BUILD in
+  pgo) TORII_BIN=${TORII_BIN:-$REPO/target/pgo/release/torii} ;;
+  plain) TORII_BIN=${TORII_BIN:-$REPO/target/release/torii} ;;
+  *) echo "run-torii.sh: error: BUILD must be pgo or plain" >&2; exit 1 ;;
+esac
 BACKEND_BIN=${BACKEND_BIN:-$HERE/backend/target/release/bench-backend}
 export RESULTS_DIR=${RESULTS_DIR:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)-torii-r$ROUTES}
 
@@ -63,10 +73,15 @@ src_state() { # commit + number of uncommitted changes in the sources Torii is b
 # ---------- build ----------
 SRC_BEFORE=$(src_state)
 if [ "$SKIP_BUILD" != 1 ]; then
-  log "building Torii (release) in $REPO"
-  (cd "$REPO" && cargo build --release -p torii) || die "Torii release build failed"
   log "building the benchmark backend in $HERE/backend"
   (cd "$HERE/backend" && cargo build --release --locked) || die "backend build failed"
+  if [ "$BUILD" = pgo ]; then
+    log "building Torii (profile-guided release, bench/pgo.sh) in $REPO"
+    "$HERE/pgo.sh" || die "profile-guided build failed (it needs llvm-profdata: apt-get install -y llvm-19; or run with BUILD=plain)"
+  else
+    log "building Torii (release) in $REPO"
+    (cd "$REPO" && cargo build --release -p torii) || die "Torii release build failed"
+  fi
 fi
 SRC_AFTER=$(src_state)
 if [ "$SKIP_BUILD" != 1 ] && [ "$SRC_BEFORE" != "$SRC_AFTER" ]; then
@@ -89,7 +104,7 @@ export BENCH_PATH=${BENCH_PATH:-$path}
 # what was measured: the Torii source state (another engineer may be editing crates/); with
 # SKIP_BUILD=1 the source_* fields describe the tree now, not necessarily the binary's (see mtime)
 {
-  echo "torii_bin=$TORII_BIN"
+  echo "torii_bin=$TORII_BIN build=$BUILD"
   echo "torii_version=$("$TORII_BIN" --version 2>&1 | head -1)"
   echo "torii_bin_mtime=$(date -u -r "$TORII_BIN" +%FT%TZ)"
   echo "source_before_build=$SRC_BEFORE source_after_build=$SRC_AFTER skip_build=$SKIP_BUILD"
