@@ -112,11 +112,17 @@ pub(crate) async fn hand_over(mut conn: Box<Connection>, writer: Writer) -> Hand
                 failed,
             } => Poll::Ready(Handed::Written(conn, writer, failed)),
             Stage::Queued {
-                conn,
+                mut conn,
                 writer,
                 mut waker,
             } => {
-                // Woken before the flusher ran (a timer): wait on, with the current waker.
+                // Woken before the flusher ran: by the deadline, which a flusher that is not
+                // running (its runtime not driven) must not turn into a hang; the request is
+                // taken back (the flusher skips it) and fails with the timeout.
+                if conn.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Handed::Declined(conn, writer));
+                }
+                // Otherwise wait on, with the current waker.
                 waker.clone_from(cx.waker());
                 *stage = Stage::Queued {
                     conn,
@@ -318,6 +324,31 @@ mod tests {
                     .expect("the exchange finished");
             });
         }
+    }
+
+    #[test]
+    fn a_flusher_that_does_not_run_ends_in_the_deadline_not_a_hang() {
+        // Runtime A stays alive but is not driven while runtime B runs on the same thread: B's
+        // request is queued on A's flusher, which never runs. The deadline takes it back.
+        let a = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        a.block_on(exchange());
+        let b = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        b.block_on(async {
+            let (mut conn, writer, _server) = setup().await;
+            conn.arm(std::time::Duration::from_millis(50));
+            let handed =
+                tokio::time::timeout(std::time::Duration::from_secs(10), hand_over(conn, writer))
+                    .await
+                    .expect("the deadline ended the wait");
+            assert!(matches!(handed, Handed::Declined(..)));
+        });
+        drop(a);
     }
 
     #[tokio::test]
