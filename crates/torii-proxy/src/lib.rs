@@ -127,19 +127,6 @@ impl Gateway {
             active: AtomicUsize::new(0),
             drained: Notify::new(),
         });
-        // Histogram samples are buffered until upkeep folds them into buckets: do it every few
-        // seconds whether or not anyone scrapes. The task ends with the gateway.
-        let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                match weak.upgrade() {
-                    Some(s) => s.metrics.upkeep(),
-                    None => return,
-                }
-            }
-        });
         let admin = if admin_cfg.enabled {
             Some(admin::start(admin_cfg.bind.0, shared.clone()).await?)
         } else {
