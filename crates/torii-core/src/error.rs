@@ -21,6 +21,12 @@ pub enum ErrorKind {
     MethodNotAllowed(HeaderValue),
     /// Malformed request (bad host, bad path, conflicting headers).
     BadRequest,
+    /// A request whose body framing cannot be trusted (a repeated or malformed transfer
+    /// coding): 400, and the connection is closed, since where the body ends is unknown.
+    BadFraming,
+    /// A request that uses a feature the gateway does not implement (a transfer coding other
+    /// than chunked, RFC 9112 section 6.1): 501, and the connection is closed.
+    NotImplemented,
     /// Request body larger than allowed.
     PayloadTooLarge,
     /// Request head larger than allowed.
@@ -54,7 +60,8 @@ impl ErrorKind {
         match self {
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest | ErrorKind::BadFraming => StatusCode::BAD_REQUEST,
+            ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
@@ -76,6 +83,8 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::MethodNotAllowed(_) => "method_not_allowed",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::BadFraming => "bad_framing",
+            ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::MisdirectedRequest => "misdirected_request",
@@ -94,11 +103,12 @@ impl ErrorKind {
     /// The gRPC status code used when the request is gRPC.
     pub fn grpc_status(&self) -> u8 {
         match self {
-            ErrorKind::NoRoute => 12,                                   // UNIMPLEMENTED
-            ErrorKind::MethodNotAllowed(_) => 12,                       // UNIMPLEMENTED
-            ErrorKind::BadRequest | ErrorKind::MisdirectedRequest => 3, // INVALID_ARGUMENT
+            ErrorKind::NoRoute => 12,             // UNIMPLEMENTED
+            ErrorKind::MethodNotAllowed(_) => 12, // UNIMPLEMENTED
+            ErrorKind::BadRequest | ErrorKind::MisdirectedRequest | ErrorKind::BadFraming => 3, // INVALID_ARGUMENT
+            ErrorKind::NotImplemented => 12, // UNIMPLEMENTED
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
-            ErrorKind::UpstreamTimeout => 4,                            // DEADLINE_EXCEEDED
+            ErrorKind::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
             ErrorKind::UpstreamPoolExhausted => 14, // UNAVAILABLE
             ErrorKind::Internal => 13,              // INTERNAL
@@ -108,10 +118,18 @@ impl ErrorKind {
         }
     }
 
+    /// Whether the client connection must be closed after this answer: the request's body
+    /// framing is unknown, so the next bytes cannot be read as a request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ErrorKind::BadFraming | ErrorKind::NotImplemented)
+    }
+
     /// Who is to blame.
     pub fn source(&self) -> ErrorSource {
         match self {
             ErrorKind::BadRequest
+            | ErrorKind::BadFraming
+            | ErrorKind::NotImplemented
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HeadersTooLarge
             | ErrorKind::MisdirectedRequest
@@ -170,6 +188,9 @@ impl GatewayError {
             .status(self.kind.status())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::CACHE_CONTROL, "no-store");
+        if self.kind.closes_connection() {
+            builder = builder.header(header::CONNECTION, "close");
+        }
         match &self.kind {
             ErrorKind::MethodNotAllowed(allow) => {
                 builder = builder.header(header::ALLOW, allow.clone());

@@ -182,19 +182,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            // As in `drop_connection_listed`: a message keeps its Host and its framing.
-            .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
+    // Every Connection field counts (`Connection: keep-alive` then `Connection: x-secret`
+    // must not leak `X-Secret`).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        // As in `drop_connection_listed`: a message keeps its Host and its framing.
+        .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
+        .collect();
+    for n in named {
+        headers.remove(n);
     }
     let te_trailers = headers.get_all(header::TE).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
@@ -572,6 +572,14 @@ mod tests {
         strip_hop_by_hop(&mut m, false);
         assert_eq!(m.get("host").unwrap(), "a.example");
         assert_eq!(m.get("content-length").unwrap(), "3");
+        assert!(m.get("x-secret").is_none() && m.get("connection").is_none());
+        // Every Connection field counts, not only the first.
+        let mut m = h(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+        ]);
+        strip_hop_by_hop(&mut m, false);
         assert!(m.get("x-secret").is_none() && m.get("connection").is_none());
     }
 

@@ -11,6 +11,7 @@ pub mod access_log;
 mod admin;
 pub mod bodies;
 pub mod forwarding;
+pub mod framing;
 mod io;
 pub mod metrics;
 pub mod pipeline;

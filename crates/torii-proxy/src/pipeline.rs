@@ -260,6 +260,11 @@ async fn route_and_serve(
     info: &mut LogInfo,
 ) -> Result<Response<Outgoing>, GatewayError> {
     // --- edge stage ---
+    // Only a chunked HTTP/1.1 body has no exact length: bodiless and Content-Length requests
+    // skip the Transfer-Encoding lookup.
+    if http_body::Body::size_hint(&body).exact().is_none() {
+        crate::framing::check_request_transfer_coding(&req.headers)?;
+    }
     let host = forwarding::effective_host(&req.uri, &req.headers, req.version)?;
     let raw_path = req.uri.path();
     let path = torii_router::normalize_path(raw_path)

@@ -286,6 +286,10 @@ async fn run<I>(
         b.timer(TokioTimer::new())
             .header_read_timeout(None)
             .keep_alive(true)
+            // The head-size limit is checked on every request of the connection, also when
+            // a whole head arrives in one read of a keep-alive connection's grown buffer
+            // (`max_buf_size` alone only caps the buffer while a head is incomplete).
+            .max_header_size(limits.max_header_bytes.0 as usize)
             .max_buf_size((limits.max_header_bytes.0 as usize).max(8192))
             .max_headers(limits.max_headers as usize);
         let limits = watchdog::Limits {

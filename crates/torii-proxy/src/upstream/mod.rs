@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod h1;
+mod h2;
 pub mod pool;
 
 use connect::Connector;
@@ -193,6 +194,14 @@ impl Upstream {
         })
     }
 
+    /// The clocks of one HTTP/1.1 exchange.
+    fn timeouts(&self) -> h1::Timeouts {
+        h1::Timeouts {
+            response_head: self.response_headers_timeout,
+            upload_idle: self.body_idle_timeout,
+        }
+    }
+
     fn pick(&self) -> Option<&Target> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let i = *self.schedule.get(n % self.schedule.len().max(1))?;
@@ -239,6 +248,7 @@ impl Upstream {
         }
         match target.pool.checkout().await? {
             Conn::H2(mut sender) => {
+                let (body, upload) = h2::watch_body(body);
                 let mut h2_req = Request::new(body);
                 *h2_req.method_mut() = req.method.clone();
                 *h2_req.uri_mut() = std::mem::take(&mut req.uri);
@@ -246,9 +256,11 @@ impl Upstream {
                 *h2_req.headers_mut() = std::mem::take(&mut req.headers);
                 *h2_req.extensions_mut() = std::mem::take(&mut req.extensions);
                 let fut = sender.send_request(h2_req);
-                let response = match tokio::time::timeout(self.response_headers_timeout, fut).await
-                {
-                    Err(_) => return Err(timeout_error(target, self.response_headers_timeout)),
+                let response = match h2::await_head(fut, upload, self.timeouts()).await {
+                    Err(mut e) => {
+                        e.detail = format!("{} {}", target.name, e.detail);
+                        return Err(e);
+                    }
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => return Err(send_error(&e, target)),
                 };
@@ -262,7 +274,7 @@ impl Upstream {
                 let retry = reused && idempotent(&req.method);
                 let writer = conn.prepare(req, body, &target.authority, added);
                 let method = &req.method;
-                conn.arm(self.response_headers_timeout);
+                conn.arm(self.timeouts());
                 // The write waits until the other ready connections of this runtime have
                 // prepared their requests, so the upstream writes of one scheduler pass go out
                 // together: an upstream on the same CPU is then woken once per batch instead
@@ -300,7 +312,7 @@ impl Upstream {
                                 "unexpected HTTP/2 connection",
                             ));
                         };
-                        conn.arm(self.response_headers_timeout);
+                        conn.arm(self.timeouts());
                         self.answer(exchange(conn, writer, None, false).await, target)
                     }
                     sent => self.answer(sent, target),
@@ -316,8 +328,9 @@ impl Upstream {
         target: &Target,
     ) -> Result<UpstreamResponse, GatewayError> {
         let (response, upgraded) = match sent {
-            Err(f) if f.error.kind == ErrorKind::UpstreamTimeout => {
-                return Err(timeout_error(target, self.response_headers_timeout));
+            Err(mut f) if f.error.kind == ErrorKind::UpstreamTimeout => {
+                f.error.detail = format!("{} {}", target.name, f.error.detail);
+                return Err(f.error);
             }
             Err(f) => return Err(f.error),
             Ok(h1::Answer::Response(r)) => (r.map(ResponseBody::H1), None),
@@ -329,13 +342,6 @@ impl Upstream {
             target: target.name.clone(),
         })
     }
-}
-
-fn timeout_error(target: &Target, after: Duration) -> GatewayError {
-    GatewayError::new(
-        ErrorKind::UpstreamTimeout,
-        format!("{} sent no response head within {after:?}", target.name),
-    )
 }
 
 fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {

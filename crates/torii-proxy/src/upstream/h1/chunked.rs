@@ -13,6 +13,10 @@ const MAX_LINE: usize = 4096;
 pub const MAX_TRAILERS: usize = 16 * 1024;
 /// Most trailer fields.
 const MAX_TRAILER_FIELDS: usize = 64;
+/// Most chunk-extension bytes in one body (hyper's server uses the same bound): extensions
+/// are skipped, so an upstream could otherwise make the gateway read any amount of them per
+/// byte of data.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 /// What the decoder produced.
 #[derive(Debug)]
@@ -49,6 +53,11 @@ pub struct Decoder {
     state: State,
     size: u64,
     line: usize,
+    /// Extension bytes of this body so far.
+    extensions: usize,
+    /// How much of an incomplete trailer section was already searched for its end, so a
+    /// dribbled trailer section is searched once, not once per read.
+    trailer_scanned: usize,
 }
 
 impl Default for Decoder {
@@ -57,6 +66,8 @@ impl Default for Decoder {
             state: State::Size { digits: 0 },
             size: 0,
             line: 0,
+            extensions: 0,
+            trailer_scanned: 0,
         }
     }
 }
@@ -105,8 +116,13 @@ impl Decoder {
                 (State::Size { .. } | State::SizeBws, b' ' | b'\t') => State::SizeBws,
                 (State::Size { .. } | State::SizeBws, b';') => State::Extension,
                 (State::Size { .. } | State::SizeBws | State::Extension, b'\r') => State::SizeLf,
-                (State::Extension, b'\t') => State::Extension,
-                (State::Extension, b) if (0x20..0x7f).contains(&b) || b >= 0x80 => State::Extension,
+                (State::Extension, b) if b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80 => {
+                    self.extensions += 1;
+                    if self.extensions > MAX_EXTENSIONS {
+                        return Err(Malformed("too many chunk-extension bytes"));
+                    }
+                    State::Extension
+                }
                 (State::SizeLf, b'\n') => {
                     self.line = 0;
                     if self.size == 0 {
@@ -134,7 +150,8 @@ impl Decoder {
             self.state = State::End;
             return Ok(Some(Event::End));
         }
-        let Some(end) = find_blank_line(buf) else {
+        let Some(end) = find_blank_line(buf, self.trailer_scanned) else {
+            self.trailer_scanned = buf.len();
             if buf.len() > MAX_TRAILERS {
                 return Err(Malformed("trailer section too large"));
             }
@@ -180,9 +197,14 @@ impl Decoder {
     }
 }
 
-/// Offset just past the first CRLF CRLF.
-fn find_blank_line(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+/// Offset just past the first CRLF CRLF, searching from `from` (the bytes before it were
+/// searched already).
+fn find_blank_line(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    buf.get(start..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| start + i + 4)
 }
 
 /// Fields that must not travel as trailers (either way) (framing, routing, hop-by-hop, and auth controls;
@@ -314,5 +336,51 @@ mod tests {
         }
         big.extend_from_slice(b"\r\n");
         assert!(run(&big, 1024).is_err());
+    }
+
+    #[test]
+    fn extensions_are_bounded_per_body() {
+        // Each line is well under MAX_LINE, but together they pass the per-body bound.
+        let mut body = Vec::new();
+        for _ in 0..(MAX_EXTENSIONS / 1000 + 1) {
+            body.extend_from_slice(b"1;");
+            body.extend(std::iter::repeat_n(b'e', 1000));
+            body.extend_from_slice(b"\r\nx\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(
+            run(&body, 4096).err(),
+            Some(Malformed("too many chunk-extension bytes"))
+        );
+    }
+
+    #[test]
+    fn a_dribbled_trailer_section_is_searched_once() {
+        let mut input = b"0\r\n".to_vec();
+        for i in 0..50 {
+            input.extend_from_slice(format!("x-t{i}: v\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        let mut d = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut fed = 0;
+        loop {
+            match d.decode(&mut buf).expect("valid") {
+                Some(Event::Trailers(t)) => {
+                    assert_eq!(t.len(), 50);
+                    break;
+                }
+                Some(Event::End) => panic!("trailers expected"),
+                Some(Event::Data(_)) => {}
+                None => {
+                    assert!(fed < input.len(), "incomplete");
+                    buf.extend_from_slice(&input[fed..=fed]);
+                    fed += 1;
+                    // What was searched before never goes back further than the last few
+                    // bytes (a blank line can straddle two reads).
+                    assert!(d.trailer_scanned + 1 >= buf.len() || buf.len() < 4);
+                }
+            }
+        }
     }
 }

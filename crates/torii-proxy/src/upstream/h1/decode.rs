@@ -64,6 +64,30 @@ pub struct Scratch {
     pub spare: HeaderMap,
     names: Vec<HeaderName>,
     values: Vec<(u32, u32)>,
+    /// How many bytes of an incomplete head were already searched for its end (0: none yet).
+    /// An upstream that dribbles its head byte by byte would otherwise have the whole head
+    /// parsed again on every read (quadratic work); instead each read is searched once, and
+    /// the head is parsed when its blank line has arrived.
+    scanned: usize,
+    /// How many times `httparse` ran (tests check the work stays linear).
+    #[cfg(test)]
+    parses: usize,
+}
+
+/// Whether `buf` holds the blank line that ends a head (LF LF or LF CR LF, as `httparse`
+/// accepts), searching from `from` (bytes before it were searched already).
+fn has_head_end(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    buf.get(start..).is_some_and(|tail| {
+        tail.iter().enumerate().any(|(i, &b)| {
+            b == b'\n'
+                && match tail.get(i + 1) {
+                    Some(b'\n') => true,
+                    Some(b'\r') => tail.get(i + 2) == Some(&b'\n'),
+                    _ => false,
+                }
+        })
+    })
 }
 
 /// [`parse`], with the head's fields stored in `scratch.spare` (cleared; its allocation
@@ -77,11 +101,26 @@ pub fn parse_into(
         if buf.is_empty() {
             return Ok(None);
         }
+        // After a partial parse, parse again only once the head's end has arrived.
+        if scratch.scanned > 0 {
+            if !has_head_end(buf, scratch.scanned) {
+                scratch.scanned = buf.len();
+                if buf.len() > MAX_HEAD {
+                    return Err(Invalid("response head too large"));
+                }
+                return Ok(None);
+            }
+            scratch.scanned = 0;
+        }
         // Parsed in place; values are kept as offsets so the head can be frozen once and
         // every value shares its bytes (no copy per field).
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
         let mut res = httparse::Response::new(&mut []);
         let base = buf.as_ptr() as usize;
+        #[cfg(test)]
+        {
+            scratch.parses += 1;
+        }
         let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut res,
             buf,
@@ -92,6 +131,7 @@ pub fn parse_into(
                 if buf.len() > MAX_HEAD {
                     return Err(Invalid("response head too large"));
                 }
+                scratch.scanned = buf.len();
                 return Ok(None);
             }
             Err(httparse::Error::TooManyHeaders) => return Err(Invalid("too many header fields")),
@@ -232,10 +272,13 @@ fn framing(
         if codings.iter().filter(|t| chunked(t)).count() > usize::from(last_chunked) {
             return Err(Invalid("chunked applied more than once or not last"));
         }
-        if last_chunked {
-            return Ok((Framing::Chunked, keep_alive));
+        // Transfer-Encoding is hop-by-hop and the gateway re-frames the body for its client,
+        // so a coding it cannot undo (gzip, a made-up one) would reach the client as coded
+        // bytes labelled plain. Such a response is refused (502) rather than passed corrupted.
+        if codings.len() != 1 || !last_chunked {
+            return Err(Invalid("transfer coding other than chunked"));
         }
-        return Ok((Framing::Close, false));
+        return Ok((Framing::Chunked, keep_alive));
     }
     if has_cl {
         // One field (the usual case) is read from the bytes noted while decoding, without a
@@ -359,6 +402,42 @@ mod tests {
     }
 
     #[test]
+    fn a_dribbled_head_is_parsed_once_its_end_arrived() {
+        let raw = format!(
+            "HTTP/1.1 200 OK\r\nx-pad: {}\r\ncontent-length: 2\r\n\r\nok",
+            "p".repeat(4000)
+        );
+        let mut scratch = Scratch::default();
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for &b in raw.as_bytes() {
+            buf.extend_from_slice(&[b]);
+            if let Some(h) = parse_into(&mut buf, &Method::GET, &mut scratch).expect("valid") {
+                got = Some(h);
+                break;
+            }
+        }
+        let h = got.expect("complete");
+        assert_eq!(h.framing, Framing::Length(2));
+        assert!(buf.is_empty(), "the head ends at its blank line");
+        // One partial parse, one complete one: not one parse per byte received.
+        assert_eq!(scratch.parses, 2);
+        // Both blank-line forms end a head that arrives in pieces.
+        for raw in ["HTTP/1.1 204 No\n\n", "HTTP/1.1 204 No\r\n\r\n"] {
+            let mut scratch = Scratch::default();
+            let mut buf = BytesMut::new();
+            let mut done = false;
+            for &b in raw.as_bytes() {
+                buf.extend_from_slice(&[b]);
+                done = parse_into(&mut buf, &Method::GET, &mut scratch)
+                    .expect("valid")
+                    .is_some();
+            }
+            assert!(done, "{raw:?}");
+        }
+    }
+
+    #[test]
     fn framing_rules() {
         let ok = |raw: &str, want: (Framing, bool)| assert_eq!(framing_of(raw), Ok(want), "{raw}");
         ok(
@@ -370,12 +449,12 @@ mod tests {
             (Framing::Length(5), true),
         );
         ok(
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n",
             (Framing::Chunked, true),
         );
         ok(
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
-            (Framing::Close, false),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: ,chunked\r\n\r\n",
+            (Framing::Chunked, true),
         );
         ok("HTTP/1.1 200 OK\r\n\r\n", (Framing::Close, false));
         ok(
@@ -428,6 +507,12 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 0x5\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+            // Codings the gateway cannot undo (it re-frames the body): never passed on with
+            // the label stripped.
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\n\r\n",
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
             "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",

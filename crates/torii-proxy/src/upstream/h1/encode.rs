@@ -42,6 +42,8 @@ pub struct Writer {
     flushed: bool,
     unflushed: bool,
     bodiless: bool,
+    /// Bytes written so far (head and body framing included).
+    sent: u64,
 }
 
 const CRLF: Bytes = Bytes::from_static(b"\r\n");
@@ -112,6 +114,7 @@ impl Writer {
             flushed: false,
             unflushed: false,
             bodiless: end,
+            sent: 0,
         }
     }
 
@@ -254,7 +257,19 @@ impl Writer {
         }
     }
 
+    /// Bytes written so far: a change between two polls is progress of the upload.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Whether everything produced so far is written and the writer waits for more of the
+    /// client's body (a stall here is the client's, policed by the body's idle timeout).
+    pub fn awaiting_body(&self) -> bool {
+        self.body.is_some() && self.head_sent == self.head.len() && self.queue.is_empty()
+    }
+
     fn advance(&mut self, mut n: usize) {
+        self.sent += n as u64;
         let head_left = self.head.len() - self.head_sent;
         let from_head = n.min(head_left);
         self.head_sent += from_head;

@@ -277,7 +277,10 @@ mod tests {
         let mut conn = Box::new(Connection::new(Box::new(client), permit));
         let (mut parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
         let writer = prepare(&mut conn, &mut parts, Body::Empty);
-        conn.arm(std::time::Duration::from_secs(5));
+        conn.arm(crate::upstream::h1::Timeouts {
+            response_head: std::time::Duration::from_secs(5),
+            upload_idle: std::time::Duration::from_secs(5),
+        });
         (conn, writer, server)
     }
 
@@ -341,7 +344,10 @@ mod tests {
             .unwrap();
         b.block_on(async {
             let (mut conn, writer, _server) = setup().await;
-            conn.arm(std::time::Duration::from_millis(50));
+            conn.arm(crate::upstream::h1::Timeouts {
+                response_head: std::time::Duration::from_millis(50),
+                upload_idle: std::time::Duration::from_millis(50),
+            });
             let handed =
                 tokio::time::timeout(std::time::Duration::from_secs(10), hand_over(conn, writer))
                     .await

@@ -50,7 +50,19 @@ pub struct Connection {
     /// (decision 0010). Between exchanges it may fire and wake the last task that used the
     /// connection once; that task then finds nothing to do.
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The timeouts of the current exchange, set by [`Connection::arm`].
+    timeouts: Timeouts,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The two clocks of an exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the moment the whole request has been sent to the response head.
+    pub response_head: std::time::Duration,
+    /// While the request body is being sent: how long the upstream may take no bytes of it
+    /// (a client that stalls is the body's own idle timeout's business).
+    pub upload_idle: std::time::Duration,
 }
 
 /// A connection taken over by a protocol upgrade (101): the stream, the bytes the upstream
@@ -99,6 +111,10 @@ impl Connection {
             wbuf: Vec::with_capacity(1024),
             scratch: decode::Scratch::default(),
             deadline: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+            timeouts: Timeouts {
+                response_head: std::time::Duration::ZERO,
+                upload_idle: std::time::Duration::ZERO,
+            },
             _permit: permit,
         }
     }
@@ -121,8 +137,15 @@ impl Connection {
         io.downcast_ref()
     }
 
-    /// Starts the response-head deadline of the next exchange: `timeout` from now.
-    pub fn arm(&mut self, timeout: std::time::Duration) {
+    /// Sets the timeouts of the next exchange and starts its response-head deadline:
+    /// `response_head` from now. A request with a body moves the deadline while the body is
+    /// sent and starts the response-head clock again once all of it is out (see `send`).
+    pub fn arm(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+        self.reset_deadline(timeouts.response_head);
+    }
+
+    fn reset_deadline(&mut self, timeout: std::time::Duration) {
         let now = tokio::time::Instant::now();
         // A timeout too large to add is as good as none (30 years, as tokio's own timeout).
         let deadline = now
@@ -166,7 +189,10 @@ impl Connection {
 
     /// Sends a prepared request (the rest of it, when part was written already) and reads the
     /// response head before the deadline set by [`Connection::arm`] (an `UpstreamTimeout`
-    /// failure after it). `write_failed` is an error of an earlier write of this request.
+    /// failure after it). The response-head clock runs from the moment the whole request is
+    /// out: while a body is still being sent, the deadline is the upload's idle timer instead
+    /// (moved forward whenever the upstream takes bytes, ignored while the writer waits for
+    /// the client), so a long upload or a slow client never turns into a 504. `write_failed` is an error of an earlier write of this request.
     /// `reused` says whether the connection served an earlier request (only then can a failure
     /// be retried). The request body is written while the response head is awaited, so an
     /// upstream that answers early (413, 401) is heard; the connection is then not reused.
@@ -181,9 +207,20 @@ impl Connection {
         upgrade: bool,
     ) -> Result<Answer, Failure> {
         let mut stale = false;
+        if !writer.done() {
+            self.reset_deadline(self.timeouts.upload_idle);
+        }
         let head = std::future::poll_fn(|cx| {
             if write_failed.is_none() && !writer.done() {
-                match writer.poll_write(cx, &mut self.io) {
+                let before = writer.sent();
+                let polled = writer.poll_write(cx, &mut self.io);
+                if writer.done() {
+                    // The whole request is out: the response-head clock starts now.
+                    self.reset_deadline(self.timeouts.response_head);
+                } else if writer.sent() != before {
+                    self.reset_deadline(self.timeouts.upload_idle);
+                }
+                match polled {
                     Poll::Ready(Ok(())) | Poll::Pending => {}
                     Poll::Ready(Err(WriteError::Io(e))) => write_failed = Some(e),
                     Poll::Ready(Err(WriteError::Body(e))) => {
@@ -210,13 +247,21 @@ impl Connection {
                 }
                 let why = match self.poll_fill(cx, HEAD_READ) {
                     Poll::Pending => {
-                        if self.deadline.as_mut().poll(cx).is_pending() {
+                        // Waiting for the client's next body bytes: its body's idle timeout
+                        // decides, not this deadline.
+                        let client_turn = write_failed.is_none() && writer.awaiting_body();
+                        if client_turn || self.deadline.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
-                        // The caller names the target and the limit in the message.
+                        // The caller names the target in the message.
+                        let t = self.timeouts;
                         return Poll::Ready(Err(GatewayError::new(
                             ErrorKind::UpstreamTimeout,
-                            "no response head in time",
+                            if writer.done() {
+                                format!("sent no response head within {:?}", t.response_head)
+                            } else {
+                                format!("took no request body bytes for {:?}", t.upload_idle)
+                            },
                         )));
                     }
                     Poll::Ready(Ok(0)) => match &write_failed {
