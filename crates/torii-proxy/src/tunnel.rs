@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 /// Joins the client's upgraded connection and the upstream's. `slot` keeps the client
 /// connection counted (connection cap, open connections, shutdown drain) while the tunnel lives;
-/// the upstream's pool slot is freed when `upstream` is dropped.
+/// the upstream connection left its pool (and freed its slot) at the upgrade.
 pub async fn run(
     client: OnUpgrade,
     upstream: crate::upstream::h1::Upgraded,

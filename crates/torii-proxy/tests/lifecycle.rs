@@ -511,6 +511,62 @@ async fn idle_keep_alive_connections_are_closed_on_both_protocols() {
         .ok();
 }
 
+/// Open tunnels do not hold upstream pool slots: with a per-target cap of 2 and two open
+/// WebSockets, plain requests to the same target still get through.
+#[tokio::test]
+async fn websocket_tunnels_do_not_take_upstream_pool_slots() {
+    let up = upstream(
+        false,
+        |mut req: Request<hyper::body::Incoming>| async move {
+            if !req.headers().contains_key("upgrade") {
+                return Response::new(full("plain"));
+            }
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(io) = on_upgrade.await {
+                    let mut io = hyper_util::rt::TokioIo::new(io);
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(101)
+                .header("upgrade", "websocket")
+                .header("connection", "upgrade")
+                .body(full(""))
+                .unwrap()
+        },
+    )
+    .await;
+    let cfg = config(&format!("upstreams:\n  - name: ws\n    targets: [{{url: 'http://{}'}}]\n    pool: {{max_connections_per_target: 2, queue_timeout: 300ms}}\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: ws\n", up.addr));
+    let gw = gateway(&cfg).await;
+    let a = addr(&gw).await;
+    let mut tunnels = Vec::new();
+    for _ in 0..2 {
+        let mut t = open_tunnel(a).await;
+        t.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        t.read_exact(&mut one).await.unwrap();
+        tunnels.push(t);
+    }
+    for _ in 0..3 {
+        let (s, _, b) = get(&h1_client(), format!("http://{a}/plain")).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(&b[..], b"plain");
+    }
+    // The tunnels still work.
+    for t in &mut tunnels {
+        t.write_all(b"y").await.unwrap();
+        let mut one = [0u8; 1];
+        t.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"y");
+    }
+}
+
 #[tokio::test]
 async fn websocket_tunnels_keep_their_connection_slot() {
     let ws_up = upgrade_echo_upstream().await;

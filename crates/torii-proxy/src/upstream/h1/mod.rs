@@ -65,14 +65,15 @@ pub struct Timeouts {
     pub upload_idle: std::time::Duration,
 }
 
-/// A connection taken over by a protocol upgrade (101): the stream, the bytes the upstream
-/// already sent after the 101 head, and the pool slot (released when this is dropped).
+/// A connection taken over by a protocol upgrade (101): the stream and the bytes the upstream
+/// already sent after the 101 head. It no longer holds a pool slot: the slot is released at
+/// the upgrade, so long-lived tunnels never starve request traffic to the same target (the
+/// client side of a tunnel still counts towards its listener's `max_connections`).
 pub struct Upgraded {
     /// The stream.
     pub io: Stream,
     /// Bytes received after the response head.
     pub leftover: Bytes,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// A failed exchange.
@@ -306,12 +307,12 @@ impl Connection {
                 ));
             }
             let leftover = self.rbuf.split().freeze();
+            // The pool slot (`self._permit`) is dropped here with the rest of the connection.
             return Ok(Answer::Upgraded(
                 response,
                 Upgraded {
                     io: self.io,
                     leftover,
-                    _permit: self._permit,
                 },
             ));
         }
