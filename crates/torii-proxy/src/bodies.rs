@@ -79,16 +79,24 @@ pub struct RequestBody {
     limit: u64,
     seen: u64,
     idle: IdleTimer,
+    /// Where the bytes read so far are published (the access log's `bytes_in`), when wanted.
+    read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl RequestBody {
-    /// Wraps a client body.
-    pub fn new(inner: Body, limit: u64, idle: Duration) -> Self {
+    /// Wraps a client body; `read`, when given, follows the number of body bytes read.
+    pub fn new(
+        inner: Body,
+        limit: u64,
+        idle: Duration,
+        read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Self {
         Self {
             inner,
             limit,
             seen: 0,
             idle: IdleTimer::new(idle),
+            read,
         }
     }
 }
@@ -106,6 +114,9 @@ impl HttpBody for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
+                    if let Some(read) = &this.read {
+                        read.store(this.seen, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if this.seen > this.limit {
                         return Poll::Ready(Some(Err(BodyTooLarge(this.limit).into())));
                     }

@@ -98,16 +98,11 @@ pub async fn handle(
         Some(v) => forwarding::client_addr(conn.peer, &parts.headers, &v.trusted),
         None => forwarding::canonical(conn.peer.ip()),
     };
-    let bytes_in = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
     let info = LogInfo {
         method,
         route_idx: None,
         path: log_path,
-        bytes_in,
+        bytes_in: None,
         upstream: None,
         upstream_latency_ms: None,
         logged: shared.access_log.enabled(),
@@ -191,7 +186,9 @@ struct LogInfo {
     /// Index of the matched route in the snapshot.
     route_idx: Option<usize>,
     path: String,
-    bytes_in: u64,
+    /// Request body bytes read so far (set when a body is forwarded and the log is on): the
+    /// bytes actually read, not the Content-Length, so a chunked upload is logged too.
+    bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
     upstream: Option<Arc<str>>,
     upstream_latency_ms: Option<f64>,
     /// Whether the access log is on (and wants the upstream's latency).
@@ -236,7 +233,11 @@ impl OnEnd for Box<LogOnEnd> {
             method: self.info.method.to_string(),
             path: self.info.path,
             status,
-            bytes_in: self.info.bytes_in,
+            bytes_in: self
+                .info
+                .bytes_in
+                .as_ref()
+                .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed)),
             bytes_out,
             client: self.ctx.client.0.to_string(),
             consumer: self.ctx.consumer.as_ref().map(|c| c.name.clone()),
@@ -419,7 +420,7 @@ async fn route_and_serve(
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
             let (up_body, upgrade, added) =
-                proxy_request(req, body, conn, snap, route, upstream, ctx, view)?;
+                proxy_request(req, body, conn, snap, route, upstream, ctx, view, info)?;
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
             let resp = upstream
@@ -512,6 +513,7 @@ fn proxy_request<'a>(
     upstream: &crate::upstream::Upstream,
     ctx: &'a RequestContext,
     view: &crate::snapshot::ListenerView,
+    info: &mut LogInfo,
 ) -> Result<ProxyRequest<'a>, GatewayError> {
     let is_upgrade = parts.version == http::Version::HTTP_11
         && parts
@@ -571,11 +573,14 @@ fn proxy_request<'a>(
     let body = if http_body::Body::is_end_stream(&body) {
         Body::Empty
     } else {
+        let read = info.logged.then(Arc::default);
+        info.bytes_in.clone_from(&read);
         Body::boxed(RequestBody::new(
             Body::from(body),
             ctx.body_limit
                 .map_or(snap.max_body, |l| l.min(snap.max_body)),
             upstream.body_idle_timeout,
+            read,
         ))
     };
     Ok((body, client_upgrade, added))

@@ -542,7 +542,10 @@ async fn websocket_tunnels_do_not_take_upstream_pool_slots() {
         },
     )
     .await;
-    let cfg = config(&format!("upstreams:\n  - name: ws\n    targets: [{{url: 'http://{}'}}]\n    pool: {{max_connections_per_target: 2, queue_timeout: 300ms}}\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: ws\n", up.addr));
+    let cfg = config(&format!(
+        "upstreams:\n  - name: ws\n    targets: [{{url: 'http://{}'}}]\n    pool: {{max_connections_per_target: 2, queue_timeout: 300ms}}\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: ws\n",
+        up.addr
+    ));
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
     let mut tunnels = Vec::new();

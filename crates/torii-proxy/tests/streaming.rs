@@ -204,6 +204,32 @@ async fn access_log_line_has_the_fields_and_redacts_secrets() {
     assert_eq!(j["upstream"], up.addr.to_string());
 }
 
+/// `bytes_in` is the body bytes actually read: a chunked upload (no Content-Length) is
+/// counted, and a Content-Length that was never read is not.
+#[tokio::test]
+async fn access_log_bytes_in_counts_the_bytes_read() {
+    let up = echo_upstream(false).await;
+    let (cfg, log) = with_access_log(cfg_for(up.addr, "", ""), "bytes-in");
+    let gw = gateway(&cfg).await;
+    let a = addr(&gw).await;
+    let resp = raw(
+        a,
+        b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n7\r\nchunked\r\n5\r\nbytes\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let j = json(log_line(&log, "/chunked").await.as_bytes());
+    assert_eq!(j["bytes_in"], 12);
+    let resp = raw(
+        a,
+        b"POST /sized HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let j = json(log_line(&log, "/sized").await.as_bytes());
+    assert_eq!(j["bytes_in"], 3);
+}
+
 #[tokio::test]
 async fn upstream_body_idle_timeout_ends_the_exchange() {
     let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, ()>>();
