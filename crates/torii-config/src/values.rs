@@ -174,6 +174,12 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
         format!("`{s}` is not an IP address with a port; write e.g. `127.0.0.1:8080` or `[::]:443`")
     })
 }
+/// Written as text, so the JSON Schema shows defaults such as `admin.bind`.
+impl Serialize for SocketAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
 string_value!(
     SocketAddr,
     "socket-addr",
@@ -216,10 +222,27 @@ impl UpstreamUrl {
                 "`{s}` must not have a path or query; use a route `rewrite` to change paths"
             ));
         }
+        let host = auth.host();
+        check_host(host).map_err(|why| {
+            format!("`{s}`: {why}; write e.g. `http://10.0.0.5:8080`, `http://[fd00::5]:8080` or `https://api.internal`")
+        })?;
+        // The authority must be exactly host or host:port (`[::1]x:8080` is not cut to
+        // `[::1]:8080`), with a port from 1 to 65535.
+        let port = match &auth.as_str()[host.len()..] {
+            "" => None,
+            rest => match rest.strip_prefix(':').map(str::parse::<u16>) {
+                Some(Ok(p)) if p > 0 && !rest[1..].starts_with('+') => Some(p),
+                _ => {
+                    return Err(format!(
+                        "`{s}` has an invalid port; write e.g. `http://10.0.0.5:8080`"
+                    ));
+                }
+            },
+        };
         Ok(Self {
             tls,
-            host: auth.host().to_ascii_lowercase(),
-            port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            host: host.to_ascii_lowercase(),
+            port: port.unwrap_or(if tls { 443 } else { 80 }),
         })
     }
 
@@ -228,6 +251,41 @@ impl UpstreamUrl {
         format!("{}:{}", self.host, self.port)
     }
 }
+/// Checks the host of an upstream URL: an IPv4 address, a bracketed IPv6 address, or a DNS
+/// name (labels of letters, digits, `-` and `_`, at most 63 bytes each and 253 in all).
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if let Some(v6) = host.strip_prefix('[') {
+        return match v6.strip_suffix(']').map(str::parse::<std::net::Ipv6Addr>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err("the address in brackets is not an IPv6 address"),
+        };
+    }
+    if host.is_empty() {
+        return Err("the host is empty");
+    }
+    if host.len() > 253 {
+        return Err("the host name is longer than 253 bytes");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    // A trailing dot (a fully qualified name) is allowed.
+    if !host
+        .strip_suffix('.')
+        .unwrap_or(host)
+        .split('.')
+        .all(label_ok)
+    {
+        return Err("the host is not a valid host name or IP address");
+    }
+    Ok(())
+}
+
 string_value!(
     UpstreamUrl,
     "upstream-url",
@@ -380,12 +438,26 @@ mod tests {
             UpstreamUrl::parse("https://Api.internal").unwrap().port,
             443
         );
+        assert_eq!(
+            UpstreamUrl::parse("http://[::1]:8080").unwrap().authority(),
+            "[::1]:8080"
+        );
+        assert!(UpstreamUrl::parse("http://svc_a.internal.:81").is_ok());
         for bad in [
             "ftp://x",
             "http://x/path",
             "x:80",
             "http://u:p@x",
             "http://x?q=1",
+            // Hosts and ports that cannot work: rejected at load, not sent as `Host: invalid`.
+            "http://[zzz]:8080",
+            "http://:8080",
+            "http://[::1]x:8080",
+            "http://x:0",
+            "http://x:+80",
+            "http://-x.internal",
+            "http://a..b",
+            "http://x%41",
         ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
         }

@@ -69,6 +69,21 @@ fn catalog() -> Result<Arc<Catalog>, ExitCode> {
     })
 }
 
+/// Writes one line to standard output. A closed pipe (`torii config schema | head`) ends the
+/// command quietly instead of panicking as `println!` does; other write errors are reported.
+fn out(line: std::fmt::Arguments<'_>) -> Result<(), ExitCode> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// One line of standard input without its line ending.
 fn read_secret(what: &str) -> Result<String, ExitCode> {
     let mut line = String::new();
@@ -95,7 +110,9 @@ fn main() -> ExitCode {
             let key = if generate {
                 match torii_plugins::consumers::generate_key() {
                     Ok(k) => {
-                        println!("key:  {k}");
+                        if let Err(c) = out(format_args!("key:  {k}")) {
+                            return c;
+                        }
                         k
                     }
                     Err(e) => {
@@ -110,12 +127,12 @@ fn main() -> ExitCode {
                 }
             };
             let hash = torii_plugins::consumers::format_key_hash(key.as_bytes());
-            if generate {
-                println!("hash: {hash}");
+            let written = if generate {
+                out(format_args!("hash: {hash}"))
             } else {
-                println!("{hash}");
-            }
-            ExitCode::SUCCESS
+                out(format_args!("{hash}"))
+            };
+            written.err().unwrap_or(ExitCode::SUCCESS)
         }
         Command::HashPassword => {
             let pw = match read_secret("password") {
@@ -123,10 +140,7 @@ fn main() -> ExitCode {
                 Err(c) => return c,
             };
             match torii_plugins::builtin::basic_auth::hash_password(&pw) {
-                Ok(h) => {
-                    println!("{h}");
-                    ExitCode::SUCCESS
-                }
+                Ok(h) => out(format_args!("{h}")).err().unwrap_or(ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
@@ -139,16 +153,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             })
         }) {
-            Ok(l) => {
-                println!(
-                    "{}: ok ({} listeners, {} upstreams, {} routes)",
-                    config.display(),
-                    l.config.listeners.len(),
-                    l.config.upstreams.len(),
-                    l.config.routes.len()
-                );
-                ExitCode::SUCCESS
-            }
+            Ok(l) => out(format_args!(
+                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                config.display(),
+                l.config.listeners.len(),
+                l.config.upstreams.len(),
+                l.config.routes.len()
+            ))
+            .err()
+            .unwrap_or(ExitCode::SUCCESS),
             Err(code) => code,
         },
         Command::Config {
@@ -159,13 +172,12 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             match serde_json::to_string_pretty(&torii_config::json_schema(&*catalog)) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => out(format_args!("{s}")).err().unwrap_or(ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
+                    ExitCode::FAILURE
                 }
             }
-            ExitCode::SUCCESS
         }
         Command::Run { config } => {
             init_logging();

@@ -101,6 +101,28 @@ fn schema_and_version() {
             .is_some(),
         "plugin schemas are part of the config schema"
     );
+    // Every limit, timeout and address with a default shows it.
+    assert_eq!(
+        schema
+            .pointer("/$defs/Admin/properties/bind/default")
+            .and_then(|v| v.as_str()),
+        Some("127.0.0.1:9901")
+    );
+    // A closed pipe ends the command quietly (no panic, no message), whatever its size.
+    let mut child = torii()
+        .args(["config", "schema"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = torii().arg("--version").output().unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("torii "));
 }
