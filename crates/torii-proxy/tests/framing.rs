@@ -316,3 +316,53 @@ async fn an_upstream_that_stops_reading_the_body_times_out() {
     writer.abort();
     drop(held);
 }
+
+/// Client-side faults on a request to an HTTP/2 upstream are the client's, as with HTTP/1.1
+/// upstreams: 413 for a body over the limit, 400 for a body cut short or badly chunked, and
+/// RESOURCE_EXHAUSTED (not UNAVAILABLE, which clients retry) for a gRPC message over it.
+#[tokio::test]
+async fn client_body_faults_towards_http2_upstreams_are_the_clients() {
+    for http2 in [false, true] {
+        let up = echo_upstream(http2).await;
+        let proto = if http2 { "    protocol: http2\n" } else { "" };
+        let cfg = one_upstream(up.addr, proto, "")
+            .replace("server:\n", "server:\n  max_request_body: 1KiB\n");
+        let gw = gateway(&cfg).await;
+        let a = addr(&gw).await;
+        let big_chunk = format!("800\r\n{}\r\n", "x".repeat(0x800));
+        let over = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{big_chunk}0\r\n\r\n"
+        );
+        // (The rest of that body is framed, so the connection may stay open: read one answer.)
+        let mut s = TcpStream::connect(a).await.unwrap();
+        s.write_all(over.as_bytes()).await.unwrap();
+        let resp = read_response(&mut s, &mut Vec::new()).await;
+        assert_eq!(status(&resp), "413", "http2 {http2}: {resp}");
+        let bad_chunk = raw(
+            a,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        )
+        .await;
+        assert_eq!(status(&bad_chunk), "400", "http2 {http2}: {bad_chunk}");
+        // A body shorter than its Content-Length: the client stops sending (half-close).
+        let mut s = TcpStream::connect(a).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let short = read_response(&mut s, &mut Vec::new()).await;
+        assert_eq!(status(&short), "400", "http2 {http2}: {short}");
+        // gRPC: a streamed message over the limit.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(Ok(bytes::Bytes::from(vec![0u8; 4096]))).unwrap();
+        drop(tx);
+        let req = Request::post(format!("http://{a}/pkg.Svc/Method"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Channel(rx).boxed())
+            .unwrap();
+        let resp = h2_client().request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "8", "http2 {http2}");
+    }
+}

@@ -18,13 +18,44 @@ use torii_core::{Body, BoxError, ErrorKind, GatewayError};
 
 /// How far a request body has gone.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Progress {
+struct Progress {
     /// Data bytes handed to hyper.
     sent: u64,
     /// hyper asked for more and the client has not sent it yet.
     awaiting_client: bool,
     /// The whole body (or its failure) has been handed over.
     done: bool,
+    /// The client's body failed (too large, stalled, malformed, cut short). hyper's HTTP/2
+    /// client only resets the stream then, so the exchange's error would otherwise blame
+    /// the upstream.
+    fault: Option<ClientFault>,
+}
+
+/// Why a client's request body failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientFault {
+    TooLarge,
+    Stalled,
+    Broken,
+}
+
+/// The sending side's view of a watched request body.
+pub(super) struct Upload(watch::Receiver<Progress>);
+
+impl Upload {
+    /// The client's fault, if its body failed while being sent: the error the client gets
+    /// instead of the upstream error the failed stream produced.
+    pub(super) fn fault(&self) -> Option<GatewayError> {
+        let (kind, what) = match self.0.borrow().fault? {
+            ClientFault::TooLarge => (
+                ErrorKind::PayloadTooLarge,
+                "request body exceeded the limit while streaming",
+            ),
+            ClientFault::Stalled => (ErrorKind::BadRequest, "client request body stalled"),
+            ClientFault::Broken => (ErrorKind::BadRequest, "client request body broke"),
+        };
+        Some(GatewayError::new(kind, what))
+    }
 }
 
 /// A request body that reports its progress to the exchange that sends it.
@@ -53,9 +84,19 @@ impl HttpBody for Watched {
                     p.awaiting_client = false;
                     p.done = end || frame.is_trailers();
                 }
-                Poll::Ready(Some(Err(_)) | None) => p.done = true,
+                Poll::Ready(Some(Err(e))) => {
+                    p.done = true;
+                    p.fault = Some(if e.is::<crate::bodies::BodyTooLarge>() {
+                        ClientFault::TooLarge
+                    } else if e.is::<crate::bodies::BodyIdle>() {
+                        ClientFault::Stalled
+                    } else {
+                        ClientFault::Broken
+                    });
+                }
+                Poll::Ready(None) => p.done = true,
             }
-            before != (p.sent, p.awaiting_client, p.done)
+            before != (p.sent, p.awaiting_client, p.done) || p.fault.is_some()
         });
         polled
     }
@@ -69,7 +110,7 @@ impl HttpBody for Watched {
 
 /// Wraps a request body so that [`await_head`] can follow it; a bodiless request is left
 /// alone (no allocation, the response-head clock starts at once).
-pub(super) fn watch_body(body: Body) -> (Body, Option<watch::Receiver<Progress>>) {
+pub(super) fn watch_body(body: Body) -> (Body, Option<Upload>) {
     if body.is_end_stream() {
         return (body, None);
     }
@@ -79,7 +120,7 @@ pub(super) fn watch_body(body: Body) -> (Body, Option<watch::Receiver<Progress>>
             inner: body,
             progress,
         }),
-        Some(rx),
+        Some(Upload(rx)),
     )
 }
 
@@ -88,11 +129,11 @@ pub(super) fn watch_body(body: Body) -> (Body, Option<watch::Receiver<Progress>>
 /// clock ran out.
 pub(super) async fn await_head<F: Future>(
     fut: F,
-    upload: Option<watch::Receiver<Progress>>,
+    upload: Option<&mut Upload>,
     timeouts: Timeouts,
 ) -> Result<F::Output, GatewayError> {
     let mut fut = std::pin::pin!(fut);
-    if let Some(mut upload) = upload {
+    if let Some(Upload(upload)) = upload {
         let idle = tokio::time::sleep(timeouts.upload_idle);
         let mut idle = std::pin::pin!(idle);
         loop {

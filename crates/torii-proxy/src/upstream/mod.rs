@@ -248,7 +248,7 @@ impl Upstream {
         }
         match target.pool.checkout().await? {
             Conn::H2(mut sender) => {
-                let (body, upload) = h2::watch_body(body);
+                let (body, mut upload) = h2::watch_body(body);
                 let mut h2_req = Request::new(body);
                 *h2_req.method_mut() = req.method.clone();
                 *h2_req.uri_mut() = std::mem::take(&mut req.uri);
@@ -256,13 +256,21 @@ impl Upstream {
                 *h2_req.headers_mut() = std::mem::take(&mut req.headers);
                 *h2_req.extensions_mut() = std::mem::take(&mut req.extensions);
                 let fut = sender.send_request(h2_req);
-                let response = match h2::await_head(fut, upload, self.timeouts()).await {
-                    Err(mut e) => {
+                let sent = h2::await_head(fut, upload.as_mut(), self.timeouts()).await;
+                // A failed client body resets the stream: the client's fault, whatever error
+                // that reset produced.
+                let fault = match &sent {
+                    Ok(Ok(_)) => None,
+                    _ => upload.as_ref().and_then(h2::Upload::fault),
+                };
+                let response = match (sent, fault) {
+                    (_, Some(fault)) => return Err(fault),
+                    (Ok(Ok(r)), None) => r,
+                    (Ok(Err(e)), None) => return Err(send_error(&e, target)),
+                    (Err(mut e), None) => {
                         e.detail = format!("{} {}", target.name, e.detail);
                         return Err(e);
                     }
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => return Err(send_error(&e, target)),
                 };
                 Ok(UpstreamResponse {
                     response: response.map(ResponseBody::H2),
