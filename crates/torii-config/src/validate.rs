@@ -313,6 +313,18 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                 "set a positive connection cap",
             );
         }
+        if u.pool.max_streams_per_connection == 0 {
+            ctx.err(
+                &[
+                    PathSeg::Key("upstreams"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("pool"),
+                    PathSeg::Key("max_streams_per_connection"),
+                ],
+                "must be at least 1",
+                "set how many requests may share one HTTP/2 connection, e.g. 100",
+            );
+        }
     }
 
     let upstream_names: Vec<&str> = p

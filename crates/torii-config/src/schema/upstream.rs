@@ -136,6 +136,10 @@ pub struct Pool {
     /// An idle pooled connection is closed after this long. Keep it below the upstream's own
     /// keep-alive timeout.
     pub idle_timeout: Duration,
+    /// HTTP/2 upstreams: requests in flight on one connection before another connection is
+    /// opened (up to `max_connections_per_target`). Keep it at or below the upstream's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 recommends peers allow at least 100).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Pool {
@@ -144,6 +148,7 @@ impl Default for Pool {
             max_connections_per_target: 256,
             queue_timeout: Duration::secs(5),
             idle_timeout: Duration::secs(60),
+            max_streams_per_connection: 100,
         }
     }
 }

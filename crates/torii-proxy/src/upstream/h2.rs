@@ -8,7 +8,11 @@
 //! stalls is its body's own idle timeout's business, so that time does not count.
 
 use super::h1::Timeouts;
+use super::h2pool::Lease;
+use super::pool::Conn;
+use super::{ResponseBody, Target, Upstream, UpstreamResponse};
 use bytes::Bytes;
+use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
@@ -165,4 +169,141 @@ pub(super) async fn await_head<F: Future>(
                 format!("sent no response head within {:?}", timeouts.response_head),
             )
         })
+}
+
+/// One request to an HTTP/2 upstream on `lease`. A bodiless request that the upstream did
+/// not process is sent once more on another connection: any method when the stream was
+/// refused (REFUSED_STREAM, RFC 9113 section 8.7), an idempotent one after any failure before
+/// its response (a GOAWAY, a connection closed under it).
+pub(super) async fn exchange(
+    up: &Upstream,
+    target: &Target,
+    req: &mut http::request::Parts,
+    body: Body,
+    lease: Lease,
+) -> Result<UpstreamResponse, GatewayError> {
+    // Only a bodiless request can be sent again; its head is kept for that.
+    let again = body.is_end_stream().then(|| {
+        let mut r = Request::new(());
+        *r.method_mut() = req.method.clone();
+        *r.uri_mut() = req.uri.clone();
+        *r.version_mut() = req.version;
+        *r.headers_mut() = req.headers.clone();
+        r
+    });
+    let h2_req = into_request(req, body);
+    let failed = match send(up, target, h2_req, &lease).await {
+        Ok(r) => return Ok(respond(r, lease, target)),
+        Err(failed) => failed,
+    };
+    let Some(again) = again.filter(|r| failed.retryable(super::idempotent(r.method()))) else {
+        return Err(failed.error);
+    };
+    tracing::debug!(target = %target.name, error = %failed.error, "HTTP/2 stream not processed by the upstream; retrying on another connection");
+    let avoid = lease.connection();
+    drop(lease);
+    let Conn::H2(lease) = target.pool.checkout_h2(Some(&avoid)).await? else {
+        return Err(GatewayError::new(
+            ErrorKind::Internal,
+            "unexpected HTTP/1.1 connection",
+        ));
+    };
+    let (parts, ()) = again.into_parts();
+    let h2_req = Request::from_parts(parts, Body::Empty);
+    match send(up, target, h2_req, &lease).await {
+        Ok(r) => Ok(respond(r, lease, target)),
+        Err(failed) => Err(failed.error),
+    }
+}
+
+/// The request for hyper, taken out of the borrowed head.
+fn into_request(req: &mut http::request::Parts, body: Body) -> Request<Body> {
+    let mut h2_req = Request::new(body);
+    *h2_req.method_mut() = req.method.clone();
+    *h2_req.uri_mut() = std::mem::take(&mut req.uri);
+    *h2_req.version_mut() = req.version;
+    *h2_req.headers_mut() = std::mem::take(&mut req.headers);
+    *h2_req.extensions_mut() = std::mem::take(&mut req.extensions);
+    h2_req
+}
+
+fn respond(
+    response: http::Response<hyper::body::Incoming>,
+    lease: Lease,
+    target: &Target,
+) -> UpstreamResponse {
+    UpstreamResponse {
+        response: response.map(|b| ResponseBody::H2(b, lease)),
+        upgraded: None,
+        target: target.name.clone(),
+    }
+}
+
+/// A failed HTTP/2 exchange.
+struct Failed {
+    error: GatewayError,
+    /// The upstream refused the stream: it was not processed.
+    refused: bool,
+    /// hyper failed the request before any response (not a timeout, not the client's body).
+    before_response: bool,
+}
+
+impl Failed {
+    fn retryable(&self, idempotent: bool) -> bool {
+        self.refused || (idempotent && self.before_response)
+    }
+}
+
+/// Sends one request and awaits its response head under the exchange's clocks.
+async fn send(
+    up: &Upstream,
+    target: &Target,
+    h2_req: Request<Body>,
+    lease: &Lease,
+) -> Result<http::Response<hyper::body::Incoming>, Failed> {
+    let (body, mut upload) = {
+        let (parts, body) = h2_req.into_parts();
+        let (body, upload) = watch_body(body);
+        (Request::from_parts(parts, body), upload)
+    };
+    let mut sender = lease.sender();
+    let fut = sender.send_request(body);
+    let sent = await_head(fut, upload.as_mut(), up.timeouts()).await;
+    // A failed client body resets the stream: the client's fault, whatever error that reset
+    // produced.
+    let fault = match &sent {
+        Ok(Ok(_)) => None,
+        _ => upload.as_ref().and_then(Upload::fault),
+    };
+    let fail = |error, refused, before_response| Failed {
+        error,
+        refused,
+        before_response,
+    };
+    match (sent, fault) {
+        (Ok(Ok(r)), None) => Ok(r),
+        (_, Some(fault)) => Err(fail(fault, false, false)),
+        (Ok(Err(e)), None) => {
+            let refused = refused_stream(&e);
+            let error = super::send_error(&e, target);
+            let before = error.kind.source() == torii_core::ErrorSource::Upstream;
+            Err(fail(error, refused, before))
+        }
+        (Err(mut e), None) => {
+            e.detail = format!("{} {}", target.name, e.detail);
+            Err(fail(e, false, false))
+        }
+    }
+}
+
+/// Whether hyper's error is the upstream refusing the stream (RST_STREAM REFUSED_STREAM).
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(h2) = c.downcast_ref::<::h2::Error>() {
+            return h2.is_remote() && h2.reason() == Some(::h2::Reason::REFUSED_STREAM);
+        }
+        cause = c.source();
+    }
+    false
 }

@@ -8,10 +8,11 @@
 pub mod connect;
 pub mod h1;
 mod h2;
+pub mod h2pool;
 pub mod pool;
 
 use connect::Connector;
-use http::{Request, Response};
+use http::Response;
 use hyper::body::Incoming;
 use pool::{Conn, PoolSettings, TargetPool};
 use std::collections::HashMap;
@@ -60,7 +61,8 @@ pub enum ResponseBody {
     /// HTTP/1.1.
     H1(h1::body::ResponseBody),
     /// HTTP/2.
-    H2(Incoming),
+    /// HTTP/2: the stream's body and its slot on the connection (freed when dropped).
+    H2(Incoming, h2pool::Lease),
 }
 
 impl http_body::Body for ResponseBody {
@@ -74,21 +76,21 @@ impl http_body::Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Empty => std::task::Poll::Ready(None),
             ResponseBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
-            ResponseBody::H2(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::H2(b, _) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Empty => true,
             ResponseBody::H1(b) => b.is_end_stream(),
-            ResponseBody::H2(b) => b.is_end_stream(),
+            ResponseBody::H2(b, _) => b.is_end_stream(),
         }
     }
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             ResponseBody::Empty => http_body::SizeHint::with_exact(0),
             ResponseBody::H1(b) => b.size_hint(),
-            ResponseBody::H2(b) => b.size_hint(),
+            ResponseBody::H2(b, _) => b.size_hint(),
         }
     }
 }
@@ -103,7 +105,7 @@ pub struct UpstreamResponse {
     pub target: Arc<str>,
 }
 
-fn idempotent(m: &http::Method) -> bool {
+pub(crate) fn idempotent(m: &http::Method) -> bool {
     matches!(
         *m,
         http::Method::GET
@@ -167,6 +169,7 @@ impl Upstream {
                         queue_timeout: cfg.pool.queue_timeout.0,
                         idle_timeout: cfg.pool.idle_timeout.0,
                         http2,
+                        max_streams: cfg.pool.max_streams_per_connection as usize,
                     };
                     let p = TargetPool::new(connector, settings);
                     pools.insert(key, p.clone());
@@ -195,7 +198,7 @@ impl Upstream {
     }
 
     /// The clocks of one HTTP/1.1 exchange.
-    fn timeouts(&self) -> h1::Timeouts {
+    pub(crate) fn timeouts(&self) -> h1::Timeouts {
         h1::Timeouts {
             response_head: self.response_headers_timeout,
             upload_idle: self.body_idle_timeout,
@@ -247,36 +250,9 @@ impl Upstream {
             })?;
         }
         match target.pool.checkout().await? {
-            Conn::H2(mut sender) => {
-                let (body, mut upload) = h2::watch_body(body);
-                let mut h2_req = Request::new(body);
-                *h2_req.method_mut() = req.method.clone();
-                *h2_req.uri_mut() = std::mem::take(&mut req.uri);
-                *h2_req.version_mut() = req.version;
-                *h2_req.headers_mut() = std::mem::take(&mut req.headers);
-                *h2_req.extensions_mut() = std::mem::take(&mut req.extensions);
-                let fut = sender.send_request(h2_req);
-                let sent = h2::await_head(fut, upload.as_mut(), self.timeouts()).await;
-                // A failed client body resets the stream: the client's fault, whatever error
-                // that reset produced.
-                let fault = match &sent {
-                    Ok(Ok(_)) => None,
-                    _ => upload.as_ref().and_then(h2::Upload::fault),
-                };
-                let response = match (sent, fault) {
-                    (_, Some(fault)) => return Err(fault),
-                    (Ok(Ok(r)), None) => r,
-                    (Ok(Err(e)), None) => return Err(send_error(&e, target)),
-                    (Err(mut e), None) => {
-                        e.detail = format!("{} {}", target.name, e.detail);
-                        return Err(e);
-                    }
-                };
-                Ok(UpstreamResponse {
-                    response: response.map(ResponseBody::H2),
-                    upgraded: None,
-                    target: target.name.clone(),
-                })
+            Conn::H2(lease) => {
+                // Boxed: the HTTP/1.1 path's future does not carry the HTTP/2 exchange's size.
+                Box::pin(h2::exchange(self, target, req, body, lease)).await
             }
             Conn::H1 { mut conn, reused } => {
                 let retry = reused && idempotent(&req.method);
@@ -352,7 +328,7 @@ impl Upstream {
     }
 }
 
-fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
+pub(crate) fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
     use std::error::Error as _;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(c) = cause {

@@ -6,17 +6,17 @@
 //! owns one semaphore permit, so the count can never exceed `max_connections`, and a request
 //! waits (bounded by the queue timeout) for either an idle connection or a free permit.
 //! HTTP/1.1 connections are plain streams driven inline by `upstream::h1` (decision 0010);
-//! HTTP/2 uses one shared hyper `client::conn::http2` connection per target.
+//! HTTP/2 connections (hyper's `client::conn::http2`) are shared by up to
+//! `max_streams_per_connection` requests each, under the same cap (`h2pool`).
 
-use crate::upstream::connect::{Connector, Stream};
+use crate::upstream::connect::Connector;
 use crate::upstream::h1::Connection;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use crate::upstream::h2pool::{H2Conn, H2Pool, Lease};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use torii_core::{Body, ErrorKind, GatewayError};
+use torii_core::{ErrorKind, GatewayError};
 
 /// Pool settings.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Speak HTTP/2.
     pub http2: bool,
+    /// HTTP/2: requests sharing one connection at most.
+    pub max_streams: usize,
 }
 
 struct Idle {
@@ -43,7 +45,7 @@ pub struct TargetPool {
     idle: Mutex<VecDeque<Idle>>,
     permits: Arc<Semaphore>,
     returned: Notify,
-    h2: tokio::sync::Mutex<Option<(http2::SendRequest<Body>, OwnedSemaphorePermit)>>,
+    h2: H2Pool,
 }
 
 /// A connection checked out of the pool.
@@ -56,20 +58,21 @@ pub enum Conn {
         /// Whether it was reused from the idle list (a stale one may fail on first use).
         reused: bool,
     },
-    /// A shared HTTP/2 connection.
-    H2(http2::SendRequest<Body>),
+    /// A stream slot on a shared HTTP/2 connection.
+    H2(Lease),
 }
 
 impl TargetPool {
     /// A pool connecting with `connector`.
     pub fn new(connector: Connector, settings: PoolSettings) -> Arc<Self> {
+        let max_streams = settings.max_streams;
         let pool = Arc::new(Self {
             permits: Arc::new(Semaphore::new(settings.max_connections)),
             connector,
             settings,
             idle: Mutex::new(VecDeque::new()),
             returned: Notify::new(),
-            h2: tokio::sync::Mutex::new(None),
+            h2: H2Pool::new(max_streams),
         });
         // Idle HTTP/1.1 connections have no task of their own: a sweeper closes the expired
         // ones and those the upstream closed, so their descriptors and slots are not held until
@@ -123,9 +126,7 @@ impl TargetPool {
     /// A pooled connection that can be used right away, if there is one.
     fn ready(&self) -> Option<Conn> {
         if self.settings.http2 {
-            let slot = self.h2.try_lock().ok()?;
-            let (sender, _) = slot.as_ref()?;
-            return (!sender.is_closed()).then(|| Conn::H2(sender.clone()));
+            return self.h2.lease(None).map(Conn::H2);
         }
         self.take_idle()
     }
@@ -146,7 +147,7 @@ impl TargetPool {
 
     async fn checkout_slow(self: &Arc<Self>) -> Result<Conn, GatewayError> {
         if self.settings.http2 {
-            return self.checkout_h2().await;
+            return self.checkout_h2(None).await;
         }
         let deadline = tokio::time::Instant::now() + self.settings.queue_timeout;
         loop {
@@ -229,34 +230,17 @@ impl TargetPool {
         })
     }
 
-    async fn checkout_h2(&self) -> Result<Conn, GatewayError> {
-        let mut slot = self.h2.lock().await;
-        if let Some((sender, _)) = slot.as_ref()
-            && !sender.is_closed()
-        {
-            return Ok(Conn::H2(sender.clone()));
-        }
-        *slot = None;
-        let permit = self.wait_for_permit("no free HTTP/2 connection").await?;
-        let io: Stream = self.connector.connect().await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake::<_, Body>(TokioIo::new(io))
+    /// An HTTP/2 stream slot, on another connection than `avoid` (a retry after the upstream
+    /// refused a stream or went away).
+    pub async fn checkout_h2(&self, avoid: Option<&Arc<H2Conn>>) -> Result<Conn, GatewayError> {
+        self.h2
+            .checkout(
+                &self.connector,
+                &self.permits,
+                self.settings.queue_timeout,
+                avoid,
+            )
             .await
-            .map_err(|e| {
-                GatewayError::new(
-                    ErrorKind::UpstreamConnect,
-                    format!("HTTP/2 handshake with {}: {e}", self.connector.authority()),
-                )
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-            }
-        });
-        *slot = Some((sender.clone(), permit));
-        Ok(Conn::H2(sender))
+            .map(Conn::H2)
     }
 }
