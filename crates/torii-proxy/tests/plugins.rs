@@ -111,6 +111,9 @@ async fn spoofed_identity_headers_are_stripped_in_both_spellings() {
         ("X_Consumer_Name", "root"),
         ("x-consumer_groups", "admin"),
         ("x-anonymous-consumer", "false"),
+        // The default identity-token header, although no identity token is configured.
+        ("x-identity-token", "forged"),
+        ("X_Identity_Token", "forged"),
     ];
     // On a public route (no authentication at all) ...
     let (s, _, j) = send(a, "GET", "/open", &spoof).await;
