@@ -562,7 +562,7 @@ fn proxy_request<'a>(
         parts.headers.insert(header::HOST, h);
     }
 
-    // A request without a body (most GETs) needs no limit or idle timer.
+    // A request without a body (most GETs) needs no limit or idle timer, and has no trailers.
     let body = if http_body::Body::is_end_stream(&body) {
         Body::Empty
     } else {
@@ -571,6 +571,7 @@ fn proxy_request<'a>(
             ctx.body_limit
                 .map_or(snap.max_body, |l| l.min(snap.max_body)),
             upstream.body_idle_timeout,
+            snap.identity.clone(),
         ))
     };
     Ok((body, client_upgrade, added))

@@ -830,3 +830,107 @@ async fn cors_star_with_credentials_is_a_config_error_and_vary_is_always_sent() 
         "no Origin, still Vary: {h:?}"
     );
 }
+
+/// An upstream that answers with the request's headers and trailers as JSON.
+async fn trailer_echo(http2: bool) -> FakeUpstream {
+    upstream(http2, |req: Request<hyper::body::Incoming>| async move {
+        let map = |h: &HeaderMap| -> serde_json::Map<String, serde_json::Value> {
+            h.iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect()
+        };
+        let headers = map(req.headers());
+        let collected = req.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().map(map).unwrap_or_default();
+        let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        let j = serde_json::json!({"headers": headers, "trailers": trailers, "body": body});
+        http::Response::new(full(j.to_string()))
+    })
+    .await
+}
+
+const SPOOFED_TRAILERS: [&str; 4] = [
+    "x-consumer-id",
+    "x_consumer_id",
+    "x-identity-token",
+    "x-anonymous_consumer",
+];
+
+fn assert_trailers_clean(j: &serde_json::Value, authenticated: bool, what: &str) {
+    assert_eq!(j["body"], "hello", "{what}: {j}");
+    let t = j["trailers"].as_object().unwrap();
+    for n in SPOOFED_TRAILERS {
+        assert!(
+            !t.contains_key(n),
+            "{what}: trailer {n} reached the upstream: {j}"
+        );
+    }
+    // A length-delimited HTTP/1.1 message has nowhere to carry trailers: they are dropped.
+    if j["headers"].get("content-length").is_none() || !t.is_empty() {
+        assert_eq!(
+            t.get("x-ok"),
+            Some(&"fine".into()),
+            "{what}: other trailers pass: {j}"
+        );
+    }
+    assert!(!j.to_string().contains("evil"), "{what}: {j}");
+    if authenticated {
+        assert_eq!(j["headers"]["x-consumer-id"], "u-1", "{what}: {j}");
+    }
+}
+
+#[tokio::test]
+async fn identity_headers_sent_as_request_trailers_never_reach_the_upstream() {
+    let up1 = trailer_echo(false).await;
+    let up2 = trailer_echo(true).await;
+    let yaml = config(&format!(
+        "upstreams:\n  - name: h1\n    targets: [{{url: 'http://{}'}}]\n  - name: h2\n    targets: [{{url: 'http://{}'}}]\n    protocol: http2\n{}routes:\n  - name: h1-private\n    match: {{path_prefix: /h1/private}}\n    upstream: h1\n    plugins: {{key_auth: {{}}}}\n  - name: h1-open\n    match: {{path_prefix: /h1}}\n    upstream: h1\n  - name: h2-private\n    match: {{path_prefix: /h2/private}}\n    upstream: h2\n    plugins: {{key_auth: {{}}}}\n  - name: h2-open\n    match: {{path_prefix: /h2}}\n    upstream: h2\n",
+        up1.addr,
+        up2.addr,
+        consumers()
+    ));
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    let trailer_lines: String = SPOOFED_TRAILERS
+        .iter()
+        .map(|n| format!("{n}: evil\r\n"))
+        .collect();
+    for path in ["/h1/open", "/h1/private", "/h2/open", "/h2/private"] {
+        let authenticated = path.ends_with("private");
+        let key = if authenticated {
+            format!("x-api-key: {ALICE_KEY}\r\n")
+        } else {
+            String::new()
+        };
+        // HTTP/1.1 client: a chunked request with a trailer section.
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: gw\r\n{key}transfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n{trailer_lines}x-ok: fine\r\n\r\n"
+        );
+        let resp = raw(a, req.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{path}: {resp}");
+        let body = &resp[resp.find('{').unwrap()..=resp.rfind('}').unwrap()];
+        assert_trailers_clean(&json(body.as_bytes()), authenticated, &format!("h1 {path}"));
+
+        // HTTP/2 client: data, then trailers.
+        let mut trailers = HeaderMap::new();
+        for n in SPOOFED_TRAILERS {
+            trailers.insert(
+                http::HeaderName::from_static(n),
+                http::HeaderValue::from_static("evil"),
+            );
+        }
+        trailers.insert("x-ok", http::HeaderValue::from_static("fine"));
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"hello"))
+            .map_err(|e| match e {})
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .boxed();
+        let mut req = Request::post(format!("http://{a}{path}"));
+        if authenticated {
+            req = req.header("x-api-key", ALICE_KEY);
+        }
+        let resp = h2_client().request(req.body(body).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "h2 {path}");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_trailers_clean(&json(&bytes), authenticated, &format!("h2 {path}"));
+    }
+}
