@@ -81,6 +81,41 @@ async fn key_auth_identifies_the_consumer_and_hides_the_key() {
 }
 
 #[tokio::test]
+async fn key_auth_removes_every_key_location_it_did_not_verify() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: private\n    match: {path_prefix: /private}\n    upstream: up\n    plugins:\n      key_auth: {header_names: [x-api-key, x-key], query_names: [apikey, key]}\n  - name: shown\n    match: {path_prefix: /shown}\n    upstream: up\n    plugins:\n      key_auth: {header_names: [x-api-key, x-key], query_names: [apikey, key], hide_credentials: false}\n";
+    let gw = gateway(&gw_config(up.addr, "", routes)).await;
+    let a = addr(&gw).await;
+    let uri = format!("/private/x?apikey={BOB_KEY}&a=1&key={BOB_KEY}");
+    let sent = [("x-api-key", ALICE_KEY), ("x-key", BOB_KEY)];
+    let (s, _, j) = send(a, "GET", &uri, &sent).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["headers"]["x-consumer-name"], "alice");
+    assert_eq!(j["uri"], "/private/x?a=1", "no key in the query: {j}");
+    let text = j.to_string();
+    assert!(!text.contains(BOB_KEY) && !text.contains(ALICE_KEY), "{j}");
+
+    // Without hide_credentials only the verified key goes on.
+    let uri = format!("/shown/x?apikey={BOB_KEY}&a=1");
+    let (s, _, j) = send(a, "GET", &uri, &sent).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["headers"]["x-consumer-name"], "alice");
+    assert_eq!(j["headers"]["x-api-key"], ALICE_KEY);
+    assert_eq!(j["uri"], "/shown/x?a=1");
+    assert!(!j.to_string().contains(BOB_KEY), "{j}");
+    let (s, _, j) = send(
+        a,
+        "GET",
+        &format!("/shown/x?key={BOB_KEY}&apikey={ALICE_KEY}"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["headers"]["x-consumer-name"], "alice");
+    assert_eq!(j["uri"], format!("/shown/x?apikey={ALICE_KEY}"));
+}
+
+#[tokio::test]
 async fn key_auth_refuses_missing_and_invalid_keys_with_a_challenge() {
     let up = echo_upstream(false).await;
     let gw = gateway(&gw_config(up.addr, "", KEY_ROUTES)).await;
