@@ -314,6 +314,25 @@ async fn ip_restriction_uses_the_resolved_client_address() {
 }
 
 #[tokio::test]
+async fn ip_restriction_rules_written_as_ipv4_mapped_match_ipv4_clients() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: deny\n    match: {path_prefix: /deny}\n    upstream: up\n    plugins:\n      ip_restriction: {deny: ['::ffff:127.0.0.1']}\n  - name: denynet\n    match: {path_prefix: /net}\n    upstream: up\n    plugins:\n      ip_restriction: {deny: ['::ffff:127.0.0.0/104']}\n  - name: allow\n    match: {path_prefix: /allow}\n    upstream: up\n    plugins:\n      ip_restriction: {allow: ['::ffff:127.0.0.0/104']}\n";
+    let gw = gateway(&gw_config(up.addr, "", routes)).await;
+    let a = addr(&gw).await;
+    assert_eq!(send(a, "GET", "/deny", &[]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(send(a, "GET", "/net", &[]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(send(a, "GET", "/allow", &[]).await.0, StatusCode::OK);
+
+    // A mapped network wider than the mapped range is refused, not loaded to fail open.
+    let routes = "  - name: r\n    match: {path_prefix: /}\n    upstream: up\n    plugins:\n      ip_restriction: {deny: ['::ffff:127.0.0.0/80']}\n";
+    let err = load_str("t.yaml", &gw_config(up.addr, "", routes))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("IPv4-mapped"), "{err}");
+}
+
+#[tokio::test]
 async fn ip_restriction_honours_trusted_proxies() {
     let up = echo_upstream(false).await;
     let yaml = format!(
