@@ -412,15 +412,55 @@ async fn cors_preflight_is_answered_even_when_the_route_lacks_options() {
         assert_eq!(s, StatusCode::FORBIDDEN, "{bad}");
         assert!(h.get("access-control-allow-origin").is_none(), "{bad}");
     }
-    // A method the policy does not allow.
-    let (s, _, _) = send(
+    // A method the policy does not allow: the ordinary answer, which does not list it (the
+    // browser refuses the actual request).
+    let (s, h, _) = send(
         a,
         "OPTIONS",
         "/api/items",
         &pre("https://app.example.com", "TRACE"),
     )
     .await;
-    assert_ne!(s, StatusCode::NO_CONTENT);
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(!methods.contains("TRACE"), "{methods}");
+}
+
+#[tokio::test]
+async fn cors_preflight_for_a_method_the_route_does_not_allow_is_never_405() {
+    let up = echo_upstream(false).await;
+    let gw = gateway(&gw_config(up.addr, "", CORS_ROUTES)).await;
+    let a = addr(&gw).await;
+    // The route allows GET only; the policy allows DELETE (its default methods).
+    for asked in ["DELETE", "PUT", "NOT A METHOD"] {
+        let (s, h, _) = send(
+            a,
+            "OPTIONS",
+            "/api/items",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", asked),
+            ],
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{asked}: {h:?}");
+        assert!(h.get("allow").is_none(), "{asked}");
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(h["access-control-allow-methods"], "GET", "{asked}");
+    }
+    // The actual request is still refused by the router.
+    let (s, h, _) = send(
+        a,
+        "DELETE",
+        "/api/items",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(h["allow"], "GET");
+    // A plain OPTIONS (no preflight) is still 405.
+    let (s, _, _) = send(a, "OPTIONS", "/api/items", &[]).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
