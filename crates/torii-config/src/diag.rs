@@ -1,5 +1,6 @@
 //! Diagnostics: one problem in a config file, with where it is and how to fix it.
 
+use crate::yaml::{Kind, Node};
 use std::fmt;
 
 /// A position in a source file (1-based line and column).
@@ -51,6 +52,88 @@ pub struct Diagnostics {
     /// The problems, in source order.
     pub items: Vec<Diagnostic>,
     source: String,
+    /// Secret values written literally in the source, hidden in every excerpt.
+    secrets: Vec<Span>,
+}
+
+/// Where a value is written: from its first character to just past its last.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: Pos,
+    end: Pos,
+}
+
+/// Shown instead of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// Whether a scalar under map key `key` is a credential. `in_jwk`: inside an inline `jwk`
+/// mapping, whose private members are secrets too.
+fn secret_key(key: &str, in_jwk: bool) -> bool {
+    matches!(
+        key,
+        // consumers[].keys[] (API keys; scalars under `keys` are never anything else),
+        // basic_auth passwords, HMAC secrets, OAuth client secrets.
+        "keys" | "secret" | "client_secret" | "password" | "password_hash"
+    ) || key.ends_with("_secret")
+        || key.ends_with("_password")
+        || (in_jwk && matches!(key, "k" | "d" | "p" | "q" | "dp" | "dq" | "qi"))
+}
+
+/// Secret scalars of the tree: where they are written (unless expanded from `${NAME}`, whose
+/// written text is not secret) and their values.
+fn collect_secrets(
+    node: &Node,
+    key: Option<&str>,
+    in_jwk: bool,
+    spans: &mut Vec<Span>,
+    values: &mut Vec<String>,
+) {
+    let value = match &node.kind {
+        Kind::Seq(items) => {
+            for item in items {
+                collect_secrets(item, key, in_jwk, spans, values);
+            }
+            return;
+        }
+        Kind::Map(entries) => {
+            for (k, v) in entries {
+                let jwk = in_jwk || k.name == "jwk";
+                collect_secrets(v, Some(&k.name), jwk, spans, values);
+            }
+            return;
+        }
+        _ if !key.is_some_and(|k| secret_key(k, in_jwk)) => return,
+        Kind::Str(s) => s.clone(),
+        Kind::Int(i) => i.to_string(),
+        Kind::Float(x) => x.to_string(),
+        Kind::Null | Kind::Bool(_) => return,
+    };
+    if node.raw.is_none() {
+        spans.push(Span {
+            start: node.pos,
+            end: node.end,
+        });
+    }
+    if !value.is_empty() {
+        values.push(value);
+    }
+}
+
+/// `text` with every secret value replaced. Values of four characters or more are replaced
+/// wherever they occur; shorter ones only where quoted, so they cannot garble the rest.
+fn redact_text(text: &str, values: &[String]) -> String {
+    let mut out = text.to_string();
+    for v in values {
+        let debug = format!("{v:?}");
+        if v.chars().count() >= 4 {
+            out = out.replace(&debug, REDACTED).replace(v.as_str(), REDACTED);
+        } else {
+            for quoted in [debug, format!("`{v}`"), format!("'{v}'")] {
+                out = out.replace(&quoted, REDACTED);
+            }
+        }
+    }
+    out
 }
 
 impl Diagnostics {
@@ -61,7 +144,65 @@ impl Diagnostics {
             file: file.to_string(),
             items,
             source: source.to_string(),
+            secrets: Vec::new(),
         }
+    }
+
+    /// Hides the tree's credentials (consumer keys, passwords, HMAC and client secrets, JWK
+    /// private members), whether written in the file or expanded from the environment: in
+    /// every message and hint, and in every source excerpt.
+    #[must_use]
+    pub(crate) fn redacting(mut self, tree: &Node) -> Self {
+        let mut values = Vec::new();
+        collect_secrets(tree, None, false, &mut self.secrets, &mut values);
+        // Longest first, so a secret that contains another is replaced whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        if !values.is_empty() {
+            for d in &mut self.items {
+                d.message = redact_text(&d.message, &values);
+                if let Some(h) = &d.hint {
+                    d.hint = Some(redact_text(h, &values));
+                }
+            }
+        }
+        self
+    }
+
+    /// Source line `n` (1-based) with the secrets written on it hidden.
+    fn excerpt(&self, n: usize) -> Option<String> {
+        let line = self.source.lines().nth(n.saturating_sub(1))?;
+        let spans: Vec<&Span> = self
+            .secrets
+            .iter()
+            .filter(|s| s.start.line <= n && n <= s.end.line)
+            .collect();
+        if spans.is_empty() {
+            return Some(line.to_string());
+        }
+        let chars: Vec<char> = line.chars().collect();
+        let hidden = |i: usize| {
+            let col = i + 1;
+            spans.iter().any(|s| {
+                let after_start = n > s.start.line || col >= s.start.col;
+                let before_end = n < s.end.line || col < s.end.col;
+                after_start && before_end
+            })
+        };
+        let mut out = String::with_capacity(line.len());
+        let mut in_secret = false;
+        for (i, c) in chars.iter().enumerate() {
+            if hidden(i) {
+                if !in_secret {
+                    out.push_str(REDACTED);
+                }
+                in_secret = true;
+            } else {
+                in_secret = false;
+                out.push(*c);
+            }
+        }
+        Some(out)
     }
 
     /// Number of problems.
@@ -90,7 +231,7 @@ impl fmt::Display for Diagnostics {
             }
             writeln!(f, ": {}", d.message)?;
             if let Some(p) = d.pos
-                && let Some(line) = self.source.lines().nth(p.line.saturating_sub(1))
+                && let Some(line) = self.excerpt(p.line)
             {
                 writeln!(f, "  {:>4} | {}", p.line, line)?;
                 writeln!(f, "       | {}^", " ".repeat(p.col.saturating_sub(1)))?;

@@ -172,7 +172,7 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
     }
     let routers = validate::validate(&tree, &partial, &mut errors);
     if !errors.is_empty() {
-        return Err(Diagnostics::new(name, src, errors));
+        return Err(Diagnostics::new(name, src, errors).redacting(&tree));
     }
     // Everything checked: the whole document deserializes (the rest of the sections).
     let mut rest = json.clone();
@@ -181,15 +181,15 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
             obj.insert(key.into(), Value::Array(Vec::new()));
         }
     }
-    let rest: Config =
-        deserialize(&tree, &[], rest).map_err(|d| Diagnostics::new(name, src, vec![d]))?;
+    let rest: Config = deserialize(&tree, &[], rest)
+        .map_err(|d| Diagnostics::new(name, src, vec![d]).redacting(&tree))?;
     let config = validate::assemble(partial, rest);
     let plugins = catalog.build(&config).map_err(|errs| {
         let diags = errs
             .into_iter()
             .map(|e| plugin_diagnostic(&tree, e))
             .collect();
-        Diagnostics::new(name, src, diags)
+        Diagnostics::new(name, src, diags).redacting(&tree)
     })?;
     Ok(Loaded {
         config,

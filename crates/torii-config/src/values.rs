@@ -303,18 +303,42 @@ impl fmt::Display for UpstreamUrl {
 // === CIDR ===
 
 /// An IP network such as `10.0.0.0/8` or `2001:db8::/32`; a bare address means a single host.
+///
+/// IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`, `::ffff:127.0.0.1`) are stored as the
+/// IPv4 network they cover (`10.0.0.0/8`, `127.0.0.1/32`), because client addresses are
+/// compared in that form too (a client reaching a dual-stack socket over IPv4 is seen as
+/// IPv4). A network written as IPv4-mapped with a prefix shorter than 96 would cover more than
+/// the mapped range, so it is refused rather than guessed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr(pub ipnet::IpNet);
 
 impl Cidr {
     /// Parses a CIDR or a single address.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => s
+                .parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| format!("`{s}` is not an IP network; write e.g. `10.0.0.0/8`, `192.168.1.7` or `fd00::/8`"))?,
+        };
+        Self::canonical(net).map_err(|()| {
+            format!("`{s}` is an IPv4-mapped network with a prefix shorter than /96; write the IPv4 network (e.g. `10.0.0.0/8`), or a mapped one of /96 or longer")
+        })
+    }
+
+    /// The network with host bits cleared, an IPv4-mapped IPv6 network as IPv4.
+    fn canonical(net: ipnet::IpNet) -> Result<Self, ()> {
+        let ipnet::IpNet::V6(v6) = net else {
             return Ok(Self(net.trunc()));
-        }
-        s.parse::<std::net::IpAddr>()
-            .map(|ip| Self(ipnet::IpNet::from(ip)))
-            .map_err(|_| format!("`{s}` is not an IP network; write e.g. `10.0.0.0/8`, `192.168.1.7` or `fd00::/8`"))
+        };
+        let Some(v4) = v6.addr().to_ipv4_mapped() else {
+            return Ok(Self(net.trunc()));
+        };
+        let prefix = v6.prefix_len().checked_sub(96).ok_or(())?;
+        ipnet::Ipv4Net::new(v4, prefix)
+            .map(|n| Self(ipnet::IpNet::V4(n.trunc())))
+            .map_err(|_| ())
     }
 }
 string_value!(
@@ -468,6 +492,18 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/8").is_ok());
         assert!(Cidr::parse("::1").is_ok());
         assert!(Cidr::parse("10.0.0.0/33").is_err());
+        // IPv4-mapped networks are the IPv4 networks they cover.
+        for (mapped, v4) in [
+            ("::ffff:127.0.0.1", "127.0.0.1/32"),
+            ("::ffff:127.0.0.0/104", "127.0.0.0/8"),
+            ("::FFFF:10.1.2.3/120", "10.1.2.0/24"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+        ] {
+            assert_eq!(Cidr::parse(mapped).unwrap().0.to_string(), v4, "{mapped}");
+        }
+        assert!(Cidr::parse("::ffff:0:0/95").is_err());
+        assert_eq!(Cidr::parse("::/0").unwrap().0.to_string(), "::/0");
+        assert_eq!(Cidr::parse("::1").unwrap().0.to_string(), "::1/128");
         assert!(Method::parse("GET").is_ok());
         assert!(Method::parse("get").is_err());
         assert!(HeaderName::parse("x-api key").is_err());

@@ -17,6 +17,9 @@ pub struct Node {
     pub kind: Kind,
     /// Where the node starts.
     pub pos: Pos,
+    /// For a scalar, where it ends (just past its last character, quotes included); for a
+    /// collection, where it starts. Lets diagnostics hide secret values in source excerpts.
+    pub end: Pos,
     /// For a scalar that `${NAME}` expansion changed: the text as written, shown in errors
     /// instead of the (possibly secret) expanded value.
     pub raw: Option<String>,
@@ -189,6 +192,13 @@ fn pos(span: &Span) -> Pos {
     }
 }
 
+fn end_pos(span: &Span) -> Pos {
+    Pos {
+        line: span.end.line(),
+        col: span.end.col() + 1,
+    }
+}
+
 /// Parses YAML text into a spanned tree. An empty document is an empty mapping.
 pub fn parse(src: &str) -> Result<Node, Vec<Diagnostic>> {
     let mut b = Builder {
@@ -227,6 +237,7 @@ pub fn parse(src: &str) -> Result<Node, Vec<Diagnostic>> {
     Ok(b.root.unwrap_or(Node {
         kind: Kind::Map(Vec::new()),
         pos: Pos { line: 1, col: 1 },
+        end: Pos { line: 1, col: 1 },
         raw: None,
     }))
 }
@@ -293,6 +304,7 @@ impl Builder {
                 self.push(Node {
                     kind: node,
                     pos: p,
+                    end: end_pos(&span),
                     raw: None,
                 })
             }
@@ -325,6 +337,7 @@ impl Builder {
                 Some(Frame::Seq(p, items)) => self.push(Node {
                     kind: Kind::Seq(items),
                     pos: p,
+                    end: p,
                     raw: None,
                 }),
                 _ => self.fail(p, "unbalanced YAML sequence", "check the indentation"),
@@ -333,6 +346,7 @@ impl Builder {
                 Some(Frame::Map(p, entries, _)) => self.push(Node {
                     kind: Kind::Map(entries),
                     pos: p,
+                    end: p,
                     raw: None,
                 }),
                 _ => self.fail(p, "unbalanced YAML mapping", "check the indentation"),

@@ -20,5 +20,5 @@ mod replay;
 pub use body::{Body, BoxError};
 pub use context::{ClientAddr, ClientCert, RequestContext, RequestId};
 pub use error::{ErrorKind, ErrorSource, GatewayError};
-pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin};
+pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin, PreflightMethods};
 pub use replay::Replay;

@@ -72,12 +72,21 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
-    /// Whether this plugin answers CORS preflight requests (the router then routes a
-    /// preflight by its `Access-Control-Request-Method`, so it never gets 405).
+    /// Whether this plugin answers CORS preflight requests. A preflight is routed by its
+    /// `Access-Control-Request-Method`; when no route of the path allows that method, it goes
+    /// to a route of the path whose chain answers preflights, with [`PreflightMethods`] in the
+    /// context. Either way it never gets 405.
     fn answers_preflight(&self) -> bool {
         false
     }
 }
+
+/// Context extension of a CORS preflight whose requested method no route of the path allows:
+/// the methods the path does allow. The preflight is still answered (a preflight never gets
+/// 405), listing only methods that are both allowed by the CORS policy and routable here, so
+/// the browser refuses the actual request itself.
+#[derive(Debug, Clone)]
+pub struct PreflightMethods(pub Vec<http::Method>);
 
 /// An authenticated (or anonymous) API consumer, built once per config load.
 #[derive(Debug)]

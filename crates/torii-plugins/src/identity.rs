@@ -11,9 +11,13 @@ pub struct IdentityHeaders {
     name: HeaderName,
     groups: HeaderName,
     anonymous: HeaderName,
-    /// The identity-token header, when tokens are configured.
-    token: Option<HeaderName>,
+    /// The identity-token header: the configured one, or the default name when tokens are
+    /// not configured (a client must never pass one off as the gateway's, whatever the config).
+    token: HeaderName,
 }
+
+/// The default identity-token header, always stripped from client requests.
+static DEFAULT_TOKEN: HeaderName = HeaderName::from_static("x-identity-token");
 
 static TRUE: HeaderValue = HeaderValue::from_static("true");
 
@@ -57,14 +61,23 @@ impl IdentityHeaders {
             name: c.name_header.0.clone(),
             groups: c.groups_header.0.clone(),
             anonymous: c.anonymous_header.0.clone(),
-            token: c.token.as_ref().map(|t| t.header.0.clone()),
+            token: c
+                .token
+                .as_ref()
+                .map_or_else(|| DEFAULT_TOKEN.clone(), |t| t.header.0.clone()),
         }
     }
 
     fn all(&self) -> impl Iterator<Item = &HeaderName> + Clone {
-        [&self.id, &self.name, &self.groups, &self.anonymous]
-            .into_iter()
-            .chain(self.token.as_ref())
+        [
+            &self.id,
+            &self.name,
+            &self.groups,
+            &self.anonymous,
+            &self.token,
+            &DEFAULT_TOKEN,
+        ]
+        .into_iter()
     }
 
     /// Removes every client-sent identity header, whatever its spelling. Runs on every
@@ -111,5 +124,42 @@ mod tests {
         ids.strip(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-other_header"]);
+    }
+
+    #[test]
+    fn the_default_token_header_is_stripped_with_or_without_tokens() {
+        let spoof = |names: &[&str]| {
+            let mut h = HeaderMap::new();
+            for n in names {
+                h.insert(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_static("forged"),
+                );
+            }
+            h
+        };
+        // No identity token configured.
+        let ids = IdentityHeaders::new(&Default::default());
+        let mut h = spoof(&["x-identity-token", "X_Identity_Token", "x-keep"]);
+        ids.strip(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
+
+        // Configured under another name: both names go.
+        let c = torii_config::schema::Identity {
+            token: Some(torii_config::schema::IdentityToken {
+                header: torii_config::values::HeaderName(HeaderName::from_static("x-gw-token")),
+                issuer: "https://gw".into(),
+                ttl: torii_config::values::Duration::secs(60),
+                keys: Vec::new(),
+                signing_key: None,
+                copy_claims: Vec::new(),
+                jwks_path: "/jwks".into(),
+            }),
+            ..Default::default()
+        };
+        let ids = IdentityHeaders::new(&c);
+        let mut h = spoof(&["x-identity-token", "x_gw_token", "x-keep"]);
+        ids.strip(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
     }
 }

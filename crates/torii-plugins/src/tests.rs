@@ -129,3 +129,77 @@ fn global_route_and_disabled_plugins_merge_per_route() {
     assert_eq!(names[1], ["cors"]);
     assert_eq!(names[2], ["cors", "key_auth", "basic_auth"]);
 }
+
+#[test]
+fn config_errors_never_show_secrets() {
+    let catalog = Catalog::builtin().unwrap();
+    let env = |name: &str| (name == "RAWKEY").then(|| "raw-api-key-from-env-1234".to_string());
+    let yaml = "\
+listeners:
+  - name: p
+    bind: 127.0.0.1:0
+consumers:
+  - name: a
+    keys: ['${RAWKEY}']
+  - name: b
+    keys: ['literal-raw-key-5678', 'sha256:zz']
+  - name: c
+    basic_auth:
+      - {username: carol, password_hash: 'plain-text-password-9'}
+      - {username: carol, password_hash: '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA'}
+routes:
+  - name: r
+    match: {path: /}
+    direct_response: {}
+    plugins:
+      jwt:
+        issuers:
+          - issuer: https://idp.example.com
+            algorithms: [HS256]
+            keys: [{secret: short-hmac-secret-42}]
+";
+    let mut err = torii_config::load_str("t.yaml", yaml, &env, &catalog)
+        .err()
+        .unwrap()
+        .to_string();
+    // A schema error (checked before plugins are built) on a secret.
+    let yaml = "listeners:
+  - name: p
+    bind: 127.0.0.1:0
+consumers:
+  - {name: d, keys: ['another-plain-one-0'], groups: 5}
+routes:
+  - name: s
+    match: {path: /s}
+    direct_response: {}
+    plugins:
+      oauth2_introspection: {introspection_url: 'http://127.0.0.1:1/i', client_id: gw, client_secret: 31415926535}
+";
+    err += &torii_config::load_str("t.yaml", yaml, &env, &catalog)
+        .err()
+        .unwrap()
+        .to_string();
+    for secret in [
+        "raw-ap",
+        "raw-api-key-from-env-1234",
+        "literal",
+        "plain-text-password-9",
+        "another-plain-one-0",
+        "short-hmac-secret-42",
+        "31415926535",
+    ] {
+        assert!(!err.contains(secret), "`{secret}` shown in:\n{err}");
+    }
+    // Each problem is still reported where it is.
+    for needle in [
+        "consumers[0].keys[0]",
+        "consumers[1].keys[0]",
+        "consumers[1].keys[1]",
+        "consumers[2].basic_auth[0].password_hash",
+        "client_secret",
+        "consumers[0].groups",
+        "<redacted>",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}

@@ -6,10 +6,12 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
 use torii_core::{Body, BoxError};
+use torii_plugins::IdentityHeaders;
 
 /// The request body grew past the route's limit.
 #[derive(Debug, thiserror::Error)]
@@ -73,14 +75,17 @@ impl IdleTimer {
     }
 }
 
-/// The client's request body on its way upstream: limited in size, with an idle timeout.
+/// The client's request body on its way upstream: limited in size, with an idle timeout, and
+/// its trailers cleaned like the head (identity headers in every spelling, and fields that
+/// must not travel as trailers, are removed).
 pub struct RequestBody {
     inner: Body,
     limit: u64,
     seen: u64,
     idle: IdleTimer,
+    identity: Arc<IdentityHeaders>,
     /// Where the bytes read so far are published (the access log's `bytes_in`), when wanted.
-    read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    read: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl RequestBody {
@@ -89,7 +94,8 @@ impl RequestBody {
         inner: Body,
         limit: u64,
         idle: Duration,
-        read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+        identity: Arc<IdentityHeaders>,
+        read: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Self {
         Self {
             inner,
@@ -97,6 +103,31 @@ impl RequestBody {
             seen: 0,
             idle: IdleTimer::new(idle),
             read,
+            identity,
+        }
+    }
+
+    /// A trailers frame without client-sent identity fields or forbidden trailer fields.
+    fn clean_trailers(&self, frame: Frame<Bytes>) -> Frame<Bytes> {
+        match frame.into_trailers() {
+            Ok(mut trailers) => {
+                self.identity.strip(&mut trailers);
+                if trailers
+                    .keys()
+                    .any(crate::upstream::h1::chunked::forbidden_trailer)
+                {
+                    let forbidden: Vec<_> = trailers
+                        .keys()
+                        .filter(|k| crate::upstream::h1::chunked::forbidden_trailer(k))
+                        .cloned()
+                        .collect();
+                    for k in forbidden {
+                        trailers.remove(&k);
+                    }
+                }
+                Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
         }
     }
 }
@@ -120,8 +151,10 @@ impl HttpBody for RequestBody {
                     if this.seen > this.limit {
                         return Poll::Ready(Some(Err(BodyTooLarge(this.limit).into())));
                     }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                Poll::Ready(Some(Ok(frame)))
+                // Trailers: the only other frame; data frames (the common case) never get here.
+                Poll::Ready(Some(Ok(this.clean_trailers(frame))))
             }
             other => other,
         }

@@ -333,13 +333,22 @@ async fn route_and_serve(
         headers: &req.headers,
         query: req.uri.query(),
     };
+    let mut preflight_methods = None;
     let (idx, params) = match view.router.lookup(&rv) {
         Lookup::Found(m) => (*m.value, params_of(&m.params)),
         Lookup::MethodNotAllowed { allow } => {
             // A CORS preflight is routed by the method it asks about, so a route whose chain
-            // answers preflights never sends 405 to one (it need not list OPTIONS).
-            match preflight_lookup(req, &rv, view, snap) {
-                Some(found) => found,
+            // answers preflights never sends 405 to one (it need not list OPTIONS). When no
+            // route of the path allows that method, a route of the path that answers
+            // preflights answers it anyway, listing only the methods the path allows.
+            match preflight_lookup(req, &rv, view, snap, &allow) {
+                Some((idx, params, fallback)) => {
+                    if fallback {
+                        preflight_methods =
+                            Some(torii_core::PreflightMethods(allow.as_slice().to_vec()));
+                    }
+                    (idx, params)
+                }
                 None => {
                     return Err(GatewayError::new(
                         ErrorKind::MethodNotAllowed(allow.to_header_value()),
@@ -362,6 +371,9 @@ async fn route_and_serve(
     ctx.route = Some(route.name.clone());
     info.route_idx = Some(idx);
     ctx.params = params;
+    if let Some(m) = preflight_methods {
+        ctx.extensions.insert(m);
+    }
 
     // --- plugins ---
     // Client-sent identity headers (both spellings) go first, whatever the route does, and
@@ -444,29 +456,40 @@ fn params_of(params: &torii_router::Params<'_, '_>) -> RouteParams {
 }
 
 /// For a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`), the
-/// route the actual request would take, if its chain answers preflights.
+/// route the actual request would take, if its chain answers preflights. Otherwise the first
+/// route of the path (by the methods in `allow`) whose chain answers preflights, marked as a
+/// fallback (`true`): the preflight is answered there, never with 405, and the browser
+/// refuses the method itself.
 fn preflight_lookup(
     req: &http::request::Parts,
     rv: &RequestView<'_>,
     view: &crate::snapshot::ListenerView,
     snap: &Snapshot,
-) -> Option<(usize, RouteParams)> {
+    allow: &torii_router::AllowedMethods,
+) -> Option<(usize, RouteParams, bool)> {
     let h = &req.headers;
     if req.method != http::Method::OPTIONS || !h.contains_key(header::ORIGIN) {
         return None;
     }
     let asked = h.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
-    let method = http::Method::from_bytes(asked.as_bytes()).ok()?;
-    let view_as = RequestView {
-        method: &method,
-        ..*rv
-    };
-    match view.router.lookup(&view_as) {
-        Lookup::Found(m) if snap.routes.get(*m.value)?.chain.answers_preflight() => {
-            Some((*m.value, params_of(&m.params)))
+    let answering = |method: &http::Method| {
+        let view_as = RequestView { method, ..*rv };
+        match view.router.lookup(&view_as) {
+            Lookup::Found(m) if snap.routes.get(*m.value)?.chain.answers_preflight() => {
+                Some((*m.value, params_of(&m.params)))
+            }
+            _ => None,
         }
-        _ => None,
+    };
+    if let Ok(method) = http::Method::from_bytes(asked.as_bytes())
+        && let Some((idx, params)) = answering(&method)
+    {
+        return Some((idx, params, false));
     }
+    allow
+        .iter()
+        .find_map(answering)
+        .map(|(idx, params)| (idx, params, true))
 }
 
 fn upstream_path(route: &CompiledRoute, ctx: &RequestContext) -> String {
@@ -569,7 +592,7 @@ fn proxy_request<'a>(
         parts.headers.insert(header::HOST, h);
     }
 
-    // A request without a body (most GETs) needs no limit or idle timer.
+    // A request without a body (most GETs) needs no limit or idle timer, and has no trailers.
     let body = if http_body::Body::is_end_stream(&body) {
         Body::Empty
     } else {
@@ -580,6 +603,7 @@ fn proxy_request<'a>(
             ctx.body_limit
                 .map_or(snap.max_body, |l| l.min(snap.max_body)),
             upstream.body_idle_timeout,
+            snap.identity.clone(),
             read,
         ))
     };

@@ -87,7 +87,7 @@ pub struct Snapshot {
     /// The consumers' own plugin settings.
     pub consumer_plugins: Arc<ConsumerPlugins>,
     /// Identity headers (stripped from every request, set after authentication).
-    pub identity: IdentityHeaders,
+    pub identity: Arc<IdentityHeaders>,
     /// Signs identity tokens and serves their JWKS.
     pub signer: Option<Arc<torii_plugins::TokenSigner>>,
     /// The config it was built from.
@@ -206,7 +206,7 @@ impl Snapshot {
                 r
             },
             consumer_plugins: plugins.consumer_plugins,
-            identity: plugins.identity,
+            identity: Arc::new(plugins.identity),
             signer: plugins.signer,
             unrouted: metrics.route("<none>"),
             config,

@@ -81,6 +81,41 @@ async fn key_auth_identifies_the_consumer_and_hides_the_key() {
 }
 
 #[tokio::test]
+async fn key_auth_removes_every_key_location_it_did_not_verify() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: private\n    match: {path_prefix: /private}\n    upstream: up\n    plugins:\n      key_auth: {header_names: [x-api-key, x-key], query_names: [apikey, key]}\n  - name: shown\n    match: {path_prefix: /shown}\n    upstream: up\n    plugins:\n      key_auth: {header_names: [x-api-key, x-key], query_names: [apikey, key], hide_credentials: false}\n";
+    let gw = gateway(&gw_config(up.addr, "", routes)).await;
+    let a = addr(&gw).await;
+    let uri = format!("/private/x?apikey={BOB_KEY}&a=1&key={BOB_KEY}");
+    let sent = [("x-api-key", ALICE_KEY), ("x-key", BOB_KEY)];
+    let (s, _, j) = send(a, "GET", &uri, &sent).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["headers"]["x-consumer-name"], "alice");
+    assert_eq!(j["uri"], "/private/x?a=1", "no key in the query: {j}");
+    let text = j.to_string();
+    assert!(!text.contains(BOB_KEY) && !text.contains(ALICE_KEY), "{j}");
+
+    // Without hide_credentials only the verified key goes on.
+    let uri = format!("/shown/x?apikey={BOB_KEY}&a=1");
+    let (s, _, j) = send(a, "GET", &uri, &sent).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["headers"]["x-consumer-name"], "alice");
+    assert_eq!(j["headers"]["x-api-key"], ALICE_KEY);
+    assert_eq!(j["uri"], "/shown/x?a=1");
+    assert!(!j.to_string().contains(BOB_KEY), "{j}");
+    let (s, _, j) = send(
+        a,
+        "GET",
+        &format!("/shown/x?key={BOB_KEY}&apikey={ALICE_KEY}"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["headers"]["x-consumer-name"], "alice");
+    assert_eq!(j["uri"], format!("/shown/x?apikey={ALICE_KEY}"));
+}
+
+#[tokio::test]
 async fn key_auth_refuses_missing_and_invalid_keys_with_a_challenge() {
     let up = echo_upstream(false).await;
     let gw = gateway(&gw_config(up.addr, "", KEY_ROUTES)).await;
@@ -111,6 +146,9 @@ async fn spoofed_identity_headers_are_stripped_in_both_spellings() {
         ("X_Consumer_Name", "root"),
         ("x-consumer_groups", "admin"),
         ("x-anonymous-consumer", "false"),
+        // The default identity-token header, although no identity token is configured.
+        ("x-identity-token", "forged"),
+        ("X_Identity_Token", "forged"),
     ];
     // On a public route (no authentication at all) ...
     let (s, _, j) = send(a, "GET", "/open", &spoof).await;
@@ -276,6 +314,25 @@ async fn ip_restriction_uses_the_resolved_client_address() {
 }
 
 #[tokio::test]
+async fn ip_restriction_rules_written_as_ipv4_mapped_match_ipv4_clients() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: deny\n    match: {path_prefix: /deny}\n    upstream: up\n    plugins:\n      ip_restriction: {deny: ['::ffff:127.0.0.1']}\n  - name: denynet\n    match: {path_prefix: /net}\n    upstream: up\n    plugins:\n      ip_restriction: {deny: ['::ffff:127.0.0.0/104']}\n  - name: allow\n    match: {path_prefix: /allow}\n    upstream: up\n    plugins:\n      ip_restriction: {allow: ['::ffff:127.0.0.0/104']}\n";
+    let gw = gateway(&gw_config(up.addr, "", routes)).await;
+    let a = addr(&gw).await;
+    assert_eq!(send(a, "GET", "/deny", &[]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(send(a, "GET", "/net", &[]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(send(a, "GET", "/allow", &[]).await.0, StatusCode::OK);
+
+    // A mapped network wider than the mapped range is refused, not loaded to fail open.
+    let routes = "  - name: r\n    match: {path_prefix: /}\n    upstream: up\n    plugins:\n      ip_restriction: {deny: ['::ffff:127.0.0.0/80']}\n";
+    let err = load_str("t.yaml", &gw_config(up.addr, "", routes))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("IPv4-mapped"), "{err}");
+}
+
+#[tokio::test]
 async fn ip_restriction_honours_trusted_proxies() {
     let up = echo_upstream(false).await;
     let yaml = format!(
@@ -355,15 +412,55 @@ async fn cors_preflight_is_answered_even_when_the_route_lacks_options() {
         assert_eq!(s, StatusCode::FORBIDDEN, "{bad}");
         assert!(h.get("access-control-allow-origin").is_none(), "{bad}");
     }
-    // A method the policy does not allow.
-    let (s, _, _) = send(
+    // A method the policy does not allow: the ordinary answer, which does not list it (the
+    // browser refuses the actual request).
+    let (s, h, _) = send(
         a,
         "OPTIONS",
         "/api/items",
         &pre("https://app.example.com", "TRACE"),
     )
     .await;
-    assert_ne!(s, StatusCode::NO_CONTENT);
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(!methods.contains("TRACE"), "{methods}");
+}
+
+#[tokio::test]
+async fn cors_preflight_for_a_method_the_route_does_not_allow_is_never_405() {
+    let up = echo_upstream(false).await;
+    let gw = gateway(&gw_config(up.addr, "", CORS_ROUTES)).await;
+    let a = addr(&gw).await;
+    // The route allows GET only; the policy allows DELETE (its default methods).
+    for asked in ["DELETE", "PUT", "NOT A METHOD"] {
+        let (s, h, _) = send(
+            a,
+            "OPTIONS",
+            "/api/items",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", asked),
+            ],
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{asked}: {h:?}");
+        assert!(h.get("allow").is_none(), "{asked}");
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(h["access-control-allow-methods"], "GET", "{asked}");
+    }
+    // The actual request is still refused by the router.
+    let (s, h, _) = send(
+        a,
+        "DELETE",
+        "/api/items",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(h["allow"], "GET");
+    // A plain OPTIONS (no preflight) is still 405.
+    let (s, _, _) = send(a, "OPTIONS", "/api/items", &[]).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
@@ -826,4 +923,108 @@ async fn cors_star_with_credentials_is_a_config_error_and_vary_is_always_sent() 
         h["vary"].to_str().unwrap().contains("Origin"),
         "no Origin, still Vary: {h:?}"
     );
+}
+
+/// An upstream that answers with the request's headers and trailers as JSON.
+async fn trailer_echo(http2: bool) -> FakeUpstream {
+    upstream(http2, |req: Request<hyper::body::Incoming>| async move {
+        let map = |h: &HeaderMap| -> serde_json::Map<String, serde_json::Value> {
+            h.iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect()
+        };
+        let headers = map(req.headers());
+        let collected = req.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().map(map).unwrap_or_default();
+        let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        let j = serde_json::json!({"headers": headers, "trailers": trailers, "body": body});
+        http::Response::new(full(j.to_string()))
+    })
+    .await
+}
+
+const SPOOFED_TRAILERS: [&str; 4] = [
+    "x-consumer-id",
+    "x_consumer_id",
+    "x-identity-token",
+    "x-anonymous_consumer",
+];
+
+fn assert_trailers_clean(j: &serde_json::Value, authenticated: bool, what: &str) {
+    assert_eq!(j["body"], "hello", "{what}: {j}");
+    let t = j["trailers"].as_object().unwrap();
+    for n in SPOOFED_TRAILERS {
+        assert!(
+            !t.contains_key(n),
+            "{what}: trailer {n} reached the upstream: {j}"
+        );
+    }
+    // A length-delimited HTTP/1.1 message has nowhere to carry trailers: they are dropped.
+    if j["headers"].get("content-length").is_none() || !t.is_empty() {
+        assert_eq!(
+            t.get("x-ok"),
+            Some(&"fine".into()),
+            "{what}: other trailers pass: {j}"
+        );
+    }
+    assert!(!j.to_string().contains("evil"), "{what}: {j}");
+    if authenticated {
+        assert_eq!(j["headers"]["x-consumer-id"], "u-1", "{what}: {j}");
+    }
+}
+
+#[tokio::test]
+async fn identity_headers_sent_as_request_trailers_never_reach_the_upstream() {
+    let up1 = trailer_echo(false).await;
+    let up2 = trailer_echo(true).await;
+    let yaml = config(&format!(
+        "upstreams:\n  - name: h1\n    targets: [{{url: 'http://{}'}}]\n  - name: h2\n    targets: [{{url: 'http://{}'}}]\n    protocol: http2\n{}routes:\n  - name: h1-private\n    match: {{path_prefix: /h1/private}}\n    upstream: h1\n    plugins: {{key_auth: {{}}}}\n  - name: h1-open\n    match: {{path_prefix: /h1}}\n    upstream: h1\n  - name: h2-private\n    match: {{path_prefix: /h2/private}}\n    upstream: h2\n    plugins: {{key_auth: {{}}}}\n  - name: h2-open\n    match: {{path_prefix: /h2}}\n    upstream: h2\n",
+        up1.addr,
+        up2.addr,
+        consumers()
+    ));
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    let trailer_lines: String = SPOOFED_TRAILERS
+        .iter()
+        .map(|n| format!("{n}: evil\r\n"))
+        .collect();
+    for path in ["/h1/open", "/h1/private", "/h2/open", "/h2/private"] {
+        let authenticated = path.ends_with("private");
+        let key = if authenticated {
+            format!("x-api-key: {ALICE_KEY}\r\n")
+        } else {
+            String::new()
+        };
+        // HTTP/1.1 client: a chunked request with a trailer section.
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: gw\r\n{key}transfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n{trailer_lines}x-ok: fine\r\n\r\n"
+        );
+        let resp = raw(a, req.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{path}: {resp}");
+        let body = &resp[resp.find('{').unwrap()..=resp.rfind('}').unwrap()];
+        assert_trailers_clean(&json(body.as_bytes()), authenticated, &format!("h1 {path}"));
+
+        // HTTP/2 client: data, then trailers.
+        let mut trailers = HeaderMap::new();
+        for n in SPOOFED_TRAILERS {
+            trailers.insert(
+                http::HeaderName::from_static(n),
+                http::HeaderValue::from_static("evil"),
+            );
+        }
+        trailers.insert("x-ok", http::HeaderValue::from_static("fine"));
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"hello"))
+            .map_err(|e| match e {})
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .boxed();
+        let mut req = Request::post(format!("http://{a}{path}"));
+        if authenticated {
+            req = req.header("x-api-key", ALICE_KEY);
+        }
+        let resp = h2_client().request(req.body(body).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "h2 {path}");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_trailers_clean(&json(&bytes), authenticated, &format!("h2 {path}"));
+    }
 }

@@ -2,7 +2,11 @@
 //!
 //! - Preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) are answered by
 //!   the gateway with 204, also on routes that do not list OPTIONS (the router routes a
-//!   preflight by the method it asks about, so it never gets 405). A preflight from an origin
+//!   preflight by the method it asks about, or, when the path does not allow that method, to
+//!   a route of the path with `cors`), so a preflight never gets 405. A preflight for a method
+//!   the policy or the path does not allow gets the same 204, whose
+//!   `Access-Control-Allow-Methods` lists only the methods allowed (by the policy, and by the
+//!   path in that case): the browser refuses the actual request. A preflight from an origin
 //!   that is not allowed gets 403 and no CORS headers.
 //! - Other requests from an allowed origin get `Access-Control-Allow-Origin` (and credentials
 //!   and exposed headers) on every response: the upstream's and the gateway's own errors (401,
@@ -25,7 +29,7 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
 use torii_config::values::{Duration, HeaderName, Method as ConfigMethod, Regex};
-use torii_core::{Body, ErrorKind, Flow, GatewayError, Plugin, RequestContext};
+use torii_core::{Body, ErrorKind, Flow, GatewayError, Plugin, PreflightMethods, RequestContext};
 
 /// Settings of `cors`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -235,7 +239,14 @@ impl CorsPolicy {
         !(self.any && !self.credentials && self.exact.is_empty())
     }
 
-    fn preflight(&self, req: &http::request::Parts, origin: &HeaderValue) -> Response<Body> {
+    /// The preflight answer. `routable`: the methods of the path, when the requested method
+    /// is not one of them; only methods in both lists are then announced.
+    fn preflight(
+        &self,
+        req: &http::request::Parts,
+        origin: &HeaderValue,
+        routable: Option<&[Method]>,
+    ) -> Response<Body> {
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::NO_CONTENT;
         let h = resp.headers_mut();
@@ -246,7 +257,18 @@ impl CorsPolicy {
         if self.credentials {
             h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE.clone());
         }
-        h.insert(ACCESS_CONTROL_ALLOW_METHODS, self.methods_value.clone());
+        let methods = match routable {
+            None => Some(self.methods_value.clone()),
+            Some(routable) => join(
+                self.methods
+                    .iter()
+                    .filter(|m| routable.contains(m))
+                    .map(Method::as_str),
+            ),
+        };
+        if let Some(m) = methods {
+            h.insert(ACCESS_CONTROL_ALLOW_METHODS, m);
+        }
         match &self.headers {
             Some((_, value)) => {
                 h.insert(ACCESS_CONTROL_ALLOW_HEADERS, value.clone());
@@ -284,17 +306,14 @@ impl Plugin for CorsPolicy {
                     "CORS origin not allowed",
                 ));
             }
-            let asked = req
-                .headers
-                .get(ACCESS_CONTROL_REQUEST_METHOD)
-                .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-            if !asked.is_some_and(|m| self.methods.contains(&m)) {
-                return Err(GatewayError::new(
-                    ErrorKind::Forbidden,
-                    "CORS method not allowed",
-                ));
-            }
-            let resp = self.preflight(req, origin);
+            // A method the policy (or the path) does not allow still gets the ordinary answer,
+            // which does not list it: the browser then refuses the actual request (Fetch
+            // standard, CORS-preflight fetch). Never 405, and no 403 for an allowed origin.
+            let routable = ctx
+                .extensions
+                .get::<PreflightMethods>()
+                .map(|m| m.0.as_slice());
+            let resp = self.preflight(req, origin, routable);
             return Ok(Flow::Respond(resp));
         }
         ctx.extensions.insert(CorsDecision {

@@ -1,7 +1,7 @@
 //! `key_auth`: API keys from a header or a query parameter, looked up by SHA-256 digest in the
 //! consumer directory (a hash-map read, then a constant-time comparison of the digests).
 
-use super::util::{query_param, quoted, remove_query_param};
+use super::util::{append_query_param, query_param, quoted, remove_query_param};
 use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
 use http::HeaderValue;
 use schemars::JsonSchema;
@@ -96,18 +96,19 @@ impl Plugin for KeyAuthPlugin {
         ctx: &'a mut RequestContext,
     ) -> Result<Flow<'a>, GatewayError> {
         let mut found = None;
-        for h in &self.headers {
+        let mut from = None;
+        for (i, h) in self.headers.iter().enumerate() {
             if let Some(v) = req.headers.get(h) {
                 found = Some(crate::consumers::key_digest_checked(v.as_bytes()));
+                from = Some(Location::Header(i, v.clone()));
                 break;
             }
         }
-        let mut from_query = None;
         if found.is_none() {
-            for q in &self.query {
+            for (i, q) in self.query.iter().enumerate() {
                 if let Some(v) = query_param(req, q) {
                     found = Some(crate::consumers::key_digest_checked(v.as_bytes()));
-                    from_query = Some(q);
+                    from = Some(Location::Query(i, v.into_owned()));
                     break;
                 }
             }
@@ -125,13 +126,23 @@ impl Plugin for KeyAuthPlugin {
             })?;
         ctx.consumer = Some(consumer.clone());
         ctx.identity = Some(self.identity.clone());
-        if self.hide {
-            for h in &self.headers {
-                req.headers.remove(h);
+        // Every configured key location goes: a key beside the verified one (another header,
+        // a query parameter, a second value of the same field) was never checked and must not
+        // reach the upstream. Without `hide_credentials` the verified key alone is put back.
+        let kept = if self.hide { None } else { from };
+        self.discard_credential(req);
+        match kept {
+            Some(Location::Header(i, v)) => {
+                if let Some(h) = self.headers.get(i) {
+                    req.headers.insert(h.clone(), v);
+                }
             }
-            if let Some(q) = from_query {
-                remove_query_param(req, q);
+            Some(Location::Query(i, v)) => {
+                if let Some(q) = self.query.get(i) {
+                    append_query_param(req, q, &v);
+                }
             }
+            None => {}
         }
         Ok(Flow::Continue)
     }
@@ -150,4 +161,11 @@ impl Plugin for KeyAuthPlugin {
             }
         }
     }
+}
+
+/// Where the verified key was found: a header or a query parameter (index into the plugin's
+/// lists, and the value).
+enum Location {
+    Header(usize, HeaderValue),
+    Query(usize, String),
 }

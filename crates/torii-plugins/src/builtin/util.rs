@@ -58,6 +58,27 @@ pub(crate) fn quoted(s: &str) -> String {
     out
 }
 
+/// Appends `name=value` (form-encoded) to the query string.
+pub(crate) fn append_query_param(parts: &mut Parts, name: &str, value: &str) {
+    let Some(pq) = parts.uri.path_and_query() else {
+        return;
+    };
+    let pair = form_urlencoded::Serializer::new(String::new())
+        .append_pair(name, value)
+        .finish();
+    let s = match pq.query() {
+        Some(q) if !q.is_empty() => format!("{}?{q}&{pair}", pq.path()),
+        _ => format!("{}?{pair}", pq.path()),
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(s) {
+        uri.path_and_query = Some(pq);
+    }
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
