@@ -431,8 +431,22 @@ async fn route_and_serve(
         Action::Proxy { upstream, .. } => {
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
-            let (up_body, upgrade, added) =
+            let (mut up_body, upgrade, added) =
                 proxy_request(req, body, conn, snap, route, upstream, ctx, view, info)?;
+            // A small body is read whole before an upstream connection is taken: a client
+            // that trickles it then holds no upstream connection (its body idle timeout and
+            // the listener's transfer-rate rule police it). Only bodies with a known length,
+            // so streams (chunked uploads, gRPC) keep flowing both ways.
+            if http_body::Body::size_hint(&up_body)
+                .exact()
+                .is_some_and(|n| n > 0 && n <= snap.body_buffer)
+            {
+                // Boxed: requests that buffer nothing do not carry this future's size.
+                up_body = Box::pin(up_body.into_replay(snap.body_buffer as usize))
+                    .await
+                    .map_err(|e| crate::upstream::client_body_error(&*e))?
+                    .into_body();
+            }
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
             let resp = upstream

@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub routes: Vec<CompiledRoute>,
     /// Largest request body.
     pub max_body: u64,
+    /// Request bodies with a Content-Length up to this are read whole before the upstream call.
+    pub body_buffer: u64,
     /// Query parameters redacted in logs.
     pub redact: Vec<String>,
     /// Metrics of requests no route took.
@@ -196,6 +198,7 @@ impl Snapshot {
             listeners,
             routes,
             max_body: config.server.max_request_body.0,
+            body_buffer: config.server.request_body_buffer.0,
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();
                 for q in plugins.redact_query_params {

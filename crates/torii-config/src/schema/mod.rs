@@ -59,6 +59,10 @@ pub struct Server {
     /// Largest request body accepted on any route (413 beyond; sent before reading the body when
     /// Content-Length already exceeds it).
     pub max_request_body: ByteSize,
+    /// A request body with a Content-Length up to this size is read whole before an upstream
+    /// connection is taken, so a client that sends its body slowly never holds one (0: always
+    /// stream). Bodies without a length (chunked, gRPC streams) are always streamed.
+    pub request_body_buffer: ByteSize,
     /// Watch the config file's directory and reload on change.
     pub watch_config: bool,
 }
@@ -68,6 +72,7 @@ impl Default for Server {
         Self {
             shutdown_grace_period: Duration::secs(30),
             max_request_body: ByteSize::mib(10),
+            request_body_buffer: ByteSize::kib(64),
             watch_config: true,
         }
     }
