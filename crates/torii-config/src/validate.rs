@@ -165,6 +165,18 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                 "set a positive connection limit",
             );
         }
+        if l.limits.min_transfer_rate.0 > 0 && l.limits.transfer_rate_window.0.is_zero() {
+            ctx.err(
+                &[
+                    PathSeg::Key("listeners"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("limits"),
+                    PathSeg::Key("transfer_rate_window"),
+                ],
+                "must be longer than 0 while min_transfer_rate is set",
+                "set a window such as `10s`, or `min_transfer_rate: 0B` to turn the rule off",
+            );
+        }
         if let Some(tls) = &l.tls {
             let at = |k| {
                 [

@@ -86,16 +86,20 @@ pub struct RequestBody {
     identity: Arc<IdentityHeaders>,
     /// Where the bytes read so far are published (the access log's `bytes_in`), when wanted.
     read: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The client connection's activity: told while this body waits for the client (the
+    /// watchdog's transfer-rate rule).
+    conn: Arc<crate::io::Activity>,
 }
 
 impl RequestBody {
     /// Wraps a client body; `read`, when given, follows the number of body bytes read.
-    pub fn new(
+    pub(crate) fn new(
         inner: Body,
         limit: u64,
         idle: Duration,
         identity: Arc<IdentityHeaders>,
         read: Option<Arc<std::sync::atomic::AtomicU64>>,
+        conn: Arc<crate::io::Activity>,
     ) -> Self {
         Self {
             inner,
@@ -104,6 +108,7 @@ impl RequestBody {
             idle: IdleTimer::new(idle),
             read,
             identity,
+            conn,
         }
     }
 
@@ -141,7 +146,9 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match this.idle.poll_frame(Pin::new(&mut this.inner), cx) {
+        let polled = this.idle.poll_frame(Pin::new(&mut this.inner), cx);
+        this.conn.set_awaiting_body(polled.is_pending());
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
@@ -164,6 +171,14 @@ impl HttpBody for RequestBody {
     }
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // A body dropped while it waited (the upstream answered early, the request ended) no
+        // longer waits for the client.
+        self.conn.set_awaiting_body(false);
     }
 }
 

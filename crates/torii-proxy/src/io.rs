@@ -4,18 +4,25 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Counts a connection's reads and writes, for the keep-alive idle timeout. A counter, not a
 /// timestamp: no clock read on the I/O path; the idle watchdog compares counts between its
 /// wake-ups instead.
+///
+/// It also tells the watchdog's transfer-rate rule whether the gateway is waiting on the
+/// client: a write the client's socket did not take (`write_blocked`), or a request body the
+/// client has not sent yet (`awaiting_body`), and how many bytes moved meanwhile.
 #[derive(Debug, Default)]
 pub struct Activity {
     ops: AtomicU64,
+    bytes: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicU64,
+    write_blocked: AtomicBool,
+    awaiting_body: AtomicBool,
 }
 
 /// A request in flight on a connection, from its head until its response body ended (or was
@@ -42,8 +49,29 @@ impl Activity {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
-    fn touch(&self) {
+    fn touch(&self, bytes: usize) {
         self.ops.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    /// Notes whether a write to the client is waiting for its socket (stored only on change).
+    fn set_write_blocked(&self, blocked: bool) {
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
+    }
+    /// Notes whether a request body waits for the client's next bytes (stored only on change).
+    pub fn set_awaiting_body(&self, waiting: bool) {
+        if self.awaiting_body.load(Ordering::Relaxed) != waiting {
+            self.awaiting_body.store(waiting, Ordering::Relaxed);
+        }
+    }
+    /// Bytes read and written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    /// Whether the gateway is waiting on the client now.
+    pub fn waiting_on_client(&self) -> bool {
+        self.write_blocked.load(Ordering::Relaxed) || self.awaiting_body.load(Ordering::Relaxed)
     }
     /// Reads and writes so far.
     pub fn ops(&self) -> u64 {
@@ -79,9 +107,14 @@ impl<S> Prefixed<S> {
     }
 }
 
-fn touched<T>(a: &Activity, r: Poll<T>) -> Poll<T> {
-    if r.is_ready() {
-        a.touch();
+fn written(a: &Activity, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    match &r {
+        Poll::Ready(Ok(n)) => {
+            a.touch(*n);
+            a.set_write_blocked(false);
+        }
+        Poll::Ready(Err(_)) => a.touch(0),
+        Poll::Pending => a.set_write_blocked(true),
     }
     r
 }
@@ -100,7 +133,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             return Poll::Ready(Ok(()));
         }
         let this = &mut *self;
-        touched(&this.activity, Pin::new(&mut this.inner).poll_read(cx, buf))
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            this.activity.touch(buf.filled().len() - before);
+        }
+        r
     }
 }
 
@@ -111,7 +149,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        touched(
+        written(
             &this.activity,
             Pin::new(&mut this.inner).poll_write(cx, buf),
         )
@@ -128,7 +166,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        touched(
+        written(
             &this.activity,
             Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
         )

@@ -619,6 +619,7 @@ fn proxy_request<'a>(
             upstream.body_idle_timeout,
             snap.identity.clone(),
             read,
+            conn.activity.clone(),
         ))
     };
     Ok((body, client_upgrade, added))

@@ -266,6 +266,8 @@ async fn run<I>(
         return;
     }
     let idle = limits.idle_timeout.0;
+    let min_rate =
+        watchdog::MinRate::new(limits.min_transfer_rate.0, limits.transfer_rate_window.0);
     if is_h2 {
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -278,6 +280,7 @@ async fn run<I>(
         let limits = watchdog::Limits {
             idle,
             header_read: None,
+            min_rate,
         };
         watchdog::drive(b.serve_connection(io, svc), limits, shutdown, activity).await;
     } else {
@@ -295,6 +298,7 @@ async fn run<I>(
         let limits = watchdog::Limits {
             idle,
             header_read: Some(limits.header_read_timeout.0),
+            min_rate,
         };
         let conn = b.serve_connection(io, svc).with_upgrades();
         watchdog::drive(conn, limits, shutdown, activity).await;

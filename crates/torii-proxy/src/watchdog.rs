@@ -1,7 +1,10 @@
 //! The per-connection watchdog: ends a client connection gracefully when the gateway shuts
 //! down, when it moved no byte for the idle timeout, or (HTTP/1.1) when it had no request in
 //! flight for the header read timeout (a silent keep-alive connection, or a request head that
-//! trickles in and never ends).
+//! trickles in and never ends); and at once when the client is too slow: while the gateway
+//! waits on it (a response the client does not read, a request body it does not send), fewer
+//! bytes than the minimum transfer rate moved over the rate window. Such a client would
+//! otherwise hold its upstream connection (and a pool slot) for as long as it likes.
 //!
 //! It runs inside the connection's own task, but its timer and the shutdown signal are polled
 //! with a waker of their own that raises a flag: a wake-up caused by client or upstream I/O
@@ -60,6 +63,30 @@ pub struct Limits {
     pub idle: Duration,
     /// No request in flight for this long: close (HTTP/1.1 only; `None` for HTTP/2).
     pub header_read: Option<Duration>,
+    /// The transfer-rate rule: at least this many bytes per window while the gateway waits on
+    /// the client (`None`: off).
+    pub min_rate: Option<MinRate>,
+}
+
+/// At least `bytes` per `window` while the gateway waits on the client.
+#[derive(Debug, Clone, Copy)]
+pub struct MinRate {
+    /// Bytes per window.
+    pub bytes: u64,
+    /// The window.
+    pub window: Duration,
+}
+
+impl MinRate {
+    /// The rule for a rate in bytes per second over `window`; `None` when the rate is 0.
+    pub fn new(per_second: u64, window: Duration) -> Option<Self> {
+        (per_second > 0 && !window.is_zero()).then(|| Self {
+            bytes: (u128::from(per_second) * window.as_millis() / 1000)
+                .try_into()
+                .unwrap_or(u64::MAX),
+            window,
+        })
+    }
 }
 
 /// Wakes the connection's task and marks that the watchdog has something to look at.
@@ -88,6 +115,8 @@ enum Stop {
     Idle,
     /// No request in flight for the header read timeout.
     NoRequest,
+    /// The client moved too few bytes while the gateway waited on it: closed at once.
+    TooSlow,
 }
 
 struct Dog {
@@ -100,6 +129,9 @@ struct Dog {
     quiet: Duration,
     seen_requests: u64,
     free: Duration,
+    /// How long the gateway has been waiting on the client, and the byte count then.
+    slow: Duration,
+    slow_from: u64,
 }
 
 impl Dog {
@@ -107,6 +139,7 @@ impl Dog {
         let shortest = limits
             .header_read
             .map_or(limits.idle, |h| h.min(limits.idle));
+        let shortest = limits.min_rate.map_or(shortest, |r| r.window.min(shortest));
         // Waking every quarter of the shortest limit closes within 1.25x of it.
         let step = (shortest / 4).max(Duration::from_millis(10));
         Self {
@@ -122,6 +155,8 @@ impl Dog {
             activity,
             quiet: Duration::ZERO,
             free: Duration::ZERO,
+            slow: Duration::ZERO,
+            slow_from: 0,
         }
     }
 
@@ -149,6 +184,22 @@ impl Dog {
             self.quiet += self.step;
             if self.quiet >= self.limits.idle {
                 return Some(Stop::Idle);
+            }
+        }
+        if let Some(rule) = self.limits.min_rate {
+            let bytes = self.activity.bytes();
+            if self.activity.in_flight() > 0 && self.activity.waiting_on_client() {
+                self.slow += self.step;
+                if self.slow >= rule.window {
+                    if bytes - self.slow_from < rule.bytes {
+                        return Some(Stop::TooSlow);
+                    }
+                    self.slow = Duration::ZERO;
+                    self.slow_from = bytes;
+                }
+            } else {
+                self.slow = Duration::ZERO;
+                self.slow_from = bytes;
             }
         }
         if let Some(limit) = self.limits.header_read {
@@ -199,6 +250,11 @@ pub async fn drive<C: Graceful>(
     match ended {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "client connection ended with an error"),
+        Err(Stop::TooSlow) => {
+            // Dropping the connection drops its exchanges: their upstream connections close
+            // and free their pool slots.
+            tracing::info!("closing a client connection slower than the minimum transfer rate");
+        }
         Err(stop) => {
             tracing::trace!(?stop, "closing client connection");
             // In-flight exchanges finish (the shutdown grace period bounds them at shutdown).

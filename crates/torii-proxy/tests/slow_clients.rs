@@ -6,6 +6,7 @@
 mod support;
 
 use http::StatusCode;
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
@@ -84,4 +85,117 @@ async fn a_slow_body_holds_no_upstream_connection() {
         ok, all,
         "normal requests failed while slow bodies were sent"
     );
+}
+
+/// A client with a small receive buffer that sends a request and never reads the answer.
+async fn non_reader(a: SocketAddr, path: &str) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(a).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    s
+}
+
+/// Whether the gateway closed `s` within `within` (reading and discarding what it sent).
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = vec![0u8; 1 << 20];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn clients_that_do_not_read_are_cut_off_and_free_their_upstream_connections() {
+    // A backend serving 32 MiB; a pool of 2; two clients that never read.
+    let up = upstream(false, |_req| async {
+        http::Response::new(Generated::new(32 * 1024 * 1024).boxed())
+    })
+    .await;
+    let gw = gateway(&one_upstream(
+        up.addr,
+        "max_connections_per_target: 2, queue_timeout: 5s",
+        "    limits: {min_transfer_rate: 64KiB, transfer_rate_window: 1s}\n",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let start = std::time::Instant::now();
+    let mut held = vec![non_reader(a, "/big1").await, non_reader(a, "/big2").await];
+    // A normal client still gets its (big) answer: it waits for a slot at most until the
+    // non-readers are cut, about one window.
+    let (s, _, b) = get(&h1_client(), format!("http://{a}/normal")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.len(), 32 * 1024 * 1024);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    for s in &mut held {
+        assert!(
+            closed_within(s, Duration::from_secs(5)).await,
+            "non-reader not cut off"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_streamed_body_is_cut_off() {
+    let up = echo_upstream(false).await;
+    let gw = gateway(&one_upstream(
+        up.addr,
+        "max_connections_per_target: 1, queue_timeout: 5s",
+        "    limits: {min_transfer_rate: 1KiB, transfer_rate_window: 1s}\n",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    // A chunked body (streamed, not buffered) that stalls after its first chunk.
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(
+        b"POST /stall HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)).await,
+        "staller not cut off"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    // The only upstream connection is free again.
+    let (st, _, _) = get(&h1_client(), format!("http://{a}/after")).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_not_the_clients_fault() {
+    // The upstream takes 2.5 s to answer: no bytes move, but the gateway waits on the
+    // upstream, not on the client, so the transfer-rate rule does not apply.
+    let up = upstream(false, |_req| async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        http::Response::new(full("late"))
+    })
+    .await;
+    let gw = gateway(&one_upstream(
+        up.addr,
+        "max_connections_per_target: 4",
+        "    limits: {min_transfer_rate: 1KiB, transfer_rate_window: 500ms}\n",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let (s, _, b) = get(&h1_client(), format!("http://{a}/slow")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&b[..], b"late");
 }

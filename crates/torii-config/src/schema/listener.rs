@@ -96,6 +96,12 @@ pub struct ListenerLimits {
     pub h2_max_header_list_size: ByteSize,
     /// HTTP/2: streams a client may reset before the connection is closed (rapid-reset defence).
     pub h2_max_pending_reset_streams: u32,
+    /// Slowest transfer accepted while the gateway waits on the client (reading its request
+    /// body, or writing a response it does not read fast enough): fewer bytes than this per
+    /// second, over `transfer_rate_window`, and the connection is closed. `0B` turns it off.
+    pub min_transfer_rate: ByteSize,
+    /// The window over which `min_transfer_rate` is measured.
+    pub transfer_rate_window: Duration,
 }
 
 impl Default for ListenerLimits {
@@ -109,6 +115,8 @@ impl Default for ListenerLimits {
             h2_max_concurrent_streams: 200,
             h2_max_header_list_size: ByteSize::kib(64),
             h2_max_pending_reset_streams: 50,
+            min_transfer_rate: ByteSize::kib(1),
+            transfer_rate_window: Duration::secs(10),
         }
     }
 }
