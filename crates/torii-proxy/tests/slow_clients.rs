@@ -199,3 +199,50 @@ async fn a_slow_upstream_is_not_the_clients_fault() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(&b[..], b"late");
 }
+
+/// Slowloris heads, trickled bodies and non-readers together, at the default settings: a
+/// normal client keeps a 100 % success rate.
+#[tokio::test]
+async fn slow_clients_of_every_kind_at_the_defaults_leave_normal_traffic_alone() {
+    let up = upstream(
+        false,
+        |req: http::Request<hyper::body::Incoming>| async move {
+            if req.uri().path() == "/big" {
+                http::Response::new(Generated::new(32 * 1024 * 1024).boxed())
+            } else {
+                let _ = req.into_body().collect().await;
+                http::Response::new(full("ok"))
+            }
+        },
+    )
+    .await;
+    let cfg = config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: up\n",
+        up.addr
+    ));
+    let gw = gateway(&cfg).await;
+    let a = addr(&gw).await;
+    let mut held = Vec::new();
+    for i in 0..30 {
+        // Slowloris: a head that never ends.
+        let mut s = TcpStream::connect(a).await.unwrap();
+        s.write_all(format!("GET /loris{i} HTTP/1.1\r\nHost: x\r\nX-A: ").as_bytes())
+            .await
+            .unwrap();
+        held.push(s);
+        // A body that stops after one byte.
+        let mut s = TcpStream::connect(a).await.unwrap();
+        s.write_all(
+            b"POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n",
+        )
+        .await
+        .unwrap();
+        held.push(s);
+        // A reader that never reads.
+        held.push(non_reader(a, "/big").await);
+    }
+    let (ok, all) = normal_traffic_during(a, tokio::time::sleep(Duration::from_secs(2))).await;
+    assert!(all >= 20, "{all}");
+    assert_eq!(ok, all, "normal requests failed beside slow clients");
+    drop(held);
+}
