@@ -149,25 +149,46 @@ impl H2Pool {
         connector: &Connector,
         permit: OwnedSemaphorePermit,
     ) -> Result<Lease, GatewayError> {
-        if let Ok(mut s) = self.conns.lock() {
-            s.connecting += 1;
-        }
-        let opened = handshake(connector).await;
-        let mut state = self
-            .conns
-            .lock()
-            .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool poisoned"))?;
-        state.connecting -= 1;
-        // Waiters re-check: a new connection, or none coming (they may open one).
-        self.changed.notify_waiters();
+        // Counted while the connection is on its way, also when this future is dropped
+        // half-way (its client went away): others would otherwise wait for it forever.
+        let pending = Connecting::new(self);
+        let sender = handshake(connector).await?;
         let conn = Arc::new(H2Conn {
-            sender: opened?,
+            sender,
             streams: AtomicUsize::new(1),
             changed: self.changed.clone(),
             _permit: permit,
         });
-        state.live.push(conn.clone());
+        self.conns
+            .lock()
+            .map_err(|_| GatewayError::new(ErrorKind::Internal, "pool poisoned"))?
+            .live
+            .push(conn.clone());
+        // Waiters wake with the new connection in the list.
+        drop(pending);
         Ok(Lease { conn })
+    }
+}
+
+/// A connection being opened: counted in `H2State::connecting` until dropped; waiters are
+/// woken then (a new connection, or none coming: they may open one).
+struct Connecting<'a>(&'a H2Pool);
+
+impl<'a> Connecting<'a> {
+    fn new(pool: &'a H2Pool) -> Self {
+        if let Ok(mut s) = pool.conns.lock() {
+            s.connecting += 1;
+        }
+        Self(pool)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.conns.lock() {
+            s.connecting = s.connecting.saturating_sub(1);
+        }
+        self.0.changed.notify_waiters();
     }
 }
 
