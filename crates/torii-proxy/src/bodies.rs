@@ -84,21 +84,72 @@ pub struct RequestBody {
     seen: u64,
     idle: IdleTimer,
     identity: Arc<IdentityHeaders>,
-    /// Where the bytes read so far are published (the access log's `bytes_in`), when wanted.
-    read: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Bytes read and whose turn it is, shared with the request's pipeline.
+    watch: Arc<BodyWatch>,
     /// The client connection's activity: told while this body waits for the client (the
     /// watchdog's transfer-rate rule).
     conn: Arc<crate::io::Activity>,
 }
 
+/// A request body as the rest of its exchange sees it: the bytes read so far (the access
+/// log's `bytes_in`), and whether it waits for the client. A body counts as waiting on the
+/// client (for the transfer-rate rule) only until the response head has arrived: after that,
+/// a full-duplex exchange (a gRPC stream, an upload the upstream answers as it reads) may
+/// wait on the upstream's next message before the client sends more, and that wait is not
+/// the client's.
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    read: std::sync::atomic::AtomicU64,
+    state: std::sync::atomic::AtomicU8,
+}
+
+const SENDING: u8 = 0;
+const WAITING: u8 = 1;
+const ANSWERED: u8 = 2;
+
+impl BodyWatch {
+    /// Body bytes read so far.
+    pub fn read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes whether the body waits for the client; `conn` counts the waiting bodies.
+    fn set_waiting(&self, waiting: bool, conn: &crate::io::Activity) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (from, to, delta) = if waiting {
+            (SENDING, WAITING, 1)
+        } else {
+            (WAITING, SENDING, -1)
+        };
+        if self
+            .state
+            .compare_exchange(from, to, Relaxed, Relaxed)
+            .is_ok()
+        {
+            conn.body_waits(delta);
+        }
+    }
+
+    /// The response head arrived: from now on the body never counts as waiting on the client.
+    pub(crate) fn answered(&self, conn: &crate::io::Activity) {
+        if self
+            .state
+            .swap(ANSWERED, std::sync::atomic::Ordering::Relaxed)
+            == WAITING
+        {
+            conn.body_waits(-1);
+        }
+    }
+}
+
 impl RequestBody {
-    /// Wraps a client body; `read`, when given, follows the number of body bytes read.
+    /// Wraps a client body; `watch` follows it for the rest of the exchange.
     pub(crate) fn new(
         inner: Body,
         limit: u64,
         idle: Duration,
         identity: Arc<IdentityHeaders>,
-        read: Option<Arc<std::sync::atomic::AtomicU64>>,
+        watch: Arc<BodyWatch>,
         conn: Arc<crate::io::Activity>,
     ) -> Self {
         Self {
@@ -106,7 +157,7 @@ impl RequestBody {
             limit,
             seen: 0,
             idle: IdleTimer::new(idle),
-            read,
+            watch,
             identity,
             conn,
         }
@@ -147,14 +198,14 @@ impl HttpBody for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = this.idle.poll_frame(Pin::new(&mut this.inner), cx);
-        this.conn.set_awaiting_body(polled.is_pending());
+        this.watch.set_waiting(polled.is_pending(), &this.conn);
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.seen += d.len() as u64;
-                    if let Some(read) = &this.read {
-                        read.store(this.seen, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    this.watch
+                        .read
+                        .store(this.seen, std::sync::atomic::Ordering::Relaxed);
                     if this.seen > this.limit {
                         return Poll::Ready(Some(Err(BodyTooLarge(this.limit).into())));
                     }
@@ -178,7 +229,7 @@ impl Drop for RequestBody {
     fn drop(&mut self) {
         // A body dropped while it waited (the upstream answered early, the request ended) no
         // longer waits for the client.
-        self.conn.set_awaiting_body(false);
+        self.watch.set_waiting(false, &self.conn);
     }
 }
 

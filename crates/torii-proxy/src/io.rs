@@ -4,25 +4,28 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Counts a connection's reads and writes, for the keep-alive idle timeout. A counter, not a
+/// Counts the bytes a connection reads and writes, for the keep-alive idle timeout. A counter, not a
 /// timestamp: no clock read on the I/O path; the idle watchdog compares counts between its
 /// wake-ups instead.
 ///
 /// It also tells the watchdog's transfer-rate rule whether the gateway is waiting on the
 /// client: a write the client's socket did not take (`write_blocked`), or a request body the
-/// client has not sent yet (`awaiting_body`), and how many bytes moved meanwhile.
+/// client has not sent yet before its response (`waiting_bodies`), and how many bytes moved
+/// meanwhile.
 #[derive(Debug, Default)]
 pub struct Activity {
-    ops: AtomicU64,
     bytes: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicU64,
     write_blocked: AtomicBool,
-    awaiting_body: AtomicBool,
+    /// Request bodies (HTTP/2: one per stream) waiting for the client's next bytes before
+    /// their response head arrived. Signed: a body's increment and the decrement of the
+    /// response that ends its wait may land in either order.
+    waiting_bodies: AtomicI64,
 }
 
 /// A request in flight on a connection, from its head until its response body ended (or was
@@ -50,7 +53,6 @@ impl Activity {
         Arc::new(Self::default())
     }
     fn touch(&self, bytes: usize) {
-        self.ops.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
     /// Notes whether a write to the client is waiting for its socket (stored only on change).
@@ -59,11 +61,9 @@ impl Activity {
             self.write_blocked.store(blocked, Ordering::Relaxed);
         }
     }
-    /// Notes whether a request body waits for the client's next bytes (stored only on change).
-    pub fn set_awaiting_body(&self, waiting: bool) {
-        if self.awaiting_body.load(Ordering::Relaxed) != waiting {
-            self.awaiting_body.store(waiting, Ordering::Relaxed);
-        }
+    /// One more (`1`) or one fewer (`-1`) request body waiting for the client.
+    pub fn body_waits(&self, delta: i64) {
+        self.waiting_bodies.fetch_add(delta, Ordering::Relaxed);
     }
     /// Bytes read and written so far.
     pub fn bytes(&self) -> u64 {
@@ -71,11 +71,8 @@ impl Activity {
     }
     /// Whether the gateway is waiting on the client now.
     pub fn waiting_on_client(&self) -> bool {
-        self.write_blocked.load(Ordering::Relaxed) || self.awaiting_body.load(Ordering::Relaxed)
-    }
-    /// Reads and writes so far.
-    pub fn ops(&self) -> u64 {
-        self.ops.load(Ordering::Relaxed)
+        self.write_blocked.load(Ordering::Relaxed)
+            || self.waiting_bodies.load(Ordering::Relaxed) > 0
     }
     /// Requests that arrived so far.
     pub fn requests(&self) -> u64 {

@@ -102,7 +102,7 @@ pub async fn handle(
         method,
         route_idx: None,
         path: log_path,
-        bytes_in: None,
+        body: None,
         upstream: None,
         upstream_latency_ms: None,
         logged: shared.access_log.enabled(),
@@ -186,9 +186,9 @@ struct LogInfo {
     /// Index of the matched route in the snapshot.
     route_idx: Option<usize>,
     path: String,
-    /// Request body bytes read so far (set when a body is forwarded and the log is on): the
-    /// bytes actually read, not the Content-Length, so a chunked upload is logged too.
-    bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The forwarded request body, when there is one: its bytes actually read (the logged
+    /// `bytes_in`, not the Content-Length, so a chunked upload is counted too) and its turn.
+    body: Option<Arc<crate::bodies::BodyWatch>>,
     upstream: Option<Arc<str>>,
     upstream_latency_ms: Option<f64>,
     /// Whether the access log is on (and wants the upstream's latency).
@@ -233,11 +233,7 @@ impl OnEnd for Box<LogOnEnd> {
             method: self.info.method.to_string(),
             path: self.info.path,
             status,
-            bytes_in: self
-                .info
-                .bytes_in
-                .as_ref()
-                .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed)),
+            bytes_in: self.info.body.as_ref().map_or(0, |b| b.read()),
             bytes_out,
             client: self.ctx.client.0.to_string(),
             consumer: self.ctx.consumer.as_ref().map(|c| c.name.clone()),
@@ -452,6 +448,10 @@ async fn route_and_serve(
             let resp = upstream
                 .send(req, up_body, upgrade.is_some(), &added)
                 .await?;
+            // The response head is here: the request body's waits are no longer the client's.
+            if let Some(b) = &info.body {
+                b.answered(&conn.activity);
+            }
             info.upstream = Some(resp.target.clone());
             info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
             Ok(proxy_response(resp, upgrade, conn, upstream))
@@ -610,15 +610,15 @@ fn proxy_request<'a>(
     let body = if http_body::Body::is_end_stream(&body) {
         Body::Empty
     } else {
-        let read = info.logged.then(Arc::default);
-        info.bytes_in.clone_from(&read);
+        let watch = Arc::new(crate::bodies::BodyWatch::default());
+        info.body = Some(watch.clone());
         Body::boxed(RequestBody::new(
             Body::from(body),
             ctx.body_limit
                 .map_or(snap.max_body, |l| l.min(snap.max_body)),
             upstream.body_idle_timeout,
             snap.identity.clone(),
-            read,
+            watch,
             conn.activity.clone(),
         ))
     };

@@ -125,7 +125,7 @@ struct Dog {
     timer: Pin<Box<Sleep>>,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     activity: Arc<Activity>,
-    seen_ops: u64,
+    seen_bytes: u64,
     quiet: Duration,
     seen_requests: u64,
     free: Duration,
@@ -150,7 +150,7 @@ impl Dog {
                 // A dropped sender means the gateway is gone: stop as well.
                 let _ = shutdown.wait_for(|stop| *stop).await;
             }),
-            seen_ops: activity.ops(),
+            seen_bytes: activity.bytes(),
             seen_requests: activity.requests(),
             activity,
             quiet: Duration::ZERO,
@@ -176,9 +176,9 @@ impl Dog {
     }
 
     fn tick(&mut self) -> Option<Stop> {
-        let ops = self.activity.ops();
-        if ops != self.seen_ops {
-            self.seen_ops = ops;
+        let bytes = self.activity.bytes();
+        if bytes != self.seen_bytes {
+            self.seen_bytes = bytes;
             self.quiet = Duration::ZERO;
         } else {
             self.quiet += self.step;

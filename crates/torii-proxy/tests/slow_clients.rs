@@ -246,3 +246,49 @@ async fn slow_clients_of_every_kind_at_the_defaults_leave_normal_traffic_alone()
     assert_eq!(ok, all, "normal requests failed beside slow clients");
     drop(held);
 }
+
+/// A full-duplex exchange: the upstream answers at once and streams; the client then sends
+/// nothing for longer than the rate window, waiting for the upstream's next message. That
+/// wait is not the client's: the connection stays up.
+#[tokio::test]
+async fn a_full_duplex_exchange_that_waits_on_the_upstream_is_not_cut() {
+    let up = upstream(
+        false,
+        |req: http::Request<hyper::body::Incoming>| async move {
+            // Answer at once, then echo the request body as it arrives.
+            let body = req
+                .into_body()
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+            http::Response::new(body.boxed())
+        },
+    )
+    .await;
+    let gw = gateway(&one_upstream(
+        up.addr,
+        "max_connections_per_target: 4",
+        "    limits: {min_transfer_rate: 1KiB, transfer_rate_window: 500ms}\n",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let mut s = TcpStream::connect(a).await.unwrap();
+    s.write_all(
+        b"POST /duplex HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("first") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    // Four windows of silence from both sides, then the client carries on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.write_all(b"4\r\nlast\r\n0\r\n\r\n").await.unwrap();
+    while !String::from_utf8_lossy(&got).contains("last") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "cut off: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}

@@ -202,7 +202,7 @@ pub(super) async fn exchange(
     tracing::debug!(target = %target.name, error = %failed.error, "HTTP/2 stream not processed by the upstream; retrying on another connection");
     let avoid = lease.connection();
     drop(lease);
-    let Conn::H2(lease) = target.pool.checkout_h2(Some(&avoid)).await? else {
+    let Conn::H2(lease) = target.pool.checkout_h2(Some(avoid)).await? else {
         return Err(GatewayError::new(
             ErrorKind::Internal,
             "unexpected HTTP/1.1 connection",

@@ -24,6 +24,10 @@ pub struct H2Conn {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The identity of a connection, to avoid it on a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId(usize);
+
 /// A stream slot on a connection, held until the response body is dropped.
 pub struct Lease {
     conn: Arc<H2Conn>,
@@ -35,9 +39,10 @@ impl Lease {
         self.conn.sender.clone()
     }
 
-    /// The connection, to avoid it on a retry.
-    pub fn connection(&self) -> Arc<H2Conn> {
-        self.conn.clone()
+    /// Which connection this is (an identity only: holding it keeps nothing alive, so a
+    /// dead connection's pool slot is freed while a retry looks for another).
+    pub fn connection(&self) -> ConnId {
+        ConnId(Arc::as_ptr(&self.conn) as usize)
     }
 }
 
@@ -79,13 +84,13 @@ impl H2Pool {
     }
 
     /// A stream slot on the least busy live connection with room, other than `avoid`.
-    pub(crate) fn lease(&self, avoid: Option<&Arc<H2Conn>>) -> Option<Lease> {
+    pub(crate) fn lease(&self, avoid: Option<ConnId>) -> Option<Lease> {
         let mut state = self.conns.lock().ok()?;
         state.live.retain(|c| !c.sender.is_closed());
         let conn = state
             .live
             .iter()
-            .filter(|c| avoid.is_none_or(|a| !Arc::ptr_eq(a, c)))
+            .filter(|c| avoid.is_none_or(|a| a.0 != Arc::as_ptr(c) as usize))
             .filter(|c| c.streams.load(Ordering::Acquire) < self.max_streams)
             .min_by_key(|c| c.streams.load(Ordering::Acquire))?
             .clone();
@@ -105,7 +110,7 @@ impl H2Pool {
         connector: &Connector,
         permits: &Arc<Semaphore>,
         queue_timeout: Duration,
-        avoid: Option<&Arc<H2Conn>>,
+        mut avoid: Option<ConnId>,
     ) -> Result<Lease, GatewayError> {
         let deadline = tokio::time::Instant::now() + queue_timeout;
         loop {
@@ -118,10 +123,15 @@ impl H2Pool {
             // Open a connection unless one is already on its way (its first streams are
             // for whoever waits).
             let connecting = self.conns.lock().map_or(0, |s| s.connecting);
-            if connecting == 0
-                && let Ok(permit) = permits.clone().try_acquire_owned()
-            {
-                return self.connect(connector, permit).await;
+            if connecting == 0 {
+                if let Ok(permit) = permits.clone().try_acquire_owned() {
+                    return self.connect(connector, permit).await;
+                }
+                // At the cap with no other connection: the avoided one (still open after
+                // refusing a stream) is better than waiting out the queue timeout.
+                if avoid.take().is_some() {
+                    continue;
+                }
             }
             tokio::select! {
                 () = &mut changed => {}

@@ -11,7 +11,7 @@
 
 use crate::upstream::connect::Connector;
 use crate::upstream::h1::Connection;
-use crate::upstream::h2pool::{H2Conn, H2Pool, Lease};
+use crate::upstream::h2pool::{ConnId, H2Pool, Lease};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -232,7 +232,7 @@ impl TargetPool {
 
     /// An HTTP/2 stream slot, on another connection than `avoid` (a retry after the upstream
     /// refused a stream or went away).
-    pub async fn checkout_h2(&self, avoid: Option<&Arc<H2Conn>>) -> Result<Conn, GatewayError> {
+    pub async fn checkout_h2(&self, avoid: Option<ConnId>) -> Result<Conn, GatewayError> {
         self.h2
             .checkout(
                 &self.connector,

@@ -208,17 +208,19 @@ impl Connection {
         upgrade: bool,
     ) -> Result<Answer, Failure> {
         let mut stale = false;
-        if !writer.done() {
+        // A bodiless request keeps the deadline `arm` set: its head is all there is to send.
+        let uploading = !writer.bodiless();
+        if uploading && !writer.done() {
             self.reset_deadline(self.timeouts.upload_idle);
         }
         let head = std::future::poll_fn(|cx| {
             if write_failed.is_none() && !writer.done() {
                 let before = writer.sent();
                 let polled = writer.poll_write(cx, &mut self.io);
-                if writer.done() {
+                if uploading && writer.done() {
                     // The whole request is out: the response-head clock starts now.
                     self.reset_deadline(self.timeouts.response_head);
-                } else if writer.sent() != before {
+                } else if uploading && writer.sent() != before {
                     self.reset_deadline(self.timeouts.upload_idle);
                 }
                 match polled {
