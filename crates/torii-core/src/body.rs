@@ -34,6 +34,15 @@ impl Body {
         }
     }
 
+    /// A second copy of a body held in memory (no copy of its bytes); `None` for a stream.
+    pub fn try_clone(&self) -> Option<Body> {
+        match self {
+            Body::Empty => Some(Body::Empty),
+            Body::Full(b) => Some(Body::Full(b.clone())),
+            Body::Incoming(_) | Body::Boxed(_) => None,
+        }
+    }
+
     /// Boxes any body with compatible frames.
     pub fn boxed<B>(body: B) -> Self
     where

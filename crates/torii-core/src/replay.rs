@@ -44,10 +44,20 @@ impl Replay {
         }
     }
 
-    /// The body to send once (the original stream for a too-large body).
+    /// The body to send once (the original stream for a too-large body). A complete body
+    /// without trailers becomes one in-memory [`Body::Full`] (its frames joined when there
+    /// are several), which [`Body::try_clone`] can copy for a second attempt.
     pub fn into_body(self) -> Body {
         match self {
             Replay::TooLarge(b) => b,
+            Replay::Complete {
+                mut data,
+                trailers: None,
+            } => match data.len() {
+                0 => Body::Empty,
+                1 => Body::full(data.swap_remove(0)),
+                _ => Body::full(data.concat()),
+            },
             complete => complete.body().unwrap_or_default(),
         }
     }

@@ -171,10 +171,11 @@ pub(super) async fn await_head<F: Future>(
         })
 }
 
-/// One request to an HTTP/2 upstream on `lease`. A bodiless request that the upstream did
-/// not process is sent once more on another connection: any method when the stream was
-/// refused (REFUSED_STREAM, RFC 9113 section 8.7), an idempotent one after any failure before
-/// its response (a GOAWAY, a connection closed under it).
+/// One request to an HTTP/2 upstream on `lease`. A request whose body is in memory (none, or
+/// a small one read whole before the call) that the upstream did not process is sent once
+/// more on another connection: any method when the stream was refused (REFUSED_STREAM, RFC
+/// 9113 section 8.7), an idempotent one after any failure before its response (a GOAWAY, a
+/// connection closed under it).
 pub(super) async fn exchange(
     up: &Upstream,
     target: &Target,
@@ -182,9 +183,9 @@ pub(super) async fn exchange(
     body: Body,
     lease: Lease,
 ) -> Result<UpstreamResponse, GatewayError> {
-    // Only a bodiless request can be sent again; its head is kept for that.
-    let again = body.is_end_stream().then(|| {
-        let mut r = Request::new(());
+    // Only a request whose body is in memory can be sent again; its head is kept for that.
+    let again = body.try_clone().map(|body| {
+        let mut r = Request::new(body);
         *r.method_mut() = req.method.clone();
         *r.uri_mut() = req.uri.clone();
         *r.version_mut() = req.version;
@@ -208,9 +209,7 @@ pub(super) async fn exchange(
             "unexpected HTTP/1.1 connection",
         ));
     };
-    let (parts, ()) = again.into_parts();
-    let h2_req = Request::from_parts(parts, Body::Empty);
-    match send(up, target, h2_req, &lease).await {
+    match send(up, target, again, &lease).await {
         Ok(r) => Ok(respond(r, lease, target)),
         Err(failed) => Err(failed.error),
     }
