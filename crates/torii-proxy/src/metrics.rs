@@ -22,6 +22,8 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Access-log lines dropped.
     pub access_log_dropped: Counter,
+    /// Client connections closed by the transfer-rate rule.
+    pub slow_clients_cut: Counter,
     /// Latency histograms by route name, kept across reloads like the exporter's series.
     latency: Mutex<BTreeMap<String, Arc<Latency>>>,
 }
@@ -134,6 +136,7 @@ impl Metrics {
             open_connections: recorder
                 .register_gauge(&Key::from_name("torii_open_connections"), &META),
             access_log_dropped: c("torii_access_log_dropped_total"),
+            slow_clients_cut: c("torii_slow_client_connections_closed_total"),
             recorder,
             handle,
             latency: Mutex::new(BTreeMap::new()),

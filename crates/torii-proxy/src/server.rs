@@ -282,7 +282,8 @@ async fn run<I>(
             header_read: None,
             min_rate,
         };
-        watchdog::drive(b.serve_connection(io, svc), limits, shutdown, activity).await;
+        let cut = &shared.metrics.slow_clients_cut;
+        watchdog::drive(b.serve_connection(io, svc), limits, shutdown, activity, cut).await;
     } else {
         let mut b = http1::Builder::new();
         // The header read timeout is the watchdog's (no timer armed per request).
@@ -301,6 +302,7 @@ async fn run<I>(
             min_rate,
         };
         let conn = b.serve_connection(io, svc).with_upgrades();
-        watchdog::drive(conn, limits, shutdown, activity).await;
+        let cut = &shared.metrics.slow_clients_cut;
+        watchdog::drive(conn, limits, shutdown, activity, cut).await;
     }
 }

@@ -219,12 +219,14 @@ impl Dog {
 }
 
 /// Drives `conn` until it ends, or until the watchdog stops it; then lets in-flight exchanges
-/// finish (graceful shutdown) and waits for the connection to close.
+/// finish (graceful shutdown) and waits for the connection to close. `too_slow` counts the
+/// connections cut for being slower than the minimum transfer rate (before they close).
 pub async fn drive<C: Graceful>(
     conn: C,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
     activity: Arc<Activity>,
+    too_slow: &metrics::Counter,
 ) {
     let mut conn = std::pin::pin!(conn);
     let mut dog = Dog::new(limits, shutdown, activity);
@@ -254,6 +256,7 @@ pub async fn drive<C: Graceful>(
             // Dropping the connection drops its exchanges: their upstream connections close
             // and free their pool slots.
             tracing::info!("closing a client connection slower than the minimum transfer rate");
+            too_slow.increment(1);
         }
         Err(stop) => {
             tracing::trace!(?stop, "closing client connection");

@@ -145,6 +145,12 @@ async fn clients_that_do_not_read_are_cut_off_and_free_their_upstream_connection
             "non-reader not cut off"
         );
     }
+    // Counted, so the cut-offs are never silent.
+    let metrics = gw.shared().metrics.render();
+    assert!(
+        metrics.contains("torii_slow_client_connections_closed_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
