@@ -20,7 +20,8 @@
 # Knobs (defaults in brackets), plus every run.sh knob (DURATION, WARMUP, CONNS, PIN, NICE, ...):
 #   ROUNDS [5]          interleaved rounds
 #   ROUTES [1]          1, or the number of generated routes (e.g. 10000)
-#   TARGETS ["direct nginx1"]  run.sh targets besides Torii (add nginx2 if wanted)
+#   TARGETS ["direct nginx1 haproxy"]  run.sh targets besides Torii (add nginx2 if wanted);
+#                       HAPROXY_THREADS [1 with PIN=split's one server CPU]
 #   TORII_PORT [18090]  TORII_ADMIN_PORT [18091]   (BASE_PORT [18080] is the backend)
 #   BENCH_PATH [/hello, or /svc<middle param route>/items/42 when ROUTES>1]
 #   NGINX_PARITY [0]    1 = nginx also adds Torii's forwarding and X-Request-ID headers
@@ -33,14 +34,16 @@
 #   RESULTS_DIR [results/<timestamp>-torii-r<ROUTES>]
 #
 # The last line printed is run.sh's BENCH_RESULT line, prefixed with gateway=torii and routes=N;
-# its gateway_* keys are Torii's figures, nginx1_* nginx's (1 worker on the same core).
+# its gateway_* keys are Torii's figures, nginx1_* nginx's (1 worker on the same core) and
+# haproxy_* HAProxy's (its threads on the same core), with cpu_ratio_vs_haproxy and
+# ratio_vs_haproxy beside the nginx ratios.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 export ROUNDS=${ROUNDS:-5}
 ROUTES=${ROUTES:-1}
-export TARGETS=${TARGETS:-"direct nginx1"}
+export TARGETS=${TARGETS:-"direct nginx1 haproxy"}
 BASE_PORT=${BASE_PORT:-18080}
 TORII_PORT=${TORII_PORT:-18090}
 TORII_ADMIN_PORT=${TORII_ADMIN_PORT:-18091}

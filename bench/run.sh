@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Gateway performance yardstick: direct-to-backend vs nginx [vs Torii or any other gateway].
-# Copied from the shared yardstick (shared/bench/run.sh) with haproxy dropped; for Torii use
+# Gateway performance yardstick: direct-to-backend vs nginx vs haproxy [vs Torii or any other
+# gateway]. Copied from the shared yardstick (shared/bench/run.sh); for Torii use
 # ./run-torii.sh, which builds Torii, renders its config and calls this script with GATEWAY_CMD.
 #
 # Usage:
-#   ./run.sh                         # baseline: direct, nginx (1 and 2 workers)
+#   ./run.sh                         # baseline: direct, nginx (1 and 2 workers), haproxy
 #   ./run.sh http://127.0.0.1:18090  # + an already-running gateway (path BENCH_PATH is appended
 #                                    #   when the URL has no path); it must proxy to BACKEND_ADDR
 #   GATEWAY_CMD='../target/release/torii run --config results/torii.yaml' \
@@ -23,13 +23,14 @@
 #   ROUNDS [3]     interleaved rounds (order rotates; use 5+ to decide close calls)
 #   CONNS [50]     wrk connections                     WRK_THREADS [1]
 #   BENCH_PATH [/hello]  (/json = ~1 KiB body; /svc* = /hello's body)
-#   BASE_PORT [18080] backend; nginx1 and nginx2 use +1 and +2
+#   BASE_PORT [18080] backend; nginx1, nginx2 and haproxy use +1, +2 and +3
 #   PIN [split]    split = wrk on CLIENT_CPUS, backend+proxy/gateway on SERVER_CPUS; none = no taskset
 #   CLIENT_CPUS [0]  SERVER_CPUS [1] (proxies/gateway)  BACKEND_CPUS [=SERVER_CPUS]
 #   BACKEND_THREADS [1] tokio workers in the backend
 #   NICE [0]       CPU priority for everything started here (e.g. -15 on a shared, busy box; needs
 #                  root). Applied to this run's own autogroup (setsid) when sched_autogroup is on.
-#   TARGETS ["direct nginx1 nginx2"] (the gateway is added when a gateway URL is given)
+#   HAPROXY_THREADS [#server cpus]
+#   TARGETS ["direct nginx1 nginx2 haproxy"] (the gateway is added when a gateway URL is given)
 #   REF [auto]     reference for ratio_vs_nginx: nginx1 | nginx2 | auto (= nginx with as many
 #                  workers as SERVER_CPUS has cores; nginx2 when PIN=none)
 #   GATEWAY_CMD    command that runs the gateway in the foreground (env BACKEND_ADDR/BACKEND_URL set).
@@ -58,7 +59,7 @@ SERVER_CPUS=${SERVER_CPUS:-1}
 BACKEND_CPUS=${BACKEND_CPUS:-$SERVER_CPUS}
 NICE=${NICE:-0}
 BACKEND_THREADS=${BACKEND_THREADS:-1}
-TARGETS=${TARGETS:-"direct nginx1 nginx2"}
+TARGETS=${TARGETS:-"direct nginx1 nginx2 haproxy"}
 REF=${REF:-auto}
 QUIET_WAIT=${QUIET_WAIT:-0}
 GATEWAY_URL=${1:-${GATEWAY_URL:-}}
@@ -71,6 +72,7 @@ RESULTS_DIR=${RESULTS_DIR:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
 BACKEND_PORT=$BASE_PORT
 NGINX1_PORT=$((BASE_PORT + 1))
 NGINX2_PORT=$((BASE_PORT + 2))
+HAPROXY_PORT=$((BASE_PORT + 3))
 
 die() { echo "run.sh: error: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -79,6 +81,9 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 for tool in wrk nginx curl python3 taskset ss; do
   command -v "$tool" >/dev/null || die "missing tool: $tool (apt-get install nginx wrk curl)"
 done
+if [[ " $TARGETS " == *" haproxy "* ]]; then
+  command -v haproxy >/dev/null || die "missing tool: haproxy (apt-get install haproxy)"
+fi
 [ -r "$NGINX_TMPL" ] || die "no nginx template: $NGINX_TMPL"
 [ -x "$BACKEND_BIN" ] || die "backend not built: (cd $HERE/backend && cargo build --release)"
 case "$PIN" in split|none) ;; *) die "PIN must be split or none";; esac
@@ -143,7 +148,9 @@ if [ "$REF" = auto ]; then
 fi
 case "$REF" in nginx1|nginx2) ;; *) die "REF must be nginx1, nginx2 or auto";; esac
 
-for p in $BACKEND_PORT $NGINX1_PORT $NGINX2_PORT; do
+HAPROXY_THREADS=${HAPROXY_THREADS:-$N_SERVER_CPUS}
+
+for p in $BACKEND_PORT $NGINX1_PORT $NGINX2_PORT $HAPROXY_PORT; do
   if ss -Hltn "sport = :$p" | grep -q .; then die "port $p already in use on this host"; fi
 done
 
@@ -228,6 +235,12 @@ for t in "${TARGET_ARR[@]}"; do
       start_bg "$t" "$RUNDIR/$t.out" nginx -p "$RUNDIR" -e "$RUNDIR/$t.error.log" \
         -c "$RUNDIR/$t.conf" -g 'daemon off;'
       URL[$t]="http://127.0.0.1:$port$BENCH_PATH"; SUTPID[$t]=${PIDS[$t]} ;;
+    haproxy)
+      render "$HERE/conf/haproxy.cfg.tmpl" "$RUNDIR/haproxy.cfg" \
+        PORT="$HAPROXY_PORT" BACKEND_PORT="$BACKEND_PORT" THREADS="$HAPROXY_THREADS"
+      haproxy -c -q -f "$RUNDIR/haproxy.cfg" || die "haproxy config check failed"
+      start_bg haproxy "$RUNDIR/haproxy.out" haproxy -db -f "$RUNDIR/haproxy.cfg"
+      URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT$BENCH_PATH"; SUTPID[haproxy]=${PIDS[haproxy]} ;;
     gateway)
       URL[gateway]=$GATEWAY_URL
       if [ -n "$GATEWAY_CMD" ]; then
@@ -324,8 +337,8 @@ measure() { # round target
 {
   echo "date_utc=$(date -u +%FT%TZ) host=$(hostname) kernel=$(uname -r) nproc=$NCPU"
   echo "cpu_model=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); gsub(/ /, "_", $2); print $2; exit}' /proc/cpuinfo)"
-  echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///') wrk_version=$(wrk -v 2>&1 | awk 'NR==1 {print $2}')"
-  echo "pin=$PIN client_cpus=$CLIENT_CPUS server_cpus=$SERVER_CPUS backend_cpus=$BACKEND_CPUS nice=$NICE autogroup=$(tr ' ' '_' </proc/self/autogroup 2>/dev/null || echo none) backend_threads=$BACKEND_THREADS"
+  echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///') haproxy_version=$(command -v haproxy >/dev/null && haproxy -v | awk 'NR==1 {print $3}') wrk_version=$(wrk -v 2>&1 | awk 'NR==1 {print $2}')"
+  echo "pin=$PIN client_cpus=$CLIENT_CPUS server_cpus=$SERVER_CPUS backend_cpus=$BACKEND_CPUS nice=$NICE autogroup=$(tr ' ' '_' </proc/self/autogroup 2>/dev/null || echo none) backend_threads=$BACKEND_THREADS haproxy_threads=$HAPROXY_THREADS"
   echo "nginx_tmpl=$(basename "$NGINX_TMPL")"
   echo "wrk=-t$WRK_THREADS,-c$CONNS,-d${DURATION}s,--latency warmup=${WARMUP}s path=$BENCH_PATH rounds=$ROUNDS ref=$REF"
   for t in "${TARGET_ARR[@]}"; do echo "url.$t=${URL[$t]}"; done

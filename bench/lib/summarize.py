@@ -172,11 +172,17 @@ def main():
     ratio = med(per_round_ratio("gateway", ref)) if gw else None
     p99_ratio = med(per_round_ratio("gateway", ref, "p99_us")) if gw else None
     cpu_ratio = med(per_round_ratio("gateway", ref, "sut_us_per_req")) if gw else None
+    # gateway vs haproxy, when it ran too (the faster anchor)
+    hap = gw and "haproxy" in summary["targets"]
+    ratio_hap = med(per_round_ratio("gateway", "haproxy")) if hap else None
+    cpu_ratio_hap = med(per_round_ratio("gateway", "haproxy", "sut_us_per_req")) if hap else None
     noisy = sum(1 for r in runs if (r["others_pct"] or 0) > 10)
     invalid = sum(1 for r in runs if not r["valid"])
     spreads = [s["spread_pct"] for s in summary["targets"].values() if s["spread_pct"] is not None]
     summary.update({"ratio_vs_nginx": ratio, "p99_ratio_vs_nginx": p99_ratio,
-                    "cpu_per_req_ratio_vs_nginx": cpu_ratio, "noisy_runs": noisy, "invalid_runs": invalid})
+                    "cpu_per_req_ratio_vs_nginx": cpu_ratio, "ratio_vs_haproxy": ratio_hap,
+                    "cpu_per_req_ratio_vs_haproxy": cpu_ratio_hap,
+                    "noisy_runs": noisy, "invalid_runs": invalid})
     with open(os.path.join(d, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
 
@@ -206,6 +212,8 @@ def main():
            f"invalid_runs={invalid}", f"ref={ref}",
            f"p99_ratio_vs_nginx={fmt(p99_ratio, 3)}", f"cpu_ratio_vs_nginx={fmt(cpu_ratio, 3)}",
            f"ratio_vs_nginx={fmt(ratio, 3)}"]
+    if hap:
+        kv += [f"cpu_ratio_vs_haproxy={fmt(cpu_ratio_hap, 3)}", f"ratio_vs_haproxy={fmt(ratio_hap, 3)}"]
     print("BENCH_RESULT " + " ".join(kv))
 
 
