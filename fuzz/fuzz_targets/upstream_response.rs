@@ -8,7 +8,10 @@
 //! - the chunked decoder's output does not depend on how the input is split (one piece vs the
 //!   fuzzer's split), and it never yields more body bytes than it was given;
 //! - a connection's decoder memory (the field names of the heads before) changes nothing:
-//!   each head in the input decodes with the memory of the previous ones exactly as with none.
+//!   each head in the input decodes with the memory of the previous ones exactly as with none;
+//! - a head that arrives in pieces (the decoder then resumes its search for the head's end
+//!   instead of parsing again from byte 0) decodes as the same head, consuming the same bytes;
+//!   a head refused whole is refused or still incomplete in pieces, never accepted.
 #![no_main]
 
 use bytes::BytesMut;
@@ -117,6 +120,34 @@ fuzz_target!(|data: &[u8]| {
         .take(16)
         .map(|&b| usize::from(b % 17) + 1)
         .collect();
+    // The first head, fed in the pieces of `cuts` (then one byte at a time).
+    let mut whole_buf = BytesMut::from(rest);
+    let whole = summary(parse(&mut whole_buf, &method));
+    let mut scratch = Scratch::default();
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut pieces = cuts.iter().copied();
+    let split = loop {
+        let n = pieces.next().unwrap_or(1).min(rest.len() - fed);
+        buf.extend_from_slice(&rest[fed..fed + n]);
+        fed += n;
+        match summary(parse_into(&mut buf, &method, &mut scratch)) {
+            Ok(None) if fed < rest.len() => continue,
+            other => break other,
+        }
+    };
+    match &whole {
+        Ok(Some(_)) => {
+            assert_eq!(whole, split, "a head in pieces decoded differently");
+            assert_eq!(
+                rest.len() - whole_buf.len(),
+                fed - buf.len(),
+                "a head in pieces consumed differently"
+            );
+        }
+        Ok(None) => assert!(matches!(split, Ok(None) | Err(_)), "{split:?}"),
+        Err(_) => assert!(!matches!(split, Ok(Some(_))), "refused whole, accepted in pieces"),
+    }
     let whole = decode(rest, &[]);
     let split = decode(rest, &cuts);
     assert_eq!(whole, split, "result depends on how the input was split");
