@@ -54,6 +54,9 @@ pub struct Diagnostics {
     source: String,
     /// Secret values written literally in the source, hidden in every excerpt.
     secrets: Vec<Span>,
+    /// No tree could be read (a YAML syntax error), so excerpts hide values by the key their
+    /// line or list belongs to instead (`redacting_lines`).
+    by_line: bool,
 }
 
 /// Where a value is written: from its first character to just past its last.
@@ -136,6 +139,58 @@ fn redact_text(text: &str, values: &[String]) -> String {
     out
 }
 
+/// Where the value of a credential starts on source line `n` (1-based), read from the text
+/// alone: the line is `KEY: value` (possibly a list item, `- KEY: value`) with a credential's
+/// key, or a block-list item (`- value`) whose list belongs to such a key.
+fn secret_value_start(source: &str, n: usize) -> Option<usize> {
+    let lines: Vec<&str> = source.lines().collect();
+    let line = *lines.get(n.checked_sub(1)?)?;
+    let indent = line.len() - line.trim_start().len();
+    let mut at = indent;
+    let mut rest = &line[indent..];
+    let item = rest.starts_with("- ") || rest == "-";
+    if item {
+        let after = rest.get(1..).unwrap_or("");
+        at += 1 + (after.len() - after.trim_start().len());
+        rest = after.trim_start();
+    }
+    let key_of = |text: &str| -> Option<(String, usize)> {
+        let colon = text
+            .find(": ")
+            .or_else(|| text.strip_suffix(':').map(str::len))?;
+        let key = text[..colon].trim().trim_matches(|c| c == '"' || c == '\'');
+        Some((key.to_string(), colon + 1))
+    };
+    if let Some((key, after_colon)) = key_of(rest)
+        && secret_key(&key, false)
+    {
+        return Some(at + after_colon);
+    }
+    if !item {
+        return None;
+    }
+    // A block-list item: its list's key is the nearest line above that is indented less (or
+    // as much, for `key:` followed by `- item` at the same indent) and ends in `KEY:`.
+    for above in lines[..n - 1].iter().rev() {
+        let t = above.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let a_indent = above.len() - t.len();
+        if a_indent > indent || (a_indent == indent && t.starts_with('-')) {
+            continue;
+        }
+        let t = t.strip_prefix("- ").unwrap_or(t).trim_start();
+        return match t.strip_suffix(':') {
+            Some(key) if secret_key(key.trim().trim_matches(|c| c == '"' || c == '\''), false) => {
+                Some(at)
+            }
+            _ => None,
+        };
+    }
+    None
+}
+
 impl Diagnostics {
     pub(crate) fn new(file: &str, source: &str, mut items: Vec<Diagnostic>) -> Self {
         items.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)).unwrap_or((usize::MAX, 0)));
@@ -145,7 +200,18 @@ impl Diagnostics {
             items,
             source: source.to_string(),
             secrets: Vec::new(),
+            by_line: false,
         }
+    }
+
+    /// For diagnostics without a tree (YAML syntax errors): an excerpt line that holds a
+    /// credential's value, found by its key (`password: ...`, `keys: [...]`) or by the key of
+    /// the block list it is an item of (`keys:` then `- raw-key`), shows `<redacted>` from the
+    /// value on.
+    #[must_use]
+    pub(crate) fn redacting_lines(mut self) -> Self {
+        self.by_line = true;
+        self
     }
 
     /// Hides the tree's credentials (consumer keys, passwords, HMAC and client secrets, JWK
@@ -172,6 +238,11 @@ impl Diagnostics {
     /// Source line `n` (1-based) with the secrets written on it hidden.
     fn excerpt(&self, n: usize) -> Option<String> {
         let line = self.source.lines().nth(n.saturating_sub(1))?;
+        if self.by_line
+            && let Some(at) = secret_value_start(&self.source, n)
+        {
+            return Some(format!("{}{REDACTED}", line.get(..at).unwrap_or("")));
+        }
         let spans: Vec<&Span> = self
             .secrets
             .iter()

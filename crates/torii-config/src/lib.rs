@@ -131,7 +131,8 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
     env: &dyn Env,
     catalog: &C,
 ) -> Result<Loaded<C::Output>, Diagnostics> {
-    let mut tree = yaml::parse(src).map_err(|d| Diagnostics::new(name, src, d))?;
+    let mut tree =
+        yaml::parse(src).map_err(|d| Diagnostics::new(name, src, d).redacting_lines())?;
     let mut errors = Vec::new();
     expand::expand_tree(&mut tree, env, &KeyPath::root(), &mut errors);
     let prunes = check::check(catalog.config_schema(), &tree, &mut errors);

@@ -213,3 +213,28 @@ fn pem_paths_must_be_small_regular_files() {
         );
     }
 }
+
+/// A YAML syntax error has no tree to find the credentials in: its source excerpt hides the
+/// value of a line whose key (or list's key) is a credential's, and nothing else.
+#[test]
+fn syntax_errors_do_not_show_secrets_in_their_excerpt() {
+    let cases = [
+        // An unterminated quote on the secret's own line.
+        "consumers:\n  - name: a\n    basic_auth:\n      - username: u\n        password: \"hunter2-plain\n",
+        // A flow list of keys that never closes, the error reported on that line.
+        "consumers:\n  - name: a\n    keys: [\"raw-api-key-123\", \n",
+        // A block-list item under `keys:` with a tab in its indentation.
+        "consumers:\n  - name: a\n    keys:\n      - raw-api-key-123\n\t- other\n",
+        // A key ending in _secret.
+        "x:\n  client_secret: 'unterminated-s3cr3t\n",
+    ];
+    for src in cases {
+        let text = load(src).unwrap_err().to_string();
+        for secret in ["hunter2", "raw-api-key", "s3cr3t"] {
+            assert!(!text.contains(secret), "{src:?}\n{text}");
+        }
+    }
+    // Lines that hold no credential are shown as written.
+    let text = load("listeners:\n  - name: \"p\n").unwrap_err().to_string();
+    assert!(text.contains("name: \"p"), "{text}");
+}
