@@ -220,11 +220,15 @@ async fn steady_load_across_twenty_reloads_sees_no_failures() {
     );
 }
 
-/// A fake upstream that answers an Upgrade with 101 and then echoes raw bytes.
+/// A fake upstream that answers an Upgrade with 101 and then echoes raw bytes, and any other
+/// request with 200 `plain`.
 async fn upgrade_echo_upstream() -> std::net::SocketAddr {
     let up = upstream(
         false,
         |mut req: Request<hyper::body::Incoming>| async move {
+            if !req.headers().contains_key("upgrade") {
+                return Response::new(full("plain"));
+            }
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(io) = on_upgrade.await {
@@ -515,36 +519,10 @@ async fn idle_keep_alive_connections_are_closed_on_both_protocols() {
 /// WebSockets, plain requests to the same target still get through.
 #[tokio::test]
 async fn websocket_tunnels_do_not_take_upstream_pool_slots() {
-    let up = upstream(
-        false,
-        |mut req: Request<hyper::body::Incoming>| async move {
-            if !req.headers().contains_key("upgrade") {
-                return Response::new(full("plain"));
-            }
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                if let Ok(io) = on_upgrade.await {
-                    let mut io = hyper_util::rt::TokioIo::new(io);
-                    let mut buf = [0u8; 64];
-                    while let Ok(n) = io.read(&mut buf).await {
-                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-            Response::builder()
-                .status(101)
-                .header("upgrade", "websocket")
-                .header("connection", "upgrade")
-                .body(full(""))
-                .unwrap()
-        },
-    )
-    .await;
+    let up = upgrade_echo_upstream().await;
     let cfg = config(&format!(
         "upstreams:\n  - name: ws\n    targets: [{{url: 'http://{}'}}]\n    pool: {{max_connections_per_target: 2, queue_timeout: 300ms}}\nroutes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: ws\n",
-        up.addr
+        up
     ));
     let gw = gateway(&cfg).await;
     let a = addr(&gw).await;
