@@ -17,8 +17,8 @@
 use bytes::BytesMut;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use torii_proxy::upstream::h1::chunked::{Decoder, Event};
-use torii_proxy::upstream::h1::decode::{Framing, Head, Invalid, Scratch, parse, parse_into};
+use torii_upstream::codec::chunked::{Decoder, Event};
+use torii_upstream::codec::decode::{Framing, Head, Invalid, Scratch, parse, parse_into};
 
 type Summary = Result<
     Option<(

@@ -6,6 +6,17 @@ use std::task::{Context, Poll};
 /// A boxed error, as carried by bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A client's request body grew past its limit while streaming (the gateway's body wrappers
+/// end the body with it; whoever forwards the body reports it as 413).
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// A client's request body sent no bytes for longer than its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no body bytes for {0:?}")]
+pub struct BodyIdle(pub std::time::Duration);
+
 type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// The one body type of the gateway. Streaming variants forward frames (data and trailers) as

@@ -17,7 +17,7 @@ mod error;
 mod plugin;
 mod replay;
 
-pub use body::{Body, BoxError};
+pub use body::{Body, BodyIdle, BodyTooLarge, BoxError};
 pub use context::{ClientAddr, ClientCert, RequestContext, RequestId};
 pub use error::{ErrorKind, ErrorSource, GatewayError};
 pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin, PreflightMethods};

@@ -17,7 +17,6 @@ pub mod chain;
 pub mod consumers;
 pub mod factory;
 pub mod flights;
-pub mod http_client;
 pub mod identity;
 pub mod identity_token;
 pub mod state;
@@ -25,7 +24,6 @@ pub mod state;
 pub use chain::{Chain, ConsumerPlugins, Entry};
 pub use consumers::Directory;
 pub use factory::{ConfigError, Phase, PluginFactory, Registration};
-pub use http_client::HttpClient;
 pub use identity::IdentityHeaders;
 pub use identity_token::{Audience, TokenSigner};
 pub use state::{StateKey, StateRegistry};
@@ -41,8 +39,10 @@ use torii_core::Consumer;
 pub struct BuildCtx<'a> {
     /// The consumers of this load.
     pub directory: &'a Arc<Directory>,
-    /// The shared outbound HTTP client.
-    pub http: &'a HttpClient,
+    /// The named upstreams of this load.
+    pub upstreams: &'a torii_upstream::Upstreams,
+    /// Where upstreams for plugins' URLs come from.
+    pub registry: &'a torii_upstream::Registry,
     /// `global`, `route:<name>` or `consumer:<name>`.
     pub scope: &'a str,
     state: &'a StateRegistry,
@@ -57,6 +57,26 @@ impl BuildCtx<'_> {
     pub fn state<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
         self.state
             .get_or_insert(StateKey::new(self.plugin, self.scope, self.settings), init)
+    }
+
+    /// A client for an outbound service: the named upstream `upstream` when set, otherwise
+    /// the implicit upstream of `url`'s scheme and authority (the system's TLS roots, default
+    /// pool and timeouts). Errors are for the key that was set.
+    pub fn client(
+        &self,
+        url: Option<&http::Uri>,
+        upstream: Option<&str>,
+    ) -> Result<torii_upstream::Client, String> {
+        match (upstream, url) {
+            (Some(name), _) => self
+                .upstreams
+                .get(name)
+                .cloned()
+                .map(torii_upstream::Client::new)
+                .ok_or_else(|| format!("no upstream is named `{name}`")),
+            (None, Some(url)) => self.registry.for_url(url).map(torii_upstream::Client::new),
+            (None, None) => Err("neither a URL nor an upstream is set".into()),
+        }
     }
 
     /// Marks a query parameter as secret: the access log redacts its value.
@@ -86,6 +106,8 @@ pub struct Compiled {
     pub redact_query_params: Vec<String>,
     /// The state generation of this load (see [`StateRegistry::retain_generation`]).
     pub generation: u64,
+    /// The named upstreams, built before the plugins so plugins can call them.
+    pub upstreams: torii_upstream::Upstreams,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -102,7 +124,7 @@ pub struct Catalog {
     plugins: Vec<Registration>,
     by_name: HashMap<&'static str, usize>,
     state: Arc<StateRegistry>,
-    http: HttpClient,
+    registry: torii_upstream::Registry,
     schema: OnceLock<Value>,
     /// Collects secret query parameters during one build.
     redact: std::sync::Mutex<Vec<String>>,
@@ -125,7 +147,7 @@ impl Catalog {
             plugins,
             by_name,
             state: Arc::new(StateRegistry::default()),
-            http: HttpClient::new()?,
+            registry: torii_upstream::Registry::default(),
             schema: OnceLock::new(),
             redact: Default::default(),
         })
@@ -141,8 +163,10 @@ impl Catalog {
         &self.state
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build_map(
         &self,
+        upstreams: &torii_upstream::Upstreams,
         map: &PluginMap,
         base: &[Seg],
         scope: &str,
@@ -176,7 +200,8 @@ impl Catalog {
             }
             let ctx = BuildCtx {
                 directory,
-                http: &self.http,
+                upstreams,
+                registry: &self.registry,
                 scope,
                 state: &self.state,
                 plugin: reg.name,
@@ -233,6 +258,18 @@ impl PluginCatalog for Catalog {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         let mut errors = Vec::new();
+        // Upstreams first: plugins are handed the ones they name.
+        let upstreams = match self.registry.build(&config.upstreams) {
+            Ok(u) => u,
+            Err(e) => {
+                errors.push(PluginError::new(
+                    vec![key("upstreams")],
+                    e,
+                    "check the upstream's TLS files (`tls.ca`, `tls.client_cert`, `tls.client_key`)",
+                ));
+                Default::default()
+            }
+        };
         let directory = Arc::new(match Directory::build(&config.consumers) {
             Ok(d) => d,
             Err(mut e) => {
@@ -241,6 +278,7 @@ impl PluginCatalog for Catalog {
             }
         });
         let global = self.build_map(
+            &upstreams,
             &config.plugins,
             &[key("plugins")],
             "global",
@@ -251,6 +289,7 @@ impl PluginCatalog for Catalog {
         let mut consumer_plugins = Vec::with_capacity(config.consumers.len());
         for (i, c) in config.consumers.iter().enumerate() {
             consumer_plugins.push(self.build_map(
+                &upstreams,
                 &c.plugins,
                 &[key("consumers"), Seg::Index(i), key("plugins")],
                 &format!("consumer:{}", c.name),
@@ -263,6 +302,7 @@ impl PluginCatalog for Catalog {
         for (i, r) in config.routes.iter().enumerate() {
             let base = [key("routes"), Seg::Index(i)];
             let own = self.build_map(
+                &upstreams,
                 &r.plugins,
                 &[base[0].clone(), base[1].clone(), key("plugins")],
                 &format!("route:{}", r.name),
@@ -367,6 +407,7 @@ impl PluginCatalog for Catalog {
                 &mut *self.redact.lock().unwrap_or_else(|e| e.into_inner()),
             ),
             generation,
+            upstreams,
         })
     }
 }

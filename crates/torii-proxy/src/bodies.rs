@@ -10,18 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
-use torii_core::{Body, BoxError};
+use torii_core::{Body, BodyIdle, BodyTooLarge, BoxError};
 use torii_plugins::IdentityHeaders;
-
-/// The request body grew past the route's limit.
-#[derive(Debug, thiserror::Error)]
-#[error("request body larger than {0} bytes")]
-pub struct BodyTooLarge(pub u64);
-
-/// No body bytes for longer than the idle timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("no body bytes for {0:?}")]
-pub struct BodyIdle(pub Duration);
 
 /// An idle timer: armed while the inner body is pending, reset whenever a frame arrives.
 struct IdleTimer {
@@ -170,11 +160,11 @@ impl RequestBody {
                 self.identity.strip(&mut trailers);
                 if trailers
                     .keys()
-                    .any(crate::upstream::h1::chunked::forbidden_trailer)
+                    .any(torii_upstream::codec::chunked::forbidden_trailer)
                 {
                     let forbidden: Vec<_> = trailers
                         .keys()
-                        .filter(|k| crate::upstream::h1::chunked::forbidden_trailer(k))
+                        .filter(|k| torii_upstream::codec::chunked::forbidden_trailer(k))
                         .cloned()
                         .collect();
                     for k in forbidden {
@@ -236,13 +226,13 @@ impl Drop for RequestBody {
 /// An upstream response body with its idle timeout. (An HTTP/1.1 body hands its connection back
 /// to the pool itself when it ends cleanly.)
 pub struct UpstreamBody {
-    inner: crate::upstream::ResponseBody,
+    inner: torii_upstream::ResponseBody,
     idle: IdleTimer,
 }
 
 impl UpstreamBody {
     /// Wraps an upstream body.
-    pub fn new(inner: crate::upstream::ResponseBody, idle: Duration) -> Self {
+    pub fn new(inner: torii_upstream::ResponseBody, idle: Duration) -> Self {
         Self {
             inner,
             idle: IdleTimer::new(idle),

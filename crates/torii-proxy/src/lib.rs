@@ -2,7 +2,7 @@
 //!
 //! Torii's data plane. [`Gateway::start`] binds the listeners and the admin listener for a
 //! loaded config; [`Gateway::apply`] swaps in a new one (hot reload); [`Gateway::shutdown`]
-//! drains. The request path is in [`pipeline`]; upstream clients and pools in [`upstream`].
+//! drains. The request path is in [`pipeline`]; upstream clients and pools are torii-upstream's.
 //!
 //! State that must survive reloads (upstream pools, metric series) lives in registries owned by
 //! [`Shared`], keyed by stable identity; the config [`snapshot::Snapshot`] only references it.
@@ -20,7 +20,6 @@ mod server;
 pub mod snapshot;
 pub mod tls;
 mod tunnel;
-pub mod upstream;
 mod watchdog;
 
 use arc_swap::ArcSwap;
@@ -40,8 +39,6 @@ pub type Loaded = torii_config::Loaded<torii_plugins::Compiled>;
 pub struct Shared {
     /// The current config snapshot, read once per request.
     pub snapshot: ArcSwap<Snapshot>,
-    /// Upstream clients and pools, kept across reloads.
-    pub registry: upstream::Registry,
     /// Metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// Access log.
@@ -112,14 +109,12 @@ impl Gateway {
         };
         let admin_cfg = cfg.admin.clone();
         let metrics = metrics::Metrics::new();
-        let registry = upstream::Registry::default();
         let generation = loaded.plugins.generation;
-        let snap = Snapshot::build(loaded, &registry, &metrics).map_err(std::io::Error::other)?;
+        let snap = Snapshot::build(loaded, &metrics).map_err(std::io::Error::other)?;
         catalog.state().retain_generation(generation);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
-            registry,
             metrics,
             access_log,
             catalog,
@@ -230,7 +225,7 @@ impl Gateway {
     /// the snapshot they started with. On error the old config keeps serving.
     pub async fn apply(&self, loaded: Loaded) -> Result<(), String> {
         let generation = loaded.plugins.generation;
-        let new = match Snapshot::build(loaded, &self.shared.registry, &self.shared.metrics) {
+        let new = match Snapshot::build(loaded, &self.shared.metrics) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 self.shared.metrics.reloads_failed.increment(1);

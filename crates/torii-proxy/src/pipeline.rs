@@ -440,14 +440,16 @@ async fn route_and_serve(
                 // Boxed: requests that buffer nothing do not carry this future's size.
                 up_body = Box::pin(up_body.into_replay(snap.body_buffer as usize))
                     .await
-                    .map_err(|e| crate::upstream::client_body_error(&*e))?
+                    .map_err(|e| GatewayError::client_body(&*e))?
                     .into_body();
             }
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
-            let resp = upstream
-                .send(req, up_body, upgrade.is_some(), &added)
-                .await?;
+            let options = torii_upstream::CallOptions {
+                extra: Some(&added),
+                upgrade: upgrade.is_some(),
+            };
+            let resp = upstream.call(req, up_body, options).await?;
             // The response head is here: the request body's waits are no longer the client's.
             if let Some(b) = &info.body {
                 b.answered(&conn.activity);
@@ -547,7 +549,7 @@ fn proxy_request<'a>(
     conn: &'a ConnInfo,
     snap: &Snapshot,
     route: &CompiledRoute,
-    upstream: &crate::upstream::Upstream,
+    upstream: &torii_upstream::Upstream,
     ctx: &'a RequestContext,
     view: &crate::snapshot::ListenerView,
     info: &mut LogInfo,
@@ -628,10 +630,10 @@ fn proxy_request<'a>(
 /// The client's response to an upstream's: hop-by-hop headers removed, the body watched for
 /// idleness; after a 101 the two upgraded connections are joined in a tunnel task.
 fn proxy_response(
-    resp: crate::upstream::UpstreamResponse,
+    resp: torii_upstream::UpstreamResponse,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     conn: &ConnInfo,
-    upstream: &crate::upstream::Upstream,
+    upstream: &torii_upstream::Upstream,
 ) -> Response<Outgoing> {
     let (mut rparts, rbody) = resp.response.into_parts();
     if let (Some(upgraded), Some(client_upgrade)) = (resp.upgraded, client_upgrade) {

@@ -7,7 +7,6 @@
 
 use crate::Loaded;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamErrors};
-use crate::upstream::{Registry, Upstream};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ipnet::IpNet;
@@ -17,6 +16,7 @@ use torii_config::PathTemplate;
 use torii_config::schema::Rewrite as RewriteConfig;
 use torii_plugins::{Chain, ConsumerPlugins, IdentityHeaders};
 use torii_router::Router;
+use torii_upstream::Upstream;
 
 /// What a route does.
 pub enum Action {
@@ -97,9 +97,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a loaded config, reusing unchanged upstreams from the registry.
-    /// Fails (changing nothing) when a certificate, key or CA cannot be loaded.
-    pub fn build(loaded: Loaded, registry: &Registry, metrics: &Metrics) -> Result<Self, String> {
+    /// Compiles a loaded config (its upstreams were built with its plugins, reusing unchanged
+    /// ones). Fails (changing nothing) when a listener certificate or key cannot be loaded.
+    pub fn build(loaded: Loaded, metrics: &Metrics) -> Result<Self, String> {
         let Loaded {
             config,
             mut routers,
@@ -115,7 +115,6 @@ impl Snapshot {
             ));
         }
         let mut chains = plugins.chains.into_iter();
-        // Everything fallible first, so a failure leaves the registry untouched.
         let mut tls = HashMap::new();
         for l in &config.listeners {
             if let Some(t) = &l.tls {
@@ -126,7 +125,7 @@ impl Snapshot {
                 );
             }
         }
-        let upstreams = registry.sync(&config.upstreams)?;
+        let upstreams = &plugins.upstreams;
         let mut errors: HashMap<String, Arc<UpstreamErrors>> = HashMap::new();
         let routes = config
             .routes

@@ -1,12 +1,13 @@
 //! TLS with rustls and the aws-lc-rs provider: listener certificates chosen by SNI (exact and
-//! wildcard names read from the certificates), and client configs for `https://` upstreams.
+//! wildcard names read from the certificates). Client configs for `https://` upstreams are
+//! torii-upstream's.
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
-use torii_config::schema::{ListenerTls, UnknownSni, UpstreamTls, pem};
+use torii_config::schema::{ListenerTls, UnknownSni, pem};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -194,38 +195,4 @@ pub fn server_config(cfg: &ListenerTls) -> Result<ListenerTlsRuntime, String> {
         config: Arc::new(config),
         store,
     })
-}
-
-/// Builds the client config for an upstream's `https://` targets.
-pub fn client_config(cfg: &UpstreamTls, http2: bool) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.ca {
-        Some(ca) => {
-            for c in pem::certs(ca)? {
-                roots.add(c).map_err(|e| format!("`{ca}`: {e}"))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for c in found.certs {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let mut config = match (&cfg.client_cert, &cfg.client_key) {
-        (Some(c), Some(k)) => builder
-            .with_client_auth_cert(pem::certs(c)?, pem::key(k)?)
-            .map_err(|e| format!("client certificate: {e}"))?,
-        _ => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(Arc::new(config))
 }

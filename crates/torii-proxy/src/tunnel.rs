@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 /// the upstream connection left its pool (and freed its slot) at the upgrade.
 pub async fn run(
     client: OnUpgrade,
-    upstream: crate::upstream::h1::Upgraded,
+    upstream: torii_upstream::h1::Upgraded,
     slot: Arc<crate::ConnSlot>,
 ) {
     let client = match client.await {
@@ -22,7 +22,7 @@ pub async fn run(
         }
     };
     let mut client = TokioIo::new(client);
-    let crate::upstream::h1::Upgraded {
+    let torii_upstream::h1::Upgraded {
         io: mut up,
         leftover,
         ..

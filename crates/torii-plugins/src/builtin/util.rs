@@ -79,6 +79,16 @@ pub(crate) fn append_query_param(parts: &mut Parts, name: &str, value: &str) {
     }
 }
 
+/// A client for tests that never call out.
+#[cfg(test)]
+pub(crate) fn test_client() -> torii_upstream::Client {
+    let url: http::Uri = "http://127.0.0.1:9/".parse().expect("url");
+    match torii_upstream::Registry::default().for_url(&url) {
+        Ok(u) => torii_upstream::Client::new(u),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

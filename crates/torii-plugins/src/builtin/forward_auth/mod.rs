@@ -32,7 +32,6 @@ use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::Full;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -56,8 +55,17 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 #[serde(deny_unknown_fields)]
 pub struct ForwardAuthConfig {
     /// URL of the auth service, `http://` or `https://`, with the path (and query) it
-    /// answers on: `http://auth.internal:9000/verify`.
-    pub url: String,
+    /// answers on: `http://auth.internal:9000/verify`. It is called through an implicit
+    /// upstream (the system's TLS roots, default pool and timeouts). Set this or `upstream`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The auth service as a named upstream of `upstreams:` (its targets, TLS CA and client
+    /// certificate, pool), called on `path`. Set this or `url`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// With `upstream`: the path (and query) the service answers on. Default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
     /// Method of the request sent to the auth service (it never has a body).
     #[serde(default = "default_method")]
     pub method: Method,
@@ -161,6 +169,55 @@ pub(crate) fn parse_service_url(s: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
+/// The service an outbound plugin calls, from its `url`, or its `upstream` and `path`: the
+/// URI its requests carry and the client that sends them.
+pub(crate) fn service(
+    url: Option<&str>,
+    upstream: Option<&str>,
+    path: Option<&str>,
+    ctx: &BuildCtx<'_>,
+) -> Result<(http::Uri, torii_upstream::Client), ConfigError> {
+    match (url, upstream) {
+        (Some(_), Some(_)) | (None, None) => Err(ConfigError::here(
+            "set exactly one of `url` and `upstream`",
+            "`url: https://auth.internal/verify`, or `upstream: auth` with `path: /verify`",
+        )),
+        (Some(url), None) => {
+            if path.is_some() {
+                return Err(ConfigError::at(
+                    "path",
+                    "`path` goes with `upstream`",
+                    "put the path in `url`",
+                ));
+            }
+            let uri = parse_service_url(url)
+                .map_err(|e| ConfigError::at("url", e, "the service's full URL, path included"))?;
+            let client = ctx
+                .client(Some(&uri), None)
+                .map_err(|e| ConfigError::at("url", e, "the service's full URL, path included"))?;
+            Ok((uri, client))
+        }
+        (None, Some(name)) => {
+            let client = ctx
+                .client(None, Some(name))
+                .map_err(|e| ConfigError::at("upstream", e, "name one of `upstreams[].name`"))?;
+            let path = path.unwrap_or("/");
+            let uri = http::uri::PathAndQuery::try_from(path)
+                .ok()
+                .filter(|_| path.starts_with('/'))
+                .map(http::Uri::from)
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        "path",
+                        format!("`{path}` is not a path"),
+                        "write a path starting with `/`, e.g. `/verify`",
+                    )
+                })?;
+            Ok((uri, client))
+        }
+    }
+}
+
 fn names(list: Vec<ConfigHeaderName>) -> Vec<HeaderName> {
     let mut out: Vec<HeaderName> = Vec::with_capacity(list.len());
     for n in list {
@@ -194,8 +251,12 @@ impl PluginFactory for ForwardAuth {
         config: ForwardAuthConfig,
         ctx: &BuildCtx<'_>,
     ) -> Result<Arc<dyn Plugin>, ConfigError> {
-        let url = parse_service_url(&config.url)
-            .map_err(|e| ConfigError::at("url", e, "the auth service's full URL, path included"))?;
+        let (url, http) = service(
+            config.url.as_deref(),
+            config.upstream.as_deref(),
+            config.path.as_deref(),
+            ctx,
+        )?;
         if config.timeout.0.is_zero() {
             return Err(ConfigError::at(
                 "timeout",
@@ -268,7 +329,7 @@ impl PluginFactory for ForwardAuth {
             consumer_header: config.consumer_header.map(|h| h.0),
             fixed,
             directory: ctx.directory.clone(),
-            http: ctx.http.clone(),
+            http,
             timeout: config.timeout.0,
             cache,
             identity: Arc::new(Identity {
@@ -315,7 +376,7 @@ struct ForwardAuthPlugin {
     consumer_header: Option<HeaderName>,
     fixed: Option<Arc<Consumer>>,
     directory: Arc<Directory>,
-    http: crate::HttpClient,
+    http: torii_upstream::Client,
     timeout: Duration,
     cache: Option<Arc<State>>,
     identity: Arc<Identity>,
@@ -399,8 +460,8 @@ impl ForwardAuthPlugin {
         req: &http::request::Parts,
         host: &str,
         uri: HeaderValue,
-    ) -> Result<http::Request<Full<Bytes>>, GatewayError> {
-        let mut out = http::Request::new(Full::new(Bytes::new()));
+    ) -> Result<http::Request<Bytes>, GatewayError> {
+        let mut out = http::Request::new(Bytes::new());
         *out.method_mut() = self.method.clone();
         *out.uri_mut() = self.url.clone();
         let h = out.headers_mut();

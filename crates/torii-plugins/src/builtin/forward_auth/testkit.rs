@@ -3,9 +3,7 @@
 //! them, and a request context.
 #![allow(clippy::unwrap_used)]
 
-use crate::{
-    BuildCtx, ConfigError, Directory, HttpClient, PluginFactory, Registration, StateRegistry,
-};
+use crate::{BuildCtx, ConfigError, Directory, PluginFactory, Registration, StateRegistry};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -136,12 +134,14 @@ pub(crate) fn build_with<F: PluginFactory>(
 ) -> Result<Arc<dyn Plugin>, ConfigError> {
     let list: Vec<torii_config::schema::Consumer> = serde_json::from_value(consumers()).unwrap();
     let directory = Arc::new(Directory::build(&list).unwrap_or_else(|_| panic!("consumers")));
-    let http = HttpClient::new().unwrap();
+    let registry = torii_upstream::Registry::default();
+    let upstreams = torii_upstream::Upstreams::default();
     let redact = Mutex::new(Vec::new());
     let reg = Registration::of::<F>();
     let ctx = BuildCtx {
         directory: &directory,
-        http: &http,
+        upstreams: &upstreams,
+        registry: &registry,
         scope: "route:test",
         state,
         plugin: reg.name,

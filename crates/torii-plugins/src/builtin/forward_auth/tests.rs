@@ -510,7 +510,7 @@ fn cache_keys_separate_fields() {
         consumer_header: None,
         fixed: None,
         directory: Arc::default(),
-        http: crate::HttpClient::new().unwrap(),
+        http: crate::builtin::util::test_client(),
         timeout: Duration::from_secs(1),
         cache: None,
         identity: Arc::default(),

@@ -26,7 +26,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderValue};
-use http_body_util::Full;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -49,8 +48,17 @@ pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
     /// The authorization server's token introspection endpoint (RFC 7662), `https://` (or
-    /// `http://` for a local sidecar): `https://sso.example/oauth2/introspect`.
-    pub introspection_url: String,
+    /// `http://` for a local sidecar): `https://sso.example/oauth2/introspect`. Set this or
+    /// `upstream`.
+    #[serde(default)]
+    pub introspection_url: Option<String>,
+    /// The authorization server as a named upstream of `upstreams:` (its targets, TLS CA and
+    /// client certificate, pool), called on `path`. Set this or `introspection_url`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// With `upstream`: the endpoint's path, e.g. `/oauth2/introspect`. Default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
     /// The gateway's client id at the authorization server (HTTP Basic user).
     pub client_id: String,
     /// The gateway's client secret (HTTP Basic password); write `${VARIABLE}` to keep it out
@@ -124,14 +132,22 @@ impl PluginFactory for Introspection {
         config: IntrospectionConfig,
         ctx: &BuildCtx<'_>,
     ) -> Result<Arc<dyn Plugin>, ConfigError> {
-        let url =
-            super::forward_auth::parse_service_url(&config.introspection_url).map_err(|e| {
-                ConfigError::at(
-                    "introspection_url",
-                    e,
-                    "the endpoint's full URL, path included",
-                )
-            })?;
+        let (url, http) = super::forward_auth::service(
+            config.introspection_url.as_deref(),
+            config.upstream.as_deref(),
+            config.path.as_deref(),
+            ctx,
+        )
+        .map_err(|mut e| {
+            // The URL's key is named differently here.
+            for seg in &mut e.path {
+                if *seg == torii_config::Seg::Key("url".into()) {
+                    *seg = torii_config::Seg::Key("introspection_url".into());
+                }
+            }
+            e.message = e.message.replace("`url`", "`introspection_url`");
+            e
+        })?;
         if config.client_id.is_empty() {
             return Err(ConfigError::at(
                 "client_id",
@@ -229,7 +245,7 @@ impl PluginFactory for Introspection {
             max_token,
             hide: config.hide_credentials,
             directory: ctx.directory.clone(),
-            http: ctx.http.clone(),
+            http,
             cache,
             challenge,
             invalid,
@@ -364,7 +380,7 @@ struct IntrospectionPlugin {
     max_token: usize,
     hide: bool,
     directory: Arc<Directory>,
-    http: crate::HttpClient,
+    http: torii_upstream::Client,
     cache: Option<Arc<State>>,
     challenge: HeaderValue,
     invalid: HeaderValue,
@@ -447,7 +463,7 @@ impl IntrospectionPlugin {
     }
 
     /// The introspection request for a token.
-    fn outbound(&self, token: &str) -> Result<http::Request<Full<Bytes>>, GatewayError> {
+    fn outbound(&self, token: &str) -> Result<http::Request<Bytes>, GatewayError> {
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
             .append_pair("token_type_hint", "access_token")
@@ -457,7 +473,7 @@ impl IntrospectionPlugin {
             .header(header::ACCEPT, "application/json")
             .header(header::AUTHORIZATION, self.client_auth.clone())
             .header(header::USER_AGENT, "torii")
-            .body(Full::new(Bytes::from(form)))
+            .body(Bytes::from(form))
             .map_err(|_| GatewayError::new(ErrorKind::Internal, "oauth2_introspection: request"))
     }
 }
@@ -466,7 +482,7 @@ impl IntrospectionPlugin {
     /// One call to the introspection endpoint; the result is cached by token digest.
     async fn introspect(
         &self,
-        outbound: http::Request<Full<Bytes>>,
+        outbound: http::Request<Bytes>,
         key: [u8; 32],
     ) -> Result<Arc<Cached>, String> {
         let resp = self

@@ -391,7 +391,7 @@ fn ttl_is_capped_by_exp() {
         max_token: 10,
         hide: true,
         directory: Arc::default(),
-        http: crate::HttpClient::new().unwrap(),
+        http: crate::builtin::util::test_client(),
         cache: None,
         challenge: HeaderValue::from_static("Bearer"),
         invalid: HeaderValue::from_static("Bearer"),

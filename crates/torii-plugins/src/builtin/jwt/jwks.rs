@@ -12,12 +12,11 @@
 
 use super::config::{Alg, JwksConfig};
 use super::keys::{self, Key};
-use crate::HttpClient;
 use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use torii_upstream::Client as HttpClient;
 
 /// A fetched key set.
 #[derive(Debug, Default)]
@@ -170,7 +169,7 @@ impl JwksSource {
                 "application/jwk-set+json, application/json",
             )
             .header(http::header::USER_AGENT, "torii")
-            .body(Full::new(Bytes::new()))
+            .body(Bytes::new())
             .map_err(|e| e.to_string())?;
         let resp = self
             .http

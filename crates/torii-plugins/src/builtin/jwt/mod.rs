@@ -82,17 +82,25 @@ impl PluginFactory for Jwt {
             prepared.push(prepare_issuer(issuer).map_err(|e| e.in_list("issuers", i))?);
         }
         let settings = Settings::from(&config.jwks);
+        // Key sets are fetched through the implicit upstream of each URL (the same pools,
+        // TLS and limits as every other outbound call).
+        let mut clients = Vec::with_capacity(prepared.len());
+        for (i, p) in prepared.iter().enumerate() {
+            clients.push(match &p.jwks_url {
+                None => None,
+                Some(url) => Some(ctx.client(Some(url), None).map_err(|e| {
+                    ConfigError::at("jwks_url", e, "write an absolute http:// or https:// URL")
+                        .in_list("issuers", i)
+                })?),
+            });
+        }
         let sources = ctx.state(|| JwksState {
             sources: prepared
                 .iter()
-                .map(|p| {
-                    p.jwks_url.clone().map(|url| {
-                        Arc::new(JwksSource::new(
-                            url,
-                            p.algorithms.clone(),
-                            settings,
-                            ctx.http.clone(),
-                        ))
+                .zip(clients)
+                .map(|(p, client)| {
+                    p.jwks_url.clone().zip(client).map(|(url, client)| {
+                        Arc::new(JwksSource::new(url, p.algorithms.clone(), settings, client))
                     })
                 })
                 .collect(),

@@ -6,7 +6,7 @@
 //! others wait for it or for a slot, bounded by the queue timeout. The lease ends when the
 //! response body is dropped, so a slow stream keeps its slot exactly as long as it lives.
 
-use crate::upstream::connect::{Connector, Stream};
+use crate::connect::{Connector, Stream};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicUsize, Ordering};

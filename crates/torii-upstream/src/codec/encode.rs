@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body::Body as _;
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -46,18 +46,43 @@ pub struct Writer {
     sent: u64,
 }
 
+/// Fields a caller sends after the request's own (the gateway's forwarding fields), each
+/// handed over as the parts of its value: the HTTP/1.1 encoder writes the parts one after the
+/// other, so values made of pieces are never joined into new allocations.
+pub trait ExtraFields {
+    /// Calls `field` with each field, in order: its name and the parts of its value. Each
+    /// part must be a valid field value and their concatenation too.
+    fn each(&self, field: &mut dyn FnMut(&'static HeaderName, &[&[u8]]));
+
+    /// Inserts the fields into `headers`, each value joined (for HTTP/2, whose encoder needs
+    /// a header map).
+    fn insert_into(&self, headers: &mut HeaderMap) {
+        self.each(&mut |name, parts| {
+            let value = match parts {
+                [one] => HeaderValue::from_bytes(one),
+                _ => HeaderValue::from_maybe_shared(Bytes::from(parts.concat())),
+            };
+            if let Ok(v) = value {
+                headers.insert(name.clone(), v);
+            }
+        });
+    }
+}
+
 const CRLF: Bytes = Bytes::from_static(b"\r\n");
 const LAST_CHUNK: Bytes = Bytes::from_static(b"0\r\n\r\n");
 
 impl Writer {
     /// Encodes the head of `parts` into `head` (a reused buffer, cleared first), then the
-    /// gateway's `added` fields; `host` is sent when the request has no Host.
+    /// caller's `extra` fields; `host` is sent when `replace_host` is set or the request has
+    /// no Host.
     pub fn new(
         mut head: Vec<u8>,
         parts: &Parts,
         body: Body,
         host: &HeaderValue,
-        added: Option<&crate::forwarding::Added<'_>>,
+        replace_host: bool,
+        extra: Option<&(dyn ExtraFields + Sync)>,
     ) -> Self {
         head.clear();
         let hint = body.size_hint();
@@ -76,18 +101,19 @@ impl Writer {
             target.as_bytes()
         });
         head.extend_from_slice(b" HTTP/1.1\r\n");
-        if !parts.headers.contains_key(HOST) {
+        if replace_host || !parts.headers.contains_key(HOST) {
             field(&mut head, b"host", host.as_bytes());
         }
         for (name, value) in &parts.headers {
             // Framing is the writer's: the client's framing fields were for the client's hop.
-            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || (replace_host && name == HOST)
+            {
                 continue;
             }
             field(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
-        if let Some(added) = added {
-            added.each(|name, parts| {
+        if let Some(extra) = extra {
+            extra.each(&mut |name, parts| {
                 head.extend_from_slice(name.as_str().as_bytes());
                 head.extend_from_slice(b": ");
                 for p in parts {
@@ -335,6 +361,7 @@ mod tests {
             &parts,
             body,
             &HeaderValue::from_static("up:80"),
+            false,
             None,
         );
         let mut out: Vec<u8> = Vec::new();
@@ -344,104 +371,6 @@ mod tests {
 
     fn text(b: Vec<u8>) -> String {
         String::from_utf8(b).expect("utf-8")
-    }
-
-    /// Encodes a GET carrying `fields` from `peer`, with the gateway's fields prepared as the
-    /// pipeline does; returns the request's own field lines (sorted: removals may reorder
-    /// the map) and the gateway's lines (in the order sent).
-    fn encode_forwarded(
-        fields: &[(&str, &str)],
-        peer: &str,
-        trusted: bool,
-    ) -> (Vec<String>, Vec<String>) {
-        let mut req = http::Request::get("/x");
-        for (n, v) in fields {
-            req = req.header(*n, *v);
-        }
-        let (mut parts, _) = req.body(()).expect("request").into_parts();
-        let peer = crate::forwarding::PeerForwarding::new(peer.parse().expect("ip"), "http");
-        let host = parts.headers.get(http::header::HOST).cloned();
-        let rid = HeaderValue::from_static("rid");
-        let added =
-            crate::forwarding::forwarding_fields(&mut parts.headers, &peer, trusted, host, &rid);
-        let own: Vec<String> = parts
-            .headers
-            .iter()
-            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
-            .collect();
-        let w = Writer::new(
-            Vec::new(),
-            &parts,
-            Body::Empty,
-            &HeaderValue::from_static("up:80"),
-            Some(&added),
-        );
-        let out = text(w.into_buffer());
-        let mut lines: Vec<String> = out
-            .trim_end_matches("\r\n")
-            .split("\r\n")
-            .skip(1)
-            .map(str::to_string)
-            .collect();
-        // The encoder adds the upstream's Host when the request has none.
-        let own_lines = own.len() + usize::from(!parts.headers.contains_key(http::header::HOST));
-        let theirs = lines.split_off(own_lines);
-        lines.sort();
-        (lines, theirs)
-    }
-
-    #[test]
-    fn gateway_fields_are_written_part_by_part_after_the_request_fields() {
-        // A trusted proxy: its lists are extended, its X-Forwarded-Host is kept.
-        let (own, added) = encode_forwarded(
-            &[
-                ("host", "api.example.com"),
-                ("x-forwarded-for", "203.0.113.9"),
-                ("forwarded", "for=203.0.113.9"),
-                ("x-forwarded-host", "orig.example"),
-                ("x-custom", "1"),
-            ],
-            "10.0.0.1",
-            true,
-        );
-        assert_eq!(
-            own,
-            [
-                "host: api.example.com",
-                "x-custom: 1",
-                "x-forwarded-host: orig.example"
-            ]
-        );
-        assert_eq!(
-            added,
-            [
-                "x-forwarded-for: 203.0.113.9, 10.0.0.1",
-                "forwarded: for=203.0.113.9, for=10.0.0.1;proto=http;host=api.example.com",
-                "x-forwarded-proto: http",
-                "x-request-id: rid",
-            ]
-        );
-        // An untrusted client without a Host (HTTP/1.0): every client value is dropped, no
-        // host anywhere, an IPv6 peer quoted in Forwarded.
-        let (own, added) = encode_forwarded(
-            &[
-                ("x-forwarded-for", "6.6.6.6"),
-                ("x-forwarded-host", "spoofed"),
-                ("forwarded", "for=6.6.6.6"),
-            ],
-            "2001:db8::1",
-            false,
-        );
-        assert_eq!(own, ["host: up:80"]);
-        assert_eq!(
-            added,
-            [
-                "x-forwarded-for: 2001:db8::1",
-                "forwarded: for=\"[2001:db8::1]\";proto=http",
-                "x-forwarded-proto: http",
-                "x-request-id: rid",
-            ]
-        );
     }
 
     #[tokio::test]

@@ -11,59 +11,22 @@
 //! gateway's listeners) and HTTP/2 upstreams stay on hyper.
 
 pub mod body;
-pub mod chunked;
-pub mod decode;
-pub mod encode;
+pub mod conn;
 pub(crate) mod flush;
 
-use crate::upstream::connect::Stream;
-use crate::upstream::pool::TargetPool;
+pub use conn::{Connection, Home, READ_SIZE, Timeouts};
+
+use crate::codec::decode;
+use crate::codec::encode::{WriteError, Writer};
+use crate::connect::Stream;
 use body::ResponseBody;
-use bytes::{Bytes, BytesMut};
-use encode::{WriteError, Writer};
-use http::{HeaderValue, Response, StatusCode};
+use bytes::Bytes;
+use conn::HEAD_READ;
+use http::{Response, StatusCode};
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::sync::OwnedSemaphorePermit;
-use torii_core::{Body, ErrorKind, GatewayError};
-
-/// Bytes asked of the socket per read of a response.
-pub const READ_SIZE: usize = 32 * 1024;
-/// Capacity kept for the next response head.
-const HEAD_READ: usize = 8 * 1024;
-
-/// An open HTTP/1.1 connection to a target: the stream, its read buffer (bytes received and
-/// not yet consumed), a reused buffer for request heads, and the pool slot it holds. It is
-/// boxed once when opened (`Box<Connection>` everywhere): it moves from the pool to a request,
-/// to its response body and back, and each move is then a pointer, not a copy.
-pub struct Connection {
-    io: Stream,
-    pub(crate) rbuf: BytesMut,
-    wbuf: Vec<u8>,
-    /// The response-head decoder's memory: the last request's header map, emptied, for the
-    /// next response head, and the previous response's field names.
-    scratch: decode::Scratch,
-    /// The response-head deadline, one timer for the connection's life, moved forward for
-    /// each exchange. A later deadline is one atomic update of the registered timer, where a
-    /// timer per exchange is registered and removed under the timer driver's lock every time
-    /// (decision 0010). Between exchanges it may fire and wake the last task that used the
-    /// connection once; that task then finds nothing to do.
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// The timeouts of the current exchange, set by [`Connection::arm`].
-    timeouts: Timeouts,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// The two clocks of an exchange.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// From the moment the whole request has been sent to the response head.
-    pub response_head: std::time::Duration,
-    /// While the request body is being sent: how long the upstream may take no bytes of it
-    /// (a client that stalls is the body's own idle timeout's business).
-    pub upload_idle: std::time::Duration,
-}
+use std::task::Poll;
+use torii_core::{ErrorKind, GatewayError};
 
 /// A connection taken over by a protocol upgrade (101): the stream and the bytes the upstream
 /// already sent after the 101 head. It no longer holds a pool slot: the slot is released at
@@ -104,90 +67,6 @@ pub enum Answer {
 }
 
 impl Connection {
-    /// Wraps a freshly connected stream.
-    pub fn new(io: Stream, permit: OwnedSemaphorePermit) -> Self {
-        Self {
-            io,
-            rbuf: BytesMut::with_capacity(HEAD_READ),
-            wbuf: Vec::with_capacity(1024),
-            scratch: decode::Scratch::default(),
-            deadline: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
-            timeouts: Timeouts {
-                response_head: std::time::Duration::ZERO,
-                upload_idle: std::time::Duration::ZERO,
-            },
-            _permit: permit,
-        }
-    }
-
-    /// Reads more bytes into the read buffer; `Ok(0)` at end of stream.
-    pub(crate) fn poll_fill(
-        &mut self,
-        cx: &mut Context<'_>,
-        want: usize,
-    ) -> Poll<std::io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < want / 4 {
-            self.rbuf.reserve(want);
-        }
-        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.rbuf)
-    }
-
-    /// The plain TCP stream under this connection, unless it is TLS.
-    pub(crate) fn tcp(&self) -> Option<&tokio::net::TcpStream> {
-        let io: &dyn std::any::Any = &*self.io;
-        io.downcast_ref()
-    }
-
-    /// Sets the timeouts of the next exchange and starts its response-head deadline:
-    /// `response_head` from now. A request with a body moves the deadline while the body is
-    /// sent and starts the response-head clock again once all of it is out (see `send`).
-    pub fn arm(&mut self, timeouts: Timeouts) {
-        self.timeouts = timeouts;
-        self.reset_deadline(timeouts.response_head);
-    }
-
-    fn reset_deadline(&mut self, timeout: std::time::Duration) {
-        let now = tokio::time::Instant::now();
-        // A timeout too large to add is as good as none (30 years, as tokio's own timeout).
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + std::time::Duration::from_secs(30 * 365 * 86_400));
-        self.deadline.as_mut().reset(deadline);
-    }
-
-    /// Whether an idle connection can take a request: nothing buffered, and the upstream has
-    /// neither closed it nor sent unsolicited bytes (checked without blocking).
-    pub fn is_reusable(&mut self) -> bool {
-        if !self.rbuf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        matches!(self.poll_fill(&mut cx, 1), Poll::Pending)
-    }
-
-    /// Prepares a request for this connection (its head encoded into the connection's reused
-    /// buffer, `added` after its own fields); `host` is sent when `parts` has no Host. The
-    /// request's header map is emptied and swapped with the decoder's spare one, whose storage
-    /// the next response head reuses.
-    pub fn prepare(
-        &mut self,
-        parts: &mut http::request::Parts,
-        body: Body,
-        host: &HeaderValue,
-        added: &crate::forwarding::Added<'_>,
-    ) -> Writer {
-        let writer = Writer::new(
-            std::mem::take(&mut self.wbuf),
-            parts,
-            body,
-            host,
-            Some(added),
-        );
-        parts.headers.clear();
-        std::mem::swap(&mut self.scratch.spare, &mut parts.headers);
-        writer
-    }
-
     /// Sends a prepared request (the rest of it, when part was written already) and reads the
     /// response head before the deadline set by [`Connection::arm`] (an `UpstreamTimeout`
     /// failure after it). The response-head clock runs from the moment the whole request is
@@ -203,7 +82,7 @@ impl Connection {
         mut writer: Writer,
         mut write_failed: Option<std::io::Error>,
         method: &http::Method,
-        pool: Arc<TargetPool>,
+        pool: Arc<dyn Home>,
         reused: bool,
         upgrade: bool,
     ) -> Result<Answer, Failure> {
@@ -227,7 +106,7 @@ impl Connection {
                     Poll::Ready(Ok(())) | Poll::Pending => {}
                     Poll::Ready(Err(WriteError::Io(e))) => write_failed = Some(e),
                     Poll::Ready(Err(WriteError::Body(e))) => {
-                        return Poll::Ready(Err(crate::upstream::client_body_error(&*e)));
+                        return Poll::Ready(Err(GatewayError::client_body(&*e)));
                     }
                     Poll::Ready(Err(WriteError::Length)) => {
                         return Poll::Ready(Err(GatewayError::new(

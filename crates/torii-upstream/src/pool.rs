@@ -5,13 +5,13 @@
 //! connection won the race) can open more connections than any cap. Here every open connection
 //! owns one semaphore permit, so the count can never exceed `max_connections`, and a request
 //! waits (bounded by the queue timeout) for either an idle connection or a free permit.
-//! HTTP/1.1 connections are plain streams driven inline by `upstream::h1` (decision 0010);
+//! HTTP/1.1 connections are plain streams driven inline by ``h1` (decision 0010);
 //! HTTP/2 connections (hyper's `client::conn::http2`) are shared by up to
 //! `max_streams_per_connection` requests each, under the same cap (`h2pool`).
 
-use crate::upstream::connect::Connector;
-use crate::upstream::h1::Connection;
-use crate::upstream::h2pool::{ConnId, H2Pool, Lease};
+use crate::connect::Connector;
+use crate::h1::{Connection, Home};
+use crate::h2pool::{ConnId, H2Pool, Lease};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -242,5 +242,11 @@ impl TargetPool {
             )
             .await
             .map(Conn::H2)
+    }
+}
+
+impl Home for TargetPool {
+    fn checkin(&self, conn: Box<Connection>) {
+        TargetPool::checkin(self, conn);
     }
 }

@@ -15,7 +15,7 @@
 //! this hand-over, so it is written here.
 
 use super::Connection;
-use super::encode::{WriteError, Writer};
+use crate::codec::encode::{WriteError, Writer};
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -256,12 +256,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use torii_core::Body;
 
-    fn prepare(conn: &mut Connection, parts: &mut http::request::Parts, body: Body) -> Writer {
-        let peer = crate::forwarding::PeerForwarding::new([127, 0, 0, 1].into(), "http");
-        let id = http::HeaderValue::from_static("id");
-        let added =
-            crate::forwarding::forwarding_fields(&mut parts.headers, &peer, false, None, &id);
-        conn.prepare(parts, body, &http::HeaderValue::from_static("up"), &added)
+    fn prepare(conn: &mut Connection, parts: &http::request::Parts, body: Body) -> Writer {
+        conn.prepare(
+            parts,
+            body,
+            &http::HeaderValue::from_static("up"),
+            false,
+            None,
+        )
     }
 
     /// A connection to a fresh local listener, the accepted server side, and a prepared GET.
@@ -275,9 +277,9 @@ mod tests {
             .await
             .unwrap();
         let mut conn = Box::new(Connection::new(Box::new(client), permit));
-        let (mut parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
-        let writer = prepare(&mut conn, &mut parts, Body::Empty);
-        conn.arm(crate::upstream::h1::Timeouts {
+        let (parts, ()) = http::Request::get("/x").body(()).unwrap().into_parts();
+        let writer = prepare(&mut conn, &parts, Body::Empty);
+        conn.arm(crate::h1::Timeouts {
             response_head: std::time::Duration::from_secs(5),
             upload_idle: std::time::Duration::from_secs(5),
         });
@@ -344,7 +346,7 @@ mod tests {
             .unwrap();
         b.block_on(async {
             let (mut conn, writer, _server) = setup().await;
-            conn.arm(crate::upstream::h1::Timeouts {
+            conn.arm(crate::h1::Timeouts {
                 response_head: std::time::Duration::from_millis(50),
                 upload_idle: std::time::Duration::from_millis(50),
             });
@@ -360,8 +362,8 @@ mod tests {
     #[tokio::test]
     async fn a_request_with_a_body_is_declined() {
         let (mut conn, _, _server) = setup().await;
-        let (mut parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
-        let writer = prepare(&mut conn, &mut parts, Body::full("data"));
+        let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
+        let writer = prepare(&mut conn, &parts, Body::full("data"));
         assert!(matches!(
             hand_over(conn, writer).await,
             Handed::Declined(..)

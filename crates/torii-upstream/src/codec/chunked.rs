@@ -209,7 +209,7 @@ fn find_blank_line(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Fields that must not travel as trailers (either way) (framing, routing, hop-by-hop, and auth controls;
 /// RFC 9110 section 6.5.1): they are dropped rather than forwarded.
-pub(crate) fn forbidden_trailer(name: &HeaderName) -> bool {
+pub fn forbidden_trailer(name: &HeaderName) -> bool {
     use http::header::*;
     [
         CONTENT_LENGTH,

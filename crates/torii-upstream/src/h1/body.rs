@@ -2,11 +2,10 @@
 //! whoever polls it. The connection goes back to the pool the moment the body has ended
 //! cleanly; if the body breaks, is abandoned, or leaves extra bytes, the connection is closed.
 
-use super::chunked::{self, Decoder, Event};
-use super::decode::Framing;
-use super::encode::{WriteError, Writer};
-use super::{Connection, READ_SIZE};
-use crate::upstream::pool::TargetPool;
+use super::conn::{Connection, Home, READ_SIZE};
+use crate::codec::chunked::{self, Decoder, Event};
+use crate::codec::decode::Framing;
+use crate::codec::encode::{WriteError, Writer};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
@@ -43,7 +42,7 @@ pub struct ResponseBody {
     conn: Option<Box<Connection>>,
     /// The rest of the request, when the upstream answered before it was completely sent.
     writer: Option<Box<Writer>>,
-    pool: Arc<TargetPool>,
+    pool: Arc<dyn Home>,
     state: State,
     keep_alive: bool,
 }
@@ -52,7 +51,7 @@ impl ResponseBody {
     pub(super) fn new(
         conn: Box<Connection>,
         writer: Option<Box<Writer>>,
-        pool: Arc<TargetPool>,
+        pool: Arc<dyn Home>,
         framing: Framing,
         keep_alive: bool,
     ) -> Self {

@@ -7,10 +7,13 @@
 //! body bytes at least every `upload_idle` (flow control lets it stop reading); a client that
 //! stalls is its body's own idle timeout's business, so that time does not count.
 
-use super::h1::Timeouts;
-use super::h2pool::Lease;
-use super::pool::Conn;
-use super::{ResponseBody, Target, Upstream, UpstreamResponse};
+use crate::codec::encode::ExtraFields;
+use crate::error::{CallError, Retry};
+use crate::h1::Timeouts;
+use crate::h2pool::Lease;
+use crate::pool::Conn;
+use crate::response::{ResponseBody, UpstreamResponse};
+use crate::upstream::{Target, Upstream, idempotent};
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -90,9 +93,9 @@ impl HttpBody for Watched {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     p.done = true;
-                    p.fault = Some(if e.is::<crate::bodies::BodyTooLarge>() {
+                    p.fault = Some(if e.is::<torii_core::BodyTooLarge>() {
                         ClientFault::TooLarge
-                    } else if e.is::<crate::bodies::BodyIdle>() {
+                    } else if e.is::<torii_core::BodyIdle>() {
                         ClientFault::Stalled
                     } else {
                         ClientFault::Broken
@@ -171,59 +174,81 @@ pub(super) async fn await_head<F: Future>(
         })
 }
 
-/// One request to an HTTP/2 upstream on `lease`. A request whose body is in memory (none, or
-/// a small one read whole before the call) that the upstream did not process is sent once
-/// more on another connection: any method when the stream was refused (REFUSED_STREAM, RFC
-/// 9113 section 8.7), an idempotent one after any failure before its response (a GOAWAY, a
-/// connection closed under it).
-pub(super) async fn exchange(
+/// Sends a request to an HTTP/2 target on the stream slot `lease` and awaits the response
+/// head. The request is only read: hyper gets its own copy of the head (with the scheme and
+/// `:authority` added, the caller's `extra` fields inserted). A request whose body is in
+/// memory is sent again, on another connection, when the upstream did not process it
+/// (REFUSED_STREAM, or GOAWAY before it, for idempotent methods).
+pub(crate) async fn exchange(
     up: &Upstream,
     target: &Target,
-    req: &mut http::request::Parts,
+    head: &http::request::Parts,
     body: Body,
+    extra: Option<&(dyn ExtraFields + Sync)>,
     lease: Lease,
-) -> Result<UpstreamResponse, GatewayError> {
-    // Only a request whose body is in memory can be sent again; its head is kept for that.
-    let again = body.try_clone().map(|body| {
-        let mut r = Request::new(body);
-        *r.method_mut() = req.method.clone();
-        *r.uri_mut() = req.uri.clone();
-        *r.version_mut() = req.version;
-        *r.headers_mut() = req.headers.clone();
-        r
-    });
-    let h2_req = into_request(req, body);
-    let failed = match send(up, target, h2_req, &lease).await {
+) -> Result<UpstreamResponse, CallError> {
+    let again = body.try_clone();
+    let first = request(up, target, head, body, extra)?;
+    let failed = match send(up, target, first, &lease).await {
         Ok(r) => return Ok(respond(r, lease, target)),
         Err(failed) => failed,
     };
-    let Some(again) = again.filter(|r| failed.retryable(super::idempotent(r.method()))) else {
-        return Err(failed.error);
+    let Some(again) = again.filter(|_| failed.retryable(idempotent(&head.method))) else {
+        return Err(failed.into_error());
     };
     tracing::debug!(target = %target.name, error = %failed.error, "HTTP/2 stream not processed by the upstream; retrying on another connection");
     let avoid = lease.connection();
     drop(lease);
-    let Conn::H2(lease) = target.pool.checkout_h2(Some(avoid)).await? else {
-        return Err(GatewayError::new(
-            ErrorKind::Internal,
-            "unexpected HTTP/1.1 connection",
+    let Conn::H2(lease) = target
+        .pool
+        .checkout_h2(Some(avoid))
+        .await
+        .map_err(CallError::not_sent)?
+    else {
+        return Err(CallError::new(
+            GatewayError::new(ErrorKind::Internal, "unexpected HTTP/1.1 connection"),
+            Retry::Never,
         ));
     };
-    match send(up, target, again, &lease).await {
+    let second = request(up, target, head, again, extra)?;
+    match send(up, target, second, &lease).await {
         Ok(r) => Ok(respond(r, lease, target)),
-        Err(failed) => Err(failed.error),
+        Err(failed) => Err(failed.into_error()),
     }
 }
 
-/// The request for hyper, taken out of the borrowed head.
-fn into_request(req: &mut http::request::Parts, body: Body) -> Request<Body> {
-    let mut h2_req = Request::new(body);
-    *h2_req.method_mut() = req.method.clone();
-    *h2_req.uri_mut() = std::mem::take(&mut req.uri);
-    *h2_req.version_mut() = req.version;
-    *h2_req.headers_mut() = std::mem::take(&mut req.headers);
-    *h2_req.extensions_mut() = std::mem::take(&mut req.extensions);
-    h2_req
+/// hyper's request for `head`: absolute URI (`:scheme`, `:authority` from the Host the
+/// upstream is sent), the head's fields and the caller's.
+fn request(
+    up: &Upstream,
+    target: &Target,
+    head: &http::request::Parts,
+    body: Body,
+    extra: Option<&(dyn ExtraFields + Sync)>,
+) -> Result<Request<Body>, CallError> {
+    let mut headers = head.headers.clone();
+    if let Some(extra) = extra {
+        extra.insert_into(&mut headers);
+    }
+    let host = headers.remove(http::header::HOST);
+    let authority = match (up.replaces_host(), &host) {
+        (false, Some(h)) => h.to_str().unwrap_or(&target.name),
+        _ => &target.name,
+    };
+    let pq = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let scheme = if target.tls { "https" } else { "http" };
+    let uri = format!("{scheme}://{authority}{pq}").parse().map_err(|_| {
+        CallError::new(
+            GatewayError::new(ErrorKind::BadRequest, "cannot build the upstream URI"),
+            Retry::Never,
+        )
+    })?;
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    *req.headers_mut() = headers;
+    Ok(req)
 }
 
 fn respond(
@@ -250,6 +275,17 @@ struct Failed {
 impl Failed {
     fn retryable(&self, idempotent: bool) -> bool {
         self.refused || (idempotent && self.before_response)
+    }
+
+    fn into_error(self) -> CallError {
+        let retry = if self.refused {
+            Retry::Safe
+        } else if self.before_response {
+            Retry::Idempotent
+        } else {
+            Retry::Never
+        };
+        CallError::new(self.error, retry)
     }
 }
 
@@ -284,7 +320,7 @@ async fn send(
         (_, Some(fault)) => Err(fail(fault, false, false)),
         (Ok(Err(e)), None) => {
             let refused = refused_stream(&e);
-            let error = super::send_error(&e, target);
+            let error = crate::upstream::send_error(&e, target);
             let before = error.kind.source() == torii_core::ErrorSource::Upstream;
             Err(fail(error, refused, before))
         }

@@ -1,0 +1,333 @@
+//! A named upstream service and its one call API.
+
+use crate::codec::encode::ExtraFields;
+use crate::connect::Connector;
+use crate::error::{CallError, Retry};
+use crate::h1;
+use crate::pool::{Conn, PoolSettings, TargetPool};
+use crate::response::{ResponseBody, UpstreamResponse};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use torii_config::schema::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol};
+use torii_core::{Body, ErrorKind, GatewayError};
+
+/// One target of an upstream.
+pub struct Target {
+    /// `host:port`, as sent in Host when `host_header: target`.
+    pub authority: http::HeaderValue,
+    /// `host:port` as text, for logs.
+    pub name: Arc<str>,
+    /// Its pool.
+    pub pool: Arc<TargetPool>,
+    /// Whether the target speaks TLS (`https://`).
+    pub tls: bool,
+}
+
+/// A named upstream service: its targets (each with its pool), how they are chosen, and the
+/// clocks of an exchange. Built once per config load (reused across reloads that leave its
+/// settings alone, see [`crate::Registry`]) and shared by every caller: the proxy, plugins
+/// that call out (forward auth, introspection, JWKS), and later composition and mirroring.
+pub struct Upstream {
+    /// The name.
+    pub name: Arc<str>,
+    /// Targets.
+    pub targets: Vec<Target>,
+    /// Weighted round-robin schedule (indices into `targets`).
+    schedule: Vec<usize>,
+    next: AtomicUsize,
+    /// Which Host header is sent.
+    pub host_header: HostHeader,
+    /// HTTP/2 to the targets.
+    pub http2: bool,
+    /// Time to the response head.
+    pub response_headers_timeout: Duration,
+    /// Body idle timeout.
+    pub body_idle_timeout: Duration,
+}
+
+/// What a call sends besides the request head and body.
+#[derive(Default, Clone, Copy)]
+pub struct CallOptions<'a> {
+    /// Fields sent after the head's own (the gateway's forwarding fields and request id).
+    pub extra: Option<&'a (dyn ExtraFields + Sync)>,
+    /// The request asks for a protocol upgrade (WebSocket): a 101 answer hands the
+    /// connection over ([`UpstreamResponse::upgraded`]).
+    pub upgrade: bool,
+}
+
+/// Whether a method is idempotent (RFC 9110 9.2.2): such a request may be sent again after a
+/// failure that left its outcome unknown.
+pub fn idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+impl Upstream {
+    pub(crate) fn build(
+        cfg: &UpstreamConfig,
+        pools: &mut HashMap<String, Weak<TargetPool>>,
+    ) -> Result<Self, String> {
+        let mut targets = Vec::new();
+        let mut schedule = Vec::new();
+        let http2 = cfg.protocol == UpstreamProtocol::Http2;
+        let needs_tls = cfg.targets.iter().any(|t| t.url.tls);
+        let client_tls = if needs_tls {
+            Some(
+                crate::tls::client_config(&cfg.tls, http2)
+                    .map_err(|e| format!("upstream {}: {e}", cfg.name))?,
+            )
+        } else {
+            None
+        };
+        for (i, t) in cfg.targets.iter().enumerate() {
+            let authority = t.url.authority();
+            // Pools are keyed by everything that shapes a connection, so an upstream whose
+            // other settings change keeps its pooled connections.
+            let key = format!(
+                "{}|{}|{}|{:?}|{:?}|{:?}|{}",
+                authority,
+                t.url.tls,
+                http2,
+                cfg.pool,
+                cfg.timeouts.connect,
+                cfg.tls,
+                crate::registry::tls_files_fingerprint(cfg)
+            );
+            let pool = match pools.get(&key).and_then(Weak::upgrade) {
+                Some(p) => p,
+                None => {
+                    let tls = match (&client_tls, t.url.tls) {
+                        (Some(c), true) => Some((
+                            c.clone(),
+                            cfg.tls
+                                .server_name
+                                .clone()
+                                .unwrap_or_else(|| t.url.host.clone()),
+                        )),
+                        _ => None,
+                    };
+                    let connector =
+                        Connector::new(&t.url.host, t.url.port, cfg.timeouts.connect.0, tls)
+                            .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+                    let settings = PoolSettings {
+                        max_connections: cfg.pool.max_connections_per_target as usize,
+                        queue_timeout: cfg.pool.queue_timeout.0,
+                        idle_timeout: cfg.pool.idle_timeout.0,
+                        http2,
+                        max_streams: cfg.pool.max_streams_per_connection as usize,
+                    };
+                    let p = TargetPool::new(connector, settings);
+                    pools.insert(key, Arc::downgrade(&p));
+                    p
+                }
+            };
+            targets.push(Target {
+                tls: t.url.tls,
+                authority: http::HeaderValue::from_str(&authority)
+                    .unwrap_or(http::HeaderValue::from_static("invalid")),
+                name: authority.into(),
+                pool,
+            });
+            schedule.extend(std::iter::repeat_n(i, t.weight.min(1000) as usize));
+        }
+        Ok(Self {
+            name: cfg.name.as_str().into(),
+            targets,
+            schedule,
+            next: AtomicUsize::new(0),
+            host_header: cfg.host_header,
+            http2,
+            response_headers_timeout: cfg.timeouts.response_headers.0,
+            body_idle_timeout: cfg.timeouts.body_idle.0,
+        })
+    }
+
+    /// The clocks of one exchange.
+    pub(crate) fn timeouts(&self) -> h1::Timeouts {
+        h1::Timeouts {
+            response_head: self.response_headers_timeout,
+            upload_idle: self.body_idle_timeout,
+        }
+    }
+
+    /// Whether the target's `host:port` replaces the request's Host.
+    pub(crate) fn replaces_host(&self) -> bool {
+        self.host_header == HostHeader::Target
+    }
+
+    /// The next target by the weighted round-robin schedule.
+    pub fn pick(&self) -> Option<&Target> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = *self.schedule.get(n % self.schedule.len().max(1))?;
+        self.targets.get(i)
+    }
+
+    /// The next target by the schedule other than `avoid` (for a second attempt); `avoid`
+    /// itself when it is the only one.
+    pub fn pick_other(&self, avoid: &Target) -> Option<&Target> {
+        for _ in 0..self.schedule.len() {
+            match self.pick() {
+                Some(t) if !std::ptr::eq(t, avoid) => return Some(t),
+                _ => {}
+            }
+        }
+        self.pick()
+    }
+
+    /// Sends a request to the next target (see [`Upstream::call_target`]).
+    pub async fn call(
+        &self,
+        head: &http::request::Parts,
+        body: Body,
+        options: CallOptions<'_>,
+    ) -> Result<UpstreamResponse, CallError> {
+        let target = self.pick().ok_or_else(|| {
+            CallError::new(
+                GatewayError::new(ErrorKind::Internal, "upstream has no targets"),
+                Retry::Never,
+            )
+        })?;
+        self.call_target(target, head, body, options).await
+    }
+
+    /// Sends a request to `target` and waits for the response head; the body streams as it is
+    /// read. The call only reads `head`: the same head can be sent again (a retry on another
+    /// target with a body kept by [`Body::into_replay`], a mirror, a fan-out), and
+    /// [`CallError::retry`] says whether that is safe.
+    ///
+    /// `head` carries an origin-form URI and the client's Host; the target's `host:port` is
+    /// sent instead when the upstream says `host_header: target` (or the head has no Host).
+    /// For HTTP/2 the URI gets the scheme and authority. A reused HTTP/1.1 connection that
+    /// turns out to be closed by the upstream (the keep-alive race) is retried once on a fresh
+    /// connection when the request is idempotent and its body was not consumed, so that race
+    /// never becomes a client error.
+    pub async fn call_target(
+        &self,
+        target: &Target,
+        head: &http::request::Parts,
+        body: Body,
+        options: CallOptions<'_>,
+    ) -> Result<UpstreamResponse, CallError> {
+        match target.pool.checkout().await.map_err(CallError::not_sent)? {
+            Conn::H2(lease) => {
+                // Boxed: the HTTP/1.1 path's future does not carry the HTTP/2 exchange's size.
+                Box::pin(crate::h2::exchange(
+                    self,
+                    target,
+                    head,
+                    body,
+                    options.extra,
+                    lease,
+                ))
+                .await
+            }
+            Conn::H1 { mut conn, reused } => {
+                let retry = reused && idempotent(&head.method);
+                let writer = conn.prepare(
+                    head,
+                    body,
+                    &target.authority,
+                    self.replaces_host(),
+                    options.extra,
+                );
+                conn.arm(self.timeouts());
+                // The write waits until the other ready connections of this runtime have
+                // prepared their requests, so the upstream writes of one scheduler pass go out
+                // together: an upstream on the same CPU is then woken once per batch instead
+                // of once per request (measured in docs/performance.md). A request without a
+                // body on plain TCP is written by the thread's flusher task (h1::flush); the
+                // rest yield, then write from this task.
+                let (conn, writer, write_failed) = match h1::flush::hand_over(conn, writer).await {
+                    h1::flush::Handed::Written(conn, writer, failed) => (conn, writer, failed),
+                    h1::flush::Handed::Declined(conn, writer) => {
+                        tokio::task::yield_now().await;
+                        (conn, writer, None)
+                    }
+                };
+                let method = &head.method;
+                let upgrade = options.upgrade;
+                let exchange = |conn: Box<h1::Connection>, writer, write_failed, reused| {
+                    conn.send(
+                        writer,
+                        write_failed,
+                        method,
+                        target.pool.clone(),
+                        reused,
+                        upgrade,
+                    )
+                };
+                match exchange(conn, writer, write_failed, reused).await {
+                    Err(h1::Failure {
+                        error,
+                        retry: Some(writer),
+                    }) if retry => {
+                        tracing::debug!(target = %target.name, %error, "reused connection was closed by the upstream; retrying on a fresh one");
+                        let Conn::H1 { mut conn, .. } =
+                            target.pool.fresh().await.map_err(CallError::not_sent)?
+                        else {
+                            return Err(CallError::new(
+                                GatewayError::new(
+                                    ErrorKind::Internal,
+                                    "unexpected HTTP/2 connection",
+                                ),
+                                Retry::Never,
+                            ));
+                        };
+                        conn.arm(self.timeouts());
+                        answer(exchange(conn, writer, None, false).await, target)
+                    }
+                    sent => answer(sent, target),
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of one HTTP/1.1 exchange.
+fn answer(
+    sent: Result<h1::Answer, h1::Failure>,
+    target: &Target,
+) -> Result<UpstreamResponse, CallError> {
+    let (response, upgraded) = match sent {
+        Err(mut f) => {
+            if f.error.kind == ErrorKind::UpstreamTimeout {
+                f.error.detail = format!("{} {}", target.name, f.error.detail);
+            }
+            return Err(CallError::sent(f.error));
+        }
+        Ok(h1::Answer::Response(r)) => (r.map(ResponseBody::H1), None),
+        Ok(h1::Answer::Upgraded(head, up)) => (head.map(|()| ResponseBody::Empty), Some(up)),
+    };
+    Ok(UpstreamResponse {
+        response,
+        upgraded,
+        target: target.name.clone(),
+    })
+}
+
+/// The error of a failed HTTP/2 exchange: the client's body's fault, or the upstream's.
+pub(crate) fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
+    use std::error::Error as _;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cause {
+        // The client's request body broke while it was being streamed (too large, stalled,
+        // bad chunk, early close): the client's fault, not the upstream's.
+        if c.is::<torii_core::BodyTooLarge>()
+            || c.is::<torii_core::BodyIdle>()
+            || c.is::<hyper::Error>()
+        {
+            return GatewayError::client_body(c);
+        }
+        cause = c.source();
+    }
+    GatewayError::new(ErrorKind::UpstreamReset, format!("{}: {e}", target.name))
+}
