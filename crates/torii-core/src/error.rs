@@ -208,6 +208,23 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The error for a client request body that failed while being forwarded: too large
+    /// (413), stalled or malformed (400). The client's fault, never the upstream's.
+    pub fn client_body(e: &(dyn std::error::Error + 'static)) -> Self {
+        if e.is::<crate::BodyTooLarge>() {
+            return Self::new(
+                ErrorKind::PayloadTooLarge,
+                "request body exceeded the limit while streaming",
+            );
+        }
+        if e.is::<crate::BodyIdle>() {
+            return Self::new(ErrorKind::BadRequest, "client request body stalled");
+        }
+        Self::new(ErrorKind::BadRequest, format!("client request body: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -238,22 +255,5 @@ mod tests {
             allow.into_response("r", false).headers()[header::ALLOW],
             "GET"
         );
-    }
-}
-
-impl GatewayError {
-    /// The error for a client request body that failed while being forwarded: too large
-    /// (413), stalled or malformed (400). The client's fault, never the upstream's.
-    pub fn client_body(e: &(dyn std::error::Error + 'static)) -> Self {
-        if e.is::<crate::BodyTooLarge>() {
-            return Self::new(
-                ErrorKind::PayloadTooLarge,
-                "request body exceeded the limit while streaming",
-            );
-        }
-        if e.is::<crate::BodyIdle>() {
-            return Self::new(ErrorKind::BadRequest, "client request body stalled");
-        }
-        Self::new(ErrorKind::BadRequest, format!("client request body: {e}"))
     }
 }
