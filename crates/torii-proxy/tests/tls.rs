@@ -307,8 +307,16 @@ async fn tls_upstream(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(Response::new(full("from https upstream")))
+                // The path it was asked for comes back in `x-seen-path`.
+                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| {
+                    let path = req.uri().path().to_string();
+                    async move {
+                        let mut resp = Response::new(full("from https upstream"));
+                        if let Ok(v) = http::HeaderValue::from_str(&path) {
+                            resp.headers_mut().insert("x-seen-path", v);
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
@@ -380,6 +388,50 @@ async fn https_upstreams_are_verified_and_can_use_client_certificates() {
             .0,
         StatusCode::OK
     );
+}
+
+/// forward_auth calls its service through a named upstream: the upstream's private CA
+/// verifies the service, its client certificate is presented (the service requires one), and
+/// the request goes to the upstream's target on the plugin's `path`.
+#[tokio::test]
+async fn forward_auth_calls_a_named_upstream_with_a_private_ca_and_a_client_certificate() {
+    let pki = Pki::new("auth");
+    let server = pki.leaf("auth", &["auth.test"]);
+    let client_pki = Pki::new("auth-client");
+    let client = client_pki.leaf("gateway", &["gateway.test"]);
+    let auth = tls_upstream(&server, Some(client_pki.roots())).await;
+    let echo = echo_upstream(false).await;
+    let cfg = |tls: String| {
+        config(&format!(
+            "upstreams:\n  - name: auth\n    targets: [{{url: 'https://{auth}'}}]\n    tls: {{{tls}}}\n  - name: app\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: app\n    plugins:\n      forward_auth:\n        upstream: auth\n        path: /verify?from=gw\n        copy_headers: [x-seen-path]\n        consumer: web\nconsumers:\n  - name: web\n",
+            echo.addr
+        ))
+    };
+    let ca = format!("ca: '{}', server_name: auth.test", pki.ca_path());
+    // Without the client certificate the service's handshake fails: fail closed.
+    let gw = gateway(&cfg(ca.clone())).await;
+    let (s, _, _) = get(&h1_client(), format!("http://{}/x", addr(&gw).await)).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    // With it, the service allows and the upstream sees what the service answered.
+    let with = format!(
+        "{ca}, client_cert: '{}', client_key: '{}'",
+        client.0, client.1
+    );
+    let gw = gateway(&cfg(with)).await;
+    let (s, _, b) = get(&h1_client(), format!("http://{}/x", addr(&gw).await)).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json(&b)["headers"]["x-seen-path"], "/verify");
+    // A name that is not an upstream is a config error at the plugin's key.
+    let bad = config(&format!(
+        "upstreams:\n  - name: app\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: app\n    plugins:\n      forward_auth:\n        upstream: nope\n        consumer: web\nconsumers:\n  - name: web\n",
+        echo.addr
+    ));
+    let err = load_str("bad.yaml", &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].plugins.forward_auth.upstream"),
+        "{err}"
+    );
+    assert!(err.contains("no upstream is named `nope`"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
