@@ -1,6 +1,5 @@
 //! Diagnostics: one problem in a config file, with where it is and how to fix it.
 
-use crate::yaml::{Kind, Node};
 use std::fmt;
 
 /// A position in a source file (1-based line and column).
@@ -53,7 +52,7 @@ pub struct Diagnostics {
     pub items: Vec<Diagnostic>,
     source: String,
     /// Secret values written literally in the source, hidden in every excerpt.
-    secrets: Vec<Span>,
+    pub(crate) secrets: Vec<Span>,
     /// No tree could be read (a YAML syntax error), so excerpts hide values by the key their
     /// line or list belongs to instead (`redacting_lines`).
     by_line: bool,
@@ -61,9 +60,9 @@ pub struct Diagnostics {
 
 /// Where a value is written: from its first character to just past its last.
 #[derive(Debug, Clone, Copy)]
-struct Span {
-    start: Pos,
-    end: Pos,
+pub(crate) struct Span {
+    pub(crate) start: Pos,
+    pub(crate) end: Pos,
 }
 
 /// Shown instead of a secret.
@@ -71,7 +70,7 @@ const REDACTED: &str = "<redacted>";
 
 /// Whether a scalar under map key `key` is a credential. `in_jwk`: inside an inline `jwk`
 /// mapping, whose private members are secrets too.
-fn secret_key(key: &str, in_jwk: bool) -> bool {
+pub(crate) fn secret_key(key: &str, in_jwk: bool) -> bool {
     matches!(
         key,
         // consumers[].keys[] (API keys; scalars under `keys` are never anything else),
@@ -82,49 +81,9 @@ fn secret_key(key: &str, in_jwk: bool) -> bool {
         || (in_jwk && matches!(key, "k" | "d" | "p" | "q" | "dp" | "dq" | "qi"))
 }
 
-/// Secret scalars of the tree: where they are written (unless expanded from `${NAME}`, whose
-/// written text is not secret) and their values.
-fn collect_secrets(
-    node: &Node,
-    key: Option<&str>,
-    in_jwk: bool,
-    spans: &mut Vec<Span>,
-    values: &mut Vec<String>,
-) {
-    let value = match &node.kind {
-        Kind::Seq(items) => {
-            for item in items {
-                collect_secrets(item, key, in_jwk, spans, values);
-            }
-            return;
-        }
-        Kind::Map(entries) => {
-            for (k, v) in entries {
-                let jwk = in_jwk || k.name == "jwk";
-                collect_secrets(v, Some(&k.name), jwk, spans, values);
-            }
-            return;
-        }
-        _ if !key.is_some_and(|k| secret_key(k, in_jwk)) => return,
-        Kind::Str(s) => s.clone(),
-        Kind::Int(i) => i.to_string(),
-        Kind::Float(x) => x.to_string(),
-        Kind::Null | Kind::Bool(_) => return,
-    };
-    if node.raw.is_none() {
-        spans.push(Span {
-            start: node.pos,
-            end: node.end,
-        });
-    }
-    if !value.is_empty() {
-        values.push(value);
-    }
-}
-
 /// `text` with every secret value replaced. Values of four characters or more are replaced
 /// wherever they occur; shorter ones only where quoted, so they cannot garble the rest.
-fn redact_text(text: &str, values: &[String]) -> String {
+pub(crate) fn redact_text(text: &str, values: &[String]) -> String {
     let mut out = text.to_string();
     for v in values {
         let debug = format!("{v:?}");
@@ -211,27 +170,6 @@ impl Diagnostics {
     #[must_use]
     pub(crate) fn redacting_lines(mut self) -> Self {
         self.by_line = true;
-        self
-    }
-
-    /// Hides the tree's credentials (consumer keys, passwords, HMAC and client secrets, JWK
-    /// private members), whether written in the file or expanded from the environment: in
-    /// every message and hint, and in every source excerpt.
-    #[must_use]
-    pub(crate) fn redacting(mut self, tree: &Node) -> Self {
-        let mut values = Vec::new();
-        collect_secrets(tree, None, false, &mut self.secrets, &mut values);
-        // Longest first, so a secret that contains another is replaced whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        values.dedup();
-        if !values.is_empty() {
-            for d in &mut self.items {
-                d.message = redact_text(&d.message, &values);
-                if let Some(h) = &d.hint {
-                    d.hint = Some(redact_text(h, &values));
-                }
-            }
-        }
         self
     }
 

@@ -17,6 +17,7 @@ pub mod diag;
 pub mod expand;
 pub mod plugins;
 pub mod schema;
+mod secrets;
 pub mod template;
 mod validate;
 pub mod values;

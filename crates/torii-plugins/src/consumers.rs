@@ -22,10 +22,13 @@ pub fn key_digest(key: &[u8]) -> [u8; KEY_DIGEST_LEN] {
     out
 }
 
+/// Longest key accepted; longer values are refused without hashing.
+pub const MAX_KEY_LEN: usize = 1024;
+
 /// The digest of a presented key, or `None` when it is empty or longer than
-/// [`crate::builtin::key_auth::MAX_KEY_LEN`] (refused without hashing).
+/// [`MAX_KEY_LEN`] (refused without hashing).
 pub fn key_digest_checked(key: &[u8]) -> Option<[u8; KEY_DIGEST_LEN]> {
-    (!key.is_empty() && key.len() <= crate::builtin::key_auth::MAX_KEY_LEN).then(|| key_digest(key))
+    (!key.is_empty() && key.len() <= MAX_KEY_LEN).then(|| key_digest(key))
 }
 
 /// The stored form of a key: `sha256:<64 lowercase hex digits>` (what `torii hash-key` prints).

@@ -10,6 +10,7 @@
 pub mod access_log;
 mod admin;
 pub mod bodies;
+pub mod conn;
 pub mod forwarding;
 pub mod framing;
 mod io;
@@ -210,7 +211,7 @@ impl Gateway {
         });
         for l in &snap.config.listeners {
             if let Some(r) = running.get(&l.name) {
-                r.settings.store(Arc::new(server::ListenerSettings {
+                r.settings.store(Arc::new(conn::ListenerSettings {
                     name: l.name.as_str().into(),
                     limits: l.limits.clone(),
                 }));

@@ -11,45 +11,16 @@
 //! Every failure is a [`GatewayError`] turned into a response in one place.
 
 use crate::bodies::{Observed, OnEnd, Outcome, Outgoing, RequestBody, UpstreamBody};
+use crate::conn::{ConnInfo, TlsConn};
 use crate::forwarding;
 use crate::snapshot::{Action, CompiledRoute, Rewrite, Snapshot};
 use crate::{Shared, access_log::Record};
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use torii_core::{Body, ClientAddr, ErrorKind, GatewayError, RequestContext, RequestId};
 use torii_router::{Lookup, RequestView};
-
-/// Per-connection facts the pipeline needs.
-pub struct ConnInfo {
-    /// The listener's current name and limits (a reload may rename a listener that keeps its
-    /// socket; requests on existing connections then use the new name).
-    pub listener: Arc<arc_swap::ArcSwap<crate::server::ListenerSettings>>,
-    /// TCP peer.
-    pub peer: SocketAddr,
-    /// `http` or `https`.
-    pub proto: &'static str,
-    /// The peer's forwarding header values, rendered once.
-    pub forwarding: forwarding::PeerForwarding,
-    /// TLS facts, on a TLS listener.
-    pub tls: Option<TlsConn>,
-    /// The connection's slot (cap and count); a WebSocket tunnel keeps it.
-    pub slot: Arc<crate::ConnSlot>,
-    /// Bytes moved and requests in flight, for the connection's watchdog.
-    pub(crate) activity: Arc<crate::io::Activity>,
-}
-
-/// What the pipeline needs to know about a TLS connection.
-pub struct TlsConn {
-    /// The SNI the client sent.
-    pub sni: Option<String>,
-    /// The listener's certificates at handshake time.
-    pub store: Arc<crate::tls::CertStore>,
-    /// The client's verified certificate (mutual TLS), read once per connection.
-    pub client_cert: Option<Arc<torii_core::ClientCert>>,
-}
 
 use forwarding::X_REQUEST_ID;
 

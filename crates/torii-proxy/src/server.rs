@@ -2,8 +2,9 @@
 //! (prior knowledge) within the header read timeout, serve with hyper, and shut down gracefully.
 
 use crate::Shared;
+use crate::conn::{ConnInfo, ListenerSettings, TlsConn};
 use crate::io::{Activity, Prefixed};
-use crate::pipeline::{self, ConnInfo};
+use crate::pipeline;
 use crate::watchdog;
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
@@ -17,14 +18,6 @@ use tokio::sync::{Semaphore, watch};
 use torii_config::schema::ListenerLimits;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// What a running listener reads for each new connection; swapped on reload.
-pub struct ListenerSettings {
-    /// The listener's name (a reload may rename a listener whose address did not change).
-    pub name: Arc<str>,
-    /// Its limits.
-    pub limits: ListenerLimits,
-}
 
 /// A bound listener whose accept loop is running.
 pub struct RunningListener {
@@ -208,7 +201,7 @@ async fn serve(
                 ),
                 slot: slot.clone(),
                 activity: activity.clone(),
-                tls: Some(pipeline::TlsConn {
+                tls: Some(TlsConn {
                     sni,
                     store,
                     client_cert,

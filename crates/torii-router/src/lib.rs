@@ -106,6 +106,7 @@ mod host;
 mod normalize;
 mod params;
 mod pattern;
+mod route;
 mod router;
 mod trie;
 

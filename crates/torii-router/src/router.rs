@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderValue, Method};
 
 use crate::condition::{HeaderCondition, QueryCondition};
 use crate::host::{HostKey, HostTables, parse_host_spec};
-use crate::params::Params;
 use crate::pattern::PathPattern;
+pub(crate) use crate::route::Route;
+pub use crate::route::{RequestView, RouteMatch};
 use crate::trie::Search;
 
 /// One route as configured: a payload plus the conditions a request must
@@ -32,30 +33,6 @@ pub struct RouteSpec<T> {
     pub headers: Vec<HeaderCondition>,
     /// Query conditions; all must hold.
     pub query: Vec<QueryCondition>,
-}
-
-/// The parts of a request the router looks at.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
-    /// The host, already normalised with [`normalize_host`](crate::normalize_host).
-    pub host: &'a str,
-    /// The path, already normalised with [`normalize_path`](crate::normalize_path).
-    pub path: &'a str,
-    /// The request method.
-    pub method: &'a Method,
-    /// The request headers.
-    pub headers: &'a HeaderMap,
-    /// The raw query string without `?`, if any.
-    pub query: Option<&'a str>,
-}
-
-/// A successful match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteMatch<'r, 'p, T> {
-    /// The matched route's payload.
-    pub value: &'r T,
-    /// Path parameters captured by the route's pattern.
-    pub params: Params<'r, 'p>,
 }
 
 /// The result of [`Router::lookup`].
@@ -177,31 +154,6 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-/// A built route: payload plus the conditions checked after host and path.
-#[derive(Debug)]
-pub(crate) struct Route<T> {
-    pub(crate) value: T,
-    pub(crate) methods: Vec<Method>,
-    headers: Vec<HeaderCondition>,
-    query: Vec<QueryCondition>,
-    pub(crate) param_names: Box<[std::sync::Arc<str>]>,
-    /// Methods (1 if non-empty) plus header and query conditions.
-    conditions: usize,
-}
-
-impl<T> Route<T> {
-    pub(crate) fn method_ok(&self, method: &Method) -> bool {
-        self.methods.is_empty() || self.methods.contains(method)
-    }
-
-    /// Header and query conditions (the query string is parsed only when
-    /// the route has query conditions).
-    pub(crate) fn conditions_hold(&self, req: &RequestView<'_>) -> bool {
-        self.headers.iter().all(|c| c.holds(req.headers))
-            && self.query.iter().all(|c| c.holds(req.query))
-    }
 }
 
 /// Everything that decides whether two routes match the same requests.

@@ -14,7 +14,7 @@ use foldhash::HashMap;
 
 use crate::params::{InlineStack, Params};
 use crate::pattern::{PathKind, PathPattern, Segment};
-use crate::router::{RequestView, Route, RouteMatch};
+use crate::route::{RequestView, Route, RouteMatch};
 
 /// A route ending in a node's "tail": a catch-all (needs at least one more
 /// segment) or a prefix (matches the node itself and everything below).

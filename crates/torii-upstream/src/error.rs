@@ -56,7 +56,7 @@ impl CallError {
     pub fn retryable(&self, method: &http::Method) -> bool {
         match self.retry {
             Retry::Safe => true,
-            Retry::Idempotent => crate::idempotent(method),
+            Retry::Idempotent => idempotent(method),
             Retry::Never => false,
         }
     }
@@ -72,4 +72,18 @@ impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&self.error, f)
     }
+}
+
+/// Whether a method is idempotent (RFC 9110 9.2.2): such a request may be sent again after a
+/// failure that left its outcome unknown.
+pub fn idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
 }

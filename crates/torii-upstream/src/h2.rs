@@ -8,12 +8,13 @@
 //! stalls is its body's own idle timeout's business, so that time does not count.
 
 use crate::codec::encode::ExtraFields;
+use crate::error::idempotent;
 use crate::error::{CallError, Retry};
 use crate::h1::Timeouts;
 use crate::h2pool::Lease;
 use crate::pool::Conn;
 use crate::response::{ResponseBody, UpstreamResponse};
-use crate::upstream::{Target, Upstream, idempotent};
+use crate::target::Target;
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -180,7 +181,8 @@ pub(super) async fn await_head<F: Future>(
 /// memory is sent again, on another connection, when the upstream did not process it
 /// (REFUSED_STREAM, or GOAWAY before it, for idempotent methods).
 pub(crate) async fn exchange(
-    up: &Upstream,
+    clocks: Timeouts,
+    replaces_host: bool,
     target: &Target,
     head: &http::request::Parts,
     body: Body,
@@ -188,8 +190,8 @@ pub(crate) async fn exchange(
     lease: Lease,
 ) -> Result<UpstreamResponse, CallError> {
     let again = body.try_clone();
-    let first = request(up, target, head, body, extra)?;
-    let failed = match send(up, target, first, &lease).await {
+    let first = request(replaces_host, target, head, body, extra)?;
+    let failed = match send(clocks, target, first, &lease).await {
         Ok(r) => return Ok(respond(r, lease, target)),
         Err(failed) => failed,
     };
@@ -210,8 +212,8 @@ pub(crate) async fn exchange(
             Retry::Never,
         ));
     };
-    let second = request(up, target, head, again, extra)?;
-    match send(up, target, second, &lease).await {
+    let second = request(replaces_host, target, head, again, extra)?;
+    match send(clocks, target, second, &lease).await {
         Ok(r) => Ok(respond(r, lease, target)),
         Err(failed) => Err(failed.into_error()),
     }
@@ -220,7 +222,7 @@ pub(crate) async fn exchange(
 /// hyper's request for `head`: absolute URI (`:scheme`, `:authority` from the Host the
 /// upstream is sent), the head's fields and the caller's.
 fn request(
-    up: &Upstream,
+    replaces_host: bool,
     target: &Target,
     head: &http::request::Parts,
     body: Body,
@@ -231,7 +233,7 @@ fn request(
         extra.insert_into(&mut headers);
     }
     let host = headers.remove(http::header::HOST);
-    let authority = match (up.replaces_host(), &host) {
+    let authority = match (replaces_host, &host) {
         (false, Some(h)) => h.to_str().unwrap_or(&target.name),
         _ => &target.name,
     };
@@ -291,7 +293,7 @@ impl Failed {
 
 /// Sends one request and awaits its response head under the exchange's clocks.
 async fn send(
-    up: &Upstream,
+    clocks: Timeouts,
     target: &Target,
     h2_req: Request<Body>,
     lease: &Lease,
@@ -303,7 +305,7 @@ async fn send(
     };
     let mut sender = lease.sender();
     let fut = sender.send_request(body);
-    let sent = await_head(fut, upload.as_mut(), up.timeouts()).await;
+    let sent = await_head(fut, upload.as_mut(), clocks).await;
     // A failed client body resets the stream: the client's fault, whatever error that reset
     // produced.
     let fault = match &sent {
@@ -320,7 +322,7 @@ async fn send(
         (_, Some(fault)) => Err(fail(fault, false, false)),
         (Ok(Err(e)), None) => {
             let refused = refused_stream(&e);
-            let error = crate::upstream::send_error(&e, target);
+            let error = send_error(&e, target);
             let before = error.kind.source() == torii_core::ErrorSource::Upstream;
             Err(fail(error, refused, before))
         }
@@ -341,4 +343,22 @@ fn refused_stream(e: &hyper::Error) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// The error of a failed HTTP/2 exchange: the client's body's fault, or the upstream's.
+pub(crate) fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
+    use std::error::Error as _;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(c) = cause {
+        // The client's request body broke while it was being streamed (too large, stalled,
+        // bad chunk, early close): the client's fault, not the upstream's.
+        if c.is::<torii_core::BodyTooLarge>()
+            || c.is::<torii_core::BodyIdle>()
+            || c.is::<hyper::Error>()
+        {
+            return GatewayError::client_body(c);
+        }
+        cause = c.source();
+    }
+    GatewayError::new(ErrorKind::UpstreamReset, format!("{}: {e}", target.name))
 }

@@ -23,12 +23,14 @@ pub mod h2pool;
 pub mod pool;
 mod registry;
 mod response;
+mod target;
 pub mod tls;
 mod upstream;
 
 pub use client::{Client, FetchError};
 pub use codec::encode::ExtraFields;
-pub use error::{CallError, Retry};
+pub use error::{CallError, Retry, idempotent};
 pub use registry::{Registry, Upstreams};
 pub use response::{ResponseBody, UpstreamResponse};
-pub use upstream::{CallOptions, Target, Upstream, idempotent};
+pub use target::Target;
+pub use upstream::{CallOptions, Upstream};

@@ -3,7 +3,7 @@
 //! settings did not change and that a running config or plugin still holds.
 
 use crate::pool::TargetPool;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, tls_files_fingerprint};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use torii_config::schema::{
@@ -29,16 +29,6 @@ struct Inner {
     upstreams: HashMap<String, Weak<Upstream>>,
     /// By everything that shapes a connection (see `Upstream::build`).
     pools: HashMap<String, Weak<TargetPool>>,
-}
-
-pub(crate) fn tls_files_fingerprint(cfg: &UpstreamConfig) -> u64 {
-    let t = &cfg.tls;
-    torii_config::schema::pem::fingerprint(
-        [&t.ca, &t.client_cert, &t.client_key]
-            .into_iter()
-            .flatten()
-            .map(String::as_str),
-    )
 }
 
 impl Registry {

@@ -2,28 +2,17 @@
 
 use crate::codec::encode::ExtraFields;
 use crate::connect::Connector;
-use crate::error::{CallError, Retry};
+use crate::error::{CallError, Retry, idempotent};
 use crate::h1;
 use crate::pool::{Conn, PoolSettings, TargetPool};
 use crate::response::{ResponseBody, UpstreamResponse};
+use crate::target::Target;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use torii_config::schema::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol};
 use torii_core::{Body, ErrorKind, GatewayError};
-
-/// One target of an upstream.
-pub struct Target {
-    /// `host:port`, as sent in Host when `host_header: target`.
-    pub authority: http::HeaderValue,
-    /// `host:port` as text, for logs.
-    pub name: Arc<str>,
-    /// Its pool.
-    pub pool: Arc<TargetPool>,
-    /// Whether the target speaks TLS (`https://`).
-    pub tls: bool,
-}
 
 /// A named upstream service: its targets (each with its pool), how they are chosen, and the
 /// clocks of an exchange. Built once per config load (reused across reloads that leave its
@@ -57,20 +46,6 @@ pub struct CallOptions<'a> {
     pub upgrade: bool,
 }
 
-/// Whether a method is idempotent (RFC 9110 9.2.2): such a request may be sent again after a
-/// failure that left its outcome unknown.
-pub fn idempotent(m: &http::Method) -> bool {
-    matches!(
-        *m,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-            | http::Method::TRACE
-    )
-}
-
 impl Upstream {
     pub(crate) fn build(
         cfg: &UpstreamConfig,
@@ -100,7 +75,7 @@ impl Upstream {
                 cfg.pool,
                 cfg.timeouts.connect,
                 cfg.tls,
-                crate::registry::tls_files_fingerprint(cfg)
+                tls_files_fingerprint(cfg)
             );
             let pool = match pools.get(&key).and_then(Weak::upgrade) {
                 Some(p) => p,
@@ -221,7 +196,8 @@ impl Upstream {
             Conn::H2(lease) => {
                 // Boxed: the HTTP/1.1 path's future does not carry the HTTP/2 exchange's size.
                 Box::pin(crate::h2::exchange(
-                    self,
+                    self.timeouts(),
+                    self.replaces_host(),
                     target,
                     head,
                     body,
@@ -314,20 +290,12 @@ fn answer(
     })
 }
 
-/// The error of a failed HTTP/2 exchange: the client's body's fault, or the upstream's.
-pub(crate) fn send_error(e: &hyper::Error, target: &Target) -> GatewayError {
-    use std::error::Error as _;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(c) = cause {
-        // The client's request body broke while it was being streamed (too large, stalled,
-        // bad chunk, early close): the client's fault, not the upstream's.
-        if c.is::<torii_core::BodyTooLarge>()
-            || c.is::<torii_core::BodyIdle>()
-            || c.is::<hyper::Error>()
-        {
-            return GatewayError::client_body(c);
-        }
-        cause = c.source();
-    }
-    GatewayError::new(ErrorKind::UpstreamReset, format!("{}: {e}", target.name))
+pub(crate) fn tls_files_fingerprint(cfg: &UpstreamConfig) -> u64 {
+    let t = &cfg.tls;
+    torii_config::schema::pem::fingerprint(
+        [&t.ca, &t.client_cert, &t.client_key]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+    )
 }

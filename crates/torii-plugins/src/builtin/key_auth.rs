@@ -11,7 +11,7 @@ use torii_config::values::HeaderName;
 use torii_core::{ErrorKind, Flow, GatewayError, Identity, Plugin, RequestContext};
 
 /// Longest key accepted; longer values are refused without hashing.
-pub const MAX_KEY_LEN: usize = 1024;
+pub use crate::consumers::MAX_KEY_LEN;
 
 /// Settings of `key_auth`.
 #[derive(Debug, Deserialize, JsonSchema)]

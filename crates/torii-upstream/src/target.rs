@@ -1,0 +1,16 @@
+//! One target of an upstream: its address and its pool.
+
+use crate::pool::TargetPool;
+use std::sync::Arc;
+
+/// One target of an upstream.
+pub struct Target {
+    /// `host:port`, as sent in Host when `host_header: target`.
+    pub authority: http::HeaderValue,
+    /// `host:port` as text, for logs.
+    pub name: Arc<str>,
+    /// Its pool.
+    pub pool: Arc<TargetPool>,
+    /// Whether the target speaks TLS (`https://`).
+    pub tls: bool,
+}
