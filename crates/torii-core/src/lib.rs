@@ -8,6 +8,7 @@
 //! - [`RequestContext`]: the typed per-request context carried in the request's extensions.
 //! - [`Plugin`]: what a plugin can do on the request path ([`Flow`]), and the [`Consumer`] and
 //!   [`Identity`] that authentication attaches to the context.
+//! - [`stage`]: the exchange stage, plugins that wrap the upstream call ([`Next`]).
 //! - [`GatewayError`]: every failure the gateway produces, with its source and stable code, and
 //!   [`GatewayError::into_response`], the one place that turns errors into HTTP responses.
 
@@ -16,9 +17,11 @@ mod context;
 mod error;
 mod plugin;
 mod replay;
+pub mod stage;
 
 pub use body::{Body, BodyIdle, BodyTooLarge, BoxError};
 pub use context::{ClientAddr, ClientCert, RequestContext, RequestId};
 pub use error::{ErrorKind, ErrorSource, GatewayError};
 pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin, PreflightMethods};
 pub use replay::Replay;
+pub use stage::{ExchangeFuture, Next, Terminal};

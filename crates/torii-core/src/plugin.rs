@@ -4,6 +4,8 @@
 //! shared by every request of the routes whose chain holds it. On the request path a plugin
 //! can answer early, change the request head sent upstream, attach typed context (the
 //! consumer, claims) for later plugins and the access log, and change the response head.
+//! Plugins that need the bodies or the call itself (transformation, caching, retries) wrap
+//! the upstream call in the exchange stage ([`Plugin::exchange`], [`crate::stage`]).
 //! Failures are [`GatewayError`]s, turned into responses in the one place that does it.
 
 use crate::{Body, GatewayError, RequestContext};
@@ -64,6 +66,25 @@ pub trait Plugin: Send + Sync + 'static {
     /// runs on the gateway's own error responses (so CORS headers reach browsers on a 401).
     fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext) {
         let _ = (resp, ctx);
+    }
+
+    /// Whether this plugin wraps the upstream call ([`Plugin::exchange`]); the chain puts
+    /// only those plugins in the route's exchange stack.
+    fn wraps_exchange(&self) -> bool {
+        false
+    }
+
+    /// The exchange stage (see [`crate::stage`]): runs around the upstream call, after the
+    /// request phase, for plugins that answer `true` to [`Plugin::wraps_exchange`]. The
+    /// default passes the request on unchanged.
+    fn exchange<'a>(
+        &'a self,
+        req: &'a http::request::Parts,
+        body: Body,
+        ctx: &'a RequestContext,
+        next: crate::stage::Next<'a>,
+    ) -> crate::stage::ExchangeFuture<'a> {
+        next.run(req, body, ctx)
     }
 
     /// For authentication plugins: the `WWW-Authenticate` challenge sent when a route needs a

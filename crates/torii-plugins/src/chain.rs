@@ -62,6 +62,8 @@ pub struct Chain {
     preflight: bool,
     /// Entries whose `strip_headers` must run before the request phase.
     strippers: Box<[usize]>,
+    /// The plugins that wrap the upstream call, outermost first (the exchange stack).
+    stages: Box<[Arc<dyn Plugin>]>,
 }
 
 impl Chain {
@@ -92,7 +94,13 @@ impl Chain {
             .filter(|(_, e)| e.plugin.strips_headers())
             .map(|(i, _)| i)
             .collect();
+        let stages = entries
+            .iter()
+            .filter(|e| e.plugin.wraps_exchange())
+            .map(|e| e.plugin.clone())
+            .collect();
         Self {
+            stages,
             strippers,
             needs_consumer: !auth.is_empty(),
             preflight: entries.iter().any(|e| e.plugin.answers_preflight()),
@@ -106,6 +114,12 @@ impl Chain {
     /// Whether the chain is empty (the request path then skips it entirely).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The exchange stack: plugins that wrap the upstream call, in chain order (empty for
+    /// most routes, which then call the upstream directly).
+    pub fn stages(&self) -> &[Arc<dyn Plugin>] {
+        &self.stages
     }
 
     /// Whether a plugin of this chain answers CORS preflights.

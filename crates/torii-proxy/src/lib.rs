@@ -11,6 +11,7 @@ pub mod access_log;
 mod admin;
 pub mod bodies;
 pub mod conn;
+mod exchange;
 pub mod forwarding;
 pub mod framing;
 mod io;

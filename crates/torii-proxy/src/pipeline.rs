@@ -414,6 +414,25 @@ async fn route_and_serve(
                     .map_err(|e| GatewayError::client_body(&*e))?
                     .into_body();
             }
+            // A route with exchange plugins calls its upstream through them (upgrades are
+            // tunnels, not exchanges: they go straight to the upstream).
+            let stages = route.chain.stages();
+            if !stages.is_empty() && upgrade.is_none() {
+                // Boxed: routes without stages do not carry this future's size.
+                let call = crate::exchange::UpstreamCall::new(
+                    upstream,
+                    &added,
+                    conn,
+                    info.body.clone(),
+                    info.logged,
+                );
+                let resp = Box::pin(call.run(stages, req, up_body, ctx)).await;
+                if let Some((target, latency)) = call.answered() {
+                    info.upstream = Some(target);
+                    info.upstream_latency_ms = latency;
+                }
+                return resp.map(|r| r.map(Outgoing::Gateway));
+            }
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
             let options = torii_upstream::CallOptions {

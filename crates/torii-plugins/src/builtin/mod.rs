@@ -15,6 +15,7 @@ pub mod key_auth;
 pub mod mtls_auth;
 pub mod request_headers;
 pub mod request_size_limit;
+pub mod response_transform;
 mod util;
 
 use crate::Registration;
@@ -34,5 +35,6 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<request_size_limit::RequestSizeLimit>(),
         Registration::of::<acl::Acl>(),
         Registration::of::<request_headers::RequestHeaders>(),
+        Registration::of::<response_transform::ResponseTransform>(),
     ]
 }

@@ -1,0 +1,290 @@
+//! `response_transform`: changes upstream responses on their way to the client: headers set
+//! or removed, and literal text replaced in bodies (internal host names in links, say), as
+//! nginx's `sub_filter` and Kong's response-transformer do. It runs in the exchange stage
+//! (`torii_core::stage`), around the upstream call, so it sees the response body.
+//!
+//! A body is rewritten only when all of this holds: the response has a body (not HEAD, 1xx,
+//! 204, 206 or 304), its media type is one of `content_types`, it has no content coding (a
+//! gzip body is passed through untouched rather than decoded), and it ends within `max_body`
+//! bytes. Such a body is read whole (that is what a rewrite needs), rewritten, and sent with
+//! its new Content-Length; a strong ETag becomes weak (the bytes changed, the meaning did
+//! not). Any other body streams through unchanged, a larger one included: what was read
+//! ahead is sent first, then the rest, so nothing is lost and at most `max_body` is held.
+
+use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
+use aho_corasick::AhoCorasick;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use torii_config::values::{ByteSize, HeaderName as ConfigHeaderName};
+use torii_core::{
+    Body, ErrorKind, ExchangeFuture, GatewayError, Next, Plugin, Replay, RequestContext,
+};
+
+/// Settings of `response_transform`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseTransformConfig {
+    /// Response headers to set (replacing the upstream's values).
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, String>,
+    /// Response headers to remove (`server`, `x-powered-by`).
+    #[serde(default)]
+    pub remove_headers: Vec<ConfigHeaderName>,
+    /// Literal replacements in response bodies, applied in one pass (at each position the
+    /// first listed `from` that matches wins; replaced text is not searched again).
+    #[serde(default)]
+    pub replace: Vec<Replacement>,
+    /// Media types whose bodies are rewritten; an entry ending in `/` is a prefix (`text/`).
+    /// Default: `application/json`, `text/`.
+    #[serde(default = "default_types")]
+    pub content_types: Vec<String>,
+    /// Largest body rewritten; larger ones stream through unchanged. Default 1MiB, at most
+    /// 64MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+}
+
+/// One replacement.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replacement {
+    /// The text to find (not empty).
+    pub from: String,
+    /// What replaces it.
+    pub to: String,
+}
+
+fn default_types() -> Vec<String> {
+    vec!["application/json".into(), "text/".into()]
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+/// Largest `max_body`.
+pub const MAX_BODY_LIMIT: u64 = 64 << 20;
+
+/// The plugin type.
+pub struct ResponseTransform;
+
+impl PluginFactory for ResponseTransform {
+    const NAME: &'static str = "response_transform";
+    const PHASE: Phase = Phase::Transform;
+    const ORDER: u16 = 20;
+    type Config = ResponseTransformConfig;
+
+    fn build(c: ResponseTransformConfig, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+        if c.set_headers.is_empty() && c.remove_headers.is_empty() && c.replace.is_empty() {
+            return Err(ConfigError::here(
+                "response_transform changes nothing",
+                "set `set_headers`, `remove_headers` or `replace`",
+            ));
+        }
+        let mut set = Vec::with_capacity(c.set_headers.len());
+        for (k, v) in &c.set_headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                ConfigError::at(
+                    "set_headers",
+                    format!("`{k}` is not a header name"),
+                    "letters, digits and `-`",
+                )
+            })?;
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                ConfigError::at(
+                    "set_headers",
+                    format!("the value of `{k}` is not a valid header value"),
+                    "use printable ASCII",
+                )
+            })?;
+            set.push((name, value));
+        }
+        for (i, r) in c.replace.iter().enumerate() {
+            if r.from.is_empty() {
+                return Err(ConfigError::at(
+                    "from",
+                    "must not be empty",
+                    "the literal text to find",
+                )
+                .in_list("replace", i));
+            }
+        }
+        if c.max_body.0 == 0 || c.max_body.0 > MAX_BODY_LIMIT {
+            return Err(ConfigError::at(
+                "max_body",
+                format!("must be between 1B and {}MiB", MAX_BODY_LIMIT >> 20),
+                "bodies are held in memory while rewritten; e.g. `max_body: 1MiB`",
+            ));
+        }
+        let rewrite = if c.replace.is_empty() {
+            None
+        } else {
+            let search =
+                AhoCorasick::new(c.replace.iter().map(|r| r.from.as_bytes())).map_err(|e| {
+                    ConfigError::at("replace", e.to_string(), "shorter or fewer patterns")
+                })?;
+            Some(Rewrite {
+                search,
+                with: c.replace.into_iter().map(|r| r.to.into_bytes()).collect(),
+                types: c
+                    .content_types
+                    .into_iter()
+                    .map(|t| t.to_ascii_lowercase())
+                    .collect(),
+                max_body: c.max_body.0 as usize,
+            })
+        };
+        Ok(Arc::new(Transform {
+            set,
+            remove: c.remove_headers.into_iter().map(|h| h.0).collect(),
+            rewrite,
+        }))
+    }
+}
+
+struct Transform {
+    set: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+    rewrite: Option<Rewrite>,
+}
+
+struct Rewrite {
+    search: AhoCorasick,
+    with: Vec<Vec<u8>>,
+    types: Vec<String>,
+    max_body: usize,
+}
+
+impl Rewrite {
+    /// Whether this response's body is one to rewrite (see the module docs).
+    fn applies(&self, method: &http::Method, resp: &http::response::Parts) -> bool {
+        let status = resp.status;
+        if *method == http::Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::PARTIAL_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return false;
+        }
+        let h = &resp.headers;
+        if h.get_all(header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return false;
+        }
+        if h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > self.max_body as u64)
+        {
+            return false;
+        }
+        let Some(media) = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+        else {
+            return false;
+        };
+        self.types.iter().any(|t| {
+            if t.ends_with('/') {
+                media.starts_with(t.as_str())
+            } else {
+                media == *t
+            }
+        })
+    }
+}
+
+impl Plugin for Transform {
+    fn wraps_exchange(&self) -> bool {
+        true
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        req: &'a http::request::Parts,
+        body: Body,
+        ctx: &'a RequestContext,
+        next: Next<'a>,
+    ) -> ExchangeFuture<'a> {
+        Box::pin(async move {
+            let resp = next.run(req, body, ctx).await?;
+            let (mut parts, body) = resp.into_parts();
+            for n in &self.remove {
+                parts.headers.remove(n);
+            }
+            for (n, v) in &self.set {
+                parts.headers.insert(n.clone(), v.clone());
+            }
+            let body = match &self.rewrite {
+                Some(r) if r.applies(&req.method, &parts) => r.apply(&mut parts, body).await?,
+                _ => body,
+            };
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+impl Rewrite {
+    /// Reads the body (at most `max_body`) and rewrites it; a larger body, or one with
+    /// trailers, is passed on as it came.
+    async fn apply(
+        &self,
+        parts: &mut http::response::Parts,
+        body: Body,
+    ) -> Result<Body, GatewayError> {
+        let replay = body.into_replay(self.max_body).await.map_err(|e| {
+            GatewayError::new(ErrorKind::UpstreamReset, format!("response body: {e}"))
+        })?;
+        let data = match replay {
+            Replay::Complete {
+                data,
+                trailers: None,
+            } => data,
+            complete @ Replay::Complete { .. } => {
+                return Ok(complete.body().unwrap_or_default());
+            }
+            Replay::TooLarge(rest) => return Ok(rest),
+        };
+        let whole: Vec<u8> = data.concat();
+        let out = self.search.replace_all_bytes(&whole, &self.with);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        if out != whole {
+            weaken_etag(&mut parts.headers);
+        }
+        Ok(Body::full(Bytes::from(out)))
+    }
+}
+
+/// A strong ETag becomes weak: the representation's bytes changed.
+fn weaken_etag(h: &mut http::HeaderMap) {
+    if let Some(tag) = h.get(header::ETAG)
+        && !tag.as_bytes().starts_with(b"W/")
+    {
+        let mut weak = b"W/".to_vec();
+        weak.extend_from_slice(tag.as_bytes());
+        match HeaderValue::from_bytes(&weak) {
+            Ok(v) => {
+                h.insert(header::ETAG, v);
+            }
+            Err(_) => {
+                h.remove(header::ETAG);
+            }
+        }
+    }
+}

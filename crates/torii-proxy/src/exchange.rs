@@ -1,0 +1,85 @@
+//! The exchange stack of a route with exchange plugins (see `torii_core::stage`): the
+//! plugins run around a terminal that calls the route's upstream.
+
+use crate::bodies::UpstreamBody;
+use crate::conn::ConnInfo;
+use crate::forwarding::{self, Added};
+use http::Response;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use torii_core::{Body, ExchangeFuture, GatewayError, Next, Plugin, RequestContext, Terminal};
+use torii_upstream::{CallOptions, Upstream};
+
+/// The innermost service: one call of the route's upstream, its response made ready for the
+/// client (hop-by-hop fields removed, the body under the upstream's idle timeout).
+pub(crate) struct UpstreamCall<'a> {
+    upstream: &'a Upstream,
+    added: &'a Added<'a>,
+    conn: &'a ConnInfo,
+    watch: Option<Arc<crate::bodies::BodyWatch>>,
+    timed: bool,
+    /// The target that answered the last call and its latency (a stage may call again).
+    answered: Mutex<Option<(Arc<str>, Option<f64>)>>,
+}
+
+impl<'a> UpstreamCall<'a> {
+    /// A terminal calling `upstream` with the gateway's `added` fields; `watch` is the request
+    /// body's (its waits stop counting against the client once the response head is here),
+    /// `timed`: measure the upstream's latency for the access log.
+    pub(crate) fn new(
+        upstream: &'a Upstream,
+        added: &'a Added<'a>,
+        conn: &'a ConnInfo,
+        watch: Option<Arc<crate::bodies::BodyWatch>>,
+        timed: bool,
+    ) -> Self {
+        Self {
+            upstream,
+            added,
+            conn,
+            watch,
+            timed,
+            answered: Mutex::new(None),
+        }
+    }
+
+    /// Runs `stages` (outermost first) around this call.
+    pub(crate) async fn run(
+        &self,
+        stages: &[Arc<dyn Plugin>],
+        req: &http::request::Parts,
+        body: Body,
+        ctx: &RequestContext,
+    ) -> Result<Response<Body>, GatewayError> {
+        Next::new(stages, self).run(req, body, ctx).await
+    }
+
+    /// The target that answered the last call and its latency, if a call reached one.
+    pub(crate) fn answered(&self) -> Option<(Arc<str>, Option<f64>)> {
+        self.answered.lock().ok()?.clone()
+    }
+}
+
+impl Terminal for UpstreamCall<'_> {
+    fn call<'b>(&'b self, req: &'b http::request::Parts, body: Body) -> ExchangeFuture<'b> {
+        Box::pin(async move {
+            let sent = self.timed.then(Instant::now);
+            let options = CallOptions {
+                extra: Some(self.added),
+                upgrade: false,
+            };
+            let resp = self.upstream.call(req, body, options).await?;
+            if let Some(b) = &self.watch {
+                b.answered(&self.conn.activity);
+            }
+            let latency = sent.map(|t| crate::access_log::millis(t.elapsed()));
+            if let Ok(mut a) = self.answered.lock() {
+                *a = Some((resp.target.clone(), latency));
+            }
+            let (mut parts, body) = resp.response.into_parts();
+            forwarding::strip_hop_by_hop(&mut parts.headers, false);
+            let body = UpstreamBody::new(body, self.upstream.body_idle_timeout);
+            Ok(Response::from_parts(parts, Body::boxed(body)))
+        })
+    }
+}
