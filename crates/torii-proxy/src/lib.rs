@@ -7,7 +7,6 @@
 //! State that must survive reloads (upstream pools, metric series) lives in registries owned by
 //! [`Shared`], keyed by stable identity; the config [`snapshot::Snapshot`] only references it.
 
-pub mod access_log;
 mod admin;
 pub mod bodies;
 pub mod conn;
@@ -15,7 +14,6 @@ mod exchange;
 pub mod forwarding;
 pub mod framing;
 mod io;
-pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 mod server;
@@ -23,6 +21,8 @@ pub mod snapshot;
 pub mod tls;
 mod tunnel;
 mod watchdog;
+
+pub use torii_telemetry::{access_log, metrics};
 
 use arc_swap::ArcSwap;
 use snapshot::Snapshot;

@@ -12,7 +12,7 @@ pub enum ResponseBody {
     /// No body (the head of an upgrade).
     Empty,
     /// HTTP/1.1.
-    H1(h1::body::ResponseBody),
+    H1(h1::body::H1Body),
     /// HTTP/2: the stream's body and its slot on the connection (freed when dropped).
     H2(Incoming, h2pool::Lease),
 }

@@ -38,7 +38,7 @@ enum State {
 }
 
 /// A response body streamed from an upstream HTTP/1.1 connection.
-pub struct ResponseBody {
+pub struct H1Body {
     conn: Option<Box<Connection>>,
     /// The rest of the request, when the upstream answered before it was completely sent.
     writer: Option<Box<Writer>>,
@@ -47,7 +47,7 @@ pub struct ResponseBody {
     keep_alive: bool,
 }
 
-impl ResponseBody {
+impl H1Body {
     pub(super) fn new(
         conn: Box<Connection>,
         writer: Option<Box<Writer>>,
@@ -119,7 +119,7 @@ impl ResponseBody {
     }
 }
 
-impl http_body::Body for ResponseBody {
+impl http_body::Body for H1Body {
     type Data = Bytes;
     type Error = BoxError;
 

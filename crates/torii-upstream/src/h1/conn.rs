@@ -40,6 +40,9 @@ pub struct Connection {
     pub(super) deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// The timeouts of the current exchange, set by [`Connection::arm`].
     pub(super) timeouts: Timeouts,
+    /// Opened on a current-thread runtime: its bodiless requests are written by the thread's
+    /// flusher (`flush`), batched per scheduler pass.
+    pub(super) batched: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -66,6 +69,8 @@ impl Connection {
                 response_head: std::time::Duration::ZERO,
                 upload_idle: std::time::Duration::ZERO,
             },
+            batched: tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread),
             _permit: permit,
         }
     }

@@ -10,8 +10,11 @@
 //! small flusher task does the write and registers the request task for the socket's
 //! readiness, so the request task is polled once less.
 //!
-//! Only plain TCP connections and requests without a body take this path (see
-//! [`hand_over`]); the rest write from their own task as before. No maintained crate does
+//! Only plain TCP connections opened on a current-thread runtime, and requests without a body,
+//! take this path (see [`hand_over`]); the rest write from their own task. On the
+//! multi-thread runtime the flusher and the request tasks are spread over the workers by work
+//! stealing, so a batch is no longer one thread's scheduler pass, and the measured CPU per
+//! request was higher than without it (docs/performance.md, decision 0015). No maintained crate does
 //! this hand-over, so it is written here.
 
 use super::Connection;
@@ -73,7 +76,7 @@ pub(crate) enum Handed {
 /// connection is readable (the response has begun) or the connection's deadline passes
 /// (armed with [`Connection::arm`] before; its timer wakes this task too).
 pub(crate) async fn hand_over(mut conn: Box<Connection>, writer: Writer) -> Handed {
-    if !writer.bodiless() || conn.tcp().is_none() {
+    if !writer.bodiless() || !conn.batched || conn.tcp().is_none() {
         return Handed::Declined(conn, writer);
     }
     // Register this task with the deadline's timer before handing the connection over.
@@ -158,6 +161,7 @@ fn submit(stage: Stage) -> Result<Arc<Handoff>, Box<Stage>> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(Box::new(stage));
         };
+
         let handoff = Arc::new(Handoff(Mutex::new(stage)));
         let queue = Arc::new(Queue(Mutex::new(QueueState {
             jobs: vec![handoff.clone()],
@@ -364,6 +368,18 @@ mod tests {
         let (mut conn, _, _server) = setup().await;
         let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
         let writer = prepare(&mut conn, &parts, Body::full("data"));
+        assert!(matches!(
+            hand_over(conn, writer).await,
+            Handed::Declined(..)
+        ));
+    }
+
+    /// The multi-thread runtime writes from the request's task (decision 0015): a connection
+    /// opened there is never handed to a flusher.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_of_the_multi_thread_runtime_are_declined() {
+        let (conn, writer, _server) = setup().await;
+        assert!(!conn.batched);
         assert!(matches!(
             hand_over(conn, writer).await,
             Handed::Declined(..)

@@ -19,7 +19,7 @@ pub use conn::{Connection, Home, READ_SIZE, Timeouts};
 use crate::codec::decode;
 use crate::codec::encode::{WriteError, Writer};
 use crate::connect::Stream;
-use body::ResponseBody;
+use body::H1Body;
 use bytes::Bytes;
 use conn::HEAD_READ;
 use http::{Response, StatusCode};
@@ -61,7 +61,7 @@ impl Failure {
 /// What an upstream sent back.
 pub enum Answer {
     /// A response whose body is read from the connection.
-    Response(Response<ResponseBody>),
+    Response(Response<H1Body>),
     /// 101 Switching Protocols to an upgrade request.
     Upgraded(Response<()>, Upgraded),
 }
@@ -203,7 +203,7 @@ impl Connection {
         } else {
             write_failed.is_none().then(|| Box::new(writer))
         };
-        let body = ResponseBody::new(self, writer, pool, head.framing, keep_alive);
+        let body = H1Body::new(self, writer, pool, head.framing, keep_alive);
         Ok(Answer::Response(response.map(|()| body)))
     }
 }
