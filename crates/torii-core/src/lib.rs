@@ -15,6 +15,7 @@
 mod body;
 mod context;
 mod error;
+pub mod layered;
 mod plugin;
 mod replay;
 pub mod stage;
@@ -22,6 +23,7 @@ pub mod stage;
 pub use body::{Body, BodyIdle, BodyTooLarge, BoxError};
 pub use context::{ClientAddr, ClientCert, RequestContext, RequestId};
 pub use error::{ErrorKind, ErrorSource, GatewayError};
+pub use layered::{Concern, Layered, Polled};
 pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin, PreflightMethods};
 pub use replay::Replay;
 pub use stage::{ExchangeFuture, Next, Terminal};

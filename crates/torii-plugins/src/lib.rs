@@ -126,8 +126,6 @@ pub struct Catalog {
     state: Arc<StateRegistry>,
     registry: torii_upstream::Registry,
     schema: OnceLock<Value>,
-    /// Collects secret query parameters during one build.
-    redact: std::sync::Mutex<Vec<String>>,
 }
 
 impl Catalog {
@@ -149,7 +147,6 @@ impl Catalog {
             state: Arc::new(StateRegistry::default()),
             registry: torii_upstream::Registry::default(),
             schema: OnceLock::new(),
-            redact: Default::default(),
         })
     }
 
@@ -167,6 +164,7 @@ impl Catalog {
     fn build_map(
         &self,
         upstreams: &torii_upstream::Upstreams,
+        redact: &std::sync::Mutex<Vec<String>>,
         map: &PluginMap,
         base: &[Seg],
         scope: &str,
@@ -206,7 +204,7 @@ impl Catalog {
                 state: &self.state,
                 plugin: reg.name,
                 settings,
-                redact: &self.redact,
+                redact,
             };
             match (reg.build)(settings, &ctx) {
                 Ok(plugin) => {
@@ -253,10 +251,9 @@ impl PluginCatalog for Catalog {
 
     fn build(&self, config: &Config) -> Result<Compiled, Vec<PluginError>> {
         let generation = self.state.begin();
-        self.redact
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        // Secret query parameters of this build (a catalog may serve concurrent loads: this
+        // list is the build's own).
+        let redact = std::sync::Mutex::new(Vec::new());
         let mut errors = Vec::new();
         // Upstreams first: plugins are handed the ones they name.
         let upstreams = match self.registry.build(&config.upstreams) {
@@ -279,6 +276,7 @@ impl PluginCatalog for Catalog {
         });
         let global = self.build_map(
             &upstreams,
+            &redact,
             &config.plugins,
             &[key("plugins")],
             "global",
@@ -290,6 +288,7 @@ impl PluginCatalog for Catalog {
         for (i, c) in config.consumers.iter().enumerate() {
             consumer_plugins.push(self.build_map(
                 &upstreams,
+                &redact,
                 &c.plugins,
                 &[key("consumers"), Seg::Index(i), key("plugins")],
                 &format!("consumer:{}", c.name),
@@ -303,6 +302,7 @@ impl PluginCatalog for Catalog {
             let base = [key("routes"), Seg::Index(i)];
             let own = self.build_map(
                 &upstreams,
+                &redact,
                 &r.plugins,
                 &[base[0].clone(), base[1].clone(), key("plugins")],
                 &format!("route:{}", r.name),
@@ -403,9 +403,7 @@ impl PluginCatalog for Catalog {
             consumer_plugins: Arc::new(ConsumerPlugins(consumer_plugins)),
             directory,
             identity: IdentityHeaders::new(&config.identity),
-            redact_query_params: std::mem::take(
-                &mut *self.redact.lock().unwrap_or_else(|e| e.into_inner()),
-            ),
+            redact_query_params: redact.into_inner().unwrap_or_else(|e| e.into_inner()),
             generation,
             upstreams,
         })

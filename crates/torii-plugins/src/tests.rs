@@ -203,3 +203,29 @@ routes:
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+/// A catalog serves concurrent loads (a reload beside an admin write, tests sharing one): each
+/// load's secret query parameters are its own, never cleared or taken by another load.
+#[test]
+fn concurrent_loads_keep_their_own_redaction_lists() {
+    let c = std::sync::Arc::new(Catalog::builtin().unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let name = format!("secret{t}x{i}");
+                    let yaml = format!(
+                        "consumers:\n  - name: a\n    keys: ['sha256:{}']\nroutes:\n  - name: r\n    match: {{path: /}}\n    direct_response: {{status: 200}}\n    plugins:\n      key_auth: {{query_names: [{name}]}}\n",
+                        "0".repeat(64)
+                    );
+                    let loaded = load(&c, &yaml).unwrap();
+                    assert_eq!(loaded.plugins.redact_query_params, [name]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -1,6 +1,7 @@
-//! Body wrappers on the streaming path. Each forwards frames as they come (data and trailers,
-//! with the inner size hint) and adds one concern: a size limit, an idle timeout, returning a
-//! pooled connection at end of stream, or writing the access-log line when the body has ended.
+//! The concerns the gateway adds to streaming bodies, each a `torii_core::Concern` on the one
+//! wrapper `torii_core::Layered` (which forwards frames, end of stream and size hints): the
+//! idle timer, the client request body's rules (size limit, idle timer, trailer cleaning,
+//! bytes read, waiting on the client), and the end-of-response report for the access log.
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -10,11 +11,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
-use torii_core::{Body, BodyIdle, BodyTooLarge, BoxError};
+use torii_core::{Body, BodyIdle, BodyTooLarge, BoxError, Concern, Layered, Polled};
 use torii_plugins::IdentityHeaders;
 
-/// An idle timer: armed while the inner body is pending, reset whenever a frame arrives.
-struct IdleTimer {
+/// An idle timer: armed while the inner body is pending, reset whenever a frame arrives; a
+/// timer that fires ends the body with [`BodyIdle`].
+pub struct IdleTimer {
     after: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -23,31 +25,6 @@ impl IdleTimer {
     fn new(after: Duration) -> Self {
         Self { after, sleep: None }
     }
-    /// Polls `inner` for a frame: the timer is armed while it is pending, reset when a frame
-    /// arrives, and a timer that fires ends the body with [`BodyIdle`].
-    fn poll_frame<B>(
-        &mut self,
-        inner: Pin<&mut B>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
-    where
-        B: HttpBody<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        match inner.poll_frame(cx) {
-            Poll::Pending => match self.poll_pending(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Some(Err(e.into()))),
-            },
-            Poll::Ready(Some(Ok(frame))) => {
-                self.progress();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-        }
-    }
-
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Result<(), BodyIdle> {
         let after = self.after;
         let sleep = self
@@ -65,11 +42,30 @@ impl IdleTimer {
     }
 }
 
-/// The client's request body on its way upstream: limited in size, with an idle timeout, and
-/// its trailers cleaned like the head (identity headers in every spelling, and fields that
-/// must not travel as trailers, are removed).
-pub struct RequestBody {
-    inner: Body,
+impl Concern for IdleTimer {
+    fn polled(&mut self, polled: Polled, _: bool, cx: &mut Context<'_>) -> Polled {
+        match polled {
+            Poll::Pending => match self.poll_pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Some(Err(e.into()))),
+            },
+            Poll::Ready(Some(Ok(frame))) => {
+                self.progress();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+}
+
+/// The client's request body on its way upstream (see [`RequestRules`]).
+pub type RequestBody = Layered<Body, RequestRules>;
+
+/// The rules of a client's request body on its way upstream: limited in size, with an idle
+/// timeout, its trailers cleaned like the head (identity headers in every spelling, and fields
+/// that must not travel as trailers, are removed), its bytes counted and its waits on the
+/// client told to the connection.
+pub struct RequestRules {
     limit: u64,
     seen: u64,
     idle: IdleTimer,
@@ -132,27 +128,29 @@ impl BodyWatch {
     }
 }
 
-impl RequestBody {
-    /// Wraps a client body; `watch` follows it for the rest of the exchange.
-    pub(crate) fn new(
-        inner: Body,
-        limit: u64,
-        idle: Duration,
-        identity: Arc<IdentityHeaders>,
-        watch: Arc<BodyWatch>,
-        conn: Arc<crate::io::Activity>,
-    ) -> Self {
-        Self {
-            inner,
+/// A client body under its rules; `watch` follows it for the rest of the exchange.
+pub(crate) fn request_body(
+    inner: Body,
+    limit: u64,
+    idle: Duration,
+    identity: Arc<IdentityHeaders>,
+    watch: Arc<BodyWatch>,
+    conn: Arc<crate::io::Activity>,
+) -> RequestBody {
+    Layered::new(
+        inner,
+        RequestRules {
             limit,
             seen: 0,
             idle: IdleTimer::new(idle),
             watch,
             identity,
             conn,
-        }
-    }
+        },
+    )
+}
 
+impl RequestRules {
     /// A trailers frame without client-sent identity fields or forbidden trailer fields.
     fn clean_trailers(&self, frame: Frame<Bytes>) -> Frame<Bytes> {
         match frame.into_trailers() {
@@ -178,45 +176,30 @@ impl RequestBody {
     }
 }
 
-impl HttpBody for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = this.idle.poll_frame(Pin::new(&mut this.inner), cx);
-        this.watch.set_waiting(polled.is_pending(), &this.conn);
+impl Concern for RequestRules {
+    fn polled(&mut self, polled: Polled, end: bool, cx: &mut Context<'_>) -> Polled {
+        let polled = self.idle.polled(polled, end, cx);
+        self.watch.set_waiting(polled.is_pending(), &self.conn);
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    this.seen += d.len() as u64;
-                    this.watch
+                    self.seen += d.len() as u64;
+                    self.watch
                         .read
-                        .store(this.seen, std::sync::atomic::Ordering::Relaxed);
-                    if this.seen > this.limit {
-                        return Poll::Ready(Some(Err(BodyTooLarge(this.limit).into())));
+                        .store(self.seen, std::sync::atomic::Ordering::Relaxed);
+                    if self.seen > self.limit {
+                        return Poll::Ready(Some(Err(BodyTooLarge(self.limit).into())));
                     }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 // Trailers: the only other frame; data frames (the common case) never get here.
-                Poll::Ready(Some(Ok(this.clean_trailers(frame))))
+                Poll::Ready(Some(Ok(self.clean_trailers(frame))))
             }
             other => other,
         }
     }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
 
-impl Drop for RequestBody {
-    fn drop(&mut self) {
+    fn dropped(&mut self, _: bool) {
         // A body dropped while it waited (the upstream answered early, the request ended) no
         // longer waits for the client.
         self.watch.set_waiting(false, &self.conn);
@@ -225,38 +208,11 @@ impl Drop for RequestBody {
 
 /// An upstream response body with its idle timeout. (An HTTP/1.1 body hands its connection back
 /// to the pool itself when it ends cleanly.)
-pub struct UpstreamBody {
-    inner: torii_upstream::ResponseBody,
-    idle: IdleTimer,
-}
+pub type UpstreamBody = Layered<torii_upstream::ResponseBody, IdleTimer>;
 
-impl UpstreamBody {
-    /// Wraps an upstream body.
-    pub fn new(inner: torii_upstream::ResponseBody, idle: Duration) -> Self {
-        Self {
-            inner,
-            idle: IdleTimer::new(idle),
-        }
-    }
-}
-
-impl HttpBody for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        this.idle.poll_frame(Pin::new(&mut this.inner), cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+/// An upstream body under its idle timeout.
+pub fn upstream_body(inner: torii_upstream::ResponseBody, idle: Duration) -> UpstreamBody {
+    Layered::new(inner, IdleTimer::new(idle))
 }
 
 /// How an exchange ended, for the access log.
@@ -290,23 +246,29 @@ pub trait OnEnd: Send + Unpin + 'static {
     fn on_end(self, bytes_out: u64, outcome: Outcome);
 }
 
-/// A response body that reports its end exactly once. Generic over the body and the report,
-/// so a proxied response is one allocation (the boxed `Observed`), not one per layer.
-pub struct Observed<B: HttpBody, E: OnEnd> {
-    inner: B,
+/// A response body that reports its end exactly once (see [`Report`]).
+pub type Observed<B, E> = Layered<B, Report<E>>;
+
+/// Wraps a response body so that `on_end` hears how it ended. Generic over the body and the
+/// report, so a proxied response is one allocation (the boxed `Observed`), not one per layer.
+pub fn observed<B: HttpBody, E: OnEnd>(inner: B, on_end: E) -> Observed<B, E> {
+    Layered::new(
+        inner,
+        Report {
+            bytes: 0,
+            on_end: Some(on_end),
+        },
+    )
+}
+
+/// Counts the bytes sent and reports the end of a response body once: complete, a timeout, an
+/// upstream reset, or (dropped before its end) a client that went away.
+pub struct Report<E: OnEnd> {
     bytes: u64,
     on_end: Option<E>,
 }
 
-impl<B: HttpBody, E: OnEnd> Observed<B, E> {
-    /// Wraps a response body.
-    pub fn new(inner: B, on_end: E) -> Self {
-        Self {
-            inner,
-            bytes: 0,
-            on_end: Some(on_end),
-        }
-    }
+impl<E: OnEnd> Report<E> {
     fn finish(&mut self, outcome: Outcome) {
         if let Some(f) = self.on_end.take() {
             f.on_end(self.bytes, outcome);
@@ -314,58 +276,37 @@ impl<B: HttpBody, E: OnEnd> Observed<B, E> {
     }
 }
 
-impl<B, E> HttpBody for Observed<B, E>
-where
-    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
-    E: OnEnd,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
+impl<E: OnEnd> Concern for Report<E> {
+    fn polled(&mut self, polled: Polled, end: bool, _: &mut Context<'_>) -> Polled {
+        match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    this.bytes += d.len() as u64;
+                    self.bytes += d.len() as u64;
                 }
-                if this.inner.is_end_stream() {
-                    this.finish(Outcome::Complete);
+                if end {
+                    self.finish(Outcome::Complete);
                 }
             }
-            Poll::Ready(None) => this.finish(Outcome::Complete),
+            Poll::Ready(None) => self.finish(Outcome::Complete),
             Poll::Ready(Some(Err(e))) => {
                 let outcome = if e.downcast_ref::<BodyIdle>().is_some() {
                     Outcome::Timeout
                 } else {
                     Outcome::UpstreamReset
                 };
-                this.finish(outcome);
+                self.finish(outcome);
             }
             Poll::Pending => {}
         }
-        r
+        polled
     }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
 
-impl<B: HttpBody, E: OnEnd> Drop for Observed<B, E> {
-    fn drop(&mut self) {
-        let outcome = if self.inner.is_end_stream() {
+    fn dropped(&mut self, ended: bool) {
+        self.finish(if ended {
             Outcome::Complete
         } else {
             Outcome::ClientAbort
-        };
-        self.finish(outcome);
+        });
     }
 }
 

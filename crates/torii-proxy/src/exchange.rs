@@ -1,7 +1,6 @@
 //! The exchange stack of a route with exchange plugins (see `torii_core::stage`): the
 //! plugins run around a terminal that calls the route's upstream.
 
-use crate::bodies::UpstreamBody;
 use crate::conn::ConnInfo;
 use crate::forwarding::{self, Added};
 use http::Response;
@@ -78,7 +77,7 @@ impl Terminal for UpstreamCall<'_> {
             }
             let (mut parts, body) = resp.response.into_parts();
             forwarding::strip_hop_by_hop(&mut parts.headers, false);
-            let body = UpstreamBody::new(body, self.upstream.body_idle_timeout);
+            let body = crate::bodies::upstream_body(body, self.upstream.body_idle_timeout);
             Ok(Response::from_parts(parts, Body::boxed(body)))
         })
     }

@@ -10,7 +10,7 @@
 //!
 //! Every failure is a [`GatewayError`] turned into a response in one place.
 
-use crate::bodies::{Observed, OnEnd, Outcome, Outgoing, RequestBody, UpstreamBody};
+use crate::bodies::{OnEnd, Outcome, Outgoing};
 use crate::conn::{ConnInfo, TlsConn};
 use crate::forwarding;
 use crate::snapshot::{Action, CompiledRoute, Rewrite, Snapshot};
@@ -138,7 +138,7 @@ pub async fn handle(
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());
     end.status = response.status().as_u16();
-    Ok(response.map(|b| Body::boxed(Observed::new(b, end))))
+    Ok(response.map(|b| Body::boxed(crate::bodies::observed(b, end))))
 }
 
 /// Logs a request whose handler was dropped before it produced a response (client gone).
@@ -604,7 +604,7 @@ fn proxy_request<'a>(
     } else {
         let watch = Arc::new(crate::bodies::BodyWatch::default());
         info.body = Some(watch.clone());
-        Body::boxed(RequestBody::new(
+        Body::boxed(crate::bodies::request_body(
             Body::from(body),
             ctx.body_limit
                 .map_or(snap.max_body, |l| l.min(snap.max_body)),
@@ -636,6 +636,9 @@ fn proxy_response(
         return Response::from_parts(rparts, Outgoing::Gateway(Body::Empty));
     }
     forwarding::strip_hop_by_hop(&mut rparts.headers, false);
-    let body = Outgoing::Upstream(UpstreamBody::new(rbody, upstream.body_idle_timeout));
+    let body = Outgoing::Upstream(crate::bodies::upstream_body(
+        rbody,
+        upstream.body_idle_timeout,
+    ));
     Response::from_parts(rparts, body)
 }

@@ -15,14 +15,12 @@ use crate::h2pool::Lease;
 use crate::pool::Conn;
 use crate::response::{ResponseBody, UpstreamResponse};
 use crate::target::Target;
-use bytes::Bytes;
 use http::Request;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
 use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::watch;
-use torii_core::{Body, BoxError, ErrorKind, GatewayError};
+use torii_core::{Body, Concern, ErrorKind, GatewayError, Layered, Polled};
 
 /// How far a request body has gone.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,24 +64,12 @@ impl Upload {
     }
 }
 
-/// A request body that reports its progress to the exchange that sends it.
-struct Watched {
-    inner: Body,
-    progress: watch::Sender<Progress>,
-}
+/// Reports a request body's progress to the exchange that sends it.
+struct Reporter(watch::Sender<Progress>);
 
-impl HttpBody for Watched {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        let end = this.inner.is_end_stream();
-        this.progress.send_if_modified(|p| {
+impl Concern for Reporter {
+    fn polled(&mut self, polled: Polled, end: bool, _: &mut Context<'_>) -> Polled {
+        self.0.send_if_modified(|p| {
             let before = (p.sent, p.awaiting_client, p.done);
             match &polled {
                 Poll::Pending => p.awaiting_client = true,
@@ -108,12 +94,6 @@ impl HttpBody for Watched {
         });
         polled
     }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Wraps a request body so that [`await_head`] can follow it; a bodiless request is left
@@ -124,10 +104,7 @@ pub(super) fn watch_body(body: Body) -> (Body, Option<Upload>) {
     }
     let (progress, rx) = watch::channel(Progress::default());
     (
-        Body::boxed(Watched {
-            inner: body,
-            progress,
-        }),
+        Body::boxed(Layered::new(body, Reporter(progress))),
         Some(Upload(rx)),
     )
 }
