@@ -1549,3 +1549,32 @@ async fn hide_credentials_removes_the_token() {
     let p = run(all_asymmetric(), "/", Some(format!("Bearer {t}"))).await;
     assert!(p.headers.get("authorization").is_some(), "kept by default");
 }
+
+/// The key set's server as a named upstream (`jwks_upstream` + `jwks_path`): fetched through
+/// the upstream's target on the given path; an unknown name is a config error.
+#[tokio::test]
+async fn jwks_can_come_from_a_named_upstream() {
+    let idp = Idp::start(jwks(&["rsa1"])).await;
+    let catalog = Catalog::builtin().unwrap();
+    let plugin = json!({ "issuers": [{ "issuer": ISS, "audiences": [AUD], "algorithms": ["RS256"],
+        "jwks_upstream": "idp", "jwks_path": "/jwks" }] });
+    let with_upstream = |name: &str| {
+        yaml(&plugin, false).replace(
+            "routes:\n",
+            &format!(
+                "upstreams:\n  - name: {name}\n    targets: [{{url: 'http://{}'}}]\nroutes:\n",
+                idp.addr
+            ),
+        )
+    };
+    let l = torii_config::load_str("test.yaml", &with_upstream("idp"), &env, &catalog)
+        .map_err(|d| d.to_string())
+        .unwrap();
+    assert_eq!(accepted(&l, tok("valid_RS256")).await, "alice");
+    assert_eq!(idp.hits("/jwks"), 1);
+    let err = torii_config::load_str("test.yaml", &with_upstream("other"), &env, &catalog)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("issuers[0].jwks_upstream"), "{err}");
+    assert!(err.contains("no upstream is named `idp`"), "{err}");
+}

@@ -94,9 +94,17 @@ pub struct IssuerConfig {
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
     /// URL of the issuer's JSON Web Key Set (`http` or `https`), fetched on first use and
-    /// cached. Not allowed with HMAC algorithms.
+    /// cached, through an implicit upstream (the system's TLS roots). Not allowed with HMAC
+    /// algorithms.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// The key set's server as a named upstream of `upstreams:` (its TLS CA, client
+    /// certificate, pool), instead of `jwks_url`; the set is fetched on `jwks_path`.
+    #[serde(default)]
+    pub jwks_upstream: Option<String>,
+    /// With `jwks_upstream`: the key set's path. Default `/.well-known/jwks.json`.
+    #[serde(default)]
+    pub jwks_path: Option<String>,
 }
 
 /// One inline key: exactly one of `pem`, `jwk` and `secret`.

@@ -86,9 +86,13 @@ impl PluginFactory for Jwt {
         // TLS and limits as every other outbound call).
         let mut clients = Vec::with_capacity(prepared.len());
         for (i, p) in prepared.iter().enumerate() {
-            clients.push(match &p.jwks_url {
-                None => None,
-                Some(url) => Some(ctx.client(Some(url), None).map_err(|e| {
+            clients.push(match (&p.jwks_url, &p.jwks_upstream) {
+                (None, _) => None,
+                (Some(_), Some(name)) => Some(ctx.client(None, Some(name)).map_err(|e| {
+                    ConfigError::at("jwks_upstream", e, "name one of `upstreams[].name`")
+                        .in_list("issuers", i)
+                })?),
+                (Some(url), None) => Some(ctx.client(Some(url), None).map_err(|e| {
                     ConfigError::at("jwks_url", e, "write an absolute http:// or https:// URL")
                         .in_list("issuers", i)
                 })?),
@@ -230,7 +234,10 @@ fn check_settings(c: &JwtConfig) -> Result<(), ConfigError> {
 struct Prepared {
     algorithms: Vec<Alg>,
     keys: Vec<Key>,
+    /// The key set's URI: absolute with `jwks_url`, the path with `jwks_upstream`.
     jwks_url: Option<http::Uri>,
+    /// The named upstream that serves the key set.
+    jwks_upstream: Option<String>,
 }
 
 fn prepare_issuer(c: &IssuerConfig) -> Result<Prepared, ConfigError> {
@@ -262,23 +269,56 @@ fn prepare_issuer(c: &IssuerConfig) -> Result<Prepared, ConfigError> {
             "use either HS* with `secret` keys or RS*/PS*/ES*/EdDSA with public keys",
         ));
     }
-    let jwks_url = match &c.jwks_url {
-        None => None,
-        Some(_) if hmac => {
+    if c.jwks_url.is_some() && c.jwks_upstream.is_some() {
+        return Err(ConfigError::at(
+            "jwks_upstream",
+            "`jwks_url` and `jwks_upstream` are both set",
+            "keep one: `jwks_url: https://...` or `jwks_upstream: NAME` with `jwks_path`",
+        ));
+    }
+    if c.jwks_path.is_some() && c.jwks_upstream.is_none() {
+        return Err(ConfigError::at(
+            "jwks_path",
+            "`jwks_path` goes with `jwks_upstream`",
+            "put the path in `jwks_url`, or name the upstream in `jwks_upstream`",
+        ));
+    }
+    let jwks_url = match (&c.jwks_url, &c.jwks_upstream) {
+        (None, None) => None,
+        (Some(_), _) | (_, Some(_)) if hmac => {
             return Err(ConfigError::at(
-                "jwks_url",
+                if c.jwks_url.is_some() {
+                    "jwks_url"
+                } else {
+                    "jwks_upstream"
+                },
                 "HMAC secrets are not fetched from a key set",
                 "give the secret inline: `keys: [{secret: ${JWT_SECRET}}]`",
             ));
         }
-        Some(u) => Some(parse_url(u).map_err(|m| {
+        (Some(u), None) => Some(parse_url(u).map_err(|m| {
             ConfigError::at("jwks_url", m, "write an absolute http:// or https:// URL")
         })?),
+        (_, Some(_)) => {
+            let path = c.jwks_path.as_deref().unwrap_or("/.well-known/jwks.json");
+            let uri = http::uri::PathAndQuery::try_from(path)
+                .ok()
+                .filter(|_| path.starts_with('/'))
+                .map(http::Uri::from)
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        "jwks_path",
+                        format!("`{path}` is not a path"),
+                        "write a path starting with `/`, e.g. `/.well-known/jwks.json`",
+                    )
+                })?;
+            Some(uri)
+        }
     };
     if c.keys.is_empty() && jwks_url.is_none() {
         return Err(ConfigError::here(
             "the issuer has no keys",
-            "add `jwks_url` or inline `keys`",
+            "add `jwks_url` (or `jwks_upstream`) or inline `keys`",
         ));
     }
     let mut keys: Vec<Key> = Vec::with_capacity(c.keys.len());
@@ -300,6 +340,7 @@ fn prepare_issuer(c: &IssuerConfig) -> Result<Prepared, ConfigError> {
         algorithms,
         keys,
         jwks_url,
+        jwks_upstream: c.jwks_upstream.clone(),
     })
 }
 
