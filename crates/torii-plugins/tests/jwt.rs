@@ -1578,3 +1578,31 @@ async fn jwks_can_come_from_a_named_upstream() {
     assert!(err.contains("issuers[0].jwks_upstream"), "{err}");
     assert!(err.contains("no upstream is named `idp`"), "{err}");
 }
+
+/// A reload that moves the key set's upstream (same jwt settings, so the key cache is kept)
+/// fetches from the new upstream: the kept state does not keep the old one alive.
+#[tokio::test]
+async fn a_reload_that_moves_the_jwks_upstream_fetches_from_the_new_one() {
+    let old = Idp::start(jwks(&["rsa2"])).await;
+    let new = Idp::start(jwks(&["rsa1"])).await;
+    let catalog = Catalog::builtin().unwrap();
+    let plugin = json!({ "issuers": [{ "issuer": ISS, "audiences": [AUD], "algorithms": ["RS256"],
+        "jwks_upstream": "idp", "jwks_path": "/jwks" }], "jwks": {"refetch_interval": "0s"},
+        "verified_cache_ttl": "0s" });
+    let cfg = |idp: &Idp| {
+        yaml(&plugin, false).replace(
+            "routes:\n",
+            &format!(
+                "upstreams:\n  - name: idp\n    targets: [{{url: 'http://{}'}}]\nroutes:\n",
+                idp.addr
+            ),
+        )
+    };
+    let first = torii_config::load_str("test.yaml", &cfg(&old), &env, &catalog).unwrap();
+    refused(&first, tok("valid_RS256"), "rsa1 is not in the old set").await;
+    assert_eq!(old.hits("/jwks"), 1);
+    let second = torii_config::load_str("test.yaml", &cfg(&new), &env, &catalog).unwrap();
+    assert_eq!(accepted(&second, tok("valid_RS256")).await, "alice");
+    assert_eq!(new.hits("/jwks"), 1, "fetched from the new upstream");
+    assert_eq!(old.hits("/jwks"), 1);
+}

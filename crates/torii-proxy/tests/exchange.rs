@@ -22,6 +22,7 @@ async fn origin() -> FakeUpstream {
             "/json" => b
                 .header("content-type", "application/json; charset=utf-8")
                 .header("etag", "\"v1\"")
+                .header("accept-ranges", "bytes")
                 .header("x-powered-by", "php")
                 .body(full(link)),
             "/big" => b
@@ -48,6 +49,25 @@ async fn origin() -> FakeUpstream {
                 .header("content-encoding", "gzip")
                 .body(full(link)),
             "/png" => b.header("content-type", "image/png").body(full(link)),
+            "/304" => b
+                .status(304)
+                .header("content-type", "application/json")
+                .header("etag", "\"v1\"")
+                .body(full("")),
+            "/sse" => {
+                // One event, then the stream stays open: nothing may wait for its end.
+                let first: Vec<
+                    Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+                > = vec![Ok(http_body::Frame::data(Bytes::from(format!(
+                    "data: {INTERNAL}\n\n"
+                ))))];
+                let stream = futures_util::StreamExt::chain(
+                    futures_util::stream::iter(first),
+                    futures_util::stream::pending(),
+                );
+                b.header("content-type", "text/event-stream")
+                    .body(BodyExt::boxed(StreamBody::new(stream)))
+            }
             _ => b.status(404).body(full("")),
         }
         .unwrap()
@@ -75,6 +95,10 @@ async fn a_json_body_is_rewritten_with_its_length_and_etag() {
     assert_eq!(h["etag"], "W/\"v1\"", "the bytes changed: the tag is weak");
     assert_eq!(h["x-served-by"], "torii");
     assert!(!h.contains_key("x-powered-by"));
+    assert!(
+        !h.contains_key("accept-ranges"),
+        "no ranges of a rewritten body"
+    );
     // HTTP/2 clients get the same.
     let (_, _, b2) = get(&h2_client(), format!("http://{}/json", addr(&gw).await)).await;
     assert_eq!(b2, b);
@@ -99,12 +123,15 @@ async fn bodies_it_must_not_touch_pass_through_whole() {
         assert!(String::from_utf8_lossy(&b).contains(INTERNAL), "{path}");
         assert!(!h.contains_key("etag"));
     }
-    // HEAD: headers change, no body is read or invented.
+    // HEAD: headers change, no body is read or invented, and no length that a GET would
+    // not have; validators are weak, as a GET's.
     let req = Request::head(format!("{base}/json"))
         .body(full(""))
         .unwrap();
     let resp = h1_client().request(req).await.unwrap();
     assert_eq!(resp.headers()["x-served-by"], "torii");
+    assert_eq!(resp.headers()["etag"], "W/\"v1\"");
+    assert!(!resp.headers().contains_key("content-length"));
     assert!(
         resp.into_body()
             .collect()
@@ -112,6 +139,52 @@ async fn bodies_it_must_not_touch_pass_through_whole() {
             .unwrap()
             .to_bytes()
             .is_empty()
+    );
+    // 304: the ETag a client revalidates with is the weak one it was given.
+    let (s, h, _) = get(&h1_client(), format!("{base}/304")).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    assert_eq!(h["etag"], "W/\"v1\"");
+}
+
+#[tokio::test]
+async fn an_event_stream_is_never_held_back() {
+    let up = origin().await;
+    let gw = gateway(&cfg(&up)).await;
+    let req = Request::get(format!("http://{}/sse", addr(&gw).await))
+        .body(full(""))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), h1_client().request(req))
+        .await
+        .expect("the head is not held until the stream ends")
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        .await
+        .expect("the first event arrives at once")
+        .unwrap()
+        .unwrap();
+    let data = first.into_data().unwrap();
+    assert!(
+        String::from_utf8_lossy(&data).contains(INTERNAL),
+        "streamed as sent"
+    );
+}
+
+/// The rewrite is decided on the upstream's headers: removing Content-Encoding in the same
+/// plugin does not make a gzip body look like text to rewrite.
+#[tokio::test]
+async fn the_rewrite_is_decided_on_the_upstreams_headers() {
+    let up = origin().await;
+    let cfg = cfg(&up).replace(
+        "remove_headers: [x-powered-by]",
+        "remove_headers: [x-powered-by, content-encoding]",
+    );
+    let gw = gateway(&cfg).await;
+    let (_, h, b) = get(&h1_client(), format!("http://{}/gzip", addr(&gw).await)).await;
+    assert!(!h.contains_key("content-encoding"));
+    assert!(
+        String::from_utf8_lossy(&b).contains(INTERNAL),
+        "not rewritten"
     );
 }
 

@@ -53,16 +53,24 @@ impl Client {
     ) -> Result<Response<Bytes>, FetchError> {
         let (head, body) = req.into_parts();
         let exchange = async {
-            let first = self
-                .upstream
-                .call(&head, Body::full(body.clone()), CallOptions::default())
+            let up = &self.upstream;
+            let target = up
+                .pick()
+                .ok_or_else(|| FetchError::Transport("the upstream has no targets".into()))?;
+            let first = up
+                .call_target(
+                    target,
+                    &head,
+                    Body::full(body.clone()),
+                    CallOptions::default(),
+                )
                 .await;
             let resp = match first {
                 Ok(r) => r,
-                Err(e) if e.retryable(&head.method) && self.upstream.targets.len() > 1 => {
-                    tracing::debug!(upstream = %self.upstream.name, error = %e, "retrying on another target");
-                    self.upstream
-                        .call(&head, Body::full(body), CallOptions::default())
+                Err(e) if e.retryable(&head.method) && up.targets.len() > 1 => {
+                    tracing::debug!(upstream = %up.name, error = %e, "retrying on another target");
+                    let other = up.pick_other(target).unwrap_or(target);
+                    up.call_target(other, &head, Body::full(body), CallOptions::default())
                         .await
                         .map_err(|e| FetchError::Transport(e.to_string()))?
                 }

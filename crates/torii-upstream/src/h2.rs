@@ -206,13 +206,18 @@ fn request(
     extra: Option<&(dyn ExtraFields + Sync)>,
 ) -> Result<Request<Body>, CallError> {
     let mut headers = head.headers.clone();
+    // Framing is the sender's: hyper sets the length from the body (which a stage may have
+    // replaced), as the HTTP/1.1 encoder does.
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::TRANSFER_ENCODING);
     if let Some(extra) = extra {
         extra.insert_into(&mut headers);
     }
     let host = headers.remove(http::header::HOST);
+    let own = target.authority.to_str().unwrap_or(&target.name);
     let authority = match (replaces_host, &host) {
-        (false, Some(h)) => h.to_str().unwrap_or(&target.name),
-        _ => &target.name,
+        (false, Some(h)) => h.to_str().unwrap_or(own),
+        _ => own,
     };
     let pq = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let scheme = if target.tls { "https" } else { "http" };

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 /// One target of an upstream.
 pub struct Target {
-    /// `host:port`, as sent in Host when `host_header: target`.
+    /// `host:port` (`host` alone for the scheme's default port), as sent in Host when
+    /// `host_header: target` and as HTTP/2 `:authority`.
     pub authority: http::HeaderValue,
     /// `host:port` as text, for logs.
     pub name: Arc<str>,

@@ -105,9 +105,17 @@ impl Upstream {
                     p
                 }
             };
+            // Host (and `:authority`) leave out the scheme's default port, as clients do
+            // (RFC 9110 4.2.3): some services compare Host with their bare name.
+            let default_port = t.url.port == if t.url.tls { 443 } else { 80 };
+            let host = if default_port {
+                t.url.host.as_str()
+            } else {
+                authority.as_str()
+            };
             targets.push(Target {
                 tls: t.url.tls,
-                authority: http::HeaderValue::from_str(&authority)
+                authority: http::HeaderValue::from_str(host)
                     .unwrap_or(http::HeaderValue::from_static("invalid")),
                 name: authority.into(),
                 pool,

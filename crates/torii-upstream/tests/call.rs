@@ -240,3 +240,21 @@ async fn unchanged_upstreams_are_reused_while_in_use() {
     drop((a, b));
     assert!(weak.upgrade().is_none());
 }
+
+#[test]
+fn host_leaves_out_the_default_port() {
+    let registry = Registry::default();
+    let cfg = |url: &str| -> torii_config::schema::Upstream {
+        serde_json::from_value(serde_json::json!({"name": "u", "targets": [{"url": url}]})).unwrap()
+    };
+    for (url, host) in [
+        ("http://auth.test", "auth.test"),
+        ("http://auth.test:8080", "auth.test:8080"),
+        ("https://auth.test", "auth.test"),
+        ("https://auth.test:80", "auth.test:80"),
+    ] {
+        let up = registry.build(&[cfg(url)]).unwrap().remove("u").unwrap();
+        assert_eq!(up.targets[0].authority, host, "{url}");
+        assert!(up.targets[0].name.contains(':'), "logs keep the port");
+    }
+}

@@ -4,9 +4,12 @@
 //! (`torii_core::stage`), around the upstream call, so it sees the response body.
 //!
 //! A body is rewritten only when all of this holds: the response has a body (not HEAD, 1xx,
-//! 204, 206 or 304), its media type is one of `content_types`, it has no content coding (a
-//! gzip body is passed through untouched rather than decoded), and it ends within `max_body`
-//! bytes. Such a body is read whole (that is what a rewrite needs), rewritten, and sent with
+//! 204, 206 or 304), its media type is one of `content_types` (never `text/event-stream`),
+//! it has no content coding (a gzip body is passed through untouched rather than decoded),
+//! and it ends within `max_body` bytes. The decision is made on the upstream's headers,
+//! before this plugin's own header changes. For a rewritable media type the client sees the
+//! rewritten representation throughout: `Accept-Ranges` is removed, ETags of 304 and HEAD
+//! answers are weak, and a HEAD answer carries no Content-Length. Such a body is read whole (that is what a rewrite needs), rewritten, and sent with
 //! its new Content-Length; a strong ETag becomes weak (the bytes changed, the meaning did
 //! not). Any other body streams through unchanged, a larger one included: what was read
 //! ahead is sent first, then the rest, so nothing is lost and at most `max_body` is held.
@@ -161,27 +164,15 @@ struct Rewrite {
 }
 
 impl Rewrite {
-    /// Whether this response's body is one to rewrite (see the module docs).
-    fn applies(&self, method: &http::Method, resp: &http::response::Parts) -> bool {
-        let status = resp.status;
-        if *method == http::Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::PARTIAL_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            return false;
-        }
+    /// Whether the response's representation is one this plugin rewrites: its media type is
+    /// listed (never `text/event-stream`, a stream that has no end to wait for) and it has
+    /// no content coding. Said of a 304 or a HEAD answer too: their validators and length
+    /// describe the body a GET gets, which is the rewritten one.
+    fn rewritable(&self, resp: &http::response::Parts) -> bool {
         let h = &resp.headers;
         if h.get_all(header::CONTENT_ENCODING)
             .iter()
             .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-        {
-            return false;
-        }
-        if h.get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > self.max_body as u64)
         {
             return false;
         }
@@ -198,6 +189,9 @@ impl Rewrite {
         else {
             return false;
         };
+        if media == "text/event-stream" {
+            return false;
+        }
         self.types.iter().any(|t| {
             if t.ends_with('/') {
                 media.starts_with(t.as_str())
@@ -223,31 +217,67 @@ impl Plugin for Transform {
         Box::pin(async move {
             let resp = next.run(req, body, ctx).await?;
             let (mut parts, body) = resp.into_parts();
+            // Decided on the upstream's own headers, before this plugin changes any.
+            let body = match &self.rewrite {
+                Some(r) => r.apply(&req.method, &mut parts, body).await?,
+                None => body,
+            };
             for n in &self.remove {
                 parts.headers.remove(n);
             }
             for (n, v) in &self.set {
                 parts.headers.insert(n.clone(), v.clone());
             }
-            let body = match &self.rewrite {
-                Some(r) if r.applies(&req.method, &parts) => r.apply(&mut parts, body).await?,
-                _ => body,
-            };
             Ok(Response::from_parts(parts, body))
         })
     }
 }
 
 impl Rewrite {
-    /// Reads the body (at most `max_body`) and rewrites it; a larger body, or one with
-    /// trailers, is passed on as it came.
+    /// Rewrites the body of a rewritable response (see the module docs) and fixes what
+    /// describes it; any other response is passed on as it came.
     async fn apply(
         &self,
+        method: &http::Method,
         parts: &mut http::response::Parts,
         body: Body,
     ) -> Result<Body, GatewayError> {
+        let status = parts.status;
+        if status.is_informational() || !self.rewritable(parts) {
+            return Ok(body);
+        }
+        // The client sees the rewritten representation: no byte ranges of it (a range of
+        // the upstream's bytes would not fit), and its validators are weak.
+        parts.headers.remove(header::ACCEPT_RANGES);
+        if status == StatusCode::NOT_MODIFIED {
+            weaken_etag(&mut parts.headers);
+            return Ok(body);
+        }
+        if *method == http::Method::HEAD {
+            // The length of the upstream's body is not the length a GET gets.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            weaken_etag(&mut parts.headers);
+            return Ok(body);
+        }
+        if status == StatusCode::NO_CONTENT || status == StatusCode::PARTIAL_CONTENT {
+            return Ok(body);
+        }
+        if parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > self.max_body as u64)
+        {
+            return Ok(body);
+        }
         let replay = body.into_replay(self.max_body).await.map_err(|e| {
-            GatewayError::new(ErrorKind::UpstreamReset, format!("response body: {e}"))
+            // The upstream's body stalled (its idle timeout) or broke while being read.
+            let kind = if e.is::<torii_core::BodyIdle>() {
+                ErrorKind::UpstreamTimeout
+            } else {
+                ErrorKind::UpstreamReset
+            };
+            GatewayError::new(kind, format!("response body: {e}"))
         })?;
         let data = match replay {
             Replay::Complete {

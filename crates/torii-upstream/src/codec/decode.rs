@@ -52,8 +52,9 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Invali
 
 /// What a connection's decoder keeps between responses, so that decoding a head allocates and
 /// interns as little as possible:
-/// - `spare`: the last request's header map, emptied, which becomes the next response's map
-///   (hyper in turn reuses the response's map for the client's next request);
+/// - `spare`: an emptied header map whose storage the next response head reuses. The call
+///   API borrows the request head (decision 0014), so the connection no longer gets the
+///   request's map; `spare` is empty then and the head allocates its own map;
 /// - `names`: the field names of the previous response, in order. An upstream sends the same
 ///   names in the same order response after response, so a name is usually recognised by one
 ///   comparison instead of being parsed and interned again;

@@ -52,7 +52,9 @@ pub(crate) struct JwksSource {
     url: http::Uri,
     algorithms: Vec<Alg>,
     settings: Settings,
-    http: HttpClient,
+    /// Swapped on every load: the state (and its cached keys) outlives reloads that keep the
+    /// jwt settings, but fetches go through the upstream of the current config.
+    http: Mutex<HttpClient>,
     state: Mutex<State>,
     /// Held by the running fetch (single flight).
     fetch_lock: Arc<tokio::sync::Mutex<()>>,
@@ -83,10 +85,15 @@ impl JwksSource {
             url,
             algorithms,
             settings,
-            http,
+            http: Mutex::new(http),
             state: Mutex::new(State::default()),
             fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Fetches go through `http` from now on (a reload may have changed the upstream).
+    pub fn set_client(&self, http: HttpClient) {
+        *self.http.lock().unwrap_or_else(|e| e.into_inner()) = http;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -171,8 +178,8 @@ impl JwksSource {
             .header(http::header::USER_AGENT, "torii")
             .body(Bytes::new())
             .map_err(|e| e.to_string())?;
-        let resp = self
-            .http
+        let http = self.http.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let resp = http
             .call(req, self.settings.timeout, self.settings.max_size)
             .await
             .map_err(|e| e.to_string())?;

@@ -101,7 +101,7 @@ impl PluginFactory for Jwt {
         let sources = ctx.state(|| JwksState {
             sources: prepared
                 .iter()
-                .zip(clients)
+                .zip(clients.iter().cloned())
                 .map(|(p, client)| {
                     p.jwks_url.clone().zip(client).map(|(url, client)| {
                         Arc::new(JwksSource::new(url, p.algorithms.clone(), settings, client))
@@ -109,6 +109,12 @@ impl PluginFactory for Jwt {
                 })
                 .collect(),
         });
+        // Kept state keeps its cached keys, but fetches use this load's upstreams.
+        for (source, client) in sources.sources.iter().zip(clients) {
+            if let (Some(source), Some(client)) = (source, client) {
+                source.set_client(client);
+            }
+        }
         let issuers = prepared
             .into_iter()
             .zip(config.issuers)
