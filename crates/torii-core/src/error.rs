@@ -155,6 +155,38 @@ pub struct GatewayError {
     pub kind: ErrorKind,
     /// Details for the log.
     pub detail: String,
+    /// For a failed upstream call: whether the request may be sent again (set by the call,
+    /// kept when the error crosses the exchange stage); `Never` for everything else.
+    pub retry: Retry,
+}
+
+/// Whether a request that failed upstream may be sent again (on another target, or the same
+/// one). The upstream call classifies its failures (decision 0014).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retry {
+    /// The upstream did not process the request (no connection, no free connection, a
+    /// refused HTTP/2 stream): safe for any method.
+    Safe,
+    /// The request may have reached the upstream, which sent no response (reset, closed,
+    /// timed out before the response head): safe for idempotent methods only.
+    Idempotent,
+    /// Not to be sent again: the client's body failed, or the failure is not the upstream's.
+    #[default]
+    Never,
+}
+
+/// Whether a method is idempotent (RFC 9110 9.2.2): such a request may be sent again after a
+/// failure that left its outcome unknown.
+pub fn idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
 }
 
 impl GatewayError {
@@ -163,6 +195,16 @@ impl GatewayError {
         Self {
             kind,
             detail: detail.into(),
+            retry: Retry::Never,
+        }
+    }
+
+    /// Whether a request with `method` may be sent again after this error.
+    pub fn retryable(&self, method: &http::Method) -> bool {
+        match self.retry {
+            Retry::Safe => true,
+            Retry::Idempotent => idempotent(method),
+            Retry::Never => false,
         }
     }
 

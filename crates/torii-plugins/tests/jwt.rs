@@ -237,6 +237,7 @@ fn assert_invalid(r: &Result<(), GatewayError>, what: &str) {
         Err(GatewayError {
             kind: ErrorKind::Unauthorized(Some(c)),
             detail,
+            ..
         }) => {
             assert_eq!(
                 c, r#"Bearer realm="torii", error="invalid_token""#,

@@ -1,19 +1,7 @@
 //! A failed upstream call and whether it may be tried again.
 
 use torii_core::{ErrorKind, ErrorSource, GatewayError};
-
-/// Whether a failed request may be sent again (on another target, or the same one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// The upstream did not process the request (no connection, no free connection, a
-    /// refused HTTP/2 stream): safe for any method.
-    Safe,
-    /// The request may have reached the upstream, which sent no response (reset, closed,
-    /// timed out before the response head): safe for idempotent methods only.
-    Idempotent,
-    /// Not to be sent again: the client's body failed, or the failure is the gateway's.
-    Never,
-}
+pub use torii_core::{Retry, idempotent};
 
 /// A failed upstream call: the error the client would get, and whether a second attempt is
 /// safe. A second attempt also needs the body again: keep it with [`torii_core::Body::into_replay`].
@@ -63,8 +51,11 @@ impl CallError {
 }
 
 impl From<CallError> for GatewayError {
+    /// The error, with the call's retry class on it (so a stage around the call still knows).
     fn from(e: CallError) -> Self {
-        e.error
+        let mut error = e.error;
+        error.retry = e.retry;
+        error
     }
 }
 
@@ -74,16 +65,25 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// Whether a method is idempotent (RFC 9110 9.2.2): such a request may be sent again after a
-/// failure that left its outcome unknown.
-pub fn idempotent(m: &http::Method) -> bool {
-    matches!(
-        *m,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-            | http::Method::TRACE
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The class survives the conversion a stage's `?` makes, so a retry stage can use it.
+    #[test]
+    fn the_retry_class_crosses_into_gateway_errors() {
+        for retry in [Retry::Safe, Retry::Idempotent, Retry::Never] {
+            let e: GatewayError =
+                CallError::new(GatewayError::new(ErrorKind::UpstreamReset, "reset"), retry).into();
+            assert_eq!(e.retry, retry);
+        }
+        let e: GatewayError = CallError::new(
+            GatewayError::new(ErrorKind::UpstreamReset, "reset"),
+            Retry::Idempotent,
+        )
+        .into();
+        assert!(e.retryable(&http::Method::GET));
+        assert!(!e.retryable(&http::Method::POST));
+        assert!(!GatewayError::new(ErrorKind::UpstreamReset, "x").retryable(&http::Method::GET));
+    }
 }
