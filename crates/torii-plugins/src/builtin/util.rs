@@ -79,6 +79,26 @@ pub(crate) fn append_query_param(parts: &mut Parts, name: &str, value: &str) {
     }
 }
 
+/// A path (and query) to call on a named upstream, as the request URI: `key` names the setting
+/// in the error, `example` shows a good value.
+pub(crate) fn service_path(
+    key: &str,
+    path: &str,
+    example: &str,
+) -> Result<http::Uri, crate::ConfigError> {
+    http::uri::PathAndQuery::try_from(path)
+        .ok()
+        .filter(|_| path.starts_with('/'))
+        .map(http::Uri::from)
+        .ok_or_else(|| {
+            crate::ConfigError::at(
+                key,
+                format!("`{path}` is not a path"),
+                format!("write a path starting with `/`, e.g. `{example}`"),
+            )
+        })
+}
+
 /// A client for tests that never call out.
 #[cfg(test)]
 pub(crate) fn test_client() -> torii_upstream::Client {

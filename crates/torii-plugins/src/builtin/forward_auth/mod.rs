@@ -201,18 +201,7 @@ pub(crate) fn service(
             let client = ctx
                 .client(None, Some(name))
                 .map_err(|e| ConfigError::at("upstream", e, "name one of `upstreams[].name`"))?;
-            let path = path.unwrap_or("/");
-            let uri = http::uri::PathAndQuery::try_from(path)
-                .ok()
-                .filter(|_| path.starts_with('/'))
-                .map(http::Uri::from)
-                .ok_or_else(|| {
-                    ConfigError::at(
-                        "path",
-                        format!("`{path}` is not a path"),
-                        "write a path starting with `/`, e.g. `/verify`",
-                    )
-                })?;
+            let uri = crate::builtin::util::service_path("path", path.unwrap_or("/"), "/verify")?;
             Ok((uri, client))
         }
     }

@@ -307,18 +307,11 @@ fn prepare_issuer(c: &IssuerConfig) -> Result<Prepared, ConfigError> {
         })?),
         (_, Some(_)) => {
             let path = c.jwks_path.as_deref().unwrap_or("/.well-known/jwks.json");
-            let uri = http::uri::PathAndQuery::try_from(path)
-                .ok()
-                .filter(|_| path.starts_with('/'))
-                .map(http::Uri::from)
-                .ok_or_else(|| {
-                    ConfigError::at(
-                        "jwks_path",
-                        format!("`{path}` is not a path"),
-                        "write a path starting with `/`, e.g. `/.well-known/jwks.json`",
-                    )
-                })?;
-            Some(uri)
+            Some(crate::builtin::util::service_path(
+                "jwks_path",
+                path,
+                "/.well-known/jwks.json",
+            )?)
         }
     };
     if c.keys.is_empty() && jwks_url.is_none() {
