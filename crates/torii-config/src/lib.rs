@@ -186,6 +186,10 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
     let rest: Config = deserialize(&tree, &[], rest)
         .map_err(|d| Diagnostics::new(name, src, vec![d]).redacting(&tree))?;
     let config = validate::assemble(partial, rest);
+    let server_errors = validate::server(&tree, &config.server);
+    if !server_errors.is_empty() {
+        return Err(Diagnostics::new(name, src, server_errors).redacting(&tree));
+    }
     let plugins = catalog.build(&config).map_err(|errs| {
         let diags = errs
             .into_iter()

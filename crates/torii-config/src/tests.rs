@@ -238,3 +238,27 @@ fn syntax_errors_do_not_show_secrets_in_their_excerpt() {
     let text = load("listeners:\n  - name: \"p\n").unwrap_err().to_string();
     assert!(text.contains("name: \"p"), "{text}");
 }
+
+#[test]
+fn a_spool_directory_that_is_not_there_is_reported_at_its_key() {
+    let src =
+        format!("{BASE}server:\n  response_buffering:\n    temp_dir: /nonexistent/torii-spool\n");
+    let text = load(&src).err().unwrap().to_string();
+    assert!(
+        text.contains("server.response_buffering.temp_dir"),
+        "{text}"
+    );
+    assert!(text.contains("test.yaml:15"), "{text}");
+    assert!(text.contains("is not a directory"), "{text}");
+    // An existing directory, and the defaults.
+    let ok = format!(
+        "{BASE}server:\n  response_buffering:\n    temp_dir: {}\n",
+        std::env::temp_dir().display()
+    );
+    let l = load(&ok).unwrap();
+    let b = &l.config.server.response_buffering;
+    assert!(b.enabled);
+    assert_eq!(b.memory, values::ByteSize::kib(128));
+    assert_eq!(b.max_temp_file, values::ByteSize::gib(1));
+    assert_eq!(b.max_temp_total, values::ByteSize::gib(4));
+}

@@ -683,3 +683,27 @@ pub(crate) fn assemble(p: Partial, rest: Config) -> Config {
         ..rest
     }
 }
+
+/// Checks of the process-wide settings that need the machine: the spool directory exists.
+pub(crate) fn server(tree: &Node, server: &crate::schema::Server) -> Vec<Diagnostic> {
+    let mut ctx = Ctx {
+        tree,
+        out: Vec::new(),
+    };
+    let buffering = &server.response_buffering;
+    if let Some(dir) = &buffering.temp_dir
+        && buffering.enabled
+        && !std::path::Path::new(dir).is_dir()
+    {
+        ctx.err(
+            &[
+                PathSeg::Key("server"),
+                PathSeg::Key("response_buffering"),
+                PathSeg::Key("temp_dir"),
+            ],
+            format!("`{dir}` is not a directory"),
+            "name an existing directory the gateway can write to, or leave the key out to use the system's temporary directory",
+        );
+    }
+    ctx.out
+}

@@ -124,6 +124,10 @@ impl ByteSize {
     pub const fn mib(n: u64) -> Self {
         Self(n * 1024 * 1024)
     }
+    /// `n` GiB.
+    pub const fn gib(n: u64) -> Self {
+        Self(n * 1024 * 1024 * 1024)
+    }
     /// Parses `64KiB`, `1MiB`, ...
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || {

@@ -318,6 +318,8 @@ pub enum Outgoing {
     Gateway(Body),
     /// An upstream's body.
     Upstream(UpstreamBody),
+    /// An upstream's body, read ahead (see `crate::spool`).
+    Spooled(crate::spool::Spooled),
 }
 
 impl HttpBody for Outgoing {
@@ -331,18 +333,21 @@ impl HttpBody for Outgoing {
         match self.get_mut() {
             Outgoing::Gateway(b) => Pin::new(b).poll_frame(cx),
             Outgoing::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Outgoing::Spooled(b) => Pin::new(b).poll_frame(cx),
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             Outgoing::Gateway(b) => b.is_end_stream(),
             Outgoing::Upstream(b) => b.is_end_stream(),
+            Outgoing::Spooled(b) => b.is_end_stream(),
         }
     }
     fn size_hint(&self) -> SizeHint {
         match self {
             Outgoing::Gateway(b) => b.size_hint(),
             Outgoing::Upstream(b) => b.size_hint(),
+            Outgoing::Spooled(b) => b.size_hint(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub(crate) struct UpstreamCall<'a> {
     conn: &'a ConnInfo,
     watch: Option<Arc<crate::bodies::BodyWatch>>,
     timed: bool,
+    spool: Option<&'a Arc<crate::spool::Spooling>>,
     /// The target that answered the last call and its latency (a stage may call again).
     answered: Mutex<Option<(Arc<str>, Option<f64>)>>,
 }
@@ -24,13 +25,15 @@ pub(crate) struct UpstreamCall<'a> {
 impl<'a> UpstreamCall<'a> {
     /// A terminal calling `upstream` with the gateway's `added` fields; `watch` is the request
     /// body's (its waits stop counting against the client once the response head is here),
-    /// `timed`: measure the upstream's latency for the access log.
+    /// `timed`: measure the upstream's latency for the access log; `spool`: read response
+    /// bodies ahead.
     pub(crate) fn new(
         upstream: &'a Upstream,
         added: &'a Added<'a>,
         conn: &'a ConnInfo,
         watch: Option<Arc<crate::bodies::BodyWatch>>,
         timed: bool,
+        spool: Option<&'a Arc<crate::spool::Spooling>>,
     ) -> Self {
         Self {
             upstream,
@@ -38,6 +41,7 @@ impl<'a> UpstreamCall<'a> {
             conn,
             watch,
             timed,
+            spool,
             answered: Mutex::new(None),
         }
     }
@@ -78,7 +82,11 @@ impl Terminal for UpstreamCall<'_> {
             let (mut parts, body) = resp.response.into_parts();
             forwarding::strip_hop_by_hop(&mut parts.headers, false);
             let body = crate::bodies::upstream_body(body, self.upstream.body_idle_timeout);
-            Ok(Response::from_parts(parts, Body::boxed(body)))
+            let body = match self.spool {
+                Some(s) if s.wants(&parts.headers, &body) => Body::boxed(s.start(body)),
+                _ => Body::boxed(body),
+            };
+            Ok(Response::from_parts(parts, body))
         })
     }
 }

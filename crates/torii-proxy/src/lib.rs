@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod reload;
 mod server;
 pub mod snapshot;
+pub mod spool;
 pub mod tls;
 mod tunnel;
 mod watchdog;

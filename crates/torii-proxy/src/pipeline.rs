@@ -425,6 +425,7 @@ async fn route_and_serve(
                     conn,
                     info.body.clone(),
                     info.logged,
+                    snap.spool.as_ref(),
                 );
                 let resp = Box::pin(call.run(stages, req, up_body, ctx)).await;
                 if let Some((target, latency)) = call.answered() {
@@ -446,7 +447,13 @@ async fn route_and_serve(
             }
             info.upstream = Some(resp.target.clone());
             info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
-            Ok(proxy_response(resp, upgrade, conn, upstream))
+            Ok(proxy_response(
+                resp,
+                upgrade,
+                conn,
+                upstream,
+                snap.spool.as_ref(),
+            ))
         }
     }
 }
@@ -618,12 +625,14 @@ fn proxy_request<'a>(
 }
 
 /// The client's response to an upstream's: hop-by-hop headers removed, the body watched for
-/// idleness; after a 101 the two upgraded connections are joined in a tunnel task.
+/// idleness and read ahead when `spool` wants it; after a 101 the two upgraded connections are
+/// joined in a tunnel task.
 fn proxy_response(
     resp: torii_upstream::UpstreamResponse,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     conn: &ConnInfo,
     upstream: &torii_upstream::Upstream,
+    spool: Option<&Arc<crate::spool::Spooling>>,
 ) -> Response<Outgoing> {
     let (mut rparts, rbody) = resp.response.into_parts();
     if let (Some(upgraded), Some(client_upgrade)) = (resp.upgraded, client_upgrade) {
@@ -636,9 +645,10 @@ fn proxy_response(
         return Response::from_parts(rparts, Outgoing::Gateway(Body::Empty));
     }
     forwarding::strip_hop_by_hop(&mut rparts.headers, false);
-    let body = Outgoing::Upstream(crate::bodies::upstream_body(
-        rbody,
-        upstream.body_idle_timeout,
-    ));
+    let body = crate::bodies::upstream_body(rbody, upstream.body_idle_timeout);
+    let body = match spool {
+        Some(s) if s.wants(&rparts.headers, &body) => Outgoing::Spooled(s.start(body)),
+        _ => Outgoing::Upstream(body),
+    };
     Response::from_parts(rparts, body)
 }

@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub max_body: u64,
     /// Request bodies with a Content-Length up to this are read whole before the upstream call.
     pub body_buffer: u64,
+    /// Read-ahead of upstream response bodies (`None`: off).
+    pub spool: Option<Arc<crate::spool::Spooling>>,
     /// Query parameters redacted in logs.
     pub redact: Vec<String>,
     /// Metrics of requests no route took.
@@ -198,6 +200,7 @@ impl Snapshot {
             routes,
             max_body: config.server.max_request_body.0,
             body_buffer: config.server.request_body_buffer.0,
+            spool: spooling(&config.server.response_buffering, metrics),
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();
                 for q in plugins.redact_query_params {
@@ -214,6 +217,26 @@ impl Snapshot {
             config,
         })
     }
+}
+
+fn spooling(
+    c: &torii_config::schema::ResponseBuffering,
+    metrics: &Metrics,
+) -> Option<Arc<crate::spool::Spooling>> {
+    c.enabled.then(|| {
+        Arc::new(crate::spool::Spooling {
+            memory: usize::try_from(c.memory.0).unwrap_or(usize::MAX),
+            max_file: c.max_temp_file.0,
+            max_total: c.max_temp_total.0,
+            dir: c
+                .temp_dir
+                .as_ref()
+                .map_or_else(std::env::temp_dir, std::path::PathBuf::from),
+            on_disk: metrics.spool_on_disk.clone(),
+            gauge: metrics.spool_disk_bytes.clone(),
+            spooled: metrics.responses_spooled.clone(),
+        })
+    })
 }
 
 fn direct(status: u16, headers: &std::collections::BTreeMap<String, String>, body: &str) -> Action {

@@ -120,11 +120,19 @@ async fn clients_that_do_not_read_are_cut_off_and_free_their_upstream_connection
         http::Response::new(Generated::new(32 * 1024 * 1024).boxed())
     })
     .await;
-    let gw = gateway(&one_upstream(
-        up.addr,
-        "max_connections_per_target: 2, queue_timeout: 5s",
-        "    limits: {min_transfer_rate: 64KiB, transfer_rate_window: 1s}\n",
-    ))
+    // Read-ahead off: this is the transfer-rate rule's test (response_spool.rs has the
+    // read-ahead's), and read ahead, the normal client would not wait for the cut.
+    let gw = gateway(
+        &one_upstream(
+            up.addr,
+            "max_connections_per_target: 2, queue_timeout: 5s",
+            "    limits: {min_transfer_rate: 64KiB, transfer_rate_window: 1s}\n",
+        )
+        .replace(
+            "server:\n  watch_config: false\n",
+            "server:\n  watch_config: false\n  response_buffering: {enabled: false}\n",
+        ),
+    )
     .await;
     let a = addr(&gw).await;
     let start = std::time::Instant::now();

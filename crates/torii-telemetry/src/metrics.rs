@@ -24,6 +24,13 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Client connections closed by the transfer-rate rule.
     pub slow_clients_cut: Counter,
+    /// Upstream responses whose read-ahead went to a temporary file.
+    pub responses_spooled: Counter,
+    /// Bytes of response read-ahead on disk now (the gauge of `spool_on_disk`).
+    pub spool_disk_bytes: Gauge,
+    /// Bytes of response read-ahead on disk now, for every response of this gateway: the
+    /// count `server.response_buffering.max_temp_total` is held against, kept across reloads.
+    pub spool_on_disk: Arc<AtomicU64>,
     /// Latency histograms by route name, kept across reloads like the exporter's series.
     latency: Mutex<BTreeMap<String, Arc<Latency>>>,
 }
@@ -137,6 +144,10 @@ impl Metrics {
                 .register_gauge(&Key::from_name("torii_open_connections"), &META),
             access_log_dropped: c("torii_access_log_dropped_total"),
             slow_clients_cut: c("torii_slow_client_connections_closed_total"),
+            responses_spooled: c("torii_responses_spooled_to_disk_total"),
+            spool_disk_bytes: recorder
+                .register_gauge(&Key::from_name("torii_response_spool_disk_bytes"), &META),
+            spool_on_disk: Arc::new(AtomicU64::new(0)),
             recorder,
             handle,
             latency: Mutex::new(BTreeMap::new()),

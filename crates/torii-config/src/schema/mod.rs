@@ -63,6 +63,9 @@ pub struct Server {
     /// connection is taken, so a client that sends its body slowly never holds one (0: always
     /// stream). Bodies without a length (chunked, gRPC streams) are always streamed.
     pub request_body_buffer: ByteSize,
+    /// Read-ahead of upstream response bodies, so a client that reads slowly does not hold an
+    /// upstream connection.
+    pub response_buffering: ResponseBuffering,
     /// Watch the config file's directory and reload on change.
     pub watch_config: bool,
 }
@@ -73,7 +76,43 @@ impl Default for Server {
             shutdown_grace_period: Duration::secs(30),
             max_request_body: ByteSize::mib(10),
             request_body_buffer: ByteSize::kib(64),
+            response_buffering: ResponseBuffering::default(),
             watch_config: true,
+        }
+    }
+}
+
+/// Read-ahead ("spooling") of upstream response bodies: the gateway reads a response from its
+/// upstream as fast as the upstream sends it, into memory and then into a temporary file, and
+/// gives it to the client at the client's pace, so the upstream connection is free as soon as
+/// the upstream has sent everything. Responses whose length is at most `memory` are not
+/// spooled (socket buffers take them), nor gRPC, `text/event-stream` and responses marked
+/// `X-Accel-Buffering: no`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseBuffering {
+    /// Read ahead at all.
+    pub enabled: bool,
+    /// Bytes of one response held in memory before the rest goes to a temporary file.
+    pub memory: ByteSize,
+    /// Bytes of one response held on disk (0: memory only). Beyond it the gateway reads from
+    /// the upstream only as fast as the client reads.
+    pub max_temp_file: ByteSize,
+    /// Bytes on disk for all responses together; beyond it responses are not spooled further.
+    pub max_temp_total: ByteSize,
+    /// Directory of the temporary files (unlinked at creation, so nothing is left behind);
+    /// the system's temporary directory when unset.
+    pub temp_dir: Option<String>,
+}
+
+impl Default for ResponseBuffering {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            memory: ByteSize::kib(128),
+            max_temp_file: ByteSize::gib(1),
+            max_temp_total: ByteSize::gib(4),
+            temp_dir: None,
         }
     }
 }
