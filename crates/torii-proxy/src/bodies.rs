@@ -14,31 +14,41 @@ use tokio::time::Sleep;
 use torii_core::{Body, BodyIdle, BodyTooLarge, BoxError, Concern, Layered, Polled};
 use torii_plugins::IdentityHeaders;
 
-/// An idle timer: armed while the inner body is pending, reset whenever a frame arrives; a
-/// timer that fires ends the body with [`BodyIdle`].
+/// An idle timer: armed while the inner body is pending, from the first pending poll after
+/// a frame; a timer that fires ends the body with [`BodyIdle`]. Time between a frame and the
+/// next poll (the reader was busy, or read-ahead waited for its client) is not idleness.
 pub struct IdleTimer {
     after: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// A frame came since the timer was last armed.
+    moved: bool,
 }
 
 impl IdleTimer {
     fn new(after: Duration) -> Self {
-        Self { after, sleep: None }
+        Self {
+            after,
+            sleep: None,
+            moved: false,
+        }
     }
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Result<(), BodyIdle> {
         let after = self.after;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        if std::mem::take(&mut self.moved) {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.after);
+        }
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Err(BodyIdle(after)),
             Poll::Pending => Ok(()),
         }
     }
     fn progress(&mut self) {
-        if let Some(s) = self.sleep.as_mut() {
-            s.as_mut().reset(tokio::time::Instant::now() + self.after);
-        }
+        self.moved = self.sleep.is_some();
     }
 }
 

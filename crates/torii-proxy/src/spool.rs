@@ -70,7 +70,10 @@ impl Spooling {
         if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
             let ct = ct.as_bytes();
             let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
-            if starts(b"application/grpc") || starts(b"text/event-stream") {
+            if starts(b"application/grpc")
+                || starts(b"text/event-stream")
+                || starts(b"multipart/x-mixed-replace")
+            {
                 return false;
             }
         }
@@ -118,8 +121,11 @@ struct State {
     file: Option<Arc<File>>,
     /// Bytes of the file the reader has taken; the unread part is `read..written`.
     read: u64,
-    /// Bytes written to the file (and counted in the disk budget).
+    /// End of the data written to the file.
     written: u64,
+    /// Bytes of the disk budget this file holds: its size (a file drained and started over
+    /// keeps its size until the response ends, so the budget counts what is on disk).
+    reserved: u64,
     trailers: Option<HeaderMap>,
     /// The upstream body ended: `Ok` cleanly, `Err` with its error (given to the reader once).
     end: Option<Result<(), BoxError>>,
@@ -136,8 +142,8 @@ impl Shared {
     fn release_disk(&self, bytes: u64) {
         if bytes > 0 {
             let s = &self.settings;
-            let now = s.on_disk.fetch_sub(bytes, Ordering::AcqRel) - bytes;
-            s.gauge.set(now as f64);
+            s.on_disk.fetch_sub(bytes, Ordering::AcqRel);
+            s.gauge.decrement(bytes as f64);
         }
     }
     /// Reserves `bytes` of the gateway's disk budget.
@@ -147,30 +153,44 @@ impl Shared {
             .on_disk
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
                 now.checked_add(bytes).filter(|&n| n <= s.max_total)
-            });
-        match ok {
-            Ok(before) => {
-                s.gauge.set((before + bytes) as f64);
-                true
-            }
-            Err(_) => false,
+            })
+            .is_ok();
+        if ok {
+            s.gauge.increment(bytes as f64);
         }
+        ok
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let written = self.lock().written;
-        self.release_disk(written);
+        let reserved = self.lock().reserved;
+        self.release_disk(reserved);
+    }
+}
+
+/// Ends the client's body with an error if the read-ahead task stops without having ended it
+/// (a panic in the upstream body, a cancelled disk task), so the client never waits forever.
+struct EndGuard(Arc<Shared>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        if st.end.is_none() {
+            st.end = Some(Err("response read-ahead stopped".into()));
+        }
+        if let Some(w) = st.reader.take() {
+            w.wake();
+        }
     }
 }
 
 /// Where the next frame of the upstream goes.
 enum Place {
     Memory,
-    /// The file, at this offset (the bytes are already counted in the budget).
+    /// The file, at this offset (the budget already counts it).
     Disk(Arc<File>, u64),
-    /// The file, once it is made.
+    /// The file, once it is made (the budget already counts the first write).
     NewFile,
     /// Nowhere yet: wait until the reader takes something.
     Wait,
@@ -185,6 +205,7 @@ where
     B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
 {
     use http_body_util::BodyExt;
+    let _end = EndGuard(shared.clone());
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
@@ -263,8 +284,9 @@ async fn put(shared: &Arc<Shared>, data: Bytes) -> bool {
                 }
             }
             Place::Disk(file, at) => {
+                let chunk = data.clone();
                 let written =
-                    tokio::task::spawn_blocking(move || file.write_all_at(&data, at)).await;
+                    tokio::task::spawn_blocking(move || file.write_all_at(&chunk, at)).await;
                 let mut st = shared.lock();
                 match written {
                     Ok(Ok(())) => {
@@ -275,23 +297,12 @@ async fn put(shared: &Arc<Shared>, data: Bytes) -> bool {
                         return true;
                     }
                     Ok(Err(e)) => {
-                        // The budget was reserved for bytes that are not there: give it back,
-                        // and end the body with the error (the client's response is cut, as
-                        // when the upstream breaks it).
-                        drop(st);
-                        shared.release_disk(len as u64);
-                        let mut st = shared.lock();
-                        st.end = Some(Err(Box::new(e)));
-                        if let Some(w) = st.reader.take() {
-                            w.wake();
-                        }
-                        return false;
+                        // A full or failing disk: memory only from now on. The frame is put
+                        // again once the reader has drained the file (order is kept).
+                        tracing::warn!(error = %e, "writing response read-ahead to disk failed; reading ahead in memory only");
+                        st.no_disk = true;
                     }
-                    Err(_) => {
-                        drop(st);
-                        shared.release_disk(len as u64);
-                        return false;
-                    }
+                    Err(_) => st.no_disk = true,
                 }
             }
         }
@@ -303,27 +314,31 @@ fn place(shared: &Shared, st: &mut State, len: u64) -> Place {
     if st.reader_gone {
         return Place::Stop;
     }
-    // The file was drained: start it over (its bytes leave the budget).
+    // The file was drained: write it over from the start (it keeps its size, and its share
+    // of the budget, until the response ends).
     if st.written > 0 && st.read == st.written {
-        let freed = st.written;
         st.read = 0;
         st.written = 0;
-        shared.release_disk(freed);
     }
     let s = &shared.settings;
     if st.written == 0 && (st.mem.is_empty() || st.mem_bytes as u64 + len <= s.memory as u64) {
         return Place::Memory;
     }
-    if st.no_disk || st.written + len > s.max_file {
+    let end = st.written + len;
+    if st.no_disk || end > s.max_file {
         return Place::Wait;
     }
-    let Some(file) = st.file.clone() else {
-        return Place::NewFile;
-    };
-    if !shared.reserve_disk(len) {
-        return Place::Wait;
+    let grow = end.saturating_sub(st.reserved);
+    if grow > 0 {
+        if !shared.reserve_disk(grow) {
+            return Place::Wait;
+        }
+        st.reserved += grow;
     }
-    Place::Disk(file, st.written)
+    match st.file.clone() {
+        Some(file) => Place::Disk(file, st.written),
+        None => Place::NewFile,
+    }
 }
 
 /// The client's side of a spooled response body.

