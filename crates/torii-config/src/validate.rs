@@ -337,6 +337,7 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                 "set how many requests may share one HTTP/2 connection, e.g. 100",
             );
         }
+        resilience(&mut ctx, i, u);
     }
 
     let upstream_names: Vec<&str> = p
@@ -706,4 +707,108 @@ pub(crate) fn server(tree: &Node, server: &crate::schema::Server) -> Vec<Diagnos
         );
     }
     ctx.out
+}
+
+/// Load balancing, outlier detection and retries of upstream `i`.
+fn resilience(ctx: &mut Ctx<'_>, i: usize, u: &Upstream) {
+    use crate::schema::Algorithm;
+    let at = |section: &'static str, k: &'static str| {
+        [
+            PathSeg::Key("upstreams"),
+            PathSeg::Index(i),
+            PathSeg::Key(section),
+            PathSeg::Key(k),
+        ]
+    };
+    let lb = &u.load_balancing;
+    let hashing = lb.algorithm == Algorithm::ConsistentHash;
+    if hashing && lb.hash_on.is_none() {
+        ctx.err(
+            &at("load_balancing", "algorithm"),
+            "`consistent_hash` needs `hash_on`",
+            "add e.g. `hash_on: {header: x-user-id}`, `hash_on: client_address` or `hash_on: consumer`",
+        );
+    }
+    if !hashing && lb.hash_on.is_some() {
+        ctx.err(
+            &at("load_balancing", "hash_on"),
+            "`hash_on` is only used by `algorithm: consistent_hash`",
+            "set `algorithm: consistent_hash` or remove `hash_on`",
+        );
+    }
+    if let Some(f) = lb.bounded_load {
+        if !hashing {
+            ctx.err(
+                &at("load_balancing", "bounded_load"),
+                "`bounded_load` is only used by `algorithm: consistent_hash`",
+                "set `algorithm: consistent_hash` or remove `bounded_load`",
+            );
+        } else if !(f >= 1.0 && f.is_finite()) {
+            ctx.err(
+                &at("load_balancing", "bounded_load"),
+                format!("`{f}` is below 1: no target could take its share"),
+                "use a factor of at least 1, e.g. 1.25",
+            );
+        }
+    }
+    let od = &u.outlier_detection;
+    if od.consecutive_failures == 0 {
+        ctx.err(
+            &at("outlier_detection", "consecutive_failures"),
+            "must be at least 1",
+            "e.g. 5; set `enabled: false` to turn outlier detection off",
+        );
+    }
+    if od.max_ejection_percent > 100 {
+        ctx.err(
+            &at("outlier_detection", "max_ejection_percent"),
+            format!("`{}` is over 100 percent", od.max_ejection_percent),
+            "give a share between 0 and 100",
+        );
+    }
+    if od.max_ejection_time < od.base_ejection_time {
+        ctx.err(
+            &at("outlier_detection", "max_ejection_time"),
+            "is shorter than `base_ejection_time`",
+            "make it at least the base ejection time",
+        );
+    }
+    let r = &u.retries;
+    if r.attempts == 0 || r.attempts > 10 {
+        ctx.err(
+            &at("retries", "attempts"),
+            format!("`{}` tries: give 1 (no retries) to 10", r.attempts),
+            "tries count the first one: 2 means one retry",
+        );
+    }
+    if !(0.0..=1.0).contains(&r.budget_ratio) {
+        ctx.err(
+            &at("retries", "budget_ratio"),
+            format!("`{}` is not a share between 0 and 1", r.budget_ratio),
+            "e.g. 0.2 lets retries add at most 20 % to the requests",
+        );
+    }
+    if r.max_backoff < r.backoff {
+        ctx.err(
+            &at("retries", "max_backoff"),
+            "is shorter than `backoff`",
+            "make it at least the first wait",
+        );
+    }
+    for (section, key, list) in [
+        (
+            "outlier_detection",
+            "failure_statuses",
+            &od.failure_statuses,
+        ),
+        ("retries", "on_status", &r.on_status),
+    ] {
+        if let Some(bad) = list.iter().find(|s| !(100..=599).contains(*s)) {
+            ctx.err(
+                &at(section, key),
+                format!("`{bad}` is not an HTTP status"),
+                "list statuses from 100 to 599, e.g. [502, 503, 504]",
+            );
+        }
+    }
 }

@@ -37,6 +37,9 @@ pub enum ErrorKind {
     UpstreamConnect,
     /// No free pooled connection within the queue timeout.
     UpstreamPoolExhausted,
+    /// Every target of the upstream is out of rotation (ejected by outlier detection or
+    /// failing its health checks): answered at once instead of waiting for timeouts.
+    NoHealthyTarget,
     /// The upstream sent no response head in time.
     UpstreamTimeout,
     /// The upstream broke the exchange (reset, protocol error, closed early).
@@ -66,9 +69,9 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
-            ErrorKind::UpstreamPoolExhausted | ErrorKind::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorKind::UpstreamPoolExhausted
+            | ErrorKind::NoHealthyTarget
+            | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -90,6 +93,7 @@ impl ErrorKind {
             ErrorKind::MisdirectedRequest => "misdirected_request",
             ErrorKind::UpstreamConnect => "upstream_connect_failed",
             ErrorKind::UpstreamPoolExhausted => "upstream_busy",
+            ErrorKind::NoHealthyTarget => "no_healthy_target",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::ShuttingDown => "shutting_down",
@@ -110,11 +114,11 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
             ErrorKind::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
-            ErrorKind::UpstreamPoolExhausted => 14, // UNAVAILABLE
-            ErrorKind::Internal => 13,              // INTERNAL
-            ErrorKind::Unauthorized(_) => 16,       // UNAUTHENTICATED
-            ErrorKind::Forbidden => 7,              // PERMISSION_DENIED
-            ErrorKind::AuthUnavailable => 14,       // UNAVAILABLE
+            ErrorKind::UpstreamPoolExhausted | ErrorKind::NoHealthyTarget => 14, // UNAVAILABLE
+            ErrorKind::Internal => 13,                                           // INTERNAL
+            ErrorKind::Unauthorized(_) => 16,                                    // UNAUTHENTICATED
+            ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
+            ErrorKind::AuthUnavailable => 14, // UNAVAILABLE
         }
     }
 
@@ -138,6 +142,7 @@ impl ErrorKind {
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamPoolExhausted
+            | ErrorKind::NoHealthyTarget
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamReset => ErrorSource::Upstream,
             ErrorKind::ShuttingDown | ErrorKind::Internal | ErrorKind::AuthUnavailable => {

@@ -1,5 +1,6 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (200 while serving, 503 once draining). Loopback by default.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
+//! `/readyz` (200 while serving, 503 once draining) and `/upstreams` (the live state of the
+//! upstreams, JSON; `/upstreams/{name}` for one). Loopback by default.
 
 use crate::Shared;
 use bytes::Bytes;
@@ -40,17 +41,32 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
 }
 
 fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-    let (status, ctype, body) = match req.uri().path() {
-        "/metrics" => {
-            shared
-                .metrics
-                .access_log_dropped
-                .absolute(shared.access_log.dropped());
-            (
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                shared.metrics.render(),
-            )
+    let path = req.uri().path();
+    let (status, ctype, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            shared.metrics_text(),
+        ),
+        "/upstreams" => (
+            StatusCode::OK,
+            "application/json",
+            crate::upstream_status::all_json(&shared.snapshot.load()).to_string(),
+        ),
+        _ if path.starts_with("/upstreams/") => {
+            let snap = shared.snapshot.load();
+            match snap.upstreams.get(&path["/upstreams/".len()..]) {
+                Some(u) => (
+                    StatusCode::OK,
+                    "application/json",
+                    crate::upstream_status::upstream_json(u).to_string(),
+                ),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    "{\"error\":\"no such upstream\"}".to_string(),
+                ),
+            }
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if shared.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),

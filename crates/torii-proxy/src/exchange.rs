@@ -18,6 +18,7 @@ pub(crate) struct UpstreamCall<'a> {
     watch: Option<Arc<crate::bodies::BodyWatch>>,
     timed: bool,
     spool: Option<&'a Arc<crate::spool::Spooling>>,
+    affinity: torii_upstream::Affinity<'a>,
     /// The target that answered the last call and its latency (a stage may call again).
     answered: Mutex<Option<(Arc<str>, Option<f64>)>>,
 }
@@ -26,7 +27,7 @@ impl<'a> UpstreamCall<'a> {
     /// A terminal calling `upstream` with the gateway's `added` fields; `watch` is the request
     /// body's (its waits stop counting against the client once the response head is here),
     /// `timed`: measure the upstream's latency for the access log; `spool`: read response
-    /// bodies ahead.
+    /// bodies ahead; `affinity`: who asks (hash keys).
     pub(crate) fn new(
         upstream: &'a Upstream,
         added: &'a Added<'a>,
@@ -34,6 +35,7 @@ impl<'a> UpstreamCall<'a> {
         watch: Option<Arc<crate::bodies::BodyWatch>>,
         timed: bool,
         spool: Option<&'a Arc<crate::spool::Spooling>>,
+        affinity: torii_upstream::Affinity<'a>,
     ) -> Self {
         Self {
             upstream,
@@ -42,6 +44,7 @@ impl<'a> UpstreamCall<'a> {
             watch,
             timed,
             spool,
+            affinity,
             answered: Mutex::new(None),
         }
     }
@@ -70,6 +73,7 @@ impl Terminal for UpstreamCall<'_> {
             let options = CallOptions {
                 extra: Some(self.added),
                 upgrade: false,
+                affinity: self.affinity,
             };
             let resp = self.upstream.call(req, body, options).await?;
             if let Some(b) = &self.watch {

@@ -21,6 +21,7 @@ pub mod snapshot;
 pub mod spool;
 pub mod tls;
 mod tunnel;
+pub mod upstream_status;
 mod watchdog;
 
 pub use torii_telemetry::{access_log, metrics};
@@ -86,6 +87,16 @@ impl Shared {
             _permit: permit,
             shared: self.clone(),
         })
+    }
+    /// The Prometheus text of `/metrics`: the gateway's metrics and the live state of the
+    /// running config's upstreams.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .access_log_dropped
+            .absolute(self.access_log.dropped());
+        let mut out = self.metrics.render();
+        upstream_status::render_metrics(&self.snapshot.load(), &mut out);
+        out
     }
     /// Open client connections.
     pub fn active_connections(&self) -> usize {

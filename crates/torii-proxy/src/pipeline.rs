@@ -416,6 +416,10 @@ async fn route_and_serve(
             }
             // A route with exchange plugins calls its upstream through them (upgrades are
             // tunnels, not exchanges: they go straight to the upstream).
+            let affinity = torii_upstream::Affinity {
+                client: Some(ctx.client.0),
+                consumer: ctx.consumer.as_deref().map(|c| &*c.name),
+            };
             let stages = route.chain.stages();
             if !stages.is_empty() && upgrade.is_none() {
                 // Boxed: routes without stages do not carry this future's size.
@@ -426,6 +430,7 @@ async fn route_and_serve(
                     info.body.clone(),
                     info.logged,
                     snap.spool.as_ref(),
+                    affinity,
                 );
                 let resp = Box::pin(call.run(stages, req, up_body, ctx)).await;
                 if let Some((target, latency)) = call.answered() {
@@ -439,6 +444,7 @@ async fn route_and_serve(
             let options = torii_upstream::CallOptions {
                 extra: Some(&added),
                 upgrade: upgrade.is_some(),
+                affinity,
             };
             let resp = upstream.call(req, up_body, options).await?;
             // The response head is here: the request body's waits are no longer the client's.

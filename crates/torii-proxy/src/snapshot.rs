@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub max_body: u64,
     /// Request bodies with a Content-Length up to this are read whole before the upstream call.
     pub body_buffer: u64,
+    /// The named upstreams of this config (for `/metrics` and `/upstreams`).
+    pub upstreams: torii_upstream::Upstreams,
     /// Read-ahead of upstream response bodies (`None`: off).
     pub spool: Option<Arc<crate::spool::Spooling>>,
     /// Query parameters redacted in logs.
@@ -201,6 +203,7 @@ impl Snapshot {
             max_body: config.server.max_request_body.0,
             body_buffer: config.server.request_body_buffer.0,
             spool: spooling(&config.server.response_buffering, metrics),
+            upstreams: plugins.upstreams.clone(),
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();
                 for q in plugins.redact_query_params {

@@ -184,6 +184,7 @@ impl Metrics {
             "upstream_busy",
             "upstream_timeout",
             "upstream_reset",
+            "no_healthy_target",
         ];
         UpstreamErrors {
             counters: kinds

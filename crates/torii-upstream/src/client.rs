@@ -43,8 +43,9 @@ impl Client {
 
     /// Sends `req` (its URI's path and query; an absolute URI's authority is not used: the
     /// upstream's target is) and reads the whole answer: head and body, at most `max_body`
-    /// bytes, within `timeout`. A request the upstream did not process (no connection, a
-    /// refused stream) is tried once more on another target.
+    /// bytes, within `timeout`. Failed tries are retried as the upstream's `retries` say
+    /// (on another target, within the retry budget), and every answer counts towards its
+    /// target's health, as for proxied requests.
     pub async fn call(
         &self,
         req: Request<Bytes>,
@@ -53,29 +54,12 @@ impl Client {
     ) -> Result<Response<Bytes>, FetchError> {
         let (head, body) = req.into_parts();
         let exchange = async {
-            let up = &self.upstream;
-            let target = up
-                .pick()
-                .ok_or_else(|| FetchError::Transport("the upstream has no targets".into()))?;
-            let first = up
-                .call_target(
-                    target,
-                    &head,
-                    Body::full(body.clone()),
-                    CallOptions::default(),
-                )
-                .await;
-            let resp = match first {
-                Ok(r) => r,
-                Err(e) if e.retryable(&head.method) && up.targets.len() > 1 => {
-                    tracing::debug!(upstream = %up.name, error = %e, "retrying on another target");
-                    let other = up.pick_other(target).unwrap_or(target);
-                    up.call_target(other, &head, Body::full(body), CallOptions::default())
-                        .await
-                        .map_err(|e| FetchError::Transport(e.to_string()))?
-                }
-                Err(e) => return Err(FetchError::Transport(e.to_string())),
-            };
+            // The upstream's own retries apply: the body is in memory, so it can be resent.
+            let resp = self
+                .upstream
+                .call(&head, Body::full(body), CallOptions::default())
+                .await
+                .map_err(|e| FetchError::Transport(e.to_string()))?;
             let (parts, body) = resp.response.into_parts();
             let body = Limited::new(body, max_body)
                 .collect()

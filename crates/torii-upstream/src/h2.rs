@@ -241,7 +241,7 @@ fn respond(
     target: &Target,
 ) -> UpstreamResponse {
     UpstreamResponse {
-        response: response.map(|b| ResponseBody::H2(b, lease)),
+        response: response.map(|b| ResponseBody::h2(b, lease)),
         upgraded: None,
         target: target.name.clone(),
     }

@@ -13,6 +13,7 @@
 //!   framing), with no pool or gateway types; [`h1`] drives it on pooled connections, [`h2`]
 //!   is hyper's HTTP/2 client on shared connections.
 
+mod balance;
 mod client;
 pub mod codec;
 pub mod connect;
@@ -20,16 +21,20 @@ mod error;
 pub mod h1;
 mod h2;
 pub mod h2pool;
+mod health;
 pub mod pool;
 mod registry;
 mod response;
+mod retry;
 mod target;
 pub mod tls;
 mod upstream;
 
+pub use balance::Affinity;
 pub use client::{Client, FetchError};
 pub use codec::encode::ExtraFields;
 pub use error::{CallError, Retry, idempotent};
+pub use health::TargetView;
 pub use registry::{Registry, Upstreams};
 pub use response::{ResponseBody, UpstreamResponse};
 pub use target::Target;

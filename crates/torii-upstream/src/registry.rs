@@ -69,6 +69,9 @@ impl Registry {
             pool: Pool::default(),
             tls: UpstreamTls::default(),
             identity_token: None,
+            load_balancing: Default::default(),
+            outlier_detection: Default::default(),
+            retries: Default::default(),
         };
         let mut inner = self
             .inner

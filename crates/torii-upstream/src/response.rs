@@ -1,20 +1,57 @@
-//! What an upstream call returns.
+//! An upstream's response and its body.
 
 use crate::h1;
 use crate::h2pool;
+use crate::health::InFlight;
 use http::Response;
 use hyper::body::Incoming;
 use std::sync::Arc;
 
-/// A response body from an upstream: read inline from an HTTP/1.1 connection, or an HTTP/2
-/// stream driven by hyper.
-pub enum ResponseBody {
-    /// No body (the head of an upgrade).
+/// An upstream response body: an HTTP/1.1 body (which holds its connection until it has
+/// ended), an HTTP/2 stream, or nothing (an upgrade's head). It also holds the target's
+/// in-flight count, when the balancer counts them, until it is dropped.
+pub struct ResponseBody {
+    kind: Kind,
+    _in_flight: Option<InFlight>,
+}
+
+enum Kind {
     Empty,
-    /// HTTP/1.1.
     H1(h1::body::H1Body),
-    /// HTTP/2: the stream's body and its slot on the connection (freed when dropped).
-    H2(Incoming, h2pool::Lease),
+    /// The stream's body and its slot on the connection (freed when dropped).
+    H2 {
+        body: Incoming,
+        _lease: h2pool::Lease,
+    },
+}
+
+impl ResponseBody {
+    pub(crate) fn empty() -> Self {
+        Self {
+            kind: Kind::Empty,
+            _in_flight: None,
+        }
+    }
+    pub(crate) fn h1(b: h1::body::H1Body) -> Self {
+        Self {
+            kind: Kind::H1(b),
+            _in_flight: None,
+        }
+    }
+    pub(crate) fn h2(b: Incoming, lease: h2pool::Lease) -> Self {
+        Self {
+            kind: Kind::H2 {
+                body: b,
+                _lease: lease,
+            },
+            _in_flight: None,
+        }
+    }
+    /// Keeps `in_flight` until the body is dropped.
+    pub(crate) fn counted(mut self, in_flight: Option<InFlight>) -> Self {
+        self._in_flight = in_flight;
+        self
+    }
 }
 
 impl http_body::Body for ResponseBody {
@@ -25,24 +62,24 @@ impl http_body::Body for ResponseBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ResponseBody::Empty => std::task::Poll::Ready(None),
-            ResponseBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
-            ResponseBody::H2(b, _) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        match &mut self.get_mut().kind {
+            Kind::Empty => std::task::Poll::Ready(None),
+            Kind::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Kind::H2 { body: b, .. } => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Empty => true,
-            ResponseBody::H1(b) => b.is_end_stream(),
-            ResponseBody::H2(b, _) => b.is_end_stream(),
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::H1(b) => b.is_end_stream(),
+            Kind::H2 { body: b, .. } => b.is_end_stream(),
         }
     }
     fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            ResponseBody::Empty => http_body::SizeHint::with_exact(0),
-            ResponseBody::H1(b) => b.size_hint(),
-            ResponseBody::H2(b, _) => b.size_hint(),
+        match &self.kind {
+            Kind::Empty => http_body::SizeHint::with_exact(0),
+            Kind::H1(b) => b.size_hint(),
+            Kind::H2 { body: b, .. } => b.size_hint(),
         }
     }
 }

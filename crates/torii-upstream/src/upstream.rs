@@ -1,14 +1,17 @@
 //! A named upstream service and its one call API.
 
+use crate::balance::{Affinity, Balancer};
 use crate::codec::encode::ExtraFields;
 use crate::connect::Connector;
 use crate::error::{CallError, Retry, idempotent};
 use crate::h1;
+use crate::health::{Health, TargetView, Verdict};
 use crate::pool::{Conn, PoolSettings, TargetPool};
 use crate::response::{ResponseBody, UpstreamResponse};
+use crate::retry::RetryPolicy;
 use crate::target::Target;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use torii_config::schema::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol};
@@ -23,9 +26,12 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// Targets.
     pub targets: Vec<Target>,
-    /// Weighted round-robin schedule (indices into `targets`).
-    schedule: Vec<usize>,
-    next: AtomicUsize,
+    /// How targets are chosen.
+    balancer: Balancer,
+    /// The targets' live state (in flight, outlier detection).
+    health: Health,
+    /// Retries and their budget.
+    retry: RetryPolicy,
     /// Which Host header is sent.
     pub host_header: HostHeader,
     /// HTTP/2 to the targets.
@@ -44,6 +50,8 @@ pub struct CallOptions<'a> {
     /// The request asks for a protocol upgrade (WebSocket): a 101 answer hands the
     /// connection over ([`UpstreamResponse::upgraded`]).
     pub upgrade: bool,
+    /// Who is asking, for `consistent_hash` keys outside the request head.
+    pub affinity: Affinity<'a>,
 }
 
 impl Upstream {
@@ -52,7 +60,6 @@ impl Upstream {
         pools: &mut HashMap<String, Weak<TargetPool>>,
     ) -> Result<Self, String> {
         let mut targets = Vec::new();
-        let mut schedule = Vec::new();
         let http2 = cfg.protocol == UpstreamProtocol::Http2;
         let needs_tls = cfg.targets.iter().any(|t| t.url.tls);
         let client_tls = if needs_tls {
@@ -120,13 +127,17 @@ impl Upstream {
                 name: authority.into(),
                 pool,
             });
-            schedule.extend(std::iter::repeat_n(i, t.weight.min(1000) as usize));
+            let _ = i;
         }
+        let names: Vec<Arc<str>> = targets.iter().map(|t| t.name.clone()).collect();
+        let name_refs: Vec<&str> = names.iter().map(|n| &**n).collect();
+        let weights: Vec<u32> = cfg.targets.iter().map(|t| t.weight).collect();
         Ok(Self {
             name: cfg.name.as_str().into(),
+            balancer: Balancer::new(&cfg.load_balancing, &name_refs, &weights),
+            health: Health::new(&cfg.name, &names, &cfg.outlier_detection),
+            retry: RetryPolicy::new(&cfg.retries),
             targets,
-            schedule,
-            next: AtomicUsize::new(0),
             host_header: cfg.host_header,
             http2,
             response_headers_timeout: cfg.timeouts.response_headers.0,
@@ -147,39 +158,126 @@ impl Upstream {
         self.host_header == HostHeader::Target
     }
 
-    /// The next target by the weighted round-robin schedule.
+    /// A target for a request without a head to hash (the balancer's choice among the
+    /// targets in rotation); `None` when every target is out.
     pub fn pick(&self) -> Option<&Target> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let i = *self.schedule.get(n % self.schedule.len().max(1))?;
+        self.health.refresh();
+        let i = self
+            .balancer
+            .pick(&self.health, None, &Affinity::default(), None)?;
         self.targets.get(i)
     }
 
-    /// The next target by the schedule other than `avoid` (for a second attempt); `avoid`
-    /// itself when it is the only one.
+    /// A target other than `avoid` when another one is in rotation (a second attempt);
+    /// `avoid` itself otherwise.
     pub fn pick_other(&self, avoid: &Target) -> Option<&Target> {
-        for _ in 0..self.schedule.len() {
-            match self.pick() {
-                Some(t) if !std::ptr::eq(t, avoid) => return Some(t),
-                _ => {}
-            }
-        }
-        self.pick()
+        let avoid = self.targets.iter().position(|t| std::ptr::eq(t, avoid));
+        self.health.refresh();
+        let i = self
+            .balancer
+            .pick(&self.health, None, &Affinity::default(), avoid)?;
+        self.targets.get(i)
     }
 
-    /// Sends a request to the next target (see [`Upstream::call_target`]).
+    /// The live state of every target (in flight, failures, ejection), for metrics and the
+    /// admin listener.
+    pub fn targets_view(&self) -> Vec<TargetView> {
+        self.health.view()
+    }
+
+    /// Retries sent and retries the budget refused, since the upstream was built.
+    pub fn retry_counts(&self) -> (u64, u64) {
+        (
+            self.retry.retried.load(Ordering::Relaxed),
+            self.retry.refused.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sends a request to a target chosen by the balancer among those in rotation, and tries
+    /// again (on another target when there is one) after a failure that allows it: an error
+    /// before the request was processed (any method), a reset before the response head
+    /// (idempotent methods), or a status in `retries.on_status` (idempotent methods); not a
+    /// timeout.
+    /// A retry needs the body again, so only requests whose body is in memory (none, or kept
+    /// with [`Body::into_replay`]) are retried; each retry waits a jittered backoff and takes
+    /// one from the upstream's retry budget. The last try's answer or error is returned.
+    /// Every answer counts for or against its target (outlier detection).
     pub async fn call(
         &self,
         head: &http::request::Parts,
         body: Body,
         options: CallOptions<'_>,
     ) -> Result<UpstreamResponse, CallError> {
-        let target = self.pick().ok_or_else(|| {
-            CallError::new(
-                GatewayError::new(ErrorKind::Internal, "upstream has no targets"),
-                Retry::Never,
-            )
-        })?;
-        self.call_target(target, head, body, options).await
+        self.retry.deposit();
+        let count = self.balancer.counts_in_flight();
+        let mut body = body;
+        let mut tried = None;
+        let mut attempt = 1;
+        loop {
+            self.health.refresh();
+            let Some(i) = self
+                .balancer
+                .pick(&self.health, Some(head), &options.affinity, tried)
+            else {
+                return Err(CallError::new(
+                    GatewayError::new(
+                        ErrorKind::NoHealthyTarget,
+                        format!("every target of upstream {} is out of rotation", self.name),
+                    ),
+                    Retry::Never,
+                ));
+            };
+            let target = &self.targets[i];
+            let again = (attempt < self.retry.attempts && !options.upgrade)
+                .then(|| body.try_clone())
+                .flatten();
+            let in_flight = if count { self.health.start(i) } else { None };
+            let result = self.call_target(target, head, body, options).await;
+            let (verdict, retry) = match &result {
+                Ok(r) => {
+                    let status = r.response.status().as_u16();
+                    let failed = self.health.fails(status);
+                    (
+                        if failed {
+                            Verdict::Failure
+                        } else {
+                            Verdict::Success
+                        },
+                        self.retry.on_status(status) && idempotent(&head.method),
+                    )
+                }
+                Err(e) => (
+                    match e.error.kind {
+                        ErrorKind::UpstreamConnect
+                        | ErrorKind::UpstreamReset
+                        | ErrorKind::UpstreamTimeout => Verdict::Failure,
+                        _ => Verdict::Neither,
+                    },
+                    // A timed-out try is not repeated: without a per-try deadline below the
+                    // total one, a retry would double the client's wait.
+                    e.error.kind != ErrorKind::UpstreamTimeout && e.retryable(&head.method),
+                ),
+            };
+            self.health.record(i, verdict);
+            match again {
+                Some(next) if retry && self.retry.withdraw() => {
+                    tracing::debug!(upstream = %self.name, target = %target.name, attempt, "trying again");
+                    drop(result);
+                    drop(in_flight);
+                    tokio::time::sleep(self.retry.wait(attempt)).await;
+                    body = next;
+                    tried = Some(i);
+                    attempt += 1;
+                }
+                _ => {
+                    return result.map(|mut r| {
+                        let b = std::mem::replace(r.response.body_mut(), ResponseBody::empty());
+                        *r.response.body_mut() = b.counted(in_flight);
+                        r
+                    });
+                }
+            }
+        }
     }
 
     /// Sends a request to `target` and waits for the response head; the body streams as it is
@@ -288,8 +386,8 @@ fn answer(
             }
             return Err(CallError::sent(f.error));
         }
-        Ok(h1::Answer::Response(r)) => (r.map(ResponseBody::H1), None),
-        Ok(h1::Answer::Upgraded(head, up)) => (head.map(|()| ResponseBody::Empty), Some(up)),
+        Ok(h1::Answer::Response(r)) => (r.map(ResponseBody::h1), None),
+        Ok(h1::Answer::Upgraded(head, up)) => (head.map(|()| ResponseBody::empty()), Some(up)),
     };
     Ok(UpstreamResponse {
         response,

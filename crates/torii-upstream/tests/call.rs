@@ -133,7 +133,7 @@ async fn a_call_leaves_its_head_as_it_was_and_sends_the_extra_fields() {
     let before = format!("{head:?}");
     let options = CallOptions {
         extra: Some(&Tag),
-        upgrade: false,
+        ..CallOptions::default()
     };
     let first = text(up.call(&head, Body::Empty, options).await.unwrap()).await;
     assert!(first.starts_with("GET /path?q=1 HTTP/1.1\r\n"), "{first}");

@@ -30,6 +30,133 @@ pub struct Upstream {
     /// (needs `identity.token`).
     #[serde(default)]
     pub identity_token: Option<UpstreamIdentityToken>,
+    /// How a target is chosen for each request.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// Passive health: targets that fail repeatedly are taken out of rotation for a while.
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    /// Trying a failed request again, on another target.
+    #[serde(default)]
+    pub retries: Retries,
+}
+
+/// How a target is chosen for each request.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancing {
+    /// The algorithm.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// `consistent_hash`: where the key comes from.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// `consistent_hash`: a target with more than this factor times the average requests in
+    /// flight is passed over for the key's next target (bounded load; 1.25 is a common value).
+    /// Off when absent.
+    #[serde(default)]
+    pub bounded_load: Option<f64>,
+}
+
+/// A load-balancing algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Smooth weighted round robin: weights 3 and 1 send A, A, B, A, ...
+    #[default]
+    RoundRobin,
+    /// The less busy of two targets chosen at random by weight (requests in flight per
+    /// weight).
+    LeastRequests,
+    /// A target chosen at random by weight.
+    Random,
+    /// A Maglev table over the targets: the same key always reaches the same target while it
+    /// is available; removing one of N targets moves about 1/N of the keys.
+    ConsistentHash,
+}
+
+/// Where the key of `consistent_hash` comes from. A request without it is balanced by round
+/// robin.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum HashOn {
+    /// A request header's value.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// A query parameter's value.
+    Query(String),
+    /// The request path (without the query).
+    Path,
+    /// The client's address (as the gateway saw it, after trusted proxies).
+    ClientAddress,
+    /// The authenticated consumer's name.
+    Consumer,
+}
+
+/// Passive health checks (outlier detection).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    /// Watch the targets at all.
+    pub enabled: bool,
+    /// Failures in a row that take a target out: connect errors, resets and timeouts before
+    /// the response head, and answers with a status in `failure_statuses`.
+    pub consecutive_failures: u32,
+    /// Answers that count as failures.
+    pub failure_statuses: Vec<u16>,
+    /// How long a target stays out the first time; each further ejection within
+    /// `max_ejection_time` of the last one adds this again.
+    pub base_ejection_time: Duration,
+    /// The longest a target stays out.
+    pub max_ejection_time: Duration,
+    /// At most this share of the targets (percent) is out at once: past it, failing targets
+    /// keep getting traffic (so an upstream with one target never loses it to ejection).
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_statuses: vec![502, 503, 504],
+            base_ejection_time: Duration::secs(30),
+            max_ejection_time: Duration::secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Retries: a failed try is sent again, to another target when there is one.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retries {
+    /// Tries in all, the first included (1: no retries).
+    pub attempts: u32,
+    /// Answers that are tried again (idempotent methods only).
+    pub on_status: Vec<u16>,
+    /// The wait before the first retry; each further one doubles it, with random jitter.
+    pub backoff: Duration,
+    /// The longest wait between tries.
+    pub max_backoff: Duration,
+    /// Retry budget: retries are at most this share of requests (0.2: 20 %)...
+    pub budget_ratio: f64,
+    /// ...plus this many retries per second (so a quiet upstream can still retry).
+    pub budget_min_per_second: u32,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on_status: vec![502, 503, 504],
+            backoff: Duration::millis(25),
+            max_backoff: Duration::millis(250),
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+        }
+    }
 }
 
 /// The gateway-signed identity token for one upstream.

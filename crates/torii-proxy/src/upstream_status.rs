@@ -1,0 +1,110 @@
+//! The live state of the running config's upstreams (retries, the retry budget, targets in
+//! flight and ejected), as Prometheus text for `/metrics` and as JSON for the admin
+//! listener's `/upstreams`. Read when asked, from the upstreams' own atomics: the request
+//! path keeps no metric handles for them. Labels are upstream names and target addresses from
+//! the config, never client input. Counters restart when a reload rebuilds an upstream.
+
+use crate::snapshot::Snapshot;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use torii_upstream::Upstream;
+
+/// Appends the upstream series to a Prometheus text exposition.
+pub fn render_metrics(snap: &Snapshot, out: &mut String) {
+    if snap.upstreams.is_empty() {
+        return;
+    }
+    let mut ups: Vec<&std::sync::Arc<Upstream>> = snap.upstreams.values().collect();
+    ups.sort_by(|a, b| a.name.cmp(&b.name));
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    out.push_str("# TYPE torii_upstream_retries_total counter\n");
+    for u in &ups {
+        let _ = writeln!(
+            out,
+            "torii_upstream_retries_total{{upstream=\"{}\"}} {}",
+            esc(&u.name),
+            u.retry_counts().0
+        );
+    }
+    out.push_str("# TYPE torii_upstream_retries_refused_total counter\n");
+    for u in &ups {
+        let _ = writeln!(
+            out,
+            "torii_upstream_retries_refused_total{{upstream=\"{}\"}} {}",
+            esc(&u.name),
+            u.retry_counts().1
+        );
+    }
+    let views: Vec<_> = ups
+        .iter()
+        .map(|u| (esc(&u.name), u.targets_view()))
+        .collect();
+    out.push_str("# TYPE torii_upstream_target_ejected gauge\n");
+    for (u, targets) in &views {
+        for t in targets {
+            let _ = writeln!(
+                out,
+                "torii_upstream_target_ejected{{upstream=\"{u}\",target=\"{}\"}} {}",
+                esc(&t.name),
+                u8::from(t.ejected_for.is_some())
+            );
+        }
+    }
+    out.push_str("# TYPE torii_upstream_target_ejections_total counter\n");
+    for (u, targets) in &views {
+        for t in targets {
+            let _ = writeln!(
+                out,
+                "torii_upstream_target_ejections_total{{upstream=\"{u}\",target=\"{}\"}} {}",
+                esc(&t.name),
+                t.ejections
+            );
+        }
+    }
+    out.push_str("# TYPE torii_upstream_target_in_flight gauge\n");
+    for (u, targets) in &views {
+        for t in targets {
+            let _ = writeln!(
+                out,
+                "torii_upstream_target_in_flight{{upstream=\"{u}\",target=\"{}\"}} {}",
+                esc(&t.name),
+                t.in_flight
+            );
+        }
+    }
+}
+
+/// One upstream as JSON.
+pub fn upstream_json(u: &Upstream) -> Value {
+    let (retries, refused) = u.retry_counts();
+    let targets: Vec<Value> = u
+        .targets_view()
+        .into_iter()
+        .map(|t| {
+            json!({
+                "target": &*t.name,
+                "state": if t.ejected_for.is_some() { "ejected" } else { "in" },
+                "ejected_for_ms": t.ejected_for.map(|d| d.as_millis() as u64),
+                "ejections": t.ejections,
+                "failures_in_a_row": t.failures_in_a_row,
+                "in_flight": t.in_flight,
+            })
+        })
+        .collect();
+    json!({
+        "name": &*u.name,
+        "retries": retries,
+        "retries_refused_by_budget": refused,
+        "targets": targets,
+    })
+}
+
+/// Every upstream of the running config, by name.
+pub fn all_json(snap: &Snapshot) -> Value {
+    let mut ups: Vec<&std::sync::Arc<Upstream>> = snap.upstreams.values().collect();
+    ups.sort_by(|a, b| a.name.cmp(&b.name));
+    Value::Array(ups.into_iter().map(|u| upstream_json(u)).collect())
+}

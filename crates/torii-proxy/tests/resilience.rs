@@ -1,0 +1,319 @@
+//! Upstream resilience through the gateway: load balancing, retries with their budget, and
+//! outlier detection, against fake upstreams that refuse connections, answer 5xx or recover.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use http::StatusCode;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::Duration;
+use support::*;
+
+/// A fake target that answers with its own name and a status that can be changed, counting
+/// the requests it gets.
+struct Named {
+    up: FakeUpstream,
+    hits: Arc<AtomicUsize>,
+    status: Arc<AtomicU16>,
+}
+
+async fn named(name: &'static str) -> Named {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let status = Arc::new(AtomicU16::new(200));
+    let (h, s) = (hits.clone(), status.clone());
+    let up = upstream(false, move |_req| {
+        let (h, s) = (h.clone(), s.clone());
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            let mut r = http::Response::new(full(name));
+            *r.status_mut() = StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap();
+            r
+        }
+    })
+    .await;
+    Named { up, hits, status }
+}
+
+/// An address nothing listens on (connections are refused).
+async fn refusing() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn cfg(targets: &[(SocketAddr, u32)], extra: &str) -> String {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|(a, w)| format!("{{url: 'http://{a}', weight: {w}}}"))
+        .collect();
+    config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{}]\n{extra}routes:\n  - name: all\n    match: {{path_prefix: /}}\n    upstream: up\n",
+        targets.join(", ")
+    ))
+}
+
+async fn send(a: SocketAddr, method: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{a}/x"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = h1_client()
+        .request(
+            b.body(full(if method == "POST" { "data" } else { "" }))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn metric_line(gw: &torii_proxy::Gateway, needle: &str) -> Option<f64> {
+    gw.shared()
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(needle)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn weights_are_honoured_through_the_gateway() {
+    let (a, b) = (named("a").await, named("b").await);
+    let gw = gateway(&cfg(&[(a.up.addr, 3), (b.up.addr, 1)], "")).await;
+    let addr = addr(&gw).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..2000 {
+        let (s, body) = send(addr, "GET", &[]).await;
+        assert_eq!(s, StatusCode::OK);
+        *seen.entry(body).or_default() += 1;
+    }
+    // Smooth round robin: exactly 3 to 1.
+    assert_eq!(seen["a"], 1500);
+    assert_eq!(seen["b"], 500);
+}
+
+#[tokio::test]
+async fn a_consistent_hash_key_always_reaches_the_same_target() {
+    let (a, b, c) = (named("a").await, named("b").await, named("c").await);
+    let gw = gateway(&cfg(
+        &[(a.up.addr, 1), (b.up.addr, 1), (c.up.addr, 1)],
+        "    load_balancing: {algorithm: consistent_hash, hash_on: {header: x-user}}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let mut owners = std::collections::HashSet::new();
+    for user in 0..30 {
+        let user = format!("u{user}");
+        let (_, first) = send(addr, "GET", &[("x-user", &user)]).await;
+        for _ in 0..5 {
+            assert_eq!(send(addr, "GET", &[("x-user", &user)]).await.1, first);
+        }
+        owners.insert(first);
+    }
+    assert_eq!(owners.len(), 3, "30 keys spread over the three targets");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_the_other_target_for_any_method() {
+    let good = named("good").await;
+    let bad = refusing().await;
+    // Outlier detection off, so every request meets the refusing target in turn.
+    let gw = gateway(&cfg(
+        &[(bad, 1), (good.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    for method in ["GET", "POST", "GET", "POST"] {
+        let (s, body) = send(addr, method, &[]).await;
+        assert_eq!((s, body.as_str()), (StatusCode::OK, "good"), "{method}");
+    }
+    assert_eq!(good.hits.load(Ordering::SeqCst), 4);
+    // Each retry takes the good target's turn of the round robin, so every request meets the
+    // refusing target first (until outlier detection, off here, would eject it).
+    let retries = metric_line(&gw, "torii_upstream_retries_total{upstream=\"up\"}").unwrap();
+    assert_eq!(retries, 4.0);
+}
+
+#[tokio::test]
+async fn a_retryable_status_is_retried_for_idempotent_methods_only() {
+    let (a, b) = (named("a").await, named("b").await);
+    a.status.store(503, Ordering::SeqCst);
+    let gw = gateway(&cfg(
+        &[(a.up.addr, 1), (b.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    // The schedule starts at a: GET is retried on b; the next request starts at a again (the
+    // retry took b's turn): a POST is not retried (a may have acted on it).
+    assert_eq!(send(addr, "GET", &[]).await, (StatusCode::OK, "b".into()));
+    let (s, _) = send(addr, "POST", &[]).await;
+    assert_eq!(
+        s,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a's 503 to a POST is passed on"
+    );
+    assert_eq!(a.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_retry_budget_stops_retries_from_multiplying_an_outage() {
+    let a = named("a").await;
+    a.status.store(503, Ordering::SeqCst);
+    let gw = gateway(&cfg(
+        &[(a.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n    retries: {attempts: 3, budget_ratio: 0.0, budget_min_per_second: 2, backoff: 1ms, max_backoff: 2ms}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    for _ in 0..10 {
+        assert_eq!(
+            send(addr, "GET", &[]).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    // 10 requests, and the 2 retries the floor allows in one second (a slow machine may
+    // straddle two seconds: at most 4).
+    let hits = a.hits.load(Ordering::SeqCst);
+    assert!((12..=14).contains(&hits), "{hits}");
+    let refused =
+        metric_line(&gw, "torii_upstream_retries_refused_total{upstream=\"up\"}").unwrap();
+    assert!(refused >= 6.0, "{refused}");
+}
+
+#[tokio::test]
+async fn a_failing_target_is_ejected_then_comes_back() {
+    let (a, b) = (named("a").await, named("b").await);
+    a.status.store(502, Ordering::SeqCst);
+    let gw = gateway(&cfg(
+        &[(a.up.addr, 1), (b.up.addr, 1)],
+        "    outlier_detection: {consecutive_failures: 3, base_ejection_time: 500ms}\n    retries: {attempts: 1}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    // Until a has failed 3 times in a row, it gets every other request.
+    let mut failed = 0;
+    for _ in 0..6 {
+        if send(addr, "GET", &[]).await.0 == StatusCode::BAD_GATEWAY {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3);
+    // Ejected: everything goes to b.
+    let before = a.hits.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(send(addr, "GET", &[]).await, (StatusCode::OK, "b".into()));
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), before);
+    let ejected = metric_line(
+        &gw,
+        &format!(
+            "torii_upstream_target_ejected{{upstream=\"up\",target=\"{}\"}}",
+            a.up.addr
+        ),
+    );
+    assert_eq!(ejected, Some(1.0));
+    // a recovers; after its ejection time it gets traffic again.
+    a.status.store(200, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while a.hits.load(Ordering::SeqCst) == before {
+        assert!(tokio::time::Instant::now() < deadline, "a never came back");
+        send(addr, "GET", &[]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_every_target_out_the_answer_is_an_immediate_503() {
+    let (a, b) = (refusing().await, refusing().await);
+    let gw = gateway(&cfg(
+        &[(a, 1), (b, 1)],
+        "    outlier_detection: {consecutive_failures: 1, max_ejection_percent: 100}\n    retries: {attempts: 1}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    assert_eq!(send(addr, "GET", &[]).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(send(addr, "GET", &[]).await.0, StatusCode::BAD_GATEWAY);
+    let start = std::time::Instant::now();
+    let (s, body) = send(addr, "GET", &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("no_healthy_target"), "{body}");
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
+/// The auth plugins call their services through the same upstreams: a forward_auth service
+/// with two targets, one down, keeps authorising every request, and once the dead target is
+/// ejected no request pays for it.
+#[tokio::test]
+async fn forward_auth_keeps_authorising_with_one_of_two_targets_down() {
+    let auth = named("allow").await;
+    let dead = refusing().await;
+    let app = named("app").await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: auth\n    targets: [{{url: 'http://{dead}'}}, {{url: 'http://{}'}}]\n  - name: app\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: app\n    plugins:\n      forward_auth:\n        upstream: auth\n        path: /verify\n        consumer: web\nconsumers:\n  - name: web\n",
+        auth.up.addr, app.up.addr
+    )))
+    .await;
+    let addr = addr(&gw).await;
+    for _ in 0..40 {
+        assert_eq!(send(addr, "GET", &[]).await, (StatusCode::OK, "app".into()));
+    }
+    assert_eq!(auth.hits.load(Ordering::SeqCst), 40);
+    let view = gw.shared().snapshot.load().upstreams["auth"].targets_view();
+    let dead_view = view.iter().find(|t| *t.name == *dead.to_string()).unwrap();
+    assert!(dead_view.ejected_for.is_some(), "{view:?}");
+    // After detection: no more retries, so no added latency from the dead target.
+    let (retries, _) = gw.shared().snapshot.load().upstreams["auth"].retry_counts();
+    for _ in 0..20 {
+        send(addr, "GET", &[]).await;
+    }
+    assert_eq!(
+        gw.shared().snapshot.load().upstreams["auth"]
+            .retry_counts()
+            .0,
+        retries
+    );
+}
+
+#[tokio::test]
+async fn the_admin_listener_shows_the_upstreams_live_state() {
+    let (a, b) = (named("a").await, named("b").await);
+    a.status.store(502, Ordering::SeqCst);
+    let gw = gateway(&cfg(
+        &[(a.up.addr, 1), (b.up.addr, 1)],
+        "    outlier_detection: {consecutive_failures: 1}\n    retries: {attempts: 1}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    send(addr, "GET", &[]).await;
+    let admin = gw.admin_addr().unwrap();
+    let (s, _, body) = get(&h1_client(), format!("http://{admin}/upstreams/up")).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json(&body);
+    assert_eq!(v["name"], "up");
+    assert_eq!(v["targets"][0]["state"], "ejected");
+    assert_eq!(v["targets"][1]["state"], "in");
+    let (s, _, body) = get(&h1_client(), format!("http://{admin}/upstreams")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&body)[0]["name"], "up");
+    let (s, _, _) = get(&h1_client(), format!("http://{admin}/upstreams/nope")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, _, metrics) = get(&h1_client(), format!("http://{admin}/metrics")).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains(&format!(
+            "torii_upstream_target_ejections_total{{upstream=\"up\",target=\"{}\"}} 1",
+            a.up.addr
+        )),
+        "{metrics}"
+    );
+}
