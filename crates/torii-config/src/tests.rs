@@ -262,3 +262,68 @@ fn a_spool_directory_that_is_not_there_is_reported_at_its_key() {
     assert_eq!(b.max_temp_file, values::ByteSize::gib(1));
     assert_eq!(b.max_temp_total, values::ByteSize::gib(4));
 }
+
+#[test]
+fn resilience_settings_are_checked_with_their_key_paths() {
+    let src = "\
+listeners:
+  - name: public
+    bind: 127.0.0.1:8080
+upstreams:
+  - name: users
+    targets:
+      - url: http://127.0.0.1:9000
+      - url: http://127.0.0.1:9000
+    load_balancing:
+      algorithm: consistent_hash
+      bounded_load: 0.5
+    retries:
+      attempts: 0
+      budget_ratio: 2
+    outlier_detection:
+      max_ejection_percent: 120
+    health_check:
+      kind: grpc
+      path: healthz
+      timeout: 20s
+routes:
+  - name: users
+    match:
+      path: /users
+    upstream: users
+";
+    let text = load(src).unwrap_err().to_string();
+    for (key, words) in [
+        (
+            "upstreams[0].targets[1].url",
+            "the same target as targets[0]",
+        ),
+        ("upstreams[0].load_balancing.algorithm", "needs `hash_on`"),
+        ("upstreams[0].load_balancing.bounded_load", "below 1"),
+        ("upstreams[0].retries.attempts", "tries"),
+        ("upstreams[0].retries.budget_ratio", "not a share"),
+        (
+            "upstreams[0].outlier_detection.max_ejection_percent",
+            "over 100",
+        ),
+        ("upstreams[0].health_check.kind", "need `protocol: http2`"),
+        ("upstreams[0].health_check.path", "not a path"),
+        ("upstreams[0].health_check.timeout", "at most `interval`"),
+    ] {
+        assert!(text.contains(&format!("{key}: ")), "{key} missing:\n{text}");
+        assert!(text.contains(words), "{words} missing:\n{text}");
+    }
+    // A hash key from a header that cannot exist.
+    let bad_header = BASE.replace(
+        "      - url: http://127.0.0.1:9000\n",
+        "      - url: http://127.0.0.1:9000\n    load_balancing: {algorithm: consistent_hash, hash_on: {header: 'bad header'}}\n",
+    );
+    let text = load(&bad_header).unwrap_err().to_string();
+    assert!(text.contains("load_balancing.hash_on"), "{text}");
+    // The defaults load.
+    let l = load(BASE).unwrap();
+    let u = &l.config.upstreams[0];
+    assert_eq!(u.retries.attempts, 2);
+    assert!(u.outlier_detection.enabled);
+    assert!(u.health_check.is_none());
+}

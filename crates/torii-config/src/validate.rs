@@ -253,6 +253,21 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
             );
         }
         for (t, target) in u.targets.iter().enumerate() {
+            if let Some(first) = u.targets[..t].iter().position(|o| {
+                o.url.authority() == target.url.authority() && o.url.tls == target.url.tls
+            }) {
+                ctx.err(
+                    &[
+                        PathSeg::Key("upstreams"),
+                        PathSeg::Index(i),
+                        PathSeg::Key("targets"),
+                        PathSeg::Index(t),
+                        PathSeg::Key("url"),
+                    ],
+                    format!("the same target as targets[{first}]"),
+                    "list each target once; give it a higher `weight` for a larger share",
+                );
+            }
             if target.weight == 0 {
                 ctx.err(
                     &[
@@ -729,6 +744,15 @@ fn resilience(ctx: &mut Ctx<'_>, i: usize, u: &Upstream) {
             "add e.g. `hash_on: {header: x-user-id}`, `hash_on: client_address` or `hash_on: consumer`",
         );
     }
+    if let Some(crate::schema::HashOn::Header(name)) = &lb.hash_on
+        && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
+        ctx.err(
+            &at("load_balancing", "hash_on"),
+            format!("`{name}` is not a header name"),
+            "write a header name such as `x-user-id`",
+        );
+    }
     if !hashing && lb.hash_on.is_some() {
         ctx.err(
             &at("load_balancing", "hash_on"),
@@ -773,6 +797,9 @@ fn resilience(ctx: &mut Ctx<'_>, i: usize, u: &Upstream) {
             "make it at least the base ejection time",
         );
     }
+    if let Some(hc) = &u.health_check {
+        health_check(ctx, i, u, hc);
+    }
     let r = &u.retries;
     if r.attempts == 0 || r.attempts > 10 {
         ctx.err(
@@ -810,5 +837,75 @@ fn resilience(ctx: &mut Ctx<'_>, i: usize, u: &Upstream) {
                 "list statuses from 100 to 599, e.g. [502, 503, 504]",
             );
         }
+    }
+}
+
+/// The active health check of upstream `i`.
+fn health_check(ctx: &mut Ctx<'_>, i: usize, u: &Upstream, hc: &crate::schema::HealthCheck) {
+    use crate::schema::{HealthCheckKind, UpstreamProtocol};
+    let at = |k: &'static str| {
+        [
+            PathSeg::Key("upstreams"),
+            PathSeg::Index(i),
+            PathSeg::Key("health_check"),
+            PathSeg::Key(k),
+        ]
+    };
+    if hc.kind == HealthCheckKind::Grpc && u.protocol != UpstreamProtocol::Http2 {
+        ctx.err(
+            &at("kind"),
+            "gRPC health checks need `protocol: http2`",
+            "set the upstream's `protocol: http2`, or use `kind: http` or `kind: tcp`",
+        );
+    }
+    if !hc.path.starts_with('/') || hc.path.parse::<http::uri::PathAndQuery>().is_err() {
+        ctx.err(
+            &at("path"),
+            format!("`{}` is not a path", hc.path),
+            "write an absolute path, e.g. `/healthz`",
+        );
+    }
+    if hc.expected_statuses.is_empty() {
+        ctx.err(
+            &at("expected_statuses"),
+            "no status would pass",
+            "list the healthy statuses, e.g. [200]",
+        );
+    } else if let Some(bad) = hc
+        .expected_statuses
+        .iter()
+        .find(|s| !(100..=599).contains(*s))
+    {
+        ctx.err(
+            &at("expected_statuses"),
+            format!("`{bad}` is not an HTTP status"),
+            "list statuses from 100 to 599, e.g. [200, 204]",
+        );
+    }
+    for (key, n) in [
+        ("healthy_threshold", hc.healthy_threshold),
+        ("unhealthy_threshold", hc.unhealthy_threshold),
+    ] {
+        if n == 0 {
+            ctx.err(
+                &at(key),
+                "must be at least 1",
+                "e.g. 2 or 3 probes in a row",
+            );
+        }
+    }
+    if hc.interval.0 < std::time::Duration::from_millis(10) {
+        ctx.err(
+            &at("interval"),
+            "is shorter than 10ms",
+            "probe every few seconds, e.g. `10s`",
+        );
+    }
+    if hc.timeout.0.is_zero() || hc.timeout > hc.interval {
+        ctx.err(
+            &at("timeout"),
+            "must be above 0 and at most `interval`",
+            "e.g. `2s` with a `10s` interval",
+        );
     }
 }

@@ -53,6 +53,17 @@ pub fn render_metrics(snap: &Snapshot, out: &mut String) {
             );
         }
     }
+    out.push_str("# TYPE torii_upstream_target_down gauge\n");
+    for (u, targets) in &views {
+        for t in targets {
+            let _ = writeln!(
+                out,
+                "torii_upstream_target_down{{upstream=\"{u}\",target=\"{}\"}} {}",
+                esc(&t.name),
+                u8::from(t.down)
+            );
+        }
+    }
     out.push_str("# TYPE torii_upstream_target_ejections_total counter\n");
     for (u, targets) in &views {
         for t in targets {
@@ -86,7 +97,7 @@ pub fn upstream_json(u: &Upstream) -> Value {
         .map(|t| {
             json!({
                 "target": &*t.name,
-                "state": if t.ejected_for.is_some() { "ejected" } else { "in" },
+                "state": if t.down { "down" } else if t.ejected_for.is_some() { "ejected" } else { "in" },
                 "ejected_for_ms": t.ejected_for.map(|d| d.as_millis() as u64),
                 "ejections": t.ejections,
                 "failures_in_a_row": t.failures_in_a_row,

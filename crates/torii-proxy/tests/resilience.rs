@@ -37,10 +37,12 @@ async fn named(name: &'static str) -> Named {
     Named { up, hits, status }
 }
 
-/// An address nothing listens on (connections are refused).
-async fn refusing() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// An address bound but not listening: connections are refused, and no other test can take
+/// the port while the socket is held.
+fn refusing() -> (SocketAddr, tokio::net::TcpSocket) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s.local_addr().unwrap(), s)
 }
 
 fn cfg(targets: &[(SocketAddr, u32)], extra: &str) -> String {
@@ -123,7 +125,7 @@ async fn a_consistent_hash_key_always_reaches_the_same_target() {
 #[tokio::test]
 async fn a_refused_connection_is_retried_on_the_other_target_for_any_method() {
     let good = named("good").await;
-    let bad = refusing().await;
+    let (bad, _held) = refusing();
     // Outlier detection off, so every request meets the refusing target in turn.
     let gw = gateway(&cfg(
         &[(bad, 1), (good.up.addr, 1)],
@@ -196,7 +198,7 @@ async fn a_failing_target_is_ejected_then_comes_back() {
     a.status.store(502, Ordering::SeqCst);
     let gw = gateway(&cfg(
         &[(a.up.addr, 1), (b.up.addr, 1)],
-        "    outlier_detection: {consecutive_failures: 3, base_ejection_time: 500ms}\n    retries: {attempts: 1}\n",
+        "    outlier_detection: {consecutive_failures: 3, base_ejection_time: 2s}\n    retries: {attempts: 1}\n",
     ))
     .await;
     let addr = addr(&gw).await;
@@ -234,7 +236,7 @@ async fn a_failing_target_is_ejected_then_comes_back() {
 
 #[tokio::test]
 async fn with_every_target_out_the_answer_is_an_immediate_503() {
-    let (a, b) = (refusing().await, refusing().await);
+    let ((a, _ha), (b, _hb)) = (refusing(), refusing());
     let gw = gateway(&cfg(
         &[(a, 1), (b, 1)],
         "    outlier_detection: {consecutive_failures: 1, max_ejection_percent: 100}\n    retries: {attempts: 1}\n",
@@ -256,7 +258,7 @@ async fn with_every_target_out_the_answer_is_an_immediate_503() {
 #[tokio::test]
 async fn forward_auth_keeps_authorising_with_one_of_two_targets_down() {
     let auth = named("allow").await;
-    let dead = refusing().await;
+    let (dead, _held) = refusing();
     let app = named("app").await;
     let gw = gateway(&config(&format!(
         "upstreams:\n  - name: auth\n    targets: [{{url: 'http://{dead}'}}, {{url: 'http://{}'}}]\n  - name: app\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: r\n    match: {{path_prefix: /}}\n    upstream: app\n    plugins:\n      forward_auth:\n        upstream: auth\n        path: /verify\n        consumer: web\nconsumers:\n  - name: web\n",
@@ -316,4 +318,64 @@ async fn the_admin_listener_shows_the_upstreams_live_state() {
         )),
         "{metrics}"
     );
+}
+
+/// A target that reads the request and hangs up without answering (a reset before the head).
+async fn hanging_up() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    a
+}
+
+/// The safety rule of retries: a request the upstream may have acted on (it read it, then the
+/// connection broke) is sent again only when it is idempotent.
+#[tokio::test]
+async fn a_reset_after_sending_is_retried_for_get_but_never_for_post() {
+    let closer = hanging_up().await;
+    let good = named("good").await;
+    let gw = gateway(&cfg(
+        &[(closer, 1), (good.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    assert_eq!(
+        send(addr, "GET", &[]).await,
+        (StatusCode::OK, "good".into())
+    );
+    // The retry took good's turn: the POST starts at the closer again, and is not retried.
+    let (s, body) = send(addr, "POST", &[]).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("upstream_reset"), "{body}");
+    assert_eq!(good.hits.load(Ordering::SeqCst), 1);
+}
+
+/// A body that streams (chunked, no length) cannot be sent twice: it is never retried, even
+/// after a refused connection.
+#[tokio::test]
+async fn a_streamed_body_is_not_retried() {
+    let (bad, _held) = refusing();
+    let good = named("good").await;
+    let gw = gateway(&cfg(
+        &[(bad, 1), (good.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let answer = raw(
+        addr,
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\ndata\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert_eq!(good.hits.load(Ordering::SeqCst), 0);
 }

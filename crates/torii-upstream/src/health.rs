@@ -1,8 +1,10 @@
-//! The live state of an upstream's targets: requests in flight, and passive health checks
+//! The live state of an upstream's targets: requests in flight; passive health checks
 //! (outlier detection): a target that fails `consecutive_failures` times in a row is taken out
 //! for a time that grows with repeated ejections, within `max_ejection_percent` of the
-//! targets. It comes back by itself when its time is up (checked by the next pick, so no timer
-//! task runs).
+//! targets, and comes back by itself when its time is up (checked by the next pick, so no
+//! timer task runs); and the verdicts of the active health checks (`probe.rs`): a target that
+//! fails `unhealthy_threshold` probes in a row is down until it passes `healthy_threshold`.
+//! A target takes traffic when it is neither ejected nor down.
 //!
 //! The request path pays one atomic load per pick while nothing is out (`out == 0`), and one
 //! load per answer (a success only writes when it ends a run of failures).
@@ -25,14 +27,20 @@ pub struct TargetState {
     last_return: AtomicU64,
     /// Ejections in all, for the metrics.
     ejected_total: AtomicU64,
+    /// Down by the active health checks.
+    down: std::sync::atomic::AtomicBool,
+    /// Probes in a row whose verdict differs from `down` (only the checker writes it).
+    contrary: AtomicU32,
 }
 
 /// The state of every target of one upstream.
 pub(crate) struct Health {
     targets: Box<[Arc<TargetState>]>,
     names: Box<[Arc<str>]>,
-    /// Targets out now.
+    /// Targets out now (ejected).
     out: AtomicUsize,
+    /// Targets down now (active health checks).
+    down: AtomicUsize,
     epoch: Instant,
     rules: Option<Rules>,
     upstream: Arc<str>,
@@ -71,6 +79,7 @@ impl Health {
             targets: (0..n).map(|_| Arc::default()).collect(),
             names: names.into(),
             out: AtomicUsize::new(0),
+            down: AtomicUsize::new(0),
             epoch: Instant::now(),
             rules,
             upstream: upstream.into(),
@@ -104,13 +113,43 @@ impl Health {
         }
     }
 
+    /// Whether some target is out or down (picks must then look at each target).
+    pub(crate) fn degraded(&self) -> bool {
+        self.out.load(Relaxed) != 0 || self.down.load(Relaxed) != 0
+    }
+
     /// Whether target `i` takes traffic.
     pub(crate) fn is_in(&self, i: usize) -> bool {
-        self.out.load(Relaxed) == 0
+        (self.out.load(Relaxed) == 0 && self.down.load(Relaxed) == 0)
             || self
                 .targets
                 .get(i)
-                .is_some_and(|t| t.out_until.load(Relaxed) == 0)
+                .is_some_and(|t| t.out_until.load(Relaxed) == 0 && !t.down.load(Relaxed))
+    }
+
+    /// Records an active probe of target `i`; `healthy`/`unhealthy`: the thresholds.
+    pub(crate) fn probed(&self, i: usize, passed: bool, healthy: u32, unhealthy: u32) {
+        let Some(t) = self.targets.get(i) else { return };
+        let down = t.down.load(Relaxed);
+        if passed != down {
+            // The verdict agrees with the state.
+            t.contrary.store(0, Relaxed);
+            return;
+        }
+        let n = t.contrary.fetch_add(1, Relaxed) + 1;
+        let needed = if down { healthy } else { unhealthy };
+        if n < needed.max(1) {
+            return;
+        }
+        t.contrary.store(0, Relaxed);
+        t.down.store(!down, Relaxed);
+        if down {
+            self.down.fetch_sub(1, Relaxed);
+            tracing::info!(upstream = %self.upstream, target = %self.names[i], probes = n, "target healthy again (active health check)");
+        } else {
+            self.down.fetch_add(1, Relaxed);
+            tracing::warn!(upstream = %self.upstream, target = %self.names[i], probes = n, "target down (active health check)");
+        }
     }
 
     /// Requests in flight at target `i`.
@@ -154,10 +193,13 @@ impl Health {
     }
 
     fn eject(&self, i: usize, t: &TargetState, rules: &Rules) {
-        if t.out_until.load(Relaxed) != 0 {
+        if t.out_until.load(Relaxed) != 0 || rules.base == 0 {
             return;
         }
-        // A place among the targets that may be out at once, or none.
+        // A place among the targets that may be out at once, or none. (Reserved before the
+        // target is marked, so `out` never counts less than the marked targets: two requests
+        // ejecting the same target at once may briefly hold two places, and a third target's
+        // ejection can then be refused until its next failure.)
         if self
             .out
             .fetch_update(Relaxed, Relaxed, |n| (n < rules.max_out).then_some(n + 1))
@@ -196,6 +238,7 @@ impl Health {
                 let until = t.out_until.load(Relaxed);
                 TargetView {
                     name: name.clone(),
+                    down: t.down.load(Relaxed),
                     in_flight: t.in_flight.load(Relaxed),
                     failures_in_a_row: t.failures.load(Relaxed),
                     ejected_for: (until > now).then(|| Duration::from_millis(until - now)),
@@ -211,6 +254,8 @@ impl Health {
 pub struct TargetView {
     /// `host:port`.
     pub name: Arc<str>,
+    /// Down by the active health checks.
+    pub down: bool,
     /// Requests in flight (counted only by algorithms that use it).
     pub in_flight: u32,
     /// Failures since its last success.
@@ -240,7 +285,7 @@ mod tests {
         let cfg = OutlierDetection {
             consecutive_failures: 3,
             max_ejection_percent: percent,
-            base_ejection_time: torii_config::values::Duration::millis(10),
+            base_ejection_time: torii_config::values::Duration::millis(50),
             max_ejection_time: torii_config::values::Duration::secs(1),
             ..OutlierDetection::default()
         };
@@ -293,14 +338,14 @@ mod tests {
         }
         assert!(!h.is_in(0));
         let first = h.view()[0].ejected_for.unwrap();
-        assert!(first <= Duration::from_millis(10));
-        std::thread::sleep(Duration::from_millis(15));
+        assert!(first <= Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(60));
         h.refresh();
         assert!(h.is_in(0));
         for _ in 0..3 {
             h.record(0, Verdict::Failure);
         }
         let second = h.view()[0].ejected_for.unwrap();
-        assert!(second > Duration::from_millis(10), "{second:?}");
+        assert!(second > Duration::from_millis(50), "{second:?}");
     }
 }

@@ -23,6 +23,7 @@ mod h2;
 pub mod h2pool;
 mod health;
 pub mod pool;
+mod probe;
 mod registry;
 mod response;
 mod retry;

@@ -222,6 +222,12 @@ impl TargetPool {
         self.returned.notify_one();
     }
 
+    /// Opens a connection (and its TLS handshake) and closes it: a TCP health probe. It does
+    /// not count towards the pool's cap.
+    pub async fn probe_connect(&self) -> Result<(), GatewayError> {
+        self.connector.connect().await.map(drop)
+    }
+
     async fn connect_h1(&self, permit: OwnedSemaphorePermit) -> Result<Conn, GatewayError> {
         let io = self.connector.connect().await?;
         Ok(Conn::H1 {

@@ -72,6 +72,7 @@ impl Registry {
             load_balancing: Default::default(),
             outlier_detection: Default::default(),
             retries: Default::default(),
+            health_check: None,
         };
         let mut inner = self
             .inner
@@ -90,6 +91,7 @@ impl Inner {
             return Ok(up);
         }
         let up = Arc::new(Upstream::build(cfg, &mut self.pools)?);
+        crate::probe::start(&up, cfg.health_check.as_ref());
         self.upstreams.insert(fingerprint, Arc::downgrade(&up));
         Ok(up)
     }

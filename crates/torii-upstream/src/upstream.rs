@@ -179,6 +179,11 @@ impl Upstream {
         self.targets.get(i)
     }
 
+    /// The targets' live state.
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// The live state of every target (in flight, failures, ejection), for metrics and the
     /// admin listener.
     pub fn targets_view(&self) -> Vec<TargetView> {
@@ -210,15 +215,14 @@ impl Upstream {
     ) -> Result<UpstreamResponse, CallError> {
         self.retry.deposit();
         let count = self.balancer.counts_in_flight();
+        self.health.refresh();
+        let mut next_target = self
+            .balancer
+            .pick(&self.health, Some(head), &options.affinity, None);
         let mut body = body;
-        let mut tried = None;
         let mut attempt = 1;
         loop {
-            self.health.refresh();
-            let Some(i) = self
-                .balancer
-                .pick(&self.health, Some(head), &options.affinity, tried)
-            else {
+            let Some(i) = next_target else {
                 return Err(CallError::new(
                     GatewayError::new(
                         ErrorKind::NoHealthyTarget,
@@ -233,40 +237,29 @@ impl Upstream {
                 .flatten();
             let in_flight = if count { self.health.start(i) } else { None };
             let result = self.call_target(target, head, body, options).await;
-            let (verdict, retry) = match &result {
-                Ok(r) => {
-                    let status = r.response.status().as_u16();
-                    let failed = self.health.fails(status);
-                    (
-                        if failed {
-                            Verdict::Failure
-                        } else {
-                            Verdict::Success
-                        },
-                        self.retry.on_status(status) && idempotent(&head.method),
-                    )
-                }
-                Err(e) => (
-                    match e.error.kind {
-                        ErrorKind::UpstreamConnect
-                        | ErrorKind::UpstreamReset
-                        | ErrorKind::UpstreamTimeout => Verdict::Failure,
-                        _ => Verdict::Neither,
-                    },
-                    // A timed-out try is not repeated: without a per-try deadline below the
-                    // total one, a retry would double the client's wait.
-                    e.error.kind != ErrorKind::UpstreamTimeout && e.retryable(&head.method),
-                ),
-            };
+            let (verdict, retry) = self.judge(&result, &head.method);
             self.health.record(i, verdict);
-            match again {
-                Some(next) if retry && self.retry.withdraw() => {
+            // A retry needs the body again, a retryable failure, a target to go to (picked
+            // before the budget is touched: with none in rotation the client gets this try's
+            // own answer), and the budget's leave.
+            let retry_to = match again {
+                Some(next) if retry => {
+                    self.health.refresh();
+                    self.balancer
+                        .pick(&self.health, Some(head), &options.affinity, Some(i))
+                        .filter(|&to| to != i || !same_target_is_futile(&result))
+                        .map(|to| (to, next))
+                }
+                _ => None,
+            };
+            match retry_to {
+                Some((to, next)) if self.retry.withdraw() => {
                     tracing::debug!(upstream = %self.name, target = %target.name, attempt, "trying again");
                     drop(result);
                     drop(in_flight);
                     tokio::time::sleep(self.retry.wait(attempt)).await;
                     body = next;
-                    tried = Some(i);
+                    next_target = Some(to);
                     attempt += 1;
                 }
                 _ => {
@@ -277,6 +270,39 @@ impl Upstream {
                     });
                 }
             }
+        }
+    }
+
+    /// How a try went: for its target's health, and whether it may be tried again.
+    fn judge(
+        &self,
+        result: &Result<UpstreamResponse, CallError>,
+        method: &http::Method,
+    ) -> (Verdict, bool) {
+        match result {
+            Ok(r) => {
+                let status = r.response.status().as_u16();
+                let failed = self.health.fails(status);
+                (
+                    if failed {
+                        Verdict::Failure
+                    } else {
+                        Verdict::Success
+                    },
+                    self.retry.on_status(status) && idempotent(method),
+                )
+            }
+            Err(e) => (
+                match e.error.kind {
+                    ErrorKind::UpstreamConnect
+                    | ErrorKind::UpstreamReset
+                    | ErrorKind::UpstreamTimeout => Verdict::Failure,
+                    _ => Verdict::Neither,
+                },
+                // A timed-out try is not repeated: without a per-try deadline below the total
+                // one, a retry would double the client's wait.
+                e.error.kind != ErrorKind::UpstreamTimeout && e.retryable(method),
+            ),
         }
     }
 
@@ -372,6 +398,12 @@ impl Upstream {
             }
         }
     }
+}
+
+/// Whether trying the same target again cannot help: its pool was full (the wait would
+/// repeat) or it could not be connected to (a connect timeout would repeat too).
+fn same_target_is_futile(result: &Result<UpstreamResponse, CallError>) -> bool {
+    matches!(result, Err(e) if matches!(e.error.kind, ErrorKind::UpstreamPoolExhausted | ErrorKind::UpstreamConnect))
 }
 
 /// The outcome of one HTTP/1.1 exchange.

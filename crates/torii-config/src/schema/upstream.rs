@@ -39,6 +39,80 @@ pub struct Upstream {
     /// Trying a failed request again, on another target.
     #[serde(default)]
     pub retries: Retries,
+    /// Active health checks: probes sent to every target in the background. Off when absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Active health checks of an upstream's targets.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// What a probe is.
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// `http`: the path (and query) requested with `GET`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// `http`: statuses that mean healthy.
+    #[serde(default = "default_health_statuses")]
+    pub expected_statuses: Vec<u16>,
+    /// `http`: text the body must contain (within its first 64 KiB).
+    #[serde(default)]
+    pub expected_body: Option<String>,
+    /// `grpc`: the service asked about (`grpc.health.v1.Health/Check`); empty: the server.
+    #[serde(default)]
+    pub grpc_service: String,
+    /// Time between two probes of a target.
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    /// A probe that takes longer fails.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Passed probes in a row that bring a target that is down back into rotation.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failed probes in a row that take a target out of rotation.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Up to this much random time is added to each interval, so gateways do not probe in step.
+    #[serde(default = "default_health_jitter")]
+    pub jitter: Duration,
+}
+
+/// The kind of an active health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// `GET path`, a status in `expected_statuses`, the body containing `expected_body`.
+    #[default]
+    Http,
+    /// A TCP connection (and the TLS handshake for `https://` targets).
+    Tcp,
+    /// `grpc.health.v1.Health/Check` answering `SERVING` (needs `protocol: http2`).
+    Grpc,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_health_statuses() -> Vec<u16> {
+    vec![200]
+}
+fn default_health_interval() -> Duration {
+    Duration::secs(10)
+}
+fn default_health_timeout() -> Duration {
+    Duration::secs(2)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+fn default_health_jitter() -> Duration {
+    Duration::secs(1)
 }
 
 /// How a target is chosen for each request.
