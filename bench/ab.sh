@@ -12,6 +12,9 @@
 # Usage:
 #   bench/ab.sh A_BINARY B_BINARY                # ROUNDS=8 DURATION=8
 #   ROUNDS=12 NICE=-15 bench/ab.sh /tmp/a /tmp/b
+#   B_CONF=bench/conf/torii-resilience.yaml.tmpl bench/ab.sh T T   # one binary, two configs
+#
+# A_CONF / B_CONF [conf/torii.yaml.tmpl]: the config template of each side.
 #
 # Prints one line per round and, at the end, the median CPU µs/req of each and the median of
 # the per-pair ratios B/A (< 1: B is cheaper). Needs wrk, curl, python3, taskset and the
@@ -30,6 +33,8 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 NICE=${NICE:-0}
 BASE_PORT=${BASE_PORT:-18280}
+A_CONF=${A_CONF:-$HERE/conf/torii.yaml.tmpl}
+B_CONF=${B_CONF:-$HERE/conf/torii.yaml.tmpl}
 
 die() { echo "ab.sh: error: $*" >&2; exit 1; }
 for tool in wrk curl python3 taskset; do
@@ -50,16 +55,16 @@ backend_port=$BASE_PORT
 "${nice_prefix[@]}" taskset -c "$SERVER_CPU" "$BACKEND_BIN" "$backend_port" 1 >"$work/backend.log" 2>&1 &
 pids+=($!)
 
-start() { # name binary port admin_port -> prints pid
-  python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/$1.yaml" 1 \
+start() { # name binary port admin_port template -> prints pid
+  python3 "$HERE/lib/torii_config.py" "$5" "$work/$1.yaml" 1 \
     "127.0.0.1:$3" "127.0.0.1:$4" "127.0.0.1:$backend_port" >/dev/null
   TORII_LOG=warn "${nice_prefix[@]}" taskset -c "$SERVER_CPU" "$2" run --config "$work/$1.yaml" \
     >"$work/$1.log" 2>&1 &
   echo $!
 }
 a_port=$((BASE_PORT + 10)); b_port=$((BASE_PORT + 20))
-a_pid=$(start a "$A_BIN" "$a_port" $((a_port + 1))); pids+=("$a_pid")
-b_pid=$(start b "$B_BIN" "$b_port" $((b_port + 1))); pids+=("$b_pid")
+a_pid=$(start a "$A_BIN" "$a_port" $((a_port + 1)) "$A_CONF"); pids+=("$a_pid")
+b_pid=$(start b "$B_BIN" "$b_port" $((b_port + 1)) "$B_CONF"); pids+=("$b_pid")
 for port in "$a_port" "$b_port"; do
   for _ in $(seq 300); do
     curl -sf "http://127.0.0.1:$port/hello" >/dev/null 2>&1 && break

@@ -286,6 +286,11 @@ upstreams:
       kind: grpc
       path: healthz
       timeout: 20s
+    circuit_breaker:
+      failure_rate_percent: 0
+      half_open_calls: 0
+    concurrency:
+      max_in_flight: 0
 routes:
   - name: users
     match:
@@ -309,6 +314,12 @@ routes:
         ("upstreams[0].health_check.kind", "need `protocol: http2`"),
         ("upstreams[0].health_check.path", "not a path"),
         ("upstreams[0].health_check.timeout", "at most `interval`"),
+        (
+            "upstreams[0].circuit_breaker.failure_rate_percent",
+            "not a share",
+        ),
+        ("upstreams[0].circuit_breaker.half_open_calls", "at least 1"),
+        ("upstreams[0].concurrency.max_in_flight", "at least 1"),
     ] {
         assert!(text.contains(&format!("{key}: ")), "{key} missing:\n{text}");
         assert!(text.contains(words), "{words} missing:\n{text}");
@@ -326,4 +337,35 @@ routes:
     assert_eq!(u.retries.attempts, 2);
     assert!(u.outlier_detection.enabled);
     assert!(u.health_check.is_none());
+}
+
+#[test]
+fn a_fallback_is_checked() {
+    let src = BASE.replace(
+        "    upstream: users\n",
+        "    upstream: users\n    fallback: {status: 99, on_errors: [upstream_oops], on_status: [700]}\n",
+    );
+    let text = load(&src).unwrap_err().to_string();
+    for key in [
+        "fallback.status",
+        "fallback.on_errors",
+        "fallback.on_status",
+    ] {
+        assert!(text.contains(key), "{key}:\n{text}");
+    }
+    assert!(
+        text.contains("use some of: upstream_connect_failed"),
+        "{text}"
+    );
+    let ok = BASE.replace(
+        "    upstream: users\n",
+        "    upstream: users\n    fallback: {body: cached}\n",
+    );
+    let l = load(&ok).unwrap();
+    let f = l.config.routes[0].fallback.as_ref().unwrap();
+    assert_eq!(
+        (f.status, f.on_status.as_slice()),
+        (200, &[502, 503, 504][..])
+    );
+    assert_eq!(f.on_errors.len(), 7);
 }

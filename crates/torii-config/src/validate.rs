@@ -512,6 +512,26 @@ fn check_route(
             "add `upstream: NAME` or a `direct_response`",
         ),
     }
+    if let Some(f) = &r.fallback {
+        fallback(ctx, i, r.upstream.is_some(), f);
+    }
+    for (key, d) in [
+        ("response_headers", r.timeouts.response_headers),
+        ("total", r.timeouts.total),
+    ] {
+        if d.is_some_and(|d| d.0.is_zero()) {
+            ctx.err(
+                &[
+                    PathSeg::Key("routes"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("timeouts"),
+                    PathSeg::Key(key),
+                ],
+                "a zero timeout would fail every request",
+                "give a positive duration, or remove the key to use the upstream's",
+            );
+        }
+    }
     for (li, l) in r.listeners.iter().enumerate() {
         if !listeners.contains(&l.as_str()) && !p.broken_names.contains(l) {
             ctx.err(
@@ -800,6 +820,52 @@ fn resilience(ctx: &mut Ctx<'_>, i: usize, u: &Upstream) {
     if let Some(hc) = &u.health_check {
         health_check(ctx, i, u, hc);
     }
+    if let Some(cb) = &u.circuit_breaker {
+        if cb.failure_rate_percent == 0 || cb.failure_rate_percent > 100 {
+            ctx.err(
+                &at("circuit_breaker", "failure_rate_percent"),
+                format!(
+                    "`{}` is not a share from 1 to 100 percent",
+                    cb.failure_rate_percent
+                ),
+                "e.g. 50",
+            );
+        }
+        if cb.half_open_calls == 0 {
+            ctx.err(
+                &at("circuit_breaker", "half_open_calls"),
+                "must be at least 1",
+                "let a few probe calls through, e.g. 3",
+            );
+        }
+        if cb.window.0 < std::time::Duration::from_secs(1) {
+            ctx.err(
+                &at("circuit_breaker", "window"),
+                "is shorter than 1s",
+                "measure over a few seconds, e.g. `10s`",
+            );
+        }
+        if let Some(bad) = cb
+            .failure_statuses
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            ctx.err(
+                &at("circuit_breaker", "failure_statuses"),
+                format!("`{bad}` is not an HTTP status"),
+                "list statuses from 100 to 599, e.g. [500, 502, 503, 504]",
+            );
+        }
+    }
+    if let Some(c) = &u.concurrency
+        && c.max_in_flight == 0
+    {
+        ctx.err(
+            &at("concurrency", "max_in_flight"),
+            "must be at least 1",
+            "remove `concurrency` for no limit",
+        );
+    }
     let r = &u.retries;
     if r.attempts == 0 || r.attempts > 10 {
         ctx.err(
@@ -906,6 +972,63 @@ fn health_check(ctx: &mut Ctx<'_>, i: usize, u: &Upstream, hc: &crate::schema::H
             &at("timeout"),
             "must be above 0 and at most `interval`",
             "e.g. `2s` with a `10s` interval",
+        );
+    }
+}
+
+/// The static fallback of route `i`.
+fn fallback(ctx: &mut Ctx<'_>, i: usize, proxied: bool, f: &crate::schema::Fallback) {
+    let at = |k: &'static str| {
+        [
+            PathSeg::Key("routes"),
+            PathSeg::Index(i),
+            PathSeg::Key("fallback"),
+            PathSeg::Key(k),
+        ]
+    };
+    if !proxied {
+        ctx.err(
+            &[
+                PathSeg::Key("routes"),
+                PathSeg::Index(i),
+                PathSeg::Key("fallback"),
+            ],
+            "a fallback masks upstream failures: this route has no upstream",
+            "remove `fallback`, or give the route an `upstream`",
+        );
+    }
+    if http::StatusCode::from_u16(f.status).is_err() || !(100..=599).contains(&f.status) {
+        ctx.err(
+            &at("status"),
+            format!("{} is not an HTTP status", f.status),
+            "use a status from 100 to 599",
+        );
+    }
+    for (name, value) in &f.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value).is_err()
+        {
+            ctx.err(
+                &at("headers"),
+                format!("invalid header `{name}`"),
+                "header names are letters, digits and `-`; values are visible ASCII",
+            );
+        }
+    }
+    for code in &f.on_errors {
+        if !crate::schema::FALLBACK_ERRORS.contains(&code.as_str()) {
+            ctx.err(
+                &at("on_errors"),
+                format!("`{code}` is not an upstream error code"),
+                format!("use some of: {}", crate::schema::FALLBACK_ERRORS.join(", ")),
+            );
+        }
+    }
+    if let Some(bad) = f.on_status.iter().find(|s| !(100..=599).contains(*s)) {
+        ctx.err(
+            &at("on_status"),
+            format!("`{bad}` is not an HTTP status"),
+            "e.g. [502, 503, 504]",
         );
     }
 }

@@ -40,6 +40,12 @@ pub enum ErrorKind {
     /// Every target of the upstream is out of rotation (ejected by outlier detection or
     /// failing its health checks): answered at once instead of waiting for timeouts.
     NoHealthyTarget,
+    /// The upstream's circuit breaker is open; carries the `Retry-After` value (seconds
+    /// until it lets probes through).
+    CircuitOpen(HeaderValue),
+    /// The upstream has its most requests in flight and its wait queue is full or the wait
+    /// ran out (the bulkhead).
+    UpstreamSaturated,
     /// The upstream sent no response head in time.
     UpstreamTimeout,
     /// The upstream broke the exchange (reset, protocol error, closed early).
@@ -71,6 +77,8 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamPoolExhausted
             | ErrorKind::NoHealthyTarget
+            | ErrorKind::CircuitOpen(_)
+            | ErrorKind::UpstreamSaturated
             | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +102,8 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect => "upstream_connect_failed",
             ErrorKind::UpstreamPoolExhausted => "upstream_busy",
             ErrorKind::NoHealthyTarget => "no_healthy_target",
+            ErrorKind::CircuitOpen(_) => "circuit_open",
+            ErrorKind::UpstreamSaturated => "upstream_saturated",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::ShuttingDown => "shutting_down",
@@ -114,9 +124,12 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
             ErrorKind::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
-            ErrorKind::UpstreamPoolExhausted | ErrorKind::NoHealthyTarget => 14, // UNAVAILABLE
-            ErrorKind::Internal => 13,                                           // INTERNAL
-            ErrorKind::Unauthorized(_) => 16,                                    // UNAUTHENTICATED
+            ErrorKind::UpstreamPoolExhausted
+            | ErrorKind::NoHealthyTarget
+            | ErrorKind::CircuitOpen(_)
+            | ErrorKind::UpstreamSaturated => 14, // UNAVAILABLE
+            ErrorKind::Internal => 13,        // INTERNAL
+            ErrorKind::Unauthorized(_) => 16, // UNAUTHENTICATED
             ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
             ErrorKind::AuthUnavailable => 14, // UNAVAILABLE
         }
@@ -143,6 +156,8 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamPoolExhausted
             | ErrorKind::NoHealthyTarget
+            | ErrorKind::CircuitOpen(_)
+            | ErrorKind::UpstreamSaturated
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamReset => ErrorSource::Upstream,
             ErrorKind::ShuttingDown | ErrorKind::Internal | ErrorKind::AuthUnavailable => {
@@ -244,6 +259,9 @@ impl GatewayError {
             }
             ErrorKind::Unauthorized(Some(challenge)) => {
                 builder = builder.header(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            ErrorKind::CircuitOpen(after) => {
+                builder = builder.header(header::RETRY_AFTER, after.clone());
             }
             _ => {}
         }

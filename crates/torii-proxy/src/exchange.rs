@@ -2,7 +2,7 @@
 //! plugins run around a terminal that calls the route's upstream.
 
 use crate::conn::ConnInfo;
-use crate::forwarding::{self, Added};
+use crate::forwarding;
 use http::Response;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,38 +13,36 @@ use torii_upstream::{CallOptions, Upstream};
 /// client (hop-by-hop fields removed, the body under the upstream's idle timeout).
 pub(crate) struct UpstreamCall<'a> {
     upstream: &'a Upstream,
-    added: &'a Added<'a>,
+    options: CallOptions<'a>,
     conn: &'a ConnInfo,
     watch: Option<Arc<crate::bodies::BodyWatch>>,
     timed: bool,
     spool: Option<&'a Arc<crate::spool::Spooling>>,
-    affinity: torii_upstream::Affinity<'a>,
     /// The target that answered the last call and its latency (a stage may call again).
     answered: Mutex<Option<(Arc<str>, Option<f64>)>>,
 }
 
 impl<'a> UpstreamCall<'a> {
-    /// A terminal calling `upstream` with the gateway's `added` fields; `watch` is the request
+    /// A terminal calling `upstream` with `options` (the gateway's added fields, who asks, the
+    /// route's clocks and retry opt-in); `watch` is the request
     /// body's (its waits stop counting against the client once the response head is here),
     /// `timed`: measure the upstream's latency for the access log; `spool`: read response
-    /// bodies ahead; `affinity`: who asks (hash keys).
+    /// bodies ahead.
     pub(crate) fn new(
         upstream: &'a Upstream,
-        added: &'a Added<'a>,
+        options: CallOptions<'a>,
         conn: &'a ConnInfo,
         watch: Option<Arc<crate::bodies::BodyWatch>>,
         timed: bool,
         spool: Option<&'a Arc<crate::spool::Spooling>>,
-        affinity: torii_upstream::Affinity<'a>,
     ) -> Self {
         Self {
             upstream,
-            added,
+            options,
             conn,
             watch,
             timed,
             spool,
-            affinity,
             answered: Mutex::new(None),
         }
     }
@@ -70,12 +68,7 @@ impl Terminal for UpstreamCall<'_> {
     fn call<'b>(&'b self, req: &'b http::request::Parts, body: Body) -> ExchangeFuture<'b> {
         Box::pin(async move {
             let sent = self.timed.then(Instant::now);
-            let options = CallOptions {
-                extra: Some(self.added),
-                upgrade: false,
-                affinity: self.affinity,
-            };
-            let resp = self.upstream.call(req, body, options).await?;
+            let resp = self.upstream.call(req, body, self.options).await?;
             if let Some(b) = &self.watch {
                 b.answered(&self.conn.activity);
             }

@@ -11,6 +11,7 @@ mod admin;
 pub mod bodies;
 pub mod conn;
 mod exchange;
+pub mod fallback;
 pub mod forwarding;
 pub mod framing;
 mod io;

@@ -395,7 +395,9 @@ async fn route_and_serve(
             *resp.headers_mut() = headers.clone();
             Ok(resp.map(Outgoing::Gateway))
         }
-        Action::Proxy { upstream, .. } => {
+        Action::Proxy { upstream, errors } => {
+            let head = req.method == http::Method::HEAD;
+            let record = |e: &GatewayError| errors.record(e.kind.code());
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
             let (mut up_body, upgrade, added) =
@@ -416,37 +418,57 @@ async fn route_and_serve(
             }
             // A route with exchange plugins calls its upstream through them (upgrades are
             // tunnels, not exchanges: they go straight to the upstream).
-            let affinity = torii_upstream::Affinity {
-                client: Some(ctx.client.0),
-                consumer: ctx.consumer.as_deref().map(|c| &*c.name),
+            let options = torii_upstream::CallOptions {
+                extra: Some(&added),
+                upgrade: upgrade.is_some(),
+                affinity: torii_upstream::Affinity {
+                    client: Some(ctx.client.0),
+                    consumer: ctx.consumer.as_deref().map(|c| &*c.name),
+                },
+                per_try: route.call.per_try,
+                total: route.call.total,
+                retry_unsafe: route.call.retry_unsafe,
             };
             let stages = route.chain.stages();
             if !stages.is_empty() && upgrade.is_none() {
                 // Boxed: routes without stages do not carry this future's size.
                 let call = crate::exchange::UpstreamCall::new(
                     upstream,
-                    &added,
+                    options,
                     conn,
                     info.body.clone(),
                     info.logged,
                     snap.spool.as_ref(),
-                    affinity,
                 );
                 let resp = Box::pin(call.run(stages, req, up_body, ctx)).await;
                 if let Some((target, latency)) = call.answered() {
                     info.upstream = Some(target);
                     info.upstream_latency_ms = latency;
                 }
-                return resp.map(|r| r.map(Outgoing::Gateway));
+                let resp = resp.map(|r| r.map(Outgoing::Gateway));
+                return match &route.fallback {
+                    Some(f) => f.mask(resp, head, record),
+                    None => resp,
+                };
             }
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
-            let options = torii_upstream::CallOptions {
-                extra: Some(&added),
-                upgrade: upgrade.is_some(),
-                affinity,
+            let resp = match upstream.call(req, up_body, options).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return match &route.fallback {
+                        Some(f) => f.mask(Err(e.into()), head, record),
+                        None => Err(e.into()),
+                    };
+                }
             };
-            let resp = upstream.call(req, up_body, options).await?;
+            if let Some(f) = &route.fallback
+                && upgrade.is_none()
+                && f.replaces(resp.response.status())
+            {
+                // The upstream's failed answer is dropped unread.
+                return Ok(f.answer(head));
+            }
             // The response head is here: the request body's waits are no longer the client's.
             if let Some(b) = &info.body {
                 b.answered(&conn.activity);

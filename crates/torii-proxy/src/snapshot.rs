@@ -60,6 +60,22 @@ pub struct CompiledRoute {
     pub chain: Arc<Chain>,
     /// Identity-token settings of the route's upstream, when it asks for tokens.
     pub identity_audience: Option<torii_plugins::Audience>,
+    /// The static answer that masks upstream failures, when configured.
+    pub fallback: Option<Box<crate::fallback::StaticFallback>>,
+    /// The route's own settings for its upstream calls.
+    pub call: RouteCall,
+}
+
+/// A route's own settings for its upstream calls (`routes[].timeouts`,
+/// `routes[].retry_non_idempotent`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteCall {
+    /// Time to each try's response head.
+    pub per_try: Option<std::time::Duration>,
+    /// The deadline of the whole call.
+    pub total: Option<std::time::Duration>,
+    /// Retry non-idempotent requests.
+    pub retry_unsafe: bool,
 }
 
 /// Per-listener view: its router and trusted proxies.
@@ -177,6 +193,15 @@ impl Snapshot {
                         .upstream
                         .as_ref()
                         .and_then(|u| plugins.audiences.get(u).cloned()),
+                    fallback: r
+                        .fallback
+                        .as_ref()
+                        .map(|f| Box::new(crate::fallback::StaticFallback::new(f))),
+                    call: RouteCall {
+                        per_try: r.timeouts.response_headers.map(|d| d.0),
+                        total: r.timeouts.total.map(|d| d.0),
+                        retry_unsafe: r.retry_non_idempotent,
+                    },
                 }
             })
             .collect();

@@ -38,6 +38,7 @@ pub fn render_metrics(snap: &Snapshot, out: &mut String) {
             u.retry_counts().1
         );
     }
+    breaker_and_bulkhead(&ups, out, &esc);
     let views: Vec<_> = ups
         .iter()
         .map(|u| (esc(&u.name), u.targets_view()))
@@ -88,6 +89,66 @@ pub fn render_metrics(snap: &Snapshot, out: &mut String) {
     }
 }
 
+/// The circuit breakers' states and transitions, and the bulkheads' load.
+fn breaker_and_bulkhead(
+    ups: &[&std::sync::Arc<Upstream>],
+    out: &mut String,
+    esc: &dyn Fn(&str) -> String,
+) {
+    let breakers: Vec<_> = ups.iter().filter(|u| u.breaker_state().is_some()).collect();
+    if !breakers.is_empty() {
+        out.push_str("# TYPE torii_upstream_circuit_state gauge\n");
+        for u in &breakers {
+            let state = u.breaker_state().map_or("closed", |s| s.as_str());
+            for s in ["closed", "open", "half_open"] {
+                let _ = writeln!(
+                    out,
+                    "torii_upstream_circuit_state{{upstream=\"{}\",state=\"{s}\"}} {}",
+                    esc(&u.name),
+                    u8::from(s == state)
+                );
+            }
+        }
+        out.push_str("# TYPE torii_upstream_circuit_transitions_total counter\n");
+        for u in &breakers {
+            for (to, n) in ["open", "half_open", "closed"]
+                .iter()
+                .zip(u.breaker_transitions())
+            {
+                let _ = writeln!(
+                    out,
+                    "torii_upstream_circuit_transitions_total{{upstream=\"{}\",to=\"{to}\"}} {n}",
+                    esc(&u.name)
+                );
+            }
+        }
+    }
+    let loads: Vec<_> = ups
+        .iter()
+        .filter_map(|u| Some((esc(&u.name), u.bulkhead_load()?)))
+        .collect();
+    if !loads.is_empty() {
+        out.push_str("# TYPE torii_upstream_in_flight gauge\n");
+        for (u, (in_flight, _, _)) in &loads {
+            let _ = writeln!(
+                out,
+                "torii_upstream_in_flight{{upstream=\"{u}\"}} {in_flight}"
+            );
+        }
+        out.push_str("# TYPE torii_upstream_waiting gauge\n");
+        for (u, (_, waiting, _)) in &loads {
+            let _ = writeln!(out, "torii_upstream_waiting{{upstream=\"{u}\"}} {waiting}");
+        }
+        out.push_str("# TYPE torii_upstream_saturated_total counter\n");
+        for (u, (_, _, refused)) in &loads {
+            let _ = writeln!(
+                out,
+                "torii_upstream_saturated_total{{upstream=\"{u}\"}} {refused}"
+            );
+        }
+    }
+}
+
 /// One upstream as JSON.
 pub fn upstream_json(u: &Upstream) -> Value {
     let (retries, refused) = u.retry_counts();
@@ -105,10 +166,22 @@ pub fn upstream_json(u: &Upstream) -> Value {
             })
         })
         .collect();
+    let [opened, half_opened, closed] = u.breaker_transitions();
     json!({
         "name": &*u.name,
         "retries": retries,
         "retries_refused_by_budget": refused,
+        "circuit_breaker": u.breaker_state().map(|s| json!({
+            "state": s.as_str(),
+            "opened": opened,
+            "half_opened": half_opened,
+            "closed": closed,
+        })),
+        "concurrency": u.bulkhead_load().map(|(in_flight, waiting, refused)| json!({
+            "in_flight": in_flight,
+            "waiting": waiting,
+            "refused": refused,
+        })),
         "targets": targets,
     })
 }

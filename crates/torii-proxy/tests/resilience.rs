@@ -379,3 +379,313 @@ async fn a_streamed_body_is_not_retried() {
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     assert_eq!(good.hits.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn the_circuit_breaker_opens_refuses_at_once_and_closes_after_probes() {
+    let a = named("a").await;
+    a.status.store(500, Ordering::SeqCst);
+    let gw = gateway(&cfg(
+        &[(a.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n    retries: {attempts: 1}\n    circuit_breaker: {consecutive_failures: 3, open_for: 400ms, half_open_calls: 2}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(addr, "GET", &[]).await.0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    // Open: refused at once, with Retry-After, and the upstream sees nothing.
+    let resp = h1_client()
+        .request(
+            http::Request::get(format!("http://{addr}/x"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("circuit_open"));
+    assert_eq!(a.hits.load(Ordering::SeqCst), 3);
+    let up = gw.shared().snapshot.load().upstreams["up"].clone();
+    assert_eq!(up.breaker_state(), Some(torii_upstream::BreakerState::Open));
+    // The upstream recovers; after the cool-down two probes close the breaker.
+    a.status.store(200, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while send(addr, "GET", &[]).await.0 != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "never half-open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(send(addr, "GET", &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        up.breaker_state(),
+        Some(torii_upstream::BreakerState::Closed)
+    );
+    for _ in 0..5 {
+        assert_eq!(send(addr, "GET", &[]).await.0, StatusCode::OK);
+    }
+    assert_eq!(up.breaker_transitions(), [1, 1, 1]);
+    let text = gw.shared().metrics_text();
+    assert!(
+        text.contains("torii_upstream_circuit_transitions_total{upstream=\"up\",to=\"open\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("torii_upstream_circuit_state{upstream=\"up\",state=\"closed\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_probe_opens_the_breaker_again() {
+    let a = named("a").await;
+    a.status.store(503, Ordering::SeqCst);
+    let gw = gateway(&cfg(
+        &[(a.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n    retries: {attempts: 1}\n    circuit_breaker: {minimum_calls: 4, failure_rate_percent: 50, open_for: 300ms, half_open_calls: 1}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let up = gw.shared().snapshot.load().upstreams["up"].clone();
+    // Half of 4 calls failed: open.
+    a.status.store(200, Ordering::SeqCst);
+    send(addr, "GET", &[]).await;
+    send(addr, "GET", &[]).await;
+    a.status.store(503, Ordering::SeqCst);
+    send(addr, "GET", &[]).await;
+    assert_eq!(
+        up.breaker_state(),
+        Some(torii_upstream::BreakerState::Closed),
+        "3 calls: under the minimum"
+    );
+    send(addr, "GET", &[]).await;
+    assert_eq!(up.breaker_state(), Some(torii_upstream::BreakerState::Open));
+    // After the cool-down the one probe fails: open again.
+    let hits = a.hits.load(Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while a.hits.load(Ordering::SeqCst) == hits {
+        assert!(tokio::time::Instant::now() < deadline, "no probe");
+        send(addr, "GET", &[]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up.breaker_state(), Some(torii_upstream::BreakerState::Open));
+    assert_eq!(up.breaker_transitions(), [2, 1, 0]);
+}
+
+#[tokio::test]
+async fn the_bulkhead_caps_requests_in_flight_and_the_wait() {
+    let slow = upstream(false, |_req| async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        http::Response::new(full("slow"))
+    })
+    .await;
+    let gw = gateway(&cfg(
+        &[(slow.addr, 1)],
+        "    concurrency: {max_in_flight: 2, max_waiting: 1, max_wait: 200ms}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let up = gw.shared().snapshot.load().upstreams["up"].clone();
+    let busy: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { send(addr, "GET", &[]).await.0 }))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while up.bulkhead_load().unwrap().0 < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // One waits (and gives up after 200 ms); the next finds the queue full: 503 at once.
+    let waiter = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        (send(addr, "GET", &[]).await, t.elapsed())
+    });
+    while up.bulkhead_load().unwrap().1 < 1 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = std::time::Instant::now();
+    let (s, body) = send(addr, "GET", &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("upstream_saturated"), "{body}");
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    let ((s, _), waited) = waiter.await.unwrap();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(waited >= Duration::from_millis(190), "{waited:?}");
+    for b in busy {
+        assert_eq!(b.await.unwrap(), StatusCode::OK);
+    }
+    // The places were given back with the response bodies.
+    assert_eq!(up.bulkhead_load().unwrap(), (0, 0, 2));
+}
+
+fn with_fallback(targets: &[(SocketAddr, u32)], upstream_extra: &str, fallback: &str) -> String {
+    cfg(targets, upstream_extra).replace(
+        "    upstream: up\n",
+        &format!("    upstream: up\n    fallback: {fallback}\n"),
+    )
+}
+
+#[tokio::test]
+async fn a_static_fallback_masks_upstream_failures_and_is_marked() {
+    let (bad, _held) = refusing();
+    let gw = gateway(&with_fallback(
+        &[(bad, 1)],
+        "    retries: {attempts: 1}\n",
+        "{status: 200, headers: {content-type: application/json}, body: '{\"items\":[]}'}",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let resp = h1_client()
+        .request(
+            http::Request::get(format!("http://{addr}/x"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-torii-fallback"], "static");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"{\"items\":[]}");
+    // Still counted as the upstream error it was.
+    let text = gw.shared().metrics_text();
+    assert!(
+        text.contains(
+            "torii_upstream_errors_total{upstream=\"up\",kind=\"upstream_connect_failed\"} 1"
+        ),
+        "{text}"
+    );
+    // HEAD gets the head only.
+    let (s, _) = send(addr, "HEAD", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_fallback_replaces_chosen_statuses_and_open_circuits_only() {
+    let a = named("a").await;
+    let gw = gateway(&with_fallback(
+        &[(a.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n    retries: {attempts: 1}\n    circuit_breaker: {consecutive_failures: 2, open_for: 10s}\n",
+        "{status: 503, body: 'later', on_errors: [circuit_open], on_status: [500]}",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    // A 404 is an answer, not a failure: passed on.
+    a.status.store(404, Ordering::SeqCst);
+    assert_eq!(
+        send(addr, "GET", &[]).await,
+        (StatusCode::NOT_FOUND, "a".into())
+    );
+    // 500 is replaced; two of them open the breaker, whose 503 is masked too.
+    a.status.store(500, Ordering::SeqCst);
+    assert_eq!(
+        send(addr, "GET", &[]).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "later".into())
+    );
+    assert_eq!(
+        send(addr, "GET", &[]).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "later".into())
+    );
+    let hits = a.hits.load(Ordering::SeqCst);
+    assert_eq!(
+        send(addr, "GET", &[]).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "later".into())
+    );
+    assert_eq!(
+        a.hits.load(Ordering::SeqCst),
+        hits,
+        "the open circuit sent nothing upstream"
+    );
+}
+
+/// A target that answers after `delay`.
+async fn slow(name: &'static str, delay: Duration) -> SocketAddr {
+    upstream(false, move |_req| async move {
+        tokio::time::sleep(delay).await;
+        http::Response::new(full(name))
+    })
+    .await
+    .addr
+}
+
+fn with_route(targets: &[(SocketAddr, u32)], upstream_extra: &str, route_extra: &str) -> String {
+    cfg(targets, upstream_extra).replace(
+        "    upstream: up\n",
+        &format!("    upstream: up\n{route_extra}"),
+    )
+}
+
+#[tokio::test]
+async fn a_route_deadline_lets_a_timed_out_try_move_to_another_target() {
+    let hang = slow("hang", Duration::from_secs(5)).await;
+    let fast = named("fast").await;
+    let gw = gateway(&with_route(
+        &[(hang, 1), (fast.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n",
+        "    timeouts: {response_headers: 200ms, total: 2s}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let t = std::time::Instant::now();
+    assert_eq!(
+        send(addr, "GET", &[]).await,
+        (StatusCode::OK, "fast".into())
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_total_deadline_bounds_every_try_and_wait() {
+    let (a, b) = (
+        slow("a", Duration::from_secs(5)).await,
+        slow("b", Duration::from_secs(5)).await,
+    );
+    let gw = gateway(&with_route(
+        &[(a, 1), (b, 1)],
+        "    outlier_detection: {enabled: false}\n    retries: {attempts: 3}\n",
+        "    timeouts: {total: 600ms}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let t = std::time::Instant::now();
+    let (s, body) = send(addr, "GET", &[]).await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(590) && took < Duration::from_millis(1200),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_route_may_opt_in_to_retrying_non_idempotent_requests() {
+    let (a, b) = (named("a").await, named("b").await);
+    a.status.store(503, Ordering::SeqCst);
+    let gw = gateway(&with_route(
+        &[(a.up.addr, 1), (b.up.addr, 1)],
+        "    outlier_detection: {enabled: false}\n",
+        "    retry_non_idempotent: true\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    assert_eq!(send(addr, "POST", &[]).await, (StatusCode::OK, "b".into()));
+    assert_eq!(a.hits.load(Ordering::SeqCst), 1);
+}

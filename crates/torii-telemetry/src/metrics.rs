@@ -185,6 +185,8 @@ impl Metrics {
             "upstream_timeout",
             "upstream_reset",
             "no_healthy_target",
+            "circuit_open",
+            "upstream_saturated",
         ];
         UpstreamErrors {
             counters: kinds

@@ -14,6 +14,7 @@
 //!   is hyper's HTTP/2 client on shared connections.
 
 mod balance;
+mod breaker;
 mod client;
 pub mod codec;
 pub mod connect;
@@ -32,6 +33,7 @@ pub mod tls;
 mod upstream;
 
 pub use balance::Affinity;
+pub use breaker::BreakerState;
 pub use client::{Client, FetchError};
 pub use codec::encode::ExtraFields;
 pub use error::{CallError, Retry, idempotent};

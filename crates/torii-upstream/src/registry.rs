@@ -73,6 +73,8 @@ impl Registry {
             outlier_detection: Default::default(),
             retries: Default::default(),
             health_check: None,
+            circuit_breaker: None,
+            concurrency: None,
         };
         let mut inner = self
             .inner

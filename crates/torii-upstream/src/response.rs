@@ -12,7 +12,15 @@ use std::sync::Arc;
 /// in-flight count, when the balancer counts them, until it is dropped.
 pub struct ResponseBody {
     kind: Kind,
-    _in_flight: Option<InFlight>,
+    _held: Held,
+}
+
+/// What a response body holds for its request until it is dropped: the target's in-flight
+/// count (least requests, bounded load) and the upstream's bulkhead place.
+#[derive(Default)]
+pub(crate) struct Held {
+    pub(crate) _in_flight: Option<InFlight>,
+    pub(crate) _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Kind {
@@ -29,13 +37,13 @@ impl ResponseBody {
     pub(crate) fn empty() -> Self {
         Self {
             kind: Kind::Empty,
-            _in_flight: None,
+            _held: Held::default(),
         }
     }
     pub(crate) fn h1(b: h1::body::H1Body) -> Self {
         Self {
             kind: Kind::H1(b),
-            _in_flight: None,
+            _held: Held::default(),
         }
     }
     pub(crate) fn h2(b: Incoming, lease: h2pool::Lease) -> Self {
@@ -44,12 +52,12 @@ impl ResponseBody {
                 body: b,
                 _lease: lease,
             },
-            _in_flight: None,
+            _held: Held::default(),
         }
     }
-    /// Keeps `in_flight` until the body is dropped.
-    pub(crate) fn counted(mut self, in_flight: Option<InFlight>) -> Self {
-        self._in_flight = in_flight;
+    /// Keeps `held` until the body is dropped.
+    pub(crate) fn holding(mut self, held: Held) -> Self {
+        self._held = held;
         self
     }
 }

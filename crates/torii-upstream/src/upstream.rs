@@ -1,13 +1,14 @@
 //! A named upstream service and its one call API.
 
 use crate::balance::{Affinity, Balancer};
+use crate::breaker::{Admit, Breaker, BreakerState, Bulkhead};
 use crate::codec::encode::ExtraFields;
 use crate::connect::Connector;
 use crate::error::{CallError, Retry, idempotent};
 use crate::h1;
 use crate::health::{Health, TargetView, Verdict};
 use crate::pool::{Conn, PoolSettings, TargetPool};
-use crate::response::{ResponseBody, UpstreamResponse};
+use crate::response::{Held, ResponseBody, UpstreamResponse};
 use crate::retry::RetryPolicy;
 use crate::target::Target;
 use std::collections::HashMap;
@@ -32,6 +33,10 @@ pub struct Upstream {
     health: Health,
     /// Retries and their budget.
     retry: RetryPolicy,
+    /// The circuit breaker, when configured.
+    breaker: Option<Breaker>,
+    /// The bulkhead and its size, when configured.
+    bulkhead: Option<(Bulkhead, usize)>,
     /// Which Host header is sent.
     pub host_header: HostHeader,
     /// HTTP/2 to the targets.
@@ -52,6 +57,14 @@ pub struct CallOptions<'a> {
     pub upgrade: bool,
     /// Who is asking, for `consistent_hash` keys outside the request head.
     pub affinity: Affinity<'a>,
+    /// The caller's own time to the response head of each try (a route's
+    /// `timeouts.response_headers`), instead of the upstream's.
+    pub per_try: Option<Duration>,
+    /// A deadline for the whole call, retries included (a route's `timeouts.total`). With it,
+    /// a try that times out may be retried within what is left.
+    pub total: Option<Duration>,
+    /// Retry non-idempotent requests like idempotent ones (a route that opts in).
+    pub retry_unsafe: bool,
 }
 
 impl Upstream {
@@ -137,6 +150,14 @@ impl Upstream {
             balancer: Balancer::new(&cfg.load_balancing, &name_refs, &weights),
             health: Health::new(&cfg.name, &names, &cfg.outlier_detection),
             retry: RetryPolicy::new(&cfg.retries),
+            breaker: cfg
+                .circuit_breaker
+                .as_ref()
+                .map(|b| Breaker::new(&cfg.name, b)),
+            bulkhead: cfg
+                .concurrency
+                .as_ref()
+                .map(|c| (Bulkhead::new(c), c.max_in_flight as usize)),
             targets,
             host_header: cfg.host_header,
             http2,
@@ -145,10 +166,10 @@ impl Upstream {
         })
     }
 
-    /// The clocks of one exchange.
-    pub(crate) fn timeouts(&self) -> h1::Timeouts {
+    /// The clocks of one exchange, with the caller's own response-head time if it has one.
+    pub(crate) fn timeouts(&self, per_try: Option<Duration>) -> h1::Timeouts {
         h1::Timeouts {
-            response_head: self.response_headers_timeout,
+            response_head: per_try.unwrap_or(self.response_headers_timeout),
             upload_idle: self.body_idle_timeout,
         }
     }
@@ -213,7 +234,25 @@ impl Upstream {
         body: Body,
         options: CallOptions<'_>,
     ) -> Result<UpstreamResponse, CallError> {
+        let place = match &self.bulkhead {
+            None => None,
+            Some((b, _)) => Some(b.enter().await.ok_or_else(|| {
+                CallError::new(
+                    GatewayError::new(
+                        ErrorKind::UpstreamSaturated,
+                        format!("upstream {} has its most requests in flight", self.name),
+                    ),
+                    Retry::Never,
+                )
+            })?),
+        };
+        let mut probe = match self.breaker.as_ref().map(Breaker::admit) {
+            None => None,
+            Some(Admit::Go { probe }) => Some(probe),
+            Some(Admit::Refuse(secs)) => return Err(self.circuit_open(secs)),
+        };
         self.retry.deposit();
+        let deadline = options.total.map(|t| tokio::time::Instant::now() + t);
         let count = self.balancer.counts_in_flight();
         self.health.refresh();
         let mut next_target = self
@@ -223,6 +262,10 @@ impl Upstream {
         let mut attempt = 1;
         loop {
             let Some(i) = next_target else {
+                if let (Some(true), Some(b)) = (probe, &self.breaker) {
+                    // A probe slot was taken and no call is made: it counts as failed.
+                    b.record(false, true);
+                }
                 return Err(CallError::new(
                     GatewayError::new(
                         ErrorKind::NoHealthyTarget,
@@ -236,9 +279,43 @@ impl Upstream {
                 .then(|| body.try_clone())
                 .flatten();
             let in_flight = if count { self.health.start(i) } else { None };
-            let result = self.call_target(target, head, body, options).await;
-            let (verdict, retry) = self.judge(&result, &head.method);
+            // A probe whose call is cancelled (the client left) still gets a verdict, so the
+            // breaker never stays half-open with its probes spent.
+            let mut probe_guard = probe.map(|p| ProbeGuard {
+                breaker: self.breaker.as_ref(),
+                probe: p,
+                done: false,
+            });
+            let result = match deadline {
+                None => self.call_target(target, head, body, options).await,
+                Some(at) => {
+                    // This try gets what is left of the deadline at most.
+                    let left = at.saturating_duration_since(tokio::time::Instant::now());
+                    let mut o = options;
+                    o.per_try = Some(o.per_try.map_or(left, |p| p.min(left)));
+                    match tokio::time::timeout(left, self.call_target(target, head, body, o)).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(CallError::new(
+                            GatewayError::new(
+                                ErrorKind::UpstreamTimeout,
+                                format!(
+                                    "{} did not answer within the call's deadline",
+                                    target.name
+                                ),
+                            ),
+                            Retry::Never,
+                        )),
+                    }
+                }
+            };
+            let (verdict, retry) = self.judge(&result, &head.method, &options);
+            // Nothing is left of the deadline for another try.
+            let retry = retry && deadline.is_none_or(|at| tokio::time::Instant::now() < at);
             self.health.record(i, verdict);
+            if let Some(g) = probe_guard.as_mut() {
+                g.record(self.breaker_verdict(&result));
+            }
             // A retry needs the body again, a retryable failure, a target to go to (picked
             // before the budget is touched: with none in rotation the client gets this try's
             // own answer), and the budget's leave.
@@ -252,12 +329,24 @@ impl Upstream {
                 }
                 _ => None,
             };
+            // An open breaker stops retries too (the client gets this try's answer).
+            let admitted = || match self.breaker.as_ref().map(Breaker::admit) {
+                None => Some(None),
+                Some(Admit::Go { probe }) => Some(Some(probe)),
+                Some(Admit::Refuse(_)) => None,
+            };
+            let retry_to = retry_to.and_then(|r| Some((r, admitted()?)));
             match retry_to {
-                Some((to, next)) if self.retry.withdraw() => {
+                Some(((to, next), admitted)) if self.retry.withdraw() => {
+                    probe = admitted;
                     tracing::debug!(upstream = %self.name, target = %target.name, attempt, "trying again");
                     drop(result);
                     drop(in_flight);
-                    tokio::time::sleep(self.retry.wait(attempt)).await;
+                    let mut wait = self.retry.wait(attempt);
+                    if let Some(at) = deadline {
+                        wait = wait.min(at.saturating_duration_since(tokio::time::Instant::now()));
+                    }
+                    tokio::time::sleep(wait).await;
                     body = next;
                     next_target = Some(to);
                     attempt += 1;
@@ -265,7 +354,10 @@ impl Upstream {
                 _ => {
                     return result.map(|mut r| {
                         let b = std::mem::replace(r.response.body_mut(), ResponseBody::empty());
-                        *r.response.body_mut() = b.counted(in_flight);
+                        *r.response.body_mut() = b.holding(Held {
+                            _in_flight: in_flight,
+                            _place: place,
+                        });
                         r
                     });
                 }
@@ -273,12 +365,59 @@ impl Upstream {
         }
     }
 
+    fn circuit_open(&self, secs: u64) -> CallError {
+        let after = http::HeaderValue::from(secs);
+        CallError::new(
+            GatewayError::new(
+                ErrorKind::CircuitOpen(after),
+                format!("circuit breaker of upstream {} is open", self.name),
+            ),
+            Retry::Never,
+        )
+    }
+
+    /// How a try went for the circuit breaker: `None` when it says nothing about the upstream.
+    fn breaker_verdict(&self, result: &Result<UpstreamResponse, CallError>) -> Option<bool> {
+        let b = self.breaker.as_ref()?;
+        match result {
+            Ok(r) => Some(!b.fails(r.response.status().as_u16())),
+            Err(e) => match e.error.kind {
+                ErrorKind::UpstreamConnect
+                | ErrorKind::UpstreamReset
+                | ErrorKind::UpstreamTimeout => Some(false),
+                _ => None,
+            },
+        }
+    }
+
+    /// The circuit breaker's state, when the upstream has one.
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.breaker.as_ref().map(Breaker::state)
+    }
+
+    /// Times the breaker opened, went half-open and closed.
+    pub fn breaker_transitions(&self) -> [u64; 3] {
+        self.breaker.as_ref().map_or([0; 3], |b| {
+            [0, 1, 2].map(|i| b.transitions[i].load(Ordering::Relaxed))
+        })
+    }
+
+    /// The bulkhead's requests in flight, waiting, and refused so far.
+    pub fn bulkhead_load(&self) -> Option<(usize, usize, u64)> {
+        self.bulkhead.as_ref().map(|(b, max)| {
+            let (in_flight, waiting) = b.load(*max);
+            (in_flight, waiting, b.refused.load(Ordering::Relaxed))
+        })
+    }
+
     /// How a try went: for its target's health, and whether it may be tried again.
     fn judge(
         &self,
         result: &Result<UpstreamResponse, CallError>,
         method: &http::Method,
+        options: &CallOptions<'_>,
     ) -> (Verdict, bool) {
+        let repeatable = options.retry_unsafe || idempotent(method);
         match result {
             Ok(r) => {
                 let status = r.response.status().as_u16();
@@ -289,7 +428,7 @@ impl Upstream {
                     } else {
                         Verdict::Success
                     },
-                    self.retry.on_status(status) && idempotent(method),
+                    self.retry.on_status(status) && repeatable,
                 )
             }
             Err(e) => (
@@ -299,9 +438,14 @@ impl Upstream {
                     | ErrorKind::UpstreamTimeout => Verdict::Failure,
                     _ => Verdict::Neither,
                 },
-                // A timed-out try is not repeated: without a per-try deadline below the total
-                // one, a retry would double the client's wait.
-                e.error.kind != ErrorKind::UpstreamTimeout && e.retryable(method),
+                // A timed-out try is repeated only within a total deadline: without one, a
+                // retry would double the client's wait.
+                (e.error.kind != ErrorKind::UpstreamTimeout || options.total.is_some())
+                    && match e.retry {
+                        Retry::Safe => true,
+                        Retry::Idempotent => repeatable,
+                        Retry::Never => false,
+                    },
             ),
         }
     }
@@ -328,7 +472,7 @@ impl Upstream {
             Conn::H2(lease) => {
                 // Boxed: the HTTP/1.1 path's future does not carry the HTTP/2 exchange's size.
                 Box::pin(crate::h2::exchange(
-                    self.timeouts(),
+                    self.timeouts(options.per_try),
                     self.replaces_host(),
                     target,
                     head,
@@ -347,7 +491,7 @@ impl Upstream {
                     self.replaces_host(),
                     options.extra,
                 );
-                conn.arm(self.timeouts());
+                conn.arm(self.timeouts(options.per_try));
                 // The write waits until the other ready connections of this runtime have
                 // prepared their requests, so the upstream writes of one scheduler pass go out
                 // together: an upstream on the same CPU is then woken once per batch instead
@@ -390,12 +534,46 @@ impl Upstream {
                                 Retry::Never,
                             ));
                         };
-                        conn.arm(self.timeouts());
+                        conn.arm(self.timeouts(options.per_try));
                         answer(exchange(conn, writer, None, false).await, target)
                     }
                     sent => answer(sent, target),
                 }
             }
+        }
+    }
+}
+
+/// A half-open probe call of the breaker: its verdict is recorded once, and a call that never
+/// finished (cancelled) counts as failed.
+struct ProbeGuard<'a> {
+    breaker: Option<&'a Breaker>,
+    probe: bool,
+    done: bool,
+}
+
+impl ProbeGuard<'_> {
+    /// Records the call's verdict; a call that says nothing about the upstream (its pool was
+    /// full) counts as failed for a probe, so the breaker cannot stay half-open.
+    fn record(&mut self, ok: Option<bool>) {
+        self.done = true;
+        if let Some(b) = self.breaker {
+            match ok {
+                Some(ok) => b.record(ok, self.probe),
+                None if self.probe => b.record(false, true),
+                None => {}
+            }
+        }
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && self.probe
+            && let Some(b) = self.breaker
+        {
+            b.record(false, true);
         }
     }
 }

@@ -35,6 +35,72 @@ pub struct Route {
     /// present but invalid always gets 401.
     #[serde(default)]
     pub anonymous: Option<String>,
+    /// A static answer instead of the upstream's failure (marked `X-Torii-Fallback: static`).
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+    /// This route's own clocks for its upstream calls.
+    #[serde(default)]
+    pub timeouts: RouteTimeouts,
+    /// Retry non-idempotent requests (POST, PATCH) like idempotent ones: only for endpoints
+    /// that are safe to repeat (they deduplicate, or have no side effects).
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+}
+
+/// A route's own clocks for its upstream calls (the upstream's apply when absent).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeouts {
+    /// Time to the response head of each try, instead of the upstream's
+    /// `timeouts.response_headers`.
+    #[serde(default)]
+    pub response_headers: Option<crate::values::Duration>,
+    /// A deadline for the whole call, retries and their waits included; past it, 504. With it,
+    /// a try that times out may be retried within what is left.
+    #[serde(default)]
+    pub total: Option<crate::values::Duration>,
+}
+
+/// A static answer that masks an upstream failure.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// Status code.
+    #[serde(default = "ok")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Response body.
+    #[serde(default)]
+    pub body: String,
+    /// The failures it answers: error codes the gateway would send (`upstream_connect_failed`,
+    /// `upstream_timeout`, `upstream_reset`, `upstream_busy`, `no_healthy_target`,
+    /// `circuit_open`, `upstream_saturated`).
+    #[serde(default = "fallback_errors")]
+    pub on_errors: Vec<String>,
+    /// Upstream answers it replaces, by status.
+    #[serde(default = "fallback_statuses")]
+    pub on_status: Vec<u16>,
+}
+
+/// The error codes a fallback answers by default: every upstream failure.
+pub const FALLBACK_ERRORS: [&str; 7] = [
+    "upstream_connect_failed",
+    "upstream_timeout",
+    "upstream_reset",
+    "upstream_busy",
+    "no_healthy_target",
+    "circuit_open",
+    "upstream_saturated",
+];
+
+fn fallback_errors() -> Vec<String> {
+    FALLBACK_ERRORS.iter().map(|s| s.to_string()).collect()
+}
+
+fn fallback_statuses() -> Vec<u16> {
+    vec![502, 503, 504]
 }
 
 /// The conditions of a route; all must hold.

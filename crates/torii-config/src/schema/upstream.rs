@@ -42,6 +42,69 @@ pub struct Upstream {
     /// Active health checks: probes sent to every target in the background. Off when absent.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// The upstream's circuit breaker. Off when absent.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// At most this many requests in flight to the upstream (a bulkhead). Off when absent.
+    #[serde(default)]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A circuit breaker over all of an upstream's targets: when too many calls fail it opens and
+/// requests get 503 at once; after `open_for` a few probe requests decide whether it closes.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// Opens when at least this share of the calls in `window` failed (percent)...
+    pub failure_rate_percent: u32,
+    /// ...and the window holds at least this many calls.
+    pub minimum_calls: u32,
+    /// The sliding window the rate is measured over.
+    pub window: Duration,
+    /// Also opens after this many failed calls in a row (0: only the rate).
+    pub consecutive_failures: u32,
+    /// Answers that count as failed calls (besides connect errors, resets and timeouts).
+    pub failure_statuses: Vec<u16>,
+    /// How long it stays open before letting probes through.
+    pub open_for: Duration,
+    /// Probe calls let through when half-open; all must succeed to close it.
+    pub half_open_calls: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            failure_rate_percent: 50,
+            minimum_calls: 20,
+            window: Duration::secs(10),
+            consecutive_failures: 0,
+            failure_statuses: vec![500, 502, 503, 504],
+            open_for: Duration::secs(30),
+            half_open_calls: 3,
+        }
+    }
+}
+
+/// The bulkhead of an upstream: most requests in flight (each until its response body ends),
+/// and a bounded wait for a place.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Most requests in flight to the upstream at once.
+    pub max_in_flight: u32,
+    /// Requests that may wait for a place; more get 503 at once.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: u32,
+    /// The longest a request waits for a place before 503.
+    #[serde(default = "default_max_wait")]
+    pub max_wait: Duration,
+}
+
+fn default_max_waiting() -> u32 {
+    100
+}
+fn default_max_wait() -> Duration {
+    Duration::secs(1)
 }
 
 /// Active health checks of an upstream's targets.
