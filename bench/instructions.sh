@@ -11,6 +11,7 @@
 #   VALGRIND_ARGS=--dump-line=yes ...      # extra callgrind options (per-line costs of calls)
 #   ROUTES=10000 bench/instructions.sh     # with run-torii.sh's 10,000 generated routes
 #   BENCH_PATH=/svc5006/items/42 ...       # request another path (default: run-torii.sh's)
+#   CONF_TMPL=bench/conf/torii-resilience.yaml.tmpl ...  # another config template
 #
 # It renders the benchmark config (ROUTES routes as in run-torii.sh, default 1 catch-all route;
 # keep-alive upstream, no access log),

@@ -7,10 +7,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Renders the benchmark config ($ROUTES routes, default 1) to $work/torii.yaml, sets
+# Renders the benchmark config ($CONF_TMPL, default conf/torii.yaml.tmpl; $ROUTES routes,
+# default 1) to $work/torii.yaml, sets
 # $bench_path (the path the benchmark requests with that many routes) and starts the backend.
 start_backend() {
-  bench_path=$(python3 "$HERE/lib/torii_config.py" "$HERE/conf/torii.yaml.tmpl" "$work/torii.yaml" \
+  bench_path=$(python3 "$HERE/lib/torii_config.py" "${CONF_TMPL:-$HERE/conf/torii.yaml.tmpl}" "$work/torii.yaml" \
     "${ROUTES:-1}" "127.0.0.1:$PORT" "127.0.0.1:$ADMIN_PORT" "127.0.0.1:$BACKEND_PORT")
   "$BACKEND_BIN" "$BACKEND_PORT" 1 >"$work/backend.log" 2>&1 &
   pids+=($!)

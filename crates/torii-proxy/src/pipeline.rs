@@ -418,16 +418,15 @@ async fn route_and_serve(
             }
             // A route with exchange plugins calls its upstream through them (upgrades are
             // tunnels, not exchanges: they go straight to the upstream).
+            let affinity = torii_upstream::Affinity {
+                client: Some(ctx.client.0),
+                consumer: ctx.consumer.as_deref().map(|c| &*c.name),
+            };
             let options = torii_upstream::CallOptions {
                 extra: Some(&added),
                 upgrade: upgrade.is_some(),
-                affinity: torii_upstream::Affinity {
-                    client: Some(ctx.client.0),
-                    consumer: ctx.consumer.as_deref().map(|c| &*c.name),
-                },
-                per_try: route.call.per_try,
-                total: route.call.total,
-                retry_unsafe: route.call.retry_unsafe,
+                affinity: &affinity,
+                policy: &route.call,
             };
             let stages = route.chain.stages();
             if !stages.is_empty() && upgrade.is_none() {

@@ -62,20 +62,8 @@ pub struct CompiledRoute {
     pub identity_audience: Option<torii_plugins::Audience>,
     /// The static answer that masks upstream failures, when configured.
     pub fallback: Option<Box<crate::fallback::StaticFallback>>,
-    /// The route's own settings for its upstream calls.
-    pub call: RouteCall,
-}
-
-/// A route's own settings for its upstream calls (`routes[].timeouts`,
-/// `routes[].retry_non_idempotent`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RouteCall {
-    /// Time to each try's response head.
-    pub per_try: Option<std::time::Duration>,
-    /// The deadline of the whole call.
-    pub total: Option<std::time::Duration>,
-    /// Retry non-idempotent requests.
-    pub retry_unsafe: bool,
+    /// The route's own rules for its upstream calls (`timeouts`, `retry_non_idempotent`).
+    pub call: torii_upstream::CallPolicy,
 }
 
 /// Per-listener view: its router and trusted proxies.
@@ -197,7 +185,7 @@ impl Snapshot {
                         .fallback
                         .as_ref()
                         .map(|f| Box::new(crate::fallback::StaticFallback::new(f))),
-                    call: RouteCall {
+                    call: torii_upstream::CallPolicy {
                         per_try: r.timeouts.response_headers.map(|d| d.0),
                         total: r.timeouts.total.map(|d| d.0),
                         retry_unsafe: r.retry_non_idempotent,

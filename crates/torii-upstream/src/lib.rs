@@ -41,4 +41,4 @@ pub use health::TargetView;
 pub use registry::{Registry, Upstreams};
 pub use response::{ResponseBody, UpstreamResponse};
 pub use target::Target;
-pub use upstream::{CallOptions, Upstream};
+pub use upstream::{CallOptions, CallPolicy, Upstream};

@@ -47,8 +47,9 @@ pub struct Upstream {
     pub body_idle_timeout: Duration,
 }
 
-/// What a call sends besides the request head and body.
-#[derive(Default, Clone, Copy)]
+/// What a call sends besides the request head and body. Small and `Copy` (its larger parts
+/// are borrowed): it is copied into every try.
+#[derive(Clone, Copy)]
 pub struct CallOptions<'a> {
     /// Fields sent after the head's own (the gateway's forwarding fields and request id).
     pub extra: Option<&'a (dyn ExtraFields + Sync)>,
@@ -56,15 +57,43 @@ pub struct CallOptions<'a> {
     /// connection over ([`UpstreamResponse::upgraded`]).
     pub upgrade: bool,
     /// Who is asking, for `consistent_hash` keys outside the request head.
-    pub affinity: Affinity<'a>,
-    /// The caller's own time to the response head of each try (a route's
-    /// `timeouts.response_headers`), instead of the upstream's.
+    pub affinity: &'a Affinity<'a>,
+    /// The caller's own clocks and retry rules (a route's).
+    pub policy: &'a CallPolicy,
+}
+
+/// A caller's own rules for its calls: a route's `timeouts` and `retry_non_idempotent`. Built
+/// at config load.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallPolicy {
+    /// Time to the response head of each try, instead of the upstream's.
     pub per_try: Option<Duration>,
-    /// A deadline for the whole call, retries included (a route's `timeouts.total`). With it,
-    /// a try that times out may be retried within what is left.
+    /// A deadline for the whole call, retries included. With it, a try that times out may be
+    /// retried within what is left.
     pub total: Option<Duration>,
-    /// Retry non-idempotent requests like idempotent ones (a route that opts in).
+    /// Retry non-idempotent requests like idempotent ones.
     pub retry_unsafe: bool,
+}
+
+static NO_AFFINITY: Affinity<'static> = Affinity {
+    client: None,
+    consumer: None,
+};
+static DEFAULT_POLICY: CallPolicy = CallPolicy {
+    per_try: None,
+    total: None,
+    retry_unsafe: false,
+};
+
+impl Default for CallOptions<'_> {
+    fn default() -> Self {
+        Self {
+            extra: None,
+            upgrade: false,
+            affinity: &NO_AFFINITY,
+            policy: &DEFAULT_POLICY,
+        }
+    }
 }
 
 impl Upstream {
@@ -236,7 +265,9 @@ impl Upstream {
     ) -> Result<UpstreamResponse, CallError> {
         let place = match &self.bulkhead {
             None => None,
-            Some((b, _)) => Some(b.enter().await.ok_or_else(|| {
+            // Boxed, like the deadline and the backoff below: calls that do not use them do not
+            // carry their futures' size (every move of the request's future copies it).
+            Some((b, _)) => Some(Box::pin(b.enter()).await.ok_or_else(|| {
                 CallError::new(
                     GatewayError::new(
                         ErrorKind::UpstreamSaturated,
@@ -252,12 +283,15 @@ impl Upstream {
             Some(Admit::Refuse(secs)) => return Err(self.circuit_open(secs)),
         };
         self.retry.deposit();
-        let deadline = options.total.map(|t| tokio::time::Instant::now() + t);
+        let deadline = options
+            .policy
+            .total
+            .map(|t| tokio::time::Instant::now() + t);
         let count = self.balancer.counts_in_flight();
         self.health.refresh();
         let mut next_target = self
             .balancer
-            .pick(&self.health, Some(head), &options.affinity, None);
+            .pick(&self.health, Some(head), options.affinity, None);
         let mut body = body;
         let mut attempt = 1;
         loop {
@@ -291,9 +325,19 @@ impl Upstream {
                 Some(at) => {
                     // This try gets what is left of the deadline at most.
                     let left = at.saturating_duration_since(tokio::time::Instant::now());
-                    let mut o = options;
-                    o.per_try = Some(o.per_try.map_or(left, |p| p.min(left)));
-                    match tokio::time::timeout(left, self.call_target(target, head, body, o)).await
+                    let policy = CallPolicy {
+                        per_try: Some(options.policy.per_try.map_or(left, |p| p.min(left))),
+                        ..*options.policy
+                    };
+                    let o = CallOptions {
+                        policy: &policy,
+                        ..options
+                    };
+                    match Box::pin(tokio::time::timeout(
+                        left,
+                        self.call_target(target, head, body, o),
+                    ))
+                    .await
                     {
                         Ok(r) => r,
                         Err(_) => Err(CallError::new(
@@ -323,7 +367,7 @@ impl Upstream {
                 Some(next) if retry => {
                     self.health.refresh();
                     self.balancer
-                        .pick(&self.health, Some(head), &options.affinity, Some(i))
+                        .pick(&self.health, Some(head), options.affinity, Some(i))
                         .filter(|&to| to != i || !same_target_is_futile(&result))
                         .map(|to| (to, next))
                 }
@@ -346,12 +390,15 @@ impl Upstream {
                     if let Some(at) = deadline {
                         wait = wait.min(at.saturating_duration_since(tokio::time::Instant::now()));
                     }
-                    tokio::time::sleep(wait).await;
+                    Box::pin(tokio::time::sleep(wait)).await;
                     body = next;
                     next_target = Some(to);
                     attempt += 1;
                 }
                 _ => {
+                    if in_flight.is_none() && place.is_none() {
+                        return result;
+                    }
                     return result.map(|mut r| {
                         let b = std::mem::replace(r.response.body_mut(), ResponseBody::empty());
                         *r.response.body_mut() = b.holding(Held {
@@ -417,7 +464,7 @@ impl Upstream {
         method: &http::Method,
         options: &CallOptions<'_>,
     ) -> (Verdict, bool) {
-        let repeatable = options.retry_unsafe || idempotent(method);
+        let repeatable = options.policy.retry_unsafe || idempotent(method);
         match result {
             Ok(r) => {
                 let status = r.response.status().as_u16();
@@ -440,7 +487,7 @@ impl Upstream {
                 },
                 // A timed-out try is repeated only within a total deadline: without one, a
                 // retry would double the client's wait.
-                (e.error.kind != ErrorKind::UpstreamTimeout || options.total.is_some())
+                (e.error.kind != ErrorKind::UpstreamTimeout || options.policy.total.is_some())
                     && match e.retry {
                         Retry::Safe => true,
                         Retry::Idempotent => repeatable,
@@ -472,7 +519,7 @@ impl Upstream {
             Conn::H2(lease) => {
                 // Boxed: the HTTP/1.1 path's future does not carry the HTTP/2 exchange's size.
                 Box::pin(crate::h2::exchange(
-                    self.timeouts(options.per_try),
+                    self.timeouts(options.policy.per_try),
                     self.replaces_host(),
                     target,
                     head,
@@ -491,7 +538,7 @@ impl Upstream {
                     self.replaces_host(),
                     options.extra,
                 );
-                conn.arm(self.timeouts(options.per_try));
+                conn.arm(self.timeouts(options.policy.per_try));
                 // The write waits until the other ready connections of this runtime have
                 // prepared their requests, so the upstream writes of one scheduler pass go out
                 // together: an upstream on the same CPU is then woken once per batch instead
@@ -534,7 +581,7 @@ impl Upstream {
                                 Retry::Never,
                             ));
                         };
-                        conn.arm(self.timeouts(options.per_try));
+                        conn.arm(self.timeouts(options.policy.per_try));
                         answer(exchange(conn, writer, None, false).await, target)
                     }
                     sent => answer(sent, target),
