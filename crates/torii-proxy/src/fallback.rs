@@ -5,7 +5,7 @@
 
 use crate::bodies::Outgoing;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use torii_core::{Body, GatewayError};
 
 /// A route's static fallback, compiled at load.
@@ -20,15 +20,7 @@ pub struct StaticFallback {
 impl StaticFallback {
     /// Compiles the config (validated at load: bad headers cannot reach here, and are skipped).
     pub fn new(cfg: &torii_config::schema::Fallback) -> Self {
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.append(k, v);
-            }
-        }
+        let mut headers = crate::snapshot::header_map(&cfg.headers);
         headers.insert("x-torii-fallback", HeaderValue::from_static("static"));
         Self {
             status: StatusCode::from_u16(cfg.status).unwrap_or(StatusCode::OK),

@@ -255,7 +255,9 @@ fn spooling(
     })
 }
 
-fn direct(status: u16, headers: &std::collections::BTreeMap<String, String>, body: &str) -> Action {
+/// The header map of a configured answer (`direct_response`, `fallback`). The validator
+/// rejects bad names and values, so none are skipped here in practice.
+pub(crate) fn header_map(headers: &std::collections::BTreeMap<String, String>) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
@@ -265,9 +267,13 @@ fn direct(status: u16, headers: &std::collections::BTreeMap<String, String>, bod
             map.append(k, v);
         }
     }
+    map
+}
+
+fn direct(status: u16, headers: &std::collections::BTreeMap<String, String>, body: &str) -> Action {
     Action::Direct {
         status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        headers: map,
+        headers: header_map(headers),
         body: Bytes::copy_from_slice(body.as_bytes()),
     }
 }

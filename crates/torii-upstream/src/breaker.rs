@@ -54,7 +54,7 @@ pub(crate) struct Breaker {
     rate: u64,
     minimum: u64,
     consecutive_limit: u32,
-    statuses: Box<[u16]>,
+    statuses: crate::status_set::StatusSet,
     open_ms: u64,
     probes_allowed: u32,
     bucket_ms: u64,
@@ -84,7 +84,7 @@ impl Breaker {
             rate: u64::from(cfg.failure_rate_percent.clamp(1, 100)),
             minimum: u64::from(cfg.minimum_calls.max(1)),
             consecutive_limit: cfg.consecutive_failures,
-            statuses: cfg.failure_statuses.clone().into_boxed_slice(),
+            statuses: crate::status_set::StatusSet::new(&cfg.failure_statuses),
             open_ms: cfg.open_for.0.as_millis() as u64,
             probes_allowed: cfg.half_open_calls.max(1),
             bucket_ms: (cfg.window.0.as_millis() as u64 / BUCKETS).max(1),
@@ -114,7 +114,7 @@ impl Breaker {
 
     /// Whether `status` counts as a failed call.
     pub(crate) fn fails(&self, status: u16) -> bool {
-        self.statuses.contains(&status)
+        self.statuses.contains(status)
     }
 
     /// Whether a call may go now.

@@ -48,7 +48,7 @@ pub(crate) struct Health {
 
 struct Rules {
     consecutive: u32,
-    statuses: Box<[u16]>,
+    statuses: crate::status_set::StatusSet,
     base: u64,
     max: u64,
     max_out: usize,
@@ -70,7 +70,7 @@ impl Health {
         let n = names.len();
         let rules = cfg.enabled.then(|| Rules {
             consecutive: cfg.consecutive_failures.max(1),
-            statuses: cfg.failure_statuses.clone().into_boxed_slice(),
+            statuses: crate::status_set::StatusSet::new(&cfg.failure_statuses),
             base: cfg.base_ejection_time.0.as_millis() as u64,
             max: cfg.max_ejection_time.0.as_millis() as u64,
             max_out: n * cfg.max_ejection_percent.min(100) as usize / 100,
@@ -168,7 +168,7 @@ impl Health {
     pub(crate) fn fails(&self, status: u16) -> bool {
         self.rules
             .as_ref()
-            .is_some_and(|r| r.statuses.contains(&status))
+            .is_some_and(|r| r.statuses.contains(status))
     }
 
     /// Records how target `i` answered; ejects it after too many failures in a row.

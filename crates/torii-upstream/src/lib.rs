@@ -28,6 +28,7 @@ mod probe;
 mod registry;
 mod response;
 mod retry;
+mod status_set;
 mod target;
 pub mod tls;
 mod upstream;

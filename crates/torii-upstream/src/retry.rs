@@ -14,7 +14,7 @@ const MAX_SAVED: i64 = 100 * ONE;
 /// The retry settings and budget of one upstream.
 pub(crate) struct RetryPolicy {
     pub(crate) attempts: u32,
-    statuses: Box<[u16]>,
+    statuses: crate::status_set::StatusSet,
     backoff: Duration,
     max_backoff: Duration,
     /// Thousandths of a retry each request adds to the budget.
@@ -33,7 +33,7 @@ impl RetryPolicy {
     pub(crate) fn new(cfg: &Retries) -> Self {
         Self {
             attempts: cfg.attempts.max(1),
-            statuses: cfg.on_status.clone().into_boxed_slice(),
+            statuses: crate::status_set::StatusSet::new(&cfg.on_status),
             backoff: cfg.backoff.0,
             max_backoff: cfg.max_backoff.0,
             per_request: (cfg.budget_ratio.clamp(0.0, 1.0) * ONE as f64) as i64,
@@ -56,7 +56,7 @@ impl RetryPolicy {
 
     /// Whether an answer with `status` is tried again (idempotent requests only).
     pub(crate) fn on_status(&self, status: u16) -> bool {
-        self.statuses.contains(&status)
+        self.statuses.contains(status)
     }
 
     /// Takes one retry from the budget; `false` (and counted) when it is spent.
