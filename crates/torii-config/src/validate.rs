@@ -248,12 +248,26 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
                 PathSeg::Key(k),
             ]
         };
-        if u.targets.is_empty() {
-            ctx.err(
+        // Targets written but left out for their own errors (reported at their keys) are
+        // not "no target".
+        let broken_targets = ctx
+            .tree
+            .at(&at("targets"))
+            .is_some_and(crate::yaml::Node::is_non_empty_list);
+        match (&u.discovery, u.targets.is_empty()) {
+            (None, true) if broken_targets => {}
+            (None, true) => ctx.err(
                 &at("targets"),
                 "an upstream needs at least one target",
-                "add `targets: [{url: \"http://127.0.0.1:8080\"}]`",
-            );
+                "add `targets: [{url: \"http://127.0.0.1:8080\"}]`, or `discovery: {dns: {name: users.internal, port: 8080}}`",
+            ),
+            (Some(_), false) => ctx.err(
+                &at("discovery"),
+                "an upstream takes its targets from `targets` or from `discovery`, not both",
+                "remove `targets` (discovery finds them) or `discovery`",
+            ),
+            (Some(d), true) => resilience::discovery(&mut ctx, i, &d.dns),
+            (None, false) => {}
         }
         for (t, target) in u.targets.iter().enumerate() {
             if let Some(first) = u.targets[..t].iter().position(|o| {

@@ -111,6 +111,24 @@ impl Node {
         }
     }
 
+    /// The node at a serde-style path, when the source has it.
+    pub fn at(&self, path: &[PathSeg<'_>]) -> Option<&Node> {
+        path.iter()
+            .try_fold(self, |node, seg| match (seg, &node.kind) {
+                (PathSeg::Key(k), Kind::Map(entries)) => entries
+                    .iter()
+                    .find(|(key, _)| key.name == *k)
+                    .map(|(_, v)| v),
+                (PathSeg::Index(i), Kind::Seq(items)) => items.get(*i),
+                _ => None,
+            })
+    }
+
+    /// Whether the node is a list with at least one element.
+    pub fn is_non_empty_list(&self) -> bool {
+        matches!(&self.kind, Kind::Seq(items) if !items.is_empty())
+    }
+
     /// Finds the position of the node at a serde-style path (`routes[3].match.path`); falls
     /// back to the deepest existing ancestor.
     pub fn pos_at(&self, path: &[PathSeg<'_>]) -> Pos {

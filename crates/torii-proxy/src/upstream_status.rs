@@ -39,6 +39,7 @@ pub fn render_metrics(snap: &Snapshot, out: &mut String) {
         );
     }
     breaker_and_bulkhead(&ups, out, &esc);
+    discovery(&ups, out, &esc);
     let views: Vec<_> = ups
         .iter()
         .map(|u| (esc(&u.name), u.targets_view()))
@@ -149,6 +150,28 @@ fn breaker_and_bulkhead(
     }
 }
 
+/// Lookups of the upstreams whose targets discovery finds.
+fn discovery(ups: &[&std::sync::Arc<Upstream>], out: &mut String, esc: &dyn Fn(&str) -> String) {
+    let views: Vec<_> = ups
+        .iter()
+        .filter_map(|u| Some((esc(&u.name), u.discovery_view()?)))
+        .collect();
+    if views.is_empty() {
+        return;
+    }
+    for (name, kind, value) in [
+        ("torii_upstream_discovery_resolutions_total", "counter", 0),
+        ("torii_upstream_discovery_failures_total", "counter", 1),
+        ("torii_upstream_discovery_changes_total", "counter", 2),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (u, d) in &views {
+            let v = [d.resolutions, d.failures, d.changes][value];
+            let _ = writeln!(out, "{name}{{upstream=\"{u}\"}} {v}");
+        }
+    }
+}
+
 /// One upstream as JSON.
 pub fn upstream_json(u: &Upstream) -> Value {
     let (retries, refused) = u.retry_counts();
@@ -181,6 +204,14 @@ pub fn upstream_json(u: &Upstream) -> Value {
             "in_flight": in_flight,
             "waiting": waiting,
             "refused": refused,
+        })),
+        "discovery": u.discovery_view().map(|d| json!({
+            "source": d.source,
+            "last_success_ms_ago": d.last_success.map(|t| t.as_millis() as u64),
+            "last_error": d.last_error,
+            "resolutions": d.resolutions,
+            "failures": d.failures,
+            "changes": d.changes,
         })),
         "targets": targets,
     })

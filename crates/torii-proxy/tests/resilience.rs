@@ -689,3 +689,101 @@ async fn a_route_may_opt_in_to_retrying_non_idempotent_requests() {
     assert_eq!(send(addr, "POST", &[]).await, (StatusCode::OK, "b".into()));
     assert_eq!(a.hits.load(Ordering::SeqCst), 1);
 }
+
+/// A target that sends a response head promising 100 bytes, then 10 of them, then hangs up.
+async fn cut_short() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                    .await;
+            });
+        }
+    });
+    a
+}
+
+#[tokio::test]
+async fn a_body_cut_short_counts_against_its_target() {
+    let bad = cut_short().await;
+    let good = named("good").await;
+    let gw = gateway(&cfg(
+        &[(bad, 1), (good.up.addr, 1)],
+        "    outlier_detection: {consecutive_failures: 2, base_ejection_time: 30s}\n    retries: {attempts: 1}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let ejected = || {
+        gw.shared().snapshot.load().upstreams["up"]
+            .targets_view()
+            .iter()
+            .any(|t| *t.name == *bad.to_string() && t.ejected_for.is_some())
+    };
+    // Round robin: every other request gets a head (200) and a broken body, which the client
+    // sees as a broken response (the gateway cannot retry once the head has come).
+    let mut broken = 0;
+    for _ in 0..4 {
+        let resp = h1_client()
+            .request(
+                http::Request::get(format!("http://{addr}/x"))
+                    .body(full(""))
+                    .unwrap(),
+            )
+            .await;
+        let ok = match resp {
+            Ok(r) => http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        broken += usize::from(!ok);
+    }
+    assert_eq!(broken, 2);
+    assert!(ejected(), "two broken bodies in a row eject the target");
+    for _ in 0..10 {
+        assert_eq!(
+            send(addr, "GET", &[]).await,
+            (StatusCode::OK, "good".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn peak_ewma_sends_most_requests_to_the_faster_target() {
+    let fast = slow("fast", Duration::from_millis(1)).await;
+    let slower = slow("slow", Duration::from_millis(40)).await;
+    let gw = gateway(&cfg(
+        &[(fast, 1), (slower, 1)],
+        "    load_balancing: {algorithm: peak_ewma, decay: 10s}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..100 {
+        let (s, who) = send(addr, "GET", &[]).await;
+        assert_eq!(s, StatusCode::OK);
+        *seen.entry(who).or_default() += 1;
+    }
+    // Each pick compares two random targets and takes the cheaper: once both have answered,
+    // the slow one wins only when it is drawn twice (about 1 pick in 8).
+    let fast_share = seen.get("fast").copied().unwrap_or(0);
+    assert!(fast_share >= 70, "{seen:?}");
+    // With least_requests (the same two random choices, no latency), the split is even.
+    let gw = gateway(&cfg(
+        &[(fast, 1), (slower, 1)],
+        "    load_balancing: {algorithm: least_requests}\n",
+    ))
+    .await;
+    let addr = support::addr(&gw).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..100 {
+        *seen.entry(send(addr, "GET", &[]).await.1).or_default() += 1;
+    }
+    assert!(seen.get("fast").copied().unwrap_or(0) < 70, "{seen:?}");
+}

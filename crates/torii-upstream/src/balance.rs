@@ -42,6 +42,7 @@ enum Kind {
     RoundRobin,
     Random,
     LeastRequests,
+    PeakEwma,
     Hash {
         on: HashOn,
         table: Box<[u32]>,
@@ -57,6 +58,7 @@ impl Balancer {
             (Algorithm::RoundRobin, _) => Kind::RoundRobin,
             (Algorithm::Random, _) => Kind::Random,
             (Algorithm::LeastRequests, _) => Kind::LeastRequests,
+            (Algorithm::PeakEwma, _) => Kind::PeakEwma,
             (Algorithm::ConsistentHash, Some(on)) => Kind::Hash {
                 on: on.clone(),
                 table: maglev(names, &weights),
@@ -78,6 +80,7 @@ impl Balancer {
         matches!(
             self.kind,
             Kind::LeastRequests
+                | Kind::PeakEwma
                 | Kind::Hash {
                     bounded: Some(_),
                     ..
@@ -112,6 +115,7 @@ impl Balancer {
             Kind::RoundRobin => self.round_robin(&ok),
             Kind::Random => self.random(&ok),
             Kind::LeastRequests => self.least_requests(health, &ok),
+            Kind::PeakEwma => self.peak_ewma(health, &ok),
             Kind::Hash { on, table, bounded } => match head.and_then(|h| key(on, h, who)) {
                 Some(h) => self.hashed(health, table, h, *bounded, ins.unwrap_or(n), &ok),
                 None => self.round_robin(&ok),
@@ -158,6 +162,23 @@ impl Balancer {
         let load = |i: usize| u64::from(health.in_flight(i));
         let (wa, wb) = (u64::from(self.weights[a]), u64::from(self.weights[b]));
         Some(if load(a) * wb <= load(b) * wa { a } else { b })
+    }
+
+    /// Whether answers' latencies must be measured (peak EWMA).
+    pub(crate) fn measures_latency(&self) -> bool {
+        matches!(self.kind, Kind::PeakEwma)
+    }
+
+    /// Power of two choices by cost: latency estimate times (requests in flight + 1), per
+    /// weight.
+    fn peak_ewma(&self, health: &Health, ok: &impl Fn(usize) -> bool) -> Option<usize> {
+        let a = self.random(ok)?;
+        let mut b = self.random(ok)?;
+        if a == b && self.weights.len() > 1 {
+            b = self.random(ok)?;
+        }
+        let cost = |i: usize| health.cost(i) / f64::from(self.weights[i]);
+        Some(if cost(a) <= cost(b) { a } else { b })
     }
 
     fn hashed(
@@ -310,6 +331,7 @@ mod tests {
     use super::*;
     use crate::health::Verdict;
     use std::sync::Arc;
+    use std::time::Duration;
     use torii_config::schema::OutlierDetection;
 
     fn names(n: usize) -> Vec<Arc<str>> {
@@ -323,6 +345,7 @@ mod tests {
             algorithm,
             hash_on,
             bounded_load: None,
+            decay: None,
         };
         let od = OutlierDetection {
             consecutive_failures: 1,
@@ -386,6 +409,45 @@ mod tests {
     }
 
     #[test]
+    fn peak_ewma_prefers_the_faster_target_and_forgets_a_slow_answer() {
+        let (b, h) = setup(Algorithm::PeakEwma, None, &[1, 1]);
+        assert!(b.measures_latency() && b.counts_in_flight());
+        h.observe(0, Duration::from_millis(50), false);
+        h.observe(1, Duration::from_millis(2), false);
+        let picks = |b: &Balancer, h: &Health| {
+            (0..1000)
+                .filter(|_| b.pick(h, None, &Affinity::default(), None) == Some(1))
+                .count()
+        };
+        // Drawn twice, the slow one still wins about 1 pick in 8.
+        let fast = picks(&b, &h);
+        assert!(fast > 800, "{fast}");
+        // A slower answer counts at once (the peak); a failure counts as 1 s.
+        h.observe(1, Duration::from_millis(500), false);
+        assert!(picks(&b, &h) < 200);
+        h.observe(1, Duration::from_millis(1), true);
+        assert!(h.cost(1) >= 1e9 * 0.99);
+        // Requests in flight multiply the cost.
+        let (b, h) = setup(Algorithm::PeakEwma, None, &[1, 1]);
+        h.observe(0, Duration::from_millis(10), false);
+        h.observe(1, Duration::from_millis(10), false);
+        let _busy: Vec<_> = (0..5).map(|_| h.start(0)).collect();
+        assert!(picks(&b, &h) > 800);
+    }
+
+    #[test]
+    fn a_fast_answer_moves_the_estimate_by_the_decayed_share() {
+        let (_, h) = setup(Algorithm::PeakEwma, None, &[1]);
+        let h = h.with_decay(Some(Duration::from_millis(20)));
+        h.observe(0, Duration::from_millis(100), false);
+        std::thread::sleep(Duration::from_millis(60));
+        // Three time constants later, a fast answer mostly replaces the estimate.
+        h.observe(0, Duration::from_millis(1), false);
+        let ms = h.cost(0) / 1e6;
+        assert!(ms < 10.0, "{ms}");
+    }
+
+    #[test]
     fn least_requests_prefers_the_idle_target() {
         let (b, h) = setup(Algorithm::LeastRequests, None, &[1, 1]);
         let busy: Vec<_> = (0..10).filter_map(|_| h.start(0)).collect();
@@ -438,6 +500,7 @@ mod tests {
             algorithm: Algorithm::ConsistentHash,
             hash_on: Some(HashOn::Header("x-user".into())),
             bounded_load: None,
+            decay: None,
         };
         let b2 = Balancer::new(&cfg, &rest, &[1; 9]);
         let rest_names: Vec<Arc<str>> = rest.iter().map(|s| Arc::from(*s)).collect();
@@ -510,6 +573,7 @@ mod tests {
             algorithm: Algorithm::ConsistentHash,
             hash_on: Some(HashOn::Header("x-user".into())),
             bounded_load: Some(1.25),
+            decay: None,
         };
         let b = Balancer::new(&cfg, &refs, &[1; 4]);
         let h = Health::new("t", &names, &OutlierDetection::default());

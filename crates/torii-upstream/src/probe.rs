@@ -5,7 +5,7 @@
 //! upstream weakly and ends when the last config using the upstream is gone; a reload that
 //! keeps the upstream keeps its task and its targets' state.
 
-use crate::upstream::{CallOptions, Upstream};
+use crate::upstream::{CallOptions, Members, Upstream};
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use std::sync::{Arc, Weak};
@@ -35,18 +35,20 @@ async fn run(up: Weak<Upstream>, cfg: HealthCheck) {
     loop {
         {
             let Some(up) = up.upgrade() else { return };
-            let probes = (0..up.targets.len()).map(|i| {
-                let up = &up;
-                let cfg = &cfg;
+            // The targets of now (discovery may change them between rounds).
+            let members = up.members();
+            let probes = (0..members.targets.len()).map(|i| {
+                let (up, members, cfg) = (&up, &members, &cfg);
                 async move {
-                    let passed = tokio::time::timeout(cfg.timeout.0, probe(up, i, cfg))
+                    let passed = tokio::time::timeout(cfg.timeout.0, probe(up, members, i, cfg))
                         .await
                         .unwrap_or(false);
                     (i, passed)
                 }
             });
             for (i, passed) in futures_util::future::join_all(probes).await {
-                up.health()
+                members
+                    .health
                     .probed(i, passed, cfg.healthy_threshold, cfg.unhealthy_threshold);
             }
             // The upstream is not held while the task sleeps.
@@ -56,8 +58,8 @@ async fn run(up: Weak<Upstream>, cfg: HealthCheck) {
 }
 
 /// One probe of target `i`: whether it passed.
-async fn probe(up: &Upstream, i: usize, cfg: &HealthCheck) -> bool {
-    let Some(target) = up.targets.get(i) else {
+async fn probe(up: &Upstream, members: &Members, i: usize, cfg: &HealthCheck) -> bool {
+    let Some(target) = members.targets.get(i) else {
         return false;
     };
     match cfg.kind {

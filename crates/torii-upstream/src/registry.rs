@@ -75,6 +75,7 @@ impl Registry {
             health_check: None,
             circuit_breaker: None,
             concurrency: None,
+            discovery: None,
         };
         let mut inner = self
             .inner
@@ -94,6 +95,17 @@ impl Inner {
         }
         let up = Arc::new(Upstream::build(cfg, &mut self.pools)?);
         crate::probe::start(&up, cfg.health_check.as_ref());
+        if let Some(d) = &cfg.discovery {
+            let source = crate::dns::DnsSource::new(&d.dns)
+                .map_err(|e| format!("upstream {}: discovery: {e}", cfg.name))?;
+            let schedule = crate::discovery::Schedule {
+                min_ttl: d.dns.min_ttl.0,
+                max_ttl: d.dns.max_ttl.0,
+                timeout: d.dns.timeout.0,
+                retry_interval: d.dns.retry_interval.0,
+            };
+            crate::discovery::start(&up, Box::new(source), schedule);
+        }
         self.upstreams.insert(fingerprint, Arc::downgrade(&up));
         Ok(up)
     }

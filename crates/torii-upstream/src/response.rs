@@ -2,7 +2,8 @@
 
 use crate::h1;
 use crate::h2pool;
-use crate::health::InFlight;
+use crate::health::{InFlight, Verdict};
+use crate::upstream::Members;
 use http::Response;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -16,11 +17,20 @@ pub struct ResponseBody {
 }
 
 /// What a response body holds for its request until it is dropped: the target's in-flight
-/// count (least requests, bounded load) and the upstream's bulkhead place.
+/// count (least requests, bounded load), the upstream's bulkhead place, and what a failure of
+/// the body is told to (outlier detection).
 #[derive(Default)]
 pub(crate) struct Held {
     pub(crate) _in_flight: Option<InFlight>,
     pub(crate) _place: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) watch: Option<BodyWatch>,
+}
+
+/// The target a body comes from: a body that fails (reset, cut short, idle too long) counts
+/// as a failure of that target, like a failure before the head.
+pub(crate) struct BodyWatch {
+    pub(crate) members: Arc<Members>,
+    pub(crate) target: usize,
 }
 
 enum Kind {
@@ -70,11 +80,22 @@ impl http_body::Body for ResponseBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
             Kind::Empty => std::task::Poll::Ready(None),
             Kind::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
             Kind::H2 { body: b, .. } => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        };
+        if let Some(w) = &this._held.watch {
+            let verdict = match &polled {
+                std::task::Poll::Ready(Some(Err(_))) => Verdict::Failure,
+                std::task::Poll::Ready(None) => Verdict::Success,
+                _ => return polled,
+            };
+            w.members.health.record(w.target, verdict);
+            this._held.watch = None;
         }
+        polled
     }
     fn is_end_stream(&self) -> bool {
         match &self.kind {
@@ -88,6 +109,18 @@ impl http_body::Body for ResponseBody {
             Kind::Empty => http_body::SizeHint::with_exact(0),
             Kind::H1(b) => b.size_hint(),
             Kind::H2 { body: b, .. } => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body that was complete without being read to its end (empty, or read by its
+        // length) succeeded; one dropped half-read (the client left) says nothing.
+        if let Some(w) = self._held.watch.take()
+            && http_body::Body::is_end_stream(self)
+        {
+            w.members.health.record(w.target, Verdict::Success);
         }
     }
 }

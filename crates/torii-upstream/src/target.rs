@@ -4,6 +4,7 @@ use crate::pool::TargetPool;
 use std::sync::Arc;
 
 /// One target of an upstream.
+#[derive(Clone)]
 pub struct Target {
     /// `host:port` (`host` alone for the scheme's default port), as sent in Host when
     /// `host_header: target` and as HTTP/2 `:authority`.

@@ -4,18 +4,23 @@ use crate::balance::{Affinity, Balancer};
 use crate::breaker::{Admit, Breaker, BreakerState, Bulkhead};
 use crate::codec::encode::ExtraFields;
 use crate::connect::Connector;
+use crate::discovery::{DiscoveryState, DiscoveryView, Endpoint};
 use crate::error::{CallError, Retry, idempotent};
 use crate::h1;
 use crate::health::{Health, TargetView, Verdict};
 use crate::pool::{Conn, PoolSettings, TargetPool};
-use crate::response::{Held, ResponseBody, UpstreamResponse};
+use crate::response::{BodyWatch, Held, ResponseBody, UpstreamResponse};
 use crate::retry::RetryPolicy;
 use crate::target::Target;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use torii_config::schema::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol};
+use torii_config::schema::{
+    DiscoveryScheme, HostHeader, LoadBalancing, OutlierDetection, Upstream as UpstreamConfig,
+    UpstreamProtocol,
+};
 use torii_core::{Body, ErrorKind, GatewayError};
 
 /// A named upstream service: its targets (each with its pool), how they are chosen, and the
@@ -25,12 +30,17 @@ use torii_core::{Body, ErrorKind, GatewayError};
 pub struct Upstream {
     /// The name.
     pub name: Arc<str>,
-    /// Targets.
-    pub targets: Vec<Target>,
-    /// How targets are chosen.
-    balancer: Balancer,
-    /// The targets' live state (in flight, outlier detection).
-    health: Health,
+    /// The targets, how they are chosen and their live state: one set, replaced whole when
+    /// discovery changes it (a call keeps the set it started with).
+    members: ArcSwap<Members>,
+    /// How discovered targets are built.
+    maker: TargetMaker,
+    /// For the next target set.
+    load_balancing: LoadBalancing,
+    /// For the next target set.
+    outlier_detection: OutlierDetection,
+    /// Where the targets come from, when not from the config.
+    discovery: Option<DiscoveryState>,
     /// Retries and their budget.
     retry: RetryPolicy,
     /// The circuit breaker, when configured.
@@ -96,14 +106,92 @@ impl Default for CallOptions<'_> {
     }
 }
 
+/// One target set of an upstream: its targets, how they are chosen, and their live state.
+pub(crate) struct Members {
+    pub(crate) targets: Box<[Target]>,
+    pub(crate) balancer: Balancer,
+    pub(crate) health: Health,
+}
+
+impl Members {
+    fn new(targets: Vec<Target>, weights: &[u32], lb: &LoadBalancing, health: Health) -> Self {
+        let names: Vec<&str> = targets.iter().map(|t| &*t.name).collect();
+        Self {
+            balancer: Balancer::new(lb, &names, weights),
+            targets: targets.into(),
+            health,
+        }
+    }
+}
+
+/// What every target of an upstream is built with.
+struct TargetMaker {
+    client_tls: Option<Arc<rustls::ClientConfig>>,
+    /// `tls.server_name`: instead of the target's own name.
+    server_name: Option<String>,
+    connect_timeout: Duration,
+    settings: PoolSettings,
+    /// Discovered targets speak TLS.
+    discovered_tls: bool,
+}
+
+impl TargetMaker {
+    /// The target `name` (`host:port`), connected to at `host:port` (an address or a name)
+    /// and known as `known_as` (its TLS server name and, with its port, its Host); with its
+    /// pool, or a new one.
+    fn make(
+        &self,
+        name: &str,
+        (host, port): (&str, u16),
+        tls: bool,
+        known_as: &str,
+        pool: Option<Arc<TargetPool>>,
+    ) -> Result<Target, String> {
+        let pool = match pool {
+            Some(p) => p,
+            None => {
+                let tls = match (&self.client_tls, tls) {
+                    (Some(c), true) => Some((
+                        c.clone(),
+                        self.server_name
+                            .clone()
+                            .unwrap_or_else(|| known_as.to_string()),
+                    )),
+                    _ => None,
+                };
+                let connector = Connector::new(host, port, self.connect_timeout, tls)?;
+                TargetPool::new(connector, self.settings.clone())
+            }
+        };
+        // Host (and `:authority`) leave out the scheme's default port, as clients do
+        // (RFC 9110 4.2.3): some services compare Host with their bare name.
+        let default_port = port == if tls { 443 } else { 80 };
+        let host = if default_port {
+            known_as.to_string()
+        } else {
+            format!("{known_as}:{port}")
+        };
+        Ok(Target {
+            tls,
+            authority: http::HeaderValue::from_str(&host)
+                .unwrap_or(http::HeaderValue::from_static("invalid")),
+            name: name.into(),
+            pool,
+        })
+    }
+}
+
 impl Upstream {
     pub(crate) fn build(
         cfg: &UpstreamConfig,
         pools: &mut HashMap<String, Weak<TargetPool>>,
     ) -> Result<Self, String> {
-        let mut targets = Vec::new();
         let http2 = cfg.protocol == UpstreamProtocol::Http2;
-        let needs_tls = cfg.targets.iter().any(|t| t.url.tls);
+        let discovered_tls = cfg
+            .discovery
+            .as_ref()
+            .is_some_and(|d| d.dns.scheme == DiscoveryScheme::Https);
+        let needs_tls = discovered_tls || cfg.targets.iter().any(|t| t.url.tls);
         let client_tls = if needs_tls {
             Some(
                 crate::tls::client_config(&cfg.tls, http2)
@@ -112,7 +200,21 @@ impl Upstream {
         } else {
             None
         };
-        for (i, t) in cfg.targets.iter().enumerate() {
+        let maker = TargetMaker {
+            client_tls,
+            server_name: cfg.tls.server_name.clone(),
+            connect_timeout: cfg.timeouts.connect.0,
+            settings: PoolSettings {
+                max_connections: cfg.pool.max_connections_per_target as usize,
+                queue_timeout: cfg.pool.queue_timeout.0,
+                idle_timeout: cfg.pool.idle_timeout.0,
+                http2,
+                max_streams: cfg.pool.max_streams_per_connection as usize,
+            },
+            discovered_tls,
+        };
+        let mut targets = Vec::with_capacity(cfg.targets.len());
+        for t in &cfg.targets {
             let authority = t.url.authority();
             // Pools are keyed by everything that shapes a connection, so an upstream whose
             // other settings change keeps its pooled connections.
@@ -126,58 +228,38 @@ impl Upstream {
                 cfg.tls,
                 tls_files_fingerprint(cfg)
             );
-            let pool = match pools.get(&key).and_then(Weak::upgrade) {
-                Some(p) => p,
-                None => {
-                    let tls = match (&client_tls, t.url.tls) {
-                        (Some(c), true) => Some((
-                            c.clone(),
-                            cfg.tls
-                                .server_name
-                                .clone()
-                                .unwrap_or_else(|| t.url.host.clone()),
-                        )),
-                        _ => None,
-                    };
-                    let connector =
-                        Connector::new(&t.url.host, t.url.port, cfg.timeouts.connect.0, tls)
-                            .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
-                    let settings = PoolSettings {
-                        max_connections: cfg.pool.max_connections_per_target as usize,
-                        queue_timeout: cfg.pool.queue_timeout.0,
-                        idle_timeout: cfg.pool.idle_timeout.0,
-                        http2,
-                        max_streams: cfg.pool.max_streams_per_connection as usize,
-                    };
-                    let p = TargetPool::new(connector, settings);
-                    pools.insert(key, Arc::downgrade(&p));
-                    p
-                }
-            };
-            // Host (and `:authority`) leave out the scheme's default port, as clients do
-            // (RFC 9110 4.2.3): some services compare Host with their bare name.
-            let default_port = t.url.port == if t.url.tls { 443 } else { 80 };
-            let host = if default_port {
-                t.url.host.as_str()
-            } else {
-                authority.as_str()
-            };
-            targets.push(Target {
-                tls: t.url.tls,
-                authority: http::HeaderValue::from_str(host)
-                    .unwrap_or(http::HeaderValue::from_static("invalid")),
-                name: authority.into(),
-                pool,
-            });
-            let _ = i;
+            let pool = pools.get(&key).and_then(Weak::upgrade);
+            let target = maker
+                .make(
+                    &authority,
+                    (&t.url.host, t.url.port),
+                    t.url.tls,
+                    &t.url.host,
+                    pool,
+                )
+                .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+            pools.insert(key, Arc::downgrade(&target.pool));
+            targets.push(target);
         }
         let names: Vec<Arc<str>> = targets.iter().map(|t| t.name.clone()).collect();
-        let name_refs: Vec<&str> = names.iter().map(|n| &**n).collect();
         let weights: Vec<u32> = cfg.targets.iter().map(|t| t.weight).collect();
+        let health = Health::new(&cfg.name, &names, &cfg.outlier_detection)
+            .with_decay(cfg.load_balancing.decay.map(|d| d.0));
         Ok(Self {
             name: cfg.name.as_str().into(),
-            balancer: Balancer::new(&cfg.load_balancing, &name_refs, &weights),
-            health: Health::new(&cfg.name, &names, &cfg.outlier_detection),
+            members: ArcSwap::from_pointee(Members::new(
+                targets,
+                &weights,
+                &cfg.load_balancing,
+                health,
+            )),
+            maker,
+            load_balancing: cfg.load_balancing.clone(),
+            outlier_detection: cfg.outlier_detection.clone(),
+            discovery: cfg
+                .discovery
+                .as_ref()
+                .map(|d| DiscoveryState::new(String::new(), d.dns.timeout.0)),
             retry: RetryPolicy::new(&cfg.retries),
             breaker: cfg
                 .circuit_breaker
@@ -187,7 +269,6 @@ impl Upstream {
                 .concurrency
                 .as_ref()
                 .map(|c| (Bulkhead::new(c), c.max_in_flight as usize)),
-            targets,
             host_header: cfg.host_header,
             http2,
             response_headers_timeout: cfg.timeouts.response_headers.0,
@@ -208,36 +289,90 @@ impl Upstream {
         self.host_header == HostHeader::Target
     }
 
+    /// The current target set.
+    pub(crate) fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+
+    /// The targets now (a copy: discovery may change them).
+    pub fn targets(&self) -> Vec<Target> {
+        self.members.load().targets.to_vec()
+    }
+
     /// A target for a request without a head to hash (the balancer's choice among the
     /// targets in rotation); `None` when every target is out.
-    pub fn pick(&self) -> Option<&Target> {
-        self.health.refresh();
-        let i = self
-            .balancer
-            .pick(&self.health, None, &Affinity::default(), None)?;
-        self.targets.get(i)
+    pub fn pick(&self) -> Option<Target> {
+        self.pick_avoiding(None)
     }
 
     /// A target other than `avoid` when another one is in rotation (a second attempt);
     /// `avoid` itself otherwise.
-    pub fn pick_other(&self, avoid: &Target) -> Option<&Target> {
-        let avoid = self.targets.iter().position(|t| std::ptr::eq(t, avoid));
-        self.health.refresh();
-        let i = self
-            .balancer
-            .pick(&self.health, None, &Affinity::default(), avoid)?;
-        self.targets.get(i)
+    pub fn pick_other(&self, avoid: &Target) -> Option<Target> {
+        self.pick_avoiding(Some(&avoid.name))
     }
 
-    /// The targets' live state.
-    pub(crate) fn health(&self) -> &Health {
-        &self.health
+    fn pick_avoiding(&self, avoid: Option<&str>) -> Option<Target> {
+        let m = self.members.load();
+        let avoid = avoid.and_then(|a| m.targets.iter().position(|t| *t.name == *a));
+        m.health.refresh();
+        let i = m
+            .balancer
+            .pick(&m.health, None, &Affinity::default(), avoid)?;
+        m.targets.get(i).cloned()
     }
 
     /// The live state of every target (in flight, failures, ejection), for metrics and the
     /// admin listener.
     pub fn targets_view(&self) -> Vec<TargetView> {
-        self.health.view()
+        self.members.load().health.view()
+    }
+
+    /// Where the targets come from, when discovery finds them.
+    pub(crate) fn discovery(&self) -> Option<&DiscoveryState> {
+        self.discovery.as_ref()
+    }
+
+    /// The discovery's source and last lookups, when discovery finds the targets.
+    pub fn discovery_view(&self) -> Option<DiscoveryView> {
+        self.discovery.as_ref().map(DiscoveryState::view)
+    }
+
+    /// Replaces the target set with `found` (discovery): targets that stay keep their pool,
+    /// connections and health; new ones get a pool; those that go leave with the last call
+    /// that uses them. Calls in flight finish on the set they started with.
+    pub(crate) fn set_targets(&self, found: &[Endpoint]) {
+        let old = self.members.load_full();
+        let mut targets = Vec::with_capacity(found.len());
+        let mut weights = Vec::with_capacity(found.len());
+        for e in found {
+            let name = e.name();
+            let target = match old.targets.iter().find(|t| *t.name == *name) {
+                Some(t) => t.clone(),
+                None => match self.maker.make(
+                    &name,
+                    (&e.host, e.port),
+                    self.maker.discovered_tls,
+                    &e.server_name,
+                    None,
+                ) {
+                    Ok(t) => t,
+                    Err(error) => {
+                        tracing::warn!(upstream = %self.name, target = %name, %error, "discovered target left out");
+                        continue;
+                    }
+                },
+            };
+            targets.push(target);
+            weights.push(e.weight);
+        }
+        let names: Vec<Arc<str>> = targets.iter().map(|t| t.name.clone()).collect();
+        let health = old.health.next(&names, &self.outlier_detection);
+        self.members.store(Arc::new(Members::new(
+            targets,
+            &weights,
+            &self.load_balancing,
+            health,
+        )));
     }
 
     /// Retries sent and retries the budget refused, since the upstream was built.
@@ -287,11 +422,22 @@ impl Upstream {
             .policy
             .total
             .map(|t| tokio::time::Instant::now() + t);
-        let count = self.balancer.counts_in_flight();
-        self.health.refresh();
-        let mut next_target = self
-            .balancer
-            .pick(&self.health, Some(head), options.affinity, None);
+        let mut set = self.members.load_full();
+        if set.targets.is_empty()
+            && let Some(d) = &self.discovery
+        {
+            // Discovery has not answered yet (the upstream was just built).
+            Box::pin(d.first_answer()).await;
+            set = self.members.load_full();
+        }
+        let members = &*set;
+        let count = members.balancer.counts_in_flight();
+        let timed = members.balancer.measures_latency();
+        members.health.refresh();
+        let mut next_target =
+            members
+                .balancer
+                .pick(&members.health, Some(head), options.affinity, None);
         let mut body = body;
         let mut attempt = 1;
         loop {
@@ -308,11 +454,11 @@ impl Upstream {
                     Retry::Never,
                 ));
             };
-            let target = &self.targets[i];
+            let target = &members.targets[i];
             let again = (attempt < self.retry.attempts && !options.upgrade)
                 .then(|| body.try_clone())
                 .flatten();
-            let in_flight = if count { self.health.start(i) } else { None };
+            let in_flight = if count { members.health.start(i) } else { None };
             // A probe whose call is cancelled (the client left) still gets a verdict, so the
             // breaker never stays half-open with its probes spent.
             let mut probe_guard = probe.map(|p| ProbeGuard {
@@ -320,6 +466,7 @@ impl Upstream {
                 probe: p,
                 done: false,
             });
+            let started = timed.then(std::time::Instant::now);
             let result = match deadline {
                 None => self.call_target(target, head, body, options).await,
                 Some(at) => {
@@ -353,10 +500,22 @@ impl Upstream {
                     }
                 }
             };
-            let (verdict, retry) = self.judge(&result, &head.method, &options);
+            let (verdict, retry) = self.judge(&members.health, &result, &head.method, &options);
             // Nothing is left of the deadline for another try.
             let retry = retry && deadline.is_none_or(|at| tokio::time::Instant::now() < at);
-            self.health.record(i, verdict);
+            // An answer whose body is still to come succeeds when its body ends (a body that
+            // breaks counts against the target: `BodyWatch`).
+            let deferred = verdict == Verdict::Success
+                && members.health.detects_outliers()
+                && matches!(&result, Ok(r) if r.upgraded.is_none());
+            if !deferred {
+                members.health.record(i, verdict);
+            }
+            if let Some(at) = started {
+                members
+                    .health
+                    .observe(i, at.elapsed(), verdict == Verdict::Failure);
+            }
             if let Some(g) = probe_guard.as_mut() {
                 g.record(self.breaker_verdict(&result));
             }
@@ -365,9 +524,10 @@ impl Upstream {
             // own answer), and the budget's leave.
             let retry_to = match again {
                 Some(next) if retry => {
-                    self.health.refresh();
-                    self.balancer
-                        .pick(&self.health, Some(head), options.affinity, Some(i))
+                    members.health.refresh();
+                    members
+                        .balancer
+                        .pick(&members.health, Some(head), options.affinity, Some(i))
                         .filter(|&to| to != i || !same_target_is_futile(&result))
                         .map(|to| (to, next))
                 }
@@ -383,6 +543,10 @@ impl Upstream {
             match retry_to {
                 Some(((to, next), admitted)) if self.retry.withdraw() => {
                     probe = admitted;
+                    if deferred {
+                        // Its body is dropped unread.
+                        members.health.record(i, Verdict::Success);
+                    }
                     tracing::debug!(upstream = %self.name, target = %target.name, attempt, "trying again");
                     drop(result);
                     drop(in_flight);
@@ -396,7 +560,12 @@ impl Upstream {
                     attempt += 1;
                 }
                 _ => {
-                    if in_flight.is_none() && place.is_none() {
+                    // A body that breaks after its head counts against its target too.
+                    let watch = deferred.then(|| BodyWatch {
+                        members: set.clone(),
+                        target: i,
+                    });
+                    if in_flight.is_none() && place.is_none() && watch.is_none() {
                         return result;
                     }
                     return result.map(|mut r| {
@@ -404,6 +573,7 @@ impl Upstream {
                         *r.response.body_mut() = b.holding(Held {
                             _in_flight: in_flight,
                             _place: place,
+                            watch,
                         });
                         r
                     });
@@ -460,6 +630,7 @@ impl Upstream {
     /// How a try went: for its target's health, and whether it may be tried again.
     fn judge(
         &self,
+        health: &Health,
         result: &Result<UpstreamResponse, CallError>,
         method: &http::Method,
         options: &CallOptions<'_>,
@@ -468,7 +639,7 @@ impl Upstream {
         match result {
             Ok(r) => {
                 let status = r.response.status().as_u16();
-                let failed = self.health.fails(status);
+                let failed = health.fails(status);
                 (
                     if failed {
                         Verdict::Failure

@@ -8,8 +8,12 @@ use serde::Deserialize;
 pub struct Upstream {
     /// Unique name, referenced by routes' `upstream`.
     pub name: String,
-    /// The servers of this upstream. At least one.
+    /// The servers of this upstream. At least one, unless `discovery` finds them.
+    #[serde(default)]
     pub targets: Vec<Target>,
+    /// Where the targets come from instead of `targets` (DNS). Off when absent.
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
     /// Protocol spoken to the targets.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
@@ -107,6 +111,82 @@ fn default_max_wait() -> Duration {
     Duration::secs(1)
 }
 
+/// A source of targets that change while the gateway runs.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// Targets from DNS records, looked up again when their TTL runs out.
+    pub dns: DnsDiscovery,
+}
+
+/// Targets from DNS: the addresses of a name (A and AAAA), or the SRV records of a service.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscovery {
+    /// The name looked up: `users.internal`, or `_http._tcp.users.internal` for `srv`.
+    pub name: String,
+    /// `a`: every address (A and AAAA records) is a target on `port`; `srv`: each SRV record
+    /// gives a host (whose addresses are the targets), a port and a weight.
+    #[serde(default)]
+    pub record: DnsRecord,
+    /// `a`: the targets' port (default: 80 for `http`, 443 for `https`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `http` or `https`: how the targets are spoken to.
+    #[serde(default)]
+    pub scheme: DiscoveryScheme,
+    /// The DNS servers asked (`ip:port`, in order); empty: those of `/etc/resolv.conf`.
+    #[serde(default)]
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// An answer is kept for its TTL, but at least this long...
+    #[serde(default = "default_min_ttl")]
+    pub min_ttl: Duration,
+    /// ...and at most this long.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: Duration,
+    /// A lookup that takes longer fails.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: Duration,
+    /// After a failed lookup (the last known targets stay), the next one comes this soon.
+    #[serde(default = "default_dns_retry")]
+    pub retry_interval: Duration,
+}
+
+/// The DNS records of [`DnsDiscovery`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsRecord {
+    /// A and AAAA.
+    #[default]
+    A,
+    /// SRV (RFC 2782).
+    Srv,
+}
+
+/// How discovered targets are spoken to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryScheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// HTTPS, with the looked-up name as the TLS server name (unless `tls.server_name`).
+    Https,
+}
+
+fn default_min_ttl() -> Duration {
+    Duration::secs(1)
+}
+fn default_max_ttl() -> Duration {
+    Duration::secs(300)
+}
+fn default_dns_timeout() -> Duration {
+    Duration::secs(2)
+}
+fn default_dns_retry() -> Duration {
+    Duration::secs(5)
+}
+
 /// Active health checks of an upstream's targets.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +273,10 @@ pub struct LoadBalancing {
     /// Off when absent.
     #[serde(default)]
     pub bounded_load: Option<f64>,
+    /// `peak_ewma`: how fast a target's latency estimate forgets a slow answer (the time
+    /// constant of its exponential decay; default 10s).
+    #[serde(default)]
+    pub decay: Option<Duration>,
 }
 
 /// A load-balancing algorithm.
@@ -207,6 +291,10 @@ pub enum Algorithm {
     LeastRequests,
     /// A target chosen at random by weight.
     Random,
+    /// The cheaper of two targets chosen at random by weight, the cost being a target's
+    /// latency estimate (peak EWMA: a slower answer counts at once, a faster one little by
+    /// little) times its requests in flight plus one.
+    PeakEwma,
     /// A Maglev table over the targets: the same key always reaches the same target while it
     /// is available; removing one of N targets moves about 1/N of the keys.
     ConsistentHash,

@@ -2,7 +2,7 @@
 //! health checks, retries, circuit breaker and bulkhead, and a route's fallback.
 
 use super::Ctx;
-use crate::schema::Upstream;
+use crate::schema::{DnsDiscovery, DnsRecord, Upstream};
 use crate::yaml::PathSeg;
 
 /// Load balancing, outlier detection and retries of upstream `i`.
@@ -53,6 +53,21 @@ pub(super) fn resilience(ctx: &mut Ctx<'_>, i: usize, u: &Upstream) {
                 &at("load_balancing", "bounded_load"),
                 format!("`{f}` is below 1: no target could take its share"),
                 "use a factor of at least 1, e.g. 1.25",
+            );
+        }
+    }
+    if let Some(d) = lb.decay {
+        if lb.algorithm != Algorithm::PeakEwma {
+            ctx.err(
+                &at("load_balancing", "decay"),
+                "`decay` is only used by `algorithm: peak_ewma`",
+                "set `algorithm: peak_ewma` or remove `decay`",
+            );
+        } else if d.0 < std::time::Duration::from_millis(1) {
+            ctx.err(
+                &at("load_balancing", "decay"),
+                "`decay` must be at least 1ms",
+                "use e.g. `10s`",
             );
         }
     }
@@ -291,5 +306,71 @@ pub(super) fn fallback(ctx: &mut Ctx<'_>, i: usize, proxied: bool, f: &crate::sc
             format!("`{bad}` is not an HTTP status"),
             "e.g. [502, 503, 504]",
         );
+    }
+}
+
+/// DNS discovery of upstream `i`.
+pub(super) fn discovery(ctx: &mut Ctx<'_>, i: usize, d: &DnsDiscovery) {
+    let at = |k: &'static str| {
+        [
+            PathSeg::Key("upstreams"),
+            PathSeg::Index(i),
+            PathSeg::Key("discovery"),
+            PathSeg::Key("dns"),
+            PathSeg::Key(k),
+        ]
+    };
+    let name = d.name.strip_suffix('.').unwrap_or(&d.name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        ctx.err(
+            &at("name"),
+            format!("`{}` is not a DNS name", d.name),
+            "write a name such as `users.internal` (or `_http._tcp.users.internal` for `record: srv`)",
+        );
+    }
+    if d.record == DnsRecord::Srv && d.port.is_some() {
+        ctx.err(
+            &at("port"),
+            "`port` is only used by `record: a`; SRV records carry their own ports",
+            "remove `port`",
+        );
+    }
+    if d.port == Some(0) {
+        ctx.err(
+            &at("port"),
+            "port 0 is not a port",
+            "write the targets' port, e.g. 8080",
+        );
+    }
+    if d.min_ttl.0.is_zero() {
+        ctx.err(
+            &at("min_ttl"),
+            "`min_ttl` must be above zero (a TTL of 0 would look the name up in a loop)",
+            "use e.g. `1s`",
+        );
+    }
+    if d.max_ttl.0 < d.min_ttl.0 {
+        ctx.err(
+            &at("max_ttl"),
+            format!(
+                "`max_ttl` ({:?}) is below `min_ttl` ({:?})",
+                d.max_ttl.0, d.min_ttl.0
+            ),
+            "make `max_ttl` at least `min_ttl`",
+        );
+    }
+    for (k, v) in [
+        ("timeout", d.timeout.0),
+        ("retry_interval", d.retry_interval.0),
+    ] {
+        if v.is_zero() {
+            ctx.err(&at(k), format!("`{k}` must be above zero"), "use e.g. `2s`");
+        }
     }
 }

@@ -49,6 +49,19 @@ where
     Fut: Future<Output = Response<BoxBody>> + Send + 'static,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_on(listener, http2, handler)
+}
+
+/// A fake upstream on a listener the test bound itself.
+pub fn upstream_on<F, Fut>(
+    listener: tokio::net::TcpListener,
+    http2: bool,
+    handler: F,
+) -> FakeUpstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let stats = Arc::new(ConnStats::default());
     let st = stats.clone();
