@@ -370,6 +370,7 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
             );
         }
         resilience(&mut ctx, i, u);
+        resilience::hedging(&mut ctx, i, u);
     }
 
     let upstream_names: Vec<&str> = p

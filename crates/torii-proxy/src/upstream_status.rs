@@ -150,8 +150,28 @@ fn breaker_and_bulkhead(
     }
 }
 
-/// Lookups of the upstreams whose targets discovery finds.
+/// Hedges, and the lookups of the upstreams whose targets discovery finds.
 fn discovery(ups: &[&std::sync::Arc<Upstream>], out: &mut String, esc: &dyn Fn(&str) -> String) {
+    let hedging: Vec<_> = ups
+        .iter()
+        .filter_map(|u| Some((esc(&u.name), u.hedge_counts()?)))
+        .collect();
+    if !hedging.is_empty() {
+        out.push_str("# TYPE torii_upstream_hedges_total counter\n");
+        for (u, (sent, _)) in &hedging {
+            let _ = writeln!(
+                out,
+                "torii_upstream_hedges_total{{upstream=\"{u}\"}} {sent}"
+            );
+        }
+        out.push_str("# TYPE torii_upstream_hedges_won_total counter\n");
+        for (u, (_, won)) in &hedging {
+            let _ = writeln!(
+                out,
+                "torii_upstream_hedges_won_total{{upstream=\"{u}\"}} {won}"
+            );
+        }
+    }
     let views: Vec<_> = ups
         .iter()
         .filter_map(|u| Some((esc(&u.name), u.discovery_view()?)))
@@ -204,6 +224,10 @@ pub fn upstream_json(u: &Upstream) -> Value {
             "in_flight": in_flight,
             "waiting": waiting,
             "refused": refused,
+        })),
+        "hedging": u.hedge_counts().map(|(sent, won)| json!({
+            "hedges": sent,
+            "hedges_won": won,
         })),
         "discovery": u.discovery_view().map(|d| json!({
             "source": d.source,

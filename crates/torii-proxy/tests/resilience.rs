@@ -787,3 +787,43 @@ async fn peak_ewma_sends_most_requests_to_the_faster_target() {
     }
     assert!(seen.get("fast").copied().unwrap_or(0) < 70, "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_slow_try_is_hedged_on_another_target_and_the_first_answer_wins() {
+    let slow_one = slow("slow", Duration::from_millis(1500)).await;
+    let fast = slow("fast", Duration::from_millis(1)).await;
+    let gw = gateway(&cfg(
+        &[(slow_one, 1), (fast, 1)],
+        "    hedging: {delay: 50ms}\n    retries: {budget_min_per_second: 100}\n",
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    // Round robin: a GET meets the slow target first, is hedged after 50 ms, and the hedge
+    // takes the next turn (the fast target), so the next GET meets the slow one again.
+    for _ in 0..4 {
+        let start = std::time::Instant::now();
+        assert_eq!(
+            send(addr, "GET", &[]).await,
+            (StatusCode::OK, "fast".into())
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    let up = &gw.shared().snapshot.load().upstreams["up"];
+    assert_eq!(up.hedge_counts(), Some((4, 4)));
+    assert_eq!(
+        metric_line(&gw, "torii_upstream_hedges_total{upstream=\"up\"}"),
+        Some(4.0)
+    );
+    // A POST is never hedged: the one that meets the slow target waits for it.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        answers.push(send(addr, "POST", &[]).await.1);
+    }
+    answers.sort();
+    assert_eq!(answers, ["fast", "slow"]);
+    assert_eq!(up.hedge_counts(), Some((4, 4)));
+}

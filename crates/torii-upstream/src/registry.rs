@@ -76,6 +76,7 @@ impl Registry {
             circuit_breaker: None,
             concurrency: None,
             discovery: None,
+            hedging: None,
         };
         let mut inner = self
             .inner

@@ -7,7 +7,7 @@ use crate::connect::Connector;
 use crate::discovery::{DiscoveryState, DiscoveryView, Endpoint};
 use crate::error::{CallError, Retry, idempotent};
 use crate::h1;
-use crate::health::{Health, TargetView, Verdict};
+use crate::health::{Health, InFlight, TargetView, Verdict};
 use crate::pool::{Conn, PoolSettings, TargetPool};
 use crate::response::{BodyWatch, Held, ResponseBody, UpstreamResponse};
 use crate::retry::RetryPolicy;
@@ -47,6 +47,12 @@ pub struct Upstream {
     breaker: Option<Breaker>,
     /// The bulkhead and its size, when configured.
     bulkhead: Option<(Bulkhead, usize)>,
+    /// Hedging: the delay before a second try, when configured.
+    hedge: Option<Duration>,
+    /// Hedges sent.
+    hedges: std::sync::atomic::AtomicU64,
+    /// Hedges whose answer was used.
+    hedge_wins: std::sync::atomic::AtomicU64,
     /// Which Host header is sent.
     pub host_header: HostHeader,
     /// HTTP/2 to the targets.
@@ -265,6 +271,9 @@ impl Upstream {
                 .circuit_breaker
                 .as_ref()
                 .map(|b| Breaker::new(&cfg.name, b)),
+            hedge: cfg.hedging.as_ref().map(|h| h.delay.0),
+            hedges: Default::default(),
+            hedge_wins: Default::default(),
             bulkhead: cfg
                 .concurrency
                 .as_ref()
@@ -454,11 +463,10 @@ impl Upstream {
                     Retry::Never,
                 ));
             };
-            let target = &members.targets[i];
             let again = (attempt < self.retry.attempts && !options.upgrade)
                 .then(|| body.try_clone())
                 .flatten();
-            let in_flight = if count { members.health.start(i) } else { None };
+            let mut in_flight = if count { members.health.start(i) } else { None };
             // A probe whose call is cancelled (the client left) still gets a verdict, so the
             // breaker never stays half-open with its probes spent.
             let mut probe_guard = probe.map(|p| ProbeGuard {
@@ -467,8 +475,9 @@ impl Upstream {
                 done: false,
             });
             let started = timed.then(std::time::Instant::now);
-            let result = match deadline {
-                None => self.call_target(target, head, body, options).await,
+            let tried = i;
+            let (i, result, hedge_in_flight) = match deadline {
+                None => self.one_try(members, i, head, body, options, count).await,
                 Some(at) => {
                     // This try gets what is left of the deadline at most.
                     let left = at.saturating_duration_since(tokio::time::Instant::now());
@@ -482,24 +491,33 @@ impl Upstream {
                     };
                     match Box::pin(tokio::time::timeout(
                         left,
-                        self.call_target(target, head, body, o),
+                        self.one_try(members, i, head, body, o, count),
                     ))
                     .await
                     {
                         Ok(r) => r,
-                        Err(_) => Err(CallError::new(
-                            GatewayError::new(
-                                ErrorKind::UpstreamTimeout,
-                                format!(
-                                    "{} did not answer within the call's deadline",
-                                    target.name
+                        Err(_) => (
+                            i,
+                            Err(CallError::new(
+                                GatewayError::new(
+                                    ErrorKind::UpstreamTimeout,
+                                    format!(
+                                        "{} did not answer within the call's deadline",
+                                        members.targets[i].name
+                                    ),
                                 ),
-                            ),
-                            Retry::Never,
-                        )),
+                                Retry::Never,
+                            )),
+                            None,
+                        ),
                     }
                 }
             };
+            // A hedge answered: its target's in-flight count goes with the answer.
+            if hedge_in_flight.is_some() {
+                in_flight = hedge_in_flight;
+            }
+            let target = &members.targets[i];
             let (verdict, retry) = self.judge(&members.health, &result, &head.method, &options);
             // Nothing is left of the deadline for another try.
             let retry = retry && deadline.is_none_or(|at| tokio::time::Instant::now() < at);
@@ -511,7 +529,7 @@ impl Upstream {
             if !deferred {
                 members.health.record(i, verdict);
             }
-            if let Some(at) = started {
+            if let Some(at) = started.filter(|_| i == tried) {
                 members
                     .health
                     .observe(i, at.elapsed(), verdict == Verdict::Failure);
@@ -580,6 +598,110 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// One try at target `i`; hedged (see [`Upstream::hedged`]) when the upstream hedges and
+    /// the request is idempotent. Which target answered, its result, and that target's
+    /// in-flight count when it is not `i`.
+    async fn one_try(
+        &self,
+        members: &Members,
+        i: usize,
+        head: &http::request::Parts,
+        body: Body,
+        options: CallOptions<'_>,
+        count: bool,
+    ) -> (usize, Result<UpstreamResponse, CallError>, Option<InFlight>) {
+        if let Some(delay) = self.hedge
+            && !options.upgrade
+            && idempotent(&head.method)
+        {
+            // Boxed: calls that are not hedged do not carry two tries' futures.
+            return Box::pin(self.hedged(members, i, head, body, options, count, delay)).await;
+        }
+        (
+            i,
+            self.call_target(&members.targets[i], head, body, options)
+                .await,
+            None,
+        )
+    }
+
+    /// A try at target `i` that gets a second one on another target when it has no response
+    /// head after `delay` (and the body can be sent again, another target is in rotation and
+    /// the retry budget allows it). The first good answer (not an error, not a status retried)
+    /// wins and the other try is cancelled; a bad one waits for the other try's answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged(
+        &self,
+        members: &Members,
+        i: usize,
+        head: &http::request::Parts,
+        body: Body,
+        options: CallOptions<'_>,
+        count: bool,
+        delay: Duration,
+    ) -> (usize, Result<UpstreamResponse, CallError>, Option<InFlight>) {
+        let copy = body.try_clone();
+        let first = self.call_target(&members.targets[i], head, body, options);
+        tokio::pin!(first);
+        let copy = match tokio::time::timeout(delay, &mut first).await {
+            Ok(r) => return (i, r, None),
+            Err(_) => copy,
+        };
+        members.health.refresh();
+        let other = members
+            .balancer
+            .pick(&members.health, Some(head), options.affinity, Some(i))
+            .filter(|&j| j != i);
+        let (Some(copy), Some(j)) = (copy, other) else {
+            return (i, first.await, None);
+        };
+        if !self.retry.withdraw() {
+            return (i, first.await, None);
+        }
+        self.hedges.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(upstream = %self.name, slow = %members.targets[i].name, hedge = %members.targets[j].name, "no answer yet; hedging");
+        let in_flight = if count { members.health.start(j) } else { None };
+        let second = self.call_target(&members.targets[j], head, copy, options);
+        tokio::pin!(second);
+        let good = |r: &Result<UpstreamResponse, CallError>| matches!(r, Ok(a) if !self.retry.on_status(a.response.status().as_u16()));
+        let lost = |at: usize, r: &Result<UpstreamResponse, CallError>| {
+            let (verdict, _) = self.judge(&members.health, r, &head.method, &options);
+            members.health.record(at, verdict);
+        };
+        tokio::select! {
+            r = &mut first => {
+                if good(&r) {
+                    return (i, r, None);
+                }
+                lost(i, &r);
+                let r = second.await;
+                if good(&r) {
+                    self.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                }
+                (j, r, in_flight)
+            }
+            r = &mut second => {
+                if good(&r) {
+                    self.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                    return (j, r, in_flight);
+                }
+                lost(j, &r);
+                drop(in_flight);
+                (i, first.await, None)
+            }
+        }
+    }
+
+    /// Hedges sent, and hedges whose answer was the one used, since the upstream was built.
+    pub fn hedge_counts(&self) -> Option<(u64, u64)> {
+        self.hedge.map(|_| {
+            (
+                self.hedges.load(Ordering::Relaxed),
+                self.hedge_wins.load(Ordering::Relaxed),
+            )
+        })
     }
 
     fn circuit_open(&self, secs: u64) -> CallError {

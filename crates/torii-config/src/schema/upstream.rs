@@ -52,6 +52,20 @@ pub struct Upstream {
     /// At most this many requests in flight to the upstream (a bulkhead). Off when absent.
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
+    /// A second try of an idempotent request on another target when the first has not
+    /// answered within `delay`; the first answer wins. Off when absent.
+    #[serde(default)]
+    pub hedging: Option<Hedging>,
+}
+
+/// Hedged requests: a slow first try gets a second one on another target, and the first
+/// answer wins (the other try is cancelled).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hedging {
+    /// How long the first try may go without a response head before the second is sent
+    /// (about the upstream's 95th or 99th percentile latency).
+    pub delay: Duration,
 }
 
 /// A circuit breaker over all of an upstream's targets: when too many calls fail it opens and

@@ -309,6 +309,33 @@ pub(super) fn fallback(ctx: &mut Ctx<'_>, i: usize, proxied: bool, f: &crate::sc
     }
 }
 
+/// Hedging of upstream `i`.
+pub(super) fn hedging(ctx: &mut Ctx<'_>, i: usize, u: &Upstream) {
+    let Some(h) = &u.hedging else { return };
+    let at = [
+        PathSeg::Key("upstreams"),
+        PathSeg::Index(i),
+        PathSeg::Key("hedging"),
+        PathSeg::Key("delay"),
+    ];
+    if h.delay.0.is_zero() {
+        ctx.err(
+            &at,
+            "`delay` must be above zero (every request would be sent twice)",
+            "use about the upstream's 95th percentile latency, e.g. `50ms`",
+        );
+    } else if h.delay.0 >= u.timeouts.response_headers.0 {
+        ctx.err(
+            &at,
+            format!(
+                "`delay` ({:?}) is not below `timeouts.response_headers` ({:?}): no try would be hedged",
+                h.delay.0, u.timeouts.response_headers.0
+            ),
+            "use a delay below the response-head timeout",
+        );
+    }
+}
+
 /// DNS discovery of upstream `i`.
 pub(super) fn discovery(ctx: &mut Ctx<'_>, i: usize, d: &DnsDiscovery) {
     let at = |k: &'static str| {
