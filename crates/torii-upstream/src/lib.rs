@@ -21,6 +21,8 @@ pub mod connect;
 mod discovery;
 mod dns;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod h1;
 mod h2;
 pub mod h2pool;

@@ -163,7 +163,7 @@ async fn grpc(up: &Upstream, target: &crate::Target, service: &str) -> bool {
 }
 
 /// Whether a HealthCheckResponse says `SERVING`: field 1 (a varint) equals 1.
-fn serving(mut msg: &[u8]) -> bool {
+pub(crate) fn serving(mut msg: &[u8]) -> bool {
     while let Some((&tag, rest)) = msg.split_first() {
         msg = rest;
         let Some(value) = read_varint(&mut msg) else {
