@@ -308,8 +308,14 @@ routes:
         ),
         ("upstreams[0].load_balancing.algorithm", "needs `hash_on`"),
         ("upstreams[0].load_balancing.bounded_load", "below 1"),
-        ("upstreams[0].load_balancing.decay", "only used by `algorithm: peak_ewma`"),
-        ("upstreams[0].hedging.delay", "not below `timeouts.response_headers`"),
+        (
+            "upstreams[0].load_balancing.decay",
+            "only used by `algorithm: peak_ewma`",
+        ),
+        (
+            "upstreams[0].hedging.delay",
+            "not below `timeouts.response_headers`",
+        ),
         ("upstreams[0].retries.attempts", "tries"),
         ("upstreams[0].retries.budget_ratio", "not a share"),
         (

@@ -43,6 +43,10 @@ pub enum ErrorKind {
     /// The upstream's circuit breaker is open; carries the `Retry-After` value (seconds
     /// until it lets probes through).
     CircuitOpen(HeaderValue),
+    /// A rate limit refused the request: 429 with `Retry-After` (seconds).
+    RateLimited(HeaderValue),
+    /// The rate limiter's shared store is unavailable and its policy is `fail_closed`: 503.
+    RateLimitUnavailable,
     /// The upstream has its most requests in flight and its wait queue is full or the wait
     /// ran out (the bulkhead).
     UpstreamSaturated,
@@ -79,7 +83,9 @@ impl ErrorKind {
             | ErrorKind::NoHealthyTarget
             | ErrorKind::CircuitOpen(_)
             | ErrorKind::UpstreamSaturated
+            | ErrorKind::RateLimitUnavailable
             | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -103,6 +109,8 @@ impl ErrorKind {
             ErrorKind::UpstreamPoolExhausted => "upstream_busy",
             ErrorKind::NoHealthyTarget => "no_healthy_target",
             ErrorKind::CircuitOpen(_) => "circuit_open",
+            ErrorKind::RateLimited(_) => "rate_limited",
+            ErrorKind::RateLimitUnavailable => "rate_limit_unavailable",
             ErrorKind::UpstreamSaturated => "upstream_saturated",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamReset => "upstream_reset",
@@ -121,13 +129,16 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed(_) => 12, // UNIMPLEMENTED
             ErrorKind::BadRequest | ErrorKind::MisdirectedRequest | ErrorKind::BadFraming => 3, // INVALID_ARGUMENT
             ErrorKind::NotImplemented => 12, // UNIMPLEMENTED
-            ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => 8, // RESOURCE_EXHAUSTED
+            ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::RateLimited(_) => {
+                8
+            } // RESOURCE_EXHAUSTED
             ErrorKind::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
             ErrorKind::UpstreamPoolExhausted
             | ErrorKind::NoHealthyTarget
             | ErrorKind::CircuitOpen(_)
-            | ErrorKind::UpstreamSaturated => 14, // UNAVAILABLE
+            | ErrorKind::UpstreamSaturated
+            | ErrorKind::RateLimitUnavailable => 14, // UNAVAILABLE
             ErrorKind::Internal => 13,        // INTERNAL
             ErrorKind::Unauthorized(_) => 16, // UNAUTHENTICATED
             ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
@@ -151,6 +162,7 @@ impl ErrorKind {
             | ErrorKind::HeadersTooLarge
             | ErrorKind::MisdirectedRequest
             | ErrorKind::Unauthorized(_)
+            | ErrorKind::RateLimited(_)
             | ErrorKind::Forbidden => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect
@@ -160,9 +172,10 @@ impl ErrorKind {
             | ErrorKind::UpstreamSaturated
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamReset => ErrorSource::Upstream,
-            ErrorKind::ShuttingDown | ErrorKind::Internal | ErrorKind::AuthUnavailable => {
-                ErrorSource::Internal
-            }
+            ErrorKind::ShuttingDown
+            | ErrorKind::Internal
+            | ErrorKind::AuthUnavailable
+            | ErrorKind::RateLimitUnavailable => ErrorSource::Internal,
         }
     }
 }
@@ -260,7 +273,7 @@ impl GatewayError {
             ErrorKind::Unauthorized(Some(challenge)) => {
                 builder = builder.header(header::WWW_AUTHENTICATE, challenge.clone());
             }
-            ErrorKind::CircuitOpen(after) => {
+            ErrorKind::CircuitOpen(after) | ErrorKind::RateLimited(after) => {
                 builder = builder.header(header::RETRY_AFTER, after.clone());
             }
             _ => {}

@@ -43,6 +43,8 @@ pub struct BuildCtx<'a> {
     pub upstreams: &'a torii_upstream::Upstreams,
     /// Where upstreams for plugins' URLs come from.
     pub registry: &'a torii_upstream::Registry,
+    /// The gateway's Redis, when the config has `redis`.
+    pub redis: Option<&'a Arc<torii_store::Redis>>,
     /// `global`, `route:<name>` or `consumer:<name>`.
     pub scope: &'a str,
     state: &'a StateRegistry,
@@ -108,6 +110,8 @@ pub struct Compiled {
     pub generation: u64,
     /// The named upstreams, built before the plugins so plugins can call them.
     pub upstreams: torii_upstream::Upstreams,
+    /// The gateway's Redis, when the config has `redis`.
+    pub redis: Option<Arc<torii_store::Redis>>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -125,6 +129,7 @@ pub struct Catalog {
     by_name: HashMap<&'static str, usize>,
     state: Arc<StateRegistry>,
     registry: torii_upstream::Registry,
+    stores: torii_store::Stores,
     schema: OnceLock<Value>,
 }
 
@@ -146,6 +151,7 @@ impl Catalog {
             by_name,
             state: Arc::new(StateRegistry::default()),
             registry: torii_upstream::Registry::default(),
+            stores: torii_store::Stores::default(),
             schema: OnceLock::new(),
         })
     }
@@ -164,6 +170,7 @@ impl Catalog {
     fn build_map(
         &self,
         upstreams: &torii_upstream::Upstreams,
+        redis: Option<&Arc<torii_store::Redis>>,
         redact: &std::sync::Mutex<Vec<String>>,
         map: &PluginMap,
         base: &[Seg],
@@ -200,6 +207,7 @@ impl Catalog {
                 directory,
                 upstreams,
                 registry: &self.registry,
+                redis,
                 scope,
                 state: &self.state,
                 plugin: reg.name,
@@ -267,6 +275,19 @@ impl PluginCatalog for Catalog {
                 Default::default()
             }
         };
+        // The shared Redis, kept across reloads that leave its settings alone.
+        let redis = match config.redis.as_ref().map(|r| self.stores.redis(r)) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                errors.push(PluginError::new(
+                    vec![key("redis"), key("url")],
+                    e,
+                    "write `redis://host:6379` (or `rediss://` for TLS)",
+                ));
+                None
+            }
+        };
         let directory = Arc::new(match Directory::build(&config.consumers) {
             Ok(d) => d,
             Err(mut e) => {
@@ -276,6 +297,7 @@ impl PluginCatalog for Catalog {
         });
         let global = self.build_map(
             &upstreams,
+            redis.as_ref(),
             &redact,
             &config.plugins,
             &[key("plugins")],
@@ -288,6 +310,7 @@ impl PluginCatalog for Catalog {
         for (i, c) in config.consumers.iter().enumerate() {
             consumer_plugins.push(self.build_map(
                 &upstreams,
+                redis.as_ref(),
                 &redact,
                 &c.plugins,
                 &[key("consumers"), Seg::Index(i), key("plugins")],
@@ -302,6 +325,7 @@ impl PluginCatalog for Catalog {
             let base = [key("routes"), Seg::Index(i)];
             let own = self.build_map(
                 &upstreams,
+                redis.as_ref(),
                 &redact,
                 &r.plugins,
                 &[base[0].clone(), base[1].clone(), key("plugins")],
@@ -406,6 +430,7 @@ impl PluginCatalog for Catalog {
             redact_query_params: redact.into_inner().unwrap_or_else(|e| e.into_inner()),
             generation,
             upstreams,
+            redis,
         })
     }
 }

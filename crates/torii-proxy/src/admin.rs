@@ -68,6 +68,18 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                 ),
             }
         }
+        "/redis" => match &shared.snapshot.load().redis {
+            Some(r) => (
+                StatusCode::OK,
+                "application/json",
+                crate::upstream_status::redis_json(r).to_string(),
+            ),
+            None => (
+                StatusCode::NOT_FOUND,
+                "application/json",
+                "{\"error\":\"no redis is configured\"}".to_string(),
+            ),
+        },
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if shared.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         "/readyz" => (

@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub body_buffer: u64,
     /// The named upstreams of this config (for `/metrics` and `/upstreams`).
     pub upstreams: torii_upstream::Upstreams,
+    /// The gateway's Redis (for `/metrics` and `/redis`), when configured.
+    pub redis: Option<Arc<torii_store::Redis>>,
     /// Read-ahead of upstream response bodies (`None`: off).
     pub spool: Option<Arc<crate::spool::Spooling>>,
     /// Query parameters redacted in logs.
@@ -217,6 +219,7 @@ impl Snapshot {
             body_buffer: config.server.request_body_buffer.0,
             spool: spooling(&config.server.response_buffering, metrics),
             upstreams: plugins.upstreams.clone(),
+            redis: plugins.redis.clone(),
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();
                 for q in plugins.redact_query_params {

@@ -9,8 +9,67 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use torii_upstream::Upstream;
 
-/// Appends the upstream series to a Prometheus text exposition.
+/// The Redis client's health and counters as JSON (`GET /redis`).
+pub fn redis_json(r: &torii_store::Redis) -> Value {
+    let v = r.view();
+    json!({
+        "target": v.target,
+        "health": v.health.as_str(),
+        "calls": v.calls,
+        "errors": v.errors,
+        "timeouts": v.timeouts,
+        "refused_while_down": v.refused,
+        "mean_latency_us": v.mean_latency_us,
+    })
+}
+
+fn redis_metrics(r: &torii_store::Redis, out: &mut String) {
+    let v = r.view();
+    let health = v.health.as_str();
+    out.push_str("# TYPE torii_redis_health gauge\n");
+    for h in ["up", "degraded", "down"] {
+        let _ = writeln!(
+            out,
+            "torii_redis_health{{state=\"{h}\"}} {}",
+            u8::from(h == health)
+        );
+    }
+    out.push_str("# TYPE torii_redis_calls_total counter\n");
+    for (result, n) in [
+        (
+            "ok",
+            v.calls.saturating_sub(v.errors + v.timeouts + v.refused),
+        ),
+        ("error", v.errors),
+        ("timeout", v.timeouts),
+        ("refused", v.refused),
+    ] {
+        let _ = writeln!(out, "torii_redis_calls_total{{result=\"{result}\"}} {n}");
+    }
+    out.push_str("# TYPE torii_rate_limit_degraded_total counter\n");
+    for (f, n) in torii_store::Fallback::ALL.iter().zip(v.fallbacks) {
+        let _ = writeln!(
+            out,
+            "torii_rate_limit_degraded_total{{policy=\"{}\"}} {n}",
+            f.as_str()
+        );
+    }
+    out.push_str("# TYPE torii_redis_mean_latency_microseconds gauge\n");
+    let _ = writeln!(
+        out,
+        "torii_redis_mean_latency_microseconds {}",
+        v.mean_latency_us
+    );
+}
+
+/// Appends the upstream (and Redis) series to a Prometheus text exposition.
 pub fn render_metrics(snap: &Snapshot, out: &mut String) {
+    if let Some(r) = &snap.redis {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        redis_metrics(r, out);
+    }
     if snap.upstreams.is_empty() {
         return;
     }

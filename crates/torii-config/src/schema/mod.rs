@@ -48,6 +48,44 @@ pub struct Config {
     /// The identity headers sent upstream after authentication.
     #[serde(default)]
     pub identity: Identity,
+    /// The shared Redis of a gateway fleet (rate limits and quotas with `policy: redis`).
+    /// Off when absent.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// The gateway's one Redis client.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// A Redis Cluster: its seed nodes (`redis://host:port` each) instead of `url`.
+    #[serde(default)]
+    pub cluster_nodes: Vec<String>,
+    /// Every call waits at most this long; then the caller's failure policy applies.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Duration,
+    /// Opening a connection waits at most this long.
+    #[serde(default = "default_redis_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// After 3 failed calls in a row, calls fail at once for this long, then one tries again.
+    #[serde(default = "default_redis_recheck")]
+    pub recheck_interval: Duration,
+}
+
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_redis_timeout() -> Duration {
+    Duration::millis(10)
+}
+fn default_redis_connect_timeout() -> Duration {
+    Duration::secs(1)
+}
+fn default_redis_recheck() -> Duration {
+    Duration::millis(500)
 }
 
 /// Process-wide settings.

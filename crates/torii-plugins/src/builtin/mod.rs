@@ -13,6 +13,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod mtls_auth;
+pub mod rate_limit;
 pub mod request_headers;
 pub mod request_size_limit;
 pub mod response_transform;
@@ -36,5 +37,6 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<acl::Acl>(),
         Registration::of::<request_headers::RequestHeaders>(),
         Registration::of::<response_transform::ResponseTransform>(),
+        Registration::of::<rate_limit::RateLimit>(),
     ]
 }

@@ -142,6 +142,7 @@ pub(crate) fn build_with<F: PluginFactory>(
         directory: &directory,
         upstreams: &upstreams,
         registry: &registry,
+        redis: None,
         scope: "route:test",
         state,
         plugin: reg.name,

@@ -1,0 +1,554 @@
+//! `rate_limit`: several limits at once (100 per second and 5,000 per hour, say) per key
+//! (the consumer, the client address with IPv6 grouped by prefix, a header, a JWT claim, the
+//! route, or a combination), decided by GCRA (`gcra.rs`: no double burst at a window
+//! boundary). `policy: local` decides in process, with a bounded key table; `policy: redis`
+//! decides in the gateway's Redis with one atomic script call (`redis.rs`), so a fleet shares
+//! one exact limit. When Redis fails or is slower than its time box, `on_redis_failure` says
+//! what happens: `fail_open`, `fail_closed` (503 `rate_limit_unavailable`) or `local` (the
+//! limit divided by `nodes`); each such answer carries `Torii-RateLimit-Degraded` and is
+//! counted (`torii_rate_limit_degraded_total`), so failing open is never silent.
+//!
+//! Answers carry the IETF draft headers (`RateLimit-Policy`, `RateLimit`, with a partition
+//! key) or the legacy `X-RateLimit-*` set; a refused request gets 429 `rate_limited` with
+//! `Retry-After`. Only admitted requests count.
+
+mod gcra;
+mod redis;
+
+use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
+use gcra::{Decision, Limit, LocalStore, MAX_LIMITS};
+use http::HeaderValue;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+use torii_config::values::Duration;
+use torii_core::{ErrorKind, Flow, GatewayError, Plugin, RequestContext};
+use torii_store::{Fallback, Redis};
+
+/// Settings of `rate_limit`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The limits, all applied: a request passes only when each one has room.
+    pub limits: Vec<LimitConfig>,
+    /// What is counted apart: one or more of `consumer`, `client_address`, `route`,
+    /// `{header: NAME}`, `{claim: NAME}`, combined. A request without a part (no consumer,
+    /// no such header or claim) is counted by its client address in its place.
+    #[serde(default = "default_key")]
+    pub key: Vec<KeyPart>,
+    /// IPv6 client addresses count by their first this many bits (a /64 is one subscriber).
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// `local` (in this process) or `redis` (shared by every gateway using the same Redis).
+    #[serde(default)]
+    pub policy: Policy,
+    /// `redis` policy: what happens when Redis fails or is slower than `redis.timeout`.
+    #[serde(default)]
+    pub on_redis_failure: OnFailure,
+    /// `on_redis_failure: local`: the gateways sharing the limit; each allows its share.
+    #[serde(default = "one")]
+    pub nodes: u32,
+    /// How many units a request counts (a heavy endpoint can count 10).
+    #[serde(default = "one")]
+    pub cost: u32,
+    /// Response headers: `draft` (`RateLimit-Policy`, `RateLimit`), `legacy`
+    /// (`X-RateLimit-Limit`, `-Remaining`, `-Reset`), `both` or `none`.
+    #[serde(default)]
+    pub headers: HeaderStyle,
+    /// `local` policy (and the `local` fallback): most keys tracked; beyond it the least
+    /// recently used are forgotten, so a flood of random keys cannot exhaust memory.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+}
+
+/// One limit.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Requests allowed per `per` (and as a burst from rest).
+    pub requests: u64,
+    /// The window.
+    pub per: Duration,
+    /// Its name in the `RateLimit` headers (default: `<requests>-per-<per>`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A part of the key.
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyPart {
+    /// The authenticated consumer.
+    Consumer,
+    /// The client address (after trusted proxies; IPv6 by `ipv6_prefix`).
+    ClientAddress,
+    /// The route.
+    Route,
+    /// A request header's value.
+    Header(String),
+    /// A claim of the verified token (JWT, introspection).
+    Claim(String),
+}
+
+/// Where decisions are made.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// In this process.
+    #[default]
+    Local,
+    /// In the gateway's Redis (top-level `redis`).
+    Redis,
+}
+
+/// What the `redis` policy does when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Decide in process with the limits divided by `nodes`.
+    #[default]
+    Local,
+    /// Let the request through.
+    FailOpen,
+    /// Refuse it: 503 `rate_limit_unavailable`.
+    FailClosed,
+}
+
+/// Which rate-limit headers answers carry.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderStyle {
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+    #[default]
+    Draft,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    Legacy,
+    /// Both sets.
+    Both,
+    /// None.
+    None,
+}
+
+fn default_key() -> Vec<KeyPart> {
+    vec![KeyPart::Consumer]
+}
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+fn one() -> u32 {
+    1
+}
+fn default_max_keys() -> u64 {
+    100_000
+}
+
+/// The plugin type.
+pub struct RateLimit;
+
+impl PluginFactory for RateLimit {
+    const NAME: &'static str = "rate_limit";
+    const PHASE: Phase = Phase::Traffic;
+    const ORDER: u16 = 10;
+    type Config = RateLimitConfig;
+
+    fn build(config: RateLimitConfig, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
+        if config.limits.is_empty() || config.limits.len() > MAX_LIMITS {
+            return Err(ConfigError::at(
+                "limits",
+                format!("between 1 and {MAX_LIMITS} limits are needed"),
+                "e.g. `limits: [{requests: 100, per: 1s}, {requests: 5000, per: 1h}]`",
+            ));
+        }
+        let mut limits = Vec::with_capacity(config.limits.len());
+        for (i, l) in config.limits.iter().enumerate() {
+            if l.requests == 0 {
+                return Err(ConfigError::at(
+                    "requests",
+                    "must be at least 1",
+                    "e.g. `requests: 100`",
+                )
+                .in_list("limits", i));
+            }
+            if l.per.0 < std::time::Duration::from_millis(1) {
+                return Err(
+                    ConfigError::at("per", "must be at least 1ms", "e.g. `per: 1s`")
+                        .in_list("limits", i),
+                );
+            }
+            let name = l
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-per-{}", l.requests, short(l.per.0)));
+            limits.push(Limit::new(name, l.requests, l.per.0));
+        }
+        if config.key.is_empty() {
+            return Err(ConfigError::at(
+                "key",
+                "the key needs at least one part",
+                "e.g. `key: [consumer]` or `key: [client_address]`",
+            ));
+        }
+        if config.ipv6_prefix > 128 {
+            return Err(ConfigError::at("ipv6_prefix", "at most 128", "e.g. `64`"));
+        }
+        for part in &config.key {
+            if let KeyPart::Header(h) = part
+                && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+            {
+                return Err(ConfigError::at(
+                    "key",
+                    format!("`{h}` is not a header name"),
+                    "write a header name such as `x-api-client`",
+                ));
+            }
+        }
+        if config.cost == 0 || config.nodes == 0 {
+            let k = if config.cost == 0 { "cost" } else { "nodes" };
+            return Err(ConfigError::at(k, "must be at least 1", "e.g. `1`"));
+        }
+        let longest = limits
+            .iter()
+            .map(|l| std::time::Duration::from_micros(l.window_us))
+            .max()
+            .unwrap_or_default();
+        let max_keys = config.max_keys.max(1);
+        // The local table survives reloads that keep the settings (and the scope).
+        let local = ctx.state(|| LocalStore::new(max_keys, longest));
+        let redis = match config.policy {
+            Policy::Local => None,
+            Policy::Redis => Some(ctx.redis.cloned().ok_or_else(|| {
+                ConfigError::at(
+                    "policy",
+                    "`policy: redis` needs the top-level `redis` settings",
+                    "add `redis: {url: redis://127.0.0.1:6379}` at the top level, or use `policy: local`",
+                )
+            })?),
+        };
+        // This instance's counters: its scope (global, a route, a consumer), limits and key,
+        // hashed into its Redis keys and key hashes, so two instances never share counters.
+        let instance =
+            stable_hash(format!("{}|{:?}|{:?}", ctx.scope, config.limits, config.key).as_bytes());
+        let fallback: Box<[Limit]> = limits.iter().map(|l| l.divided(config.nodes)).collect();
+        let policy_header = policy_header(&limits);
+        Ok(Arc::new(Limiter {
+            limits: limits.into(),
+            fallback,
+            key: config.key.into(),
+            ipv6_prefix: config.ipv6_prefix,
+            cost: u64::from(config.cost),
+            headers: config.headers,
+            local,
+            fallback_local: ctx.state(|| FallbackStore(LocalStore::new(max_keys, longest))),
+            redis,
+            on_failure: config.on_redis_failure,
+            instance,
+            policy_header,
+        }))
+    }
+}
+
+/// The local table of the `local` fallback (apart from the `local` policy's own table).
+struct FallbackStore(LocalStore);
+
+struct Limiter {
+    limits: Box<[Limit]>,
+    /// The limits divided by `nodes`, for the `local` fallback.
+    fallback: Box<[Limit]>,
+    key: Box<[KeyPart]>,
+    ipv6_prefix: u8,
+    cost: u64,
+    headers: HeaderStyle,
+    local: Arc<LocalStore>,
+    fallback_local: Arc<FallbackStore>,
+    redis: Option<Arc<Redis>>,
+    on_failure: OnFailure,
+    instance: u64,
+    /// `RateLimit-Policy`, built at load.
+    policy_header: Option<HeaderValue>,
+}
+
+/// What the response phase adds to the answer.
+#[derive(Clone)]
+struct Outcome {
+    decision: Decision,
+    /// The limits the decision was made against (the fallback's when degraded to `local`).
+    fallback: bool,
+    degraded: Option<&'static str>,
+    key: u64,
+}
+
+impl Limiter {
+    /// The request's key, hashed (never stored or sent as written: a client address or a
+    /// token claim stays in the process).
+    fn key(&self, req: &http::request::Parts, ctx: &RequestContext) -> u64 {
+        let mut h = foldhash::fast::FixedState::with_seed(self.instance).build_hasher();
+        use std::hash::Hasher;
+        for part in &self.key {
+            let found: Option<&[u8]> = match part {
+                KeyPart::Consumer => ctx.consumer.as_ref().map(|c| c.name.as_bytes()),
+                KeyPart::Route => Some(ctx.route.as_deref().unwrap_or("").as_bytes()),
+                KeyPart::Header(name) => req.headers.get(name.as_str()).map(HeaderValue::as_bytes),
+                KeyPart::Claim(name) => ctx
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.claims.as_ref())
+                    .and_then(|c| c.get(name))
+                    .and_then(|v| v.as_str())
+                    .map(str::as_bytes),
+                KeyPart::ClientAddress => None,
+            };
+            match found {
+                Some(b) => {
+                    h.write_u8(1);
+                    h.write(b);
+                    h.write_u8(0xff);
+                }
+                // The client address stands in for a missing part.
+                None => {
+                    h.write_u8(2);
+                    match ctx.client.0 {
+                        IpAddr::V4(a) => h.write(&a.octets()),
+                        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                            Some(v4) => h.write(&v4.octets()),
+                            None => {
+                                let bits = u128::from(a);
+                                let p = u32::from(self.ipv6_prefix);
+                                let masked = if p == 0 {
+                                    0
+                                } else {
+                                    bits & (u128::MAX << (128 - p))
+                                };
+                                h.write(&masked.to_be_bytes());
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        h.finish()
+    }
+
+    fn redis_keys(&self, key: u64) -> Vec<String> {
+        (0..self.limits.len())
+            .map(|i| format!("torii:rl:{:016x}:{{{key:016x}}}:{i}", self.instance))
+            .collect()
+    }
+
+    /// The decision's consequence: `Ok` to go on (the outcome kept for the response phase),
+    /// or the 429.
+    fn settle(&self, outcome: Outcome, ctx: &mut RequestContext) -> Result<(), GatewayError> {
+        let allowed = outcome.decision.allowed;
+        let retry = outcome.decision.retry_us;
+        ctx.extensions.insert(outcome);
+        if allowed {
+            return Ok(());
+        }
+        let secs = retry.div_ceil(1_000_000).max(1);
+        Err(GatewayError::new(
+            ErrorKind::RateLimited(HeaderValue::from(secs)),
+            format!("rate limit reached; retry in {secs} s"),
+        ))
+    }
+
+    fn degraded(
+        &self,
+        redis: &Redis,
+        key: u64,
+        error: &torii_store::RedisError,
+    ) -> Result<Outcome, GatewayError> {
+        let (policy, fallback) = match self.on_failure {
+            OnFailure::FailOpen => ("fail_open", Fallback::FailOpen),
+            OnFailure::FailClosed => ("fail_closed", Fallback::FailClosed),
+            OnFailure::Local => ("local", Fallback::Local),
+        };
+        // Counted where the metrics of the Redis are (`torii_rate_limit_degraded_total`).
+        redis.note_fallback(fallback);
+        tracing::debug!(%error, policy, "rate limit decided without redis");
+        match self.on_failure {
+            OnFailure::FailClosed => Err(GatewayError::new(
+                ErrorKind::RateLimitUnavailable,
+                format!("the rate limiter's store is unavailable: {error}"),
+            )),
+            OnFailure::FailOpen => Ok(Outcome {
+                decision: Decision {
+                    allowed: true,
+                    retry_us: 0,
+                    rooms: Vec::new(),
+                },
+                fallback: false,
+                degraded: Some(policy),
+                key,
+            }),
+            OnFailure::Local => Ok(Outcome {
+                decision: self.fallback_local.0.decide(key, &self.fallback, self.cost),
+                fallback: true,
+                degraded: Some(policy),
+                key,
+            }),
+        }
+    }
+}
+
+impl Plugin for Limiter {
+    fn on_request<'a>(
+        &'a self,
+        req: &'a mut http::request::Parts,
+        ctx: &'a mut RequestContext,
+    ) -> Result<Flow<'a>, GatewayError> {
+        let key = self.key(req, ctx);
+        let Some(redis) = &self.redis else {
+            let decision = self.local.decide(key, &self.limits, self.cost);
+            self.settle(
+                Outcome {
+                    decision,
+                    fallback: false,
+                    degraded: None,
+                    key,
+                },
+                ctx,
+            )?;
+            return Ok(Flow::Continue);
+        };
+        let keys = self.redis_keys(key);
+        Ok(Flow::Wait(Box::pin(async move {
+            let outcome = match redis::decide(redis, &keys, &self.limits, self.cost).await {
+                Ok(decision) => Outcome {
+                    decision,
+                    fallback: false,
+                    degraded: None,
+                    key,
+                },
+                Err(e) => match self.degraded(redis, key, &e) {
+                    Ok(o) => o,
+                    Err(refused) => {
+                        // fail_closed: the 503 says why too.
+                        ctx.extensions.insert(Outcome {
+                            decision: Decision {
+                                allowed: false,
+                                retry_us: 0,
+                                rooms: Vec::new(),
+                            },
+                            fallback: false,
+                            degraded: Some("fail_closed"),
+                            key,
+                        });
+                        return Err(refused);
+                    }
+                },
+            };
+            self.settle(outcome, ctx)?;
+            Ok(None)
+        })))
+    }
+
+    fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext) {
+        let Some(o) = ctx.extensions.get::<Outcome>() else {
+            return;
+        };
+        let h = &mut resp.headers;
+        if let Some(policy) = o.degraded {
+            h.insert("torii-ratelimit-degraded", HeaderValue::from_static(policy));
+        }
+        if o.decision.rooms.is_empty() {
+            return;
+        }
+        let limits = if o.fallback {
+            &self.fallback
+        } else {
+            &self.limits
+        };
+        if matches!(self.headers, HeaderStyle::Draft | HeaderStyle::Both) {
+            if let Some(p) = &self.policy_header {
+                h.insert("ratelimit-policy", p.clone());
+            }
+            if let Some(v) = ratelimit_header(limits, &o.decision, o.key) {
+                h.insert("ratelimit", v);
+            }
+        }
+        if matches!(self.headers, HeaderStyle::Legacy | HeaderStyle::Both) {
+            // The most constraining limit: the fewest requests left.
+            if let Some((l, room)) = limits
+                .iter()
+                .zip(&o.decision.rooms)
+                .min_by_key(|(_, r)| r.remaining)
+            {
+                h.insert("x-ratelimit-limit", HeaderValue::from(l.requests));
+                h.insert("x-ratelimit-remaining", HeaderValue::from(room.remaining));
+                h.insert(
+                    "x-ratelimit-reset",
+                    HeaderValue::from(room.reset_us.div_ceil(1_000_000)),
+                );
+            }
+        }
+    }
+}
+
+/// `RateLimit-Policy: "100-per-1s";q=100;w=1, ...` (a structured-field list: each policy's
+/// name, quota and window in seconds).
+fn policy_header(limits: &[Limit]) -> Option<HeaderValue> {
+    let items: Vec<String> = limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{};q={};w={}",
+                sf_string(&l.name),
+                l.requests,
+                l.window_us.div_ceil(1_000_000)
+            )
+        })
+        .collect();
+    HeaderValue::from_str(&items.join(", ")).ok()
+}
+
+/// `RateLimit: "100-per-1s";r=42;t=1;pk=:...:, ...`: per policy, what remains, the seconds
+/// until it is whole again, and the partition key (the key's hash, never the key itself).
+fn ratelimit_header(limits: &[Limit], d: &Decision, key: u64) -> Option<HeaderValue> {
+    use base64::Engine;
+    let pk = base64::engine::general_purpose::STANDARD.encode(key.to_be_bytes());
+    let items: Vec<String> = limits
+        .iter()
+        .zip(&d.rooms)
+        .map(|(l, r)| {
+            format!(
+                "{};r={};t={};pk=:{pk}:",
+                sf_string(&l.name),
+                r.remaining,
+                r.reset_us.div_ceil(1_000_000)
+            )
+        })
+        .collect();
+    HeaderValue::from_str(&items.join(", ")).ok()
+}
+
+/// A structured-field string (RFC 9651 3.3.3): quoted, with `"` and `\` escaped; other
+/// characters outside printable ASCII are dropped.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// `1s`, `5m`, `1h`, `1d`, `250ms`: a window as its name shows it.
+fn short(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+fn stable_hash(b: &[u8]) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x7261_7465).hash_one(b)
+}
