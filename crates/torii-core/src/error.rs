@@ -47,6 +47,8 @@ pub enum ErrorKind {
     RateLimited(HeaderValue),
     /// The rate limiter's shared store is unavailable and its policy is `fail_closed`: 503.
     RateLimitUnavailable,
+    /// Too many requests of one key in flight (`concurrency_limit` with `status: 503`).
+    ConcurrencyLimited,
     /// The upstream has its most requests in flight and its wait queue is full or the wait
     /// ran out (the bulkhead).
     UpstreamSaturated,
@@ -84,6 +86,7 @@ impl ErrorKind {
             | ErrorKind::CircuitOpen(_)
             | ErrorKind::UpstreamSaturated
             | ErrorKind::RateLimitUnavailable
+            | ErrorKind::ConcurrencyLimited
             | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -111,6 +114,7 @@ impl ErrorKind {
             ErrorKind::CircuitOpen(_) => "circuit_open",
             ErrorKind::RateLimited(_) => "rate_limited",
             ErrorKind::RateLimitUnavailable => "rate_limit_unavailable",
+            ErrorKind::ConcurrencyLimited => "concurrency_limited",
             ErrorKind::UpstreamSaturated => "upstream_saturated",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamReset => "upstream_reset",
@@ -138,7 +142,8 @@ impl ErrorKind {
             | ErrorKind::NoHealthyTarget
             | ErrorKind::CircuitOpen(_)
             | ErrorKind::UpstreamSaturated
-            | ErrorKind::RateLimitUnavailable => 14, // UNAVAILABLE
+            | ErrorKind::RateLimitUnavailable
+            | ErrorKind::ConcurrencyLimited => 14, // UNAVAILABLE
             ErrorKind::Internal => 13,        // INTERNAL
             ErrorKind::Unauthorized(_) => 16, // UNAUTHENTICATED
             ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
@@ -163,6 +168,7 @@ impl ErrorKind {
             | ErrorKind::MisdirectedRequest
             | ErrorKind::Unauthorized(_)
             | ErrorKind::RateLimited(_)
+            | ErrorKind::ConcurrencyLimited
             | ErrorKind::Forbidden => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect

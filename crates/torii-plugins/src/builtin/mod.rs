@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod basic_auth;
 pub mod bot_detection;
+pub mod concurrency_limit;
 pub mod cors;
 pub mod forward_auth;
 pub mod introspection;
@@ -38,5 +39,6 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<request_headers::RequestHeaders>(),
         Registration::of::<response_transform::ResponseTransform>(),
         Registration::of::<rate_limit::RateLimit>(),
+        Registration::of::<concurrency_limit::ConcurrencyLimit>(),
     ]
 }

@@ -283,51 +283,7 @@ impl Limiter {
     /// The request's key, hashed (never stored or sent as written: a client address or a
     /// token claim stays in the process).
     fn key(&self, req: &http::request::Parts, ctx: &RequestContext) -> u64 {
-        let mut h = foldhash::fast::FixedState::with_seed(self.instance).build_hasher();
-        use std::hash::Hasher;
-        for part in &self.key {
-            let found: Option<&[u8]> = match part {
-                KeyPart::Consumer => ctx.consumer.as_ref().map(|c| c.name.as_bytes()),
-                KeyPart::Route => Some(ctx.route.as_deref().unwrap_or("").as_bytes()),
-                KeyPart::Header(name) => req.headers.get(name.as_str()).map(HeaderValue::as_bytes),
-                KeyPart::Claim(name) => ctx
-                    .identity
-                    .as_ref()
-                    .and_then(|i| i.claims.as_ref())
-                    .and_then(|c| c.get(name))
-                    .and_then(|v| v.as_str())
-                    .map(str::as_bytes),
-                KeyPart::ClientAddress => None,
-            };
-            match found {
-                Some(b) => {
-                    h.write_u8(1);
-                    h.write(b);
-                    h.write_u8(0xff);
-                }
-                // The client address stands in for a missing part.
-                None => {
-                    h.write_u8(2);
-                    match ctx.client.0 {
-                        IpAddr::V4(a) => h.write(&a.octets()),
-                        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                            Some(v4) => h.write(&v4.octets()),
-                            None => {
-                                let bits = u128::from(a);
-                                let p = u32::from(self.ipv6_prefix);
-                                let masked = if p == 0 {
-                                    0
-                                } else {
-                                    bits & (u128::MAX << (128 - p))
-                                };
-                                h.write(&masked.to_be_bytes());
-                            }
-                        },
-                    }
-                }
-            }
-        }
-        h.finish()
+        key_hash(&self.key, self.instance, self.ipv6_prefix, req, ctx)
     }
 
     fn redis_keys(&self, key: u64) -> Vec<String> {
@@ -549,6 +505,60 @@ fn short(d: std::time::Duration) -> String {
     }
 }
 
-fn stable_hash(b: &[u8]) -> u64 {
+/// The hash of a request's key made of `parts` (also `concurrency_limit`'s): each part's value,
+/// or the client address (IPv6 by its first `ipv6_prefix` bits) in place of a missing one.
+pub(crate) fn key_hash(
+    parts: &[KeyPart],
+    seed: u64,
+    ipv6_prefix: u8,
+    req: &http::request::Parts,
+    ctx: &RequestContext,
+) -> u64 {
+    use std::hash::Hasher;
+    let mut h = foldhash::fast::FixedState::with_seed(seed).build_hasher();
+    for part in parts {
+        let found: Option<&[u8]> = match part {
+            KeyPart::Consumer => ctx.consumer.as_ref().map(|c| c.name.as_bytes()),
+            KeyPart::Route => Some(ctx.route.as_deref().unwrap_or("").as_bytes()),
+            KeyPart::Header(name) => req.headers.get(name.as_str()).map(HeaderValue::as_bytes),
+            KeyPart::Claim(name) => ctx
+                .identity
+                .as_ref()
+                .and_then(|i| i.claims.as_ref())
+                .and_then(|c| c.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::as_bytes),
+            KeyPart::ClientAddress => None,
+        };
+        match found {
+            Some(b) => {
+                h.write_u8(1);
+                h.write(b);
+                h.write_u8(0xff);
+            }
+            None => {
+                h.write_u8(2);
+                match ctx.client.0 {
+                    IpAddr::V4(a) => h.write(&a.octets()),
+                    IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                        Some(v4) => h.write(&v4.octets()),
+                        None => {
+                            let p = u32::from(ipv6_prefix.min(128));
+                            let masked = if p == 0 {
+                                0
+                            } else {
+                                u128::from(a) & (u128::MAX << (128 - p))
+                            };
+                            h.write(&masked.to_be_bytes());
+                        }
+                    },
+                }
+            }
+        }
+    }
+    h.finish()
+}
+
+pub(crate) fn stable_hash(b: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x7261_7465).hash_one(b)
 }
