@@ -5,7 +5,7 @@
 
 use crate::bodies::Outgoing;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use torii_core::{Body, GatewayError};
 
 /// A route's static fallback, compiled at load.
@@ -20,7 +20,7 @@ pub struct StaticFallback {
 impl StaticFallback {
     /// Compiles the config (validated at load: bad headers cannot reach here, and are skipped).
     pub fn new(cfg: &torii_config::schema::Fallback) -> Self {
-        let mut headers = crate::snapshot::header_map(&cfg.headers);
+        let mut headers = header_map(&cfg.headers);
         headers.insert("x-torii-fallback", HeaderValue::from_static("static"));
         Self {
             status: StatusCode::from_u16(cfg.status).unwrap_or(StatusCode::OK),
@@ -74,4 +74,19 @@ impl StaticFallback {
             other => other,
         }
     }
+}
+
+/// Configured headers (validated at load) as a header map; the fallbacks' and the direct
+/// responses' own headers.
+pub(crate) fn header_map(headers: &std::collections::BTreeMap<String, String>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            map.append(k, v);
+        }
+    }
+    map
 }

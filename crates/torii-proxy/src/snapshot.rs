@@ -8,7 +8,7 @@
 use crate::Loaded;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamErrors};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -260,23 +260,10 @@ fn spooling(
 
 /// The header map of a configured answer (`direct_response`, `fallback`). The validator
 /// rejects bad names and values, so none are skipped here in practice.
-pub(crate) fn header_map(headers: &std::collections::BTreeMap<String, String>) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            map.append(k, v);
-        }
-    }
-    map
-}
-
 fn direct(status: u16, headers: &std::collections::BTreeMap<String, String>, body: &str) -> Action {
     Action::Direct {
         status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        headers: header_map(headers),
+        headers: crate::fallback::header_map(headers),
         body: Bytes::copy_from_slice(body.as_bytes()),
     }
 }

@@ -588,3 +588,95 @@ fn route_with(name: &str, path: &str, plugin: &str, settings: &str) -> String {
         "  - name: {name}\n    match: {{path_prefix: {path}}}\n    upstream: up\n    plugins:\n      {plugin}: {settings}\n"
     )
 }
+
+#[tokio::test]
+async fn a_quota_survives_a_gateway_restart_and_reports_what_remains() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let up = echo_upstream(false).await;
+    let routes = route_with(
+        "q",
+        "/q",
+        "quota",
+        "{limit: 3, period: day, key: [{header: x-client}], name: daily}",
+    ) + &route_with(
+        "m",
+        "/m",
+        "quota",
+        "{limit: 5, period: month, key: [{header: x-client}], cost: 5, headers: legacy}",
+    );
+    let yaml = cfg(up.addr, Some(&url), &routes);
+    let key = run_id();
+    let gw = own_gateway(&yaml).await;
+    let a = addr(&gw).await;
+    for left in [2, 1] {
+        let (s, h, _) = hit(a, "/q", &key).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["ratelimit-policy"], "\"daily\";q=3;w=86400");
+        assert!(
+            h["ratelimit"]
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("\"daily\";r={left};t=")),
+            "{:?}",
+            h["ratelimit"]
+        );
+    }
+    // A new gateway (a restart) finds the count in Redis.
+    drop(gw);
+    let gw = own_gateway(&yaml).await;
+    let a = addr(&gw).await;
+    let (s, h, _) = hit(a, "/q", &key).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["ratelimit"].to_str().unwrap().contains(";r=0;"));
+    let (s, h, body) = hit(a, "/q", &key).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("\"rate_limited\""), "{body}");
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (1..=86_400).contains(&retry),
+        "renews by the next midnight UTC: {retry}"
+    );
+    // Refused requests take nothing; another key has its own quota.
+    assert_eq!(
+        hit(a, "/q", &format!("{key}-other")).await.0,
+        StatusCode::OK
+    );
+    // A cost of 5 against a monthly 5: one request, reported in the legacy set.
+    let (s, h, _) = hit(a, "/m", &key).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-quota-remaining"], "0");
+    assert_eq!(hit(a, "/m", &key).await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_quota_without_redis_fails_open_or_closed_as_declared() {
+    // A Redis that is not there: a port bound and never listening.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", silent.local_addr().unwrap());
+    drop(silent);
+    let up = echo_upstream(false).await;
+    let routes = route_with(
+        "o",
+        "/o",
+        "quota",
+        "{limit: 1, period: hour, key: [{header: x-client}]}",
+    ) + &route_with(
+        "c",
+        "/c",
+        "quota",
+        "{limit: 1, period: hour, key: [{header: x-client}], on_redis_failure: fail_closed}",
+    );
+    let gw = own_gateway(&cfg(up.addr, Some(&url), &routes)).await;
+    let a = addr(&gw).await;
+    for _ in 0..3 {
+        let (s, h, _) = hit(a, "/o", "k").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h["torii-ratelimit-degraded"], "fail_open");
+    }
+    let (s, h, body) = hit(a, "/c", "k").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("\"rate_limit_unavailable\""), "{body}");
+    assert_eq!(h["torii-ratelimit-degraded"], "fail_closed");
+}

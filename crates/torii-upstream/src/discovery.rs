@@ -9,7 +9,6 @@
 //! DNS (A/AAAA and SRV, `dns.rs`) is the one source today; others (Consul, Kubernetes
 //! EndpointSlices) implement [`Discover`] and need nothing from balancing, health or breakers.
 
-use crate::upstream::Upstream;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -149,18 +148,29 @@ impl DiscoveryState {
     }
 }
 
+/// What discovery feeds: an upstream (the task knows nothing else of it).
+pub(crate) trait Discovered: Send + Sync + 'static {
+    /// Its name, for logs.
+    fn name(&self) -> &str;
+    /// Its discovery state.
+    fn discovery(&self) -> Option<&DiscoveryState>;
+    /// Replaces its targets.
+    fn set_targets(&self, found: &[Endpoint]);
+}
+
 /// Starts asking `source` for the targets of `up`, when a runtime is running (not under
 /// `torii validate`). The task holds the upstream weakly and ends with it.
-pub(crate) fn start(up: &Arc<Upstream>, source: Box<dyn Discover>, schedule: Schedule) {
+pub(crate) fn start<U: Discovered>(up: &Arc<U>, source: Box<dyn Discover>, schedule: Schedule) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    rt.spawn(run(Arc::downgrade(up), source, schedule));
+    let up: Weak<U> = Arc::downgrade(up);
+    rt.spawn(run(up, source, schedule));
 }
 
-async fn run(up: Weak<Upstream>, source: Box<dyn Discover>, schedule: Schedule) {
+async fn run<U: Discovered>(up: Weak<U>, source: Box<dyn Discover>, schedule: Schedule) {
     let mut last: Vec<Endpoint> = Vec::new();
-    if let Some(state) = up.upgrade().as_deref().and_then(Upstream::discovery) {
+    if let Some(state) = up.upgrade().as_deref().and_then(U::discovery) {
         let source = source.describe();
         state.update(|s| s.source = source);
     }
@@ -187,7 +197,7 @@ async fn run(up: Weak<Upstream>, source: Box<dyn Discover>, schedule: Schedule) 
                         .dedup_by(|a, b| a.host == b.host && a.port == b.port);
                     let changed = found.endpoints != last;
                     if changed {
-                        tracing::info!(upstream = %up.name, source = %source.describe(), targets = found.endpoints.len(), "discovered targets changed");
+                        tracing::info!(upstream = %up.name(), source = %source.describe(), targets = found.endpoints.len(), "discovered targets changed");
                         up.set_targets(&found.endpoints);
                         last = found.endpoints;
                     }
@@ -202,7 +212,7 @@ async fn run(up: Weak<Upstream>, source: Box<dyn Discover>, schedule: Schedule) 
                         .clamp(schedule.min_ttl, schedule.max_ttl.max(schedule.min_ttl))
                 }
                 Err(e) => {
-                    tracing::warn!(upstream = %up.name, source = %source.describe(), error = %e, kept = last.len(), "discovery failed; keeping the last known targets");
+                    tracing::warn!(upstream = %up.name(), source = %source.describe(), error = %e, kept = last.len(), "discovery failed; keeping the last known targets");
                     state.update(|s| {
                         s.last_error = Some(e);
                         s.failures += 1;
@@ -212,7 +222,7 @@ async fn run(up: Weak<Upstream>, source: Box<dyn Discover>, schedule: Schedule) 
             }
             // The upstream is not held while the task sleeps.
         };
-        if let Some(state) = up.upgrade().as_deref().and_then(Upstream::discovery) {
+        if let Some(state) = up.upgrade().as_deref().and_then(U::discovery) {
             state.answered();
         }
         tokio::time::sleep(wait).await;

@@ -27,6 +27,7 @@ pub mod h1;
 mod h2;
 pub mod h2pool;
 mod health;
+mod members;
 pub mod pool;
 mod probe;
 mod registry;

@@ -5,7 +5,8 @@
 //! upstream weakly and ends when the last config using the upstream is gone; a reload that
 //! keeps the upstream keeps its task and its targets' state.
 
-use crate::upstream::{CallOptions, Members, Upstream};
+use crate::members::Members;
+use crate::upstream::{CallOptions, Upstream};
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use std::sync::{Arc, Weak};

@@ -3,7 +3,7 @@
 use crate::h1;
 use crate::h2pool;
 use crate::health::{InFlight, Verdict};
-use crate::upstream::Members;
+use crate::members::Members;
 use http::Response;
 use hyper::body::Incoming;
 use std::sync::Arc;

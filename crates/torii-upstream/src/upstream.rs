@@ -1,13 +1,13 @@
 //! A named upstream service and its one call API.
 
-use crate::balance::{Affinity, Balancer};
+use crate::balance::Affinity;
 use crate::breaker::{Admit, Breaker, BreakerState, Bulkhead};
 use crate::codec::encode::ExtraFields;
-use crate::connect::Connector;
 use crate::discovery::{DiscoveryState, DiscoveryView, Endpoint};
 use crate::error::{CallError, Retry, idempotent};
 use crate::h1;
 use crate::health::{Health, InFlight, TargetView, Verdict};
+use crate::members::{Members, TargetMaker};
 use crate::pool::{Conn, PoolSettings, TargetPool};
 use crate::response::{BodyWatch, Held, ResponseBody, UpstreamResponse};
 use crate::retry::RetryPolicy;
@@ -109,81 +109,6 @@ impl Default for CallOptions<'_> {
             affinity: &NO_AFFINITY,
             policy: &DEFAULT_POLICY,
         }
-    }
-}
-
-/// One target set of an upstream: its targets, how they are chosen, and their live state.
-pub(crate) struct Members {
-    pub(crate) targets: Box<[Target]>,
-    pub(crate) balancer: Balancer,
-    pub(crate) health: Health,
-}
-
-impl Members {
-    fn new(targets: Vec<Target>, weights: &[u32], lb: &LoadBalancing, health: Health) -> Self {
-        let names: Vec<&str> = targets.iter().map(|t| &*t.name).collect();
-        Self {
-            balancer: Balancer::new(lb, &names, weights),
-            targets: targets.into(),
-            health,
-        }
-    }
-}
-
-/// What every target of an upstream is built with.
-struct TargetMaker {
-    client_tls: Option<Arc<rustls::ClientConfig>>,
-    /// `tls.server_name`: instead of the target's own name.
-    server_name: Option<String>,
-    connect_timeout: Duration,
-    settings: PoolSettings,
-    /// Discovered targets speak TLS.
-    discovered_tls: bool,
-}
-
-impl TargetMaker {
-    /// The target `name` (`host:port`), connected to at `host:port` (an address or a name)
-    /// and known as `known_as` (its TLS server name and, with its port, its Host); with its
-    /// pool, or a new one.
-    fn make(
-        &self,
-        name: &str,
-        (host, port): (&str, u16),
-        tls: bool,
-        known_as: &str,
-        pool: Option<Arc<TargetPool>>,
-    ) -> Result<Target, String> {
-        let pool = match pool {
-            Some(p) => p,
-            None => {
-                let tls = match (&self.client_tls, tls) {
-                    (Some(c), true) => Some((
-                        c.clone(),
-                        self.server_name
-                            .clone()
-                            .unwrap_or_else(|| known_as.to_string()),
-                    )),
-                    _ => None,
-                };
-                let connector = Connector::new(host, port, self.connect_timeout, tls)?;
-                TargetPool::new(connector, self.settings.clone())
-            }
-        };
-        // Host (and `:authority`) leave out the scheme's default port, as clients do
-        // (RFC 9110 4.2.3): some services compare Host with their bare name.
-        let default_port = port == if tls { 443 } else { 80 };
-        let host = if default_port {
-            known_as.to_string()
-        } else {
-            format!("{known_as}:{port}")
-        };
-        Ok(Target {
-            tls,
-            authority: http::HeaderValue::from_str(&host)
-                .unwrap_or(http::HeaderValue::from_static("invalid")),
-            name: name.into(),
-            pool,
-        })
     }
 }
 
@@ -336,20 +261,25 @@ impl Upstream {
         self.members.load().health.view()
     }
 
-    /// Where the targets come from, when discovery finds them.
-    pub(crate) fn discovery(&self) -> Option<&DiscoveryState> {
-        self.discovery.as_ref()
-    }
-
     /// The discovery's source and last lookups, when discovery finds the targets.
     pub fn discovery_view(&self) -> Option<DiscoveryView> {
         self.discovery.as_ref().map(DiscoveryState::view)
     }
+}
 
-    /// Replaces the target set with `found` (discovery): targets that stay keep their pool,
-    /// connections and health; new ones get a pool; those that go leave with the last call
-    /// that uses them. Calls in flight finish on the set they started with.
-    pub(crate) fn set_targets(&self, found: &[Endpoint]) {
+impl crate::discovery::Discovered for Upstream {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn discovery(&self) -> Option<&DiscoveryState> {
+        self.discovery.as_ref()
+    }
+
+    /// Replaces the target set with `found`: targets that stay keep their pool, connections
+    /// and health; new ones get a pool; those that go leave with the last call that uses
+    /// them. Calls in flight finish on the set they started with.
+    fn set_targets(&self, found: &[Endpoint]) {
         let old = self.members.load_full();
         let mut targets = Vec::with_capacity(found.len());
         let mut weights = Vec::with_capacity(found.len());
@@ -383,7 +313,9 @@ impl Upstream {
             health,
         )));
     }
+}
 
+impl Upstream {
     /// Retries sent and retries the budget refused, since the upstream was built.
     pub fn retry_counts(&self) -> (u64, u64) {
         (

@@ -14,6 +14,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod mtls_auth;
+pub mod quota;
 pub mod rate_limit;
 pub mod request_headers;
 pub mod request_size_limit;
@@ -38,6 +39,7 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<acl::Acl>(),
         Registration::of::<request_headers::RequestHeaders>(),
         Registration::of::<response_transform::ResponseTransform>(),
+        Registration::of::<quota::Quota>(),
         Registration::of::<rate_limit::RateLimit>(),
         Registration::of::<concurrency_limit::ConcurrencyLimit>(),
     ]
