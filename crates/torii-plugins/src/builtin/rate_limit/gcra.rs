@@ -21,16 +21,22 @@ pub(crate) struct Limit {
     pub(crate) window_us: u64,
     /// The emission interval `window / requests`, in microseconds (at least 1).
     pub(crate) interval_us: u64,
+    /// The start of its `RateLimit` item, built at load: `"name";r=`.
+    pub(crate) item_prefix: Box<[u8]>,
 }
 
 impl Limit {
     pub(crate) fn new(name: String, requests: u64, window: Duration) -> Self {
         let window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX).max(1);
+        let item_prefix = format!("{};r=", super::sf_string(&name))
+            .into_bytes()
+            .into_boxed_slice();
         Self {
             name,
             requests,
             window_us,
             interval_us: (window_us / requests.max(1)).max(1),
+            item_prefix,
         }
     }
 
@@ -46,7 +52,7 @@ impl Limit {
 }
 
 /// What one limit says about a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Room {
     /// Requests still allowed now (after this one, when it passed).
     pub(crate) remaining: u64,
@@ -61,7 +67,32 @@ pub(crate) struct Decision {
     /// When refused: microseconds until the request would pass.
     pub(crate) retry_us: u64,
     /// Per limit, in config order.
-    pub(crate) rooms: Vec<Room>,
+    pub(crate) rooms: Rooms,
+}
+
+/// The rooms of a decision, one per limit, in place (a decision allocates nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Rooms {
+    items: [Room; MAX_LIMITS],
+    len: usize,
+}
+
+impl std::ops::Deref for Rooms {
+    type Target = [Room];
+    fn deref(&self) -> &[Room] {
+        &self.items[..self.len]
+    }
+}
+
+impl FromIterator<Room> for Rooms {
+    fn from_iter<I: IntoIterator<Item = Room>>(iter: I) -> Self {
+        let mut r = Rooms::default();
+        for room in iter.into_iter().take(MAX_LIMITS) {
+            r.items[r.len] = room;
+            r.len += 1;
+        }
+        r
+    }
 }
 
 /// Decides a request of `cost` at time `now` (µs) against `limits`, whose TATs are `tats`;
@@ -109,7 +140,8 @@ pub(crate) const MAX_LIMITS: usize = 8;
 /// beyond it) and by idleness (a key unused for the longest window is forgotten: its TATs
 /// are in the past by then, so forgetting it changes no decision).
 pub(crate) struct LocalStore {
-    keys: moka::sync::Cache<u64, Arc<Mutex<[u64; MAX_LIMITS]>>>,
+    /// Keys are already hashes: foldhash, not moka's default SipHash, spreads them.
+    keys: moka::sync::Cache<u64, Arc<Mutex<[u64; MAX_LIMITS]>>, foldhash::fast::RandomState>,
     epoch: Instant,
 }
 
@@ -119,7 +151,7 @@ impl LocalStore {
             keys: moka::sync::Cache::builder()
                 .max_capacity(max_keys)
                 .time_to_idle(longest.max(Duration::from_secs(1)))
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             epoch: Instant::now(),
         }
     }

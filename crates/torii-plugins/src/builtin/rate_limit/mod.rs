@@ -144,6 +144,15 @@ fn default_max_keys() -> u64 {
     100_000
 }
 
+/// Header names, parsed at compile time (a `&str` name is parsed again on every insert).
+pub(crate) const DEGRADED: http::HeaderName =
+    http::HeaderName::from_static("torii-ratelimit-degraded");
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+const X_LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
+const X_REMAINING: http::HeaderName = http::HeaderName::from_static("x-ratelimit-remaining");
+const X_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+
 /// The plugin type.
 pub struct RateLimit;
 
@@ -331,7 +340,7 @@ impl Limiter {
                 decision: Decision {
                     allowed: true,
                     retry_us: 0,
-                    rooms: Vec::new(),
+                    rooms: Default::default(),
                 },
                 fallback: false,
                 degraded: Some(policy),
@@ -384,7 +393,7 @@ impl Plugin for Limiter {
                             decision: Decision {
                                 allowed: false,
                                 retry_us: 0,
-                                rooms: Vec::new(),
+                                rooms: Default::default(),
                             },
                             fallback: false,
                             degraded: Some("fail_closed"),
@@ -405,7 +414,7 @@ impl Plugin for Limiter {
         };
         let h = &mut resp.headers;
         if let Some(policy) = o.degraded {
-            h.insert("torii-ratelimit-degraded", HeaderValue::from_static(policy));
+            h.insert(DEGRADED, HeaderValue::from_static(policy));
         }
         if o.decision.rooms.is_empty() {
             return;
@@ -417,23 +426,23 @@ impl Plugin for Limiter {
         };
         if matches!(self.headers, HeaderStyle::Draft | HeaderStyle::Both) {
             if let Some(p) = &self.policy_header {
-                h.insert("ratelimit-policy", p.clone());
+                h.insert(RATELIMIT_POLICY, p.clone());
             }
             if let Some(v) = ratelimit_header(limits, &o.decision, o.key) {
-                h.insert("ratelimit", v);
+                h.insert(RATELIMIT, v);
             }
         }
         if matches!(self.headers, HeaderStyle::Legacy | HeaderStyle::Both) {
             // The most constraining limit: the fewest requests left.
             if let Some((l, room)) = limits
                 .iter()
-                .zip(&o.decision.rooms)
+                .zip(o.decision.rooms.iter())
                 .min_by_key(|(_, r)| r.remaining)
             {
-                h.insert("x-ratelimit-limit", HeaderValue::from(l.requests));
-                h.insert("x-ratelimit-remaining", HeaderValue::from(room.remaining));
+                h.insert(X_LIMIT, HeaderValue::from(l.requests));
+                h.insert(X_REMAINING, HeaderValue::from(room.remaining));
                 h.insert(
-                    "x-ratelimit-reset",
+                    X_RESET,
                     HeaderValue::from(room.reset_us.div_ceil(1_000_000)),
                 );
             }
@@ -460,27 +469,74 @@ fn policy_header(limits: &[Limit]) -> Option<HeaderValue> {
 
 /// `RateLimit: "100-per-1s";r=42;t=1;pk=:...:, ...`: per policy, what remains, the seconds
 /// until it is whole again, and the partition key (the key's hash, never the key itself).
+/// Written into a buffer on the stack from the items' prefixes built at load, with no
+/// formatting machinery, then copied once into the header: this runs on every answer.
 fn ratelimit_header(limits: &[Limit], d: &Decision, key: u64) -> Option<HeaderValue> {
     use base64::Engine;
-    let pk = base64::engine::general_purpose::STANDARD.encode(key.to_be_bytes());
-    let items: Vec<String> = limits
-        .iter()
-        .zip(&d.rooms)
-        .map(|(l, r)| {
-            format!(
-                "{};r={};t={};pk=:{pk}:",
-                sf_string(&l.name),
-                r.remaining,
-                r.reset_us.div_ceil(1_000_000)
-            )
-        })
-        .collect();
-    HeaderValue::from_str(&items.join(", ")).ok()
+    let mut pk = [0u8; 12];
+    let pk_len = base64::engine::general_purpose::STANDARD
+        .encode_slice(key.to_be_bytes(), &mut pk)
+        .ok()?;
+    let mut out = Buf::default();
+    let mut num = itoa::Buffer::new();
+    for (i, (l, r)) in limits.iter().zip(d.rooms.iter()).enumerate() {
+        if i > 0 {
+            out.put(b", ");
+        }
+        out.put(&l.item_prefix);
+        out.put(num.format(r.remaining).as_bytes());
+        out.put(b";t=");
+        out.put(num.format(r.reset_us.div_ceil(1_000_000)).as_bytes());
+        out.put(b";pk=:");
+        out.put(&pk[..pk_len]);
+        out.put(b":");
+    }
+    HeaderValue::from_bytes(out.bytes()).ok()
+}
+
+/// A header value being written: on the stack up to 512 bytes, on the heap past it (long
+/// policy names).
+struct Buf {
+    stack: [u8; 512],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Self {
+            stack: [0; 512],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+}
+
+impl Buf {
+    fn put(&mut self, b: &[u8]) {
+        if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
+            self.stack[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(b);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
 }
 
 /// A structured-field string (RFC 9651 3.3.3): quoted, with `"` and `\` escaped; other
 /// characters outside printable ASCII are dropped.
-fn sf_string(s: &str) -> String {
+pub(crate) fn sf_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars().filter(|c| (' '..='~').contains(c)) {
