@@ -343,14 +343,14 @@ async fn srv_records_give_ports_and_weights_and_the_best_priority_wins() {
     assert_eq!(seen.get("heavy"), Some(&30), "{seen:?}");
     assert_eq!(seen.get("light"), Some(&10), "{seen:?}");
     assert_eq!(seen.get("backup"), None, "{seen:?}");
-    // The Host is the SRV record's host name with its port.
+    // The Host is the service's own domain (not the SRV answer's host name) with the port.
     let (_, h, b) = get(&h1_client(), format!("http://{addr}/x")).await;
     let port = if &b[..] == b"heavy" {
         heavy.port()
     } else {
         light.port()
     };
-    assert_eq!(h["x-seen-host"], format!("host.test:{port}").as_str());
+    assert_eq!(h["x-seen-host"], format!("svc.test:{port}").as_str());
 }
 
 #[tokio::test]

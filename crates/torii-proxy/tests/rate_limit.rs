@@ -680,3 +680,64 @@ async fn a_quota_without_redis_fails_open_or_closed_as_declared() {
     assert!(body.contains("\"rate_limit_unavailable\""), "{body}");
     assert_eq!(h["torii-ratelimit-degraded"], "fail_closed");
 }
+
+#[tokio::test]
+async fn a_request_another_limit_refuses_takes_no_quota() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let up = echo_upstream(false).await;
+    let routes = "  - name: both\n    match: {path_prefix: /both}\n    upstream: up\n    plugins:\n      rate_limit: {limits: [{requests: 1, per: 1h}], key: [{header: x-rl}]}\n      quota: {limit: 3, period: day, key: [{header: x-client}]}\n";
+    let gw = own_gateway(&cfg(up.addr, Some(&url), routes)).await;
+    let a = addr(&gw).await;
+    let key = run_id();
+    let send = |rl: &'static str| {
+        let key = key.clone();
+        async move {
+            let req = http::Request::get(format!("http://{a}/both"))
+                .header("x-client", key)
+                .header("x-rl", rl)
+                .body(full(""))
+                .unwrap();
+            let r = h1_client().request(req).await.unwrap();
+            (r.status(), r.headers().clone())
+        }
+    };
+    assert_eq!(send("a").await.0, StatusCode::OK);
+    // Refused by rate_limit: the quota does not count them.
+    for _ in 0..3 {
+        assert_eq!(send("a").await.0, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let (s, h) = send("b").await;
+    assert_eq!(s, StatusCode::OK);
+    let rl = h["ratelimit"].to_str().unwrap().to_string();
+    assert!(rl.contains("\"quota\";r=1;"), "two of three used: {rl}");
+    assert_eq!(send("c").await.0, StatusCode::OK);
+    assert_eq!(
+        send("d").await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "now the quota is used up"
+    );
+}
+
+#[tokio::test]
+async fn a_cost_that_can_never_pass_is_a_config_error() {
+    let yaml = cfg(
+        "127.0.0.1:1".parse().unwrap(),
+        None,
+        &route("r", "/r", "{limits: [{requests: 3, per: 1s}], cost: 5}"),
+    );
+    let e = load_str("t.yaml", &yaml).err().unwrap().to_string();
+    assert!(e.contains("routes[0].plugins.rate_limit.cost"), "{e}");
+    assert!(e.contains("can never pass"), "{e}");
+    let fine = cfg(
+        "127.0.0.1:1".parse().unwrap(),
+        None,
+        &route("r", "/r", "{limits: [{requests: 600000, per: 1s}]}"),
+    );
+    let e = load_str("t.yaml", &fine).err().unwrap().to_string();
+    assert!(
+        e.contains("routes[0].plugins.rate_limit.limits[0].requests"),
+        "{e}"
+    );
+}

@@ -28,9 +28,13 @@ pub enum RedisError {
     /// No answer within the time box.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
-    /// Redis answered with an error, or the connection failed.
+    /// The connection failed (refused, dropped, broken).
     #[error("redis: {0}")]
     Failed(String),
+    /// Redis answered with an error (a script error, out of memory, a wrong type), or an
+    /// answer of an unexpected shape: a caller's problem, which does not make the client down.
+    #[error("redis answered: {0}")]
+    Reply(String),
 }
 
 /// What a caller did instead when Redis did not answer (counted per client, for the
@@ -281,6 +285,10 @@ impl Redis {
                     tracing::info!(target_ = %self.target, "redis is up again");
                 }
             }
+            Err(RedisError::Reply(_)) => {
+                // Redis is there and answering: counted, but not toward being down.
+                self.errors.fetch_add(1, Relaxed);
+            }
             Err(e) => {
                 match e {
                     RedisError::Timeout(_) => self.timeouts.fetch_add(1, Relaxed),
@@ -332,8 +340,16 @@ async fn timed<T: redis::FromRedisValue>(
 ) -> Result<T, RedisError> {
     match tokio::time::timeout(limit, fut).await {
         Err(_) => Err(RedisError::Timeout(limit)),
-        Ok(Err(e)) => Err(RedisError::Failed(e.to_string())),
-        Ok(Ok(v)) => redis::from_redis_value(v).map_err(|e| RedisError::Failed(e.to_string())),
+        Ok(Err(e))
+            if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout() =>
+        {
+            Err(RedisError::Failed(e.to_string()))
+        }
+        Ok(Err(e)) => Err(RedisError::Reply(e.to_string())),
+        Ok(Ok(v)) => redis::from_redis_value(v).map_err(|e| RedisError::Reply(e.to_string())),
     }
 }
 

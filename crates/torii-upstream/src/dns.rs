@@ -109,13 +109,25 @@ impl DnsSource {
                     if host.is_empty() {
                         continue;
                     }
-                    let (ips, valid) = self.addresses(&format!("{host}.")).await?;
+                    // A host that cannot be looked up leaves out its own targets, not the
+                    // others (an answer with none at all keeps the last known targets).
+                    let (ips, valid) = match self.addresses(&format!("{host}.")).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            tracing::warn!(name = %self.name, %host, error = %e, "SRV target host not resolved; left out");
+                            continue;
+                        }
+                    };
                     until = until.min(valid);
                     // Weight 0 is "rarely chosen" in RFC 2782: the smallest share here.
                     let weight = u32::from(r.weight()).max(1);
+                    // The targets are known by the service's own domain, not the host names the
+                    // (unauthenticated) SRV answer gave: TLS verifies against it (RFC 6125,
+                    // RFC 7673 without DNSSEC), and Host carries it.
+                    let domain = service_domain(&self.name);
                     endpoints.extend(
                         ips.into_iter()
-                            .map(|ip| endpoint(ip, r.port(), weight, host)),
+                            .map(|ip| endpoint(ip, r.port(), weight, domain)),
                     );
                 }
             }
@@ -140,6 +152,19 @@ impl Discover for DnsSource {
     }
 }
 
+/// `billing.internal` for `_http._tcp.billing.internal`: the name without its leading
+/// underscore labels.
+fn service_domain(name: &str) -> &str {
+    let mut rest = name;
+    while let Some(label) = rest.strip_prefix('_') {
+        match label.split_once('.') {
+            Some((_, after)) => rest = after,
+            None => break,
+        }
+    }
+    rest
+}
+
 fn endpoint(ip: IpAddr, port: u16, weight: u32, server_name: &str) -> Endpoint {
     Endpoint {
         host: match ip {
@@ -155,4 +180,20 @@ fn endpoint(ip: IpAddr, port: u16, weight: u32, server_name: &str) -> Endpoint {
 /// The name exists without such records, or does not exist: an empty answer.
 fn is_no_records(e: &hickory_resolver::ResolveError) -> bool {
     e.is_no_records_found() || e.is_nx_domain()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_service_domain_drops_the_underscore_labels() {
+        assert_eq!(
+            super::service_domain("_http._tcp.billing.internal"),
+            "billing.internal"
+        );
+        assert_eq!(
+            super::service_domain("billing.internal"),
+            "billing.internal"
+        );
+        assert_eq!(super::service_domain("_x"), "_x");
+    }
 }

@@ -132,6 +132,15 @@ struct Limiter {
     seed: u64,
 }
 
+/// A request in a key's queue.
+struct Queued(Arc<Slots>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The request's place, taken by the exchange stage to ride on the response body.
 struct Place(Mutex<Option<OwnedSemaphorePermit>>);
 
@@ -173,10 +182,13 @@ impl Plugin for Limiter {
         {
             return Err(self.refused());
         }
+        // Leaves the queue however the wait ends (a place, the time limit, or the client gone
+        // and the future dropped).
+        let queued = Queued(slots.clone());
         Ok(Flow::Wait(Box::pin(async move {
             let got =
                 tokio::time::timeout(self.max_wait, slots.places.clone().acquire_owned()).await;
-            slots.waiting.fetch_sub(1, Ordering::Relaxed);
+            drop(queued);
             match got {
                 Ok(Ok(p)) => {
                     ctx.extensions.insert(Arc::new(Place(Mutex::new(Some(p)))));

@@ -93,7 +93,8 @@ pub struct Quota;
 impl PluginFactory for Quota {
     const NAME: &'static str = "quota";
     const PHASE: Phase = Phase::Traffic;
-    const ORDER: u16 = 5;
+    // After rate_limit and concurrency_limit: a request they refuse never takes quota.
+    const ORDER: u16 = 30;
     type Config = QuotaConfig;
 
     fn build(config: QuotaConfig, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
@@ -103,6 +104,16 @@ impl PluginFactory for Quota {
                 k,
                 "must be at least 1",
                 "e.g. `limit: 10000`",
+            ));
+        }
+        if u64::from(config.cost) > config.limit {
+            return Err(ConfigError::at(
+                "cost",
+                format!(
+                    "a request costing {} can never fit a quota of {}",
+                    config.cost, config.limit
+                ),
+                "lower `cost`, or raise `limit`",
             ));
         }
         if config.key.is_empty() {
@@ -124,10 +135,14 @@ impl PluginFactory for Quota {
             Period::Month => Window::Month,
             Period::Custom { every, anchor } => {
                 let secs = every.0.as_secs();
-                if secs == 0 || secs % 86_400 != 0 || every.0.subsec_nanos() != 0 {
+                if secs == 0
+                    || secs % 86_400 != 0
+                    || every.0.subsec_nanos() != 0
+                    || secs > 3660 * 86_400
+                {
                     return Err(ConfigError::at(
                         "period",
-                        "`every` must be a whole number of days",
+                        "`every` must be a whole number of days, at most 3660",
                         "e.g. `period: {every: 7d, anchor: 2026-01-05}`",
                     ));
                 }
@@ -372,7 +387,7 @@ fn parse_date(s: &str) -> Option<i64> {
     let y: i64 = it.next()?.parse().ok()?;
     let m: u32 = it.next()?.parse().ok()?;
     let d: u32 = it.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || d == 0 || d > 31 {
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > 31 {
         return None;
     }
     let days = days_from_civil(y, m, d);

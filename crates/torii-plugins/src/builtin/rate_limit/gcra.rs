@@ -150,7 +150,10 @@ impl LocalStore {
         Self {
             keys: moka::sync::Cache::builder()
                 .max_capacity(max_keys)
-                .time_to_idle(longest.max(Duration::from_secs(1)))
+                // moka refuses idle times of centuries: a year is the most kept.
+                .time_to_idle(
+                    longest.clamp(Duration::from_secs(1), Duration::from_secs(365 * 86_400)),
+                )
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             epoch: Instant::now(),
         }

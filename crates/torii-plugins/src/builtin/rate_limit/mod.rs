@@ -217,6 +217,41 @@ impl PluginFactory for RateLimit {
             let k = if config.cost == 0 { "cost" } else { "nodes" };
             return Err(ConfigError::at(k, "must be at least 1", "e.g. `1`"));
         }
+        for (i, l) in limits.iter().enumerate() {
+            let share = l.divided(config.nodes).requests;
+            if u64::from(config.cost) > share {
+                return Err(ConfigError::at(
+                    "cost",
+                    format!(
+                        "a request costing {} can never pass `limits[{i}]` ({} per window{})",
+                        config.cost,
+                        share,
+                        if config.nodes > 1 {
+                            " per node in the `local` fallback"
+                        } else {
+                            ""
+                        }
+                    ),
+                    "lower `cost`, or raise the limit's `requests`",
+                ));
+            }
+            // GCRA spaces requests by whole microseconds: refuse a rate whose rounding would let
+            // more than 1 % extra through.
+            if l.window_us % l.requests != 0 && l.interval_us < 100 {
+                return Err(ConfigError::at(
+                    "requests",
+                    format!(
+                        "{} per {} µs spaces requests {:.2} µs apart, too finely for whole microseconds (it would admit {:.0} % more)",
+                        l.requests,
+                        l.window_us,
+                        l.window_us as f64 / l.requests as f64,
+                        (l.requests as f64 * l.interval_us as f64 / l.window_us as f64 - 1.0).abs() * 100.0
+                    ),
+                    "use a rate that divides the window evenly (e.g. 500000 per 1s), or at most 10,000 per second",
+                )
+                .in_list("limits", i));
+            }
+        }
         let longest = limits
             .iter()
             .map(|l| std::time::Duration::from_micros(l.window_us))
@@ -224,7 +259,12 @@ impl PluginFactory for RateLimit {
             .unwrap_or_default();
         let max_keys = config.max_keys.max(1);
         // The local table survives reloads that keep the settings (and the scope).
-        let local = ctx.state(|| LocalStore::new(max_keys, longest));
+        // The local tables survive reloads that keep the settings (and the scope). One state
+        // value: the registry keys state by plugin, scope and settings, not by type.
+        let tables = ctx.state(|| Tables {
+            local: LocalStore::new(max_keys, longest),
+            fallback: LocalStore::new(max_keys, longest),
+        });
         let redis = match config.policy {
             Policy::Local => None,
             Policy::Redis => Some(ctx.redis.cloned().ok_or_else(|| {
@@ -240,6 +280,7 @@ impl PluginFactory for RateLimit {
         let instance =
             stable_hash(format!("{}|{:?}|{:?}", ctx.scope, config.limits, config.key).as_bytes());
         let fallback: Box<[Limit]> = limits.iter().map(|l| l.divided(config.nodes)).collect();
+        let fallback_policy_header = policy_header(&fallback);
         let policy_header = policy_header(&limits);
         Ok(Arc::new(Limiter {
             limits: limits.into(),
@@ -248,18 +289,21 @@ impl PluginFactory for RateLimit {
             ipv6_prefix: config.ipv6_prefix,
             cost: u64::from(config.cost),
             headers: config.headers,
-            local,
-            fallback_local: ctx.state(|| FallbackStore(LocalStore::new(max_keys, longest))),
+            tables,
             redis,
             on_failure: config.on_redis_failure,
             instance,
             policy_header,
+            fallback_policy_header,
         }))
     }
 }
 
-/// The local table of the `local` fallback (apart from the `local` policy's own table).
-struct FallbackStore(LocalStore);
+/// The in-process tables: the `local` policy's, and the `local` fallback's.
+struct Tables {
+    local: LocalStore,
+    fallback: LocalStore,
+}
 
 struct Limiter {
     limits: Box<[Limit]>,
@@ -269,13 +313,14 @@ struct Limiter {
     ipv6_prefix: u8,
     cost: u64,
     headers: HeaderStyle,
-    local: Arc<LocalStore>,
-    fallback_local: Arc<FallbackStore>,
+    tables: Arc<Tables>,
     redis: Option<Arc<Redis>>,
     on_failure: OnFailure,
     instance: u64,
     /// `RateLimit-Policy`, built at load.
     policy_header: Option<HeaderValue>,
+    /// The same for the `local` fallback's divided limits.
+    fallback_policy_header: Option<HeaderValue>,
 }
 
 /// What the response phase adds to the answer.
@@ -347,7 +392,7 @@ impl Limiter {
                 key,
             }),
             OnFailure::Local => Ok(Outcome {
-                decision: self.fallback_local.0.decide(key, &self.fallback, self.cost),
+                decision: self.tables.fallback.decide(key, &self.fallback, self.cost),
                 fallback: true,
                 degraded: Some(policy),
                 key,
@@ -364,7 +409,7 @@ impl Plugin for Limiter {
     ) -> Result<Flow<'a>, GatewayError> {
         let key = self.key(req, ctx);
         let Some(redis) = &self.redis else {
-            let decision = self.local.decide(key, &self.limits, self.cost);
+            let decision = self.tables.local.decide(key, &self.limits, self.cost);
             self.settle(
                 Outcome {
                     decision,
@@ -425,11 +470,16 @@ impl Plugin for Limiter {
             &self.limits
         };
         if matches!(self.headers, HeaderStyle::Draft | HeaderStyle::Both) {
-            if let Some(p) = &self.policy_header {
-                h.insert(RATELIMIT_POLICY, p.clone());
+            let policy = if o.fallback {
+                &self.fallback_policy_header
+            } else {
+                &self.policy_header
+            };
+            if let Some(p) = policy {
+                first_items(h, RATELIMIT_POLICY, p.clone());
             }
             if let Some(v) = ratelimit_header(limits, &o.decision, o.key) {
-                h.insert(RATELIMIT, v);
+                first_items(h, RATELIMIT, v);
             }
         }
         if matches!(self.headers, HeaderStyle::Legacy | HeaderStyle::Both) {
@@ -445,6 +495,25 @@ impl Plugin for Limiter {
                     X_RESET,
                     HeaderValue::from(room.reset_us.div_ceil(1_000_000)),
                 );
+            }
+        }
+    }
+}
+
+/// Sets a structured-field list header to `v`, keeping the items already there (a `quota` on
+/// the same route adds its own) after it.
+fn first_items(h: &mut http::HeaderMap, name: http::HeaderName, v: HeaderValue) {
+    match h.get(&name) {
+        None => {
+            h.insert(name, v);
+        }
+        Some(old) => {
+            let mut both = Vec::with_capacity(v.len() + 2 + old.len());
+            both.extend_from_slice(v.as_bytes());
+            both.extend_from_slice(b", ");
+            both.extend_from_slice(old.as_bytes());
+            if let Ok(joined) = HeaderValue::from_bytes(&both) {
+                h.insert(name, joined);
             }
         }
     }
