@@ -741,3 +741,30 @@ async fn a_cost_that_can_never_pass_is_a_config_error() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_keeps_the_settings_keeps_the_counts() {
+    let up = echo_upstream(false).await;
+    let plugin =
+        "{limits: [{requests: 3, per: 1h}], key: [{header: x-client}], policy: local, nodes: 2}";
+    let yaml = cfg(up.addr, None, &route("kept", "/kept", plugin));
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    let key = run_id();
+    assert_eq!(hit(a, "/kept", &key).await.0, StatusCode::OK);
+    assert_eq!(hit(a, "/kept", &key).await.0, StatusCode::OK);
+    // A reload that changes something else (a new route) keeps this limiter's table.
+    let more = cfg(
+        up.addr,
+        None,
+        &(route("kept", "/kept", plugin)
+            + &route("other", "/other", "{limits: [{requests: 1, per: 1s}]}")),
+    );
+    gw.apply(load_str("t.yaml", &more).unwrap()).await.unwrap();
+    assert_eq!(hit(a, "/kept", &key).await.0, StatusCode::OK);
+    assert_eq!(
+        hit(a, "/kept", &key).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the count survived the reload"
+    );
+}
