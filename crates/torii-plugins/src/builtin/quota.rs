@@ -11,7 +11,9 @@
 //! Periods follow the gateway's clock (UTC): nodes a second apart count a request at the
 //! boundary into neighbouring periods, which moves at most the requests of that second.
 
-use crate::builtin::rate_limit::{HeaderStyle, KeyPart, key_hash, stable_hash};
+use crate::builtin::rate_limit::{
+    DEGRADED, HeaderStyle, KeyPart, key_hash, sf_string, stable_hash,
+};
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use http::HeaderValue;
 use schemars::JsonSchema;
@@ -175,7 +177,7 @@ impl PluginFactory for Quota {
             cost: u64::from(config.cost),
             fail_closed: config.on_redis_failure == QuotaFailure::FailClosed,
             headers: config.headers,
-            name: sf_name(&config.name),
+            name: sf_string(&config.name),
             redis,
             instance,
         }))
@@ -336,7 +338,7 @@ impl Plugin for QuotaPlugin {
         };
         let h = &mut resp.headers;
         if let Some(policy) = u.degraded {
-            h.insert("torii-ratelimit-degraded", HeaderValue::from_static(policy));
+            h.insert(DEGRADED, HeaderValue::from_static(policy));
             return;
         }
         let remaining = self.limit.saturating_sub(u.used);
@@ -367,18 +369,6 @@ fn append(h: &mut http::HeaderMap, name: &'static str, item: &str) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         h.insert(name, v);
     }
-}
-
-fn sf_name(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 /// `YYYY-MM-DD` as Unix seconds at 00:00 UTC.
