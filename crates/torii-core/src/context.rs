@@ -57,6 +57,8 @@ pub struct RequestContext {
     pub identity: Option<Arc<crate::Identity>>,
     /// The verified client certificate of a mutual-TLS connection.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// Which credential authenticated the request (limits kept per credential).
+    pub credential: Option<Credential>,
     /// A body limit for this request below the server-wide one (request_size_limit).
     pub body_limit: Option<u64>,
     /// Typed values plugins leave for their own response phase or for later plugins.
@@ -86,10 +88,20 @@ impl RequestContext {
             consumer: None,
             identity: None,
             client_cert: None,
+            credential: None,
             body_limit: None,
             extensions: http::Extensions::new(),
         }
     }
+}
+
+/// The credential that authenticated a request, as limits kept per credential tell them apart.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A digest of the secret (an API key's SHA-256).
+    Digest([u8; 32]),
+    /// The credential's name (a basic-auth username).
+    Name(Arc<str>),
 }
 
 /// Facts of a verified client certificate, read once per connection.

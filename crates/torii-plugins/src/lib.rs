@@ -61,6 +61,40 @@ impl BuildCtx<'_> {
             .get_or_insert(StateKey::new(self.plugin, self.scope, self.settings), init)
     }
 
+    /// Whether these are the settings of a consumer or of a plan (they apply per consumer).
+    pub fn per_consumer(&self) -> bool {
+        self.scope.starts_with("consumer:") || self.scope.starts_with("plan:")
+    }
+
+    /// Where counters are kept apart: the scope, except that the settings of every consumer
+    /// and plan count in one place (`consumers`), keyed by the consumer, so a consumer moved
+    /// to another plan keeps the usage counted so far.
+    pub fn counter_scope(&self) -> &str {
+        if self.per_consumer() {
+            "consumers"
+        } else {
+            self.scope
+        }
+    }
+
+    /// Long-lived state named by the plugin rather than by its settings: the same value for
+    /// every load whose instance, in the same counter scope, asks for `name` (counters that
+    /// must outlive a change of allowance).
+    pub fn state_named<T: std::any::Any + Send + Sync>(
+        &self,
+        name: &str,
+        init: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        self.state.get_or_insert(
+            StateKey::new(
+                self.plugin,
+                self.counter_scope(),
+                &Value::String(name.into()),
+            ),
+            init,
+        )
+    }
+
     /// A client for an outbound service: the named upstream `upstream` when set, otherwise
     /// the implicit upstream of `url`'s scheme and authority (the system's TLS roots, default
     /// pool and timeouts). Errors are for the key that was set.

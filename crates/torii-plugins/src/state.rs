@@ -5,7 +5,7 @@
 //! and credential caches, running counters); state no load asked for is dropped when the new
 //! config is in place.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,7 @@ pub struct StateRegistry {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<StateKey, Entry>,
+    entries: HashMap<(StateKey, TypeId), Entry>,
     generation: u64,
 }
 
@@ -63,7 +63,7 @@ impl StateRegistry {
         g.entries.retain(|_, e| e.generation >= generation);
     }
 
-    /// The state under `key`, created by `init` when absent (or of another type).
+    /// The state of type `T` under `key`, created by `init` when absent.
     pub fn get_or_insert<T: Any + Send + Sync>(
         &self,
         key: StateKey,
@@ -71,6 +71,7 @@ impl StateRegistry {
     ) -> Arc<T> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let generation = g.generation;
+        let key = (key, TypeId::of::<T>());
         if let Some(e) = g.entries.get_mut(&key)
             && let Ok(v) = e.value.clone().downcast::<T>()
         {

@@ -114,6 +114,12 @@ fn state_registry_returns_the_same_value_for_the_same_key() {
     assert!(Arc::ptr_eq(&a, &b));
     let c = r.get_or_insert(StateKey::new("p", "route:x", &settings), || 3u32);
     assert_eq!(*c, 3);
+    // Two types under one key are two values: neither replaces the other.
+    let s = r.get_or_insert(StateKey::new("p", "global", &settings), || "x".to_string());
+    let a2 = r.get_or_insert(StateKey::new("p", "global", &settings), || 4u32);
+    assert!(Arc::ptr_eq(&a, &a2));
+    let s2 = r.get_or_insert(StateKey::new("p", "global", &settings), || "y".to_string());
+    assert!(Arc::ptr_eq(&s, &s2));
 }
 
 #[test]

@@ -213,8 +213,15 @@ impl BasicAuthPlugin {
         GatewayError::new(ErrorKind::Unauthorized(Some(self.challenge.clone())), why)
     }
 
-    fn accept(&self, req: &mut http::request::Parts, ctx: &mut RequestContext, c: &Arc<Consumer>) {
+    fn accept(
+        &self,
+        req: &mut http::request::Parts,
+        ctx: &mut RequestContext,
+        c: &Arc<Consumer>,
+        user: &str,
+    ) {
         ctx.consumer = Some(c.clone());
+        ctx.credential = Some(torii_core::Credential::Name(Arc::from(user)));
         ctx.identity = Some(self.identity.clone());
         if self.hide {
             req.headers.remove(http::header::AUTHORIZATION);
@@ -245,7 +252,7 @@ impl Plugin for BasicAuthPlugin {
         if let Some(cached) = self.state.cache.get(&key)
             && Arc::ptr_eq(&cached, phc) | (*cached == **phc)
         {
-            self.accept(req, ctx, consumer);
+            self.accept(req, ctx, consumer, &user);
             return Ok(Flow::Continue);
         }
         let consumer = consumer.clone();
@@ -269,7 +276,7 @@ impl Plugin for BasicAuthPlugin {
                 }
             }
             self.state.cache.insert(key, phc);
-            self.accept(req, ctx, &consumer);
+            self.accept(req, ctx, &consumer, &user);
             Ok(None)
         })))
     }

@@ -8,7 +8,7 @@
 //! recently used forgotten beyond it, idle keys after 10 minutes; a key forgotten while its
 //! requests run starts a fresh count, so keep `max_keys` above the keys active at once).
 
-use crate::builtin::rate_limit::KeyPart;
+use crate::builtin::rate_limit::{KeyPart, KeySpec, LocalKeys};
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use http::HeaderValue;
 use schemars::JsonSchema;
@@ -87,15 +87,10 @@ impl PluginFactory for ConcurrencyLimit {
                 "use `status: 429` (the client sends too much) or `status: 503`",
             ));
         }
-        if config.key.is_empty() {
-            return Err(ConfigError::at(
-                "key",
-                "the key needs at least one part",
-                "e.g. `key: [consumer]`",
-            ));
-        }
+        let spec = crate::builtin::rate_limit::key_spec(&config.key, 64, ctx)?;
         let max_keys = config.max_keys.max(1);
         let table = ctx.state(|| Table {
+            hashing: LocalKeys::new(),
             keys: moka::sync::Cache::builder()
                 .max_capacity(max_keys)
                 .time_to_idle(Duration::from_secs(600))
@@ -105,15 +100,16 @@ impl PluginFactory for ConcurrencyLimit {
             max_in_flight: config.max_in_flight as usize,
             max_waiting: config.max_waiting as usize,
             max_wait: config.max_wait.0,
-            key: config.key.into(),
+            spec,
             refuse_429: config.status == 429,
             table,
-            seed: crate::builtin::rate_limit::stable_hash(ctx.scope.as_bytes()),
         }))
     }
 }
 
 struct Table {
+    /// Key hashing with a random seed (clients cannot make two keys share places).
+    hashing: LocalKeys,
     keys: moka::sync::Cache<u64, Arc<Slots>>,
 }
 
@@ -126,10 +122,9 @@ struct Limiter {
     max_in_flight: usize,
     max_waiting: usize,
     max_wait: Duration,
-    key: Box<[KeyPart]>,
+    spec: KeySpec,
     refuse_429: bool,
     table: Arc<Table>,
-    seed: u64,
 }
 
 /// A request in a key's queue.
@@ -161,7 +156,7 @@ impl Plugin for Limiter {
         req: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext,
     ) -> Result<Flow<'a>, GatewayError> {
-        let key = crate::builtin::rate_limit::key_hash(&self.key, self.seed, 64, req, ctx);
+        let key = self.table.hashing.hash(&self.spec, &[0; 16], req, ctx);
         let slots = self.table.keys.get_with(key, || {
             Arc::new(Slots {
                 places: Arc::new(Semaphore::new(self.max_in_flight)),

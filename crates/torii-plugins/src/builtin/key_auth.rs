@@ -116,8 +116,8 @@ impl Plugin for KeyAuthPlugin {
         let Some(digest) = found else {
             return Ok(Flow::Continue);
         };
-        let consumer = digest
-            .and_then(|d| self.directory.by_key_digest(&d))
+        let (consumer, digest) = digest
+            .and_then(|d| Some((self.directory.by_key_digest(&d)?, d)))
             .ok_or_else(|| {
                 GatewayError::new(
                     ErrorKind::Unauthorized(Some(self.challenge.clone())),
@@ -125,6 +125,7 @@ impl Plugin for KeyAuthPlugin {
                 )
             })?;
         ctx.consumer = Some(consumer.clone());
+        ctx.credential = Some(torii_core::Credential::Digest(digest));
         ctx.identity = Some(self.identity.clone());
         // Every configured key location goes: a key beside the verified one (another header,
         // a query parameter, a second value of the same field) was never checked and must not

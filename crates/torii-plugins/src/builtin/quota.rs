@@ -12,7 +12,8 @@
 //! boundary into neighbouring periods, which moves at most the requests of that second.
 
 use crate::builtin::rate_limit::{
-    DEGRADED, HeaderStyle, KeyPart, key_hash, sf_string, stable_hash,
+    DEGRADED, HeaderStyle, KeyPart, KeySpec, counter_identity, hex16, key_spec, sf_string,
+    shared_key,
 };
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use http::HeaderValue;
@@ -118,13 +119,7 @@ impl PluginFactory for Quota {
                 "lower `cost`, or raise `limit`",
             ));
         }
-        if config.key.is_empty() {
-            return Err(ConfigError::at(
-                "key",
-                "the key needs at least one part",
-                "e.g. `key: [consumer]`",
-            ));
-        }
+        let spec = key_spec(&config.key, 64, ctx)?;
         let period = match &config.period {
             Period::Hour => Window::Every {
                 secs: 3600,
@@ -167,19 +162,26 @@ impl PluginFactory for Quota {
                 "add `redis: {url: redis://127.0.0.1:6379}` at the top level",
             )
         })?;
-        let instance = stable_hash(
-            format!("quota|{}|{:?}|{:?}", ctx.scope, config.period, config.key).as_bytes(),
-        );
+        // What is counted (scope, key, period), not how much is allowed: a consumer moved to
+        // a plan with another limit keeps this period's usage.
+        let identity = counter_identity(&format!(
+            "quota|{}|{:?}|{}|{:?}",
+            ctx.counter_scope(),
+            spec.parts,
+            spec.per_consumer,
+            config.period
+        ));
         Ok(Arc::new(QuotaPlugin {
             limit: config.limit,
             window: period,
-            key: config.key.into(),
+            spec,
             cost: u64::from(config.cost),
             fail_closed: config.on_redis_failure == QuotaFailure::FailClosed,
             headers: config.headers,
             name: sf_string(&config.name),
             redis,
-            instance,
+            identity,
+            prefix: hex16(&identity),
         }))
     }
 }
@@ -216,14 +218,16 @@ impl Window {
 struct QuotaPlugin {
     limit: u64,
     window: Window,
-    key: Box<[KeyPart]>,
+    spec: KeySpec,
     cost: u64,
     fail_closed: bool,
     headers: HeaderStyle,
     /// The name as a structured-field string.
     name: String,
     redis: Arc<Redis>,
-    instance: u64,
+    identity: [u8; 16],
+    /// `identity` in hex: the start of the counters' names.
+    prefix: String,
 }
 
 /// What the response phase reports.
@@ -236,7 +240,8 @@ struct Used {
     /// The period's length in seconds.
     window: u64,
     degraded: Option<&'static str>,
-    key: u64,
+    /// The partition key shown to the client.
+    pk: u64,
 }
 
 /// KEYS[1]: the period's counter. ARGV: cost, limit, lifetime (ms). Returns {admitted, used}.
@@ -263,13 +268,14 @@ impl Plugin for QuotaPlugin {
         req: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext,
     ) -> Result<Flow<'a>, GatewayError> {
-        let key = key_hash(&self.key, self.instance, 64, req, ctx);
+        let (name, pk) = shared_key(&self.spec, &self.identity, req, ctx);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let (start, end) = self.window.around(now);
-        let counter = format!("torii:q:{:016x}:{{{key:016x}}}:{start}", self.instance);
+        let name = std::str::from_utf8(&name).unwrap_or("");
+        let counter = format!("torii:q:{}:{{{name}}}:{start}", self.prefix);
         // The counter outlives its period by a minute, for clocks a little behind.
         let lifetime_ms = (end - now + 60) * 1000;
         Ok(Flow::Wait(Box::pin(async move {
@@ -290,7 +296,7 @@ impl Plugin for QuotaPlugin {
                         reset,
                         window,
                         degraded: None,
-                        key,
+                        pk,
                     });
                     if v[0] == 1 {
                         Ok(None)
@@ -317,7 +323,7 @@ impl Plugin for QuotaPlugin {
                         reset,
                         window,
                         degraded: Some(policy),
-                        key,
+                        pk,
                     });
                     if self.fail_closed {
                         Err(GatewayError::new(
@@ -344,7 +350,7 @@ impl Plugin for QuotaPlugin {
         let remaining = self.limit.saturating_sub(u.used);
         if matches!(self.headers, HeaderStyle::Draft | HeaderStyle::Both) {
             use base64::Engine;
-            let pk = base64::engine::general_purpose::STANDARD.encode(u.key.to_be_bytes());
+            let pk = base64::engine::general_purpose::STANDARD.encode(u.pk.to_be_bytes());
             let policy = format!("{};q={};w={}", self.name, self.limit, u.window);
             let now = format!("{};r={remaining};t={};pk=:{pk}:", self.name, u.reset);
             // A route may also have `rate_limit`: its items come first, the quota's after.

@@ -1,7 +1,8 @@
 //! `rate_limit`: several limits at once (100 per second and 5,000 per hour, say) per key
-//! (the consumer, the client address with IPv6 grouped by prefix, a header, a JWT claim, the
-//! route, or a combination), decided by GCRA (`gcra.rs`: no double burst at a window
-//! boundary). `policy: local` decides in process, with a bounded key table; `policy: redis`
+//! (`key.rs`: the consumer, the credential, the client address with IPv6 grouped by prefix, a
+//! header, a JWT claim, the route, or a combination), decided by GCRA or a sliding window
+//! (`algo.rs`: neither lets a double burst through at a window boundary), optionally holding
+//! early requests back instead of refusing them (spike arrest). `policy: local` decides in process, with a bounded key table; `policy: redis`
 //! decides in the gateway's Redis with one atomic script call (`redis.rs`), so a fleet shares
 //! one exact limit. When Redis fails or is slower than its time box, `on_redis_failure` says
 //! what happens: `fail_open`, `fail_closed` (503 `rate_limit_unavailable`) or `local` (the
@@ -12,16 +13,21 @@
 //! key) or the legacy `X-RateLimit-*` set; a refused request gets 429 `rate_limited` with
 //! `Retry-After`. Only admitted requests count.
 
-mod gcra;
+mod algo;
+mod headers;
+mod key;
 mod redis;
 
+pub(crate) use headers::sf_string;
+pub use key::KeyPart;
+pub(crate) use key::{KeySpec, LocalKeys, counter_identity, hex16, shared_key};
+
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
-use gcra::{Decision, Limit, LocalStore, MAX_LIMITS};
+use algo::{Algorithm, Decision, Limit, LocalStore, MAX_LIMITS};
+use headers::{first_items, policy_header, ratelimit_header, short};
 use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::hash::BuildHasher;
-use std::net::IpAddr;
 use std::sync::Arc;
 use torii_config::values::Duration;
 use torii_core::{ErrorKind, Flow, GatewayError, Plugin, RequestContext};
@@ -33,9 +39,18 @@ use torii_store::{Fallback, Redis};
 pub struct RateLimitConfig {
     /// The limits, all applied: a request passes only when each one has room.
     pub limits: Vec<LimitConfig>,
-    /// What is counted apart: one or more of `consumer`, `client_address`, `route`,
-    /// `{header: NAME}`, `{claim: NAME}`, combined. A request without a part (no consumer,
-    /// no such header or claim) is counted by its client address in its place.
+    /// `gcra` (a burst of the limit from rest, then requests spaced evenly) or
+    /// `sliding_window` (never more than the limit in any interval of the window's length).
+    #[serde(default)]
+    pub algorithm: AlgorithmConfig,
+    /// Spike arrest (`gcra` only): a request early by at most this long is held back until
+    /// its time instead of refused. Unset: refused.
+    #[serde(default)]
+    pub delay: Option<Duration>,
+    /// What is counted apart: one or more of `consumer`, `credential`, `client_address`,
+    /// `route`, `{header: NAME}`, `{claim: NAME}`, combined. A request without a part (no
+    /// consumer, no such header or claim) is counted by its client address in its place.
+    /// Set on a consumer or a plan, the consumer is always part of the key.
     #[serde(default = "default_key")]
     pub key: Vec<KeyPart>,
     /// IPv6 client addresses count by their first this many bits (a /64 is one subscriber).
@@ -76,20 +91,15 @@ pub struct LimitConfig {
     pub name: Option<String>,
 }
 
-/// A part of the key.
-#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq, Eq)]
+/// The algorithm of every limit of one `rate_limit`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
-pub enum KeyPart {
-    /// The authenticated consumer.
-    Consumer,
-    /// The client address (after trusted proxies; IPv6 by `ipv6_prefix`).
-    ClientAddress,
-    /// The route.
-    Route,
-    /// A request header's value.
-    Header(String),
-    /// A claim of the verified token (JWT, introspection).
-    Claim(String),
+pub enum AlgorithmConfig {
+    /// The generic cell rate algorithm.
+    #[default]
+    Gcra,
+    /// A sliding window counted in ten sub-windows.
+    SlidingWindow,
 }
 
 /// Where decisions are made.
@@ -163,108 +173,54 @@ impl PluginFactory for RateLimit {
     type Config = RateLimitConfig;
 
     fn build(config: RateLimitConfig, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
-        if config.limits.is_empty() || config.limits.len() > MAX_LIMITS {
-            return Err(ConfigError::at(
-                "limits",
-                format!("between 1 and {MAX_LIMITS} limits are needed"),
-                "e.g. `limits: [{requests: 100, per: 1s}, {requests: 5000, per: 1h}]`",
-            ));
-        }
-        let mut limits = Vec::with_capacity(config.limits.len());
-        for (i, l) in config.limits.iter().enumerate() {
-            if l.requests == 0 {
-                return Err(ConfigError::at(
-                    "requests",
-                    "must be at least 1",
-                    "e.g. `requests: 100`",
-                )
-                .in_list("limits", i));
-            }
-            if l.per.0 < std::time::Duration::from_millis(1) {
-                return Err(
-                    ConfigError::at("per", "must be at least 1ms", "e.g. `per: 1s`")
-                        .in_list("limits", i),
-                );
-            }
-            let name = l
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}-per-{}", l.requests, short(l.per.0)));
-            limits.push(Limit::new(name, l.requests, l.per.0));
-        }
-        if config.key.is_empty() {
-            return Err(ConfigError::at(
-                "key",
-                "the key needs at least one part",
-                "e.g. `key: [consumer]` or `key: [client_address]`",
-            ));
-        }
-        if config.ipv6_prefix > 128 {
-            return Err(ConfigError::at("ipv6_prefix", "at most 128", "e.g. `64`"));
-        }
-        for part in &config.key {
-            if let KeyPart::Header(h) = part
-                && http::HeaderName::from_bytes(h.as_bytes()).is_err()
-            {
-                return Err(ConfigError::at(
-                    "key",
-                    format!("`{h}` is not a header name"),
-                    "write a header name such as `x-api-client`",
-                ));
-            }
-        }
+        let algorithm = match config.algorithm {
+            AlgorithmConfig::Gcra => Algorithm::Gcra,
+            AlgorithmConfig::SlidingWindow => Algorithm::SlidingWindow,
+        };
+        let limits = limits(&config, algorithm)?;
+        let spec = key_spec(&config.key, config.ipv6_prefix, ctx)?;
         if config.cost == 0 || config.nodes == 0 {
             let k = if config.cost == 0 { "cost" } else { "nodes" };
             return Err(ConfigError::at(k, "must be at least 1", "e.g. `1`"));
         }
-        for (i, l) in limits.iter().enumerate() {
-            let share = l.divided(config.nodes).requests;
-            if u64::from(config.cost) > share {
+        check_cost(&limits, config.cost, config.nodes)?;
+        let max_delay = match (config.delay, algorithm) {
+            (None, _) => 0,
+            (Some(d), Algorithm::Gcra) => u64::try_from(d.0.as_micros()).unwrap_or(u64::MAX),
+            (Some(_), Algorithm::SlidingWindow) => {
                 return Err(ConfigError::at(
-                    "cost",
-                    format!(
-                        "a request costing {} can never pass `limits[{i}]` ({} per window{})",
-                        config.cost,
-                        share,
-                        if config.nodes > 1 {
-                            " per node in the `local` fallback"
-                        } else {
-                            ""
-                        }
-                    ),
-                    "lower `cost`, or raise the limit's `requests`",
+                    "delay",
+                    "spike arrest spaces requests, which a sliding window does not do",
+                    "use `algorithm: gcra` with `delay`, or remove `delay`",
                 ));
             }
-            // GCRA spaces requests by whole microseconds: refuse a rate whose rounding would let
-            // more than 1 % extra through.
-            if l.window_us % l.requests != 0 && l.interval_us < 100 {
-                return Err(ConfigError::at(
-                    "requests",
-                    format!(
-                        "{} per {} µs spaces requests {:.2} µs apart, too finely for whole microseconds (it would admit {:.0} % more)",
-                        l.requests,
-                        l.window_us,
-                        l.window_us as f64 / l.requests as f64,
-                        (l.requests as f64 * l.interval_us as f64 / l.window_us as f64 - 1.0).abs() * 100.0
-                    ),
-                    "use a rate that divides the window evenly (e.g. 500000 per 1s), or at most 10,000 per second",
-                )
-                .in_list("limits", i));
-            }
-        }
+        };
         let longest = limits
             .iter()
             .map(|l| std::time::Duration::from_micros(l.window_us))
             .max()
             .unwrap_or_default();
         let max_keys = config.max_keys.max(1);
-        // The local table survives reloads that keep the settings (and the scope).
-        // The local tables survive reloads that keep the settings (and the scope). One state
-        // value: the registry keys state by plugin, scope and settings, not by type.
-        let tables = ctx.state(|| Tables {
-            local: LocalStore::new(max_keys, longest),
-            fallback: LocalStore::new(max_keys, longest),
-        });
+        // The counters' identity: what is counted apart (scope and key), not how much is
+        // allowed, so changing an allowance (a reload, a consumer's new plan) keeps the usage
+        // counted so far. Each limit's state is found by its algorithm and window.
+        let identity = counter_identity(&format!(
+            "rate_limit|{}|{:?}|{}|{}",
+            ctx.counter_scope(),
+            spec.parts,
+            spec.ipv6_prefix,
+            spec.per_consumer
+        ));
+        // The in-process tables (with their random hash seeds) outlive reloads that keep the
+        // identity, the table size and the longest window (its idle time).
+        let tables = ctx.state_named(
+            &format!("{}|{max_keys}|{}", hex16(&identity), longest.as_micros()),
+            || Tables {
+                keys: LocalKeys::new(),
+                local: LocalStore::new(max_keys, longest),
+                fallback: LocalStore::new(max_keys, longest),
+            },
+        );
         let redis = match config.policy {
             Policy::Local => None,
             Policy::Redis => Some(ctx.redis.cloned().ok_or_else(|| {
@@ -275,32 +231,155 @@ impl PluginFactory for RateLimit {
                 )
             })?),
         };
-        // This instance's counters: its scope (global, a route, a consumer), limits and key,
-        // hashed into its Redis keys and key hashes, so two instances never share counters.
-        let instance =
-            stable_hash(format!("{}|{:?}|{:?}", ctx.scope, config.limits, config.key).as_bytes());
         let fallback: Box<[Limit]> = limits.iter().map(|l| l.divided(config.nodes)).collect();
         let fallback_policy_header = policy_header(&fallback);
         let policy_header = policy_header(&limits);
         Ok(Arc::new(Limiter {
             limits: limits.into(),
             fallback,
-            key: config.key.into(),
-            ipv6_prefix: config.ipv6_prefix,
+            spec,
             cost: u64::from(config.cost),
+            max_delay,
             headers: config.headers,
             tables,
             redis,
             on_failure: config.on_redis_failure,
-            instance,
+            identity,
+            redis_prefix: hex16(&identity),
             policy_header,
             fallback_policy_header,
         }))
     }
 }
 
-/// The in-process tables: the `local` policy's, and the `local` fallback's.
+/// The limits, checked and compiled.
+fn limits(config: &RateLimitConfig, algorithm: Algorithm) -> Result<Vec<Limit>, ConfigError> {
+    if config.limits.is_empty() || config.limits.len() > MAX_LIMITS {
+        return Err(ConfigError::at(
+            "limits",
+            format!("between 1 and {MAX_LIMITS} limits are needed"),
+            "e.g. `limits: [{requests: 100, per: 1s}, {requests: 5000, per: 1h}]`",
+        ));
+    }
+    let mut limits: Vec<Limit> = Vec::with_capacity(config.limits.len());
+    for (i, l) in config.limits.iter().enumerate() {
+        if l.requests == 0 {
+            return Err(
+                ConfigError::at("requests", "must be at least 1", "e.g. `requests: 100`")
+                    .in_list("limits", i),
+            );
+        }
+        if l.per.0 < std::time::Duration::from_millis(1) {
+            return Err(
+                ConfigError::at("per", "must be at least 1ms", "e.g. `per: 1s`")
+                    .in_list("limits", i),
+            );
+        }
+        if algorithm == Algorithm::SlidingWindow && l.requests > u64::from(u32::MAX) {
+            return Err(ConfigError::at(
+                "requests",
+                format!("a sliding window counts at most {} per window", u32::MAX),
+                "use `algorithm: gcra` for larger allowances",
+            )
+            .in_list("limits", i));
+        }
+        let name = l
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-per-{}", l.requests, short(l.per.0)));
+        let limit = Limit::new(name, algorithm, l.requests, l.per.0);
+        if limits.iter().any(|o| o.window_us == limit.window_us) {
+            return Err(ConfigError::at(
+                "per",
+                "another limit has the same window; the smaller allowance alone decides",
+                "keep one limit per window",
+            )
+            .in_list("limits", i));
+        }
+        // GCRA spaces requests by whole microseconds: refuse a rate whose rounding would let
+        // more than 1 % extra through.
+        if algorithm == Algorithm::Gcra
+            && limit.window_us % limit.requests != 0
+            && limit.interval_us < 100
+        {
+            return Err(ConfigError::at(
+                "requests",
+                format!(
+                    "{} per {} µs spaces requests {:.2} µs apart, too finely for whole microseconds (it would admit {:.0} % more)",
+                    limit.requests,
+                    limit.window_us,
+                    limit.window_us as f64 / limit.requests as f64,
+                    (limit.requests as f64 * limit.interval_us as f64 / limit.window_us as f64 - 1.0).abs() * 100.0
+                ),
+                "use a rate that divides the window evenly (e.g. 500000 per 1s), or at most 10,000 per second",
+            )
+            .in_list("limits", i));
+        }
+        limits.push(limit);
+    }
+    Ok(limits)
+}
+
+/// The key's parts, checked (also `quota`'s and `concurrency_limit`'s).
+pub(crate) fn key_spec(
+    parts: &[KeyPart],
+    ipv6_prefix: u8,
+    ctx: &BuildCtx<'_>,
+) -> Result<KeySpec, ConfigError> {
+    if parts.is_empty() {
+        return Err(ConfigError::at(
+            "key",
+            "the key needs at least one part",
+            "e.g. `key: [consumer]` or `key: [client_address]`",
+        ));
+    }
+    if ipv6_prefix > 128 {
+        return Err(ConfigError::at("ipv6_prefix", "at most 128", "e.g. `64`"));
+    }
+    for part in parts {
+        if let KeyPart::Header(h) = part
+            && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            return Err(ConfigError::at(
+                "key",
+                format!("`{h}` is not a header name"),
+                "write a header name such as `x-api-client`",
+            ));
+        }
+    }
+    Ok(KeySpec {
+        parts: parts.into(),
+        ipv6_prefix,
+        per_consumer: ctx.per_consumer(),
+    })
+}
+
+/// A cost that can never pass a limit is a config error.
+fn check_cost(limits: &[Limit], cost: u32, nodes: u32) -> Result<(), ConfigError> {
+    for (i, l) in limits.iter().enumerate() {
+        let share = l.divided(nodes).requests;
+        if u64::from(cost) > share {
+            return Err(ConfigError::at(
+                "cost",
+                format!(
+                    "a request costing {cost} can never pass `limits[{i}]` ({share} per window{})",
+                    if nodes > 1 {
+                        " per node in the `local` fallback"
+                    } else {
+                        ""
+                    }
+                ),
+                "lower `cost`, or raise the limit's `requests`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The in-process state: the key hashing (random seeds), the `local` policy's table, and the
+/// `local` fallback's.
 struct Tables {
+    keys: LocalKeys,
     local: LocalStore,
     fallback: LocalStore,
 }
@@ -309,14 +388,17 @@ struct Limiter {
     limits: Box<[Limit]>,
     /// The limits divided by `nodes`, for the `local` fallback.
     fallback: Box<[Limit]>,
-    key: Box<[KeyPart]>,
-    ipv6_prefix: u8,
+    spec: KeySpec,
     cost: u64,
+    /// The spike-arrest bound (µs; 0: none).
+    max_delay: u64,
     headers: HeaderStyle,
     tables: Arc<Tables>,
     redis: Option<Arc<Redis>>,
     on_failure: OnFailure,
-    instance: u64,
+    identity: [u8; 16],
+    /// `identity` as hex, the start of this instance's Redis keys.
+    redis_prefix: String,
     /// `RateLimit-Policy`, built at load.
     policy_header: Option<HeaderValue>,
     /// The same for the `local` fallback's divided limits.
@@ -330,22 +412,11 @@ struct Outcome {
     /// The limits the decision was made against (the fallback's when degraded to `local`).
     fallback: bool,
     degraded: Option<&'static str>,
-    key: u64,
+    /// The partition key shown to the client.
+    pk: u64,
 }
 
 impl Limiter {
-    /// The request's key, hashed (never stored or sent as written: a client address or a
-    /// token claim stays in the process).
-    fn key(&self, req: &http::request::Parts, ctx: &RequestContext) -> u64 {
-        key_hash(&self.key, self.instance, self.ipv6_prefix, req, ctx)
-    }
-
-    fn redis_keys(&self, key: u64) -> Vec<String> {
-        (0..self.limits.len())
-            .map(|i| format!("torii:rl:{:016x}:{{{key:016x}}}:{i}", self.instance))
-            .collect()
-    }
-
     /// The decision's consequence: `Ok` to go on (the outcome kept for the response phase),
     /// or the 429.
     fn settle(&self, outcome: Outcome, ctx: &mut RequestContext) -> Result<(), GatewayError> {
@@ -365,7 +436,8 @@ impl Limiter {
     fn degraded(
         &self,
         redis: &Redis,
-        key: u64,
+        local_key: u64,
+        pk: u64,
         error: &torii_store::RedisError,
     ) -> Result<Outcome, GatewayError> {
         let (policy, fallback) = match self.on_failure {
@@ -384,20 +456,30 @@ impl Limiter {
             OnFailure::FailOpen => Ok(Outcome {
                 decision: Decision {
                     allowed: true,
-                    retry_us: 0,
-                    rooms: Default::default(),
+                    ..Decision::default()
                 },
                 fallback: false,
                 degraded: Some(policy),
-                key,
+                pk,
             }),
             OnFailure::Local => Ok(Outcome {
-                decision: self.tables.fallback.decide(key, &self.fallback, self.cost),
+                decision: self.tables.fallback.decide(
+                    local_key,
+                    &self.fallback,
+                    self.cost,
+                    self.max_delay,
+                ),
                 fallback: true,
                 degraded: Some(policy),
-                key,
+                pk,
             }),
         }
+    }
+
+    /// The rest of an admitted request: held back first when spike arrest delays it.
+    fn admitted(outcome: &Outcome) -> Option<std::time::Duration> {
+        let d = outcome.decision.delay_us;
+        (outcome.decision.allowed && d > 0).then(|| std::time::Duration::from_micros(d))
     }
 }
 
@@ -407,48 +489,60 @@ impl Plugin for Limiter {
         req: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext,
     ) -> Result<Flow<'a>, GatewayError> {
-        let key = self.key(req, ctx);
         let Some(redis) = &self.redis else {
-            let decision = self.tables.local.decide(key, &self.limits, self.cost);
-            self.settle(
-                Outcome {
-                    decision,
-                    fallback: false,
-                    degraded: None,
-                    key,
-                },
-                ctx,
-            )?;
-            return Ok(Flow::Continue);
-        };
-        let keys = self.redis_keys(key);
-        Ok(Flow::Wait(Box::pin(async move {
-            let outcome = match redis::decide(redis, &keys, &self.limits, self.cost).await {
-                Ok(decision) => Outcome {
-                    decision,
-                    fallback: false,
-                    degraded: None,
-                    key,
-                },
-                Err(e) => match self.degraded(redis, key, &e) {
-                    Ok(o) => o,
-                    Err(refused) => {
-                        // fail_closed: the 503 says why too.
-                        ctx.extensions.insert(Outcome {
-                            decision: Decision {
-                                allowed: false,
-                                retry_us: 0,
-                                rooms: Default::default(),
-                            },
-                            fallback: false,
-                            degraded: Some("fail_closed"),
-                            key,
-                        });
-                        return Err(refused);
-                    }
-                },
+            let key = self.tables.keys.hash(&self.spec, &self.identity, req, ctx);
+            let outcome = Outcome {
+                decision: self
+                    .tables
+                    .local
+                    .decide(key, &self.limits, self.cost, self.max_delay),
+                fallback: false,
+                degraded: None,
+                pk: self.tables.keys.shown(key),
             };
+            let delay = Self::admitted(&outcome);
             self.settle(outcome, ctx)?;
+            return Ok(match delay {
+                None => Flow::Continue,
+                Some(d) => Flow::Wait(Box::pin(async move {
+                    tokio::time::sleep(d).await;
+                    Ok(None)
+                })),
+            });
+        };
+        let (name, pk) = shared_key(&self.spec, &self.identity, req, ctx);
+        let keys = redis::keys(&self.redis_prefix, &name, &self.limits);
+        // The fallback's table is keyed by the shared name's first 64 bits (a SHA-256 digest
+        // no client can steer).
+        let local_key = u64::from_be_bytes(name[..8].try_into().unwrap_or_default());
+        Ok(Flow::Wait(Box::pin(async move {
+            let outcome =
+                match redis::decide(redis, &keys, &self.limits, self.cost, self.max_delay).await {
+                    Ok(decision) => Outcome {
+                        decision,
+                        fallback: false,
+                        degraded: None,
+                        pk,
+                    },
+                    Err(e) => match self.degraded(redis, local_key, pk, &e) {
+                        Ok(o) => o,
+                        Err(refused) => {
+                            // fail_closed: the 503 says why too.
+                            ctx.extensions.insert(Outcome {
+                                decision: Decision::default(),
+                                fallback: false,
+                                degraded: Some("fail_closed"),
+                                pk,
+                            });
+                            return Err(refused);
+                        }
+                    },
+                };
+            let delay = Self::admitted(&outcome);
+            self.settle(outcome, ctx)?;
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
             Ok(None)
         })))
     }
@@ -478,7 +572,7 @@ impl Plugin for Limiter {
             if let Some(p) = policy {
                 first_items(h, RATELIMIT_POLICY, p.clone());
             }
-            if let Some(v) = ratelimit_header(limits, &o.decision, o.key) {
+            if let Some(v) = ratelimit_header(limits, &o.decision, o.pk) {
                 first_items(h, RATELIMIT, v);
             }
         }
@@ -498,192 +592,4 @@ impl Plugin for Limiter {
             }
         }
     }
-}
-
-/// Sets a structured-field list header to `v`, keeping the items already there (a `quota` on
-/// the same route adds its own) after it.
-fn first_items(h: &mut http::HeaderMap, name: http::HeaderName, v: HeaderValue) {
-    match h.get(&name) {
-        None => {
-            h.insert(name, v);
-        }
-        Some(old) => {
-            let mut both = Vec::with_capacity(v.len() + 2 + old.len());
-            both.extend_from_slice(v.as_bytes());
-            both.extend_from_slice(b", ");
-            both.extend_from_slice(old.as_bytes());
-            if let Ok(joined) = HeaderValue::from_bytes(&both) {
-                h.insert(name, joined);
-            }
-        }
-    }
-}
-
-/// `RateLimit-Policy: "100-per-1s";q=100;w=1, ...` (a structured-field list: each policy's
-/// name, quota and window in seconds).
-fn policy_header(limits: &[Limit]) -> Option<HeaderValue> {
-    let items: Vec<String> = limits
-        .iter()
-        .map(|l| {
-            format!(
-                "{};q={};w={}",
-                sf_string(&l.name),
-                l.requests,
-                l.window_us.div_ceil(1_000_000)
-            )
-        })
-        .collect();
-    HeaderValue::from_str(&items.join(", ")).ok()
-}
-
-/// `RateLimit: "100-per-1s";r=42;t=1;pk=:...:, ...`: per policy, what remains, the seconds
-/// until it is whole again, and the partition key (the key's hash, never the key itself).
-/// Written into a buffer on the stack from the items' prefixes built at load, with no
-/// formatting machinery, then copied once into the header: this runs on every answer.
-fn ratelimit_header(limits: &[Limit], d: &Decision, key: u64) -> Option<HeaderValue> {
-    use base64::Engine;
-    let mut pk = [0u8; 12];
-    let pk_len = base64::engine::general_purpose::STANDARD
-        .encode_slice(key.to_be_bytes(), &mut pk)
-        .ok()?;
-    let mut out = Buf::default();
-    let mut num = itoa::Buffer::new();
-    for (i, (l, r)) in limits.iter().zip(d.rooms.iter()).enumerate() {
-        if i > 0 {
-            out.put(b", ");
-        }
-        out.put(&l.item_prefix);
-        out.put(num.format(r.remaining).as_bytes());
-        out.put(b";t=");
-        out.put(num.format(r.reset_us.div_ceil(1_000_000)).as_bytes());
-        out.put(b";pk=:");
-        out.put(&pk[..pk_len]);
-        out.put(b":");
-    }
-    HeaderValue::from_bytes(out.bytes()).ok()
-}
-
-/// A header value being written: on the stack up to 512 bytes, on the heap past it (long
-/// policy names).
-struct Buf {
-    stack: [u8; 512],
-    len: usize,
-    heap: Vec<u8>,
-}
-
-impl Default for Buf {
-    fn default() -> Self {
-        Self {
-            stack: [0; 512],
-            len: 0,
-            heap: Vec::new(),
-        }
-    }
-}
-
-impl Buf {
-    fn put(&mut self, b: &[u8]) {
-        if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
-            self.stack[self.len..self.len + b.len()].copy_from_slice(b);
-            self.len += b.len();
-        } else {
-            if self.heap.is_empty() {
-                self.heap.extend_from_slice(&self.stack[..self.len]);
-            }
-            self.heap.extend_from_slice(b);
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.stack[..self.len]
-        } else {
-            &self.heap
-        }
-    }
-}
-
-/// A structured-field string (RFC 9651 3.3.3): quoted, with `"` and `\` escaped; other
-/// characters outside printable ASCII are dropped.
-pub(crate) fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-/// `1s`, `5m`, `1h`, `1d`, `250ms`: a window as its name shows it.
-fn short(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        _ if ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
-        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
-        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
-        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
-        _ => format!("{ms}ms"),
-    }
-}
-
-/// The hash of a request's key made of `parts` (also `concurrency_limit`'s): each part's value,
-/// or the client address (IPv6 by its first `ipv6_prefix` bits) in place of a missing one.
-pub(crate) fn key_hash(
-    parts: &[KeyPart],
-    seed: u64,
-    ipv6_prefix: u8,
-    req: &http::request::Parts,
-    ctx: &RequestContext,
-) -> u64 {
-    use std::hash::Hasher;
-    let mut h = foldhash::fast::FixedState::with_seed(seed).build_hasher();
-    for part in parts {
-        let found: Option<&[u8]> = match part {
-            KeyPart::Consumer => ctx.consumer.as_ref().map(|c| c.name.as_bytes()),
-            KeyPart::Route => Some(ctx.route.as_deref().unwrap_or("").as_bytes()),
-            KeyPart::Header(name) => req.headers.get(name.as_str()).map(HeaderValue::as_bytes),
-            KeyPart::Claim(name) => ctx
-                .identity
-                .as_ref()
-                .and_then(|i| i.claims.as_ref())
-                .and_then(|c| c.get(name))
-                .and_then(|v| v.as_str())
-                .map(str::as_bytes),
-            KeyPart::ClientAddress => None,
-        };
-        match found {
-            Some(b) => {
-                h.write_u8(1);
-                h.write(b);
-                h.write_u8(0xff);
-            }
-            None => {
-                h.write_u8(2);
-                match ctx.client.0 {
-                    IpAddr::V4(a) => h.write(&a.octets()),
-                    IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                        Some(v4) => h.write(&v4.octets()),
-                        None => {
-                            let p = u32::from(ipv6_prefix.min(128));
-                            let masked = if p == 0 {
-                                0
-                            } else {
-                                u128::from(a) & (u128::MAX << (128 - p))
-                            };
-                            h.write(&masked.to_be_bytes());
-                        }
-                    },
-                }
-            }
-        }
-    }
-    h.finish()
-}
-
-pub(crate) fn stable_hash(b: &[u8]) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x7261_7465).hash_one(b)
 }
