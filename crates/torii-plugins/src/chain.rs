@@ -150,15 +150,10 @@ impl Chain {
             if i == self.auth_end {
                 self.settle_consumer(ctx)?;
                 if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
-                    let rest = merged(&self.entries[i..], own);
-                    for e in &rest {
-                        *ran = (*ran).max(i);
-                        if let Some(r) = run(&*e.plugin, req, ctx).await? {
-                            return Ok(Some(r));
-                        }
-                    }
-                    *ran = self.entries.len();
-                    return Ok(None);
+                    // The rest of the chain is the consumer's: the route's entries from here
+                    // do not run, and the response phase runs the consumer's (`Merged`).
+                    *ran = i;
+                    return run_merged(merged(&self.entries[i..], own), req, ctx).await;
                 }
             }
             *ran = i + 1;
@@ -177,18 +172,20 @@ impl Chain {
             // Nothing after authentication on this route: the consumer's own plugins, if any,
             // still run.
             if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
-                for e in merged(&[], own) {
-                    if let Some(r) = run(&*e.plugin, req, ctx).await? {
-                        return Ok(Some(r));
-                    }
-                }
+                return run_merged(merged(&[], own), req, ctx).await;
             }
         }
         Ok(None)
     }
 
-    /// Runs the response phase of the plugins that ran, in reverse order.
+    /// Runs the response phase of the plugins that ran, in reverse order: the consumer's
+    /// (and its plan's) first, when they replaced the rest of the chain.
     pub fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext, ran: usize) {
+        if let Some(m) = ctx.extensions.get::<Merged>() {
+            for e in m.entries.iter().take(m.ran).rev() {
+                e.plugin.on_response(resp, ctx);
+            }
+        }
         for e in self.entries.iter().take(ran).rev() {
             e.plugin.on_response(resp, ctx);
         }
@@ -221,6 +218,41 @@ async fn run(
         Flow::Respond(r) => Ok(Some(r)),
         Flow::Wait(f) => f.await,
     }
+}
+
+/// The consumer's part of a chain that ran, and how many of its entries' request phases ran
+/// (kept for the response phase).
+#[derive(Clone)]
+struct Merged {
+    entries: Arc<[Entry]>,
+    ran: usize,
+}
+
+/// Runs the consumer's part of a chain, recording what ran for the response phase, also when
+/// a plugin refuses the request.
+async fn run_merged(
+    entries: Vec<Entry>,
+    req: &mut http::request::Parts,
+    ctx: &mut RequestContext,
+) -> Result<Option<Response<Body>>, GatewayError> {
+    let entries: Arc<[Entry]> = entries.into();
+    let mut outcome = Ok(None);
+    let mut ran = 0;
+    for e in entries.iter() {
+        ran += 1;
+        match run(&*e.plugin, req, ctx).await {
+            Ok(None) => continue,
+            other => {
+                outcome = other;
+                break;
+            }
+        }
+    }
+    ctx.extensions.insert(Merged {
+        entries: entries.clone(),
+        ran,
+    });
+    outcome
 }
 
 /// The rest of a chain with a consumer's settings: its entries replace the chain's entries of

@@ -45,7 +45,7 @@ pub struct BuildCtx<'a> {
     pub registry: &'a torii_upstream::Registry,
     /// The gateway's Redis, when the config has `redis`.
     pub redis: Option<&'a Arc<torii_store::Redis>>,
-    /// `global`, `route:<name>` or `consumer:<name>`.
+    /// `global`, `route:<name>`, `consumer:<name>` or `plan:<name>`.
     pub scope: &'a str,
     state: &'a StateRegistry,
     plugin: &'static str,
@@ -340,9 +340,32 @@ impl PluginCatalog for Catalog {
             false,
             &mut errors,
         );
+        // Plans: each built once; its instances serve every consumer of the plan (their
+        // counters are keyed by the consumer).
+        let mut plans: HashMap<&str, HashMap<&'static str, Entry>> = HashMap::new();
+        for (i, p) in config.plans.iter().enumerate() {
+            let map = self.build_map(
+                &upstreams,
+                redis.as_ref(),
+                &redact,
+                &p.plugins,
+                &[key("plans"), Seg::Index(i), key("plugins")],
+                &format!("plan:{}", p.name),
+                &directory,
+                true,
+                &mut errors,
+            );
+            if plans.insert(p.name.as_str(), map).is_some() {
+                errors.push(PluginError::new(
+                    vec![key("plans"), Seg::Index(i), key("name")],
+                    format!("plan `{}` is declared twice", p.name),
+                    "plan names must be unique",
+                ));
+            }
+        }
         let mut consumer_plugins = Vec::with_capacity(config.consumers.len());
         for (i, c) in config.consumers.iter().enumerate() {
-            consumer_plugins.push(self.build_map(
+            let own = self.build_map(
                 &upstreams,
                 redis.as_ref(),
                 &redact,
@@ -352,7 +375,24 @@ impl PluginCatalog for Catalog {
                 &directory,
                 true,
                 &mut errors,
-            ));
+            );
+            // The plan's settings, under the consumer's own.
+            let mut map = match c.plan.as_deref() {
+                None => HashMap::new(),
+                Some(name) => match plans.get(name) {
+                    Some(p) => p.clone(),
+                    None => {
+                        errors.push(PluginError::new(
+                            vec![key("consumers"), Seg::Index(i), key("plan")],
+                            format!("no plan is named `{name}`"),
+                            "declare it under `plans:` (or remove `plan`)",
+                        ));
+                        HashMap::new()
+                    }
+                },
+            };
+            map.extend(own);
+            consumer_plugins.push(map);
         }
         let mut chains = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {

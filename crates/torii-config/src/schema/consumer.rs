@@ -45,7 +45,25 @@ pub struct Consumer {
     /// by `mtls_auth`.
     #[serde(default)]
     pub certificate_names: Vec<String>,
-    /// Plugin settings for this consumer; they apply to the plugins after authentication.
+    /// The plan this consumer belongs to (`plans[].name`): its plugin settings apply to the
+    /// consumer, under the consumer's own `plugins`.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Plugin settings for this consumer; they apply to the plugins after authentication,
+    /// and replace its plan's settings of the same plugin.
+    #[serde(default)]
+    pub plugins: PluginMap,
+}
+
+/// A plan: plugin settings shared by the consumers that name it. Counters of a plan's limits
+/// are kept per consumer; a consumer moved to another plan keeps the usage counted so far
+/// (the new plan's allowance applies from the next load).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Unique name, as consumers' `plan` names it.
+    pub name: String,
+    /// Plugin settings (those that can be set per consumer: `rate_limit`, `quota`, ...).
     #[serde(default)]
     pub plugins: PluginMap,
 }

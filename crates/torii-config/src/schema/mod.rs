@@ -45,6 +45,10 @@ pub struct Config {
     /// API consumers and their credentials.
     #[serde(default)]
     pub consumers: Vec<Consumer>,
+    /// Plans: named sets of plugin settings (limits and quotas, typically) that consumers
+    /// belong to with `plan`.
+    #[serde(default)]
+    pub plans: Vec<Plan>,
     /// The identity headers sent upstream after authentication.
     #[serde(default)]
     pub identity: Identity,

@@ -66,6 +66,8 @@ pub struct ConcurrencyLimit;
 impl PluginFactory for ConcurrencyLimit {
     const NAME: &'static str = "concurrency_limit";
     const PHASE: Phase = Phase::Traffic;
+    // Also on a consumer or a plan: counted per consumer.
+    const PER_CONSUMER: bool = true;
     const ORDER: u16 = 20;
     type Config = ConcurrencyLimitConfig;
 

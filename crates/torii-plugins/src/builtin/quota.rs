@@ -96,6 +96,8 @@ pub struct Quota;
 impl PluginFactory for Quota {
     const NAME: &'static str = "quota";
     const PHASE: Phase = Phase::Traffic;
+    // Also on a consumer or a plan: counted per consumer.
+    const PER_CONSUMER: bool = true;
     // After rate_limit and concurrency_limit: a request they refuse never takes quota.
     const ORDER: u16 = 30;
     type Config = QuotaConfig;

@@ -1,6 +1,8 @@
 //! Test support: fake upstreams on 127.0.0.1 port 0, an in-process gateway, and clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod redis;
+
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};

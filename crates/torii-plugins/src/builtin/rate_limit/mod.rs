@@ -169,6 +169,8 @@ pub struct RateLimit;
 impl PluginFactory for RateLimit {
     const NAME: &'static str = "rate_limit";
     const PHASE: Phase = Phase::Traffic;
+    // Also on a consumer or a plan: counted per consumer.
+    const PER_CONSUMER: bool = true;
     const ORDER: u16 = 10;
     type Config = RateLimitConfig;
 
