@@ -301,7 +301,7 @@ fn limits(config: &RateLimitConfig, algorithm: Algorithm) -> Result<Vec<Limit>, 
         // GCRA spaces requests by whole microseconds: refuse a rate whose rounding would let
         // more than 1 % extra through.
         if algorithm == Algorithm::Gcra
-            && limit.window_us % limit.requests != 0
+            && !limit.window_us.is_multiple_of(limit.requests)
             && limit.interval_us < 100
         {
             return Err(ConfigError::at(

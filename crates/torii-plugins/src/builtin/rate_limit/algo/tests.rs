@@ -91,7 +91,7 @@ fn gaps(seed: u64, n: usize, max_gap: u64) -> Vec<u64> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 { 0 } else { x % max_gap }
+            if x.is_multiple_of(3) { 0 } else { x % max_gap }
         })
         .collect()
 }
