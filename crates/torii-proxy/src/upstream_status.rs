@@ -20,6 +20,7 @@ pub fn redis_json(r: &torii_store::Redis) -> Value {
         "timeouts": v.timeouts,
         "refused_while_down": v.refused,
         "mean_latency_us": v.mean_latency_us,
+        "reopened_after_timeouts": v.reopens,
     })
 }
 
@@ -54,6 +55,8 @@ fn redis_metrics(r: &torii_store::Redis, out: &mut String) {
             f.as_str()
         );
     }
+    out.push_str("# TYPE torii_redis_reopens_total counter\n");
+    let _ = writeln!(out, "torii_redis_reopens_total {}", v.reopens);
     out.push_str("# TYPE torii_redis_mean_latency_microseconds gauge\n");
     let _ = writeln!(
         out,

@@ -93,6 +93,8 @@ enum Conn {
 
 /// The gateway's Redis client (see the module docs).
 pub struct Redis {
+    /// Itself, for the tasks it starts.
+    me: Weak<Redis>,
     conn: ArcSwapOption<Conn>,
     timeout: Duration,
     recheck: Duration,
@@ -115,7 +117,66 @@ pub struct Redis {
     /// come before it wait for it (at most `connect_timeout`) instead of failing.
     first: tokio::sync::watch::Sender<bool>,
     connect_timeout: Duration,
+    /// How the connection is opened (again, after repeated timeouts).
+    opening: Mutex<Option<Arc<Opening>>>,
+    /// Set while a new connection is being opened.
+    reopening: std::sync::atomic::AtomicBool,
+    /// Connections opened again after repeated timeouts.
+    reopens: AtomicU64,
+    /// Timeouts in a row (a failure other than a timeout resets it).
+    timeouts_in_row: AtomicU32,
 }
+
+/// How to open the connection.
+struct Opening {
+    urls: Vec<String>,
+    cluster: bool,
+    connect_timeout: Duration,
+    tls: Option<redis::TlsCertificates>,
+}
+
+/// The TLS files, read.
+fn certificates(t: &torii_config::schema::RedisTls) -> Result<redis::TlsCertificates, String> {
+    let read = |p: &Option<String>| {
+        p.as_deref()
+            .map(torii_config::schema::pem::read)
+            .transpose()
+    };
+    let client_tls = match (read(&t.client_cert)?, read(&t.client_key)?) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        (None, None) => None,
+        _ => return Err("`tls.client_cert` and `tls.client_key` go together".into()),
+    };
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert: read(&t.ca)?,
+    })
+}
+
+/// Socket settings of every Redis connection: no Nagle delay (a decision is one small
+/// write), keepalive probes on idle connections, and (Linux) a connection whose writes go
+/// unacknowledged for `UNACKED_LIMIT` is closed, so the connection manager opens a new one
+/// instead of waiting on a peer that vanished.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5));
+    let s = redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let s = s.set_user_timeout(UNACKED_LIMIT);
+    s
+}
+
+/// How long written data may go unacknowledged before the connection is given up (Linux).
+pub const UNACKED_LIMIT: Duration = Duration::from_secs(5);
+
+/// Timeouts in a row after which the connection is opened again.
+const REOPEN_AFTER_TIMEOUTS: u32 = 6;
 
 /// What the admin listener and the metrics show.
 #[derive(Debug, Clone)]
@@ -136,6 +197,8 @@ pub struct RedisView {
     pub mean_latency_us: u64,
     /// Decisions callers made without Redis, in the order of [`Fallback::ALL`].
     pub fallbacks: [u64; 3],
+    /// Connections opened again after calls kept timing out.
+    pub reopens: u64,
 }
 
 impl Redis {
@@ -148,9 +211,22 @@ impl Redis {
             cfg.cluster_nodes.iter().map(String::as_str).collect()
         };
         for u in &urls {
-            redis::Client::open(*u).map_err(|e| format!("`{}`: {e}", redacted(u)))?;
+            let client = redis::Client::open(*u).map_err(|e| format!("`{}`: {e}", redacted(u)))?;
+            if cfg.tls.is_some()
+                && !matches!(
+                    client.get_connection_info().addr(),
+                    redis::ConnectionAddr::TcpTls { .. }
+                )
+            {
+                return Err(format!(
+                    "`{}`: `tls` is set but the URL is not `rediss://`",
+                    redacted(u)
+                ));
+            }
         }
-        let this = Arc::new(Self {
+        let tls = cfg.tls.as_ref().map(certificates).transpose()?;
+        let this = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             conn: ArcSwapOption::empty(),
             timeout: cfg.timeout.0,
             recheck: cfg.recheck_interval.0,
@@ -170,17 +246,45 @@ impl Redis {
             first: tokio::sync::watch::Sender::new(false),
             fallbacks: Default::default(),
             connect_timeout: cfg.connect_timeout.0,
+            opening: Mutex::new(None),
+            reopening: Default::default(),
+            reopens: AtomicU64::new(0),
+            timeouts_in_row: AtomicU32::new(0),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
-            rt.spawn(open(
-                Arc::downgrade(&this),
+            let how = Arc::new(Opening {
                 urls,
-                !cfg.cluster_nodes.is_empty(),
-                cfg.connect_timeout.0,
-            ));
+                cluster: !cfg.cluster_nodes.is_empty(),
+                connect_timeout: cfg.connect_timeout.0,
+                tls,
+            });
+            *this.opening.lock().unwrap_or_else(|e| e.into_inner()) = Some(how.clone());
+            rt.spawn(open(Arc::downgrade(&this), how));
         }
         Ok(this)
+    }
+
+    /// After calls time out again and again on a connection that never fails outright (a
+    /// host that vanished without a reset, a black hole), the connection itself is suspect:
+    /// a new one is opened in the background and replaces it (once per down period).
+    fn reopen(&self) {
+        let Some(how) = self
+            .opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        if self.reopening.swap(true, Relaxed) {
+            return;
+        }
+        self.reopens.fetch_add(1, Relaxed);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            tracing::warn!(target_ = %self.target, "redis calls keep timing out; opening a new connection");
+            rt.spawn(open(self.me.clone(), how));
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -276,6 +380,9 @@ impl Redis {
     fn record<T>(&self, result: &Result<T, RedisError>, start: Instant) {
         match result {
             Ok(_) => {
+                if self.timeouts_in_row.load(Relaxed) != 0 {
+                    self.timeouts_in_row.store(0, Relaxed);
+                }
                 self.latency_us
                     .fetch_add(start.elapsed().as_micros() as u64, Relaxed);
                 if self.failures.load(Relaxed) != 0 {
@@ -290,10 +397,15 @@ impl Redis {
                 self.errors.fetch_add(1, Relaxed);
             }
             Err(e) => {
-                match e {
-                    RedisError::Timeout(_) => self.timeouts.fetch_add(1, Relaxed),
-                    _ => self.errors.fetch_add(1, Relaxed),
-                };
+                if let RedisError::Timeout(_) = e {
+                    self.timeouts.fetch_add(1, Relaxed);
+                    if self.timeouts_in_row.fetch_add(1, Relaxed) + 1 >= REOPEN_AFTER_TIMEOUTS {
+                        self.reopen();
+                    }
+                } else {
+                    self.errors.fetch_add(1, Relaxed);
+                    self.timeouts_in_row.store(0, Relaxed);
+                }
                 let n = self.failures.fetch_add(1, Relaxed) + 1;
                 if n >= DOWN_AFTER {
                     let until = self.now_ms() + self.recheck.as_millis() as u64;
@@ -326,6 +438,7 @@ impl Redis {
             refused,
             mean_latency_us: self.latency_us.load(Relaxed).checked_div(ok).unwrap_or(0),
             fallbacks: [0, 1, 2].map(|i| self.fallbacks[i].load(Relaxed)),
+            reopens: self.reopens.load(Relaxed),
         }
     }
 }
@@ -354,20 +467,31 @@ async fn timed<T: redis::FromRedisValue>(
 }
 
 /// Opens the connection, retrying with backoff (100 ms doubling to 5 s) until it succeeds or
-/// the client is gone.
-async fn open(client: Weak<Redis>, urls: Vec<String>, cluster: bool, connect_timeout: Duration) {
+/// the client is gone; the new connection replaces the old one, if any.
+async fn open(client: Weak<Redis>, how: Arc<Opening>) {
     let mut wait = Duration::from_millis(100);
     loop {
         let opened = async {
-            if cluster {
-                let c = redis::cluster::ClusterClientBuilder::new(urls.clone())
-                    .connection_timeout(connect_timeout)
-                    .build()?;
-                Ok::<_, redis::RedisError>(Conn::Cluster(c.get_async_connection().await?))
+            if how.cluster {
+                let mut b = redis::cluster::ClusterClientBuilder::new(how.urls.clone())
+                    .connection_timeout(how.connect_timeout)
+                    .tcp_settings(tcp_settings());
+                if let Some(certs) = &how.tls {
+                    b = b.certs(certs.clone());
+                }
+                Ok::<_, redis::RedisError>(Conn::Cluster(b.build()?.get_async_connection().await?))
             } else {
-                let c = redis::Client::open(urls[0].as_str())?;
+                use redis::IntoConnectionInfo;
+                let info = how.urls[0]
+                    .as_str()
+                    .into_connection_info()?
+                    .set_tcp_settings(tcp_settings());
+                let c = match &how.tls {
+                    Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
+                    None => redis::Client::open(info)?,
+                };
                 let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
+                    .set_connection_timeout(Some(how.connect_timeout))
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_secs(1));
                 Ok(Conn::Single(
@@ -375,11 +499,13 @@ async fn open(client: Weak<Redis>, urls: Vec<String>, cluster: bool, connect_tim
                 ))
             }
         };
-        let result = tokio::time::timeout(connect_timeout, opened).await;
+        let result = tokio::time::timeout(how.connect_timeout, opened).await;
         let Some(this) = client.upgrade() else { return };
         match result {
             Ok(Ok(conn)) => {
                 this.conn.store(Some(Arc::new(conn)));
+                this.timeouts_in_row.store(0, Relaxed);
+                this.reopening.store(false, Relaxed);
                 this.first.send_replace(true);
                 tracing::info!(target_ = %this.target, "connected to redis");
                 return;

@@ -77,6 +77,25 @@ pub struct RedisConfig {
     /// After 3 failed calls in a row, calls fail at once for this long, then one tries again.
     #[serde(default = "default_redis_recheck")]
     pub recheck_interval: Duration,
+    /// TLS files for `rediss://` URLs: the CA to trust (the system's roots when absent) and a
+    /// client certificate for mutual TLS.
+    #[serde(default)]
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS files of the Redis connection (PEM).
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTls {
+    /// PEM file of the CA(s) that signed the server's certificate.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// PEM certificate chain presented to Redis (mutual TLS; with `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 fn default_redis_url() -> String {

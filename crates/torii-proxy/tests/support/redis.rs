@@ -22,7 +22,8 @@ impl RedisServer {
         Self::start_with(&[], false)
     }
 
-    /// A server with extra arguments; `ready_on_connect` when PING cannot answer plainly.
+    /// A server with extra arguments (`{port}` stands for its port); `ready_on_connect` when
+    /// PING cannot answer plainly.
     pub fn start_with(args: &[&str], ready_on_connect: bool) -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -51,7 +52,11 @@ impl RedisServer {
         let Ok(child) = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
-            .args(&self.args)
+            .args(
+                self.args
+                    .iter()
+                    .map(|a| a.replace("{port}", &self.port.to_string())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -83,6 +88,11 @@ impl RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The server's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn url(&self) -> String {
