@@ -48,7 +48,7 @@ pub(crate) const FORMATS: &[(&str, FormatCheck)] = &[
 
 // === Duration ===
 
-/// A duration written as `250ms`, `10s`, `5m`, `1h` or a sum such as `1m30s`.
+/// A duration written as `250ms`, `10s`, `5m`, `1h`, `7d` or a sum such as `1m30s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub std::time::Duration);
 
@@ -65,7 +65,7 @@ impl Duration {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "`{s}` is not a duration; write a number with a unit: `250ms`, `10s`, `5m`, `1h` (or a sum like `1m30s`)"
+                "`{s}` is not a duration; write a number with a unit: `250ms`, `10s`, `5m`, `1h`, `7d` (or a sum like `1m30s`)"
             )
         };
         let mut rest = s.trim();
@@ -88,6 +88,7 @@ impl Duration {
                 "s" => std::time::Duration::from_secs(n),
                 "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
                 "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+                "d" => std::time::Duration::from_secs(n.saturating_mul(86_400)),
                 _ => return Err(bad()),
             };
             total = total.checked_add(part).ok_or_else(bad)?;
@@ -99,7 +100,7 @@ impl Duration {
 string_value!(
     Duration,
     "duration",
-    "A duration: `250ms`, `10s`, `5m`, `1h`, `1m30s`.",
+    "A duration: `250ms`, `10s`, `5m`, `1h`, `7d`, `1m30s`.",
     Duration::parse
 );
 
@@ -441,6 +442,7 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(Duration::parse("250ms").unwrap(), Duration::millis(250));
+        assert_eq!(Duration::parse("7d").unwrap(), Duration::secs(7 * 86_400));
         assert_eq!(Duration::parse("1m30s").unwrap(), Duration::secs(90));
         assert_eq!(Duration::parse("2h").unwrap(), Duration::secs(7200));
         for bad in ["", "10", "s", "10x", "-1s", "1.5s", "10 s"] {

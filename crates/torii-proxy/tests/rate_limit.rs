@@ -470,6 +470,63 @@ async fn a_concurrency_limit_holds_a_place_until_the_body_ends_and_queues_within
     }
 }
 
+#[tokio::test]
+async fn a_waiter_whose_client_goes_away_leaves_the_queue() {
+    let (up, gates, _) = gated().await;
+    let gw = gateway(&cfg(
+        up,
+        None,
+        &route_with(
+            "q",
+            "/q",
+            "concurrency_limit",
+            "{max_in_flight: 1, max_waiting: 1, max_wait: 30s, key: [{header: x-client}]}",
+        ),
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    // Each request on its own connection, so dropping one closes its connection.
+    let send = move |id: &'static str| async move {
+        let req = http::Request::get(format!("http://{addr}/q"))
+            .header("x-client", "k")
+            .header("x-id", id)
+            .body(full(""))
+            .unwrap();
+        h1_client().request(req).await.unwrap()
+    };
+    let holder = send("holder").await;
+    assert_eq!(holder.status(), StatusCode::OK);
+    // A waiter takes the one queue slot: the next request is refused at once.
+    let waiter = tokio::spawn(send("waiter"));
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // Until the waiter is in the queue, the probe itself queues (and times out here).
+        match tokio::time::timeout(Duration::from_millis(300), send("probe")).await {
+            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => break,
+            _ => assert!(tokio::time::Instant::now() < end, "the waiter never queued"),
+        }
+    }
+    // Its client goes away: the slot must come back (a request can queue again), not stay
+    // counted until the gateway restarts.
+    waiter.abort();
+    loop {
+        let queued = tokio::time::timeout(Duration::from_millis(300), send("again")).await;
+        match queued {
+            Err(_) => break, // waiting in the queue: the slot was given back
+            Ok(r) => assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS),
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the cancelled waiter's queue slot never came back"
+        );
+    }
+    gates.open("holder");
+    let _ = http_body_util::BodyExt::collect(holder.into_body()).await;
+    for id in ["waiter", "again", "probe"] {
+        gates.open(id);
+    }
+}
+
 fn route_with(name: &str, path: &str, plugin: &str, settings: &str) -> String {
     format!(
         "  - name: {name}\n    match: {{path_prefix: {path}}}\n    upstream: up\n    plugins:\n      {plugin}: {settings}\n"
