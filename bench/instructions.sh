@@ -12,6 +12,7 @@
 #   ROUTES=10000 bench/instructions.sh     # with run-torii.sh's 10,000 generated routes
 #   BENCH_PATH=/svc5006/items/42 ...       # request another path (default: run-torii.sh's)
 #   CONF_TMPL=bench/conf/torii-resilience.yaml.tmpl ...  # another config template
+#   WRK_SCRIPT=bench/lib/api-keys.lua ...  # a wrk Lua script (headers per request)
 #
 # It renders the benchmark config (ROUTES routes as in run-torii.sh, default 1 catch-all route;
 # keep-alive upstream, no access log),
@@ -54,9 +55,11 @@ pids+=($vg)
 # Loading 10,000 routes under valgrind takes a while.
 WAIT_SECONDS=${WAIT_SECONDS:-600} wait_for_torii "$vg"
 url="http://127.0.0.1:$PORT${BENCH_PATH:-$bench_path}"
-wrk -t1 -c"$CONNS" -d3s "$url" >/dev/null
+wrk_extra=()
+[ -n "${WRK_SCRIPT:-}" ] && wrk_extra=(-s "$WRK_SCRIPT")
+wrk -t1 -c"$CONNS" -d3s "${wrk_extra[@]}" "$url" >/dev/null
 callgrind_control -z "$vg" >/dev/null
-wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$work/wrk.out"
+wrk -t1 -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "$url" >"$work/wrk.out"
 callgrind_control -d "$vg" >/dev/null
 requests=$(awk '/requests in/{print $1}' "$work/wrk.out")
 [ -s "$OUT.1" ] || die "no callgrind dump at $OUT.1"

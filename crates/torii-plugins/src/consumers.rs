@@ -76,7 +76,10 @@ pub struct Directory {
     consumers: Vec<Arc<Consumer>>,
     by_name: HashMap<String, usize>,
     by_id: HashMap<Arc<str>, usize>,
-    by_key: HashMap<[u8; KEY_DIGEST_LEN], usize>,
+    /// By SHA-256 digest. foldhash rather than SipHash: the keys are digests of configured
+    /// secrets (uniform, and no client can add one), so a fast hash cannot be steered into
+    /// long probes, and this lookup runs on every key_auth request.
+    by_key: HashMap<[u8; KEY_DIGEST_LEN], usize, foldhash::fast::RandomState>,
     by_username: HashMap<String, (usize, Arc<str>)>,
     by_cert_name: HashMap<String, usize>,
 }

@@ -131,6 +131,12 @@ impl Plugin for KeyAuthPlugin {
         // a query parameter, a second value of the same field) was never checked and must not
         // reach the upstream. Without `hide_credentials` the verified key alone is put back.
         let kept = if self.hide { None } else { from };
+        // The common case: the key in one header, once, and nowhere else: it stays as it is.
+        if let Some(Location::Header(i, _)) = &kept
+            && self.only_at(req, *i)
+        {
+            return Ok(Flow::Continue);
+        }
         self.discard_credential(req);
         match kept {
             Some(Location::Header(i, v)) => {
@@ -161,6 +167,21 @@ impl Plugin for KeyAuthPlugin {
                 remove_query_param(req, q);
             }
         }
+    }
+}
+
+impl KeyAuthPlugin {
+    /// Whether the request carries a key at the header location `i` only: one value, no
+    /// other configured header or query parameter.
+    fn only_at(&self, req: &http::request::Parts, i: usize) -> bool {
+        self.headers.iter().enumerate().all(|(j, h)| {
+            let mut values = req.headers.get_all(h).iter();
+            if j == i {
+                values.next().is_some() && values.next().is_none()
+            } else {
+                values.next().is_none()
+            }
+        }) && self.query.iter().all(|q| query_param(req, q).is_none())
     }
 }
 

@@ -91,6 +91,9 @@ fn has_head_end(buf: &[u8], from: usize) -> bool {
     })
 }
 
+/// Header fields the gateway may add to a response head (kept room for).
+const GATEWAY_ADDED_FIELDS: usize = 4;
+
 /// [`parse`], with the head's fields stored in `scratch.spare` (cleared; its allocation
 /// reused) and its field names looked up in `scratch.names` first.
 pub fn parse_into(
@@ -177,8 +180,10 @@ pub fn parse_into(
         }
         let mut headers = std::mem::take(&mut scratch.spare);
         headers.clear();
+        // Room for the fields the gateway adds to a response (X-Request-Id, rate-limit
+        // headers), so adding them does not grow and rehash the map on every response.
         headers
-            .try_reserve(count)
+            .try_reserve(count + GATEWAY_ADDED_FIELDS)
             .map_err(|_| Invalid("too many header fields"))?;
         let mut seen = Seen::default();
         for (name, &(v, vl)) in scratch.names.iter().zip(&scratch.values) {

@@ -346,12 +346,19 @@ pub(crate) fn decide(
     }
 }
 
-/// Per-key state in process: bounded by `max_keys` (least recently used keys are forgotten
-/// beyond it) and by idleness (a key unused for the longest window is forgotten: its state
-/// is in the past by then, so forgetting it changes no decision).
+/// Per-key state in process, bounded by `max_keys`. The table is quick_cache's S3-FIFO: a new
+/// key enters a small probation queue and is kept only once it is used again, so a flood of
+/// one-off keys churns the probation queue and leaves the keys in steady use alone; a key the
+/// table let go is judged as from rest when it returns. A lookup is a hash probe under a shard's
+/// read lock (no access log to replay, unlike an LRU), which matters at one lookup per request.
 pub(crate) struct LocalStore {
     /// Keys are already hashes (with a random seed, `key.rs`): foldhash spreads them.
-    keys: moka::sync::Cache<u64, Arc<Mutex<Vec<Slot>>>, foldhash::fast::RandomState>,
+    keys: quick_cache::sync::Cache<
+        u64,
+        Arc<Mutex<Vec<Slot>>>,
+        quick_cache::UnitWeighter,
+        foldhash::fast::RandomState,
+    >,
     epoch: Instant,
 }
 
@@ -360,15 +367,16 @@ pub(crate) struct LocalStore {
 const CLOCK_BASE_US: u64 = 1 << 40;
 
 impl LocalStore {
-    pub(crate) fn new(max_keys: u64, longest: Duration) -> Self {
+    pub(crate) fn new(max_keys: u64) -> Self {
+        let items = usize::try_from(max_keys).unwrap_or(usize::MAX).max(1);
         Self {
-            keys: moka::sync::Cache::builder()
-                .max_capacity(max_keys)
-                // moka refuses idle times of centuries: a year is the most kept.
-                .time_to_idle(
-                    longest.clamp(Duration::from_secs(1), Duration::from_secs(365 * 86_400)),
-                )
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            keys: quick_cache::sync::Cache::with(
+                items,
+                max_keys.max(1),
+                quick_cache::UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
             epoch: Instant::now(),
         }
     }
@@ -377,8 +385,10 @@ impl LocalStore {
     pub(crate) fn decide(&self, key: u64, limits: &[Limit], cost: u64, max_delay: u64) -> Decision {
         let now =
             CLOCK_BASE_US + u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX / 2);
-        let slot = self.keys.get_with(key, || {
-            Arc::new(Mutex::new(limits.iter().map(Limit::empty).collect()))
+        let Ok(slot) = self.keys.get_or_insert_with(&key, || {
+            Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(
+                limits.iter().map(Limit::empty).collect(),
+            )))
         });
         let mut slots = match slot.lock() {
             Ok(g) => g,
@@ -387,11 +397,10 @@ impl LocalStore {
         decide(limits, &mut slots, cost, now, max_delay)
     }
 
-    /// Keys tracked now (approximate: moka counts lazily).
+    /// Keys tracked now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
-        self.keys.run_pending_tasks();
-        self.keys.entry_count()
+        self.keys.len() as u64
     }
 }
 

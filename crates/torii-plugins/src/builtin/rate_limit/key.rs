@@ -56,9 +56,9 @@ trait Sink {
 
 impl Sink for foldhash::fast::FoldHasher<'_> {
     fn put(&mut self, b: &[u8]) {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ whatever the bytes.
+        self.write_usize(b.len());
         self.write(b);
-        // A terminator, so ("ab", "c") and ("a", "bc") differ.
-        self.write_u8(0xff);
     }
 }
 
@@ -229,6 +229,9 @@ pub(crate) fn counter_identity(what: &str) -> [u8; 16] {
     out.copy_from_slice(&d.as_ref()[..16]);
     out
 }
+
+#[cfg(test)]
+mod tests;
 
 /// 32 hex digits of an identity (Redis key names).
 pub(crate) fn hex16(id: &[u8; 16]) -> String {

@@ -197,11 +197,6 @@ impl PluginFactory for RateLimit {
                 ));
             }
         };
-        let longest = limits
-            .iter()
-            .map(|l| std::time::Duration::from_micros(l.window_us))
-            .max()
-            .unwrap_or_default();
         let max_keys = config.max_keys.max(1);
         // The counters' identity: what is counted apart (scope and key), not how much is
         // allowed, so changing an allowance (a reload, a consumer's new plan) keeps the usage
@@ -214,15 +209,12 @@ impl PluginFactory for RateLimit {
             spec.per_consumer
         ));
         // The in-process tables (with their random hash seeds) outlive reloads that keep the
-        // identity, the table size and the longest window (its idle time).
-        let tables = ctx.state_named(
-            &format!("{}|{max_keys}|{}", hex16(&identity), longest.as_micros()),
-            || Tables {
-                keys: LocalKeys::new(),
-                local: LocalStore::new(max_keys, longest),
-                fallback: LocalStore::new(max_keys, longest),
-            },
-        );
+        // identity and the table size.
+        let tables = ctx.state_named(&format!("{}|{max_keys}", hex16(&identity)), || Tables {
+            keys: LocalKeys::new(),
+            local: LocalStore::new(max_keys),
+            fallback: LocalStore::new(max_keys),
+        });
         let redis = match config.policy {
             Policy::Local => None,
             Policy::Redis => Some(ctx.redis.cloned().ok_or_else(|| {
