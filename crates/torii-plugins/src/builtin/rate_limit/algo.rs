@@ -308,6 +308,17 @@ pub(crate) fn decide(
                 .map(|l| old.iter().copied().find(|s| l.owns(s)).unwrap_or(l.empty())),
         );
     }
+    decide_aligned(limits, slots, cost, now, max_delay)
+}
+
+/// [`decide`] on state laid out as the limits are.
+fn decide_aligned(
+    limits: &[Limit],
+    slots: &mut [Slot],
+    cost: u64,
+    now: u64,
+    max_delay: u64,
+) -> Decision {
     let mut allowed = true;
     let mut retry_us = 0;
     let mut delay_us = 0;
@@ -346,6 +357,40 @@ pub(crate) fn decide(
     }
 }
 
+/// One key's state in process: a single limit's slot in place (the common case: no second
+/// allocation and one less pointer to follow per request), or several.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+impl Stored {
+    fn new(limits: &[Limit]) -> Self {
+        match limits {
+            [l] => Stored::One(l.empty()),
+            _ => Stored::Many(limits.iter().map(Limit::empty).collect()),
+        }
+    }
+
+    fn decide(&mut self, limits: &[Limit], cost: u64, now: u64, max_delay: u64) -> Decision {
+        if let (Stored::One(s), [l]) = (&mut *self, limits) {
+            if !(*s == Slot::Empty || l.owns(s)) {
+                *s = l.empty();
+            }
+            return decide_aligned(limits, std::slice::from_mut(s), cost, now, max_delay);
+        }
+        // The limits changed from one to several: the state moves to a list.
+        if let Stored::One(s) = *self {
+            *self = Stored::Many(vec![s]);
+        }
+        match self {
+            Stored::Many(v) => decide(limits, v, cost, now, max_delay),
+            Stored::One(_) => Decision::default(),
+        }
+    }
+}
+
 /// Per-key state in process, bounded by `max_keys`. The table is quick_cache's S3-FIFO: a new
 /// key enters a small probation queue and is kept only once it is used again, so a flood of
 /// one-off keys churns the probation queue and leaves the keys in steady use alone; a key the
@@ -355,7 +400,7 @@ pub(crate) struct LocalStore {
     /// Keys are already hashes (with a random seed, `key.rs`): foldhash spreads them.
     keys: quick_cache::sync::Cache<
         u64,
-        Arc<Mutex<Vec<Slot>>>,
+        Arc<Mutex<Stored>>,
         quick_cache::UnitWeighter,
         foldhash::fast::RandomState,
     >,
@@ -386,15 +431,13 @@ impl LocalStore {
         let now =
             CLOCK_BASE_US + u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX / 2);
         let Ok(slot) = self.keys.get_or_insert_with(&key, || {
-            Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(
-                limits.iter().map(Limit::empty).collect(),
-            )))
+            Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(Stored::new(limits))))
         });
-        let mut slots = match slot.lock() {
+        let mut stored = match slot.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        decide(limits, &mut slots, cost, now, max_delay)
+        stored.decide(limits, cost, now, max_delay)
     }
 
     /// Keys tracked now.

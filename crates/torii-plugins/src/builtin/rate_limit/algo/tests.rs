@@ -261,3 +261,27 @@ fn a_flood_of_one_off_keys_leaves_a_key_in_steady_use_counted() {
     );
     assert!(store.len() <= 1000, "{}", store.len());
 }
+
+#[test]
+fn a_key_stored_in_place_moves_to_a_list_when_limits_are_added() {
+    let one = [limit(10, 60)];
+    let two = [limit(5, 1), limit(10, 60)];
+    let mut st = Stored::new(&one);
+    assert!(matches!(st, Stored::One(_)));
+    for _ in 0..3 {
+        assert!(st.decide(&one, 1, T0, 0).allowed);
+    }
+    let d = st.decide(&two, 1, T0, 0);
+    assert!(matches!(st, Stored::Many(_)));
+    assert_eq!(
+        d.rooms[1].remaining,
+        10 - 4,
+        "the per-minute count followed"
+    );
+    assert_eq!(d.rooms[0].remaining, 5 - 1, "the new limit starts afresh");
+    // And a limit with another window replaces the single slot's state.
+    let mut st = Stored::new(&one);
+    assert!(st.decide(&one, 1, T0, 0).allowed);
+    let other = [limit(10, 3600)];
+    assert_eq!(st.decide(&other, 1, T0, 0).rooms[0].remaining, 9);
+}
