@@ -285,6 +285,27 @@ async fn a_consumer_moved_to_another_plan_keeps_its_usage() {
 }
 
 #[tokio::test]
+async fn spike_arrest_longer_than_the_window_is_a_config_error() {
+    let up = echo_upstream(false).await;
+    let plugin = "{rate_limit: {limits: [{requests: 10, per: 1s}], delay: 2s}}";
+    let e = load_str(
+        "t.yaml",
+        &cfg(
+            up.addr,
+            None,
+            &format!("routes:\n{}", route("r", "/", plugin)),
+        ),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("rate_limit.delay") && e.contains("shortest"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn a_plan_that_does_not_exist_is_a_config_error() {
     let up = echo_upstream(false).await;
     let yaml = plans_config(up.addr, "redis://127.0.0.1:1", "gold");

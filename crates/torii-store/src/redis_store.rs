@@ -95,7 +95,7 @@ enum Conn {
 pub struct Redis {
     /// Itself, for the tasks it starts.
     me: Weak<Redis>,
-    conn: ArcSwapOption<Conn>,
+    conn: ArcSwapOption<Live>,
     timeout: Duration,
     recheck: Duration,
     epoch: Instant,
@@ -123,8 +123,19 @@ pub struct Redis {
     reopening: std::sync::atomic::AtomicBool,
     /// Connections opened again after repeated timeouts.
     reopens: AtomicU64,
-    /// Timeouts in a row (a failure other than a timeout resets it).
+    /// Timeouts in a row on the current connection (a success or another failure resets it).
     timeouts_in_row: AtomicU32,
+    /// When the current row of timeouts began (ms since `epoch`).
+    first_timeout_ms: AtomicU64,
+    /// Numbers the connections, for [`Live`].
+    generations: AtomicU64,
+}
+
+/// The connection in use, and which one it is (each new connection gets the next number, so
+/// calls that timed out on a connection already replaced are not held against its successor).
+struct Live {
+    conn: Conn,
+    generation: u64,
 }
 
 /// How to open the connection.
@@ -175,8 +186,10 @@ fn tcp_settings() -> redis::io::tcp::TcpSettings {
 /// How long written data may go unacknowledged before the connection is given up (Linux).
 pub const UNACKED_LIMIT: Duration = Duration::from_secs(5);
 
-/// Timeouts in a row after which the connection is opened again.
+/// Timeouts in a row, spanning at least `REOPEN_AFTER`, after which the connection is opened
+/// again.
 const REOPEN_AFTER_TIMEOUTS: u32 = 6;
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// What the admin listener and the metrics show.
 #[derive(Debug, Clone)]
@@ -250,6 +263,8 @@ impl Redis {
             reopening: Default::default(),
             reopens: AtomicU64::new(0),
             timeouts_in_row: AtomicU32::new(0),
+            first_timeout_ms: AtomicU64::new(0),
+            generations: AtomicU64::new(0),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
@@ -280,10 +295,13 @@ impl Redis {
         if self.reopening.swap(true, Relaxed) {
             return;
         }
-        self.reopens.fetch_add(1, Relaxed);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            tracing::warn!(target_ = %self.target, "redis calls keep timing out; opening a new connection");
-            rt.spawn(open(self.me.clone(), how));
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                self.reopens.fetch_add(1, Relaxed);
+                tracing::warn!(target_ = %self.target, "redis calls keep timing out; opening a new connection");
+                rt.spawn(open(self.me.clone(), how));
+            }
+            Err(_) => self.reopening.store(false, Relaxed),
         }
     }
 
@@ -311,7 +329,7 @@ impl Redis {
         args: &[i64],
     ) -> Result<T, RedisError> {
         self.first_attempt().await;
-        let mut conn = self.admit()?;
+        let (mut conn, generation) = self.admit()?;
         let mut inv = script.prepare_invoke();
         for k in keys {
             inv.key(*k);
@@ -324,20 +342,20 @@ impl Redis {
             Conn::Single(c) => timed(self.timeout, inv.invoke_async::<redis::Value>(c)).await,
             Conn::Cluster(c) => timed(self.timeout, inv.invoke_async::<redis::Value>(c)).await,
         };
-        self.record(&result, start);
+        self.record(&result, start, generation);
         result
     }
 
     /// Runs one command within the time box (`PING`, `GET`, ...).
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         self.first_attempt().await;
-        let mut conn = self.admit()?;
+        let (mut conn, generation) = self.admit()?;
         let start = Instant::now();
         let result = match &mut conn {
             Conn::Single(c) => timed(self.timeout, query(c, cmd)).await,
             Conn::Cluster(c) => timed(self.timeout, query(c, cmd)).await,
         };
-        self.record(&result, start);
+        self.record(&result, start, generation);
         result
     }
 
@@ -353,7 +371,7 @@ impl Redis {
 
     /// The connection, unless the client is down (then the call fails at once, except one
     /// call per `recheck_interval`, which tries again).
-    fn admit(&self) -> Result<Conn, RedisError> {
+    fn admit(&self) -> Result<(Conn, u64), RedisError> {
         self.calls.fetch_add(1, Relaxed);
         let Some(conn) = self.conn.load_full() else {
             self.refused.fetch_add(1, Relaxed);
@@ -374,10 +392,10 @@ impl Redis {
                 return Err(RedisError::Down);
             }
         }
-        Ok((*conn).clone())
+        Ok((conn.conn.clone(), conn.generation))
     }
 
-    fn record<T>(&self, result: &Result<T, RedisError>, start: Instant) {
+    fn record<T>(&self, result: &Result<T, RedisError>, start: Instant, generation: u64) {
         match result {
             Ok(_) => {
                 if self.timeouts_in_row.load(Relaxed) != 0 {
@@ -399,9 +417,7 @@ impl Redis {
             Err(e) => {
                 if let RedisError::Timeout(_) = e {
                     self.timeouts.fetch_add(1, Relaxed);
-                    if self.timeouts_in_row.fetch_add(1, Relaxed) + 1 >= REOPEN_AFTER_TIMEOUTS {
-                        self.reopen();
-                    }
+                    self.note_timeout(generation);
                 } else {
                     self.errors.fetch_add(1, Relaxed);
                     self.timeouts_in_row.store(0, Relaxed);
@@ -414,6 +430,28 @@ impl Redis {
                     }
                 }
             }
+        }
+    }
+
+    /// A call timed out on connection `generation`: when calls on the current connection keep
+    /// timing out for `REOPEN_AFTER` (at least `REOPEN_AFTER_TIMEOUTS` of them, with no success
+    /// between), a new connection is opened. Calls that were in flight on a connection already
+    /// replaced do not count, and one stall (many calls timing out at the same moment) is not
+    /// enough: the timeouts must span the interval.
+    fn note_timeout(&self, generation: u64) {
+        let current = self.conn.load().as_ref().map(|l| l.generation);
+        if current != Some(generation) {
+            return;
+        }
+        let now = self.now_ms();
+        if self.timeouts_in_row.fetch_add(1, Relaxed) == 0 {
+            self.first_timeout_ms.store(now, Relaxed);
+        }
+        let since = now.saturating_sub(self.first_timeout_ms.load(Relaxed));
+        if self.timeouts_in_row.load(Relaxed) >= REOPEN_AFTER_TIMEOUTS
+            && since >= REOPEN_AFTER.as_millis() as u64
+        {
+            self.reopen();
         }
     }
 
@@ -503,7 +541,8 @@ async fn open(client: Weak<Redis>, how: Arc<Opening>) {
         let Some(this) = client.upgrade() else { return };
         match result {
             Ok(Ok(conn)) => {
-                this.conn.store(Some(Arc::new(conn)));
+                let generation = this.generations.fetch_add(1, Relaxed) + 1;
+                this.conn.store(Some(Arc::new(Live { conn, generation })));
                 this.timeouts_in_row.store(0, Relaxed);
                 this.reopening.store(false, Relaxed);
                 this.first.send_replace(true);
@@ -542,7 +581,15 @@ pub struct Stores {
 impl Stores {
     /// The client for `cfg`: the running one when its settings did not change.
     pub fn redis(&self, cfg: &RedisConfig) -> Result<Arc<Redis>, String> {
-        let key = format!("{cfg:?}");
+        // The settings, and the TLS files' contents: new certificates at the same paths make a
+        // new client on reload.
+        let files = cfg.tls.iter().flat_map(|t| {
+            [&t.ca, &t.client_cert, &t.client_key]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+        });
+        let key = format!("{cfg:?}|{}", torii_config::schema::pem::fingerprint(files));
         let mut map = self
             .redis
             .lock()

@@ -270,7 +270,7 @@ impl Plugin for QuotaPlugin {
         req: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext,
     ) -> Result<Flow<'a>, GatewayError> {
-        let (name, pk) = shared_key(&self.spec, &self.identity, req, ctx);
+        let (name, pk, _) = shared_key(&self.spec, &self.identity, req, ctx);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

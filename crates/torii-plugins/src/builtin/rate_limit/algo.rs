@@ -197,9 +197,10 @@ fn gcra(l: &Limit, s: Slot, cost: u64, now: u64, max_delay: u64) -> Verdict {
     let mut tat = tat.max(now);
     if interval != l.interval_us && tat > now {
         // Counted at another rate (the allowance changed): the same number of requests at
-        // this one, never more than a window.
+        // this one, never more than a window and the spike-arrest backlog.
         let used = u128::from(tat - now) * u128::from(l.interval_us) / u128::from(interval.max(1));
-        tat = now + u64::try_from(used).unwrap_or(u64::MAX).min(l.window_us);
+        let most = l.window_us.saturating_add(max_delay);
+        tat = now + u64::try_from(used).unwrap_or(u64::MAX).min(most);
     }
     let new = tat.saturating_add(cost.saturating_mul(l.interval_us));
     let room = |t: u64| {

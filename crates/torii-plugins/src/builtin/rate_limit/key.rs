@@ -84,15 +84,39 @@ impl KeySpec {
             );
         }
         for part in &*self.parts {
-            let found: Option<&[u8]> = match part {
-                KeyPart::Consumer => ctx.consumer.as_ref().map(|c| c.name.as_bytes()),
-                KeyPart::Credential => credential(ctx),
-                KeyPart::Route => Some(ctx.route.as_deref().unwrap_or("").as_bytes()),
-                KeyPart::Header(name) => req.headers.get(name.as_str()).map(HeaderValue::as_bytes),
-                KeyPart::Claim(name) => claim(ctx, name),
-                KeyPart::ClientAddress => None,
-            };
-            write_part(out, 2, found, self, ctx);
+            match part {
+                KeyPart::Credential => match credential(ctx) {
+                    Some((kind, issuer, b)) => {
+                        // The kind (and a token's issuer) first: a basic-auth username and a
+                        // token subject spelled alike are two credentials.
+                        out.put(&[3, kind]);
+                        out.put(issuer);
+                        out.put(b);
+                    }
+                    None => write_part(out, 2, None, self, ctx),
+                },
+                KeyPart::Claim(name) => match claim_value(ctx, name) {
+                    Some(serde_json::Value::String(v)) => {
+                        write_part(out, 2, Some(v.as_bytes()), self, ctx)
+                    }
+                    // A number or a boolean counts by its JSON text (`tenant: 42`).
+                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                        write_part(out, 4, Some(v.to_string().as_bytes()), self, ctx)
+                    }
+                    _ => write_part(out, 2, None, self, ctx),
+                },
+                _ => {
+                    let found: Option<&[u8]> = match part {
+                        KeyPart::Consumer => ctx.consumer.as_ref().map(|c| c.name.as_bytes()),
+                        KeyPart::Route => Some(ctx.route.as_deref().unwrap_or("").as_bytes()),
+                        KeyPart::Header(name) => {
+                            req.headers.get(name.as_str()).map(HeaderValue::as_bytes)
+                        }
+                        _ => None,
+                    };
+                    write_part(out, 2, found, self, ctx);
+                }
+            }
         }
     }
 }
@@ -130,30 +154,37 @@ fn write_part(
     }
 }
 
-fn claim<'a>(ctx: &'a RequestContext, name: &str) -> Option<&'a [u8]> {
+fn claim_value<'a>(ctx: &'a RequestContext, name: &str) -> Option<&'a serde_json::Value> {
     ctx.identity
         .as_ref()
         .and_then(|i| i.claims.as_ref())
         .and_then(|c| c.get(name))
+}
+
+fn claim<'a>(ctx: &'a RequestContext, name: &str) -> Option<&'a [u8]> {
+    claim_value(ctx, name)
         .and_then(|v| v.as_str())
         .map(str::as_bytes)
 }
 
-/// The credential's bytes: what the authentication plugin recorded, else the token's client
-/// (`client_id`, `azp`) or subject, else the client certificate's subject.
-fn credential(ctx: &RequestContext) -> Option<&[u8]> {
+/// The credential: its kind, an issuer (tokens), and its bytes. What the authentication
+/// plugin recorded (an API key's digest, a username), else the token's client (`client_id`,
+/// `azp`) or subject with its `iss`, else the client certificate's subject.
+fn credential(ctx: &RequestContext) -> Option<(u8, &[u8], &[u8])> {
     match &ctx.credential {
-        Some(Credential::Digest(d)) => return Some(d),
-        Some(Credential::Name(n)) => return Some(n.as_bytes()),
+        Some(Credential::Digest(d)) => return Some((1, b"", d)),
+        Some(Credential::Name(n)) => return Some((2, b"", n.as_bytes())),
         None => {}
     }
     if let Some(c) = ["client_id", "azp", "sub"]
         .iter()
         .find_map(|name| claim(ctx, name))
     {
-        return Some(c);
+        return Some((3, claim(ctx, "iss").unwrap_or(b""), c));
     }
-    ctx.client_cert.as_ref().map(|c| c.subject.as_bytes())
+    ctx.client_cert
+        .as_ref()
+        .map(|c| (4, &b""[..], c.subject.as_bytes()))
 }
 
 /// The in-process hashing of one table: a random seed, drawn once per table.
@@ -197,13 +228,14 @@ impl LocalKeys {
 }
 
 /// The key's name in a shared store: 128 bits of SHA-256 over the instance and the key, as
-/// 32 hex digits; and 64 more bits of the digest as the partition key clients see.
+/// 32 hex digits; 64 more bits of the digest as the partition key clients see; and the last
+/// 64 as the key of an in-process table (the `local` fallback).
 pub(crate) fn shared_key(
     spec: &KeySpec,
     instance: &[u8; 16],
     req: &http::request::Parts,
     ctx: &RequestContext,
-) -> ([u8; 32], u64) {
+) -> ([u8; 32], u64, u64) {
     let mut c = digest::Context::new(&digest::SHA256);
     c.update(instance);
     spec.write(req, ctx, &mut c);
@@ -215,9 +247,12 @@ pub(crate) fn shared_key(
         name[2 * i] = HEX[usize::from(b >> 4)];
         name[2 * i + 1] = HEX[usize::from(b & 15)];
     }
-    let mut pk = [0u8; 8];
-    pk.copy_from_slice(&d[16..24]);
-    (name, u64::from_be_bytes(pk))
+    let word = |from: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&d[from..from + 8]);
+        u64::from_be_bytes(w)
+    };
+    (name, word(16), word(24))
 }
 
 /// The identity of a limit's counters: what they count (scope and key) and over which

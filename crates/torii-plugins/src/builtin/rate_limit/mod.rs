@@ -188,7 +188,20 @@ impl PluginFactory for RateLimit {
         check_cost(&limits, config.cost, config.nodes)?;
         let max_delay = match (config.delay, algorithm) {
             (None, _) => 0,
-            (Some(d), Algorithm::Gcra) => u64::try_from(d.0.as_micros()).unwrap_or(u64::MAX),
+            (Some(d), Algorithm::Gcra) => {
+                // Held requests keep their connections: bounded by the shortest window and a
+                // minute, so a key cannot park an hour of requests.
+                let shortest = limits.iter().map(|l| l.window_us).min().unwrap_or(0);
+                let us = u64::try_from(d.0.as_micros()).unwrap_or(u64::MAX);
+                if us > shortest || us > 60_000_000 {
+                    return Err(ConfigError::at(
+                        "delay",
+                        "spike arrest holds requests at most the shortest limit's window, and at most 1m",
+                        "e.g. `delay: 500ms`",
+                    ));
+                }
+                us
+            }
             (Some(_), Algorithm::SlidingWindow) => {
                 return Err(ConfigError::at(
                     "delay",
@@ -504,11 +517,8 @@ impl Plugin for Limiter {
                 })),
             });
         };
-        let (name, pk) = shared_key(&self.spec, &self.identity, req, ctx);
+        let (name, pk, local_key) = shared_key(&self.spec, &self.identity, req, ctx);
         let keys = redis::keys(&self.redis_prefix, &name, &self.limits);
-        // The fallback's table is keyed by the shared name's first 64 bits (a SHA-256 digest
-        // no client can steer).
-        let local_key = u64::from_be_bytes(name[..8].try_into().unwrap_or_default());
         Ok(Flow::Wait(Box::pin(async move {
             let outcome =
                 match redis::decide(redis, &keys, &self.limits, self.cost, self.max_delay).await {

@@ -41,7 +41,7 @@ for i = 1, #KEYS do
     if tat < now then tat = now end
     if iv ~= step and tat > now then
       local used = math.floor((tat - now) * step / iv)
-      if used > window then used = window end
+      if used > window + max_delay then used = window + max_delay end
       tat = now + used
     end
     local new = tat + cost * step

@@ -285,3 +285,30 @@ fn a_key_stored_in_place_moves_to_a_list_when_limits_are_added() {
     let other = [limit(10, 3600)];
     assert_eq!(st.decide(&other, 1, T0, 0).rooms[0].remaining, 9);
 }
+
+#[test]
+fn a_rescaled_state_keeps_the_spike_arrest_backlog() {
+    // 10 per second with 500 ms of delay: 15 admitted at once (5 held back); then the
+    // allowance becomes 20 per second: the 15 stay counted (750 ms of the new rate), nothing
+    // is dropped to the plain window.
+    let old = [limit(10, 1)];
+    let mut s = Vec::new();
+    for _ in 0..15 {
+        assert!(decide(&old, &mut s, 1, T0, 500_000).allowed);
+    }
+    let new = [limit(20, 1)];
+    let d = decide(&new, &mut s, 1, T0, 500_000);
+    assert_eq!(d.rooms[0].remaining, 20 - 16);
+    // Down to 5 per second: 15 used is 3 s of it, capped at the window and the delay.
+    let mut s2 = Vec::new();
+    for _ in 0..15 {
+        decide(&old, &mut s2, 1, T0, 500_000);
+    }
+    let down = [limit(5, 1)];
+    let d = decide(&down, &mut s2, 1, T0, 500_000);
+    assert!(!d.allowed);
+    assert_eq!(
+        d.retry_us, 200_000,
+        "1.5 s used (capped) + 200 ms, minus 1 s window and 0.5 s delay"
+    );
+}

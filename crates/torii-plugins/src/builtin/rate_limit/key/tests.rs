@@ -160,9 +160,10 @@ fn tables_and_instances_hash_apart_and_shared_names_agree_across_processes() {
     );
     assert_ne!(a.shown(a.hash(&s, &ID, &r, &c)), a.hash(&s, &ID, &r, &c));
     // The shared name: the same for every process (no seed), apart per instance and key.
-    let (n1, pk1) = shared_key(&s, &ID, &r, &c);
-    let (n2, pk2) = shared_key(&s, &ID, &r, &ctx("10.0.0.2"));
-    assert_eq!((n1, pk1), (n2, pk2));
+    let (n1, pk1, l1) = shared_key(&s, &ID, &r, &c);
+    let (n2, pk2, l2) = shared_key(&s, &ID, &r, &ctx("10.0.0.2"));
+    assert_eq!((n1, pk1, l1), (n2, pk2, l2));
+    assert_ne!(pk1, l1);
     assert_ne!(shared_key(&s, &[8; 16], &r, &c).0, n1);
     assert_ne!(shared_key(&s, &ID, &req(&[("x-client", "j")]), &c).0, n1);
     assert!(n1.iter().all(u8::is_ascii_hexdigit));
@@ -179,4 +180,31 @@ fn tables_and_instances_hash_apart_and_shared_names_agree_across_processes() {
         a.hash(&two, &ID, &req(&[("x-a", "ab"), ("x-b", "c")]), &c),
         a.hash(&two, &ID, &req(&[("x-a", "a"), ("x-b", "bc")]), &c)
     );
+}
+
+#[test]
+fn credentials_of_different_kinds_or_issuers_never_share_a_count() {
+    let keys = LocalKeys::new();
+    let s = spec(vec![KeyPart::Credential]);
+    let r = req(&[]);
+    let mut basic = ctx("10.0.0.1");
+    basic.credential = Some(Credential::Name(Arc::from("alice")));
+    let token = with_claims(
+        ctx("10.0.0.1"),
+        serde_json::json!({"sub": "alice", "iss": "a"}),
+    );
+    let other_issuer = with_claims(
+        ctx("10.0.0.1"),
+        serde_json::json!({"sub": "alice", "iss": "b"}),
+    );
+    let h = |c: &RequestContext| keys.hash(&s, &ID, &r, c);
+    assert_ne!(h(&basic), h(&token));
+    assert_ne!(h(&token), h(&other_issuer));
+    // A numeric claim counts by its value, not by the client address.
+    let c = spec(vec![KeyPart::Claim("tenant".into())]);
+    let t42 = with_claims(ctx("10.0.0.1"), serde_json::json!({"tenant": 42}));
+    let t42b = with_claims(ctx("10.0.0.2"), serde_json::json!({"tenant": 42}));
+    let t43 = with_claims(ctx("10.0.0.1"), serde_json::json!({"tenant": 43}));
+    assert_eq!(keys.hash(&c, &ID, &r, &t42), keys.hash(&c, &ID, &r, &t42b));
+    assert_ne!(keys.hash(&c, &ID, &r, &t42), keys.hash(&c, &ID, &r, &t43));
 }
