@@ -72,8 +72,9 @@ pub struct RateLimitConfig {
     /// (`X-RateLimit-Limit`, `-Remaining`, `-Reset`), `both` or `none`.
     #[serde(default)]
     pub headers: HeaderStyle,
-    /// `local` policy (and the `local` fallback): most keys tracked; beyond it the least
-    /// recently used are forgotten, so a flood of random keys cannot exhaust memory.
+    /// `local` policy (and the `local` fallback): most keys tracked; beyond it keys seen once
+    /// are let go first (S3-FIFO), so a flood of random keys cannot exhaust memory nor push out
+    /// keys in steady use.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
 }
