@@ -36,13 +36,22 @@ pub fn sort(entries: &mut [Entry]) {
     entries.sort_by_key(Entry::key);
 }
 
-/// Plugin settings of consumers, by consumer index (empty for most consumers).
+/// Plugin settings of consumers and plans.
 #[derive(Default)]
-pub struct ConsumerPlugins(pub(crate) Vec<HashMap<&'static str, Entry>>);
+pub struct ConsumerPlugins {
+    /// By consumer index: its settings (its plan's under its own; empty for most consumers).
+    pub(crate) maps: Vec<HashMap<&'static str, Entry>>,
+    /// By consumer index: the plan whose settings it has as they are (no own plugins). Chains
+    /// compile the rest of the chain for each plan at load, so these consumers' requests
+    /// merge nothing.
+    pub(crate) plan_of: Arc<[Option<usize>]>,
+    /// By plan index: its settings.
+    pub(crate) plans: Vec<HashMap<&'static str, Entry>>,
+}
 
 impl ConsumerPlugins {
     fn of(&self, consumer: &Consumer) -> Option<&HashMap<&'static str, Entry>> {
-        self.0.get(consumer.index).filter(|m| !m.is_empty())
+        self.maps.get(consumer.index).filter(|m| !m.is_empty())
     }
 }
 
@@ -64,11 +73,20 @@ pub struct Chain {
     strippers: Box<[usize]>,
     /// The plugins that wrap the upstream call, outermost first (the exchange stack).
     stages: Box<[Arc<dyn Plugin>]>,
+    /// By plan index: the rest of the chain after authentication with the plan's settings.
+    plan_rests: Box<[Arc<[Entry]>]>,
+    /// By consumer index: the plan whose rest applies (`ConsumerPlugins::plan_of`).
+    plan_of: Arc<[Option<usize>]>,
 }
 
 impl Chain {
-    /// Builds a chain from entries in any order.
-    pub fn new(mut entries: Vec<Entry>, anonymous: Option<Arc<Consumer>>) -> Self {
+    /// Builds a chain from entries in any order, with the rest of the chain compiled for each
+    /// plan of `consumers`.
+    pub fn new(
+        mut entries: Vec<Entry>,
+        anonymous: Option<Arc<Consumer>>,
+        consumers: &ConsumerPlugins,
+    ) -> Self {
         sort(&mut entries);
         let auth_end = entries
             .iter()
@@ -99,7 +117,14 @@ impl Chain {
             .filter(|e| e.plugin.wraps_exchange())
             .map(|e| e.plugin.clone())
             .collect();
+        let plan_rests = consumers
+            .plans
+            .iter()
+            .map(|plan| merged(&entries[auth_end..], plan).into())
+            .collect();
         Self {
+            plan_rests,
+            plan_of: consumers.plan_of.clone(),
             stages,
             strippers,
             needs_consumer: !auth.is_empty(),
@@ -149,6 +174,12 @@ impl Chain {
         for (i, e) in self.entries.iter().enumerate() {
             if i == self.auth_end {
                 self.settle_consumer(ctx)?;
+                if let Some(rest) = self.plan_rest(ctx) {
+                    // A plan's consumer: the rest compiled at load; the response phase finds
+                    // it the same way (`ran` counts on past `auth_end`).
+                    *ran = i;
+                    return run_plan_rest(rest, req, ctx, ran).await;
+                }
                 if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
                     // The rest of the chain is the consumer's: the route's entries from here
                     // do not run, and the response phase runs the consumer's (`Merged`).
@@ -169,8 +200,11 @@ impl Chain {
         }
         if self.auth_end == self.entries.len() {
             self.settle_consumer(ctx)?;
-            // Nothing after authentication on this route: the consumer's own plugins, if any,
-            // still run.
+            // Nothing after authentication on this route: the consumer's (or its plan's)
+            // plugins, if any, still run.
+            if let Some(rest) = self.plan_rest(ctx) {
+                return run_plan_rest(rest, req, ctx, ran).await;
+            }
             if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
                 return run_merged(merged(&[], own), req, ctx).await;
             }
@@ -181,14 +215,29 @@ impl Chain {
     /// Runs the response phase of the plugins that ran, in reverse order: the consumer's
     /// (and its plan's) first, when they replaced the rest of the chain.
     pub fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext, ran: usize) {
+        let mut route_ran = ran;
         if let Some(m) = ctx.extensions.get::<Merged>() {
             for e in m.entries.iter().take(m.ran).rev() {
                 e.plugin.on_response(resp, ctx);
             }
+        } else if ran > self.auth_end
+            && let Some(rest) = self.plan_rest(ctx)
+        {
+            for e in rest.iter().take(ran - self.auth_end).rev() {
+                e.plugin.on_response(resp, ctx);
+            }
+            route_ran = self.auth_end;
         }
-        for e in self.entries.iter().take(ran).rev() {
+        for e in self.entries.iter().take(route_ran).rev() {
             e.plugin.on_response(resp, ctx);
         }
+    }
+
+    /// The rest of the chain compiled for the consumer's plan, when the consumer has one (and
+    /// no settings of its own).
+    fn plan_rest(&self, ctx: &RequestContext) -> Option<&Arc<[Entry]>> {
+        let plan = (*self.plan_of.get(ctx.consumer.as_ref()?.index)?)?;
+        self.plan_rests.get(plan)
     }
 
     fn settle_consumer(&self, ctx: &mut RequestContext) -> Result<(), GatewayError> {
@@ -218,6 +267,23 @@ async fn run(
         Flow::Respond(r) => Ok(Some(r)),
         Flow::Wait(f) => f.await,
     }
+}
+
+/// Runs a plan's compiled rest of a chain; `ran` (already at `auth_end`) counts each entry
+/// whose request phase ran.
+async fn run_plan_rest(
+    rest: &Arc<[Entry]>,
+    req: &mut http::request::Parts,
+    ctx: &mut RequestContext,
+    ran: &mut usize,
+) -> Result<Option<Response<Body>>, GatewayError> {
+    for e in rest.iter() {
+        *ran += 1;
+        if let Some(r) = run(&*e.plugin, req, ctx).await? {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
 }
 
 /// The consumer's part of a chain that ran, and how many of its entries' request phases ran

@@ -342,7 +342,8 @@ impl PluginCatalog for Catalog {
         );
         // Plans: each built once; its instances serve every consumer of the plan (their
         // counters are keyed by the consumer).
-        let mut plans: HashMap<&str, HashMap<&'static str, Entry>> = HashMap::new();
+        let mut plans: Vec<HashMap<&'static str, Entry>> = Vec::with_capacity(config.plans.len());
+        let mut plan_index: HashMap<&str, usize> = HashMap::new();
         for (i, p) in config.plans.iter().enumerate() {
             let map = self.build_map(
                 &upstreams,
@@ -355,7 +356,8 @@ impl PluginCatalog for Catalog {
                 true,
                 &mut errors,
             );
-            if plans.insert(p.name.as_str(), map).is_some() {
+            plans.push(map);
+            if plan_index.insert(p.name.as_str(), i).is_some() {
                 errors.push(PluginError::new(
                     vec![key("plans"), Seg::Index(i), key("name")],
                     format!("plan `{}` is declared twice", p.name),
@@ -364,6 +366,7 @@ impl PluginCatalog for Catalog {
             }
         }
         let mut consumer_plugins = Vec::with_capacity(config.consumers.len());
+        let mut plan_of = Vec::with_capacity(config.consumers.len());
         for (i, c) in config.consumers.iter().enumerate() {
             let own = self.build_map(
                 &upstreams,
@@ -377,9 +380,14 @@ impl PluginCatalog for Catalog {
                 &mut errors,
             );
             // The plan's settings, under the consumer's own.
+            let plan = c
+                .plan
+                .as_deref()
+                .and_then(|name| plan_index.get(name).copied());
+            plan_of.push(plan.filter(|_| own.is_empty()));
             let mut map = match c.plan.as_deref() {
                 None => HashMap::new(),
-                Some(name) => match plans.get(name) {
+                Some(name) => match plan.and_then(|p| plans.get(p)) {
                     Some(p) => p.clone(),
                     None => {
                         errors.push(PluginError::new(
@@ -394,6 +402,11 @@ impl PluginCatalog for Catalog {
             map.extend(own);
             consumer_plugins.push(map);
         }
+        let consumer_plugins = Arc::new(ConsumerPlugins {
+            maps: consumer_plugins,
+            plan_of: plan_of.into(),
+            plans,
+        });
         let mut chains = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let base = [key("routes"), Seg::Index(i)];
@@ -452,6 +465,7 @@ impl PluginCatalog for Catalog {
             chains.push(Arc::new(Chain::new(
                 entries.into_values().collect(),
                 anonymous,
+                &consumer_plugins,
             )));
         }
         let signer = match &config.identity.token {
@@ -498,7 +512,7 @@ impl PluginCatalog for Catalog {
             signer,
             audiences,
             chains,
-            consumer_plugins: Arc::new(ConsumerPlugins(consumer_plugins)),
+            consumer_plugins,
             directory,
             identity: IdentityHeaders::new(&config.identity),
             redact_query_params: redact.into_inner().unwrap_or_else(|e| e.into_inner()),

@@ -284,6 +284,68 @@ async fn a_consumer_moved_to_another_plan_keeps_its_usage() {
     assert!(h["ratelimit-policy"].to_str().unwrap().contains("q=3"));
 }
 
+async fn send_body(
+    addr: SocketAddr,
+    key: &str,
+) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+    let req = http::Request::get(format!("http://{addr}/"))
+        .header("x-api-key", key)
+        .body(full(""))
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let b = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    (parts.status, parts.headers, json(&b))
+}
+
+#[tokio::test]
+async fn plan_and_own_settings_run_both_phases_with_the_routes_other_plugins() {
+    // The route sets a header after authentication; a plan's consumer (its chain compiled
+    // at load) and a consumer with settings of its own (merged per request) both get the
+    // route's header upstream and their own limit's headers back; a consumer without either
+    // gets the route alone.
+    let up = echo_upstream(false).await;
+    let yaml = cfg(
+        up.addr,
+        None,
+        &format!(
+            "plans:\n  - name: p\n    plugins:\n      rate_limit: {{limits: [{{requests: 5, per: 1h, name: plan}}]}}\nconsumers:\n  - name: a\n    plan: p\n    keys: ['{}']\n  - name: b\n    keys: ['{}']\n    plugins:\n      rate_limit: {{limits: [{{requests: 7, per: 1h, name: own}}]}}\n  - name: c\n    keys: ['{}']\nroutes:\n{}",
+            format_key_hash(b"ka"),
+            format_key_hash(b"kb"),
+            format_key_hash(b"kc"),
+            route(
+                "r",
+                "/",
+                "{key_auth: {}, request_headers: {set: {x-route: 'yes'}}}"
+            )
+        ),
+    );
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    for (key, policy) in [
+        ("ka", Some("\"plan\";q=5;w=3600")),
+        ("kb", Some("\"own\";q=7;w=3600")),
+        ("kc", None),
+    ] {
+        for _ in 0..2 {
+            let (s, h, body) = send_body(a, key).await;
+            assert_eq!(s, StatusCode::OK, "{key}");
+            assert_eq!(
+                body["headers"]["x-route"], "yes",
+                "{key}: the route's plugin ran"
+            );
+            assert_eq!(
+                h.get("ratelimit-policy").map(|v| v.to_str().unwrap()),
+                policy,
+                "{key}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn spike_arrest_longer_than_the_window_is_a_config_error() {
     let up = echo_upstream(false).await;
