@@ -527,6 +527,55 @@ async fn a_waiter_whose_client_goes_away_leaves_the_queue() {
     }
 }
 
+#[tokio::test]
+async fn a_plans_concurrency_limit_holds_the_place_until_the_body_ends() {
+    // Set on a plan (not the route), the limit has no exchange stage of its own on the
+    // route: the place stays with the request until its response body has ended.
+    let (up, gates, _) = gated().await;
+    let hash = torii_plugins::consumers::format_key_hash(b"pk");
+    let gw = gateway(&cfg(
+        up,
+        None,
+        &format!(
+            "  - name: c\n    match: {{path_prefix: /c}}\n    upstream: up\n    plugins: {{key_auth: {{}}}}\nplans:\n  - name: one-at-a-time\n    plugins:\n      concurrency_limit: {{max_in_flight: 1}}\nconsumers:\n  - name: p\n    plan: one-at-a-time\n    keys: ['{hash}']\n"
+        ),
+    ))
+    .await;
+    let addr = addr(&gw).await;
+    let send = move |id: &'static str| async move {
+        let req = http::Request::get(format!("http://{addr}/c"))
+            .header("x-api-key", "pk")
+            .header("x-id", id)
+            .body(full(""))
+            .unwrap();
+        h1_client().request(req).await.unwrap()
+    };
+    let first = send("first").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(
+        send("second").await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the place is held while the body runs"
+    );
+    gates.open("first");
+    let _ = http_body_util::BodyExt::collect(first.into_body()).await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = send("third").await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in ["second", "third"] {
+        gates.open(id);
+    }
+}
+
 fn route_with(name: &str, path: &str, plugin: &str, settings: &str) -> String {
     format!(
         "  - name: {name}\n    match: {{path_prefix: {path}}}\n    upstream: up\n    plugins:\n      {plugin}: {settings}\n"
