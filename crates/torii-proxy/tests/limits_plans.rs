@@ -27,17 +27,6 @@ fn route(name: &str, path: &str, plugins: &str) -> String {
     )
 }
 
-async fn send(addr: SocketAddr, path: &str, header: (&str, &str)) -> (StatusCode, http::HeaderMap) {
-    let req = http::Request::get(format!("http://{addr}{path}"))
-        .header(header.0, header.1)
-        .body(full(""))
-        .unwrap();
-    let resp = h1_client().request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    let _ = http_body_util::BodyExt::collect(body).await;
-    (parts.status, parts.headers)
-}
-
 #[tokio::test]
 async fn a_sliding_window_admits_its_limit_and_says_when_room_returns() {
     let up = echo_upstream(false).await;
@@ -50,17 +39,20 @@ async fn a_sliding_window_admits_its_limit_and_says_when_room_returns() {
     .await;
     let a = addr(&gw).await;
     for left in [3, 2, 1, 0] {
-        let (s, h) = send(a, "/s", ("x-client", "k")).await;
+        let (s, h) = get_with_header(a, "/s", ("x-client", "k")).await;
         assert_eq!(s, StatusCode::OK);
         let rl = h["ratelimit"].to_str().unwrap();
         assert!(rl.starts_with(&format!("\"hourly\";r={left};t=")), "{rl}");
     }
-    let (s, h) = send(a, "/s", ("x-client", "k")).await;
+    let (s, h) = get_with_header(a, "/s", ("x-client", "k")).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     // The first sub-window leaves the window after at most 1 h + 6 min.
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((3600..=3960).contains(&retry), "{retry}");
-    assert_eq!(send(a, "/s", ("x-client", "other")).await.0, StatusCode::OK);
+    assert_eq!(
+        get_with_header(a, "/s", ("x-client", "other")).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -83,7 +75,7 @@ async fn a_sliding_window_in_redis_is_exact_across_two_gateways() {
         let key = key.clone();
         let a = if i % 2 == 0 { a1 } else { a2 };
         tasks.push(tokio::spawn(async move {
-            let (s, h) = send(a, "/s", ("x-client", &key)).await;
+            let (s, h) = get_with_header(a, "/s", ("x-client", &key)).await;
             assert!(
                 h.get("torii-ratelimit-degraded").is_none(),
                 "redis answered"
@@ -125,7 +117,10 @@ async fn spike_arrest_holds_early_requests_back_instead_of_refusing_them() {
         let key = run_id();
         for _ in 0..10 {
             let start = Instant::now();
-            assert_eq!(send(a, path, ("x-client", &key)).await.0, StatusCode::OK);
+            assert_eq!(
+                get_with_header(a, path, ("x-client", &key)).await.0,
+                StatusCode::OK
+            );
             assert!(
                 start.elapsed() < Duration::from_millis(90),
                 "{path}: the burst is not held"
@@ -134,8 +129,8 @@ async fn spike_arrest_holds_early_requests_back_instead_of_refusing_them() {
         // The next two are early by about 100 and 200 ms: held back, then let through.
         let start = Instant::now();
         let (first, second) = tokio::join!(
-            send(a, path, ("x-client", &key)),
-            send(a, path, ("x-client", &key))
+            get_with_header(a, path, ("x-client", &key)),
+            get_with_header(a, path, ("x-client", &key))
         );
         assert_eq!(
             (first.0, second.0),
@@ -148,7 +143,7 @@ async fn spike_arrest_holds_early_requests_back_instead_of_refusing_them() {
             start.elapsed()
         );
         // One more is more than 250 ms early (unless the machine stalled for 100 ms since).
-        let (s, _) = send(a, path, ("x-client", &key)).await;
+        let (s, _) = get_with_header(a, path, ("x-client", &key)).await;
         if start.elapsed() < Duration::from_millis(250) {
             assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{path}");
         }
@@ -180,30 +175,42 @@ async fn a_limit_per_credential_counts_each_key_of_a_consumer_apart() {
     let a = addr(&gw).await;
     for _ in 0..2 {
         assert_eq!(
-            send(a, "/cred", ("x-api-key", "key-one")).await.0,
+            get_with_header(a, "/cred", ("x-api-key", "key-one"))
+                .await
+                .0,
             StatusCode::OK
         );
     }
     assert_eq!(
-        send(a, "/cred", ("x-api-key", "key-one")).await.0,
+        get_with_header(a, "/cred", ("x-api-key", "key-one"))
+            .await
+            .0,
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(
-        send(a, "/cred", ("x-api-key", "key-two")).await.0,
+        get_with_header(a, "/cred", ("x-api-key", "key-two"))
+            .await
+            .0,
         StatusCode::OK,
         "the other key has its own count"
     );
     // Keyed by consumer, both keys share one count.
     assert_eq!(
-        send(a, "/cons", ("x-api-key", "key-one")).await.0,
+        get_with_header(a, "/cons", ("x-api-key", "key-one"))
+            .await
+            .0,
         StatusCode::OK
     );
     assert_eq!(
-        send(a, "/cons", ("x-api-key", "key-two")).await.0,
+        get_with_header(a, "/cons", ("x-api-key", "key-two"))
+            .await
+            .0,
         StatusCode::OK
     );
     assert_eq!(
-        send(a, "/cons", ("x-api-key", "key-two")).await.0,
+        get_with_header(a, "/cons", ("x-api-key", "key-two"))
+            .await
+            .0,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
@@ -242,7 +249,7 @@ async fn a_consumer_moved_to_another_plan_keeps_its_usage() {
     let a = addr(&gw).await;
     let key = ("x-api-key", "a-key");
     for left in [2, 1] {
-        let (s, h) = send(a, "/", key).await;
+        let (s, h) = get_with_header(a, "/", key).await;
         assert_eq!(s, StatusCode::OK);
         // The plan's plugins answer with their headers (the consumer's response phase).
         let rl = h["ratelimit"].to_str().unwrap();
@@ -273,13 +280,13 @@ async fn a_consumer_moved_to_another_plan_keeps_its_usage() {
     )
     .await
     .unwrap();
-    let (s, h) = send(a, "/", key).await;
+    let (s, h) = get_with_header(a, "/", key).await;
     assert_eq!(s, StatusCode::OK);
     let rl = h["ratelimit"].to_str().unwrap();
     assert!(rl.starts_with("\"hourly\";r=7;"), "10 - 3 used: {rl}");
     assert!(rl.contains("\"daily\";r=17;"), "20 - 3 used: {rl}");
     // Bob, still on free, has his own counts.
-    let (s, h) = send(a, "/", ("x-api-key", "b-key")).await;
+    let (s, h) = get_with_header(a, "/", ("x-api-key", "b-key")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(h["ratelimit-policy"].to_str().unwrap().contains("q=3"));
 }

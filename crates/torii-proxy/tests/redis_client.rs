@@ -21,14 +21,7 @@ fn cfg(upstream: SocketAddr, redis: &str) -> String {
 }
 
 async fn send(addr: SocketAddr, key: &str) -> (StatusCode, http::HeaderMap) {
-    let req = http::Request::get(format!("http://{addr}/"))
-        .header("x-client", key)
-        .body(full(""))
-        .unwrap();
-    let resp = h1_client().request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    let _ = http_body_util::BodyExt::collect(body).await;
-    (parts.status, parts.headers)
+    get_with_header(addr, "/", ("x-client", key)).await
 }
 
 /// Sends until an answer comes from Redis (not degraded), within `within`.

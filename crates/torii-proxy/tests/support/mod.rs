@@ -280,3 +280,19 @@ impl http_body::Body for Channel {
             .map(|m| m.map(|r| r.map(http_body::Frame::data).map_err(|()| "broken".into())))
     }
 }
+
+/// GET `path` with one header; the status and headers, the body read and dropped.
+pub async fn get_with_header(
+    addr: SocketAddr,
+    path: &str,
+    header: (&str, &str),
+) -> (http::StatusCode, http::HeaderMap) {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header(header.0, header.1)
+        .body(full(""))
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let _ = body.collect().await;
+    (parts.status, parts.headers)
+}
