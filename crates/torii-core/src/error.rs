@@ -54,6 +54,9 @@ pub enum ErrorKind {
     UpstreamSaturated,
     /// The upstream sent no response head in time.
     UpstreamTimeout,
+    /// The request asked for a stored response only (`Cache-Control: only-if-cached`) and
+    /// the cache has none it may use: 504 (RFC 9111 section 5.2.1.7).
+    NotCached,
     /// The upstream broke the exchange (reset, protocol error, closed early).
     UpstreamReset,
     /// The gateway is shutting down.
@@ -89,7 +92,7 @@ impl ErrorKind {
             | ErrorKind::ConcurrencyLimited
             | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::UpstreamTimeout | ErrorKind::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
@@ -117,6 +120,7 @@ impl ErrorKind {
             ErrorKind::ConcurrencyLimited => "concurrency_limited",
             ErrorKind::UpstreamSaturated => "upstream_saturated",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::NotCached => "not_cached",
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Internal => "internal_error",
@@ -137,6 +141,7 @@ impl ErrorKind {
                 8
             } // RESOURCE_EXHAUSTED
             ErrorKind::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
+            ErrorKind::NotCached => 14,      // UNAVAILABLE
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
             ErrorKind::UpstreamPoolExhausted
             | ErrorKind::NoHealthyTarget
@@ -169,6 +174,7 @@ impl ErrorKind {
             | ErrorKind::Unauthorized(_)
             | ErrorKind::RateLimited(_)
             | ErrorKind::ConcurrencyLimited
+            | ErrorKind::NotCached
             | ErrorKind::Forbidden => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect

@@ -50,7 +50,29 @@ pub struct BuildCtx<'a> {
     state: &'a StateRegistry,
     plugin: &'static str,
     settings: &'a Value,
-    redact: &'a std::sync::Mutex<Vec<String>>,
+    load: &'a Load,
+}
+
+/// What the plugin builds of one load share: secret query parameters they name, and the
+/// cache's memory tier and counters.
+pub(crate) struct Load {
+    redact: std::sync::Mutex<Vec<String>>,
+    /// `cache.memory` of the config.
+    cache_bytes: u64,
+    cache: std::sync::Mutex<Option<Arc<torii_cache::Memory>>>,
+    cache_counters: std::sync::Mutex<Vec<(String, Arc<torii_cache::status::Counters>)>>,
+}
+
+impl Load {
+    /// A load whose cache memory tier holds `cache_bytes`.
+    pub(crate) fn new(cache_bytes: u64) -> Self {
+        Self {
+            redact: std::sync::Mutex::new(Vec::new()),
+            cache_bytes,
+            cache: std::sync::Mutex::new(None),
+            cache_counters: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl BuildCtx<'_> {
@@ -117,10 +139,35 @@ impl BuildCtx<'_> {
 
     /// Marks a query parameter as secret: the access log redacts its value.
     pub fn redact_query_param(&self, name: &str) {
-        let mut r = self.redact.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.load.redact.lock().unwrap_or_else(|e| e.into_inner());
         if !r.iter().any(|n| n == name) {
             r.push(name.to_string());
         }
+    }
+
+    /// The process's cache memory tier (`cache.memory`): one for every route, kept across
+    /// reloads that keep its size.
+    pub fn cache_memory(&self) -> Arc<torii_cache::Memory> {
+        let mut slot = self.load.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = &*slot {
+            return m.clone();
+        }
+        let bytes = self.load.cache_bytes;
+        let m = self.state.get_or_insert(
+            StateKey::new("cache", "process", &Value::from(bytes)),
+            || torii_cache::Memory::new(bytes),
+        );
+        *slot = Some(m.clone());
+        m
+    }
+
+    /// Shows a cache's counters on `/metrics`, labelled with this scope.
+    pub fn register_cache_counters(&self, c: Arc<torii_cache::status::Counters>) {
+        self.load
+            .cache_counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.scope.to_string(), c));
     }
 }
 
@@ -146,6 +193,10 @@ pub struct Compiled {
     pub upstreams: torii_upstream::Upstreams,
     /// The gateway's Redis, when the config has `redis`.
     pub redis: Option<Arc<torii_store::Redis>>,
+    /// The cache's memory tier, when a route caches.
+    pub cache: Option<Arc<torii_cache::Memory>>,
+    /// Each cache's counters, by scope (`route:<name>`, `global`).
+    pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -205,7 +256,7 @@ impl Catalog {
         &self,
         upstreams: &torii_upstream::Upstreams,
         redis: Option<&Arc<torii_store::Redis>>,
-        redact: &std::sync::Mutex<Vec<String>>,
+        load: &Load,
         map: &PluginMap,
         base: &[Seg],
         scope: &str,
@@ -246,7 +297,7 @@ impl Catalog {
                 state: &self.state,
                 plugin: reg.name,
                 settings,
-                redact,
+                load,
             };
             match (reg.build)(settings, &ctx) {
                 Ok(plugin) => {
@@ -295,7 +346,7 @@ impl PluginCatalog for Catalog {
         let generation = self.state.begin();
         // Secret query parameters of this build (a catalog may serve concurrent loads: this
         // list is the build's own).
-        let redact = std::sync::Mutex::new(Vec::new());
+        let load = Load::new(config.cache.memory.0);
         let mut errors = Vec::new();
         // Upstreams first: plugins are handed the ones they name.
         let upstreams = match self.registry.build(&config.upstreams) {
@@ -332,7 +383,7 @@ impl PluginCatalog for Catalog {
         let global = self.build_map(
             &upstreams,
             redis.as_ref(),
-            &redact,
+            &load,
             &config.plugins,
             &[key("plugins")],
             "global",
@@ -348,7 +399,7 @@ impl PluginCatalog for Catalog {
             let map = self.build_map(
                 &upstreams,
                 redis.as_ref(),
-                &redact,
+                &load,
                 &p.plugins,
                 &[key("plans"), Seg::Index(i), key("plugins")],
                 &format!("plan:{}", p.name),
@@ -371,7 +422,7 @@ impl PluginCatalog for Catalog {
             let own = self.build_map(
                 &upstreams,
                 redis.as_ref(),
-                &redact,
+                &load,
                 &c.plugins,
                 &[key("consumers"), Seg::Index(i), key("plugins")],
                 &format!("consumer:{}", c.name),
@@ -413,7 +464,7 @@ impl PluginCatalog for Catalog {
             let own = self.build_map(
                 &upstreams,
                 redis.as_ref(),
-                &redact,
+                &load,
                 &r.plugins,
                 &[base[0].clone(), base[1].clone(), key("plugins")],
                 &format!("route:{}", r.name),
@@ -515,7 +566,12 @@ impl PluginCatalog for Catalog {
             consumer_plugins,
             directory,
             identity: IdentityHeaders::new(&config.identity),
-            redact_query_params: redact.into_inner().unwrap_or_else(|e| e.into_inner()),
+            redact_query_params: load.redact.into_inner().unwrap_or_else(|e| e.into_inner()),
+            cache: load.cache.into_inner().unwrap_or_else(|e| e.into_inner()),
+            cache_counters: load
+                .cache_counters
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner()),
             generation,
             upstreams,
             redis,

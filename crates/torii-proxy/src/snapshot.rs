@@ -90,6 +90,10 @@ pub struct Snapshot {
     pub upstreams: torii_upstream::Upstreams,
     /// The gateway's Redis (for `/metrics` and `/redis`), when configured.
     pub redis: Option<Arc<torii_store::Redis>>,
+    /// The response cache's memory tier and each cache's counters (for `/metrics`).
+    pub cache: Option<Arc<torii_cache::Memory>>,
+    /// Each cache's counters, by scope.
+    pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
     /// Read-ahead of upstream response bodies (`None`: off).
     pub spool: Option<Arc<crate::spool::Spooling>>,
     /// Query parameters redacted in logs.
@@ -220,6 +224,8 @@ impl Snapshot {
             spool: spooling(&config.server.response_buffering, metrics),
             upstreams: plugins.upstreams.clone(),
             redis: plugins.redis.clone(),
+            cache: plugins.cache.clone(),
+            cache_counters: plugins.cache_counters.clone(),
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();
                 for q in plugins.redact_query_params {

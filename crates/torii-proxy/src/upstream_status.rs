@@ -65,8 +65,35 @@ fn redis_metrics(r: &torii_store::Redis, out: &mut String) {
     );
 }
 
+/// The response cache's series: per cache (labelled by its scope, `route:<name>` or
+/// `global`) what happened to requests, and the memory tier's size and evictions.
+fn cache_metrics(snap: &Snapshot, out: &mut String) {
+    let Some(m) = &snap.cache else { return };
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    out.push_str("# TYPE torii_cache_requests_total counter\n");
+    for (scope, c) in &snap.cache_counters {
+        for (result, n) in c.values() {
+            let _ = writeln!(
+                out,
+                "torii_cache_requests_total{{scope=\"{}\",result=\"{result}\"}} {n}",
+                esc(scope)
+            );
+        }
+    }
+    out.push_str("# TYPE torii_cache_memory_bytes gauge\n");
+    let _ = writeln!(out, "torii_cache_memory_bytes {}", m.bytes());
+    out.push_str("# TYPE torii_cache_memory_entries gauge\n");
+    let _ = writeln!(out, "torii_cache_memory_entries {}", m.len());
+    out.push_str("# TYPE torii_cache_evictions_total counter\n");
+    let _ = writeln!(out, "torii_cache_evictions_total {}", m.evictions());
+}
+
 /// Appends the upstream (and Redis) series to a Prometheus text exposition.
 pub fn render_metrics(snap: &Snapshot, out: &mut String) {
+    cache_metrics(snap, out);
     if let Some(r) = &snap.redis {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');

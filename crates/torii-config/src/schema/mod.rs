@@ -56,6 +56,28 @@ pub struct Config {
     /// Off when absent.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// The response cache's process-wide settings (the `cache` plugin turns caching on per
+    /// route).
+    #[serde(default)]
+    pub cache: CacheStore,
+}
+
+/// Where the `cache` plugin keeps responses.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheStore {
+    /// Bytes of responses held in this process's memory, for every route together (bodies,
+    /// fields and a small overhead per entry). When full, the least useful entries go
+    /// (S3-FIFO). Default 256MiB, at least 1MiB.
+    pub memory: ByteSize,
+}
+
+impl Default for CacheStore {
+    fn default() -> Self {
+        Self {
+            memory: ByteSize(256 << 20),
+        }
+    }
 }
 
 /// The gateway's one Redis client.

@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod basic_auth;
 pub mod bot_detection;
+pub mod cache;
 pub mod concurrency_limit;
 pub mod cors;
 pub mod forward_auth;
@@ -42,5 +43,6 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<quota::Quota>(),
         Registration::of::<rate_limit::RateLimit>(),
         Registration::of::<concurrency_limit::ConcurrencyLimit>(),
+        Registration::of::<cache::Cache>(),
     ]
 }

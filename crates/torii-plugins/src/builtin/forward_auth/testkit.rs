@@ -136,7 +136,7 @@ pub(crate) fn build_with<F: PluginFactory>(
     let directory = Arc::new(Directory::build(&list).unwrap_or_else(|_| panic!("consumers")));
     let registry = torii_upstream::Registry::default();
     let upstreams = torii_upstream::Upstreams::default();
-    let redact = Mutex::new(Vec::new());
+    let load = crate::Load::new(64 << 20);
     let reg = Registration::of::<F>();
     let ctx = BuildCtx {
         directory: &directory,
@@ -147,7 +147,7 @@ pub(crate) fn build_with<F: PluginFactory>(
         state,
         plugin: reg.name,
         settings: &settings,
-        redact: &redact,
+        load: &load,
     };
     (reg.build)(&settings, &ctx)
 }

@@ -1,0 +1,219 @@
+//! Cache keys: what makes two requests ask for the same stored response.
+//!
+//! A key is the SHA-256 of its parts, each length-prefixed (so no choice of values can make
+//! two different part lists read alike): the route's namespace, the host, the path, the
+//! query (as sent, sorted, only chosen parameters, or none), chosen request headers and,
+//! optionally, the consumer. The method is not part of it: only `GET` responses are stored,
+//! and `HEAD` is answered from them. 256 bits make collisions a non-issue, so an entry found
+//! by its key is the response for that key, and the same digest can name the entry in a
+//! shared store.
+
+use aws_lc_rs::digest::{Context, SHA256};
+use http::{HeaderMap, HeaderName};
+
+/// A key (or a variant's key): a SHA-256 digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub [u8; 32]);
+
+/// Which query parameters take part in the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// The query string as the client sent it.
+    AsSent,
+    /// Every parameter, sorted (`?b=2&a=1` and `?a=1&b=2` share an entry).
+    Sorted,
+    /// Only these parameters (sorted by name, in the key in this order); others are ignored.
+    Only(Box<[String]>),
+    /// No query at all.
+    Ignored,
+}
+
+/// How a route builds its keys, made at config load.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// Keeps routes apart (`route:<name>`): two routes never share entries.
+    pub namespace: String,
+    /// Whether the host is part of the key.
+    pub host: bool,
+    /// The query's part.
+    pub query: Query,
+    /// Request headers whose values are part of the key.
+    pub headers: Box<[HeaderName]>,
+    /// Whether the consumer is part of the key (each consumer its own entries).
+    pub consumer: bool,
+}
+
+/// What a request contributes to its key.
+pub struct Parts<'a> {
+    /// The effective host (lowercase, no port).
+    pub host: &'a str,
+    /// The path.
+    pub path: &'a str,
+    /// The query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The consumer's name, once authenticated.
+    pub consumer: Option<&'a str>,
+}
+
+fn put(ctx: &mut Context, part: &[u8]) {
+    ctx.update(&(part.len() as u64).to_be_bytes());
+    ctx.update(part);
+}
+
+fn finish(ctx: Context) -> Key {
+    let mut k = [0u8; 32];
+    k.copy_from_slice(ctx.finish().as_ref());
+    Key(k)
+}
+
+impl KeySpec {
+    /// The key of a request.
+    pub fn key(&self, p: &Parts<'_>) -> Key {
+        let mut ctx = Context::new(&SHA256);
+        put(&mut ctx, self.namespace.as_bytes());
+        put(&mut ctx, if self.host { p.host.as_bytes() } else { b"" });
+        put(&mut ctx, p.path.as_bytes());
+        match (&self.query, p.query) {
+            (Query::AsSent, Some(q)) => put(&mut ctx, q.as_bytes()),
+            (Query::Sorted, Some(q)) => {
+                let mut pairs: Vec<&str> = q.split('&').filter(|s| !s.is_empty()).collect();
+                pairs.sort_unstable();
+                ctx.update(&(pairs.len() as u64).to_be_bytes());
+                for pair in pairs {
+                    put(&mut ctx, pair.as_bytes());
+                }
+            }
+            (Query::Only(names), Some(q)) => {
+                for name in names.iter() {
+                    // Every value of the parameter, in the order sent.
+                    for pair in q.split('&') {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        if k == name {
+                            put(&mut ctx, name.as_bytes());
+                            put(&mut ctx, v.as_bytes());
+                        }
+                    }
+                }
+            }
+            _ => put(&mut ctx, b""),
+        }
+        ctx.update(b"h");
+        for name in self.headers.iter() {
+            put_field(&mut ctx, name, p.headers);
+        }
+        if self.consumer {
+            put(&mut ctx, p.consumer.unwrap_or("").as_bytes());
+        }
+        finish(ctx)
+    }
+}
+
+/// Every line of a field, in order; a field that is absent is told apart from an empty one.
+fn put_field(ctx: &mut Context, name: &HeaderName, headers: &HeaderMap) {
+    let mut values = headers.get_all(name).iter().peekable();
+    if values.peek().is_none() {
+        ctx.update(b"-");
+        return;
+    }
+    ctx.update(b"+");
+    for v in values {
+        put(ctx, v.as_bytes());
+    }
+    ctx.update(b".");
+}
+
+/// The key of one variant of a response that varies on `names` (its `Vary` field): the
+/// resource's key and the request's values of those fields.
+pub fn variant(resource: &Key, names: &[HeaderName], headers: &HeaderMap) -> Key {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(&resource.0);
+    for name in names {
+        put(&mut ctx, name.as_str().as_bytes());
+        put_field(&mut ctx, name, headers);
+    }
+    finish(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(query: Query) -> KeySpec {
+        KeySpec {
+            namespace: "route:a".into(),
+            host: true,
+            query,
+            headers: Box::new([HeaderName::from_static("accept-language")]),
+            consumer: false,
+        }
+    }
+
+    fn key(s: &KeySpec, host: &str, path: &str, q: Option<&str>, h: &HeaderMap) -> Key {
+        s.key(&Parts {
+            host,
+            path,
+            query: q,
+            headers: h,
+            consumer: None,
+        })
+    }
+
+    #[test]
+    fn parts_are_delimited_and_query_modes_apply() {
+        let h = HeaderMap::new();
+        let s = spec(Query::AsSent);
+        assert_ne!(key(&s, "ab", "/c", None, &h), key(&s, "a", "b/c", None, &h));
+        assert_ne!(
+            key(&s, "a", "/", Some("b=1&a=2"), &h),
+            key(&s, "a", "/", Some("a=2&b=1"), &h)
+        );
+        let s = spec(Query::Sorted);
+        assert_eq!(
+            key(&s, "a", "/", Some("b=1&a=2"), &h),
+            key(&s, "a", "/", Some("a=2&b=1"), &h)
+        );
+        let s = spec(Query::Only(Box::new(["page".into()])));
+        assert_eq!(
+            key(&s, "a", "/", Some("page=2&utm=x"), &h),
+            key(&s, "a", "/", Some("utm=y&page=2"), &h)
+        );
+        assert_ne!(
+            key(&s, "a", "/", Some("page=2"), &h),
+            key(&s, "a", "/", Some("page=3"), &h)
+        );
+        let s = spec(Query::Ignored);
+        assert_eq!(
+            key(&s, "a", "/", Some("x=1"), &h),
+            key(&s, "a", "/", None, &h)
+        );
+    }
+
+    #[test]
+    fn headers_and_variants() {
+        let s = spec(Query::AsSent);
+        let mut fr = HeaderMap::new();
+        fr.insert(
+            "accept-language",
+            "fr".parse().unwrap_or_else(|_| unreachable!()),
+        );
+        let empty = HeaderMap::new();
+        let mut blank = HeaderMap::new();
+        blank.insert("accept-language", http::HeaderValue::from_static(""));
+        assert_ne!(
+            key(&s, "a", "/", None, &fr),
+            key(&s, "a", "/", None, &empty)
+        );
+        assert_ne!(
+            key(&s, "a", "/", None, &blank),
+            key(&s, "a", "/", None, &empty)
+        );
+        let r = key(&s, "a", "/", None, &empty);
+        let names = [HeaderName::from_static("accept-encoding")];
+        let mut gz = HeaderMap::new();
+        gz.insert("accept-encoding", http::HeaderValue::from_static("gzip"));
+        assert_ne!(variant(&r, &names, &gz), variant(&r, &names, &empty));
+        assert_eq!(variant(&r, &names, &gz), variant(&r, &names, &gz.clone()));
+    }
+}

@@ -1,0 +1,127 @@
+//! The in-process tier: a map bounded by bytes (bodies, fields and a fixed overhead per
+//! entry), with S3-FIFO eviction (quick_cache): new entries wait in a probation queue, so a
+//! scan of one-off URLs does not push out responses in steady use.
+
+use crate::Key;
+use crate::stored::Stored;
+use http::HeaderName;
+use quick_cache::{Lifecycle, Weighter};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a key holds.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// The resource varies on these request fields: its responses are under variant keys
+    /// ([`crate::key::variant`]).
+    Vary(Arc<[HeaderName]>),
+    /// A response.
+    Response(Arc<Stored>),
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl Weighter<Key, Object> for Weigh {
+    fn weight(&self, _: &Key, v: &Object) -> u64 {
+        match v {
+            Object::Vary(names) => 128 + 32 * names.len() as u64,
+            Object::Response(s) => s.weight(),
+        }
+    }
+}
+
+/// Counts evictions (entries pushed out for room, and entries too large to admit).
+#[derive(Clone, Default)]
+struct Evictions(Arc<AtomicU64>);
+
+impl Lifecycle<Key, Object> for Evictions {
+    type RequestState = ();
+
+    fn begin_request(&self) {}
+
+    fn on_evict(&self, _: &mut (), _: Key, _: Object) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Table =
+    quick_cache::sync::Cache<Key, Object, Weigh, quick_cache::DefaultHashBuilder, Evictions>;
+
+/// The memory tier of one process, shared by every route's cache.
+pub struct Memory {
+    table: Table,
+    evictions: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory")
+            .field("entries", &self.table.len())
+            .field("bytes", &self.table.weight())
+            .finish()
+    }
+}
+
+impl Memory {
+    /// A tier holding at most `bytes` (at least 1 MiB).
+    pub fn new(bytes: u64) -> Self {
+        let bytes = bytes.max(1 << 20);
+        let evictions = Evictions::default();
+        let counter = evictions.0.clone();
+        // Sized for 16 KiB entries on average; the table grows past that when they are
+        // smaller (the bound is the weight).
+        let items = usize::try_from(bytes / 16_384)
+            .unwrap_or(usize::MAX)
+            .max(64);
+        Self {
+            table: Table::with(items, bytes, Weigh, Default::default(), evictions),
+            evictions: counter,
+        }
+    }
+
+    /// The object under `key`.
+    pub fn get(&self, key: &Key) -> Option<Object> {
+        self.table.get(key)
+    }
+
+    /// Stores `object` under `key`, replacing what was there.
+    pub fn insert(&self, key: Key, object: Object) {
+        self.table.insert(key, object);
+    }
+
+    /// Removes what is under `key`.
+    pub fn remove(&self, key: &Key) {
+        self.table.remove(key);
+    }
+
+    /// Removes every response for which `f` holds (purges by tag).
+    pub fn retain(&self, f: impl Fn(&Key, &Object) -> bool) {
+        self.table.retain(|k, v| f(k, v));
+    }
+
+    /// Bytes held (by the entries' weights).
+    pub fn bytes(&self) -> u64 {
+        self.table.weight()
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The most bytes held.
+    pub fn capacity(&self) -> u64 {
+        self.table.capacity()
+    }
+
+    /// Entries evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}

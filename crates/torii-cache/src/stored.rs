@@ -1,0 +1,490 @@
+//! Stored responses: whether a response may be stored (RFC 9111 section 3 as a shared cache),
+//! how long it stays fresh, how old it is, and what it takes to use it again (client
+//! conditionals, revalidation, merging a 304).
+//!
+//! The rules come from `http-cache-semantics`: storability, the freshness lifetime (with the
+//! heuristic only where the RFC allows one), the request directives (`no-cache`, `max-age`,
+//! `min-fresh`, `max-stale`). This module adds what it leaves to the cache: `must-understand`,
+//! the RFC 5861 stale permissions, the route's own stale permissions, the `Age` a stored
+//! response is served with, and the gateway's rule that an authenticated request is stored
+//! only as the RFC allows for requests with `Authorization`.
+//!
+//! Freshness is decided once, when the response is stored (an instant on the monotonic
+//! clock). A request without `Cache-Control` or `Pragma` (nearly all of them) is then answered
+//! by comparing two instants; only requests with their own directives ask the policy again.
+
+use crate::directives;
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy, RequestLike};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What a route allows beyond the response's own directives.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The fraction of the time since `Last-Modified` used as a heuristic freshness lifetime
+    /// where the RFC allows one (0.1: the RFC's suggestion).
+    pub heuristic: f32,
+    /// Serve a stale response for this long past its freshness when the upstream fails (the
+    /// response's own `stale-if-error` wins when longer).
+    pub stale_if_error: Duration,
+    /// Serve a stale response for this long past its freshness while it is refreshed.
+    pub stale_while_revalidate: Duration,
+    /// The largest body stored.
+    pub max_object_size: u64,
+}
+
+/// Status codes whose caching rules a cache understands (RFC 9111 section 3: a response
+/// whose status is not understood is never stored).
+const UNDERSTOOD: &[u16] = &[
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// Fields a 304 never replaces in the stored response (RFC 9111 section 3.2).
+const KEPT_ON_304: &[HeaderName] = &[
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_RANGE,
+];
+
+/// Fields of a 304 answer made from a stored response (RFC 9110 section 15.4.5).
+const ON_304: &[HeaderName] = &[
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+    header::LAST_MODIFIED,
+];
+
+/// A response found storable, waiting for its body.
+pub struct Candidate {
+    policy: CachePolicy,
+    status: StatusCode,
+    headers: HeaderMap,
+    vary: Box<[HeaderName]>,
+    stored_at: Instant,
+    initial_age: Duration,
+    fresh_for: Duration,
+    stale_if_error: Duration,
+    stale_while_revalidate: Duration,
+    tags: Box<[Box<str>]>,
+}
+
+/// A stored response.
+#[derive(Debug)]
+pub struct Stored {
+    /// The status.
+    pub status: StatusCode,
+    /// The fields as sent to clients, without `Age`.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    policy: CachePolicy,
+    stored_at: Instant,
+    initial_age: Duration,
+    fresh_until: Instant,
+    stale_if_error: Duration,
+    stale_while_revalidate: Duration,
+    etag: Option<HeaderValue>,
+    last_modified: Option<SystemTime>,
+    /// Surrogate keys (`Surrogate-Key` / `Cache-Tag`), for purges by tag.
+    pub tags: Box<[Box<str>]>,
+    weight: u64,
+}
+
+static GET: Method = Method::GET;
+
+/// The request as the policy crate sees it: the key already says it asks for the stored
+/// resource (a key may ignore parts of the URI, such as tracking parameters).
+struct Presented<'a>(&'a http::request::Parts);
+
+impl RequestLike for Presented<'_> {
+    fn uri(&self) -> Uri {
+        self.0.uri.clone()
+    }
+    fn is_same_uri(&self, _: &Uri) -> bool {
+        true
+    }
+    fn method(&self) -> &Method {
+        // HEAD is answered from a stored GET.
+        if self.0.method == Method::HEAD {
+            &GET
+        } else {
+            &self.0.method
+        }
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.0.headers
+    }
+}
+
+fn options(s: &Settings) -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        cache_heuristic: s.heuristic,
+        ..CacheOptions::default()
+    }
+}
+
+/// The `Vary` field names of a response (lowercase), or `None` for `Vary: *` (never matches).
+fn vary(headers: &HeaderMap) -> Option<Box<[HeaderName]>> {
+    let mut names = Vec::new();
+    for v in headers.get_all(header::VARY) {
+        let Ok(v) = v.to_str() else { return None };
+        for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if n == "*" {
+                return None;
+            }
+            let name = HeaderName::from_bytes(n.as_bytes()).ok()?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Some(names.into_boxed_slice())
+}
+
+/// Surrogate keys of a response: space-separated in `Surrogate-Key`, comma-separated in
+/// `Cache-Tag`.
+fn tags(headers: &HeaderMap) -> Box<[Box<str>]> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    for (name, sep) in [("surrogate-key", ' '), ("cache-tag", ',')] {
+        for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+            for t in v.split(sep).map(str::trim).filter(|t| !t.is_empty()) {
+                if !out.iter().any(|o| &**o == t) {
+                    out.push(t.into());
+                }
+            }
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// Why a response was not stored (shown in `Cache-Status` as `detail`).
+pub type NotStored = &'static str;
+
+/// Whether the answer to `req` may be stored, and if so how long it stays fresh.
+/// `authenticated`: an authentication plugin identified the client and the key does not
+/// keep consumers apart; such a response is stored only when it says it may be shared
+/// (`public`, `s-maxage` or `must-revalidate`), as the RFC requires for `Authorization`.
+pub fn assess(
+    req: &http::request::Parts,
+    status: StatusCode,
+    headers: &HeaderMap,
+    authenticated: bool,
+    s: &Settings,
+) -> Result<Candidate, NotStored> {
+    if req.method != Method::GET {
+        return Err("method");
+    }
+    if !UNDERSTOOD.contains(&status.as_u16()) {
+        return Err("status");
+    }
+    let shareable = || {
+        directives::has(headers, "public")
+            || directives::has(headers, "s-maxage")
+            || directives::has(headers, "must-revalidate")
+    };
+    if authenticated && !shareable() {
+        return Err("authenticated");
+    }
+    if headers.contains_key(header::SET_COOKIE) && !directives::has(headers, "public") {
+        return Err("set-cookie");
+    }
+    let vary = vary(headers).ok_or("vary-star")?;
+    if let Some(n) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && n > s.max_object_size
+    {
+        return Err("too-large");
+    }
+    let now = SystemTime::now();
+    let resp = {
+        let mut r = http::Response::new(());
+        *r.status_mut() = status;
+        *r.headers_mut() = headers.clone();
+        // `must-understand` (RFC 9111 section 5.2.2.3): the status is understood (checked
+        // above), so `no-store` is ignored.
+        if directives::has(headers, "must-understand") {
+            let cc: Vec<String> = directives::all(headers)
+                .filter(|d| !d.name.eq_ignore_ascii_case("no-store"))
+                .map(|d| match d.value {
+                    Some(v) => format!("{}=\"{}\"", d.name, v.replace('"', "")),
+                    None => d.name.to_string(),
+                })
+                .collect();
+            r.headers_mut().remove(header::CACHE_CONTROL);
+            if let Ok(v) = HeaderValue::from_str(&cc.join(", ")) {
+                r.headers_mut().insert(header::CACHE_CONTROL, v);
+            }
+        }
+        r
+    };
+    let policy = CachePolicy::new_options(&Presented(req), &resp, now, options(s));
+    if !policy.is_storable() {
+        return Err("not-storable");
+    }
+    let mut stored_headers = headers.clone();
+    stored_headers.remove(header::AGE);
+    // Stale permissions: none where the response requires revalidation (RFC 9111 sections
+    // 4.2.4, 5.2.2.2, 5.2.2.4, 5.2.2.8, 5.2.2.10).
+    let strict = [
+        "must-revalidate",
+        "proxy-revalidate",
+        "s-maxage",
+        "no-cache",
+    ]
+    .iter()
+    .any(|d| directives::has(headers, d));
+    let permit = |own: &str, route: Duration| {
+        if strict {
+            Duration::ZERO
+        } else {
+            directives::seconds(headers, own).map_or(route, |d| d.max(route))
+        }
+    };
+    Ok(Candidate {
+        status,
+        vary,
+        stored_at: Instant::now(),
+        initial_age: policy.age(now),
+        fresh_for: policy.time_to_live(now),
+        stale_if_error: permit("stale-if-error", s.stale_if_error),
+        stale_while_revalidate: permit("stale-while-revalidate", s.stale_while_revalidate),
+        tags: tags(headers),
+        headers: stored_headers,
+        policy,
+    })
+}
+
+impl Candidate {
+    /// The `Vary` field names (empty: the response does not vary).
+    pub fn vary(&self) -> &[HeaderName] {
+        &self.vary
+    }
+
+    /// The stored response, with its body.
+    pub fn finish(self, body: Bytes) -> Stored {
+        let etag = self.headers.get(header::ETAG).cloned();
+        let last_modified = self
+            .headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let weight = 256
+            + body.len() as u64
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().len() + v.len() + 32) as u64)
+                .sum::<u64>();
+        Stored {
+            status: self.status,
+            headers: self.headers,
+            body,
+            policy: self.policy,
+            stored_at: self.stored_at,
+            initial_age: self.initial_age,
+            fresh_until: self.stored_at + self.fresh_for,
+            stale_if_error: self.stale_if_error,
+            stale_while_revalidate: self.stale_while_revalidate,
+            etag,
+            last_modified,
+            tags: self.tags,
+            weight,
+        }
+    }
+}
+
+/// Whether a stored response answers a request as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Use it.
+    Fresh,
+    /// It must be revalidated or fetched again first (stale, or the request's directives
+    /// ask for that).
+    Stale,
+}
+
+impl Stored {
+    /// Whether the stored response may answer `req` without asking the upstream.
+    pub fn freshness(&self, req: &http::request::Parts, now: Instant) -> Freshness {
+        let h = &req.headers;
+        if !h.contains_key(header::CACHE_CONTROL) && !h.contains_key(header::PRAGMA) {
+            return if now < self.fresh_until {
+                Freshness::Fresh
+            } else {
+                Freshness::Stale
+            };
+        }
+        match self
+            .policy
+            .before_request(&Presented(req), SystemTime::now())
+        {
+            BeforeRequest::Fresh(_) => Freshness::Fresh,
+            BeforeRequest::Stale { .. } => Freshness::Stale,
+        }
+    }
+
+    /// The response's age in seconds now (the `Age` field it is served with).
+    pub fn age(&self, now: Instant) -> u64 {
+        (self.initial_age + now.saturating_duration_since(self.stored_at)).as_secs()
+    }
+
+    /// Seconds of freshness left (negative: stale for that long).
+    pub fn ttl(&self, now: Instant) -> i64 {
+        if now < self.fresh_until {
+            (self.fresh_until - now).as_secs() as i64
+        } else {
+            -((now - self.fresh_until).as_secs() as i64)
+        }
+    }
+
+    fn stale_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.fresh_until)
+    }
+
+    /// Whether it may be served when the upstream failed.
+    pub fn usable_on_error(&self, now: Instant) -> bool {
+        self.stale_for(now) <= self.stale_if_error
+    }
+
+    /// Whether it may be served while it is refreshed.
+    pub fn usable_while_revalidating(&self, now: Instant) -> bool {
+        self.stale_for(now) <= self.stale_while_revalidate
+    }
+
+    /// How long it may still be kept: fresh, then stale but usable, and then still useful for
+    /// revalidation while it has a validator.
+    pub fn keep_until(&self) -> Instant {
+        self.fresh_until + self.stale_if_error.max(self.stale_while_revalidate)
+    }
+
+    /// Whether it has a validator (`ETag` or `Last-Modified`) to revalidate with.
+    pub fn has_validator(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
+
+    /// Its weight in the memory tier (bytes, roughly).
+    pub fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    /// The fields it is served with: the stored ones and `Age`.
+    pub fn headers_at(&self, now: Instant) -> HeaderMap {
+        let mut h = self.headers.clone();
+        h.insert(header::AGE, HeaderValue::from(self.age(now)));
+        h
+    }
+
+    /// Whether the client's conditional request (`If-None-Match`, else `If-Modified-Since`
+    /// on GET and HEAD) is answered 304 by this response (RFC 9110 section 13.2.2).
+    pub fn not_modified_for(&self, req: &http::request::Parts) -> bool {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return false;
+        }
+        let h = &req.headers;
+        if h.contains_key(header::IF_NONE_MATCH) {
+            let Some(etag) = &self.etag else {
+                return false;
+            };
+            let ours = opaque(etag.as_bytes());
+            return h
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .map(|t| t.trim_ascii())
+                .any(|t| t == b"*" || opaque(t) == ours);
+        }
+        match (
+            &self.last_modified,
+            h.get(header::IF_MODIFIED_SINCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok()),
+        ) {
+            (Some(lm), Some(since)) => *lm <= since,
+            _ => false,
+        }
+    }
+
+    /// The fields of a 304 made from this response.
+    pub fn not_modified_headers(&self, now: Instant) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(ON_304.len() + 2);
+        for name in ON_304 {
+            for v in self.headers.get_all(name) {
+                h.append(name.clone(), v.clone());
+            }
+        }
+        h.insert(header::AGE, HeaderValue::from(self.age(now)));
+        h
+    }
+
+    /// The head of the cache's own conditional request for this response: the client's head
+    /// without its conditionals and range, with this response's validators.
+    pub fn revalidation(&self, req: &http::request::Parts) -> http::request::Parts {
+        let mut r = req.clone();
+        if r.method == Method::HEAD {
+            r.method = Method::GET;
+        }
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+            header::RANGE,
+        ] {
+            r.headers.remove(name);
+        }
+        if let Some(e) = &self.etag {
+            r.headers.insert(header::IF_NONE_MATCH, e.clone());
+        }
+        if let Some(lm) = self.headers.get(header::LAST_MODIFIED) {
+            r.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+        }
+        r
+    }
+
+    /// The stored response updated by a 304 to the cache's revalidation (RFC 9111 section
+    /// 4.3.4): the 304's fields replace the stored ones (but the body's own), and freshness
+    /// starts again. `Err` when the updated response may no longer be stored (the caller
+    /// still answers this request with it).
+    pub fn refreshed(
+        &self,
+        req: &http::request::Parts,
+        not_modified: &HeaderMap,
+        authenticated: bool,
+        s: &Settings,
+    ) -> (HeaderMap, Result<Stored, NotStored>) {
+        let mut merged = self.headers.clone();
+        for name in not_modified.keys() {
+            if KEPT_ON_304.contains(name) {
+                continue;
+            }
+            merged.remove(name);
+            for v in not_modified.get_all(name) {
+                merged.append(name.clone(), v.clone());
+            }
+        }
+        let mut get = req.clone();
+        get.method = Method::GET;
+        let stored = assess(&get, self.status, &merged, authenticated, s)
+            .map(|c| c.finish(self.body.clone()));
+        merged.remove(header::AGE);
+        (merged, stored)
+    }
+}
+
+/// An entity tag without its weakness marker (weak comparison, RFC 9110 section 8.8.3.2).
+fn opaque(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+#[cfg(test)]
+mod tests;

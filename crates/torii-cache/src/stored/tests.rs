@@ -1,0 +1,283 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        heuristic: 0.1,
+        stale_if_error: Duration::ZERO,
+        stale_while_revalidate: Duration::ZERO,
+        max_object_size: 1 << 20,
+    }
+}
+
+fn req(method: Method, headers: &[(&'static str, &'static str)]) -> http::request::Parts {
+    let mut b = http::Request::builder().method(method).uri("/a?x=1");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn h(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut m = HeaderMap::new();
+    for (k, v) in fields {
+        m.append(*k, HeaderValue::from_static(v));
+    }
+    m
+}
+
+fn get() -> http::request::Parts {
+    req(Method::GET, &[])
+}
+
+fn stored(fields: &[(&'static str, &'static str)]) -> Stored {
+    assess(&get(), StatusCode::OK, &h(fields), false, &settings())
+        .unwrap()
+        .finish(Bytes::from_static(b"body"))
+}
+
+#[test]
+fn storability_follows_the_rfc_for_a_shared_cache() {
+    let ok = |status: u16, fields: &[(&'static str, &'static str)], auth: bool| {
+        assess(
+            &get(),
+            StatusCode::from_u16(status).unwrap(),
+            &h(fields),
+            auth,
+            &settings(),
+        )
+        .map(|_| ())
+    };
+    assert!(ok(200, &[("cache-control", "max-age=60")], false).is_ok());
+    // Cacheable by default: stored without explicit freshness (heuristics may apply).
+    assert!(ok(404, &[], false).is_ok());
+    assert!(ok(200, &[("cache-control", "private, max-age=60")], false).is_err());
+    assert!(ok(200, &[("cache-control", "no-store")], false).is_err());
+    assert_eq!(
+        ok(206, &[("cache-control", "max-age=60")], false),
+        Err("status")
+    );
+    assert_eq!(
+        ok(500, &[("cache-control", "max-age=60")], false),
+        Err("status")
+    );
+    // Not cacheable by default and no explicit freshness.
+    assert!(ok(302, &[], false).is_err());
+    assert!(ok(302, &[("cache-control", "max-age=60")], false).is_ok());
+    assert_eq!(
+        ok(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "*")],
+            false
+        ),
+        Err("vary-star")
+    );
+    assert_eq!(
+        ok(200, &[("cache-control", "max-age=60")], true),
+        Err("authenticated")
+    );
+    assert!(ok(200, &[("cache-control", "public, max-age=60")], true).is_ok());
+    assert!(ok(200, &[("cache-control", "s-maxage=60")], true).is_ok());
+    assert_eq!(
+        ok(
+            200,
+            &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+            false
+        ),
+        Err("set-cookie")
+    );
+    assert_eq!(
+        ok(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("content-length", "2000000")
+            ],
+            false
+        ),
+        Err("too-large")
+    );
+    // must-understand with an understood status overrides no-store.
+    assert!(
+        ok(
+            200,
+            &[("cache-control", "must-understand, no-store, max-age=60")],
+            false
+        )
+        .is_ok()
+    );
+    let post = assess(
+        &req(Method::POST, &[]),
+        StatusCode::OK,
+        &h(&[("cache-control", "max-age=60")]),
+        false,
+        &settings(),
+    );
+    assert_eq!(post.err(), Some("method"));
+    let no_store_req = assess(
+        &req(Method::GET, &[("cache-control", "no-store")]),
+        StatusCode::OK,
+        &h(&[("cache-control", "max-age=60")]),
+        false,
+        &settings(),
+    );
+    assert!(no_store_req.is_err());
+}
+
+#[test]
+fn freshness_age_and_request_directives() {
+    let now = Instant::now();
+    let s = stored(&[("cache-control", "max-age=60"), ("age", "10")]);
+    assert_eq!(s.freshness(&get(), now), Freshness::Fresh);
+    assert_eq!(s.age(now), 10);
+    assert!((49..=50).contains(&s.ttl(now)));
+    assert_eq!(
+        s.freshness(&get(), now + Duration::from_secs(51)),
+        Freshness::Stale
+    );
+    // The request's own directives go through the policy.
+    let no_cache = req(Method::GET, &[("cache-control", "no-cache")]);
+    assert_eq!(s.freshness(&no_cache, now), Freshness::Stale);
+    let pragma = req(Method::GET, &[("pragma", "no-cache")]);
+    assert_eq!(s.freshness(&pragma, now), Freshness::Stale);
+    let young = req(Method::GET, &[("cache-control", "max-age=5")]);
+    assert_eq!(s.freshness(&young, now), Freshness::Stale);
+    let old_ok = req(Method::GET, &[("cache-control", "max-age=3600")]);
+    assert_eq!(s.freshness(&old_ok, now), Freshness::Fresh);
+    // HEAD is answered from the stored GET.
+    assert_eq!(s.freshness(&req(Method::HEAD, &[]), now), Freshness::Fresh);
+    let headers = s.headers_at(now);
+    assert_eq!(headers.get("age").unwrap(), "10");
+    assert_eq!(headers.get_all("age").iter().count(), 1);
+}
+
+#[test]
+fn stale_permissions() {
+    let route = Settings {
+        stale_if_error: Duration::from_secs(30),
+        ..settings()
+    };
+    let assess_with = |fields: &[(&'static str, &'static str)], s: &Settings| {
+        assess(&get(), StatusCode::OK, &h(fields), false, s)
+            .unwrap()
+            .finish(Bytes::new())
+    };
+    let now = Instant::now();
+    let later = now + Duration::from_secs(60 + 20);
+    let s = assess_with(&[("cache-control", "max-age=60")], &route);
+    assert!(s.usable_on_error(later));
+    assert!(!s.usable_on_error(later + Duration::from_secs(20)));
+    assert!(!s.usable_while_revalidating(later));
+    let s = assess_with(
+        &[("cache-control", "max-age=60, stale-while-revalidate=40")],
+        &settings(),
+    );
+    assert!(s.usable_while_revalidating(later));
+    assert!(!s.usable_on_error(later));
+    let s = assess_with(
+        &[(
+            "cache-control",
+            "max-age=60, must-revalidate, stale-if-error=600",
+        )],
+        &route,
+    );
+    assert!(!s.usable_on_error(later));
+    let s = assess_with(
+        &[("cache-control", "max-age=60, stale-if-error=600")],
+        &settings(),
+    );
+    assert!(s.usable_on_error(later));
+}
+
+#[test]
+fn client_conditionals() {
+    let s = stored(&[
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("last-modified", "Sun, 06 Dec 2026 10:00:00 GMT"),
+    ]);
+    let inm = |v: &'static str| req(Method::GET, &[("if-none-match", v)]);
+    assert!(s.not_modified_for(&inm("\"v1\"")));
+    assert!(s.not_modified_for(&inm("W/\"v1\"")));
+    assert!(s.not_modified_for(&inm("\"v0\", \"v1\"")));
+    assert!(s.not_modified_for(&inm("*")));
+    assert!(!s.not_modified_for(&inm("\"v2\"")));
+    // If-None-Match wins over If-Modified-Since.
+    let both = req(
+        Method::GET,
+        &[
+            ("if-none-match", "\"v2\""),
+            ("if-modified-since", "Sun, 06 Dec 2026 11:00:00 GMT"),
+        ],
+    );
+    assert!(!s.not_modified_for(&both));
+    let ims = |v: &'static str| req(Method::GET, &[("if-modified-since", v)]);
+    assert!(s.not_modified_for(&ims("Sun, 06 Dec 2026 10:00:00 GMT")));
+    assert!(!s.not_modified_for(&ims("Sun, 06 Dec 2026 09:59:59 GMT")));
+    assert!(!s.not_modified_for(&ims("yesterday")));
+    let h304 = s.not_modified_headers(Instant::now());
+    assert_eq!(h304.get("etag").unwrap(), "\"v1\"");
+    assert!(h304.get("content-length").is_none());
+}
+
+#[test]
+fn revalidation_and_304_merge() {
+    let s = stored(&[
+        ("cache-control", "max-age=0"),
+        ("etag", "\"v1\""),
+        ("content-length", "4"),
+        ("x-a", "old"),
+    ]);
+    let r = s.revalidation(&req(
+        Method::HEAD,
+        &[("if-none-match", "\"mine\""), ("range", "bytes=0-1")],
+    ));
+    assert_eq!(r.method, Method::GET);
+    assert_eq!(r.headers.get("if-none-match").unwrap(), "\"v1\"");
+    assert!(r.headers.get("range").is_none());
+    let (merged, again) = s.refreshed(
+        &get(),
+        &h(&[
+            ("cache-control", "max-age=60"),
+            ("x-a", "new"),
+            ("content-length", "0"),
+        ]),
+        false,
+        &settings(),
+    );
+    assert_eq!(merged.get("x-a").unwrap(), "new");
+    assert_eq!(merged.get("content-length").unwrap(), "4");
+    let again = again.unwrap();
+    assert_eq!(again.freshness(&get(), Instant::now()), Freshness::Fresh);
+    assert_eq!(&again.body[..], b"body");
+    // A 304 that forbids storing: answered once, not kept.
+    let (_, gone) = s.refreshed(
+        &get(),
+        &h(&[("cache-control", "no-store")]),
+        false,
+        &settings(),
+    );
+    assert!(gone.is_err());
+}
+
+#[test]
+fn vary_and_tags() {
+    let c = assess(
+        &get(),
+        StatusCode::OK,
+        &h(&[
+            ("cache-control", "max-age=60"),
+            ("vary", "Accept-Encoding, accept-language"),
+            ("vary", "accept-encoding"),
+            ("surrogate-key", "a b"),
+            ("cache-tag", "b, c"),
+        ]),
+        false,
+        &settings(),
+    )
+    .unwrap();
+    assert_eq!(c.vary().len(), 2);
+    let s = c.finish(Bytes::new());
+    let tags: Vec<&str> = s.tags.iter().map(|t| &**t).collect();
+    assert_eq!(tags, ["a", "b", "c"]);
+}

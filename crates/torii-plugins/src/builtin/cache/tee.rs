@@ -1,0 +1,102 @@
+//! Storing a response while it streams to the client: the body's frames are kept (shared,
+//! not copied) up to `max_object_size`, and the response is stored when its last byte has
+//! passed. A body that grows past the limit, carries trailers, breaks, or is abandoned by the
+//! client is not stored; it still reaches the client unchanged. Dropping the fill releases
+//! the requests waiting for it (coalescing).
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderName;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use torii_cache::flights::Leader;
+use torii_cache::status::Counters;
+use torii_cache::stored::Candidate;
+use torii_cache::{Key, Memory, Object};
+use torii_core::layered::{Concern, Polled};
+
+/// A response being stored.
+pub(super) struct Fill {
+    pub candidate: Candidate,
+    /// Where it goes (the variant's key when it varies).
+    pub key: Key,
+    /// The resource's key (where the `Vary` marker goes).
+    pub resource: Key,
+    pub memory: Arc<Memory>,
+    pub counters: Arc<Counters>,
+    pub max: u64,
+    /// Held until the response is stored or given up.
+    pub _leader: Option<Leader>,
+    pub chunks: Vec<Bytes>,
+    pub len: u64,
+}
+
+impl Fill {
+    fn store(mut self) {
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut b = BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
+                for c in &self.chunks {
+                    b.extend_from_slice(c);
+                }
+                b.freeze()
+            }
+        };
+        let vary: Arc<[HeaderName]> = self.candidate.vary().into();
+        let stored = Arc::new(self.candidate.finish(body));
+        if !vary.is_empty() {
+            self.memory.insert(self.resource, Object::Vary(vary));
+        }
+        self.memory.insert(self.key, Object::Response(stored));
+        Counters::add(&self.counters.stored);
+        // `self._leader` is dropped here: the waiters find the stored response.
+    }
+}
+
+/// The body concern that fills the store.
+pub(super) struct Tee(pub Option<Fill>);
+
+impl Tee {
+    fn finish(&mut self) {
+        if let Some(f) = self.0.take() {
+            f.store();
+        }
+    }
+}
+
+impl Concern for Tee {
+    fn polled(&mut self, polled: Polled, end: bool, _: &mut Context<'_>) -> Polled {
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(f) = &mut self.0 {
+                    match frame.data_ref() {
+                        Some(d) => {
+                            f.len += d.len() as u64;
+                            if f.len > f.max {
+                                self.0 = None;
+                            } else if !d.is_empty() {
+                                f.chunks.push(d.clone());
+                            }
+                        }
+                        // Trailers: such responses are not stored.
+                        None => self.0 = None,
+                    }
+                }
+                if end {
+                    self.finish();
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) => self.0 = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn dropped(&mut self, ended: bool) {
+        if ended {
+            self.finish();
+        }
+    }
+}

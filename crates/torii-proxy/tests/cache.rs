@@ -1,0 +1,518 @@
+//! The response cache (`cache` plugin) against fake upstreams that count their requests.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use support::*;
+
+/// An origin that counts its requests and answers with `respond(request, n)` (n from 1).
+async fn origin<F>(respond: F) -> (FakeUpstream, Arc<AtomicUsize>)
+where
+    F: Fn(&Request<Incoming>, usize) -> Response<BoxBody> + Send + Sync + 'static,
+{
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    let respond = Arc::new(respond);
+    let up = upstream(false, move |req: Request<Incoming>| {
+        let count = count.clone();
+        let respond = respond.clone();
+        async move {
+            let i = count.fetch_add(1, Ordering::SeqCst) + 1;
+            respond(&req, i)
+        }
+    })
+    .await;
+    (up, n)
+}
+
+fn resp(status: u16, fields: &[(&str, &str)], body: impl Into<Bytes>) -> Response<BoxBody> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in fields {
+        b = b.header(*k, *v);
+    }
+    b.body(full(body)).unwrap()
+}
+
+/// A gateway config with one route `name` to `up`.
+fn cfg_named(up: SocketAddr, name: &str, plugins: &str) -> String {
+    config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{up}'}}]\nroutes:\n  - name: {name}\n    match: {{path_prefix: /}}\n    upstream: up\n    plugins: {plugins}\n"
+    ))
+}
+
+/// The same with a route name of its own: every gateway of a test process shares the
+/// process's memory tier (as a reloaded gateway does), and route names keep their entries
+/// apart.
+fn cfg(up: SocketAddr, plugins: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    cfg_named(
+        up,
+        &format!("r{}", N.fetch_add(1, Ordering::SeqCst)),
+        plugins,
+    )
+}
+
+/// Sends `method path` with `fields`; the status, fields and body.
+async fn send(
+    a: SocketAddr,
+    method: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{a}{path}"));
+    for (k, v) in fields {
+        b = b.header(*k, *v);
+    }
+    let r = h1_client()
+        .request(b.body(full("")).unwrap())
+        .await
+        .unwrap();
+    let (p, body) = r.into_parts();
+    (
+        p.status,
+        p.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn cache_status(h: &HeaderMap) -> &str {
+    h.get("cache-status").map_or("", |v| v.to_str().unwrap())
+}
+
+/// A stored response is waited for by reading the whole body (the store happens as the last
+/// byte passes); this waits until a GET is a hit, bounded.
+async fn until_hit(a: SocketAddr, path: &str) {
+    for _ in 0..200 {
+        let (_, h, _) = send(a, "GET", path, &[("cache-control", "only-if-cached")]).await;
+        if cache_status(&h).contains("hit") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{path} never stored");
+}
+
+#[tokio::test]
+async fn fresh_responses_are_served_from_memory_with_age_head_and_304s() {
+    let (up, n) = origin(|_, i| {
+        resp(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("age", "3"),
+            ],
+            format!("body {i}"),
+        )
+    })
+    .await;
+    let gw = gateway(&cfg_named(up.addr, "fresh", "{cache: {x_cache: true}}")).await;
+    let a = addr(&gw).await;
+    let (s, h, b) = send(a, "GET", "/x", &[]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"body 1"[..]));
+    assert_eq!(
+        cache_status(&h),
+        "torii; fwd=uri-miss; fwd-status=200; stored"
+    );
+    assert_eq!(h.get("x-cache").unwrap(), "MISS");
+    let (s, h, b) = send(a, "GET", "/x", &[]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"body 1"[..]));
+    assert!(cache_status(&h).starts_with("torii; hit; ttl=5"), "{h:?}");
+    assert_eq!(h.get("x-cache").unwrap(), "HIT");
+    assert_eq!(h.get("age").unwrap(), "3");
+    assert_eq!(h.get("etag").unwrap(), "\"v1\"");
+    // HEAD from the stored GET: no body, the GET's length.
+    let (s, h, b) = send(a, "HEAD", "/x", &[]).await;
+    assert_eq!((s, b.len()), (StatusCode::OK, 0));
+    assert_eq!(h.get("content-length").unwrap(), "6");
+    // The client's conditional request, answered from the cache.
+    let (s, h, b) = send(a, "GET", "/x", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!((s, b.len()), (StatusCode::NOT_MODIFIED, 0));
+    assert_eq!(h.get("etag").unwrap(), "\"v1\"");
+    let (s, _, b) = send(a, "GET", "/x", &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"body 1"[..]));
+    // Another query is another resource.
+    let (_, _, b) = send(a, "GET", "/x?page=2", &[]).await;
+    assert_eq!(&b[..], b"body 2");
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+    // The request's own directives: no-cache goes to the origin.
+    let (_, h, b) = send(a, "GET", "/x", &[("cache-control", "no-cache")]).await;
+    assert_eq!(&b[..], b"body 3");
+    assert!(cache_status(&h).contains("fwd=stale"), "{h:?}");
+    let text = gw.shared().metrics_text();
+    assert!(
+        text.contains("torii_cache_requests_total{scope=\"route:fresh\",result=\"hits\"} 4"),
+        "{text}"
+    );
+    assert!(text.contains("torii_cache_memory_entries "), "{text}");
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_misses_make_one_upstream_request() {
+    let (up, n) = origin(|_, i| {
+        // Slow enough that every client asks before the first answer.
+        std::thread::sleep(Duration::from_millis(300));
+        resp(200, &[("cache-control", "max-age=60")], format!("only {i}"))
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async move { send(a, "GET", "/cold", &[]).await }))
+        .collect();
+    let mut collapsed = 0;
+    for t in tasks {
+        let (s, h, b) = t.await.unwrap();
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"only 1"[..]));
+        collapsed += usize::from(cache_status(&h).contains("collapsed"));
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+    assert_eq!(collapsed, 99);
+}
+
+#[tokio::test]
+async fn vary_variants_are_kept_apart() {
+    let (up, n) = origin(|req, _| {
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .map_or("none", |v| v.to_str().unwrap())
+            .to_string();
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            lang,
+        )
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    for _ in 0..2 {
+        for lang in ["fr", "en"] {
+            let (_, _, b) = send(a, "GET", "/v", &[("accept-language", lang)]).await;
+            assert_eq!(&b[..], lang.as_bytes());
+        }
+        let (_, _, b) = send(a, "GET", "/v", &[]).await;
+        assert_eq!(&b[..], b"none");
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn private_and_authenticated_responses_are_never_served_to_another_consumer() {
+    let (up, n) = origin(|req, _| {
+        let who = req
+            .headers()
+            .get("x-consumer-name")
+            .map_or("nobody", |v| v.to_str().unwrap())
+            .to_string();
+        let cc = if req.uri().path() == "/private" {
+            "private, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        resp(200, &[("cache-control", cc)], who)
+    })
+    .await;
+    let consumers = &format!(
+        "consumers:\n  - name: alice\n    keys: ['{}']\n  - name: bob\n    keys: ['{}']\n",
+        torii_plugins::consumers::format_key_hash(b"alice-key-0123456789"),
+        torii_plugins::consumers::format_key_hash(b"bob-key-0123456789ab"),
+    );
+    for plugins in [
+        "{key_auth: {}, cache: {}}",
+        "{key_auth: {}, cache: {key: {consumer: true}}}",
+    ] {
+        n.store(0, Ordering::SeqCst);
+        let gw = gateway(&format!("{}{consumers}", cfg(up.addr, plugins))).await;
+        let a = addr(&gw).await;
+        for path in ["/private", "/data"] {
+            let (_, _, b) = send(a, "GET", path, &[("x-api-key", "alice-key-0123456789")]).await;
+            assert_eq!(&b[..], b"alice");
+            let (_, h, b) = send(a, "GET", path, &[("x-api-key", "bob-key-0123456789ab")]).await;
+            assert_eq!(&b[..], b"bob", "{plugins} {path}: {h:?}");
+        }
+        assert_eq!(n.load(Ordering::SeqCst), 4, "{plugins}");
+    }
+    // Keyed by consumer, each consumer's own response is stored for them.
+    let gw = gateway(&format!(
+        "{}{consumers}",
+        cfg(up.addr, "{key_auth: {}, cache: {key: {consumer: true}}}")
+    ))
+    .await;
+    let a = addr(&gw).await;
+    n.store(0, Ordering::SeqCst);
+    for _ in 0..2 {
+        for who in ["alice", "bob"] {
+            let key = if who == "alice" {
+                "alice-key-0123456789"
+            } else {
+                "bob-key-0123456789ab"
+            };
+            let (_, _, b) = send(a, "GET", "/data", &[("x-api-key", key)]).await;
+            assert_eq!(&b[..], who.as_bytes());
+        }
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}
+
+/// An origin on a listener the test can close: after `stop`, connections are refused.
+struct Closable {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn closable<F>(respond: F) -> (Closable, Arc<AtomicUsize>)
+where
+    F: Fn(&Request<Incoming>, usize) -> Response<BoxBody> + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    let respond = Arc::new(respond);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            let respond = respond.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let i = count.fetch_add(1, Ordering::SeqCst) + 1;
+                // One request per connection: nothing stays pooled once the origin is gone.
+                let mut r = respond(&req, i);
+                r.headers_mut()
+                    .insert("connection", http::HeaderValue::from_static("close"));
+                async move { Ok::<_, std::convert::Infallible>(r) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    (Closable { addr, task }, n)
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_stored_response_when_the_upstream_refuses_connections() {
+    // Stale at once (max-age=0), usable for a minute on errors, no validator.
+    let (up, n) = closable(|_, i| {
+        resp(
+            200,
+            &[("cache-control", "max-age=0, stale-if-error=60")],
+            format!("v{i}"),
+        )
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {x_cache: true}}")).await;
+    let a = addr(&gw).await;
+    let (_, h, b) = send(a, "GET", "/s", &[]).await;
+    assert_eq!(&b[..], b"v1");
+    assert!(cache_status(&h).contains("stored"), "{h:?}");
+    // Stale and the origin up: fetched again.
+    let (_, _, b) = send(a, "GET", "/s", &[]).await;
+    assert_eq!(&b[..], b"v2");
+    up.task.abort();
+    let _ = up.task.await;
+    let (s, h, b) = send(a, "GET", "/s", &[]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"v2"[..]), "{h:?}");
+    assert!(cache_status(&h).contains("detail=stale-if-error"), "{h:?}");
+    assert_eq!(h.get("x-cache").unwrap(), "STALE");
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+    // Nothing stored: the failure reaches the client.
+    let (s, _, _) = send(a, "GET", "/never", &[]).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn the_route_may_allow_stale_on_error_and_5xx_counts_as_an_error() {
+    let (up, _) = origin(|_, i| {
+        if i == 1 {
+            resp(200, &[("cache-control", "max-age=0")], "good")
+        } else {
+            resp(503, &[], "down")
+        }
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {stale_if_error: 1m}}")).await;
+    let a = addr(&gw).await;
+    let (_, _, b) = send(a, "GET", "/e", &[]).await;
+    assert_eq!(&b[..], b"good");
+    let (s, h, b) = send(a, "GET", "/e", &[]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"good"[..]));
+    assert!(cache_status(&h).contains("fwd-status=503"), "{h:?}");
+    // must-revalidate forbids it whatever the route says.
+    let (up, _) = origin(|_, i| {
+        if i == 1 {
+            resp(
+                200,
+                &[("cache-control", "max-age=0, must-revalidate")],
+                "good",
+            )
+        } else {
+            resp(503, &[], "down")
+        }
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {stale_if_error: 1m}}")).await;
+    let a = addr(&gw).await;
+    send(a, "GET", "/e", &[]).await;
+    let (s, _, _) = send(a, "GET", "/e", &[]).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn stale_responses_are_revalidated_with_their_validators() {
+    let (up, n) = origin(|req, i| {
+        let inm = req
+            .headers()
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap().to_string());
+        match (i, inm.as_deref()) {
+            (1, None) => resp(
+                200,
+                &[
+                    ("cache-control", "max-age=0"),
+                    ("etag", "\"e1\""),
+                    ("x-v", "1"),
+                ],
+                "payload",
+            ),
+            (2, Some("\"e1\"")) => resp(
+                304,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("etag", "\"e1\""),
+                    ("x-v", "2"),
+                ],
+                "",
+            ),
+            _ => resp(500, &[], format!("unexpected {i} {inm:?}")),
+        }
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    let (_, _, b) = send(a, "GET", "/r", &[]).await;
+    assert_eq!(&b[..], b"payload");
+    // The client's own validator is not sent: the cache's is.
+    let (s, h, b) = send(a, "GET", "/r", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"payload"[..]), "{h:?}");
+    assert_eq!(h.get("x-v").unwrap(), "2");
+    assert!(
+        cache_status(&h).contains("fwd=stale; fwd-status=304"),
+        "{h:?}"
+    );
+    // Fresh again: no third request.
+    let (_, h, b) = send(a, "GET", "/r", &[]).await;
+    assert_eq!(&b[..], b"payload");
+    assert!(cache_status(&h).contains("hit"), "{h:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn unsafe_requests_invalidate_their_url_and_location() {
+    let (up, n) = origin(|req, i| {
+        if req.method() == http::Method::POST {
+            resp(201, &[("location", "/items/1")], "")
+        } else {
+            resp(
+                200,
+                &[("cache-control", "max-age=60")],
+                format!("{} {i}", req.uri().path()),
+            )
+        }
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    for path in ["/items", "/items/1", "/other"] {
+        send(a, "GET", path, &[]).await;
+        until_hit(a, path).await;
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+    let (s, _, _) = send(a, "POST", "/items", &[]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    for (path, upstream) in [("/items", true), ("/items/1", true), ("/other", false)] {
+        let (_, h, _) = send(a, "GET", path, &[]).await;
+        assert_eq!(!cache_status(&h).contains("hit"), upstream, "{path}: {h:?}");
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_unstored_and_only_if_cached_misses_get_504() {
+    let big = Bytes::from(vec![b'x'; 4096]);
+    let (up, n) = origin(move |req, _| {
+        if req.uri().path() == "/chunked" {
+            // No length: the limit is found while streaming.
+            let body = http_body_util::StreamBody::new(futures_stream(vec![
+                Bytes::from(vec![b'y'; 1000]),
+                Bytes::from(vec![b'y'; 1000]),
+            ]));
+            return Response::builder()
+                .header("cache-control", "max-age=60")
+                .body(BodyExt::boxed(body))
+                .unwrap();
+        }
+        resp(200, &[("cache-control", "max-age=60")], big.clone())
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {max_object_size: 1500B}}")).await;
+    let a = addr(&gw).await;
+    for path in ["/big", "/chunked"] {
+        for _ in 0..2 {
+            let (s, h, b) = send(a, "GET", path, &[]).await;
+            assert_eq!(s, StatusCode::OK);
+            assert!(b.len() >= 2000);
+            assert!(!cache_status(&h).contains("hit"), "{h:?}");
+        }
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+    let (s, h, _) = send(a, "GET", "/nothing", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{h:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+}
+
+fn futures_stream(
+    chunks: Vec<Bytes>,
+) -> impl futures_util::Stream<
+    Item = Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+> + Send
++ Sync
++ 'static {
+    futures_util::stream::iter(chunks.into_iter().map(|c| Ok(http_body::Frame::data(c))))
+}
+
+#[test]
+fn bad_settings_are_config_errors_at_their_key() {
+    for (plugin, key, needle) in [
+        (
+            "{cache: {max_object_size: 0B}}",
+            "max_object_size",
+            "between",
+        ),
+        ("{cache: {heuristic: 2}}", "heuristic", "between 0 and 1"),
+        ("{cache: {lock_timeout: 0s}}", "lock_timeout", "between"),
+        ("{cache: {key: {query: [\"\"]}}}", "key", "empty"),
+        ("{cache: {ttl: 5s}}", "ttl", "unknown key"),
+    ] {
+        let err = load_str("t.yaml", &cfg("127.0.0.1:9".parse().unwrap(), plugin))
+            .err()
+            .unwrap_or_else(|| panic!("{plugin} loaded"))
+            .to_string();
+        assert!(err.contains(key) && err.contains(needle), "{plugin}: {err}");
+    }
+}
