@@ -167,6 +167,173 @@ fn tags(headers: &HeaderMap) -> Box<[Box<str>]> {
 /// Why a response was not stored (shown in `Cache-Status` as `detail`).
 pub type NotStored = &'static str;
 
+/// The response directives a storage decision needs, read in one pass (names compared
+/// without case, RFC 9111 section 5.2).
+#[derive(Default)]
+struct Directives {
+    no_store: bool,
+    private: bool,
+    public: bool,
+    no_cache: bool,
+    s_maxage: bool,
+    max_age: bool,
+    must_revalidate: bool,
+    proxy_revalidate: bool,
+    must_understand: bool,
+    stale_if_error: Option<Duration>,
+    stale_while_revalidate: Option<Duration>,
+}
+
+impl Directives {
+    fn read<'a>(all: impl Iterator<Item = directives::Directive<'a>>) -> Self {
+        let mut d = Self::default();
+        let secs = |v: Option<&str>| {
+            v.and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+        };
+        for x in all {
+            let n = x.name;
+            let is = |s: &str| n.eq_ignore_ascii_case(s);
+            match () {
+                _ if is("no-store") => d.no_store = true,
+                _ if is("private") => d.private = true,
+                _ if is("public") => d.public = true,
+                _ if is("no-cache") => d.no_cache = true,
+                _ if is("s-maxage") => d.s_maxage = true,
+                _ if is("max-age") => d.max_age = true,
+                _ if is("must-revalidate") => d.must_revalidate = true,
+                _ if is("proxy-revalidate") => d.proxy_revalidate = true,
+                _ if is("must-understand") => d.must_understand = true,
+                _ if is("stale-if-error") => d.stale_if_error = secs(x.value),
+                _ if is("stale-while-revalidate") => d.stale_while_revalidate = secs(x.value),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    /// Directives that forbid serving it stale (RFC 9111 sections 4.2.4, 5.2.2.2, 5.2.2.4,
+    /// 5.2.2.8, 5.2.2.10).
+    fn strict(&self) -> bool {
+        self.must_revalidate || self.proxy_revalidate || self.s_maxage || self.no_cache
+    }
+}
+
+/// `CDN-Cache-Control` (RFC 9213), when present and a valid structured-field dictionary:
+/// it then replaces `Cache-Control` for this cache. An invalid one is ignored whole.
+fn cdn_cache_control(headers: &HeaderMap) -> Option<String> {
+    let mut out = String::new();
+    for v in headers.get_all("cdn-cache-control") {
+        let v = v.to_str().ok()?;
+        for member in v.split(',') {
+            let m = member.trim_matches([' ', '\t']);
+            let (key, value) = match m.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (m, None),
+            };
+            let key_ok = key
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b));
+            let value_ok = value.is_none_or(|v| {
+                !v.is_empty()
+                    && (v.bytes().all(|b| b.is_ascii_digit())
+                        || (v.starts_with('"') && v.ends_with('"') && v.len() >= 2)
+                        || v.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b)
+                        }))
+            });
+            if !key_ok || !value_ok {
+                return None;
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(m);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// What the policy crate is given: the response with its cache fields made unambiguous.
+/// `Cache-Control` is rewritten with lowercase names (or replaced by `CDN-Cache-Control`),
+/// without `no-store` when `must-understand` overrides it; `Age` is its first value; an
+/// `Expires` that is not an HTTP date means "already expired" (RFC 9111 section 5.3); a
+/// status the crate does not know, stored here because of explicit freshness, is shown as 200
+/// (the status only decides storability there, which is decided here).
+fn policy_view(
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &[(String, Option<String>)],
+    must_understand: bool,
+) -> http::Response<()> {
+    let mut r = http::Response::new(());
+    *r.status_mut() = if UNDERSTOOD.contains(&status.as_u16()) {
+        status
+    } else {
+        StatusCode::OK
+    };
+    let mut h = headers.clone();
+    h.remove(header::CACHE_CONTROL);
+    h.remove(header::PRAGMA);
+    let line = cc
+        .iter()
+        .filter(|(n, _)| !(must_understand && n == "no-store"))
+        .map(|(n, v)| match v {
+            Some(v)
+                if v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                format!("{n}={v}")
+            }
+            Some(v) => format!("{n}=\"{}\"", v.replace(['"', ','], "")),
+            None => n.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(v) = HeaderValue::from_str(&line)
+        && !line.is_empty()
+    {
+        h.insert(header::CACHE_CONTROL, v);
+    } else if cc.is_empty()
+        && let Some(p) = headers.get(header::PRAGMA)
+    {
+        // Pragma counts only without Cache-Control.
+        h.insert(header::PRAGMA, p.clone());
+    }
+    if let Some(age) = headers.get(header::AGE) {
+        let first = age
+            .to_str()
+            .ok()
+            .and_then(|a| a.split(',').next())
+            .map(str::trim)
+            .and_then(|a| a.parse::<u64>().ok());
+        h.remove(header::AGE);
+        if let Some(a) = first {
+            h.insert(header::AGE, HeaderValue::from(a.min(1 << 31)));
+        }
+    }
+    let expires_ok = {
+        let mut lines = headers.get_all(header::EXPIRES).iter();
+        match (lines.next(), lines.next()) {
+            (None, _) => true,
+            (Some(v), None) => v
+                .to_str()
+                .ok()
+                .is_some_and(|v| httpdate::parse_http_date(v).is_ok()),
+            (Some(_), Some(_)) => false,
+        }
+    };
+    if !expires_ok {
+        h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    }
+    *r.headers_mut() = h;
+    r
+}
+
 /// Whether the answer to `req` may be stored, and if so how long it stays fresh.
 /// `authenticated`: an authentication plugin identified the client and the key does not
 /// keep consumers apart; such a response is stored only when it says it may be shared
@@ -181,19 +348,52 @@ pub fn assess(
     if req.method != Method::GET {
         return Err("method");
     }
-    if !UNDERSTOOD.contains(&status.as_u16()) {
+    let code = status.as_u16();
+    if code < 200 || code == 206 || code == 304 {
         return Err("status");
     }
-    let shareable = || {
-        directives::has(headers, "public")
-            || directives::has(headers, "s-maxage")
-            || directives::has(headers, "must-revalidate")
+    // The cache's own field wins over Cache-Control when it is valid.
+    let cdn = cdn_cache_control(headers);
+    let cc: Vec<(String, Option<String>)> = match &cdn {
+        Some(line) => {
+            let mut m = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(line) {
+                m.insert(header::CACHE_CONTROL, v);
+            }
+            directives::all(&m)
+                .map(|d| (d.name.to_ascii_lowercase(), d.value.map(str::to_string)))
+                .collect()
+        }
+        None => directives::all(headers)
+            .map(|d| (d.name.to_ascii_lowercase(), d.value.map(str::to_string)))
+            .collect(),
     };
-    if authenticated && !shareable() {
+    let d = Directives::read(cc.iter().map(|(n, v)| directives::Directive {
+        name: n,
+        value: v.as_deref(),
+    }));
+    let understood = UNDERSTOOD.contains(&code);
+    if d.must_understand && !understood {
+        return Err("must-understand");
+    }
+    if d.no_store && !(d.must_understand && understood) {
+        return Err("no-store");
+    }
+    if d.private {
+        return Err("private");
+    }
+    if authenticated && !(d.public || d.s_maxage || d.must_revalidate) {
         return Err("authenticated");
     }
-    if headers.contains_key(header::SET_COOKIE) && !directives::has(headers, "public") {
+    if headers.contains_key(header::SET_COOKIE) && !d.public {
         return Err("set-cookie");
+    }
+    // A status the cache does not know by default needs explicit freshness (RFC 9111
+    // section 3); its freshness is then only what it says.
+    if !understood
+        && !(d.max_age || d.s_maxage || headers.contains_key(header::EXPIRES) || d.public)
+    {
+        return Err("status");
     }
     let vary = vary(headers).ok_or("vary-star")?;
     if let Some(n) = headers
@@ -205,48 +405,26 @@ pub fn assess(
         return Err("too-large");
     }
     let now = SystemTime::now();
-    let resp = {
-        let mut r = http::Response::new(());
-        *r.status_mut() = status;
-        *r.headers_mut() = headers.clone();
-        // `must-understand` (RFC 9111 section 5.2.2.3): the status is understood (checked
-        // above), so `no-store` is ignored.
-        if directives::has(headers, "must-understand") {
-            let cc: Vec<String> = directives::all(headers)
-                .filter(|d| !d.name.eq_ignore_ascii_case("no-store"))
-                .map(|d| match d.value {
-                    Some(v) => format!("{}=\"{}\"", d.name, v.replace('"', "")),
-                    None => d.name.to_string(),
-                })
-                .collect();
-            r.headers_mut().remove(header::CACHE_CONTROL);
-            if let Ok(v) = HeaderValue::from_str(&cc.join(", ")) {
-                r.headers_mut().insert(header::CACHE_CONTROL, v);
-            }
-        }
-        r
-    };
-    let policy = CachePolicy::new_options(&Presented(req), &resp, now, options(s));
+    let view = policy_view(status, headers, &cc, d.must_understand);
+    let policy = CachePolicy::new_options(&Presented(req), &view, now, options(s));
     if !policy.is_storable() {
         return Err("not-storable");
     }
+    let fresh_for = policy.time_to_live(now);
+    let own_stale = d.stale_if_error.is_some() || d.stale_while_revalidate.is_some();
+    let validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    if fresh_for.is_zero() && !validator && !own_stale {
+        // Stale at once and nothing to revalidate with: it could never be used.
+        return Err("stale");
+    }
     let mut stored_headers = headers.clone();
     stored_headers.remove(header::AGE);
-    // Stale permissions: none where the response requires revalidation (RFC 9111 sections
-    // 4.2.4, 5.2.2.2, 5.2.2.4, 5.2.2.8, 5.2.2.10).
-    let strict = [
-        "must-revalidate",
-        "proxy-revalidate",
-        "s-maxage",
-        "no-cache",
-    ]
-    .iter()
-    .any(|d| directives::has(headers, d));
-    let permit = |own: &str, route: Duration| {
-        if strict {
+    let permit = |own: Option<Duration>, route: Duration| {
+        if d.strict() {
             Duration::ZERO
         } else {
-            directives::seconds(headers, own).map_or(route, |d| d.max(route))
+            own.map_or(route, |o| o.max(route))
         }
     };
     Ok(Candidate {
@@ -254,9 +432,14 @@ pub fn assess(
         vary,
         stored_at: Instant::now(),
         initial_age: policy.age(now),
-        fresh_for: policy.time_to_live(now),
-        stale_if_error: permit("stale-if-error", s.stale_if_error),
-        stale_while_revalidate: permit("stale-while-revalidate", s.stale_while_revalidate),
+        fresh_for,
+        stale_if_error: if code >= 500 {
+            // A stale error is no better than a fresh one.
+            Duration::ZERO
+        } else {
+            permit(d.stale_if_error, s.stale_if_error)
+        },
+        stale_while_revalidate: permit(d.stale_while_revalidate, s.stale_while_revalidate),
         tags: tags(headers),
         headers: stored_headers,
         policy,

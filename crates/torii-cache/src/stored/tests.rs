@@ -49,16 +49,27 @@ fn storability_follows_the_rfc_for_a_shared_cache() {
         .map(|_| ())
     };
     assert!(ok(200, &[("cache-control", "max-age=60")], false).is_ok());
-    // Cacheable by default: stored without explicit freshness (heuristics may apply).
-    assert!(ok(404, &[], false).is_ok());
+    // Cacheable by default: stored without explicit freshness when a heuristic applies.
+    assert!(
+        ok(
+            404,
+            &[("last-modified", "Sun, 06 Dec 2026 10:00:00 GMT")],
+            false
+        )
+        .is_ok()
+    );
+    // Without freshness, validator or stale permission it could never be used.
+    assert_eq!(ok(200, &[], false), Err("stale"));
+    assert!(ok(200, &[("etag", "\"a\"")], false).is_ok());
+    // Names are compared without case.
+    assert_eq!(
+        ok(200, &[("cache-control", "max-age=60, PRIVATE")], false),
+        Err("private")
+    );
     assert!(ok(200, &[("cache-control", "private, max-age=60")], false).is_err());
     assert!(ok(200, &[("cache-control", "no-store")], false).is_err());
     assert_eq!(
         ok(206, &[("cache-control", "max-age=60")], false),
-        Err("status")
-    );
-    assert_eq!(
-        ok(500, &[("cache-control", "max-age=60")], false),
         Err("status")
     );
     // Not cacheable by default and no explicit freshness.
@@ -122,6 +133,69 @@ fn storability_follows_the_rfc_for_a_shared_cache() {
         &settings(),
     );
     assert!(no_store_req.is_err());
+}
+
+#[test]
+fn cache_fields_the_policy_would_misread() {
+    // Only the first Age value counts.
+    let s = stored(&[
+        ("cache-control", "max-age=3600"),
+        ("age", "7200, 0"),
+        ("etag", "\"x\""),
+    ]);
+    assert_eq!(s.freshness(&get(), Instant::now()), Freshness::Stale);
+    // An Expires that is not an HTTP date is in the past.
+    let s = assess(
+        &get(),
+        StatusCode::OK,
+        &h(&[
+            ("expires", "Thu,  18 Aug 2050 02:01:18 GMT"),
+            ("etag", "\"x\""),
+        ]),
+        false,
+        &settings(),
+    )
+    .unwrap()
+    .finish(Bytes::new());
+    assert_eq!(s.freshness(&get(), Instant::now()), Freshness::Stale);
+    let s = stored(&[("expires", "Thu, 18 Aug 2050 02:01:18 GMT")]);
+    assert_eq!(s.freshness(&get(), Instant::now()), Freshness::Fresh);
+    // Upper-case directives.
+    let s = assess(
+        &get(),
+        StatusCode::OK,
+        &h(&[
+            ("cache-control", "max-age=3600, NO-CACHE"),
+            ("etag", "\"x\""),
+        ]),
+        false,
+        &settings(),
+    )
+    .unwrap()
+    .finish(Bytes::new());
+    assert_eq!(s.freshness(&get(), Instant::now()), Freshness::Stale);
+    // CDN-Cache-Control replaces Cache-Control when valid, and is ignored when not.
+    let s = stored(&[
+        ("cache-control", "max-age=1"),
+        ("cdn-cache-control", "max-age=3600"),
+    ]);
+    assert!(s.ttl(Instant::now()) > 3000);
+    let s = stored(&[
+        ("cache-control", "max-age=1000"),
+        ("cdn-cache-control", "max-age =100"),
+    ]);
+    assert!(s.ttl(Instant::now()) > 900);
+    let fresh_cc_no_store_cdn = assess(
+        &get(),
+        StatusCode::OK,
+        &h(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "no-store"),
+        ]),
+        false,
+        &settings(),
+    );
+    assert_eq!(fresh_cc_no_store_cdn.err(), Some("no-store"));
 }
 
 #[test]

@@ -33,10 +33,11 @@ pub struct CacheConfig {
     #[serde(default = "default_max_object_size")]
     pub max_object_size: ByteSize,
     /// Serve a stored response up to this long past its freshness when the upstream fails
-    /// (connection refused, timeout, 5xx, circuit open), even when the response did not say
-    /// `stale-if-error`. Never for responses with `must-revalidate`, `proxy-revalidate`,
-    /// `s-maxage` or `no-cache`. Default 0s: only the response's own `stale-if-error`.
-    #[serde(default = "zero")]
+    /// (connection refused, timeout, 500/502/503/504, circuit open), even when the response
+    /// did not say `stale-if-error` (a longer `stale-if-error` in the response wins). Never
+    /// for responses with `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`,
+    /// nor for stored 5xx answers. Default 1m; `0s` leaves it to the responses.
+    #[serde(default = "default_stale_if_error")]
     pub stale_if_error: Duration,
     /// How long a miss waits for a concurrent request for the same key to fill it, before it
     /// goes upstream itself. Default 5s.
@@ -116,8 +117,8 @@ pub enum QueryMode {
 fn default_max_object_size() -> ByteSize {
     ByteSize(1 << 20)
 }
-fn zero() -> Duration {
-    Duration(StdDuration::ZERO)
+fn default_stale_if_error() -> Duration {
+    Duration::secs(60)
 }
 fn default_lock_timeout() -> Duration {
     Duration::secs(5)
