@@ -340,7 +340,12 @@ async fn stale_if_error_serves_the_stored_response_when_the_upstream_refuses_con
 async fn the_route_may_allow_stale_on_error_and_5xx_counts_as_an_error() {
     let (up, _) = origin(|_, i| {
         if i == 1 {
-            resp(200, &[("cache-control", "max-age=0")], "good")
+            // Stale at once; kept for its validator.
+            resp(
+                200,
+                &[("cache-control", "max-age=0"), ("etag", "\"g\"")],
+                "good",
+            )
         } else {
             resp(503, &[], "down")
         }
@@ -358,7 +363,10 @@ async fn the_route_may_allow_stale_on_error_and_5xx_counts_as_an_error() {
         if i == 1 {
             resp(
                 200,
-                &[("cache-control", "max-age=0, must-revalidate")],
+                &[
+                    ("cache-control", "max-age=0, must-revalidate"),
+                    ("etag", "\"g\""),
+                ],
                 "good",
             )
         } else {
