@@ -90,6 +90,15 @@ impl Memory {
         self.table.insert(key, object);
     }
 
+    /// Stores a response under `key`; when it varies (`vary` not empty), `resource` gets the
+    /// marker that leads to its variants.
+    pub fn put(&self, resource: Key, key: Key, vary: Arc<[HeaderName]>, stored: Stored) {
+        if !vary.is_empty() {
+            self.insert(resource, Object::Vary(vary));
+        }
+        self.insert(key, Object::Response(Arc::new(stored)));
+    }
+
     /// Removes what is under `key`.
     pub fn remove(&self, key: &Key) {
         self.table.remove(key);

@@ -80,6 +80,8 @@ pub struct Counters {
     pub stored: AtomicU64,
     /// Requests the cache did not handle (methods other than GET and HEAD, upgrades).
     pub bypassed: AtomicU64,
+    /// Background refreshes of stale responses served while revalidating.
+    pub refreshes: AtomicU64,
 }
 
 impl Counters {
@@ -89,7 +91,7 @@ impl Counters {
     }
 
     /// The counters' values, in the field order above.
-    pub fn values(&self) -> [(&'static str, u64); 6] {
+    pub fn values(&self) -> [(&'static str, u64); 7] {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("hits", l(&self.hits)),
@@ -98,6 +100,7 @@ impl Counters {
             ("coalesced", l(&self.coalesced)),
             ("stored", l(&self.stored)),
             ("bypassed", l(&self.bypassed)),
+            ("refreshes", l(&self.refreshes)),
         ]
     }
 }

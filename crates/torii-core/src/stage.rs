@@ -32,6 +32,32 @@ pub type ExchangeFuture<'a> = BoxFuture<'a, Result<Response<Body>, GatewayError>
 pub trait Terminal: Send + Sync {
     /// Sends the request and resolves to the response head; the body streams.
     fn call<'a>(&'a self, req: &'a http::request::Parts, body: Body) -> ExchangeFuture<'a>;
+
+    /// An owned copy of this call for work that outlives the request (a cache's background
+    /// refresh), or `None` when there can be none. `req` is the head the copy will be given:
+    /// what this call sends besides the head (the gateway's forwarding fields) is added to it.
+    fn detach(&self, req: &mut http::request::Parts) -> Option<Arc<dyn Terminal>> {
+        let _ = req;
+        None
+    }
+}
+
+/// The rest of an exchange stack, owned: it can run after the request that made it is gone.
+pub struct Detached {
+    stages: Arc<[Arc<dyn Plugin>]>,
+    terminal: Arc<dyn Terminal>,
+}
+
+impl Detached {
+    /// Runs the stack for a request of its own.
+    pub fn run<'b>(
+        &'b self,
+        req: &'b http::request::Parts,
+        body: Body,
+        ctx: &'b RequestContext,
+    ) -> ExchangeFuture<'b> {
+        Next::new(&self.stages, &*self.terminal).run(req, body, ctx)
+    }
 }
 
 /// The rest of the exchange stack, as one exchange plugin sees it.
@@ -45,6 +71,16 @@ impl<'a> Next<'a> {
     /// The whole stack: `stages` (outermost first) around `terminal`.
     pub fn new(stages: &'a [Arc<dyn Plugin>], terminal: &'a dyn Terminal) -> Self {
         Self { stages, terminal }
+    }
+
+    /// The rest of the stack as an owned value (see [`Terminal::detach`]); `req` is the head
+    /// it will be run with. Costs a copy of the stage list: for rare work, not per request.
+    pub fn detach(&self, req: &mut http::request::Parts) -> Option<Detached> {
+        let terminal = self.terminal.detach(req)?;
+        Some(Detached {
+            stages: self.stages.into(),
+            terminal,
+        })
     }
 
     /// Runs the rest of the stack for this request. May be called more than once.

@@ -12,7 +12,7 @@ use torii_upstream::{CallOptions, Upstream};
 /// The innermost service: one call of the route's upstream, its response made ready for the
 /// client (hop-by-hop fields removed, the body under the upstream's idle timeout).
 pub(crate) struct UpstreamCall<'a> {
-    upstream: &'a Upstream,
+    upstream: &'a Arc<Upstream>,
     options: CallOptions<'a>,
     conn: &'a ConnInfo,
     watch: Option<Arc<crate::bodies::BodyWatch>>,
@@ -29,7 +29,7 @@ impl<'a> UpstreamCall<'a> {
     /// `timed`: measure the upstream's latency for the access log; `spool`: read response
     /// bodies ahead.
     pub(crate) fn new(
-        upstream: &'a Upstream,
+        upstream: &'a Arc<Upstream>,
         options: CallOptions<'a>,
         conn: &'a ConnInfo,
         watch: Option<Arc<crate::bodies::BodyWatch>>,
@@ -65,6 +65,18 @@ impl<'a> UpstreamCall<'a> {
 }
 
 impl Terminal for UpstreamCall<'_> {
+    fn detach(&self, req: &mut http::request::Parts) -> Option<Arc<dyn Terminal>> {
+        if let Some(extra) = self.options.extra {
+            extra.insert_into(&mut req.headers);
+        }
+        Some(Arc::new(OwnedCall {
+            upstream: self.upstream.clone(),
+            client: self.options.affinity.client,
+            consumer: self.options.affinity.consumer.map(Arc::from),
+            policy: *self.options.policy,
+        }))
+    }
+
     fn call<'b>(&'b self, req: &'b http::request::Parts, body: Body) -> ExchangeFuture<'b> {
         Box::pin(async move {
             let sent = self.timed.then(Instant::now);
@@ -84,6 +96,39 @@ impl Terminal for UpstreamCall<'_> {
                 _ => Body::boxed(body),
             };
             Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// A call of a route's upstream that owns what it needs, for work that outlives its request
+/// (`Terminal::detach`): the head it is given already carries the forwarding fields. Its
+/// response is made ready for a client as [`UpstreamCall`]'s is, without read-ahead (no
+/// client reads it slowly).
+struct OwnedCall {
+    upstream: Arc<Upstream>,
+    client: Option<std::net::IpAddr>,
+    consumer: Option<Arc<str>>,
+    policy: torii_upstream::CallPolicy,
+}
+
+impl Terminal for OwnedCall {
+    fn call<'b>(&'b self, req: &'b http::request::Parts, body: Body) -> ExchangeFuture<'b> {
+        Box::pin(async move {
+            let affinity = torii_upstream::Affinity {
+                client: self.client,
+                consumer: self.consumer.as_deref(),
+            };
+            let options = CallOptions {
+                extra: None,
+                upgrade: false,
+                affinity: &affinity,
+                policy: &self.policy,
+            };
+            let resp = self.upstream.call(req, body, options).await?;
+            let (mut parts, body) = resp.response.into_parts();
+            forwarding::strip_hop_by_hop(&mut parts.headers, false);
+            let body = crate::bodies::upstream_body(body, self.upstream.body_idle_timeout);
+            Ok(Response::from_parts(parts, Body::boxed(body)))
         })
     }
 }

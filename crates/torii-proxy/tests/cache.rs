@@ -524,3 +524,62 @@ fn bad_settings_are_config_errors_at_their_key() {
         assert!(err.contains(key) && err.contains(needle), "{plugin}: {err}");
     }
 }
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_exactly_once() {
+    let (up, n) = origin(|_, i| {
+        if i == 1 {
+            return resp(
+                200,
+                &[
+                    ("cache-control", "max-age=0, stale-while-revalidate=60"),
+                    ("etag", "\"v1\""),
+                ],
+                "v1",
+            );
+        }
+        // The refresh is slow: every client below asks while it runs.
+        std::thread::sleep(Duration::from_millis(300));
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+            "v2",
+        )
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {x_cache: true}}")).await;
+    let a = addr(&gw).await;
+    send(a, "GET", "/w", &[]).await;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { send(a, "GET", "/w", &[]).await }))
+        .collect();
+    for t in tasks {
+        let (s, h, b) = t.await.unwrap();
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"v1"[..]));
+        assert_eq!(h.get("x-cache").unwrap(), "STALE", "{h:?}");
+        assert!(cache_status(&h).contains("detail=stale-while-revalidate"));
+    }
+    // Nobody waited for the slow refresh.
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    // The refresh lands; then the new response is fresh.
+    for _ in 0..200 {
+        let (_, h, b) = send(a, "GET", "/w", &[]).await;
+        if &b[..] == b"v2" {
+            assert_eq!(h.get("x-cache").unwrap(), "HIT");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        2,
+        "exactly one background refresh"
+    );
+    let text = gw.shared().metrics_text();
+    assert!(text.contains("result=\"refreshes\"} 1"), "{text}");
+}

@@ -4,6 +4,7 @@ use super::RouteCache;
 use super::tee::{Fill, Tee};
 use http::header::{CONTENT_LOCATION, LOCATION};
 use http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Instant;
 use torii_cache::flights::{Join, Leader, wait};
@@ -155,6 +156,21 @@ impl RouteCache {
             Found::Stored(_, s) => s.freshness(req, now) == Freshness::Fresh,
             _ => false,
         };
+        // Stale but usable while revalidating: answered now, refreshed once in the background.
+        if let Found::Stored(key, stored) = &found
+            && !req.headers.contains_key(http::header::CACHE_CONTROL)
+            && !req.headers.contains_key(http::header::PRAGMA)
+            && !fresh(&found, now)
+            && stored.usable_while_revalidating(now)
+        {
+            Counters::add(&self.counters.stale);
+            if let Join::Lead(leader) = self.flights.join(resource) {
+                self.refresh_in_background(req, ctx, &next, resource, *key, stored, leader);
+            }
+            status.hit = true;
+            status.detail = Some("stale-while-revalidate");
+            return Ok(self.answer(stored, req, now, status));
+        }
         let mut leader = None;
         if !fresh(&found, now) && req.method == Method::GET && !only_if_cached(req) {
             // Concurrent misses for this resource: one goes upstream, the others wait once.
@@ -259,6 +275,79 @@ impl RouteCache {
         };
         drop(leader);
         Ok(self.answer(&fresh, req, now, status))
+    }
+
+    /// Refreshes a stale response on a task of its own, with an owned copy of the rest of the
+    /// stack; `leader` keeps other refreshes of the resource away until it is done. A 304
+    /// refreshes the stored response, a storable answer replaces it, a failure leaves it.
+    #[allow(clippy::too_many_arguments)]
+    fn refresh_in_background(
+        &self,
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+        next: &Next<'_>,
+        resource: Key,
+        key: Key,
+        stored: &Arc<Stored>,
+        leader: Leader,
+    ) {
+        let mut head = if stored.has_validator() {
+            stored.revalidation(req)
+        } else {
+            let mut r = req.clone();
+            r.method = Method::GET;
+            r
+        };
+        let Some(stack) = next.detach(&mut head) else {
+            return;
+        };
+        let ctx = ctx.clone();
+        let stored = stored.clone();
+        let memory = self.memory.clone();
+        let counters = self.counters.clone();
+        let settings = self.settings.clone();
+        let authenticated = self.authenticated(&ctx);
+        Counters::add(&counters.refreshes);
+        tokio::spawn(async move {
+            let _leader = leader;
+            let result = stack.run(&head, Body::Empty, &ctx).await;
+            if upstream_failed(&result) {
+                return;
+            }
+            let Ok(resp) = result else { return };
+            if resp.status() == StatusCode::NOT_MODIFIED {
+                if let (_, Ok(s)) =
+                    stored.refreshed(&head, resp.headers(), authenticated, &settings)
+                {
+                    memory.insert(key, Object::Response(Arc::new(s)));
+                }
+                return;
+            }
+            let (parts, body) = resp.into_parts();
+            match assess(
+                &head,
+                parts.status,
+                &parts.headers,
+                authenticated,
+                &settings,
+            ) {
+                Err(_) => memory.remove(&key),
+                Ok(c) => {
+                    let limit = usize::try_from(settings.max_object_size).unwrap_or(usize::MAX);
+                    let Ok(body) = http_body_util::Limited::new(body, limit).collect().await else {
+                        return;
+                    };
+                    let vary: Arc<[HeaderName]> = c.vary().into();
+                    let key = if vary.is_empty() {
+                        resource
+                    } else {
+                        key::variant(&resource, &vary, &head.headers)
+                    };
+                    memory.put(resource, key, vary, c.finish(body.to_bytes()));
+                    Counters::add(&counters.stored);
+                }
+            }
+        });
     }
 
     /// A response from the upstream: stored while it streams to the client when it may be,

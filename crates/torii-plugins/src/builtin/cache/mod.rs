@@ -39,6 +39,11 @@ pub struct CacheConfig {
     /// nor for stored 5xx answers. Default 1m; `0s` leaves it to the responses.
     #[serde(default = "default_stale_if_error")]
     pub stale_if_error: Duration,
+    /// Serve a stored response up to this long past its freshness while one request
+    /// refreshes it in the background (a longer `stale-while-revalidate` in the response
+    /// wins). Same exceptions as `stale_if_error`. Default 0s: only the response's own.
+    #[serde(default = "zero")]
+    pub stale_while_revalidate: Duration,
     /// How long a miss waits for a concurrent request for the same key to fill it, before it
     /// goes upstream itself. Default 5s.
     #[serde(default = "default_lock_timeout")]
@@ -116,6 +121,9 @@ pub enum QueryMode {
 
 fn default_max_object_size() -> ByteSize {
     ByteSize(1 << 20)
+}
+fn zero() -> Duration {
+    Duration(StdDuration::ZERO)
 }
 fn default_stale_if_error() -> Duration {
     Duration::secs(60)
@@ -209,7 +217,7 @@ impl PluginFactory for Cache {
             settings: Settings {
                 heuristic: c.heuristic,
                 stale_if_error: c.stale_if_error.0,
-                stale_while_revalidate: StdDuration::ZERO,
+                stale_while_revalidate: c.stale_while_revalidate.0,
                 max_object_size: c.max_object_size.0,
             },
             lock_timeout: c.lock_timeout.0,

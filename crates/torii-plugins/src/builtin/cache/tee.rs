@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use torii_cache::flights::Leader;
 use torii_cache::status::Counters;
 use torii_cache::stored::Candidate;
-use torii_cache::{Key, Memory, Object};
+use torii_cache::{Key, Memory};
 use torii_core::layered::{Concern, Polled};
 
 /// A response being stored.
@@ -44,11 +44,8 @@ impl Fill {
             }
         };
         let vary: Arc<[HeaderName]> = self.candidate.vary().into();
-        let stored = Arc::new(self.candidate.finish(body));
-        if !vary.is_empty() {
-            self.memory.insert(self.resource, Object::Vary(vary));
-        }
-        self.memory.insert(self.key, Object::Response(stored));
+        self.memory
+            .put(self.resource, self.key, vary, self.candidate.finish(body));
         Counters::add(&self.counters.stored);
         // `self._leader` is dropped here: the waiters find the stored response.
     }
