@@ -390,9 +390,8 @@ pub fn assess(
     }
     // A status the cache does not know by default needs explicit freshness (RFC 9111
     // section 3); its freshness is then only what it says.
-    if !understood
-        && !(d.max_age || d.s_maxage || headers.contains_key(header::EXPIRES) || d.public)
-    {
+    let explicit = d.max_age || d.s_maxage || headers.contains_key(header::EXPIRES) || d.public;
+    if !(understood || explicit) {
         return Err("status");
     }
     let vary = vary(headers).ok_or("vary-star")?;
