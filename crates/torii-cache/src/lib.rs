@@ -14,5 +14,5 @@ pub mod status;
 pub mod stored;
 
 pub use key::{Key, KeySpec};
-pub use memory::{Memory, Object};
+pub use memory::{Memory, Object, Purge, Selector};
 pub use stored::{Freshness, Settings, Stored};

@@ -45,6 +45,40 @@ impl Lifecycle<Key, Object> for Evictions {
     }
 }
 
+/// What a purge removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The responses of one URL (host, path and query as stored: every variant, every
+    /// consumer's copy).
+    Url(String),
+    /// Responses whose URL starts with this.
+    Prefix(String),
+    /// Responses tagged with this surrogate key.
+    Tag(String),
+}
+
+/// A purge: what it selects, optionally only in one cache (`route:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purge {
+    /// What.
+    pub selector: Selector,
+    /// Only the responses this cache stored.
+    pub scope: Option<String>,
+}
+
+impl Purge {
+    fn selects(&self, s: &Stored) -> bool {
+        if self.scope.as_deref().is_some_and(|sc| sc != &*s.scope) {
+            return false;
+        }
+        match &self.selector {
+            Selector::Url(u) => *s.url == **u,
+            Selector::Prefix(p) => s.url.starts_with(p.as_str()),
+            Selector::Tag(t) => s.tags.iter().any(|x| **x == **t),
+        }
+    }
+}
+
 type Table =
     quick_cache::sync::Cache<Key, Object, Weigh, quick_cache::DefaultHashBuilder, Evictions>;
 
@@ -104,9 +138,17 @@ impl Memory {
         self.table.remove(key);
     }
 
-    /// Removes every response for which `f` holds (purges by tag).
-    pub fn retain(&self, f: impl Fn(&Key, &Object) -> bool) {
-        self.table.retain(|k, v| f(k, v));
+    /// Removes every stored response that `purge` selects; returns how many.
+    pub fn purge(&self, purge: &Purge) -> u64 {
+        let removed = AtomicU64::new(0);
+        self.table.retain(|_, v| match v {
+            Object::Response(s) if purge.selects(s) => {
+                removed.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            _ => true,
+        });
+        removed.into_inner()
     }
 
     /// Bytes held (by the entries' weights).

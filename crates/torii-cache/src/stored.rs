@@ -72,6 +72,8 @@ pub struct Candidate {
     stale_if_error: Duration,
     stale_while_revalidate: Duration,
     tags: Box<[Box<str>]>,
+    url: Box<str>,
+    scope: Box<str>,
 }
 
 /// A stored response.
@@ -93,6 +95,10 @@ pub struct Stored {
     last_modified: Option<SystemTime>,
     /// Surrogate keys (`Surrogate-Key` / `Cache-Tag`), for purges by tag.
     pub tags: Box<[Box<str>]>,
+    /// The URL it answers (host, path and query), for purges by URL and prefix.
+    pub url: Box<str>,
+    /// The cache that stored it (`route:<name>`, `global`).
+    pub scope: Box<str>,
     weight: u64,
 }
 
@@ -442,6 +448,8 @@ pub fn assess(
         tags: tags(headers),
         headers: stored_headers,
         policy,
+        url: Box::default(),
+        scope: Box::default(),
     })
 }
 
@@ -449,6 +457,13 @@ impl Candidate {
     /// The `Vary` field names (empty: the response does not vary).
     pub fn vary(&self) -> &[HeaderName] {
         &self.vary
+    }
+
+    /// Names what it will be stored as: its URL (host, path, query) and the cache's scope.
+    pub fn label(mut self, url: Box<str>, scope: &str) -> Self {
+        self.url = url;
+        self.scope = scope.into();
+        self
     }
 
     /// The stored response, with its body.
@@ -460,6 +475,7 @@ impl Candidate {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
         let weight = 256
+            + (self.url.len() + self.scope.len()) as u64
             + body.len() as u64
             + self
                 .headers
@@ -479,6 +495,8 @@ impl Candidate {
             etag,
             last_modified,
             tags: self.tags,
+            url: self.url,
+            scope: self.scope,
             weight,
         }
     }
@@ -656,8 +674,10 @@ impl Stored {
         }
         let mut get = req.clone();
         get.method = Method::GET;
-        let stored = assess(&get, self.status, &merged, authenticated, s)
-            .map(|c| c.finish(self.body.clone()));
+        let stored = assess(&get, self.status, &merged, authenticated, s).map(|c| {
+            c.label(self.url.clone(), &self.scope)
+                .finish(self.body.clone())
+        });
         merged.remove(header::AGE);
         (merged, stored)
     }

@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
-//! `/readyz` (200 while serving, 503 once draining) and `/upstreams` (the live state of the
-//! upstreams, JSON; `/upstreams/{name}` for one). Loopback by default.
+//! `/readyz` (200 while serving, 503 once draining), `/upstreams` (the live state of the
+//! upstreams, JSON; `/upstreams/{name}` for one), `/redis`, and `POST /cache/purge` (removes
+//! stored responses by URL, URL prefix or tag). Loopback by default.
 
 use crate::Shared;
 use bytes::Bytes;
@@ -27,7 +28,14 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &shared)) }
+                    async move {
+                        let resp = if req.uri().path() == "/cache/purge" {
+                            purge(req, &shared).await
+                        } else {
+                            respond(&req, &shared)
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -99,4 +107,91 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     r
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Largest purge request body.
+const PURGE_BODY_LIMIT: usize = 64 * 1024;
+
+/// `POST /cache/purge` with one of `{"url": "host/path?query"}`, `{"prefix": "host/path"}` or
+/// `{"tag": "name"}`, and optionally `"route": "name"` (only that route's cache). A URL may
+/// start with `http://` or `https://`; its host is compared in lowercase. Answers
+/// `{"purged": N}`.
+async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    use serde_json::json;
+    if req.method() != http::Method::POST {
+        let mut r = json(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "use POST"}));
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return r;
+    }
+    let Some(memory) = shared.snapshot.load().cache.clone() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            json!({"error": "no route has the cache plugin"}),
+        );
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), PURGE_BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "the body is over 64 KiB"}),
+            );
+        }
+    };
+    let bad = |m: &str| json(StatusCode::BAD_REQUEST, json!({ "error": m }));
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_slice::<serde_json::Value>(&body)
+    else {
+        return bad("expected a JSON object such as {\"tag\": \"products\"}");
+    };
+    if let Some(k) = v
+        .keys()
+        .find(|k| !["url", "prefix", "tag", "route"].contains(&k.as_str()))
+    {
+        return bad(&format!(
+            "unknown key `{k}`: use url, prefix or tag, and route"
+        ));
+    }
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let selector = match (text("url"), text("prefix"), text("tag")) {
+        (Some(u), None, None) => torii_cache::Selector::Url(normalize(u)),
+        (None, Some(p), None) => torii_cache::Selector::Prefix(normalize(p)),
+        (None, None, Some(t)) => torii_cache::Selector::Tag(t.to_string()),
+        _ => return bad("give exactly one of `url`, `prefix` or `tag`, as a string"),
+    };
+    if v.get("route").is_some_and(|r| !r.is_string()) {
+        return bad("`route` is a route name");
+    }
+    let scope = text("route").map(|r| format!("route:{r}"));
+    let purged = memory.purge(&torii_cache::Purge { selector, scope });
+    json(StatusCode::OK, json!({ "purged": purged }))
+}
+
+/// A URL as the cache names responses: no scheme, the host in lowercase without its port.
+fn normalize(u: &str) -> String {
+    let u = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .unwrap_or(u);
+    let (host, rest) = u.split_at(u.find('/').unwrap_or(u.len()));
+    let host = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    format!("{}{rest}", host.to_ascii_lowercase())
 }

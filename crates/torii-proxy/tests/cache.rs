@@ -583,3 +583,97 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_exactly_once() {
     let text = gw.shared().metrics_text();
     assert!(text.contains("result=\"refreshes\"} 1"), "{text}");
 }
+
+/// POSTs `body` to the admin listener's `/cache/purge`.
+async fn purge(gw: &torii_proxy::Gateway, method: &str, body: &str) -> (StatusCode, String) {
+    let admin = gw.admin_addr().unwrap();
+    let r = h1_client()
+        .request(
+            Request::builder()
+                .method(method)
+                .uri(format!("http://{admin}/cache/purge"))
+                .body(full(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let s = r.status();
+    let b = r.into_body().collect().await.unwrap().to_bytes();
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
+#[tokio::test]
+async fn purges_by_tag_url_and_prefix_through_the_admin_listener() {
+    let (up, n) = origin(|req, _| {
+        let tags = match req.uri().path() {
+            "/p/a" => "x",
+            "/p/b" => "x y",
+            _ => "z",
+        };
+        resp(
+            200,
+            &[("cache-control", "max-age=600"), ("surrogate-key", tags)],
+            req.uri().path().to_string(),
+        )
+    })
+    .await;
+    let gw = gateway(&cfg_named(up.addr, "purged", "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    let paths = ["/p/a", "/p/b", "/p/c", "/q/d?v=1"];
+    let fill = || async {
+        for p in paths {
+            send(a, "GET", p, &[]).await;
+            until_hit(a, p).await;
+        }
+    };
+    let hits = || async {
+        let mut out = Vec::new();
+        for p in paths {
+            let (_, h, _) = send(a, "GET", p, &[("cache-control", "only-if-cached")]).await;
+            out.push(cache_status(&h).contains("hit"));
+        }
+        out
+    };
+    fill().await;
+    assert_eq!(
+        purge(&gw, "POST", r#"{"tag": "x"}"#).await,
+        (StatusCode::OK, r#"{"purged":2}"#.into())
+    );
+    assert_eq!(hits().await, [false, false, true, true]);
+    fill().await;
+    let (s, b) = purge(
+        &gw,
+        "POST",
+        r#"{"url": "http://127.0.0.1:1/q/d?v=1", "route": "purged"}"#,
+    )
+    .await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"purged":1}"#));
+    assert_eq!(hits().await, [true, true, true, false]);
+    fill().await;
+    // Another route's cache is left alone.
+    let (_, b) = purge(
+        &gw,
+        "POST",
+        r#"{"prefix": "127.0.0.1/p/", "route": "other"}"#,
+    )
+    .await;
+    assert_eq!(b, r#"{"purged":0}"#);
+    let (_, b) = purge(&gw, "POST", r#"{"prefix": "127.0.0.1/p/"}"#).await;
+    assert_eq!(b, r#"{"purged":3}"#);
+    assert_eq!(hits().await, [false, false, false, true]);
+    assert_eq!(n.load(Ordering::SeqCst), 4 + 2 + 1);
+    // Bad requests say why.
+    assert_eq!(
+        purge(&gw, "GET", "").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    for bad in [
+        "nope",
+        r#"{"tag": "x", "url": "y"}"#,
+        r#"{"tags": "x"}"#,
+        r#"{"tag": 1}"#,
+    ] {
+        let (s, b) = purge(&gw, "POST", bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+    }
+}

@@ -56,6 +56,20 @@ impl RouteCache {
         }
     }
 
+    /// The URL a stored response is purged by: host, path and query.
+    fn url(req: &http::request::Parts, ctx: &RequestContext) -> Box<str> {
+        let q = req.uri.query();
+        let mut u =
+            String::with_capacity(ctx.host.len() + ctx.path.len() + q.map_or(0, |q| q.len() + 1));
+        u.push_str(&ctx.host);
+        u.push_str(&ctx.path);
+        if let Some(q) = q {
+            u.push('?');
+            u.push_str(q);
+        }
+        u.into_boxed_str()
+    }
+
     /// An authenticated request whose responses the key does not keep apart.
     fn authenticated(&self, ctx: &RequestContext) -> bool {
         !self.spec.consumer && ctx.consumer.as_ref().is_some_and(|c| !c.anonymous)
@@ -307,6 +321,8 @@ impl RouteCache {
         let counters = self.counters.clone();
         let settings = self.settings.clone();
         let authenticated = self.authenticated(&ctx);
+        let url = Self::url(req, &ctx);
+        let scope = self.spec.namespace.clone();
         Counters::add(&counters.refreshes);
         tokio::spawn(async move {
             let _leader = leader;
@@ -343,7 +359,12 @@ impl RouteCache {
                     } else {
                         key::variant(&resource, &vary, &head.headers)
                     };
-                    memory.put(resource, key, vary, c.finish(body.to_bytes()));
+                    memory.put(
+                        resource,
+                        key,
+                        vary,
+                        c.label(url, &scope).finish(body.to_bytes()),
+                    );
                     Counters::add(&counters.stored);
                 }
             }
@@ -382,6 +403,7 @@ impl RouteCache {
                 Ok(Response::from_parts(parts, body))
             }
             Ok(candidate) => {
+                let candidate = candidate.label(Self::url(req, ctx), &self.spec.namespace);
                 let key = if candidate.vary().is_empty() {
                     resource
                 } else {
