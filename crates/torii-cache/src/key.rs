@@ -45,11 +45,17 @@ pub struct KeySpec {
 
 /// What a request contributes to its key.
 pub struct Parts<'a> {
+    /// The route that took it: routes never share entries (two routes may send one path
+    /// to different upstreams).
+    pub route: &'a str,
+    /// The listener it came in on (plain and TLS listeners never share entries: an answer
+    /// may depend on the scheme).
+    pub listener: &'a str,
     /// The effective host (lowercase, no port).
     pub host: &'a str,
     /// The path.
     pub path: &'a str,
-    /// The query string, without `?`.
+    /// The query string as keyed (see [`KeySpec::canonical_query`]), without `?`.
     pub query: Option<&'a str>,
     /// The request headers.
     pub headers: &'a HeaderMap,
@@ -68,36 +74,62 @@ fn finish(ctx: Context) -> Key {
     Key(k)
 }
 
+/// A parameter's name as the upstream will read it (percent-decoded, `+` as a space).
+fn param_name(pair: &str) -> std::borrow::Cow<'_, str> {
+    let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+    if !name.contains(['%', '+']) {
+        return name.into();
+    }
+    let spaced = name.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+        .into()
+}
+
 impl KeySpec {
+    /// The query a request is keyed by and forwarded with, when it is not the query as
+    /// sent: with `sorted`, its parameters in order of their names (repeated names keep their
+    /// order); with a list, only the listed parameters (names compared as the upstream
+    /// decodes them); with `ignored`, none. The upstream then gets exactly what the key
+    /// covers, so a parameter the key leaves out can never change a stored answer.
+    pub fn canonical_query(&self, q: Option<&str>) -> Option<String> {
+        let pairs = || q.unwrap_or("").split('&').filter(|p| !p.is_empty());
+        match &self.query {
+            Query::AsSent => None,
+            Query::Ignored => Some(String::new()),
+            Query::Sorted => {
+                let mut v: Vec<&str> = pairs().collect();
+                v.sort_by(|a, b| param_name(a).cmp(&param_name(b)));
+                Some(v.join("&"))
+            }
+            Query::Only(names) => {
+                let mut v: Vec<(usize, &str)> = pairs()
+                    .filter_map(|p| {
+                        let n = param_name(p);
+                        names.iter().position(|x| *x == *n).map(|i| (i, p))
+                    })
+                    .collect();
+                v.sort_by_key(|(i, _)| *i);
+                Some(v.iter().map(|(_, p)| *p).collect::<Vec<_>>().join("&"))
+            }
+        }
+    }
+
     /// The key of a request.
     pub fn key(&self, p: &Parts<'_>) -> Key {
         let mut ctx = Context::new(&SHA256);
         put(&mut ctx, self.namespace.as_bytes());
+        put(&mut ctx, p.route.as_bytes());
+        put(&mut ctx, p.listener.as_bytes());
         put(&mut ctx, if self.host { p.host.as_bytes() } else { b"" });
         put(&mut ctx, p.path.as_bytes());
-        match (&self.query, p.query) {
-            (Query::AsSent, Some(q)) => put(&mut ctx, q.as_bytes()),
-            (Query::Sorted, Some(q)) => {
-                let mut pairs: Vec<&str> = q.split('&').filter(|s| !s.is_empty()).collect();
-                pairs.sort_unstable();
-                ctx.update(&(pairs.len() as u64).to_be_bytes());
-                for pair in pairs {
-                    put(&mut ctx, pair.as_bytes());
-                }
+        match p.query {
+            Some(q) => {
+                ctx.update(b"?");
+                put(&mut ctx, q.as_bytes());
             }
-            (Query::Only(names), Some(q)) => {
-                for name in names.iter() {
-                    // Every value of the parameter, in the order sent.
-                    for pair in q.split('&') {
-                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                        if k == name {
-                            put(&mut ctx, name.as_bytes());
-                            put(&mut ctx, v.as_bytes());
-                        }
-                    }
-                }
-            }
-            _ => put(&mut ctx, b""),
+            None => ctx.update(b"-"),
         }
         ctx.update(b"h");
         for name in self.headers.iter() {
@@ -125,10 +157,12 @@ fn put_field(ctx: &mut Context, name: &HeaderName, headers: &HeaderMap) {
 }
 
 /// The key of one variant of a response that varies on `names` (its `Vary` field): the
-/// resource's key and the request's values of those fields.
-pub fn variant(resource: &Key, names: &[HeaderName], headers: &HeaderMap) -> Key {
+/// resource's key, its marker's epoch (an invalidation moves it on, so every earlier variant
+/// is out of reach at once) and the request's values of those fields.
+pub fn variant(resource: &Key, epoch: u64, names: &[HeaderName], headers: &HeaderMap) -> Key {
     let mut ctx = Context::new(&SHA256);
     ctx.update(&resource.0);
+    ctx.update(&epoch.to_be_bytes());
     for name in names {
         put(&mut ctx, name.as_str().as_bytes());
         put_field(&mut ctx, name, headers);
@@ -138,6 +172,7 @@ pub fn variant(resource: &Key, names: &[HeaderName], headers: &HeaderMap) -> Key
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn spec(query: Query) -> KeySpec {
@@ -151,10 +186,13 @@ mod tests {
     }
 
     fn key(s: &KeySpec, host: &str, path: &str, q: Option<&str>, h: &HeaderMap) -> Key {
+        let canon = s.canonical_query(q);
         s.key(&Parts {
+            route: "r",
+            listener: "public",
             host,
             path,
-            query: q,
+            query: canon.as_deref().or(q),
             headers: h,
             consumer: None,
         })
@@ -165,29 +203,32 @@ mod tests {
         let h = HeaderMap::new();
         let s = spec(Query::AsSent);
         assert_ne!(key(&s, "ab", "/c", None, &h), key(&s, "a", "b/c", None, &h));
+        assert_ne!(key(&s, "a", "/", None, &h), key(&s, "a", "/", Some(""), &h));
         assert_ne!(
             key(&s, "a", "/", Some("b=1&a=2"), &h),
             key(&s, "a", "/", Some("a=2&b=1"), &h)
         );
         let s = spec(Query::Sorted);
         assert_eq!(
-            key(&s, "a", "/", Some("b=1&a=2"), &h),
-            key(&s, "a", "/", Some("a=2&b=1"), &h)
+            s.canonical_query(Some("b=1&a=2&a=1")).unwrap(),
+            "a=2&a=1&b=1"
+        );
+        // Repeated names keep their order: an upstream reading the first value sees it.
+        assert_ne!(
+            key(&s, "a", "/", Some("id=1&id=2"), &h),
+            key(&s, "a", "/", Some("id=2&id=1"), &h)
         );
         let s = spec(Query::Only(Box::new(["page".into()])));
-        assert_eq!(
-            key(&s, "a", "/", Some("page=2&utm=x"), &h),
-            key(&s, "a", "/", Some("utm=y&page=2"), &h)
-        );
+        assert_eq!(s.canonical_query(Some("utm=y&page=2")).unwrap(), "page=2");
+        // Names as the upstream decodes them; a parameter hidden in another's value is dropped.
+        assert_eq!(s.canonical_query(Some("pag%65=9")).unwrap(), "pag%65=9");
+        assert_eq!(s.canonical_query(Some("x=1;page=9")).unwrap(), "");
         assert_ne!(
             key(&s, "a", "/", Some("page=2"), &h),
             key(&s, "a", "/", Some("page=3"), &h)
         );
         let s = spec(Query::Ignored);
-        assert_eq!(
-            key(&s, "a", "/", Some("x=1"), &h),
-            key(&s, "a", "/", None, &h)
-        );
+        assert_eq!(s.canonical_query(Some("callback=x")).unwrap(), "");
     }
 
     #[test]
@@ -213,7 +254,11 @@ mod tests {
         let names = [HeaderName::from_static("accept-encoding")];
         let mut gz = HeaderMap::new();
         gz.insert("accept-encoding", http::HeaderValue::from_static("gzip"));
-        assert_ne!(variant(&r, &names, &gz), variant(&r, &names, &empty));
-        assert_eq!(variant(&r, &names, &gz), variant(&r, &names, &gz.clone()));
+        assert_ne!(variant(&r, 0, &names, &gz), variant(&r, 0, &names, &empty));
+        assert_eq!(
+            variant(&r, 0, &names, &gz),
+            variant(&r, 0, &names, &gz.clone())
+        );
+        assert_ne!(variant(&r, 0, &names, &gz), variant(&r, 1, &names, &gz));
     }
 }

@@ -10,9 +10,11 @@ pub mod directives;
 pub mod flights;
 pub mod key;
 pub mod memory;
+pub mod shared;
 pub mod status;
 pub mod stored;
 
 pub use key::{Key, KeySpec};
 pub use memory::{Memory, Object, Purge, Selector};
+pub use shared::SharedTier;
 pub use stored::{Freshness, Settings, Stored};

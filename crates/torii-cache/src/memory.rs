@@ -8,15 +8,19 @@ use http::HeaderName;
 use quick_cache::{Lifecycle, Weighter};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// What a key holds.
 #[derive(Clone, Debug)]
 pub enum Object {
     /// The resource varies on these request fields: its responses are under variant keys
-    /// ([`crate::key::variant`]).
-    Vary(Arc<[HeaderName]>),
+    /// ([`crate::key::variant`]) of this epoch.
+    Vary(Arc<[HeaderName]>, u64),
     /// A response.
     Response(Arc<Stored>),
+    /// The resource's last answer could not be stored: until then, misses go upstream at
+    /// once instead of waiting for each other ("hit-for-pass").
+    Pass(Instant),
 }
 
 #[derive(Clone)]
@@ -25,8 +29,9 @@ struct Weigh;
 impl Weighter<Key, Object> for Weigh {
     fn weight(&self, _: &Key, v: &Object) -> u64 {
         match v {
-            Object::Vary(names) => 128 + 32 * names.len() as u64,
+            Object::Vary(names, _) => 128 + 32 * names.len() as u64,
             Object::Response(s) => s.weight(),
+            Object::Pass(_) => 128,
         }
     }
 }
@@ -67,7 +72,7 @@ pub struct Purge {
 }
 
 impl Purge {
-    fn selects(&self, s: &Stored) -> bool {
+    pub(crate) fn selects(&self, s: &Stored) -> bool {
         if self.scope.as_deref().is_some_and(|sc| sc != &*s.scope) {
             return false;
         }
@@ -86,6 +91,8 @@ type Table =
 pub struct Memory {
     table: Table,
     evictions: Arc<AtomicU64>,
+    /// The heaviest entry admitted (the table refuses entries over most of a shard).
+    max_entry: u64,
 }
 
 impl std::fmt::Debug for Memory {
@@ -108,9 +115,26 @@ impl Memory {
         let items = usize::try_from(bytes / 16_384)
             .unwrap_or(usize::MAX)
             .max(64);
+        // The table refuses an entry heavier than most of one shard: few shards (at most 16,
+        // each of at least 80 MiB when the size allows) keep the largest object (64 MiB)
+        // admissible; lock contention is not what limits a response cache.
+        let fit = (bytes / (80 << 20)).clamp(1, 16);
+        // The largest power of two up to `fit`.
+        let shards = 1u64 << (63 - fit.leading_zeros());
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(bytes)
+            .shards(usize::try_from(shards).unwrap_or(1))
+            .build();
+        let table = match options {
+            Ok(o) => Table::with_options(o, Weigh, Default::default(), evictions),
+            Err(_) => Table::with(items, bytes, Weigh, Default::default(), evictions),
+        };
+        let max_entry = table.shard_capacity() / 100 * 95;
         Self {
-            table: Table::with(items, bytes, Weigh, Default::default(), evictions),
+            table,
             evictions: counter,
+            max_entry,
         }
     }
 
@@ -125,12 +149,45 @@ impl Memory {
     }
 
     /// Stores a response under `key`; when it varies (`vary` not empty), `resource` gets the
-    /// marker that leads to its variants.
-    pub fn put(&self, resource: Key, key: Key, vary: Arc<[HeaderName]>, stored: Stored) {
+    /// marker of `epoch` that leads to its variants. Nothing is stored when the resource was
+    /// invalidated since the request read its epoch, or when the response is heavier than
+    /// the table admits. Returns whether it was stored.
+    pub fn put(
+        &self,
+        resource: Key,
+        key: Key,
+        vary: Arc<[HeaderName]>,
+        epoch: u64,
+        stored: Stored,
+    ) -> bool {
+        if stored.weight() > self.max_entry {
+            return false;
+        }
+        if let Some(Object::Vary(_, e)) = self.get(&resource)
+            && e > epoch
+        {
+            return false;
+        }
         if !vary.is_empty() {
-            self.insert(resource, Object::Vary(vary));
+            self.insert(resource, Object::Vary(vary, epoch));
         }
         self.insert(key, Object::Response(Arc::new(stored)));
+        true
+    }
+
+    /// Invalidates a resource (RFC 9111 section 4.4): its response, or every variant at once
+    /// (its marker's epoch moves on).
+    pub fn invalidate(&self, resource: &Key) {
+        match self.get(resource) {
+            Some(Object::Vary(names, e)) => self.insert(*resource, Object::Vary(names, e + 1)),
+            Some(_) => self.remove(resource),
+            None => {}
+        }
+    }
+
+    /// The heaviest entry admitted.
+    pub fn max_entry(&self) -> u64 {
+        self.max_entry
     }
 
     /// Removes what is under `key`.

@@ -63,6 +63,8 @@ const ON_304: &[HeaderName] = &[
 /// A response found storable, waiting for its body.
 pub struct Candidate {
     policy: CachePolicy,
+    strict: bool,
+    stored_wall: SystemTime,
     status: StatusCode,
     headers: HeaderMap,
     vary: Box<[HeaderName]>,
@@ -87,6 +89,8 @@ pub struct Stored {
     pub body: Bytes,
     policy: CachePolicy,
     stored_at: Instant,
+    /// `stored_at` on the wall clock (shared with other nodes through the shared tier).
+    stored_wall: SystemTime,
     initial_age: Duration,
     fresh_until: Instant,
     stale_if_error: Duration,
@@ -95,6 +99,11 @@ pub struct Stored {
     last_modified: Option<SystemTime>,
     /// Surrogate keys (`Surrogate-Key` / `Cache-Tag`), for purges by tag.
     pub tags: Box<[Box<str>]>,
+    /// The request fields it varies on.
+    vary: Box<[HeaderName]>,
+    /// It must not be served stale, whatever a request allows (`must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage`, `no-cache`).
+    strict: bool,
     /// The URL it answers (host, path and query), for purges by URL and prefix.
     pub url: Box<str>,
     /// The cache that stored it (`route:<name>`, `global`).
@@ -105,33 +114,70 @@ pub struct Stored {
 static GET: Method = Method::GET;
 
 /// The request as the policy crate sees it: the key already says it asks for the stored
-/// resource (a key may ignore parts of the URI, such as tracking parameters).
-struct Presented<'a>(&'a http::request::Parts);
+/// resource (a key may ignore parts of the URI, such as tracking parameters), and only the
+/// fields its rules read are kept: `Cache-Control`, `Pragma`, the fields the response varies
+/// on, and whether there was an `Authorization` (not its value). The policy keeps this view
+/// with the stored response (in memory and in the shared tier), so no credential, cookie or
+/// other client field is stored, and clients that spell `Host` differently still match.
+struct Presented<'a> {
+    req: &'a http::request::Parts,
+    headers: HeaderMap,
+}
+
+impl<'a> Presented<'a> {
+    fn new(req: &'a http::request::Parts, vary: &[HeaderName]) -> Self {
+        let mut headers = HeaderMap::new();
+        for name in [header::CACHE_CONTROL, header::PRAGMA]
+            .iter()
+            .chain(vary.iter())
+        {
+            for v in req.headers.get_all(name) {
+                headers.append(name.clone(), copied(v));
+            }
+        }
+        if req.headers.contains_key(header::AUTHORIZATION) {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static("present"));
+        }
+        Self { req, headers }
+    }
+}
 
 impl RequestLike for Presented<'_> {
     fn uri(&self) -> Uri {
-        self.0.uri.clone()
+        self.req.uri.clone()
     }
     fn is_same_uri(&self, _: &Uri) -> bool {
         true
     }
     fn method(&self) -> &Method {
         // HEAD is answered from a stored GET.
-        if self.0.method == Method::HEAD {
+        if self.req.method == Method::HEAD {
             &GET
         } else {
-            &self.0.method
+            &self.req.method
         }
     }
     fn headers(&self) -> &HeaderMap {
-        &self.0.headers
+        &self.headers
     }
 }
+
+/// A field value in an allocation of its own: a value sliced from a connection's read buffer
+/// would keep the whole buffer alive for as long as the response is stored.
+fn copied(v: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The longest freshness or stale window taken from a response (2^31 seconds, the RFC's
+/// delta-seconds cap): longer values are read as this, and instants stay far from overflow.
+const MAX_DELTA: Duration = Duration::from_secs(1 << 31);
 
 fn options(s: &Settings) -> CacheOptions {
     CacheOptions {
         shared: true,
         cache_heuristic: s.heuristic,
+        // `immutable` says nothing of freshness (RFC 8246): no lifetime of its own.
+        immutable_min_time_to_live: Duration::ZERO,
         ..CacheOptions::default()
     }
 }
@@ -411,11 +457,11 @@ pub fn assess(
     }
     let now = SystemTime::now();
     let view = policy_view(status, headers, &cc, d.must_understand);
-    let policy = CachePolicy::new_options(&Presented(req), &view, now, options(s));
+    let policy = CachePolicy::new_options(&Presented::new(req, &vary), &view, now, options(s));
     if !policy.is_storable() {
         return Err("not-storable");
     }
-    let fresh_for = policy.time_to_live(now);
+    let fresh_for = policy.time_to_live(now).min(MAX_DELTA);
     let own_stale = d.stale_if_error.is_some() || d.stale_while_revalidate.is_some();
     let validator =
         headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
@@ -423,19 +469,27 @@ pub fn assess(
         // Stale at once and nothing to revalidate with: it could never be used.
         return Err("stale");
     }
-    let mut stored_headers = headers.clone();
-    stored_headers.remove(header::AGE);
+    // The fields as served: `Age` is computed when served, and a cookie is never handed to
+    // the next client (a `public` response with `Set-Cookie` is stored without it).
+    let mut stored_headers = HeaderMap::with_capacity(headers.len());
+    for (k, v) in headers {
+        if k != header::AGE && k != header::SET_COOKIE {
+            stored_headers.append(k.clone(), copied(v));
+        }
+    }
     let permit = |own: Option<Duration>, route: Duration| {
         if d.strict() {
             Duration::ZERO
         } else {
-            own.map_or(route, |o| o.max(route))
+            own.map_or(route, |o| o.max(route)).min(MAX_DELTA)
         }
     };
     Ok(Candidate {
         status,
+        strict: d.strict(),
         vary,
         stored_at: Instant::now(),
+        stored_wall: now,
         initial_age: policy.age(now),
         fresh_for,
         stale_if_error: if code >= 500 {
@@ -466,40 +520,55 @@ impl Candidate {
         self
     }
 
-    /// The stored response, with its body.
+    /// The stored response, with its body (copied into an allocation of its own: a body
+    /// sliced from a connection's buffer would keep the buffer alive).
     pub fn finish(self, body: Bytes) -> Stored {
+        let body = Bytes::copy_from_slice(&body);
         let etag = self.headers.get(header::ETAG).cloned();
         let last_modified = self
             .headers
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
-        let weight = 256
-            + (self.url.len() + self.scope.len()) as u64
-            + body.len() as u64
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str().len() + v.len() + 32) as u64)
-                .sum::<u64>();
+        let weight = weight(&self.headers, &body, &self.url, &self.scope);
         Stored {
             status: self.status,
             headers: self.headers,
             body,
             policy: self.policy,
             stored_at: self.stored_at,
+            stored_wall: self.stored_wall,
             initial_age: self.initial_age,
-            fresh_until: self.stored_at + self.fresh_for,
+            fresh_until: later(self.stored_at, self.fresh_for),
             stale_if_error: self.stale_if_error,
             stale_while_revalidate: self.stale_while_revalidate,
             etag,
             last_modified,
             tags: self.tags,
+            vary: self.vary,
+            strict: self.strict,
             url: self.url,
             scope: self.scope,
             weight,
         }
     }
+}
+
+/// `at + d`, or far in the future when that does not fit.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(MAX_DELTA))
+        .unwrap_or(at)
+}
+
+/// The bytes a stored response holds, roughly: its fields twice (the policy keeps a copy),
+/// its body, its names and a fixed overhead.
+pub(crate) fn weight(headers: &HeaderMap, body: &Bytes, url: &str, scope: &str) -> u64 {
+    let fields: u64 = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().len() + v.len() + 32) as u64)
+        .sum();
+    512 + (url.len() + scope.len()) as u64 + body.len() as u64 + 2 * fields
 }
 
 /// Whether a stored response answers a request as it is.
@@ -525,8 +594,10 @@ impl Stored {
         }
         match self
             .policy
-            .before_request(&Presented(req), SystemTime::now())
+            .before_request(&Presented::new(req, &self.vary), SystemTime::now())
         {
+            // The crate lets `max-stale` take responses that must be revalidated once stale.
+            BeforeRequest::Fresh(_) if self.strict && now >= self.fresh_until => Freshness::Stale,
             BeforeRequest::Fresh(_) => Freshness::Fresh,
             BeforeRequest::Stale { .. } => Freshness::Stale,
         }
@@ -563,7 +634,27 @@ impl Stored {
     /// How long it may still be kept: fresh, then stale but usable, and then still useful for
     /// revalidation while it has a validator.
     pub fn keep_until(&self) -> Instant {
-        self.fresh_until + self.stale_if_error.max(self.stale_while_revalidate)
+        later(
+            self.fresh_until,
+            self.stale_if_error.max(self.stale_while_revalidate),
+        )
+    }
+
+    /// How long the shared tier keeps it: while fresh or usable stale, and ten minutes more
+    /// when it has a validator to revalidate with; at most `max`, at least a second.
+    pub fn shared_ttl(&self, now: Instant, max: Duration) -> Duration {
+        let mut until = self.keep_until();
+        if self.has_validator() {
+            until = later(until, Duration::from_secs(600));
+        }
+        until
+            .saturating_duration_since(now)
+            .clamp(Duration::from_secs(1), max.max(Duration::from_secs(1)))
+    }
+
+    /// When it was stored, on the wall clock.
+    pub fn stored_wall(&self) -> SystemTime {
+        self.stored_wall
     }
 
     /// Whether it has a validator (`ETag` or `Last-Modified`) to revalidate with.
@@ -586,7 +677,8 @@ impl Stored {
     /// Whether the client's conditional request (`If-None-Match`, else `If-Modified-Since`
     /// on GET and HEAD) is answered 304 by this response (RFC 9110 section 13.2.2).
     pub fn not_modified_for(&self, req: &http::request::Parts) -> bool {
-        if req.method != Method::GET && req.method != Method::HEAD {
+        // Preconditions apply to 2xx responses only (RFC 9110 section 13.2.1).
+        if (req.method != Method::GET && req.method != Method::HEAD) || !self.status.is_success() {
             return false;
         }
         let h = &req.headers;
@@ -662,6 +754,14 @@ impl Stored {
         authenticated: bool,
         s: &Settings,
     ) -> (HeaderMap, Result<Stored, NotStored>) {
+        // A 304 whose strong validator is not this response's is about another
+        // representation: it must not update this one (RFC 9111 section 4.3.4).
+        if let (Some(new), Some(old)) = (not_modified.get(header::ETAG), &self.etag)
+            && !new.as_bytes().starts_with(b"W/")
+            && opaque(new.as_bytes()) != opaque(old.as_bytes())
+        {
+            return (self.headers.clone(), Err("validator-mismatch"));
+        }
         let mut merged = self.headers.clone();
         for name in not_modified.keys() {
             if KEPT_ON_304.contains(name) {
@@ -687,6 +787,8 @@ impl Stored {
 fn opaque(tag: &[u8]) -> &[u8] {
     tag.strip_prefix(b"W/").unwrap_or(tag)
 }
+
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -57,19 +57,21 @@ pub struct BuildCtx<'a> {
 /// cache's memory tier and counters.
 pub(crate) struct Load {
     redact: std::sync::Mutex<Vec<String>>,
-    /// `cache.memory` of the config.
-    cache_bytes: u64,
+    /// `cache` of the config.
+    cache_config: torii_config::schema::CacheStore,
     cache: std::sync::Mutex<Option<Arc<torii_cache::Memory>>>,
+    cache_shared: std::sync::Mutex<Option<Arc<torii_cache::SharedTier>>>,
     cache_counters: std::sync::Mutex<Vec<(String, Arc<torii_cache::status::Counters>)>>,
 }
 
 impl Load {
-    /// A load whose cache memory tier holds `cache_bytes`.
-    pub(crate) fn new(cache_bytes: u64) -> Self {
+    /// A load with these cache settings.
+    pub(crate) fn new(cache_config: torii_config::schema::CacheStore) -> Self {
         Self {
             redact: std::sync::Mutex::new(Vec::new()),
-            cache_bytes,
+            cache_config,
             cache: std::sync::Mutex::new(None),
+            cache_shared: std::sync::Mutex::new(None),
             cache_counters: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -152,13 +154,44 @@ impl BuildCtx<'_> {
         if let Some(m) = &*slot {
             return m.clone();
         }
-        let bytes = self.load.cache_bytes;
+        let bytes = self.load.cache_config.memory.0;
         let m = self.state.get_or_insert(
             StateKey::new("cache", "process", &Value::from(bytes)),
             || torii_cache::Memory::new(bytes),
         );
         *slot = Some(m.clone());
         m
+    }
+
+    /// The process's shared cache tier over the gateway's Redis (`None` without `redis`):
+    /// one for every route, kept across reloads that keep the Redis client and its settings.
+    pub fn cache_shared(&self) -> Option<Arc<torii_cache::SharedTier>> {
+        let redis = self.redis?.clone();
+        let mut slot = self
+            .load
+            .cache_shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = &*slot {
+            return Some(t.clone());
+        }
+        let memory = self.cache_memory();
+        let c = &self.load.cache_config;
+        let (size, ttl) = (c.shared_max_object_size.0, c.shared_max_ttl.0);
+        // The same client (its address) and settings: the same tier.
+        let identity = serde_json::json!([
+            Arc::as_ptr(&redis) as usize,
+            size,
+            ttl.as_millis() as u64,
+            Arc::as_ptr(&memory) as usize
+        ]);
+        let t = self
+            .state
+            .get_or_insert(StateKey::new("cache", "shared", &identity), || {
+                torii_cache::SharedTier::new(redis, memory, size, ttl)
+            });
+        *slot = Some(t.clone());
+        Some(t)
     }
 
     /// Shows a cache's counters on `/metrics`, labelled with this scope.
@@ -195,6 +228,8 @@ pub struct Compiled {
     pub redis: Option<Arc<torii_store::Redis>>,
     /// The cache's memory tier, when a route caches.
     pub cache: Option<Arc<torii_cache::Memory>>,
+    /// The cache's shared tier, when a route's cache is shared.
+    pub cache_shared: Option<Arc<torii_cache::SharedTier>>,
     /// Each cache's counters, by scope (`route:<name>`, `global`).
     pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
 }
@@ -346,7 +381,7 @@ impl PluginCatalog for Catalog {
         let generation = self.state.begin();
         // Secret query parameters of this build (a catalog may serve concurrent loads: this
         // list is the build's own).
-        let load = Load::new(config.cache.memory.0);
+        let load = Load::new(config.cache.clone());
         let mut errors = Vec::new();
         // Upstreams first: plugins are handed the ones they name.
         let upstreams = match self.registry.build(&config.upstreams) {
@@ -568,6 +603,10 @@ impl PluginCatalog for Catalog {
             identity: IdentityHeaders::new(&config.identity),
             redact_query_params: load.redact.into_inner().unwrap_or_else(|e| e.into_inner()),
             cache: load.cache.into_inner().unwrap_or_else(|e| e.into_inner()),
+            cache_shared: load
+                .cache_shared
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner()),
             cache_counters: load
                 .cache_counters
                 .into_inner()

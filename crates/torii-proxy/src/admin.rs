@@ -135,7 +135,8 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return r;
     }
-    let Some(memory) = shared.snapshot.load().cache.clone() else {
+    let snap = shared.snapshot.load();
+    let Some(memory) = snap.cache.clone() else {
         return json(
             StatusCode::NOT_FOUND,
             json!({"error": "no route has the cache plugin"}),
@@ -177,8 +178,18 @@ async fn purge(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
         return bad("`route` is a route name");
     }
     let scope = text("route").map(|r| format!("route:{r}"));
-    let purged = memory.purge(&torii_cache::Purge { selector, scope });
-    json(StatusCode::OK, json!({ "purged": purged }))
+    let purge = torii_cache::Purge { selector, scope };
+    match &snap.cache_shared {
+        None => json(StatusCode::OK, json!({ "purged": memory.purge(&purge) })),
+        // Every node: a record in Redis that each reads (and a ban on the objects there).
+        Some(t) => match t.purge(purge).await {
+            (n, Ok(())) => json(StatusCode::OK, json!({ "purged": n, "shared": true })),
+            (n, Err(e)) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "purged": n, "shared": false, "error": format!("purged on this node only: {e}") }),
+            ),
+        },
+    }
 }
 
 /// A URL as the cache names responses: no scheme, the host in lowercase without its port.

@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub redis: Option<Arc<torii_store::Redis>>,
     /// The response cache's memory tier and each cache's counters (for `/metrics`).
     pub cache: Option<Arc<torii_cache::Memory>>,
+    /// The cache's shared tier (Redis), when a route's cache is shared.
+    pub cache_shared: Option<Arc<torii_cache::SharedTier>>,
     /// Each cache's counters, by scope.
     pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
     /// Read-ahead of upstream response bodies (`None`: off).
@@ -225,6 +227,7 @@ impl Snapshot {
             upstreams: plugins.upstreams.clone(),
             redis: plugins.redis.clone(),
             cache: plugins.cache.clone(),
+            cache_shared: plugins.cache_shared.clone(),
             cache_counters: plugins.cache_counters.clone(),
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();

@@ -89,6 +89,24 @@ fn cache_metrics(snap: &Snapshot, out: &mut String) {
     let _ = writeln!(out, "torii_cache_memory_entries {}", m.len());
     out.push_str("# TYPE torii_cache_evictions_total counter\n");
     let _ = writeln!(out, "torii_cache_evictions_total {}", m.evictions());
+    if let Some(t) = &snap.cache_shared {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &t.counters;
+        out.push_str("# TYPE torii_cache_shared_total counter\n");
+        for (result, n) in [
+            ("hit", &c.hits),
+            ("miss", &c.misses),
+            ("banned", &c.banned),
+            ("write", &c.writes),
+            ("error", &c.errors),
+        ] {
+            let _ = writeln!(
+                out,
+                "torii_cache_shared_total{{result=\"{result}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+    }
 }
 
 /// Appends the upstream (and Redis) series to a Prometheus text exposition.

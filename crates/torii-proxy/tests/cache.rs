@@ -677,3 +677,96 @@ async fn purges_by_tag_url_and_prefix_through_the_admin_listener() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
     }
 }
+
+#[tokio::test]
+async fn keys_forward_what_they_cover_and_invalidation_reaches_every_variant() {
+    let (up, n) = origin(|req, i| {
+        let q = req.uri().query().unwrap_or("").to_string();
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .map_or("-", |v| v.to_str().unwrap())
+            .to_string();
+        if req.method() == http::Method::DELETE {
+            return resp(204, &[], "");
+        }
+        resp(
+            200,
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("vary", "accept-language"),
+                ("set-cookie", "session=first"),
+            ],
+            format!("{i} q={q} lang={lang}"),
+        )
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {key: {query: [page]}}}")).await;
+    let a = addr(&gw).await;
+    // The upstream sees only the keyed parameter, so the ignored ones cannot change what is
+    // stored for everybody.
+    let (_, h, b) = send(
+        a,
+        "GET",
+        "/l?utm=x&page=2&pag%65=9",
+        &[("accept-language", "fr")],
+    )
+    .await;
+    assert_eq!(&b[..], b"1 q=page=2&pag%65=9 lang=fr");
+    assert_eq!(h.get("set-cookie").unwrap(), "session=first");
+    let (_, h, b) = send(
+        a,
+        "GET",
+        "/l?page=2&pag%65=9&utm=y",
+        &[("accept-language", "fr")],
+    )
+    .await;
+    assert_eq!(&b[..], b"1 q=page=2&pag%65=9 lang=fr");
+    assert!(cache_status(&h).contains("hit"), "{h:?}");
+    // The first client's cookie is not handed to the next one.
+    assert!(h.get("set-cookie").is_none(), "{h:?}");
+    let (_, _, b) = send(a, "GET", "/l?page=2&pag%65=9", &[("accept-language", "en")]).await;
+    assert_eq!(&b[..], b"2 q=page=2&pag%65=9 lang=en");
+    // An unsafe request to the URL invalidates both variants.
+    let (s, _, _) = send(a, "DELETE", "/l?page=2&pag%65=9", &[]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    for (lang, i) in [("fr", 4), ("en", 5)] {
+        let (_, h, b) = send(a, "GET", "/l?page=2&pag%65=9", &[("accept-language", lang)]).await;
+        assert!(!cache_status(&h).contains("hit"), "{lang}: {h:?}");
+        assert!(b.starts_with(format!("{i} ").as_bytes()), "{lang}: {b:?}");
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn a_global_cache_keeps_routes_apart_and_preconditions_go_upstream() {
+    let (up, n) = origin(|req, i| {
+        let route = req
+            .headers()
+            .get("x-from")
+            .map_or("-", |v| v.to_str().unwrap())
+            .to_string();
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"e\"")],
+            format!("{route} {i}"),
+        )
+    })
+    .await;
+    let yaml = config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nplugins: {{cache: {{}}}}\nroutes:\n  - name: beta-g\n    match: {{path_prefix: /, headers: [{{name: x-beta, value: '1'}}]}}\n    upstream: up\n    plugins: {{request_headers: {{set: {{x-from: beta}}}}}}\n  - name: stable-g\n    match: {{path_prefix: /}}\n    upstream: up\n    plugins: {{request_headers: {{set: {{x-from: stable}}}}}}\n",
+        up.addr,
+    ));
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    let (_, _, b) = send(a, "GET", "/same", &[("x-beta", "1")]).await;
+    assert_eq!(&b[..], b"beta 1");
+    let (_, _, b) = send(a, "GET", "/same", &[]).await;
+    assert_eq!(&b[..], b"stable 2");
+    let (_, _, b) = send(a, "GET", "/same", &[("x-beta", "1")]).await;
+    assert_eq!(&b[..], b"beta 1");
+    // If-Match is the upstream's to decide.
+    let (_, h, _) = send(a, "GET", "/same", &[("if-match", "\"e\"")]).await;
+    assert!(cache_status(&h).is_empty(), "{h:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+}

@@ -355,3 +355,94 @@ fn vary_and_tags() {
     let tags: Vec<&str> = s.tags.iter().map(|t| &**t).collect();
     assert_eq!(tags, ["a", "b", "c"]);
 }
+
+#[test]
+fn review_findings_hold() {
+    // max-stale never takes a response that must be revalidated once stale.
+    for cc in [
+        "max-age=0, must-revalidate",
+        "no-cache",
+        "s-maxage=0",
+        "max-age=0, proxy-revalidate",
+    ] {
+        let s = assess(
+            &get(),
+            StatusCode::OK,
+            &h(&[("cache-control", cc), ("etag", "\"e\"")]),
+            false,
+            &settings(),
+        )
+        .unwrap()
+        .finish(Bytes::new());
+        let r = req(Method::GET, &[("cache-control", "max-stale")]);
+        assert_eq!(s.freshness(&r, Instant::now()), Freshness::Stale, "{cc}");
+    }
+    let s = stored(&[("cache-control", "max-age=0"), ("etag", "\"e\"")]);
+    let r = req(Method::GET, &[("cache-control", "max-stale")]);
+    assert_eq!(s.freshness(&r, Instant::now()), Freshness::Fresh);
+    // A huge max-age neither panics nor overflows.
+    let s = stored(&[("cache-control", "max-age=18446744073709551615")]);
+    assert_eq!(s.freshness(&get(), Instant::now()), Freshness::Fresh);
+    let _ = s.keep_until();
+    let _ = s.shared_ttl(Instant::now(), Duration::from_secs(60));
+    // immutable alone gives no freshness.
+    assert_eq!(
+        assess(
+            &get(),
+            StatusCode::OK,
+            &h(&[("cache-control", "immutable")]),
+            false,
+            &settings()
+        )
+        .err(),
+        Some("stale")
+    );
+    // A public response's cookie is not handed to the next client.
+    let s = stored(&[
+        ("cache-control", "public, max-age=60"),
+        ("set-cookie", "session=1"),
+    ]);
+    assert!(s.headers.get("set-cookie").is_none());
+    // A 304 for another representation does not update this one.
+    let s = stored(&[("cache-control", "max-age=0"), ("etag", "\"v1\"")]);
+    let (_, r) = s.refreshed(&get(), &h(&[("etag", "\"v2\"")]), false, &settings());
+    assert_eq!(r.err(), Some("validator-mismatch"));
+    // Preconditions are for 2xx answers.
+    let s = assess(
+        &get(),
+        StatusCode::NOT_FOUND,
+        &h(&[("cache-control", "max-age=60"), ("etag", "\"n\"")]),
+        false,
+        &settings(),
+    )
+    .unwrap()
+    .finish(Bytes::new());
+    assert!(!s.not_modified_for(&req(Method::GET, &[("if-none-match", "\"n\"")])));
+    // The policy keeps no client field but what its rules read: another Host still matches.
+    let s = assess(
+        &req(
+            Method::GET,
+            &[
+                ("host", "a:1"),
+                ("authorization", "Bearer secret"),
+                ("cookie", "c=1"),
+            ],
+        ),
+        StatusCode::OK,
+        &h(&[("cache-control", "public, max-age=60")]),
+        false,
+        &settings(),
+    )
+    .unwrap()
+    .finish(Bytes::new());
+    let other = req(
+        Method::GET,
+        &[("host", "a:2"), ("cache-control", "max-age=100")],
+    );
+    assert_eq!(s.freshness(&other, Instant::now()), Freshness::Fresh);
+    let frame = String::from_utf8_lossy(&s.encode()).into_owned();
+    assert!(
+        !frame.contains("secret") && !frame.contains("c=1"),
+        "{frame}"
+    );
+}

@@ -70,12 +70,20 @@ pub struct CacheStore {
     /// fields and a small overhead per entry). When full, the least useful entries go
     /// (S3-FIFO). Default 256MiB, at least 1MiB.
     pub memory: ByteSize,
+    /// The largest body kept in the shared tier (the gateway's `redis`, for routes whose
+    /// cache says `shared: true`); larger ones stay in memory only. Default 256KiB.
+    pub shared_max_object_size: ByteSize,
+    /// The longest a response is kept in the shared tier, and a purge remembered there.
+    /// Default 1d.
+    pub shared_max_ttl: Duration,
 }
 
 impl Default for CacheStore {
     fn default() -> Self {
         Self {
             memory: ByteSize(256 << 20),
+            shared_max_object_size: ByteSize(256 << 10),
+            shared_max_ttl: Duration::secs(86_400),
         }
     }
 }

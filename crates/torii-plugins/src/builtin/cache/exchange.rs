@@ -1,12 +1,13 @@
 //! One request through the cache (see the module docs of `cache`).
 
 use super::RouteCache;
-use super::tee::{Fill, Tee};
-use http::header::{CONTENT_LOCATION, LOCATION};
+use super::tee::{Fill, Tee, Tiers};
+use http::header::{self, CONTENT_LOCATION, LOCATION};
 use http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use torii_cache::flights::{Join, Leader, wait};
 use torii_cache::status::{Counters, Status};
 use torii_cache::stored::assess;
@@ -21,12 +22,19 @@ enum Found {
     Stored(Key, Arc<Stored>),
     /// Nothing for this request's variant of a resource that varies.
     VaryMiss,
+    /// The resource's last answer could not be stored: go upstream without waiting.
+    Pass,
     /// Nothing.
     Miss,
 }
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// How long misses of a resource whose answer could not be stored skip coalescing.
+const PASS_FOR: Duration = Duration::from_secs(10);
+/// The longest a background refresh may take.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(60);
 
 fn only_if_cached(req: &http::request::Parts) -> bool {
     directives::has(&req.headers, "only-if-cached")
@@ -41,12 +49,50 @@ fn upstream_failed(r: &Answer) -> bool {
     }
 }
 
+/// The request head without the fields that make an answer about a part or a precondition
+/// of the resource: what a fill or a refresh sends, so that what it stores is the resource.
+fn unconditional(req: &http::request::Parts) -> http::request::Parts {
+    let mut r = req.clone();
+    r.method = Method::GET;
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        r.headers.remove(name);
+    }
+    r
+}
+
+/// One request as the cache handles it.
+struct Call<'a> {
+    /// The head as the client sent it (its conditionals, HEAD).
+    req: &'a http::request::Parts,
+    /// The head sent upstream: the client's, or with the query as keyed.
+    fwd: Cow<'a, http::request::Parts>,
+    ctx: &'a RequestContext,
+    resource: Key,
+    /// The epoch of the resource's `Vary` marker when the request read it.
+    epoch: u64,
+    status: Status,
+}
+
 impl RouteCache {
-    fn parts<'r>(&self, req: &'r http::request::Parts, ctx: &'r RequestContext) -> key::Parts<'r> {
+    fn parts<'r>(
+        &'r self,
+        req: &'r http::request::Parts,
+        ctx: &'r RequestContext,
+        query: Option<&'r str>,
+    ) -> key::Parts<'r> {
         key::Parts {
+            route: ctx.route.as_deref().unwrap_or(""),
+            listener: &ctx.listener,
             host: &ctx.host,
             path: &ctx.path,
-            query: req.uri.query(),
+            query,
             headers: &req.headers,
             consumer: ctx
                 .consumer
@@ -56,13 +102,13 @@ impl RouteCache {
         }
     }
 
-    /// The URL a stored response is purged by: host, path and query.
-    fn url(req: &http::request::Parts, ctx: &RequestContext) -> Box<str> {
-        let q = req.uri.query();
-        let mut u =
-            String::with_capacity(ctx.host.len() + ctx.path.len() + q.map_or(0, |q| q.len() + 1));
-        u.push_str(&ctx.host);
-        u.push_str(&ctx.path);
+    /// The URL a stored response is purged by: host, path and query (as keyed).
+    fn url(call: &Call<'_>) -> Box<str> {
+        let q = call.fwd.uri.query();
+        let (host, path) = (&call.ctx.host, &call.ctx.path);
+        let mut u = String::with_capacity(host.len() + path.len() + q.map_or(0, |q| q.len() + 1));
+        u.push_str(host);
+        u.push_str(path);
         if let Some(q) = q {
             u.push('?');
             u.push_str(q);
@@ -70,20 +116,35 @@ impl RouteCache {
         u.into_boxed_str()
     }
 
+    /// The scope stored responses are purged by: the route that stored them.
+    fn scope(ctx: &RequestContext) -> String {
+        format!("route:{}", ctx.route.as_deref().unwrap_or(""))
+    }
+
     /// An authenticated request whose responses the key does not keep apart.
     fn authenticated(&self, ctx: &RequestContext) -> bool {
         !self.spec.consumer && ctx.consumer.as_ref().is_some_and(|c| !c.anonymous)
     }
 
-    fn find(&self, resource: &Key, headers: &HeaderMap) -> Found {
+    fn tiers(&self) -> Tiers {
+        Tiers {
+            memory: self.memory.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// What memory holds for the resource, and the epoch of its variants.
+    fn find(&self, resource: &Key, headers: &HeaderMap) -> (Found, u64) {
         match self.memory.get(resource) {
-            None => Found::Miss,
-            Some(Object::Response(s)) => Found::Stored(*resource, s),
-            Some(Object::Vary(names)) => {
-                let v = key::variant(resource, &names, headers);
+            None => (Found::Miss, 0),
+            Some(Object::Response(s)) => (Found::Stored(*resource, s), 0),
+            Some(Object::Pass(until)) if Instant::now() < until => (Found::Pass, 0),
+            Some(Object::Pass(_)) => (Found::Miss, 0),
+            Some(Object::Vary(names, epoch)) => {
+                let v = key::variant(resource, epoch, &names, headers);
                 match self.memory.get(&v) {
-                    Some(Object::Response(s)) => Found::Stored(v, s),
-                    _ => Found::VaryMiss,
+                    Some(Object::Response(s)) => (Found::Stored(v, s), epoch),
+                    _ => (Found::VaryMiss, epoch),
                 }
             }
         }
@@ -128,21 +189,15 @@ impl RouteCache {
         resp
     }
 
-    fn serve_stale(
-        &self,
-        s: &Stored,
-        req: &http::request::Parts,
-        now: Instant,
-        mut status: Status,
-        result: &Answer,
-    ) -> Response<Body> {
+    fn serve_stale(&self, s: &Stored, call: Call<'_>, result: &Answer) -> Response<Body> {
         Counters::add(&self.counters.stale);
+        let mut status = call.status;
         status.fwd_status = result.as_ref().ok().map(|r| r.status().as_u16());
         status.detail = Some("stale-if-error");
         if let Err(e) = result {
             tracing::warn!(error = %e, "upstream failed; stale response served from the cache");
         }
-        self.answer(s, req, now, status)
+        self.answer(s, call.req, Instant::now(), status)
     }
 
     pub(super) async fn run<'a>(
@@ -152,7 +207,13 @@ impl RouteCache {
         ctx: &'a RequestContext,
         next: Next<'a>,
     ) -> Answer {
-        if req.method != Method::GET && req.method != Method::HEAD {
+        let h = &req.headers;
+        if (req.method != Method::GET && req.method != Method::HEAD)
+            || h.contains_key(header::IF_MATCH)
+            || h.contains_key(header::IF_UNMODIFIED_SINCE)
+        {
+            // Not for the cache: unsafe methods (which invalidate), and preconditions the
+            // upstream decides on.
             Counters::add(&self.counters.bypassed);
             let resp = next.run(req, body, ctx).await?;
             if !req.method.is_safe()
@@ -162,9 +223,27 @@ impl RouteCache {
             }
             return Ok(resp);
         }
-        let resource = self.spec.key(&self.parts(req, ctx));
-        let mut status = Status::default();
-        let mut found = self.find(&resource, &req.headers);
+        // The query as keyed is also what goes upstream.
+        let canonical = self.spec.canonical_query(req.uri.query());
+        let fwd = match &canonical {
+            None => Cow::Borrowed(req),
+            Some(q) => Cow::Owned(with_query(req, q)),
+        };
+        let resource = self.spec.key(&self.parts(req, ctx, fwd.uri.query()));
+        let (mut found, mut epoch) = self.find(&resource, &req.headers);
+        if let (Found::Miss | Found::VaryMiss, Some(t)) = (&found, &self.shared)
+            && let Some((k, s)) = t.lookup(&resource, &req.headers).await
+        {
+            found = Found::Stored(k, s);
+        }
+        let mut call = Call {
+            req,
+            fwd,
+            ctx,
+            resource,
+            epoch,
+            status: Status::default(),
+        };
         let mut now = Instant::now();
         let fresh = |f: &Found, now| match f {
             Found::Stored(_, s) => s.freshness(req, now) == Freshness::Fresh,
@@ -172,29 +251,39 @@ impl RouteCache {
         };
         // Stale but usable while revalidating: answered now, refreshed once in the background.
         if let Found::Stored(key, stored) = &found
-            && !req.headers.contains_key(http::header::CACHE_CONTROL)
-            && !req.headers.contains_key(http::header::PRAGMA)
+            && !h.contains_key(header::CACHE_CONTROL)
+            && !h.contains_key(header::PRAGMA)
             && !fresh(&found, now)
             && stored.usable_while_revalidating(now)
         {
             Counters::add(&self.counters.stale);
-            if let Join::Lead(leader) = self.flights.join(resource) {
-                self.refresh_in_background(req, ctx, &next, resource, *key, stored, leader);
+            if let Join::Lead(leader) = self.flights.join(*key) {
+                self.refresh_in_background(&call, &next, *key, stored, leader);
             }
-            status.hit = true;
-            status.detail = Some("stale-while-revalidate");
-            return Ok(self.answer(stored, req, now, status));
+            call.status.hit = true;
+            call.status.detail = Some("stale-while-revalidate");
+            return Ok(self.answer(stored, req, now, call.status));
         }
+        // Only a GET for the whole resource fills the cache for others (a 206 is about a
+        // part). A conditional one does when the cache revalidates with its own validators;
+        // sent on as it is, its answer (often a 304) is about the client's copy.
+        let fills = req.method == Method::GET
+            && !h.contains_key(header::RANGE)
+            && !h.contains_key(header::IF_RANGE);
+        let conditional =
+            h.contains_key(header::IF_NONE_MATCH) || h.contains_key(header::IF_MODIFIED_SINCE);
         let mut leader = None;
-        if !fresh(&found, now) && req.method == Method::GET && !only_if_cached(req) {
+        if !fresh(&found, now) && !only_if_cached(req) && !matches!(found, Found::Pass) {
             // Concurrent misses for this resource: one goes upstream, the others wait once.
             match self.flights.join(resource) {
-                Join::Lead(l) => leader = Some(l),
+                Join::Lead(l) if fills && !conditional => leader = Some(l),
+                Join::Lead(_) => {}
                 Join::Wait(rx) => {
                     Counters::add(&self.counters.coalesced);
-                    status.collapsed = true;
+                    call.status.collapsed = true;
                     wait(rx, self.lock_timeout).await;
-                    found = self.find(&resource, &req.headers);
+                    (found, epoch) = self.find(&resource, &req.headers);
+                    call.epoch = epoch;
                     now = Instant::now();
                 }
             }
@@ -203,219 +292,242 @@ impl RouteCache {
             Found::Stored(key, stored) => {
                 if stored.freshness(req, now) == Freshness::Fresh {
                     Counters::add(&self.counters.hits);
-                    status.hit = true;
-                    return Ok(self.answer(&stored, req, now, status));
+                    call.status.hit = true;
+                    return Ok(self.answer(&stored, req, now, call.status));
                 }
                 if only_if_cached(req) {
                     return Err(not_cached());
                 }
-                status.fwd = Some("stale");
-                if req.method == Method::GET && stored.has_validator() {
-                    return self
-                        .revalidate(req, body, ctx, next, resource, key, stored, status, leader)
-                        .await;
+                call.status.fwd = Some("stale");
+                if fills && stored.has_validator() {
+                    return self.revalidate(call, body, next, key, stored, leader).await;
                 }
-                let result = next.run(req, body, ctx).await;
+                let result = next.run(&call.fwd, body, ctx).await;
                 if upstream_failed(&result) && stored.usable_on_error(Instant::now()) {
-                    return Ok(self.serve_stale(&stored, req, Instant::now(), status, &result));
+                    return Ok(self.serve_stale(&stored, call, &result));
                 }
-                self.store_or_pass(req, ctx, result?, resource, status, leader)
+                self.store_or_pass(call, result?, fills && !conditional, leader)
             }
             f => {
                 if only_if_cached(req) {
                     return Err(not_cached());
                 }
-                status.fwd = Some(match f {
+                call.status.fwd = Some(match f {
                     Found::VaryMiss => "vary-miss",
+                    Found::Pass => "bypass",
                     _ => "uri-miss",
                 });
-                let resp = next.run(req, body, ctx).await?;
-                self.store_or_pass(req, ctx, resp, resource, status, leader)
+                let resp = next.run(&call.fwd, body, ctx).await?;
+                self.store_or_pass(call, resp, fills && !conditional, leader)
             }
         }
     }
 
     /// Asks the upstream whether a stale response is still good (a conditional GET with its
     /// validators): a 304 refreshes it, a full answer replaces it, a failure may serve it.
-    #[allow(clippy::too_many_arguments)]
     async fn revalidate<'a>(
         &'a self,
-        req: &'a http::request::Parts,
+        mut call: Call<'a>,
         body: Body,
-        ctx: &'a RequestContext,
         next: Next<'a>,
-        resource: Key,
         key: Key,
         stored: Arc<Stored>,
-        mut status: Status,
         leader: Option<Leader>,
     ) -> Answer {
-        let reval = stored.revalidation(req);
-        let result = next.run(&reval, body, ctx).await;
+        let reval = stored.revalidation(&call.fwd);
+        let result = next.run(&reval, body, call.ctx).await;
         let now = Instant::now();
         if upstream_failed(&result) && stored.usable_on_error(now) {
-            return Ok(self.serve_stale(&stored, req, now, status, &result));
+            return Ok(self.serve_stale(&stored, call, &result));
         }
         let resp = result?;
         if resp.status() != StatusCode::NOT_MODIFIED {
-            return self.store_or_pass(req, ctx, resp, resource, status, leader);
+            return self.store_or_pass(call, resp, true, leader);
         }
-        status.fwd_status = Some(304);
-        let (merged, again) =
-            stored.refreshed(req, resp.headers(), self.authenticated(ctx), &self.settings);
-        Counters::add(&self.counters.hits);
-        let fresh = match again {
+        call.status.fwd_status = Some(304);
+        let (merged, again) = stored.refreshed(
+            &call.fwd,
+            resp.headers(),
+            self.authenticated(call.ctx),
+            &self.settings,
+        );
+        drop(resp);
+        match again {
             Ok(s) => {
+                Counters::add(&self.counters.hits);
+                if let Some(t) = &self.shared {
+                    t.store(call.resource, key, &[], call.epoch, &s);
+                }
                 let s = Arc::new(s);
                 self.memory.insert(key, Object::Response(s.clone()));
-                s
+                drop(leader);
+                Ok(self.answer(&s, call.req, now, call.status))
+            }
+            Err("validator-mismatch") => {
+                // The 304 is about another representation: fetch the resource whole.
+                self.memory.remove(&key);
+                call.status.detail = Some("validator-mismatch");
+                let resp = next
+                    .run(&unconditional(&call.fwd), Body::Empty, call.ctx)
+                    .await?;
+                self.store_or_pass(call, resp, true, leader)
             }
             Err(reason) => {
                 // Answered with the refreshed response this once, no longer kept.
+                Counters::add(&self.counters.hits);
                 self.memory.remove(&key);
-                status.detail = Some(reason);
-                let mut h = merged;
-                h.remove(http::header::AGE);
-                let mut r = Response::new(if req.method == Method::HEAD {
+                call.status.detail = Some(reason);
+                let mut r = Response::new(if call.req.method == Method::HEAD {
                     Body::Empty
                 } else {
                     Body::full(stored.body.clone())
                 });
                 *r.status_mut() = stored.status;
-                *r.headers_mut() = h;
-                self.decorate(r.headers_mut(), &status);
-                return Ok(r);
+                *r.headers_mut() = merged;
+                self.decorate(r.headers_mut(), &call.status);
+                Ok(r)
             }
-        };
-        drop(leader);
-        Ok(self.answer(&fresh, req, now, status))
+        }
     }
 
     /// Refreshes a stale response on a task of its own, with an owned copy of the rest of the
     /// stack; `leader` keeps other refreshes of the resource away until it is done. A 304
     /// refreshes the stored response, a storable answer replaces it, a failure leaves it.
-    #[allow(clippy::too_many_arguments)]
     fn refresh_in_background(
         &self,
-        req: &http::request::Parts,
-        ctx: &RequestContext,
+        call: &Call<'_>,
         next: &Next<'_>,
-        resource: Key,
         key: Key,
         stored: &Arc<Stored>,
         leader: Leader,
     ) {
         let mut head = if stored.has_validator() {
-            stored.revalidation(req)
+            stored.revalidation(&call.fwd)
         } else {
-            let mut r = req.clone();
-            r.method = Method::GET;
-            r
+            unconditional(&call.fwd)
         };
+        // The variant's key is the client's fields', computed before the forwarding fields
+        // join the head.
+        let client_headers = call.req.headers.clone();
         let Some(stack) = next.detach(&mut head) else {
             return;
         };
-        let ctx = ctx.clone();
+        let ctx = call.ctx.clone();
         let stored = stored.clone();
-        let memory = self.memory.clone();
+        let tiers = self.tiers();
         let counters = self.counters.clone();
         let settings = self.settings.clone();
         let authenticated = self.authenticated(&ctx);
-        let url = Self::url(req, &ctx);
-        let scope = self.spec.namespace.clone();
+        let url = Self::url(call);
+        let scope = Self::scope(&ctx);
+        let (resource, epoch) = (call.resource, call.epoch);
         Counters::add(&counters.refreshes);
         tokio::spawn(async move {
             let _leader = leader;
-            let result = stack.run(&head, Body::Empty, &ctx).await;
-            if upstream_failed(&result) {
-                return;
-            }
-            let Ok(resp) = result else { return };
-            if resp.status() == StatusCode::NOT_MODIFIED {
-                if let (_, Ok(s)) =
-                    stored.refreshed(&head, resp.headers(), authenticated, &settings)
-                {
-                    memory.insert(key, Object::Response(Arc::new(s)));
+            let refresh = async {
+                let result = stack.run(&head, Body::Empty, &ctx).await;
+                if upstream_failed(&result) {
+                    return;
                 }
-                return;
-            }
-            let (parts, body) = resp.into_parts();
-            match assess(
-                &head,
-                parts.status,
-                &parts.headers,
-                authenticated,
-                &settings,
-            ) {
-                Err(_) => memory.remove(&key),
-                Ok(c) => {
-                    let limit = usize::try_from(settings.max_object_size).unwrap_or(usize::MAX);
-                    let Ok(body) = http_body_util::Limited::new(body, limit).collect().await else {
-                        return;
-                    };
-                    let vary: Arc<[HeaderName]> = c.vary().into();
-                    let key = if vary.is_empty() {
-                        resource
-                    } else {
-                        key::variant(&resource, &vary, &head.headers)
-                    };
-                    memory.put(
-                        resource,
-                        key,
-                        vary,
-                        c.label(url, &scope).finish(body.to_bytes()),
-                    );
-                    Counters::add(&counters.stored);
+                let Ok(resp) = result else { return };
+                if resp.status() == StatusCode::NOT_MODIFIED {
+                    if let (_, Ok(s)) =
+                        stored.refreshed(&head, resp.headers(), authenticated, &settings)
+                    {
+                        tiers.put(resource, key, Arc::new([]), epoch, s);
+                    }
+                    return;
                 }
-            }
+                let (parts, body) = resp.into_parts();
+                match assess(
+                    &head,
+                    parts.status,
+                    &parts.headers,
+                    authenticated,
+                    &settings,
+                ) {
+                    Err(_) => tiers.memory.invalidate(&key),
+                    Ok(c) => {
+                        let limit = usize::try_from(settings.max_object_size).unwrap_or(usize::MAX);
+                        let Ok(body) = http_body_util::Limited::new(body, limit).collect().await
+                        else {
+                            return;
+                        };
+                        // Trailers: not stored, as in the foreground.
+                        if body.trailers().is_some() {
+                            return;
+                        }
+                        let vary: Arc<[HeaderName]> = c.vary().into();
+                        let key = if vary.is_empty() {
+                            resource
+                        } else {
+                            key::variant(&resource, epoch, &vary, &client_headers)
+                        };
+                        let stored = c.label(url, &scope).finish(body.to_bytes());
+                        if tiers.put(resource, key, vary, epoch, stored) {
+                            Counters::add(&counters.stored);
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(REFRESH_DEADLINE, refresh).await;
         });
     }
 
-    /// A response from the upstream: stored while it streams to the client when it may be,
-    /// passed through otherwise.
+    /// A response from the upstream: stored while it streams to the client when it may be
+    /// (`fills`: the request was a plain GET), passed through otherwise.
     fn store_or_pass(
         &self,
-        req: &http::request::Parts,
-        ctx: &RequestContext,
+        mut call: Call<'_>,
         resp: Response<Body>,
-        resource: Key,
-        mut status: Status,
+        fills: bool,
         leader: Option<Leader>,
     ) -> Answer {
-        status.fwd_status = Some(resp.status().as_u16());
+        call.status.fwd_status = Some(resp.status().as_u16());
         Counters::add(&self.counters.misses);
         let (mut parts, body) = resp.into_parts();
-        if req.method != Method::GET {
-            // HEAD misses go upstream as they are and are not stored.
-            self.decorate(&mut parts.headers, &status);
+        if !fills {
+            self.decorate(&mut parts.headers, &call.status);
             return Ok(Response::from_parts(parts, body));
         }
         match assess(
-            req,
+            &call.fwd,
             parts.status,
             &parts.headers,
-            self.authenticated(ctx),
+            self.authenticated(call.ctx),
             &self.settings,
         ) {
             Err(reason) => {
-                status.detail = Some(reason);
-                self.decorate(&mut parts.headers, &status);
+                call.status.detail = Some(reason);
+                // Later misses of this resource go upstream at once instead of queueing
+                // behind each other for an answer that will not be stored either.
+                if leader.is_some() {
+                    self.memory
+                        .insert(call.resource, Object::Pass(Instant::now() + PASS_FOR));
+                }
+                self.decorate(&mut parts.headers, &call.status);
                 Ok(Response::from_parts(parts, body))
             }
             Ok(candidate) => {
-                let candidate = candidate.label(Self::url(req, ctx), &self.spec.namespace);
+                let candidate = candidate.label(Self::url(&call), &Self::scope(call.ctx));
                 let key = if candidate.vary().is_empty() {
-                    resource
+                    call.resource
                 } else {
-                    key::variant(&resource, candidate.vary(), &req.headers)
+                    key::variant(
+                        &call.resource,
+                        call.epoch,
+                        candidate.vary(),
+                        &call.req.headers,
+                    )
                 };
-                status.stored = true;
-                self.decorate(&mut parts.headers, &status);
+                call.status.stored = true;
+                self.decorate(&mut parts.headers, &call.status);
                 let fill = Fill {
                     candidate,
                     key,
-                    resource,
-                    memory: self.memory.clone(),
+                    resource: call.resource,
+                    epoch: call.epoch,
+                    tiers: self.tiers(),
                     counters: self.counters.clone(),
                     max: self.settings.max_object_size,
                     _leader: leader,
@@ -430,10 +542,15 @@ impl RouteCache {
 
     /// After an unsafe request succeeded: its URL's stored responses, and those of the
     /// `Location` and `Content-Location` it answered with on the same host, are invalid (RFC
-    /// 9111 section 4.4).
+    /// 9111 section 4.4). Every variant goes (the marker's epoch moves on), in the shared
+    /// tier too.
     fn invalidate(&self, req: &http::request::Parts, ctx: &RequestContext, headers: &HeaderMap) {
-        let parts = self.parts(req, ctx);
-        self.memory.remove(&self.spec.key(&parts));
+        let canonical = self.spec.canonical_query(req.uri.query());
+        let mut keys =
+            vec![
+                self.spec
+                    .key(&self.parts(req, ctx, canonical.as_deref().or(req.uri.query()))),
+            ];
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(uri) = headers
                 .get(&name)
@@ -445,20 +562,43 @@ impl RouteCache {
             if uri
                 .host()
                 .is_some_and(|h| !h.eq_ignore_ascii_case(&ctx.host))
+                || uri.path().is_empty()
             {
                 continue;
             }
-            if uri.path().is_empty() {
-                continue;
-            }
-            let k = self.spec.key(&key::Parts {
+            let canonical = self.spec.canonical_query(uri.query());
+            keys.push(self.spec.key(&key::Parts {
                 path: uri.path(),
-                query: uri.query(),
-                ..self.parts(req, ctx)
-            });
-            self.memory.remove(&k);
+                query: canonical.as_deref().or(uri.query()),
+                ..self.parts(req, ctx, None)
+            }));
+        }
+        for k in keys {
+            self.memory.invalidate(&k);
+            if let Some(t) = &self.shared {
+                t.invalidate(k);
+            }
         }
     }
+}
+
+/// The head with `query` in place of its own (none when empty).
+fn with_query(req: &http::request::Parts, query: &str) -> http::request::Parts {
+    let mut r = req.clone();
+    let path = req.uri.path();
+    let pq = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut parts = req.uri.clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(u) = Uri::from_parts(parts) {
+            r.uri = u;
+        }
+    }
+    r
 }
 
 fn not_cached() -> GatewayError {

@@ -53,6 +53,11 @@ pub struct CacheConfig {
     /// between 0 and 1 (0: no heuristic freshness).
     #[serde(default = "default_heuristic")]
     pub heuristic: f32,
+    /// Keep responses in the gateway's Redis too (the top-level `redis`), so every gateway
+    /// node shares them, and purges reach every node. Bodies over
+    /// `cache.shared_max_object_size` stay in memory. Default false.
+    #[serde(default)]
+    pub shared: bool,
     /// Add `Cache-Status` (RFC 9211) to the responses the cache handled. Default true.
     #[serde(default = "yes")]
     pub cache_status: bool,
@@ -152,6 +157,7 @@ pub(crate) struct RouteCache {
     cache_status: bool,
     x_cache: bool,
     memory: Arc<Memory>,
+    shared: Option<Arc<torii_cache::SharedTier>>,
     flights: Arc<torii_cache::flights::Flights>,
     counters: Arc<Counters>,
 }
@@ -204,6 +210,17 @@ impl PluginFactory for Cache {
         };
         let headers: Vec<HeaderName> = c.key.headers.into_iter().map(|h| h.0).collect();
         let memory = ctx.cache_memory();
+        let shared = if c.shared {
+            Some(ctx.cache_shared().ok_or_else(|| {
+                ConfigError::at(
+                    "shared",
+                    "the shared tier needs the gateway's Redis",
+                    "add a top-level `redis: {url: redis://host:6379}`, or remove `shared`",
+                )
+            })?)
+        } else {
+            None
+        };
         let counters = Arc::new(Counters::default());
         ctx.register_cache_counters(counters.clone());
         Ok(Arc::new(RouteCache {
@@ -224,6 +241,7 @@ impl PluginFactory for Cache {
             cache_status: c.cache_status,
             x_cache: c.x_cache,
             memory,
+            shared,
             flights: ctx.state(Default::default),
             counters,
         }))

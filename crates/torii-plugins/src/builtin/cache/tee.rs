@@ -11,8 +11,33 @@ use std::task::{Context, Poll};
 use torii_cache::flights::Leader;
 use torii_cache::status::Counters;
 use torii_cache::stored::Candidate;
-use torii_cache::{Key, Memory};
+use torii_cache::{Key, Memory, Stored};
 use torii_core::layered::{Concern, Polled};
+
+/// Where responses are kept: the memory tier, and the shared tier when the route has one.
+#[derive(Clone)]
+pub(super) struct Tiers {
+    pub memory: Arc<Memory>,
+    pub shared: Option<Arc<torii_cache::SharedTier>>,
+}
+
+impl Tiers {
+    /// Keeps a response under `key` (and its resource's `Vary` marker of `epoch`) in every
+    /// tier; whether memory took it.
+    pub fn put(
+        &self,
+        resource: Key,
+        key: Key,
+        vary: Arc<[HeaderName]>,
+        epoch: u64,
+        stored: Stored,
+    ) -> bool {
+        if let Some(t) = &self.shared {
+            t.store(resource, key, &vary, epoch, &stored);
+        }
+        self.memory.put(resource, key, vary, epoch, stored)
+    }
+}
 
 /// A response being stored.
 pub(super) struct Fill {
@@ -21,7 +46,9 @@ pub(super) struct Fill {
     pub key: Key,
     /// The resource's key (where the `Vary` marker goes).
     pub resource: Key,
-    pub memory: Arc<Memory>,
+    /// The marker's epoch the request read.
+    pub epoch: u64,
+    pub tiers: Tiers,
     pub counters: Arc<Counters>,
     pub max: u64,
     /// Held until the response is stored or given up.
@@ -44,9 +71,13 @@ impl Fill {
             }
         };
         let vary: Arc<[HeaderName]> = self.candidate.vary().into();
-        self.memory
-            .put(self.resource, self.key, vary, self.candidate.finish(body));
-        Counters::add(&self.counters.stored);
+        let stored = self.candidate.finish(body);
+        if self
+            .tiers
+            .put(self.resource, self.key, vary, self.epoch, stored)
+        {
+            Counters::add(&self.counters.stored);
+        }
         // `self._leader` is dropped here: the waiters find the stored response.
     }
 }

@@ -136,7 +136,7 @@ pub(crate) fn build_with<F: PluginFactory>(
     let directory = Arc::new(Directory::build(&list).unwrap_or_else(|_| panic!("consumers")));
     let registry = torii_upstream::Registry::default();
     let upstreams = torii_upstream::Upstreams::default();
-    let load = crate::Load::new(64 << 20);
+    let load = crate::Load::new(Default::default());
     let reg = Registration::of::<F>();
     let ctx = BuildCtx {
         directory: &directory,
