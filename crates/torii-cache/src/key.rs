@@ -8,7 +8,7 @@
 //! by its key is the response for that key, and the same digest can name the entry in a
 //! shared store.
 
-use aws_lc_rs::digest::{Context, SHA256};
+use aws_lc_rs::digest::{SHA256, digest};
 use http::{HeaderMap, HeaderName};
 
 /// A key (or a variant's key): a SHA-256 digest.
@@ -63,14 +63,50 @@ pub struct Parts<'a> {
     pub consumer: Option<&'a str>,
 }
 
-fn put(ctx: &mut Context, part: &[u8]) {
-    ctx.update(&(part.len() as u64).to_be_bytes());
-    ctx.update(part);
+/// Key material being written: on the stack up to 512 bytes, on the heap past it, then
+/// hashed in one call (one digest call per key instead of one per part: the per-call cost
+/// of the digest API dominated short keys).
+struct Material {
+    stack: [u8; 512],
+    len: usize,
+    heap: Vec<u8>,
 }
 
-fn finish(ctx: Context) -> Key {
+impl Material {
+    fn new() -> Self {
+        Self {
+            stack: [0; 512],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
+            self.stack[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(b);
+        }
+    }
+}
+
+fn put(m: &mut Material, part: &[u8]) {
+    m.update(&(part.len() as u64).to_be_bytes());
+    m.update(part);
+}
+
+fn finish(m: Material) -> Key {
+    let bytes = if m.heap.is_empty() {
+        &m.stack[..m.len]
+    } else {
+        &m.heap[..]
+    };
     let mut k = [0u8; 32];
-    k.copy_from_slice(ctx.finish().as_ref());
+    k.copy_from_slice(digest(&SHA256, bytes).as_ref());
     Key(k)
 }
 
@@ -118,7 +154,7 @@ impl KeySpec {
 
     /// The key of a request.
     pub fn key(&self, p: &Parts<'_>) -> Key {
-        let mut ctx = Context::new(&SHA256);
+        let mut ctx = Material::new();
         put(&mut ctx, self.namespace.as_bytes());
         put(&mut ctx, p.route.as_bytes());
         put(&mut ctx, p.listener.as_bytes());
@@ -143,7 +179,7 @@ impl KeySpec {
 }
 
 /// Every line of a field, in order; a field that is absent is told apart from an empty one.
-fn put_field(ctx: &mut Context, name: &HeaderName, headers: &HeaderMap) {
+fn put_field(ctx: &mut Material, name: &HeaderName, headers: &HeaderMap) {
     let mut values = headers.get_all(name).iter().peekable();
     if values.peek().is_none() {
         ctx.update(b"-");
@@ -160,7 +196,7 @@ fn put_field(ctx: &mut Context, name: &HeaderName, headers: &HeaderMap) {
 /// resource's key, its marker's epoch (an invalidation moves it on, so every earlier variant
 /// is out of reach at once) and the request's values of those fields.
 pub fn variant(resource: &Key, epoch: u64, names: &[HeaderName], headers: &HeaderMap) -> Key {
-    let mut ctx = Context::new(&SHA256);
+    let mut ctx = Material::new();
     ctx.update(&resource.0);
     ctx.update(&epoch.to_be_bytes());
     for name in names {

@@ -446,6 +446,14 @@ pub fn assess(
     if !(understood || explicit) {
         return Err("status");
     }
+    let own_stale = d.stale_if_error.is_some() || d.stale_while_revalidate.is_some();
+    let validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    if !(explicit || validator || own_stale) {
+        // No freshness (not even a heuristic one: that needs Last-Modified), nothing to
+        // revalidate with: it could never be used. Decided before any copy is made.
+        return Err("stale");
+    }
     let vary = vary(headers).ok_or("vary-star")?;
     if let Some(n) = headers
         .get(header::CONTENT_LENGTH)
@@ -462,9 +470,6 @@ pub fn assess(
         return Err("not-storable");
     }
     let fresh_for = policy.time_to_live(now).min(MAX_DELTA);
-    let own_stale = d.stale_if_error.is_some() || d.stale_while_revalidate.is_some();
-    let validator =
-        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
     if fresh_for.is_zero() && !validator && !own_stale {
         // Stale at once and nothing to revalidate with: it could never be used.
         return Err("stale");
@@ -585,7 +590,19 @@ impl Stored {
     /// Whether the stored response may answer `req` without asking the upstream.
     pub fn freshness(&self, req: &http::request::Parts, now: Instant) -> Freshness {
         let h = &req.headers;
-        if !h.contains_key(header::CACHE_CONTROL) && !h.contains_key(header::PRAGMA) {
+        let directives = h.contains_key(header::CACHE_CONTROL) || h.contains_key(header::PRAGMA);
+        self.freshness_for(req, now, directives)
+    }
+
+    /// The same, told whether the request has `Cache-Control` or `Pragma` (a caller that
+    /// looked at the head already).
+    pub fn freshness_for(
+        &self,
+        req: &http::request::Parts,
+        now: Instant,
+        directives: bool,
+    ) -> Freshness {
+        if !directives {
             return if now < self.fresh_until {
                 Freshness::Fresh
             } else {
@@ -667,9 +684,13 @@ impl Stored {
         self.weight
     }
 
-    /// The fields it is served with: the stored ones and `Age`.
-    pub fn headers_at(&self, now: Instant) -> HeaderMap {
-        let mut h = self.headers.clone();
+    /// The fields it is served with: the stored ones and `Age`, with room for `extra` more
+    /// (the cache's own), so adding them does not grow the map again.
+    pub fn headers_at(&self, now: Instant, extra: usize) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(self.headers.len() + 1 + extra);
+        for (k, v) in &self.headers {
+            h.append(k.clone(), v.clone());
+        }
         h.insert(header::AGE, HeaderValue::from(self.age(now)));
         h
     }

@@ -220,7 +220,7 @@ fn freshness_age_and_request_directives() {
     assert_eq!(s.freshness(&old_ok, now), Freshness::Fresh);
     // HEAD is answered from the stored GET.
     assert_eq!(s.freshness(&req(Method::HEAD, &[]), now), Freshness::Fresh);
-    let headers = s.headers_at(now);
+    let headers = s.headers_at(now, 0);
     assert_eq!(headers.get("age").unwrap(), "10");
     assert_eq!(headers.get_all("age").iter().count(), 1);
 }

@@ -67,6 +67,37 @@ fn unconditional(req: &http::request::Parts) -> http::request::Parts {
     r
 }
 
+/// The request fields the cache decides on, found in one pass over the head.
+#[derive(Default)]
+struct Asks {
+    /// `Cache-Control` or `Pragma`: the request's own directives.
+    directives: bool,
+    /// `If-Match` or `If-Unmodified-Since`: preconditions the upstream decides on.
+    preconditions: bool,
+    /// `Range` or `If-Range`: about a part of the resource.
+    partial: bool,
+    /// `If-None-Match` or `If-Modified-Since`.
+    conditional: bool,
+}
+
+impl Asks {
+    fn of(h: &HeaderMap) -> Self {
+        let mut a = Self::default();
+        for name in h.keys() {
+            if name == header::CACHE_CONTROL || name == header::PRAGMA {
+                a.directives = true;
+            } else if name == header::IF_MATCH || name == header::IF_UNMODIFIED_SINCE {
+                a.preconditions = true;
+            } else if name == header::RANGE || name == header::IF_RANGE {
+                a.partial = true;
+            } else if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE {
+                a.conditional = true;
+            }
+        }
+        a
+    }
+}
+
 /// One request as the cache handles it.
 struct Call<'a> {
     /// The head as the client sent it (its conditionals, HEAD).
@@ -182,7 +213,8 @@ impl RouteCache {
             };
             let mut r = Response::new(body);
             *r.status_mut() = s.status;
-            *r.headers_mut() = s.headers_at(now);
+            // Room for Cache-Status, X-Cache and the request id.
+            *r.headers_mut() = s.headers_at(now, 3);
             r
         };
         self.decorate(resp.headers_mut(), &status);
@@ -207,11 +239,8 @@ impl RouteCache {
         ctx: &'a RequestContext,
         next: Next<'a>,
     ) -> Answer {
-        let h = &req.headers;
-        if (req.method != Method::GET && req.method != Method::HEAD)
-            || h.contains_key(header::IF_MATCH)
-            || h.contains_key(header::IF_UNMODIFIED_SINCE)
-        {
+        let asks = Asks::of(&req.headers);
+        if (req.method != Method::GET && req.method != Method::HEAD) || asks.preconditions {
             // Not for the cache: unsafe methods (which invalidate), and preconditions the
             // upstream decides on.
             Counters::add(&self.counters.bypassed);
@@ -236,66 +265,70 @@ impl RouteCache {
         {
             found = Found::Stored(k, s);
         }
+        let mut now = Instant::now();
+        let mut status = Status::default();
+        if let Found::Stored(key, stored) = &found {
+            if stored.freshness_for(req, now, asks.directives) == Freshness::Fresh {
+                Counters::add(&self.counters.hits);
+                status.hit = true;
+                return Ok(self.answer(stored, req, now, status));
+            }
+            // Stale but usable while revalidating: answered now, refreshed once in the
+            // background.
+            if !asks.directives && stored.usable_while_revalidating(now) {
+                Counters::add(&self.counters.stale);
+                if let Join::Lead(leader) = self.flights.join(*key) {
+                    let call = Call {
+                        req,
+                        fwd,
+                        ctx,
+                        resource,
+                        epoch,
+                        status: Status::default(),
+                    };
+                    self.refresh_in_background(&call, &next, *key, stored, leader);
+                }
+                status.hit = true;
+                status.detail = Some("stale-while-revalidate");
+                return Ok(self.answer(stored, req, now, status));
+            }
+        }
+        let only_cached = asks.directives && only_if_cached(req);
+        // Only a GET for the whole resource fills the cache for others (a 206 is about a
+        // part). A conditional one does when the cache revalidates with its own validators;
+        // sent on as it is, its answer (often a 304) is about the client's copy.
+        let fills = req.method == Method::GET && !asks.partial;
+        let mut leader = None;
+        if !only_cached && !matches!(found, Found::Pass) {
+            // Concurrent misses for this resource: one goes upstream, the others wait once.
+            match self.flights.join(resource) {
+                Join::Lead(l) if fills && !asks.conditional => leader = Some(l),
+                Join::Lead(_) => {}
+                Join::Wait(rx) => {
+                    Counters::add(&self.counters.coalesced);
+                    status.collapsed = true;
+                    wait(rx, self.lock_timeout).await;
+                    (found, epoch) = self.find(&resource, &req.headers);
+                    now = Instant::now();
+                }
+            }
+        }
         let mut call = Call {
             req,
             fwd,
             ctx,
             resource,
             epoch,
-            status: Status::default(),
+            status,
         };
-        let mut now = Instant::now();
-        let fresh = |f: &Found, now| match f {
-            Found::Stored(_, s) => s.freshness(req, now) == Freshness::Fresh,
-            _ => false,
-        };
-        // Stale but usable while revalidating: answered now, refreshed once in the background.
-        if let Found::Stored(key, stored) = &found
-            && !h.contains_key(header::CACHE_CONTROL)
-            && !h.contains_key(header::PRAGMA)
-            && !fresh(&found, now)
-            && stored.usable_while_revalidating(now)
-        {
-            Counters::add(&self.counters.stale);
-            if let Join::Lead(leader) = self.flights.join(*key) {
-                self.refresh_in_background(&call, &next, *key, stored, leader);
-            }
-            call.status.hit = true;
-            call.status.detail = Some("stale-while-revalidate");
-            return Ok(self.answer(stored, req, now, call.status));
-        }
-        // Only a GET for the whole resource fills the cache for others (a 206 is about a
-        // part). A conditional one does when the cache revalidates with its own validators;
-        // sent on as it is, its answer (often a 304) is about the client's copy.
-        let fills = req.method == Method::GET
-            && !h.contains_key(header::RANGE)
-            && !h.contains_key(header::IF_RANGE);
-        let conditional =
-            h.contains_key(header::IF_NONE_MATCH) || h.contains_key(header::IF_MODIFIED_SINCE);
-        let mut leader = None;
-        if !fresh(&found, now) && !only_if_cached(req) && !matches!(found, Found::Pass) {
-            // Concurrent misses for this resource: one goes upstream, the others wait once.
-            match self.flights.join(resource) {
-                Join::Lead(l) if fills && !conditional => leader = Some(l),
-                Join::Lead(_) => {}
-                Join::Wait(rx) => {
-                    Counters::add(&self.counters.coalesced);
-                    call.status.collapsed = true;
-                    wait(rx, self.lock_timeout).await;
-                    (found, epoch) = self.find(&resource, &req.headers);
-                    call.epoch = epoch;
-                    now = Instant::now();
-                }
-            }
-        }
         match found {
             Found::Stored(key, stored) => {
-                if stored.freshness(req, now) == Freshness::Fresh {
+                if stored.freshness_for(req, now, asks.directives) == Freshness::Fresh {
                     Counters::add(&self.counters.hits);
                     call.status.hit = true;
                     return Ok(self.answer(&stored, req, now, call.status));
                 }
-                if only_if_cached(req) {
+                if only_cached {
                     return Err(not_cached());
                 }
                 call.status.fwd = Some("stale");
@@ -306,10 +339,10 @@ impl RouteCache {
                 if upstream_failed(&result) && stored.usable_on_error(Instant::now()) {
                     return Ok(self.serve_stale(&stored, call, &result));
                 }
-                self.store_or_pass(call, result?, fills && !conditional, leader)
+                self.store_or_pass(call, result?, fills && !asks.conditional, leader)
             }
             f => {
-                if only_if_cached(req) {
+                if only_cached {
                     return Err(not_cached());
                 }
                 call.status.fwd = Some(match f {
@@ -318,7 +351,7 @@ impl RouteCache {
                     _ => "uri-miss",
                 });
                 let resp = next.run(&call.fwd, body, ctx).await?;
-                self.store_or_pass(call, resp, fills && !conditional, leader)
+                self.store_or_pass(call, resp, fills && !asks.conditional, leader)
             }
         }
     }
