@@ -40,6 +40,24 @@ fn only_if_cached(req: &http::request::Parts) -> bool {
     directives::has(&req.headers, "only-if-cached")
 }
 
+/// Whether the request's own directives let a stale response be served while it is
+/// revalidated: not when it asks for a fresh or young one (`no-cache`, `max-age`,
+/// `min-fresh`, or `Pragma: no-cache` without `Cache-Control`).
+fn allows_stale(req: &http::request::Parts) -> bool {
+    let h = &req.headers;
+    if !h.contains_key(header::CACHE_CONTROL) {
+        return !h
+            .get_all(header::PRAGMA)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("no-cache")));
+    }
+    !directives::all(h).any(|d| {
+        ["no-cache", "max-age", "min-fresh"]
+            .iter()
+            .any(|n| d.name.eq_ignore_ascii_case(n))
+    })
+}
+
 /// A failure that lets a stale response be served (RFC 5861 section 4: what would be a 500,
 /// 502, 503 or 504).
 fn upstream_failed(r: &Answer) -> bool {
@@ -275,7 +293,7 @@ impl RouteCache {
             }
             // Stale but usable while revalidating: answered now, refreshed once in the
             // background.
-            if !asks.directives && stored.usable_while_revalidating(now) {
+            if stored.usable_while_revalidating(now) && (!asks.directives || allows_stale(req)) {
                 Counters::add(&self.counters.stale);
                 if let Join::Lead(leader) = self.flights.join(*key) {
                     let call = Call {
@@ -639,4 +657,34 @@ fn not_cached() -> GatewayError {
         ErrorKind::NotCached,
         "only-if-cached, and no usable stored response",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn req(fields: &[(&'static str, &'static str)]) -> http::request::Parts {
+        let mut b = http::Request::get("/");
+        for (k, v) in fields {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn stale_while_revalidate_yields_only_to_directives_that_want_a_fresh_answer() {
+        assert!(allows_stale(&req(&[])));
+        assert!(allows_stale(&req(&[
+            ("cache-control", "nothing-to-see-here"),
+            ("pragma", "foo")
+        ])));
+        assert!(allows_stale(&req(&[("cache-control", "max-stale")])));
+        assert!(!allows_stale(&req(&[("cache-control", "no-cache")])));
+        assert!(!allows_stale(&req(&[("cache-control", "Max-Age=0")])));
+        assert!(!allows_stale(&req(&[("cache-control", "min-fresh=5")])));
+        assert!(!allows_stale(&req(&[("pragma", "no-cache")])));
+        let a = Asks::of(&req(&[("range", "bytes=0-1"), ("if-none-match", "\"x\"")]).headers);
+        assert!(a.partial && a.conditional && !a.directives && !a.preconditions);
+    }
 }
