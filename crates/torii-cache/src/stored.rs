@@ -512,6 +512,64 @@ pub fn assess(
     })
 }
 
+/// A good answer kept as a route's fallback (`routes[].fallback.stale`), whatever its cache
+/// fields say: a 2xx answer to a GET, without `no-store`, `Set-Cookie` or `Vary`, and
+/// without `private` unless the key keeps consumers apart (`per_consumer`). It is never
+/// fresh: it is only served when the upstream fails.
+pub fn keep(
+    req: &http::request::Parts,
+    status: StatusCode,
+    headers: &HeaderMap,
+    per_consumer: bool,
+) -> Result<Candidate, NotStored> {
+    if req.method != Method::GET {
+        return Err("method");
+    }
+    if !status.is_success() {
+        return Err("status");
+    }
+    let d = Directives::read(directives::all(headers));
+    if d.no_store {
+        return Err("no-store");
+    }
+    if d.private && !per_consumer {
+        return Err("private");
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Err("set-cookie");
+    }
+    if headers.contains_key(header::VARY) {
+        return Err("vary");
+    }
+    let now = SystemTime::now();
+    let mut view = http::Response::new(());
+    *view.status_mut() = status;
+    let presented = Presented::new(req, &[]);
+    let policy = CachePolicy::new_options(&presented, &view, now, CacheOptions::default());
+    let mut stored_headers = HeaderMap::with_capacity(headers.len());
+    for (k, v) in headers {
+        if k != header::AGE {
+            stored_headers.append(k.clone(), copied(v));
+        }
+    }
+    Ok(Candidate {
+        policy,
+        strict: false,
+        stored_wall: now,
+        status,
+        headers: stored_headers,
+        vary: Box::default(),
+        stored_at: Instant::now(),
+        initial_age: Duration::ZERO,
+        fresh_for: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
+        stale_while_revalidate: Duration::ZERO,
+        tags: Box::default(),
+        url: Box::default(),
+        scope: Box::default(),
+    })
+}
+
 impl Candidate {
     /// The `Vary` field names (empty: the response does not vary).
     pub fn vary(&self) -> &[HeaderName] {
@@ -667,6 +725,11 @@ impl Stored {
         until
             .saturating_duration_since(now)
             .clamp(Duration::from_secs(1), max.max(Duration::from_secs(1)))
+    }
+
+    /// How long ago it was stored.
+    pub fn stored_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
     }
 
     /// When it was stored, on the wall clock.

@@ -354,10 +354,11 @@ routes:
 fn a_fallback_is_checked() {
     let src = BASE.replace(
         "    upstream: users\n",
-        "    upstream: users\n    fallback: {status: 99, on_errors: [upstream_oops], on_status: [700]}\n",
+        "    upstream: users\n    fallback: {status: 99, stale: 0s, on_errors: [upstream_oops], on_status: [700]}\n",
     );
     let text = load(&src).unwrap_err().to_string();
     for key in [
+        "fallback.stale",
         "fallback.status",
         "fallback.on_errors",
         "fallback.on_status",
@@ -376,7 +377,7 @@ fn a_fallback_is_checked() {
     let f = l.config.routes[0].fallback.as_ref().unwrap();
     assert_eq!(
         (f.status, f.on_status.as_slice()),
-        (200, &[502, 503, 504][..])
+        (None, &[502, 503, 504][..])
     );
     assert_eq!(f.on_errors.len(), 7);
 }

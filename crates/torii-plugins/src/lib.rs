@@ -65,6 +65,21 @@ pub(crate) struct Load {
 }
 
 impl Load {
+    /// The process's cache memory tier, made on first use by this load.
+    fn memory(&self, state: &StateRegistry) -> Arc<torii_cache::Memory> {
+        let mut slot = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = &*slot {
+            return m.clone();
+        }
+        let bytes = self.cache_config.memory.0;
+        let m = state.get_or_insert(
+            StateKey::new("cache", "process", &Value::from(bytes)),
+            || torii_cache::Memory::new(bytes),
+        );
+        *slot = Some(m.clone());
+        m
+    }
+
     /// A load with these cache settings.
     pub(crate) fn new(cache_config: torii_config::schema::CacheStore) -> Self {
         Self {
@@ -150,17 +165,7 @@ impl BuildCtx<'_> {
     /// The process's cache memory tier (`cache.memory`): one for every route, kept across
     /// reloads that keep its size.
     pub fn cache_memory(&self) -> Arc<torii_cache::Memory> {
-        let mut slot = self.load.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = &*slot {
-            return m.clone();
-        }
-        let bytes = self.load.cache_config.memory.0;
-        let m = self.state.get_or_insert(
-            StateKey::new("cache", "process", &Value::from(bytes)),
-            || torii_cache::Memory::new(bytes),
-        );
-        *slot = Some(m.clone());
-        m
+        self.load.memory(self.state)
     }
 
     /// The process's shared cache tier over the gateway's Redis (`None` without `redis`):
@@ -382,6 +387,14 @@ impl PluginCatalog for Catalog {
         // Secret query parameters of this build (a catalog may serve concurrent loads: this
         // list is the build's own).
         let load = Load::new(config.cache.clone());
+        // A route's last-good fallback keeps its answers in the cache's memory tier.
+        if config
+            .routes
+            .iter()
+            .any(|r| r.fallback.as_ref().is_some_and(|f| f.stale.is_some()))
+        {
+            load.memory(&self.state);
+        }
         let mut errors = Vec::new();
         // Upstreams first: plugins are handed the ones they name.
         let upstreams = match self.registry.build(&config.upstreams) {

@@ -1,7 +1,7 @@
-//! Masking upstream failures with a route's static answer (`routes[].fallback`), marked
-//! `X-Torii-Fallback: static`. The masked failure is still logged and counted as an upstream
-//! error. This is the place where the response cache's last good answer will plug in (a
-//! fallback that looks the request up in the cache before the static answer).
+//! Masking upstream failures (`routes[].fallback`): first with the last good answer to the
+//! same request (`stale`, marked `X-Torii-Fallback: stale`), kept by an exchange stage in the
+//! cache's memory tier, then with the route's static answer (marked `X-Torii-Fallback:
+//! static`). The masked failure is still logged and counted as an upstream error.
 
 use crate::bodies::Outgoing;
 use bytes::Bytes;
@@ -18,12 +18,23 @@ pub struct StaticFallback {
 }
 
 impl StaticFallback {
+    /// Whether the config has a static answer: always, unless only `stale` is set.
+    pub fn configured(cfg: &torii_config::schema::Fallback) -> bool {
+        cfg.stale.is_none()
+            || cfg.status.is_some()
+            || !cfg.headers.is_empty()
+            || !cfg.body.is_empty()
+    }
+
     /// Compiles the config (validated at load: bad headers cannot reach here, and are skipped).
     pub fn new(cfg: &torii_config::schema::Fallback) -> Self {
         let mut headers = header_map(&cfg.headers);
         headers.insert("x-torii-fallback", HeaderValue::from_static("static"));
         Self {
-            status: StatusCode::from_u16(cfg.status).unwrap_or(StatusCode::OK),
+            status: cfg
+                .status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::OK),
             headers,
             body: Bytes::copy_from_slice(cfg.body.as_bytes()),
             on_errors: cfg.on_errors.clone().into_boxed_slice(),
@@ -89,4 +100,130 @@ pub(crate) fn header_map(headers: &std::collections::BTreeMap<String, String>) -
         }
     }
     map
+}
+
+/// The last-good fallback of a route (`routes[].fallback.stale`): an exchange stage, outermost
+/// on the route, that keeps each good answer to a GET (2xx, without `no-store`, `Set-Cookie`
+/// or `Vary`; `private` only for an identified consumer; up to 1 MiB) in the cache's memory
+/// tier, per URL and consumer, whatever its cache fields said. When the route's call fails
+/// the way the fallback masks (`on_errors`, `on_status`), the kept answer is sent if it is
+/// at most `stale` old, with its `Age` and `X-Torii-Fallback: stale`. The route's static
+/// answer, if any, applies when there is none.
+pub struct LastGood {
+    memory: std::sync::Arc<torii_cache::Memory>,
+    max_age: std::time::Duration,
+    spec: torii_cache::KeySpec,
+    on_errors: Box<[String]>,
+    on_status: Box<[u16]>,
+    counters: std::sync::Arc<torii_cache::status::Counters>,
+}
+
+/// The largest answer kept.
+const LAST_GOOD_MAX: u64 = 1 << 20;
+
+impl LastGood {
+    /// The stage of a route's fallback, when it has `stale`.
+    pub fn new(
+        cfg: &torii_config::schema::Fallback,
+        memory: std::sync::Arc<torii_cache::Memory>,
+    ) -> Option<Self> {
+        Some(Self {
+            memory,
+            max_age: cfg.stale?.0,
+            spec: torii_cache::KeySpec {
+                namespace: "fallback".into(),
+                host: true,
+                query: torii_cache::key::Query::AsSent,
+                headers: Box::new([]),
+                consumer: true,
+            },
+            on_errors: cfg.on_errors.clone().into_boxed_slice(),
+            on_status: cfg.on_status.clone().into_boxed_slice(),
+            counters: Default::default(),
+        })
+    }
+
+    fn masks(&self, r: &Result<Response<Body>, GatewayError>) -> bool {
+        match r {
+            Err(e) => self.on_errors.iter().any(|c| c == e.kind.code()),
+            Ok(resp) => self.on_status.contains(&resp.status().as_u16()),
+        }
+    }
+}
+
+impl torii_core::Plugin for LastGood {
+    fn wraps_exchange(&self) -> bool {
+        true
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        req: &'a http::request::Parts,
+        body: Body,
+        ctx: &'a torii_core::RequestContext,
+        next: torii_core::Next<'a>,
+    ) -> torii_core::ExchangeFuture<'a> {
+        Box::pin(async move {
+            if req.method != http::Method::GET {
+                return next.run(req, body, ctx).await;
+            }
+            let consumer = ctx
+                .consumer
+                .as_deref()
+                .filter(|c| !c.anonymous)
+                .map(|c| &*c.name);
+            let key = self.spec.key(&torii_cache::key::Parts {
+                route: ctx.route.as_deref().unwrap_or(""),
+                listener: &ctx.listener,
+                host: &ctx.host,
+                path: &ctx.path,
+                query: req.uri.query(),
+                headers: &req.headers,
+                consumer,
+            });
+            let result = next.run(req, body, ctx).await;
+            if self.masks(&result) {
+                let now = std::time::Instant::now();
+                if let Some(torii_cache::Object::Response(s)) = self.memory.get(&key)
+                    && s.stored_for(now) <= self.max_age
+                {
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "upstream error masked by the last good answer");
+                    }
+                    let mut r = Response::new(Body::full(s.body.clone()));
+                    *r.status_mut() = s.status;
+                    let mut h = s.headers_at(now, 3);
+                    h.insert("x-torii-fallback", HeaderValue::from_static("stale"));
+                    *r.headers_mut() = h;
+                    return Ok(r);
+                }
+                return result;
+            }
+            let resp = result?;
+            match torii_cache::stored::keep(req, resp.status(), resp.headers(), consumer.is_some())
+            {
+                Err(_) => Ok(resp),
+                Ok(c) => {
+                    let (parts, body) = resp.into_parts();
+                    let fill = torii_plugins::builtin::cache::tee::Fill {
+                        candidate: c,
+                        key,
+                        resource: key,
+                        epoch: 0,
+                        tiers: torii_plugins::builtin::cache::tee::Tiers {
+                            memory: self.memory.clone(),
+                            shared: None,
+                        },
+                        counters: self.counters.clone(),
+                        max: LAST_GOOD_MAX,
+                        _leader: None,
+                        chunks: Vec::new(),
+                        len: 0,
+                    };
+                    let body = torii_plugins::builtin::cache::tee::Tee::wrap(body, fill);
+                    Ok(Response::from_parts(parts, body))
+                }
+            }
+        })
+    }
 }

@@ -428,7 +428,7 @@ async fn route_and_serve(
                 affinity: &affinity,
                 policy: &route.call,
             };
-            let stages = route.chain.stages();
+            let stages = &route.stages;
             if !stages.is_empty() && upgrade.is_none() {
                 // Boxed: routes without stages do not carry this future's size.
                 let call = crate::exchange::UpstreamCall::new(

@@ -62,6 +62,9 @@ pub struct CompiledRoute {
     pub identity_audience: Option<torii_plugins::Audience>,
     /// The static answer that masks upstream failures, when configured.
     pub fallback: Option<Box<crate::fallback::StaticFallback>>,
+    /// The exchange stack: the last-good fallback when configured (outermost), then the
+    /// chain's exchange plugins.
+    pub stages: Box<[Arc<dyn torii_core::Plugin>]>,
     /// The route's own rules for its upstream calls (`timeouts`, `retry_non_idempotent`).
     pub call: torii_upstream::CallPolicy,
 }
@@ -178,13 +181,25 @@ impl Snapshot {
                         _ => None,
                     }
                 });
+                // Lengths checked above: every route has its chain.
+                let chain: Arc<Chain> = chains.next().unwrap_or_default();
+                let last_good = r
+                    .fallback
+                    .as_ref()
+                    .zip(plugins.cache.as_ref())
+                    .and_then(|(f, m)| crate::fallback::LastGood::new(f, m.clone()));
+                let stages: Box<[Arc<dyn torii_core::Plugin>]> = last_good
+                    .into_iter()
+                    .map(|l| Arc::new(l) as Arc<dyn torii_core::Plugin>)
+                    .chain(chain.stages().iter().cloned())
+                    .collect();
                 CompiledRoute {
                     name: r.name.as_str().into(),
                     action,
                     rewrite,
                     metrics: metrics.route(&r.name),
-                    // Lengths checked above: every route has its chain.
-                    chain: chains.next().unwrap_or_default(),
+                    chain,
+                    stages,
                     identity_audience: r
                         .upstream
                         .as_ref()
@@ -192,6 +207,7 @@ impl Snapshot {
                     fallback: r
                         .fallback
                         .as_ref()
+                        .filter(|f| crate::fallback::StaticFallback::configured(f))
                         .map(|f| Box::new(crate::fallback::StaticFallback::new(f))),
                     call: torii_upstream::CallPolicy {
                         per_try: r.timeouts.response_headers.map(|d| d.0),

@@ -770,3 +770,46 @@ async fn a_global_cache_keeps_routes_apart_and_preconditions_go_upstream() {
     assert!(cache_status(&h).is_empty(), "{h:?}");
     assert_eq!(n.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn the_last_good_answer_masks_failures_whatever_its_cache_fields() {
+    // Answers a cache would never store: no freshness, no validator; one with a cookie.
+    let (up, n) = closable(|req, i| {
+        if req.uri().path() == "/cookie" {
+            return resp(200, &[("set-cookie", "s=1")], format!("cookie {i}"));
+        }
+        resp(200, &[("cache-control", "no-cache")], format!("good {i}"))
+    })
+    .await;
+    let route = |fallback: &str| {
+        config(&format!(
+            "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\n    retries: {{attempts: 1}}\nroutes:\n  - name: lg{}\n    match: {{path_prefix: /}}\n    upstream: up\n    fallback: {fallback}\n",
+            up.addr,
+            fallback.len()
+        ))
+    };
+    let gw = gateway(&route("{stale: 1h}")).await;
+    let a = addr(&gw).await;
+    for p in ["/a", "/cookie"] {
+        let (s, h, _) = send(a, "GET", p, &[]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(h.get("x-torii-fallback").is_none());
+    }
+    up.task.abort();
+    let _ = up.task.await;
+    let (s, h, b) = send(a, "GET", "/a", &[]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"good 1"[..]), "{h:?}");
+    assert_eq!(h.get("x-torii-fallback").unwrap(), "stale");
+    assert!(h.get("age").is_some());
+    // Not kept: a cookie; never fetched: nothing to serve, and no static answer configured.
+    for p in ["/cookie", "/never"] {
+        let (s, h, _) = send(a, "GET", p, &[]).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{p}: {h:?}");
+    }
+    // With a static answer too, it applies when there is no last good one.
+    let gw = gateway(&route("{stale: 1h, status: 200, body: static}")).await;
+    let (s, h, b) = send(addr(&gw).await, "GET", "/never", &[]).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"static"[..]));
+    assert_eq!(h.get("x-torii-fallback").unwrap(), "static");
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}

@@ -61,13 +61,21 @@ pub struct RouteTimeouts {
     pub total: Option<crate::values::Duration>,
 }
 
-/// A static answer that masks an upstream failure.
+/// What masks an upstream failure: the last good response for the request (`stale`), then
+/// a static answer.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fallback {
-    /// Status code.
-    #[serde(default = "ok")]
-    pub status: u16,
+    /// Serve the last good answer to the same request (a 2xx GET, kept per URL and
+    /// consumer) when it is at most this old, marked `X-Torii-Fallback: stale`, whatever its
+    /// cache headers said. Off when absent.
+    #[serde(default)]
+    pub stale: Option<crate::values::Duration>,
+    /// Status code of the static answer (200 when absent). With `stale` alone (no status,
+    /// headers or body), there is no static answer: a failure with no last good answer
+    /// reaches the client.
+    #[serde(default)]
+    pub status: Option<u16>,
     /// Response headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -273,11 +273,22 @@ pub(super) fn fallback(ctx: &mut Ctx<'_>, i: usize, proxied: bool, f: &crate::sc
             "remove `fallback`, or give the route an `upstream`",
         );
     }
-    if http::StatusCode::from_u16(f.status).is_err() || !(100..=599).contains(&f.status) {
+    if let Some(status) = f.status
+        && (http::StatusCode::from_u16(status).is_err() || !(100..=599).contains(&status))
+    {
         ctx.err(
             &at("status"),
-            format!("{} is not an HTTP status", f.status),
+            format!("{status} is not an HTTP status"),
             "use a status from 100 to 599",
+        );
+    }
+    if let Some(d) = f.stale
+        && (d.0.is_zero() || d.0 > std::time::Duration::from_secs(7 * 86_400))
+    {
+        ctx.err(
+            &at("stale"),
+            "must be between 1s and 7d",
+            "the oldest last good answer worth serving, e.g. `stale: 1h`",
         );
     }
     for (name, value) in &f.headers {

@@ -7,7 +7,7 @@
 //! by unsafe requests to their URL. See docs/caching.md.
 
 mod exchange;
-mod tee;
+pub mod tee;
 
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use http::HeaderName;

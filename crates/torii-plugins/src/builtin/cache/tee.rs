@@ -16,8 +16,10 @@ use torii_core::layered::{Concern, Polled};
 
 /// Where responses are kept: the memory tier, and the shared tier when the route has one.
 #[derive(Clone)]
-pub(super) struct Tiers {
+pub struct Tiers {
+    /// The process's memory tier.
     pub memory: Arc<Memory>,
+    /// The shared tier, when used.
     pub shared: Option<Arc<torii_cache::SharedTier>>,
 }
 
@@ -40,7 +42,8 @@ impl Tiers {
 }
 
 /// A response being stored.
-pub(super) struct Fill {
+pub struct Fill {
+    /// What will be stored once the body has passed.
     pub candidate: Candidate,
     /// Where it goes (the variant's key when it varies).
     pub key: Key,
@@ -48,12 +51,17 @@ pub(super) struct Fill {
     pub resource: Key,
     /// The marker's epoch the request read.
     pub epoch: u64,
+    /// Where it goes.
     pub tiers: Tiers,
+    /// Counted in (`stored`).
     pub counters: Arc<Counters>,
+    /// The largest body kept.
     pub max: u64,
-    /// Held until the response is stored or given up.
+    /// Held until the response is stored or given up (coalescing).
     pub _leader: Option<Leader>,
+    /// The body so far (empty to start).
     pub chunks: Vec<Bytes>,
+    /// Its length.
     pub len: u64,
 }
 
@@ -83,7 +91,14 @@ impl Fill {
 }
 
 /// The body concern that fills the store.
-pub(super) struct Tee(pub Option<Fill>);
+pub struct Tee(pub Option<Fill>);
+
+impl Tee {
+    /// A body that fills `fill` as it streams.
+    pub fn wrap(body: torii_core::Body, fill: Fill) -> torii_core::Body {
+        torii_core::Body::boxed(torii_core::Layered::new(body, Tee(Some(fill))))
+    }
+}
 
 impl Tee {
     fn finish(&mut self) {
