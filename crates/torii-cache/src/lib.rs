@@ -17,4 +17,4 @@ pub mod stored;
 pub use key::{Key, KeySpec};
 pub use memory::{Memory, Object, Purge, Selector};
 pub use shared::SharedTier;
-pub use stored::{Freshness, Settings, Stored};
+pub use stored::{Freshness, Part, Settings, Stored};

@@ -634,6 +634,15 @@ pub(crate) fn weight(headers: &HeaderMap, body: &Bytes, url: &str, scope: &str) 
     512 + (url.len() + scope.len()) as u64 + body.len() as u64 + 2 * fields
 }
 
+/// The answer to a `Range` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Bytes `first..=last` of a body of this length: 206.
+    Bytes(u64, u64, u64),
+    /// Nothing of a body of this length: 416.
+    Unsatisfiable(u64),
+}
+
 /// Whether a stored response answers a request as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -787,6 +796,67 @@ impl Stored {
             (Some(lm), Some(since)) => *lm <= since,
             _ => false,
         }
+    }
+
+    /// The part of this response a `Range` request asks for (RFC 9110 section 14), when the
+    /// cache answers it with 206 (or 416): one `bytes` range of a stored 200, and an
+    /// `If-Range` that matches (a strong `ETag`, or the exact `Last-Modified` date). `None`:
+    /// answer with the whole response (always allowed), for several ranges, another unit, a
+    /// syntax error or an `If-Range` that does not match.
+    pub fn range(&self, req: &http::request::Parts) -> Option<Part> {
+        if self.status != StatusCode::OK || req.method != Method::GET {
+            return None;
+        }
+        let spec = req.headers.get(header::RANGE)?.to_str().ok()?;
+        if let Some(cond) = req.headers.get(header::IF_RANGE) {
+            let cond = cond.as_bytes();
+            let matches = if cond.starts_with(b"\"") || cond.starts_with(b"W/") {
+                // A strong comparison: weak tags never match.
+                self.etag
+                    .as_ref()
+                    .is_some_and(|e| !e.as_bytes().starts_with(b"W/") && e.as_bytes() == cond)
+            } else {
+                self.headers
+                    .get(header::LAST_MODIFIED)
+                    .is_some_and(|lm| lm.as_bytes() == cond)
+            };
+            if !matches {
+                return None;
+            }
+        }
+        let ranges = spec.trim().strip_prefix("bytes=")?;
+        if ranges.contains(',') {
+            return None;
+        }
+        let len = self.body.len() as u64;
+        let (first, last) = ranges.trim().split_once('-')?;
+        let (start, end) = match (first.trim(), last.trim()) {
+            ("", "") => return None,
+            // The last n bytes.
+            ("", n) => {
+                let n: u64 = n.parse().ok()?;
+                if n == 0 {
+                    return Some(Part::Unsatisfiable(len));
+                }
+                (len.saturating_sub(n), len.checked_sub(1)?)
+            }
+            (a, b) => {
+                let a: u64 = a.parse().ok()?;
+                let b: u64 = if b.is_empty() {
+                    u64::MAX
+                } else {
+                    b.parse().ok()?
+                };
+                if b < a {
+                    return None;
+                }
+                if a >= len {
+                    return Some(Part::Unsatisfiable(len));
+                }
+                (a, b.min(len - 1))
+            }
+        };
+        Some(Part::Bytes(start, end, len))
     }
 
     /// The fields of a 304 made from this response.

@@ -141,6 +141,13 @@ async fn fresh_responses_are_served_from_memory_with_age_head_and_304s() {
     assert_eq!(h.get("etag").unwrap(), "\"v1\"");
     let (s, _, b) = send(a, "GET", "/x", &[("if-none-match", "\"v0\"")]).await;
     assert_eq!((s, &b[..]), (StatusCode::OK, &b"body 1"[..]));
+    // One range of the stored answer; past its end, 416.
+    let (s, h, b) = send(a, "GET", "/x", &[("range", "bytes=0-3")]).await;
+    assert_eq!((s, &b[..]), (StatusCode::PARTIAL_CONTENT, &b"body"[..]));
+    assert_eq!(h.get("content-range").unwrap(), "bytes 0-3/6");
+    let (s, h, _) = send(a, "GET", "/x", &[("range", "bytes=100-")]).await;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h.get("content-range").unwrap(), "bytes */6");
     // Another query is another resource.
     let (_, _, b) = send(a, "GET", "/x?page=2", &[]).await;
     assert_eq!(&b[..], b"body 2");
@@ -151,7 +158,7 @@ async fn fresh_responses_are_served_from_memory_with_age_head_and_304s() {
     assert!(cache_status(&h).contains("fwd=stale"), "{h:?}");
     let text = gw.shared().metrics_text();
     assert!(
-        text.contains("torii_cache_requests_total{scope=\"route:fresh\",result=\"hits\"} 4"),
+        text.contains("torii_cache_requests_total{scope=\"route:fresh\",result=\"hits\"} 6"),
         "{text}"
     );
     assert!(text.contains("torii_cache_memory_entries "), "{text}");

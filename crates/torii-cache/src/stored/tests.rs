@@ -446,3 +446,49 @@ fn review_findings_hold() {
         "{frame}"
     );
 }
+
+#[test]
+fn ranges_of_a_stored_answer() {
+    let s = assess(
+        &get(),
+        StatusCode::OK,
+        &h(&[
+            ("cache-control", "max-age=60"),
+            ("etag", "\"s\""),
+            ("last-modified", "Sun, 06 Dec 2026 10:00:00 GMT"),
+        ]),
+        false,
+        &settings(),
+    )
+    .unwrap()
+    .finish(Bytes::from_static(b"0123456789"));
+    let r = |fields: &[(&'static str, &'static str)]| s.range(&req(Method::GET, fields));
+    assert_eq!(r(&[("range", "bytes=0-1")]), Some(Part::Bytes(0, 1, 10)));
+    assert_eq!(r(&[("range", "bytes=8-")]), Some(Part::Bytes(8, 9, 10)));
+    assert_eq!(r(&[("range", "bytes=-3")]), Some(Part::Bytes(7, 9, 10)));
+    assert_eq!(r(&[("range", "bytes=5-100")]), Some(Part::Bytes(5, 9, 10)));
+    assert_eq!(r(&[("range", "bytes=10-")]), Some(Part::Unsatisfiable(10)));
+    assert_eq!(r(&[("range", "bytes=0-1,3-4")]), None);
+    assert_eq!(r(&[("range", "items=0-1")]), None);
+    assert_eq!(r(&[("range", "bytes=3-1")]), None);
+    assert_eq!(r(&[]), None);
+    assert_eq!(
+        r(&[("range", "bytes=0-1"), ("if-range", "\"s\"")]),
+        Some(Part::Bytes(0, 1, 10))
+    );
+    assert_eq!(r(&[("range", "bytes=0-1"), ("if-range", "\"t\"")]), None);
+    assert_eq!(
+        r(&[
+            ("range", "bytes=0-1"),
+            ("if-range", "Sun, 06 Dec 2026 10:00:00 GMT")
+        ]),
+        Some(Part::Bytes(0, 1, 10))
+    );
+    assert_eq!(
+        r(&[
+            ("range", "bytes=0-1"),
+            ("if-range", "Sun, 06 Dec 2026 10:00:01 GMT")
+        ]),
+        None
+    );
+}

@@ -2,6 +2,7 @@
 
 use super::RouteCache;
 use super::tee::{Fill, Tee, Tiers};
+use http::HeaderValue;
 use http::header::{self, CONTENT_LOCATION, LOCATION};
 use http::{HeaderMap, HeaderName, Method, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use torii_cache::flights::{Join, Leader, wait};
 use torii_cache::status::{Counters, Status};
 use torii_cache::stored::assess;
-use torii_cache::{Freshness, Key, Object, Stored, directives, key};
+use torii_cache::{Freshness, Key, Object, Part, Stored, directives, key};
 use torii_core::{Body, ErrorKind, ErrorSource, GatewayError, Layered, Next, RequestContext};
 
 type Answer = Result<Response<Body>, GatewayError>;
@@ -222,6 +223,29 @@ impl RouteCache {
             let mut r = Response::new(Body::Empty);
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             *r.headers_mut() = s.not_modified_headers(now);
+            r
+        } else if let Some(part) = s.range(req) {
+            // One range of a stored 200 (RFC 9110 section 14).
+            let mut h = s.headers_at(now, 4);
+            let (status, body, range) = match part {
+                Part::Bytes(first, last, len) => (
+                    StatusCode::PARTIAL_CONTENT,
+                    s.body.slice(first as usize..=last as usize),
+                    format!("bytes {first}-{last}/{len}"),
+                ),
+                Part::Unsatisfiable(len) => (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    bytes::Bytes::new(),
+                    format!("bytes */{len}"),
+                ),
+            };
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            let mut r = Response::new(Body::full(body));
+            *r.status_mut() = status;
+            *r.headers_mut() = h;
             r
         } else {
             let body = if req.method == Method::HEAD {
