@@ -820,3 +820,44 @@ async fn the_last_good_answer_masks_failures_whatever_its_cache_fields() {
     assert_eq!(h.get("x-torii-fallback").unwrap(), "static");
     assert_eq!(n.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn concurrent_misses_of_one_variant_make_one_upstream_request() {
+    let (up, n) = origin(|req, i| {
+        if i > 1 {
+            // Slow enough that every client asks before the answer.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .map_or("-", |v| v.to_str().unwrap())
+            .to_string();
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+            format!("{lang} {i}"),
+        )
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    let (_, _, b) = send(a, "GET", "/v", &[("accept-language", "fr")]).await;
+    assert_eq!(&b[..], b"fr 1");
+    // Two variants missed at once: each has its own fill (none waits behind the other's and
+    // then stampedes).
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let lang = if i % 2 == 0 { "en" } else { "de" };
+            tokio::spawn(async move {
+                let (_, _, b) = send(a, "GET", "/v", &[("accept-language", lang)]).await;
+                (lang, b)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (lang, b) = t.await.unwrap();
+        assert!(b.starts_with(lang.as_bytes()), "{lang}: {b:?}");
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+}

@@ -21,8 +21,8 @@ type Answer = Result<Response<Body>, GatewayError>;
 enum Found {
     /// A stored response, under this key.
     Stored(Key, Arc<Stored>),
-    /// Nothing for this request's variant of a resource that varies.
-    VaryMiss,
+    /// Nothing for this request's variant (this key) of a resource that varies.
+    VaryMiss(Key),
     /// The resource's last answer could not be stored: go upstream without waiting.
     Pass,
     /// Nothing.
@@ -194,7 +194,7 @@ impl RouteCache {
                 let v = key::variant(resource, epoch, &names, headers);
                 match self.memory.get(&v) {
                     Some(Object::Response(s)) => (Found::Stored(v, s), epoch),
-                    _ => (Found::VaryMiss, epoch),
+                    _ => (Found::VaryMiss(v), epoch),
                 }
             }
         }
@@ -302,7 +302,7 @@ impl RouteCache {
         };
         let resource = self.spec.key(&self.parts(req, ctx, fwd.uri.query()));
         let (mut found, mut epoch) = self.find(&resource, &req.headers);
-        if let (Found::Miss | Found::VaryMiss, Some(t)) = (&found, &self.shared)
+        if let (Found::Miss | Found::VaryMiss(_), Some(t)) = (&found, &self.shared)
             && let Some((k, s)) = t.lookup(&resource, &req.headers).await
         {
             found = Found::Stored(k, s);
@@ -340,13 +340,36 @@ impl RouteCache {
         // part). A conditional one does when the cache revalidates with its own validators;
         // sent on as it is, its answer (often a 304) is about the client's copy.
         let fills = req.method == Method::GET && !asks.partial;
+        // Concurrent misses of this response (the variant's, when the resource varies): one
+        // goes upstream, the others wait for it, then look again. A waiter that still finds
+        // nothing joins again (it may lead the next fill), at most twice in all, then goes
+        // upstream by itself.
         let mut leader = None;
-        if !only_cached && !matches!(found, Found::Pass) {
-            // Concurrent misses for this resource: one goes upstream, the others wait once.
-            match self.flights.join(resource) {
-                Join::Lead(l) if fills && !asks.conditional => leader = Some(l),
-                Join::Lead(_) => {}
+        let mut waits = 0;
+        loop {
+            let usable = match &found {
+                Found::Stored(_, s) => {
+                    s.freshness_for(req, now, asks.directives) == Freshness::Fresh
+                }
+                Found::Pass => true,
+                _ => false,
+            };
+            if usable || only_cached {
+                break;
+            }
+            let flight = match &found {
+                Found::Stored(k, _) | Found::VaryMiss(k) => *k,
+                _ => resource,
+            };
+            match self.flights.join(flight) {
+                Join::Lead(l) if fills && !asks.conditional => {
+                    leader = Some(l);
+                    break;
+                }
+                Join::Lead(_) => break,
+                Join::Wait(_) if waits == 2 => break,
                 Join::Wait(rx) => {
+                    waits += 1;
                     Counters::add(&self.counters.coalesced);
                     status.collapsed = true;
                     wait(rx, self.lock_timeout).await;
@@ -388,7 +411,7 @@ impl RouteCache {
                     return Err(not_cached());
                 }
                 call.status.fwd = Some(match f {
-                    Found::VaryMiss => "vary-miss",
+                    Found::VaryMiss(_) => "vary-miss",
                     Found::Pass => "bypass",
                     _ => "uri-miss",
                 });
