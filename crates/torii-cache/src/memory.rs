@@ -91,6 +91,10 @@ type Table =
 pub struct Memory {
     table: Table,
     evictions: Arc<AtomicU64>,
+    /// Bytes held by responses being stored (bodies collected while they stream), and the
+    /// most they may hold together: a quarter of the tier.
+    filling: AtomicU64,
+    fill_budget: u64,
     /// The heaviest entry admitted (the table refuses entries over most of a shard).
     max_entry: u64,
 }
@@ -121,9 +125,13 @@ impl Memory {
         let fit = (bytes / (80 << 20)).clamp(1, 16);
         // The largest power of two up to `fit`.
         let shards = 1u64 << (63 - fit.leading_zeros());
+        // A tenth of each shard is the probation queue new entries enter (S3-FIFO's small
+        // queue; quick_cache's default is 3 %, which would push a new response of a few MiB
+        // out before its second request).
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(items)
             .weight_capacity(bytes)
+            .hot_allocation(0.9)
             .shards(usize::try_from(shards).unwrap_or(1))
             .build();
         let table = match options {
@@ -135,6 +143,8 @@ impl Memory {
             table,
             evictions: counter,
             max_entry,
+            filling: AtomicU64::new(0),
+            fill_budget: bytes / 4,
         }
     }
 
@@ -185,6 +195,27 @@ impl Memory {
         }
     }
 
+    /// Takes `n` bytes of the budget of responses being stored; `false` (nothing taken) when
+    /// it is spent: that response then streams through unstored.
+    pub fn reserve_fill(&self, n: u64) -> bool {
+        let before = self.filling.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.fill_budget {
+            self.filling.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives `n` bytes of that budget back.
+    pub fn release_fill(&self, n: u64) {
+        self.filling.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes held by responses being stored now.
+    pub fn filling(&self) -> u64 {
+        self.filling.load(Ordering::Relaxed)
+    }
+
     /// The heaviest entry admitted.
     pub fn max_entry(&self) -> u64 {
         self.max_entry
@@ -193,6 +224,12 @@ impl Memory {
     /// Removes what is under `key`.
     pub fn remove(&self, key: &Key) {
         self.table.remove(key);
+    }
+
+    /// A tier whose responses being stored may hold at most `bytes` together (tests).
+    pub fn with_fill_budget(mut self, bytes: u64) -> Self {
+        self.fill_budget = bytes;
+        self
     }
 
     /// Removes every stored response that `purge` selects; returns how many.
@@ -231,5 +268,60 @@ impl Memory {
     /// Entries evicted so far.
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fill_budget_is_shared_and_given_back() {
+        let m = Memory::new(4 << 20);
+        assert_eq!(m.fill_budget, 1 << 20);
+        assert!(m.reserve_fill(600 << 10));
+        assert!(!m.reserve_fill(600 << 10));
+        assert_eq!(m.filling(), 600 << 10);
+        m.release_fill(600 << 10);
+        assert!(m.reserve_fill(600 << 10));
+        // Large tiers keep the largest object admissible.
+        assert!(Memory::new(256 << 20).max_entry() > 64 << 20);
+    }
+}
+
+#[cfg(test)]
+mod admission {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::stored::{Settings, assess};
+    use bytes::Bytes;
+
+    /// A new entry of a few percent of the tier survives its insertion (the probation queue
+    /// is a tenth of the tier, not quick_cache's default 3 %).
+    #[test]
+    fn a_half_mib_answer_stays_in_an_8_mib_tier() {
+        let m = Memory::new(8 << 20);
+        let req = http::Request::get("/a").body(()).unwrap().into_parts().0;
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "cache-control",
+            http::HeaderValue::from_static("max-age=60"),
+        );
+        let s = Settings {
+            heuristic: 0.1,
+            stale_if_error: std::time::Duration::ZERO,
+            stale_while_revalidate: std::time::Duration::ZERO,
+            max_object_size: 4 << 20,
+        };
+        let st = assess(&req, http::StatusCode::OK, &h, false, &s)
+            .unwrap()
+            .finish(Bytes::from(vec![0u8; 512 << 10]));
+        assert!(m.put(Key([1; 32]), Key([1; 32]), Arc::new([]), 0, st));
+        assert!(
+            m.get(&Key([1; 32])).is_some(),
+            "len {} weight {}",
+            m.len(),
+            m.bytes()
+        );
     }
 }

@@ -219,6 +219,10 @@ impl torii_core::Plugin for LastGood {
                         _leader: None,
                         chunks: Vec::new(),
                         len: 0,
+                        reserved: Default::default(),
+                        expected: torii_plugins::builtin::cache::tee::announced_length(
+                            &parts.headers,
+                        ),
                     };
                     let body = torii_plugins::builtin::cache::tee::Tee::wrap(body, fill);
                     Ok(Response::from_parts(parts, body))

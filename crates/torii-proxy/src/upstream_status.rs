@@ -87,6 +87,8 @@ fn cache_metrics(snap: &Snapshot, out: &mut String) {
     let _ = writeln!(out, "torii_cache_memory_bytes {}", m.bytes());
     out.push_str("# TYPE torii_cache_memory_entries gauge\n");
     let _ = writeln!(out, "torii_cache_memory_entries {}", m.len());
+    out.push_str("# TYPE torii_cache_filling_bytes gauge\n");
+    let _ = writeln!(out, "torii_cache_filling_bytes {}", m.filling());
     out.push_str("# TYPE torii_cache_evictions_total counter\n");
     let _ = writeln!(out, "torii_cache_evictions_total {}", m.evictions());
     if let Some(t) = &snap.cache_shared {

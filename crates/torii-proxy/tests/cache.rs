@@ -861,3 +861,45 @@ async fn concurrent_misses_of_one_variant_make_one_upstream_request() {
     }
     assert_eq!(n.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn responses_being_stored_share_a_budget_of_a_quarter_of_the_tier() {
+    let (up, n) = origin(|req, _| {
+        let size = if req.uri().path() == "/big" {
+            2560 << 10
+        } else {
+            512 << 10
+        };
+        resp(200, &[("cache-control", "max-age=60")], vec![b'x'; size])
+    })
+    .await;
+    // 8 MiB of memory: at most 2 MiB being stored at once.
+    let yaml = cfg(up.addr, "{cache: {max_object_size: 3MiB}}")
+        .replace("server:\n", "cache: {memory: 8MiB}\nserver:\n");
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    for path in ["/big", "/small"] {
+        let (s, _, b) = send(a, "GET", path, &[]).await;
+        assert_eq!((s, !b.is_empty()), (StatusCode::OK, true));
+    }
+    let (_, h, _) = send(a, "GET", "/small", &[]).await;
+    assert!(
+        cache_status(&h).contains("hit"),
+        "{h:?} {}",
+        gw.shared()
+            .metrics_text()
+            .lines()
+            .filter(|l| l.contains("cache"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let (_, h, b) = send(a, "GET", "/big", &[]).await;
+    assert!(!cache_status(&h).contains("hit"), "{h:?}");
+    assert_eq!(b.len(), 2560 << 10);
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+    assert!(
+        gw.shared()
+            .metrics_text()
+            .contains("torii_cache_filling_bytes 0")
+    );
+}

@@ -631,6 +631,8 @@ impl RouteCache {
                     _leader: leader,
                     chunks: Vec::new(),
                     len: 0,
+                    reserved: Default::default(),
+                    expected: super::tee::announced_length(&parts.headers),
                 };
                 let body = Body::boxed(Layered::new(body, Tee(Some(fill))));
                 Ok(Response::from_parts(parts, body))

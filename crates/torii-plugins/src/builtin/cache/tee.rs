@@ -41,6 +41,19 @@ impl Tiers {
     }
 }
 
+/// Bytes of the memory tier's fill budget a response being stored holds; given back when the
+/// fill ends, stored or not.
+#[derive(Default)]
+pub struct Reserved(u64, Option<Arc<Memory>>);
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(m) = &self.1 {
+            m.release_fill(self.0);
+        }
+    }
+}
+
 /// A response being stored.
 pub struct Fill {
     /// What will be stored once the body has passed.
@@ -63,6 +76,12 @@ pub struct Fill {
     pub chunks: Vec<Bytes>,
     /// Its length.
     pub len: u64,
+    /// Its share of the fill budget (start with `Default::default()`).
+    pub reserved: Reserved,
+    /// The body's length when the response announced it (`Content-Length`): the body is
+    /// complete once that many bytes have passed, even if the sender is not polled again for
+    /// its end (a body read ahead, whose length hyper knows, is not).
+    pub expected: Option<u64>,
 }
 
 impl Fill {
@@ -93,6 +112,16 @@ impl Fill {
 /// The body concern that fills the store.
 pub struct Tee(pub Option<Fill>);
 
+/// A response's announced body length (`Content-Length`), for [`Fill::expected`].
+pub fn announced_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 impl Tee {
     /// A body that fills `fill` as it streams.
     pub fn wrap(body: torii_core::Body, fill: Fill) -> torii_core::Body {
@@ -115,10 +144,17 @@ impl Concern for Tee {
                 if let Some(f) = &mut self.0 {
                     match frame.data_ref() {
                         Some(d) => {
-                            f.len += d.len() as u64;
-                            if f.len > f.max {
+                            let n = d.len() as u64;
+                            f.len += n;
+                            if f.len > f.max || !f.tiers.memory.reserve_fill(n) {
+                                // Too large, or too much is being stored at once: it streams
+                                // through unstored.
                                 self.0 = None;
                             } else if !d.is_empty() {
+                                if f.reserved.1.is_none() {
+                                    f.reserved.1 = Some(f.tiers.memory.clone());
+                                }
+                                f.reserved.0 += n;
                                 f.chunks.push(d.clone());
                             }
                         }
@@ -126,7 +162,11 @@ impl Concern for Tee {
                         None => self.0 = None,
                     }
                 }
-                if end {
+                let complete = self
+                    .0
+                    .as_ref()
+                    .is_some_and(|f| f.expected.is_some_and(|n| f.len == n));
+                if end || complete {
                     self.finish();
                 }
             }
@@ -138,7 +178,11 @@ impl Concern for Tee {
     }
 
     fn dropped(&mut self, ended: bool) {
-        if ended {
+        let complete = self
+            .0
+            .as_ref()
+            .is_some_and(|f| f.expected.is_some_and(|n| f.len == n));
+        if ended || complete {
             self.finish();
         }
     }
