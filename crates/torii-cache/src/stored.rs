@@ -452,7 +452,7 @@ pub fn assess(
     if !(explicit || validator || own_stale) {
         // No freshness (not even a heuristic one: that needs Last-Modified), nothing to
         // revalidate with: it could never be used. Decided before any copy is made.
-        return Err("stale");
+        return Err("no-freshness");
     }
     let vary = vary(headers).ok_or("vary-star")?;
     if let Some(n) = headers
@@ -472,7 +472,7 @@ pub fn assess(
     let fresh_for = policy.time_to_live(now).min(MAX_DELTA);
     if fresh_for.is_zero() && !validator && !own_stale {
         // Stale at once and nothing to revalidate with: it could never be used.
-        return Err("stale");
+        return Err("no-freshness");
     }
     // The fields as served: `Age` is computed when served, and a cookie is never handed to
     // the next client (a `public` response with `Set-Cookie` is stored without it).

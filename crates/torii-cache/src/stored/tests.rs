@@ -59,7 +59,7 @@ fn storability_follows_the_rfc_for_a_shared_cache() {
         .is_ok()
     );
     // Without freshness, validator or stale permission it could never be used.
-    assert_eq!(ok(200, &[], false), Err("stale"));
+    assert_eq!(ok(200, &[], false), Err("no-freshness"));
     assert!(ok(200, &[("etag", "\"a\"")], false).is_ok());
     // Names are compared without case.
     assert_eq!(
@@ -395,7 +395,7 @@ fn review_findings_hold() {
             &settings()
         )
         .err(),
-        Some("stale")
+        Some("no-freshness")
     );
     // A public response's cookie is not handed to the next client.
     let s = stored(&[
