@@ -6,7 +6,7 @@ use crate::forwarding;
 use http::Response;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use torii_core::{Body, ExchangeFuture, GatewayError, Next, Plugin, RequestContext, Terminal};
+use torii_core::{Body, ExchangeFuture, Next, Plugin, RequestContext, Terminal};
 use torii_upstream::{CallOptions, Upstream};
 
 /// The innermost service: one call of the route's upstream, its response made ready for the
@@ -47,15 +47,16 @@ impl<'a> UpstreamCall<'a> {
         }
     }
 
-    /// Runs `stages` (outermost first) around this call.
-    pub(crate) async fn run(
-        &self,
-        stages: &[Arc<dyn Plugin>],
-        req: &http::request::Parts,
+    /// Runs `stages` (outermost first) around this call. The future is the first stage's,
+    /// already boxed: the caller awaits it without boxing it again.
+    pub(crate) fn run<'b>(
+        &'b self,
+        stages: &'b [Arc<dyn Plugin>],
+        req: &'b http::request::Parts,
         body: Body,
-        ctx: &RequestContext,
-    ) -> Result<Response<Body>, GatewayError> {
-        Next::new(stages, self).run(req, body, ctx).await
+        ctx: &'b RequestContext,
+    ) -> ExchangeFuture<'b> {
+        Next::new(stages, self).run(req, body, ctx)
     }
 
     /// The target that answered the last call and its latency, if a call reached one.

@@ -430,7 +430,8 @@ async fn route_and_serve(
             };
             let stages = &route.stages;
             if !stages.is_empty() && upgrade.is_none() {
-                // Boxed: routes without stages do not carry this future's size.
+                // The stack's future is boxed by its first stage: routes without stages do
+                // not carry its size.
                 let call = crate::exchange::UpstreamCall::new(
                     upstream,
                     options,
@@ -439,7 +440,7 @@ async fn route_and_serve(
                     info.logged,
                     snap.spool.as_ref(),
                 );
-                let resp = Box::pin(call.run(stages, req, up_body, ctx)).await;
+                let resp = call.run(stages, req, up_body, ctx).await;
                 if let Some((target, latency)) = call.answered() {
                     info.upstream = Some(target);
                     info.upstream_latency_ms = latency;
