@@ -75,7 +75,11 @@ fuzz_target!(|input: Input<'_>| {
     let mut get = get.into_parts().0;
     get.headers = map(&input.request);
     let status = StatusCode::from_u16(input.status).unwrap_or(StatusCode::OK);
-    if let Ok(c) = assess(&get, status, &map(&input.response), input.authenticated, &settings) {
+    // A stored body always has the length its fields announce (only complete bodies are
+    // stored), so the fuzzed fields announce none.
+    let mut response = map(&input.response);
+    response.remove(http::header::CONTENT_LENGTH);
+    if let Ok(c) = assess(&get, status, &response, input.authenticated, &settings) {
         let s = c.label("h/x".into(), "route:f").finish(Bytes::from_static(b"body"));
         let now = Instant::now();
         let _ = s.freshness(&get, now);

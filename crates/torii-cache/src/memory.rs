@@ -84,6 +84,9 @@ impl Purge {
     }
 }
 
+/// Purges remembered for responses being stored.
+const RECENT_PURGES: usize = 64;
+
 type Table =
     quick_cache::sync::Cache<Key, Object, Weigh, quick_cache::DefaultHashBuilder, Evictions>;
 
@@ -95,6 +98,10 @@ pub struct Memory {
     /// most they may hold together: a quarter of the tier.
     filling: AtomicU64,
     fill_budget: u64,
+    /// Purges made so far, and the latest of them: a response being stored when a purge
+    /// that selects it is made is not stored.
+    purges: AtomicU64,
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, Purge)>>,
     /// The heaviest entry admitted (the table refuses entries over most of a shard).
     max_entry: u64,
 }
@@ -145,6 +152,8 @@ impl Memory {
             max_entry,
             filling: AtomicU64::new(0),
             fill_budget: bytes / 4,
+            purges: AtomicU64::new(0),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -195,6 +204,24 @@ impl Memory {
         }
     }
 
+    /// How many purges were made so far (see [`Self::purged_since`]).
+    pub fn purges(&self) -> u64 {
+        self.purges.load(Ordering::Acquire)
+    }
+
+    /// Whether a purge made after the count `since` (see [`Self::purges`]) selects `s`; also
+    /// when too many purges were made since to tell.
+    pub fn purged_since(&self, since: u64, s: &Stored) -> bool {
+        if self.purges() == since {
+            return false;
+        }
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.front().is_none_or(|(n, _)| *n > since + 1) {
+            return true;
+        }
+        recent.iter().any(|(n, p)| *n > since && p.selects(s))
+    }
+
     /// Takes `n` bytes of the budget of responses being stored; `false` (nothing taken) when
     /// it is spent: that response then streams through unstored.
     pub fn reserve_fill(&self, n: u64) -> bool {
@@ -234,6 +261,14 @@ impl Memory {
 
     /// Removes every stored response that `purge` selects; returns how many.
     pub fn purge(&self, purge: &Purge) -> u64 {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let n = self.purges.fetch_add(1, Ordering::AcqRel) + 1;
+            recent.push_back((n, purge.clone()));
+            if recent.len() > RECENT_PURGES {
+                recent.pop_front();
+            }
+        }
         let removed = AtomicU64::new(0);
         self.table.retain(|_, v| match v {
             Object::Response(s) if purge.selects(s) => {

@@ -25,8 +25,6 @@ use torii_store::Redis;
 const PURGES: &str = "torii:c:purges";
 /// How often a node reads new purge records.
 const POLL: Duration = Duration::from_millis(200);
-/// Purge records kept in the stream (approximately).
-const MAX_RECORDS: u64 = 10_000;
 
 /// A purge and when it was made (wall clock).
 struct Ban {
@@ -59,6 +57,9 @@ pub struct SharedTier {
     pub max_ttl: Duration,
     bans: Mutex<Vec<Ban>>,
     poller: OnceLock<()>,
+    /// The purge records made before this node started have been read: until then a lookup
+    /// is a miss (an object purged earlier must not be served).
+    ready: std::sync::atomic::AtomicBool,
     /// Its counters.
     pub counters: SharedCounters,
 }
@@ -92,6 +93,7 @@ impl SharedTier {
             max_ttl,
             bans: Mutex::new(Vec::new()),
             poller: OnceLock::new(),
+            ready: std::sync::atomic::AtomicBool::new(false),
             counters: SharedCounters::default(),
         }
     }
@@ -126,19 +128,30 @@ impl SharedTier {
     }
 
     /// Looks `resource` up in Redis (following a `Vary` marker to the request's variant);
-    /// what is found is copied into memory.
+    /// what is found is copied into memory. Returns the key, the response and the epoch of
+    /// the resource's marker (0 without one).
     pub async fn lookup(
         self: &Arc<Self>,
         resource: &Key,
         headers: &HeaderMap,
-    ) -> Option<(Key, Arc<Stored>)> {
+    ) -> Option<(Key, Arc<Stored>, u64)> {
         self.start();
+        if !self.ready.load(Ordering::Acquire) {
+            count(&self.counters.misses);
+            return None;
+        }
+        let mut marker_epoch = 0;
         let (key, found) = match self.get(resource).await {
             Some(Decoded::Response(s)) => (*resource, *s),
             Some(Decoded::Vary(names, epoch)) => {
+                marker_epoch = epoch;
                 let names: Arc<[HeaderName]> = names.into();
                 let v = key::variant(resource, epoch, &names, headers);
-                self.memory.insert(*resource, Object::Vary(names, epoch));
+                // Never lowers the epoch this node knows.
+                match self.memory.get(resource) {
+                    Some(Object::Vary(_, e)) if e >= epoch => {}
+                    _ => self.memory.insert(*resource, Object::Vary(names, epoch)),
+                }
                 match self.get(&v).await {
                     Some(Decoded::Response(s)) => (v, *s),
                     _ => {
@@ -163,26 +176,34 @@ impl SharedTier {
         count(&self.counters.hits);
         let found = Arc::new(found);
         self.memory.insert(key, Object::Response(found.clone()));
-        Some((key, found))
+        Some((key, found, marker_epoch))
     }
 
-    /// Writes a stored response (and its resource's `Vary` marker) in the background, unless
-    /// its body is over the tier's limit.
+    /// The frame a stored response is written as (made before memory takes the response).
+    pub fn frame(&self, stored: &Stored) -> Option<(Vec<u8>, u64)> {
+        if stored.body.len() as u64 > self.max_object_size {
+            return None;
+        }
+        let ttl = stored.shared_ttl(Instant::now(), self.max_ttl);
+        Some((
+            stored.encode(),
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        ))
+    }
+
+    /// Writes a stored response's frame (see [`Self::frame`]; `None`: over the tier's limit)
+    /// and its resource's `Vary` marker, in the background.
     pub fn store(
         self: &Arc<Self>,
         resource: Key,
         key: Key,
         vary: &[HeaderName],
         epoch: u64,
-        stored: &Stored,
+        frame: Option<(Vec<u8>, u64)>,
     ) {
-        if stored.body.len() as u64 > self.max_object_size {
-            return;
-        }
+        let Some((frame, px)) = frame else { return };
         self.start();
-        let ttl = stored.shared_ttl(Instant::now(), self.max_ttl);
-        let px = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let frame = stored.encode();
+        let marker_px = u64::try_from(self.max_ttl.as_millis()).unwrap_or(u64::MAX);
         let marker = (!vary.is_empty()).then(|| wire::encode_vary(vary, epoch));
         let this = self.clone();
         tokio::spawn(async move {
@@ -194,7 +215,7 @@ impl SharedTier {
                             .arg(redis_key(&resource))
                             .arg(m)
                             .arg("PX")
-                            .arg(px),
+                            .arg(marker_px),
                     )
                     .await;
                 if r.is_err() {
@@ -265,11 +286,18 @@ impl SharedTier {
             .unwrap_or_default()
             .as_millis()
             .to_string();
+        // Records older than the longest an object lives in Redis are no longer needed.
+        let oldest = SystemTime::now()
+            .checked_sub(self.max_ttl)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
         let mut cmd = redis::cmd("XADD");
         cmd.arg(PURGES)
-            .arg("MAXLEN")
+            .arg("MINID")
             .arg("~")
-            .arg(MAX_RECORDS)
+            .arg(format!("{oldest}-0"))
             .arg("*")
             .arg("kind")
             .arg(kind)
@@ -330,12 +358,17 @@ async fn poll(tier: Weak<SharedTier>) {
         let r: Result<Entries, _> = t.redis.query(&cmd).await;
         match r {
             Ok(entries) => {
+                let page = entries.len();
                 for (id, fields) in entries {
                     if let Some((purge, at)) = record(&fields) {
                         t.memory.purge(&purge);
                         t.ban(purge, at);
                     }
                     last = id;
+                }
+                // Every record made so far is applied once a read returns less than a page.
+                if page < 1000 {
+                    t.ready.store(true, Ordering::Release);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "cache: reading purge records failed"),

@@ -131,8 +131,23 @@ impl<'a> Presented<'a> {
             .iter()
             .chain(vary.iter())
         {
+            let secret = [
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                header::COOKIE,
+            ]
+            .contains(name);
             for v in req.headers.get_all(name) {
-                headers.append(name.clone(), copied(v));
+                // The variant key has matched the value already: a credential named by
+                // `Vary` is kept as a marker, never as its value.
+                headers.append(
+                    name.clone(),
+                    if secret {
+                        HeaderValue::from_static("present")
+                    } else {
+                        copied(v)
+                    },
+                );
             }
         }
         if req.headers.contains_key(header::AUTHORIZATION) {
@@ -331,6 +346,8 @@ fn policy_view(
     let mut h = headers.clone();
     h.remove(header::CACHE_CONTROL);
     h.remove(header::PRAGMA);
+    // The policy is kept with the stored answer (in Redis too): never a cookie.
+    h.remove(header::SET_COOKIE);
     let line = cc
         .iter()
         .filter(|(n, _)| !(must_understand && n == "no-store"))
@@ -525,8 +542,25 @@ pub fn keep(
     if req.method != Method::GET {
         return Err("method");
     }
-    if !status.is_success() {
+    // A whole answer only: not a part (206), nor an answer to a request for a part.
+    if !status.is_success() || status == StatusCode::PARTIAL_CONTENT {
         return Err("status");
+    }
+    if req.headers.contains_key(header::RANGE) || req.headers.contains_key(header::IF_RANGE) {
+        return Err("partial");
+    }
+    // A request that carried credentials the gateway did not check (a cookie, an
+    // `Authorization` passed on) may have got a page for that user only: kept only when an
+    // authentication plugin identified the consumer (who is then part of the key).
+    let credentials = [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+    ]
+    .iter()
+    .any(|n| req.headers.contains_key(n));
+    if credentials && !per_consumer {
+        return Err("credentials");
     }
     let d = Directives::read(directives::all(headers));
     if d.no_store {

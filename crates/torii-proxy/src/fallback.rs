@@ -181,6 +181,7 @@ impl torii_core::Plugin for LastGood {
                 headers: &req.headers,
                 consumer,
             });
+            let purges = self.memory.purges();
             let result = next.run(req, body, ctx).await;
             if self.masks(&result) {
                 let now = std::time::Instant::now();
@@ -204,12 +205,24 @@ impl torii_core::Plugin for LastGood {
             {
                 Err(_) => Ok(resp),
                 Ok(c) => {
+                    // Named as the cache names its responses, so purges reach it.
+                    let q = req.uri.query();
+                    let mut url = String::with_capacity(ctx.host.len() + ctx.path.len() + 1);
+                    url.push_str(&ctx.host);
+                    url.push_str(&ctx.path);
+                    if let Some(q) = q {
+                        url.push('?');
+                        url.push_str(q);
+                    }
+                    let scope = format!("route:{}", ctx.route.as_deref().unwrap_or(""));
+                    let c = c.label(url.into_boxed_str(), &scope);
                     let (parts, body) = resp.into_parts();
                     let fill = torii_plugins::builtin::cache::tee::Fill {
                         candidate: c,
                         key,
                         resource: key,
                         epoch: 0,
+                        purges,
                         tiers: torii_plugins::builtin::cache::tee::Tiers {
                             memory: self.memory.clone(),
                             shared: None,

@@ -903,3 +903,61 @@ async fn responses_being_stored_share_a_budget_of_a_quarter_of_the_tier() {
             .contains("torii_cache_filling_bytes 0")
     );
 }
+
+#[tokio::test]
+async fn invalidation_and_purges_reach_every_copy() {
+    // `query: ignored`: the forwarded head has no query, and invalidation keys alike.
+    let (up, n) = closable(|req, i| {
+        if req.method() == http::Method::POST {
+            return resp(200, &[], "");
+        }
+        resp(200, &[("cache-control", "max-age=60")], format!("v{i}"))
+    })
+    .await;
+    let yaml = config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\n    retries: {{attempts: 1}}\nroutes:\n  - name: inv\n    match: {{path_prefix: /}}\n    upstream: up\n    fallback: {{stale: 1h}}\n    plugins: {{cache: {{key: {{query: ignored}}, stale_if_error: 0s}}}}\n",
+        up.addr
+    ));
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    send(a, "GET", "/cart?x=1", &[]).await;
+    let (_, h, _) = send(a, "GET", "/cart", &[]).await;
+    assert!(cache_status(&h).contains("hit"), "{h:?}");
+    send(a, "POST", "/cart", &[]).await;
+    let (_, h, b) = send(a, "GET", "/cart", &[]).await;
+    assert!(!cache_status(&h).contains("hit"), "{h:?}");
+    assert_eq!(&b[..], b"v3");
+    // A purge by URL reaches the fallback's copy too: with the origin gone there is nothing
+    // left to serve.
+    let admin = gw.admin_addr().unwrap();
+    let r = h1_client()
+        .request(
+            Request::post(format!("http://{admin}/cache/purge"))
+                .body(full(r#"{"url": "127.0.0.1/cart"}"#))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    up.task.abort();
+    let _ = up.task.await;
+    let (s, h, _) = send(a, "GET", "/cart", &[]).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{h:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn the_last_good_answer_to_a_request_with_a_cookie_is_not_kept() {
+    let (up, _) = closable(|_, i| resp(200, &[], format!("page of {i}"))).await;
+    let yaml = config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\n    retries: {{attempts: 1}}\nroutes:\n  - name: ck\n    match: {{path_prefix: /}}\n    upstream: up\n    fallback: {{stale: 1h}}\n",
+        up.addr
+    ));
+    let gw = gateway(&yaml).await;
+    let a = addr(&gw).await;
+    send(a, "GET", "/account", &[("cookie", "sid=alice")]).await;
+    up.task.abort();
+    let _ = up.task.await;
+    let (s, h, b) = send(a, "GET", "/account", &[]).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{h:?} {b:?}");
+}

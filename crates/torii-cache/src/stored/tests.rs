@@ -492,3 +492,56 @@ fn ranges_of_a_stored_answer() {
         None
     );
 }
+
+#[test]
+fn second_review_findings_hold() {
+    // The last good answer: never a part, never an answer to a request with credentials
+    // the gateway did not check.
+    let ok = h(&[("content-type", "text/plain")]);
+    assert!(keep(&get(), StatusCode::OK, &ok, false).is_ok());
+    assert_eq!(
+        keep(&get(), StatusCode::PARTIAL_CONTENT, &ok, false).err(),
+        Some("status")
+    );
+    assert_eq!(
+        keep(
+            &req(Method::GET, &[("range", "bytes=0-1")]),
+            StatusCode::OK,
+            &ok,
+            false
+        )
+        .err(),
+        Some("partial")
+    );
+    for cred in ["authorization", "cookie", "proxy-authorization"] {
+        let r = req(Method::GET, &[(cred, "secret")]);
+        assert_eq!(
+            keep(&r, StatusCode::OK, &ok, false).err(),
+            Some("credentials"),
+            "{cred}"
+        );
+        assert!(keep(&r, StatusCode::OK, &ok, true).is_ok(), "{cred}");
+    }
+    // Neither a Set-Cookie nor a credential named by Vary reaches the frame.
+    let s = assess(
+        &req(Method::GET, &[("cookie", "sid=secret-cookie")]),
+        StatusCode::OK,
+        &h(&[
+            ("cache-control", "public, max-age=60"),
+            ("set-cookie", "session=secret-set"),
+            ("vary", "cookie"),
+        ]),
+        false,
+        &settings(),
+    )
+    .unwrap()
+    .finish(Bytes::new());
+    let frame = String::from_utf8_lossy(&s.encode()).into_owned();
+    assert!(!frame.contains("secret"), "{frame}");
+    // A frame whose body is not as long as it says is a bad frame.
+    let s = stored(&[("cache-control", "max-age=60"), ("content-length", "4")]);
+    let mut frame = s.encode();
+    assert!(wire::decode(Bytes::from(frame.clone())).is_some());
+    frame.push(b'!');
+    assert!(wire::decode(Bytes::from(frame)).is_none());
+}

@@ -10,6 +10,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::time::{Duration, Instant, SystemTime};
 
 const MAGIC: &[u8; 4] = b"TRC2";
+/// The most fields, tags and `Vary` names a frame may carry: more is a bad frame (a header
+/// map would panic past its own limit).
+const MAX_FIELDS: usize = 512;
+const MAX_NAMES: usize = 64;
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -108,6 +112,9 @@ pub fn decode(mut b: Bytes) -> Option<Decoded> {
             }
             let epoch = b.get_u64();
             let n = b.get_u32() as usize;
+            if n > MAX_NAMES {
+                return None;
+            }
             let mut names = Vec::with_capacity(n.min(64));
             for _ in 0..n {
                 names.push(HeaderName::from_bytes(&take_str(&mut b)?).ok()?);
@@ -124,6 +131,13 @@ fn response(mut b: Bytes) -> Option<Stored> {
         return None;
     }
     let status = StatusCode::from_u16(b.get_u16()).ok()?;
+    // Only what the cache stores: a final whole answer.
+    if status.as_u16() < 200
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return None;
+    }
     let wall = SystemTime::UNIX_EPOCH + Duration::from_millis(take_u64(&mut b)?);
     let initial_age = Duration::from_millis(take_u64(&mut b)?);
     let fresh_for = Duration::from_millis(take_u64(&mut b)?);
@@ -134,6 +148,9 @@ fn response(mut b: Bytes) -> Option<Stored> {
     }
     let strict = b.get_u8() != 0;
     let n = b.get_u32() as usize;
+    if n > MAX_NAMES {
+        return None;
+    }
     let mut vary = Vec::with_capacity(n.min(64));
     for _ in 0..n {
         vary.push(HeaderName::from_bytes(&take_str(&mut b)?).ok()?);
@@ -144,6 +161,9 @@ fn response(mut b: Bytes) -> Option<Stored> {
         return None;
     }
     let n = b.get_u32() as usize;
+    if n > MAX_FIELDS {
+        return None;
+    }
     let mut tags = Vec::with_capacity(n.min(64));
     for _ in 0..n {
         tags.push(
@@ -156,11 +176,14 @@ fn response(mut b: Bytes) -> Option<Stored> {
         return None;
     }
     let n = b.get_u32() as usize;
+    if n > MAX_FIELDS {
+        return None;
+    }
     let mut headers = HeaderMap::with_capacity(n.min(128));
     for _ in 0..n {
         let k = HeaderName::from_bytes(&take_str(&mut b)?).ok()?;
         let v = HeaderValue::from_bytes(&take_str(&mut b)?).ok()?;
-        headers.append(k, v);
+        headers.try_append(k, v).ok()?;
     }
     let policy = serde_json::from_slice(&take_str(&mut b)?).ok()?;
     // The time since it was stored, on this node's clock: its instants are set back by it.
@@ -174,6 +197,15 @@ fn response(mut b: Bytes) -> Option<Stored> {
         .and_then(|v| httpdate::parse_http_date(v).ok());
     // Copied out of the frame: the frame's buffer is not kept.
     let body = Bytes::copy_from_slice(&b);
+    // A body that is not as long as it says is a bad frame.
+    if let Some(n) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && n != body.len()
+    {
+        return None;
+    }
     let weight = super::weight(&headers, &body, &url, &scope);
     Some(Stored {
         status,

@@ -127,6 +127,8 @@ struct Call<'a> {
     resource: Key,
     /// The epoch of the resource's `Vary` marker when the request read it.
     epoch: u64,
+    /// The memory tier's purge count when the request came.
+    purges: u64,
     status: Status,
 }
 
@@ -301,11 +303,13 @@ impl RouteCache {
             Some(q) => Cow::Owned(with_query(req, q)),
         };
         let resource = self.spec.key(&self.parts(req, ctx, fwd.uri.query()));
+        let purges = self.memory.purges();
         let (mut found, mut epoch) = self.find(&resource, &req.headers);
         if let (Found::Miss | Found::VaryMiss(_), Some(t)) = (&found, &self.shared)
-            && let Some((k, s)) = t.lookup(&resource, &req.headers).await
+            && let Some((k, s, e)) = t.lookup(&resource, &req.headers).await
         {
             found = Found::Stored(k, s);
+            epoch = e;
         }
         let mut now = Instant::now();
         let mut status = Status::default();
@@ -326,6 +330,7 @@ impl RouteCache {
                         ctx,
                         resource,
                         epoch,
+                        purges,
                         status: Status::default(),
                     };
                     self.refresh_in_background(&call, &next, *key, stored, leader);
@@ -384,6 +389,7 @@ impl RouteCache {
             ctx,
             resource,
             epoch,
+            purges,
             status,
         };
         match found {
@@ -453,11 +459,14 @@ impl RouteCache {
         match again {
             Ok(s) => {
                 Counters::add(&self.counters.hits);
-                if let Some(t) = &self.shared {
-                    t.store(call.resource, key, &[], call.epoch, &s);
-                }
+                let frame = self.shared.as_ref().map(|t| t.frame(&s));
                 let s = Arc::new(s);
-                self.memory.insert(key, Object::Response(s.clone()));
+                if !self.memory.purged_since(call.purges, &s) {
+                    self.memory.insert(key, Object::Response(s.clone()));
+                    if let (Some(t), Some(frame)) = (&self.shared, frame) {
+                        t.store(call.resource, key, &[], call.epoch, frame);
+                    }
+                }
                 drop(leader);
                 Ok(self.answer(&s, call.req, now, call.status))
             }
@@ -518,7 +527,7 @@ impl RouteCache {
         let authenticated = self.authenticated(&ctx);
         let url = Self::url(call);
         let scope = Self::scope(&ctx);
-        let (resource, epoch) = (call.resource, call.epoch);
+        let (resource, epoch, purges) = (call.resource, call.epoch, call.purges);
         Counters::add(&counters.refreshes);
         tokio::spawn(async move {
             let _leader = leader;
@@ -532,7 +541,7 @@ impl RouteCache {
                     if let (_, Ok(s)) =
                         stored.refreshed(&head, resp.headers(), authenticated, &settings)
                     {
-                        tiers.put(resource, key, Arc::new([]), epoch, s);
+                        tiers.put(resource, key, Arc::new([]), epoch, purges, s);
                     }
                     return;
                 }
@@ -562,7 +571,7 @@ impl RouteCache {
                             key::variant(&resource, epoch, &vary, &client_headers)
                         };
                         let stored = c.label(url, &scope).finish(body.to_bytes());
-                        if tiers.put(resource, key, vary, epoch, stored) {
+                        if tiers.put(resource, key, vary, epoch, purges, stored) {
                             Counters::add(&counters.stored);
                         }
                     }
@@ -599,7 +608,10 @@ impl RouteCache {
                 call.status.detail = Some(reason);
                 // Later misses of this resource go upstream at once instead of queueing
                 // behind each other for an answer that will not be stored either.
-                if leader.is_some() {
+                // (Never in place of a `Vary` marker: its epoch must not be lost.)
+                if leader.is_some()
+                    && !matches!(self.memory.get(&call.resource), Some(Object::Vary(..)))
+                {
                     self.memory
                         .insert(call.resource, Object::Pass(Instant::now() + PASS_FOR));
                 }
@@ -625,6 +637,7 @@ impl RouteCache {
                     key,
                     resource: call.resource,
                     epoch: call.epoch,
+                    purges: call.purges,
                     tiers: self.tiers(),
                     counters: self.counters.clone(),
                     max: self.settings.max_object_size,
@@ -649,7 +662,7 @@ impl RouteCache {
         let mut keys =
             vec![
                 self.spec
-                    .key(&self.parts(req, ctx, canonical.as_deref().or(req.uri.query()))),
+                    .key(&self.parts(req, ctx, keyed_query(&canonical, req.uri.query()))),
             ];
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(uri) = headers
@@ -669,7 +682,7 @@ impl RouteCache {
             let canonical = self.spec.canonical_query(uri.query());
             keys.push(self.spec.key(&key::Parts {
                 path: uri.path(),
-                query: canonical.as_deref().or(uri.query()),
+                query: keyed_query(&canonical, uri.query()),
                 ..self.parts(req, ctx, None)
             }));
         }
@@ -679,6 +692,15 @@ impl RouteCache {
                 t.invalidate(k);
             }
         }
+    }
+}
+
+/// The query a key is built with: the canonical one when the key has one (none when it is
+/// empty, as the forwarded head then has no `?`), else the request's own.
+fn keyed_query<'q>(canonical: &'q Option<String>, own: Option<&'q str>) -> Option<&'q str> {
+    match canonical {
+        Some(c) => (!c.is_empty()).then_some(c.as_str()),
+        None => own,
     }
 }
 

@@ -25,19 +25,32 @@ pub struct Tiers {
 
 impl Tiers {
     /// Keeps a response under `key` (and its resource's `Vary` marker of `epoch`) in every
-    /// tier; whether memory took it.
+    /// tier; whether memory took it. `purges`: the memory tier's purge count when the
+    /// response was asked for; a purge since then (which may have been meant for it) and
+    /// it is not kept.
     pub fn put(
         &self,
         resource: Key,
         key: Key,
         vary: Arc<[HeaderName]>,
         epoch: u64,
+        purges: u64,
         stored: Stored,
     ) -> bool {
-        if let Some(t) = &self.shared {
-            t.store(resource, key, &vary, epoch, &stored);
+        if self.memory.purged_since(purges, &stored) {
+            return false;
         }
-        self.memory.put(resource, key, vary, epoch, stored)
+        // Encoded before memory takes it; sent to Redis only if memory took it (a fill whose
+        // resource was invalidated or purged meanwhile goes nowhere).
+        let frame = self.shared.as_ref().map(|t| t.frame(&stored));
+        let vary_names = vary.clone();
+        if !self.memory.put(resource, key, vary, epoch, stored) {
+            return false;
+        }
+        if let (Some(t), Some(frame)) = (&self.shared, frame) {
+            t.store(resource, key, &vary_names, epoch, frame);
+        }
+        true
     }
 }
 
@@ -64,6 +77,8 @@ pub struct Fill {
     pub resource: Key,
     /// The marker's epoch the request read.
     pub epoch: u64,
+    /// The memory tier's purge count when the request came (`Memory::purges`).
+    pub purges: u64,
     /// Where it goes.
     pub tiers: Tiers,
     /// Counted in (`stored`).
@@ -99,10 +114,14 @@ impl Fill {
         };
         let vary: Arc<[HeaderName]> = self.candidate.vary().into();
         let stored = self.candidate.finish(body);
-        if self
-            .tiers
-            .put(self.resource, self.key, vary, self.epoch, stored)
-        {
+        if self.tiers.put(
+            self.resource,
+            self.key,
+            vary,
+            self.epoch,
+            self.purges,
+            stored,
+        ) {
             Counters::add(&self.counters.stored);
         }
         // `self._leader` is dropped here: the waiters find the stored response.
