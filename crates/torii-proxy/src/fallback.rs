@@ -116,6 +116,8 @@ pub struct LastGood {
     on_errors: Box<[String]>,
     on_status: Box<[u16]>,
     counters: std::sync::Arc<torii_cache::status::Counters>,
+    /// The route's upstream error counters: a masked failure still counts.
+    errors: Option<std::sync::Arc<crate::metrics::UpstreamErrors>>,
 }
 
 /// The largest answer kept.
@@ -126,6 +128,7 @@ impl LastGood {
     pub fn new(
         cfg: &torii_config::schema::Fallback,
         memory: std::sync::Arc<torii_cache::Memory>,
+        errors: Option<std::sync::Arc<crate::metrics::UpstreamErrors>>,
     ) -> Option<Self> {
         Some(Self {
             memory,
@@ -140,6 +143,7 @@ impl LastGood {
             on_errors: cfg.on_errors.clone().into_boxed_slice(),
             on_status: cfg.on_status.clone().into_boxed_slice(),
             counters: Default::default(),
+            errors,
         })
     }
 
@@ -190,6 +194,9 @@ impl torii_core::Plugin for LastGood {
                 {
                     if let Err(e) = &result {
                         tracing::warn!(error = %e, "upstream error masked by the last good answer");
+                        if let Some(errors) = &self.errors {
+                            errors.record(e.kind.code());
+                        }
                     }
                     let mut r = Response::new(Body::full(s.body.clone()));
                     *r.status_mut() = s.status;

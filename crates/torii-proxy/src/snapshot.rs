@@ -183,11 +183,18 @@ impl Snapshot {
                 });
                 // Lengths checked above: every route has its chain.
                 let chain: Arc<Chain> = chains.next().unwrap_or_default();
-                let last_good = r
-                    .fallback
-                    .as_ref()
-                    .zip(plugins.cache.as_ref())
-                    .and_then(|(f, m)| crate::fallback::LastGood::new(f, m.clone()));
+                // The masked failures still count as the upstream's errors.
+                let upstream_errors = match &action {
+                    Action::Proxy { errors, .. } => Some(errors.clone()),
+                    _ => None,
+                };
+                let last_good =
+                    r.fallback
+                        .as_ref()
+                        .zip(plugins.cache.as_ref())
+                        .and_then(|(f, m)| {
+                            crate::fallback::LastGood::new(f, m.clone(), upstream_errors)
+                        });
                 let stages: Box<[Arc<dyn torii_core::Plugin>]> = last_good
                     .into_iter()
                     .map(|l| Arc::new(l) as Arc<dyn torii_core::Plugin>)

@@ -808,6 +808,14 @@ async fn the_last_good_answer_masks_failures_whatever_its_cache_fields() {
     assert_eq!((s, &b[..]), (StatusCode::OK, &b"good 1"[..]), "{h:?}");
     assert_eq!(h.get("x-torii-fallback").unwrap(), "stale");
     assert!(h.get("age").is_some());
+    // The masked failure still counts as the upstream's error.
+    let text = gw.shared().metrics_text();
+    assert!(
+        text.contains(
+            "torii_upstream_errors_total{upstream=\"up\",kind=\"upstream_connect_failed\"} 1"
+        ),
+        "{text}"
+    );
     // Not kept: a cookie; never fetched: nothing to serve, and no static answer configured.
     for p in ["/cookie", "/never"] {
         let (s, h, _) = send(a, "GET", p, &[]).await;
