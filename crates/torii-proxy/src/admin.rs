@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
 //! `/readyz` (200 while serving, 503 once draining), `/upstreams` (the live state of the
-//! upstreams, JSON; `/upstreams/{name}` for one), `/redis`, and `POST /cache/purge` (removes
-//! stored responses by URL, URL prefix or tag). Loopback by default.
+//! upstreams, JSON; `/upstreams/{name}` for one), `/redis`, `/cache` (the response cache's
+//! state), and `POST /cache/purge` (removes stored responses by URL, URL prefix or tag).
+//! Loopback by default.
 
 use crate::Shared;
 use bytes::Bytes;
@@ -86,6 +87,14 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
                 StatusCode::NOT_FOUND,
                 "application/json",
                 "{\"error\":\"no redis is configured\"}".to_string(),
+            ),
+        },
+        "/cache" => match crate::upstream_status::cache_json(&shared.snapshot.load()) {
+            Some(v) => (StatusCode::OK, "application/json", v.to_string()),
+            None => (
+                StatusCode::NOT_FOUND,
+                "application/json",
+                "{\"error\":\"no route caches\"}".to_string(),
             ),
         },
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),

@@ -65,6 +65,50 @@ fn redis_metrics(r: &torii_store::Redis, out: &mut String) {
     );
 }
 
+/// The response cache's state as JSON (`GET /cache`): the memory tier, each cache's counters
+/// and the shared tier's. `None` when no route caches.
+pub fn cache_json(snap: &Snapshot) -> Option<Value> {
+    let m = snap.cache.as_ref()?;
+    let caches: serde_json::Map<String, Value> = snap
+        .cache_counters
+        .iter()
+        .map(|(scope, c)| {
+            let values: serde_json::Map<String, Value> = c
+                .values()
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), json!(v)))
+                .collect();
+            (scope.clone(), Value::Object(values))
+        })
+        .collect();
+    let shared = snap.cache_shared.as_ref().map(|t| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &t.counters;
+        json!({
+            "hits": c.hits.load(Relaxed),
+            "misses": c.misses.load(Relaxed),
+            "banned": c.banned.load(Relaxed),
+            "writes": c.writes.load(Relaxed),
+            "errors": c.errors.load(Relaxed),
+            "max_object_size": t.max_object_size,
+            "max_ttl_ms": t.max_ttl.as_millis() as u64,
+        })
+    });
+    Some(json!({
+        "memory": {
+            "bytes": m.bytes(),
+            "entries": m.len(),
+            "capacity": m.capacity(),
+            "largest_entry": m.max_entry(),
+            "filling_bytes": m.filling(),
+            "evictions": m.evictions(),
+            "purges": m.purges(),
+        },
+        "caches": caches,
+        "shared": shared,
+    }))
+}
+
 /// The response cache's series: per cache (labelled by its scope, `route:<name>` or
 /// `global`) what happened to requests, and the memory tier's size and evictions.
 fn cache_metrics(snap: &Snapshot, out: &mut String) {
