@@ -118,6 +118,8 @@ pub struct LastGood {
     counters: std::sync::Arc<torii_cache::status::Counters>,
     /// The route's upstream error counters: a masked failure still counts.
     errors: Option<std::sync::Arc<crate::metrics::UpstreamErrors>>,
+    /// How old a kept copy must be before a new answer replaces it.
+    refresh_every: std::time::Duration,
 }
 
 /// The largest answer kept.
@@ -130,9 +132,14 @@ impl LastGood {
         memory: std::sync::Arc<torii_cache::Memory>,
         errors: Option<std::sync::Arc<crate::metrics::UpstreamErrors>>,
     ) -> Option<Self> {
+        let max_age = cfg.stale?.0;
         Some(Self {
             memory,
-            max_age: cfg.stale?.0,
+            max_age,
+            refresh_every: (max_age / 10).clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(60),
+            ),
             spec: torii_cache::KeySpec {
                 namespace: "fallback".into(),
                 host: true,
@@ -208,6 +215,13 @@ impl torii_core::Plugin for LastGood {
                 return result;
             }
             let resp = result?;
+            // A copy kept recently is good enough: hot URLs (and cache hits) are not copied
+            // again on every request, at most once per a tenth of `stale` (1 s to 60 s).
+            if let Some(torii_cache::Object::Response(s)) = self.memory.get(&key)
+                && s.stored_for(std::time::Instant::now()) < self.refresh_every
+            {
+                return Ok(resp);
+            }
             match torii_cache::stored::keep(req, resp.status(), resp.headers(), consumer.is_some())
             {
                 Err(_) => Ok(resp),
