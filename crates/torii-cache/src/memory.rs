@@ -177,7 +177,7 @@ impl Memory {
         key: Key,
         vary: Arc<[HeaderName]>,
         epoch: u64,
-        stored: Stored,
+        stored: Arc<Stored>,
     ) -> bool {
         if stored.weight() > self.max_entry {
             return false;
@@ -190,7 +190,7 @@ impl Memory {
         if !vary.is_empty() {
             self.insert(resource, Object::Vary(vary, epoch));
         }
-        self.insert(key, Object::Response(Arc::new(stored)));
+        self.insert(key, Object::Response(stored));
         true
     }
 
@@ -351,7 +351,7 @@ mod admission {
         let st = assess(&req, http::StatusCode::OK, &h, false, &s)
             .unwrap()
             .finish(Bytes::from(vec![0u8; 512 << 10]));
-        assert!(m.put(Key([1; 32]), Key([1; 32]), Arc::new([]), 0, st));
+        assert!(m.put(Key([1; 32]), Key([1; 32]), Arc::new([]), 0, Arc::new(st)));
         assert!(
             m.get(&Key([1; 32])).is_some(),
             "len {} weight {}",

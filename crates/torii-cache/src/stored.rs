@@ -617,10 +617,9 @@ impl Candidate {
         self
     }
 
-    /// The stored response, with its body (copied into an allocation of its own: a body
-    /// sliced from a connection's buffer would keep the buffer alive).
+    /// The stored response, with its body. The body should own its allocation: one sliced
+    /// from a connection's buffer would keep the whole buffer alive while stored.
     pub fn finish(self, body: Bytes) -> Stored {
-        let body = Bytes::copy_from_slice(&body);
         let etag = self.headers.get(header::ETAG).cloned();
         let last_modified = self
             .headers
@@ -649,6 +648,25 @@ impl Candidate {
             weight,
         }
     }
+}
+
+/// The request head as a GET for the whole resource, without the fields that make an answer
+/// about a part or a precondition: what the cache sends when it fills or refreshes an entry,
+/// so that what it stores is the resource.
+pub fn unconditional(req: &http::request::Parts) -> http::request::Parts {
+    let mut r = req.clone();
+    r.method = Method::GET;
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        r.headers.remove(name);
+    }
+    r
 }
 
 /// `at + d`, or far in the future when that does not fit.
@@ -908,20 +926,7 @@ impl Stored {
     /// The head of the cache's own conditional request for this response: the client's head
     /// without its conditionals and range, with this response's validators.
     pub fn revalidation(&self, req: &http::request::Parts) -> http::request::Parts {
-        let mut r = req.clone();
-        if r.method == Method::HEAD {
-            r.method = Method::GET;
-        }
-        for name in [
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-            header::RANGE,
-        ] {
-            r.headers.remove(name);
-        }
+        let mut r = unconditional(req);
         if let Some(e) = &self.etag {
             r.headers.insert(header::IF_NONE_MATCH, e.clone());
         }

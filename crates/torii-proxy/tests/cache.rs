@@ -971,3 +971,52 @@ async fn the_last_good_answer_to_a_request_with_a_cookie_is_not_kept() {
     let (s, h, b) = send(a, "GET", "/account", &[]).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{h:?} {b:?}");
 }
+
+/// What a careless or hostile client sends the cache: absurd ranges, directive soup, long
+/// validator lists, over a raw socket too. Every answer is a proper one, never a 5xx.
+#[tokio::test]
+async fn hostile_cache_fields_get_proper_answers() {
+    let (up, _) = origin(|_, _| {
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"e\"")],
+            "0123456789",
+        )
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    send(a, "GET", "/h", &[]).await;
+    let long_inm = vec!["\"x\""; 2000].join(", ");
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("range", "bytes=18446744073709551615-".into(), 416),
+        ("range", "bytes=-99999999999999999999999".into(), 200),
+        ("range", "bytes=5-2".into(), 200),
+        ("range", "bytes=0-0,1-1,2-2".into(), 200),
+        ("range", "lines=1-2".into(), 200),
+        (
+            "cache-control",
+            "max-age=99999999999999999999, max-stale=-1, min-fresh=x, ,,=,".into(),
+            200,
+        ),
+        ("cache-control", "max-age=0".into(), 200),
+        ("if-none-match", long_inm, 200),
+        ("if-modified-since", "not a date".into(), 200),
+    ];
+    for (name, value, want) in cases {
+        let (s, _, _) = send(a, "GET", "/h", &[(name, value.as_str())]).await;
+        assert_eq!(
+            s.as_u16(),
+            want,
+            "{name}: {}",
+            &value[..value.len().min(40)]
+        );
+    }
+    let raw_answer = raw(
+        a,
+        b"GET /h HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=3-4\r\nCache-Control: \"unterminated\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw_answer.starts_with("HTTP/1.1 206"), "{raw_answer}");
+    assert!(raw_answer.ends_with("34"), "{raw_answer}");
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use torii_cache::flights::{Join, Leader, wait};
 use torii_cache::status::{Counters, Status};
-use torii_cache::stored::assess;
+use torii_cache::stored::{assess, unconditional};
 use torii_cache::{Freshness, Key, Object, Part, Stored, directives, key};
 use torii_core::{Body, ErrorKind, ErrorSource, GatewayError, Layered, Next, RequestContext};
 
@@ -66,24 +66,6 @@ fn upstream_failed(r: &Answer) -> bool {
         Err(e) => e.kind.source() == ErrorSource::Upstream,
         Ok(resp) => matches!(resp.status().as_u16(), 500 | 502 | 503 | 504),
     }
-}
-
-/// The request head without the fields that make an answer about a part or a precondition
-/// of the resource: what a fill or a refresh sends, so that what it stores is the resource.
-fn unconditional(req: &http::request::Parts) -> http::request::Parts {
-    let mut r = req.clone();
-    r.method = Method::GET;
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
-        r.headers.remove(name);
-    }
-    r
 }
 
 /// The request fields the cache decides on, found in one pass over the head.
@@ -459,14 +441,15 @@ impl RouteCache {
         match again {
             Ok(s) => {
                 Counters::add(&self.counters.hits);
-                let frame = self.shared.as_ref().map(|t| t.frame(&s));
                 let s = Arc::new(s);
-                if !self.memory.purged_since(call.purges, &s) {
-                    self.memory.insert(key, Object::Response(s.clone()));
-                    if let (Some(t), Some(frame)) = (&self.shared, frame) {
-                        t.store(call.resource, key, &[], call.epoch, frame);
-                    }
-                }
+                self.tiers().put(
+                    call.resource,
+                    key,
+                    Arc::new([]),
+                    call.epoch,
+                    call.purges,
+                    s.clone(),
+                );
                 drop(leader);
                 Ok(self.answer(&s, call.req, now, call.status))
             }
@@ -541,7 +524,7 @@ impl RouteCache {
                     if let (_, Ok(s)) =
                         stored.refreshed(&head, resp.headers(), authenticated, &settings)
                     {
-                        tiers.put(resource, key, Arc::new([]), epoch, purges, s);
+                        tiers.put(resource, key, Arc::new([]), epoch, purges, Arc::new(s));
                     }
                     return;
                 }
@@ -570,8 +553,9 @@ impl RouteCache {
                         } else {
                             key::variant(&resource, epoch, &vary, &client_headers)
                         };
-                        let stored = c.label(url, &scope).finish(body.to_bytes());
-                        if tiers.put(resource, key, vary, epoch, purges, stored) {
+                        let body = bytes::Bytes::copy_from_slice(&body.to_bytes());
+                        let stored = c.label(url, &scope).finish(body);
+                        if tiers.put(resource, key, vary, epoch, purges, Arc::new(stored)) {
                             Counters::add(&counters.stored);
                         }
                     }

@@ -35,7 +35,7 @@ impl Tiers {
         vary: Arc<[HeaderName]>,
         epoch: u64,
         purges: u64,
-        stored: Stored,
+        stored: Arc<Stored>,
     ) -> bool {
         if self.memory.purged_since(purges, &stored) {
             return false;
@@ -103,7 +103,9 @@ impl Fill {
     fn store(mut self) {
         let body = match self.chunks.len() {
             0 => Bytes::new(),
-            1 => self.chunks.pop().unwrap_or_default(),
+            // A frame is a slice of its connection's buffer: copied, so the stored body does
+            // not keep the buffer alive (several frames are joined into a new buffer anyway).
+            1 => Bytes::copy_from_slice(&self.chunks.pop().unwrap_or_default()),
             _ => {
                 let mut b = BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
                 for c in &self.chunks {
@@ -120,7 +122,7 @@ impl Fill {
             vary,
             self.epoch,
             self.purges,
-            stored,
+            Arc::new(stored),
         ) {
             Counters::add(&self.counters.stored);
         }
