@@ -12,7 +12,7 @@ use tokio::sync::watch;
 /// The fills in flight, by key.
 #[derive(Default)]
 pub struct Flights {
-    map: Mutex<HashMap<Key, watch::Receiver<()>>>,
+    map: Mutex<HashMap<Key, watch::Receiver<()>, crate::key::KeyHasher>>,
 }
 
 /// The leader of a fill: dropping it releases the waiters.

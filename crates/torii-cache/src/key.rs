@@ -12,8 +12,21 @@ use aws_lc_rs::digest::{SHA256, digest};
 use http::{HeaderMap, HeaderName};
 
 /// A key (or a variant's key): a SHA-256 digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key(pub [u8; 32]);
+
+impl std::hash::Hash for Key {
+    /// Half the digest: it is already uniform, and the maps that hold keys hash it again
+    /// with a per-process seed (foldhash), so no one can aim keys at one bucket. Equality
+    /// still compares all 256 bits.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (half, _) = self.0.split_at(16);
+        state.write(half);
+    }
+}
+
+/// The hasher of the maps keyed by [`Key`]: seeded per process, fast on 16 bytes.
+pub type KeyHasher = foldhash::fast::RandomState;
 
 /// Which query parameters take part in the key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -87,8 +87,7 @@ impl Purge {
 /// Purges remembered for responses being stored.
 const RECENT_PURGES: usize = 64;
 
-type Table =
-    quick_cache::sync::Cache<Key, Object, Weigh, quick_cache::DefaultHashBuilder, Evictions>;
+type Table = quick_cache::sync::Cache<Key, Object, Weigh, crate::key::KeyHasher, Evictions>;
 
 /// The memory tier of one process, shared by every route's cache.
 pub struct Memory {

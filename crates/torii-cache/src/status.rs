@@ -28,37 +28,37 @@ pub struct Status {
 impl Status {
     /// The `Cache-Status` member of this cache (named `torii`).
     pub fn header(&self) -> HeaderValue {
-        // Written from parts, without the formatting machinery: this runs on every hit.
-        let mut s = Vec::with_capacity(96);
+        // Written from parts on the stack, without the formatting machinery, then copied
+        // once into the value: this runs on every response the cache handles.
+        let mut s = Line::default();
         let mut n = itoa::Buffer::new();
-        s.extend_from_slice(b"torii");
+        s.put(b"torii");
         if self.hit {
-            s.extend_from_slice(b"; hit");
+            s.put(b"; hit");
         }
         if let Some(f) = self.fwd {
-            s.extend_from_slice(b"; fwd=");
-            s.extend_from_slice(f.as_bytes());
+            s.put(b"; fwd=");
+            s.put(f.as_bytes());
         }
         if let Some(c) = self.fwd_status {
-            s.extend_from_slice(b"; fwd-status=");
-            s.extend_from_slice(n.format(c).as_bytes());
+            s.put(b"; fwd-status=");
+            s.put(n.format(c).as_bytes());
         }
         if self.stored {
-            s.extend_from_slice(b"; stored");
+            s.put(b"; stored");
         }
         if self.collapsed {
-            s.extend_from_slice(b"; collapsed");
+            s.put(b"; collapsed");
         }
         if let Some(t) = self.ttl {
-            s.extend_from_slice(b"; ttl=");
-            s.extend_from_slice(n.format(t).as_bytes());
+            s.put(b"; ttl=");
+            s.put(n.format(t).as_bytes());
         }
         if let Some(d) = self.detail {
-            s.extend_from_slice(b"; detail=");
-            s.extend_from_slice(d.as_bytes());
+            s.put(b"; detail=");
+            s.put(d.as_bytes());
         }
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
-            .unwrap_or(HeaderValue::from_static("torii"))
+        HeaderValue::from_bytes(s.as_bytes()).unwrap_or(HeaderValue::from_static("torii"))
     }
 
     /// `X-Cache`: `HIT` (fresh from the cache), `STALE` (a stale response served) or `MISS`.
@@ -68,6 +68,37 @@ impl Status {
             (true, _) => "HIT",
             (false, _) => "MISS",
         })
+    }
+}
+
+/// A `Cache-Status` line being written: room for every member at its longest (the names
+/// are the cache's own words, at most about 130 bytes in all); a part that would not fit is
+/// left out rather than cut.
+struct Line {
+    buf: [u8; 192],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self {
+            buf: [0; 192],
+            len: 0,
+        }
+    }
+}
+
+impl Line {
+    fn put(&mut self, part: &[u8]) {
+        let end = self.len + part.len();
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(part);
+            self.len = end;
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 

@@ -286,11 +286,44 @@ impl Directives {
     }
 }
 
+static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// The response fields the storage decision starts from, found in one pass over the names
+/// (most answers a cache sees are refused on these alone).
+#[derive(Default)]
+struct Seen {
+    cache_control: bool,
+    cdn_cache_control: bool,
+    set_cookie: bool,
+    expires: bool,
+    validator: bool,
+}
+
+impl Seen {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut s = Self::default();
+        for name in headers.keys() {
+            if name == header::CACHE_CONTROL {
+                s.cache_control = true;
+            } else if name == header::SET_COOKIE {
+                s.set_cookie = true;
+            } else if name == header::EXPIRES {
+                s.expires = true;
+            } else if name == header::ETAG || name == header::LAST_MODIFIED {
+                s.validator = true;
+            } else if name == CDN_CACHE_CONTROL {
+                s.cdn_cache_control = true;
+            }
+        }
+        s
+    }
+}
+
 /// `CDN-Cache-Control` (RFC 9213), when present and a valid structured-field dictionary:
 /// it then replaces `Cache-Control` for this cache. An invalid one is ignored whole.
 fn cdn_cache_control(headers: &HeaderMap) -> Option<String> {
     let mut out = String::new();
-    for v in headers.get_all("cdn-cache-control") {
+    for v in headers.get_all(&CDN_CACHE_CONTROL) {
         let v = v.to_str().ok()?;
         for member in v.split(',') {
             let m = member.trim_matches([' ', '\t']);
@@ -421,26 +454,26 @@ pub fn assess(
     if code < 200 || code == 206 || code == 304 {
         return Err("status");
     }
+    let seen = Seen::of(headers);
     // The cache's own field wins over Cache-Control when it is valid.
-    let cdn = cdn_cache_control(headers);
-    let cc: Vec<(String, Option<String>)> = match &cdn {
-        Some(line) => {
+    let cdn = seen
+        .cdn_cache_control
+        .then(|| cdn_cache_control(headers))
+        .flatten()
+        .map(|line| {
             let mut m = HeaderMap::new();
-            if let Ok(v) = HeaderValue::from_str(line) {
+            if let Ok(v) = HeaderValue::from_str(&line) {
                 m.insert(header::CACHE_CONTROL, v);
             }
-            directives::all(&m)
-                .map(|d| (d.name.to_ascii_lowercase(), d.value.map(str::to_string)))
-                .collect()
-        }
-        None => directives::all(headers)
-            .map(|d| (d.name.to_ascii_lowercase(), d.value.map(str::to_string)))
-            .collect(),
+            m
+        });
+    let source = cdn.as_ref().unwrap_or(headers);
+    // Read in place: most answers a cache sees are refused below, before any copy.
+    let d = if seen.cache_control || cdn.is_some() {
+        Directives::read(directives::all(source))
+    } else {
+        Directives::default()
     };
-    let d = Directives::read(cc.iter().map(|(n, v)| directives::Directive {
-        name: n,
-        value: v.as_deref(),
-    }));
     let understood = UNDERSTOOD.contains(&code);
     if d.must_understand && !understood {
         return Err("must-understand");
@@ -454,18 +487,17 @@ pub fn assess(
     if authenticated && !(d.public || d.s_maxage || d.must_revalidate) {
         return Err("authenticated");
     }
-    if headers.contains_key(header::SET_COOKIE) && !d.public {
+    if seen.set_cookie && !d.public {
         return Err("set-cookie");
     }
     // A status the cache does not know by default needs explicit freshness (RFC 9111
     // section 3); its freshness is then only what it says.
-    let explicit = d.max_age || d.s_maxage || headers.contains_key(header::EXPIRES) || d.public;
+    let explicit = d.max_age || d.s_maxage || seen.expires || d.public;
     if !(understood || explicit) {
         return Err("status");
     }
     let own_stale = d.stale_if_error.is_some() || d.stale_while_revalidate.is_some();
-    let validator =
-        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let validator = seen.validator;
     if !(explicit || validator || own_stale) {
         // No freshness (not even a heuristic one: that needs Last-Modified), nothing to
         // revalidate with: it could never be used. Decided before any copy is made.
@@ -480,6 +512,9 @@ pub fn assess(
     {
         return Err("too-large");
     }
+    let cc: Vec<(String, Option<String>)> = directives::all(source)
+        .map(|d| (d.name.to_ascii_lowercase(), d.value.map(str::to_string)))
+        .collect();
     let now = SystemTime::now();
     let view = policy_view(status, headers, &cc, d.must_understand);
     let policy = CachePolicy::new_options(&Presented::new(req, &vary), &view, now, options(s));

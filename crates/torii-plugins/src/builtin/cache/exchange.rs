@@ -287,15 +287,18 @@ impl RouteCache {
         let resource = self.spec.key(&self.parts(req, ctx, fwd.uri.query()));
         let purges = self.memory.purges();
         let (mut found, mut epoch) = self.find(&resource, &req.headers);
+        // The rarer paths' futures are boxed (the shared tier's lookup, a wait, a
+        // revalidation): this future is moved into the heap on every request, so it stays
+        // the size of the common path.
         if let (Found::Miss | Found::VaryMiss(_), Some(t)) = (&found, &self.shared)
-            && let Some((k, s, e)) = t.lookup(&resource, &req.headers).await
+            && let Some((k, s, e)) = Box::pin(t.lookup(&resource, &req.headers)).await
         {
             found = Found::Stored(k, s);
             epoch = e;
         }
-        let mut now = Instant::now();
         let mut status = Status::default();
         if let Found::Stored(key, stored) = &found {
+            let now = Instant::now();
             if stored.freshness_for(req, now, asks.directives) == Freshness::Fresh {
                 Counters::add(&self.counters.hits);
                 status.hit = true;
@@ -336,7 +339,7 @@ impl RouteCache {
         loop {
             let usable = match &found {
                 Found::Stored(_, s) => {
-                    s.freshness_for(req, now, asks.directives) == Freshness::Fresh
+                    s.freshness_for(req, Instant::now(), asks.directives) == Freshness::Fresh
                 }
                 Found::Pass => true,
                 _ => false,
@@ -359,9 +362,8 @@ impl RouteCache {
                     waits += 1;
                     Counters::add(&self.counters.coalesced);
                     status.collapsed = true;
-                    wait(rx, self.lock_timeout).await;
+                    Box::pin(wait(rx, self.lock_timeout)).await;
                     (found, epoch) = self.find(&resource, &req.headers);
-                    now = Instant::now();
                 }
             }
         }
@@ -376,6 +378,7 @@ impl RouteCache {
         };
         match found {
             Found::Stored(key, stored) => {
+                let now = Instant::now();
                 if stored.freshness_for(req, now, asks.directives) == Freshness::Fresh {
                     Counters::add(&self.counters.hits);
                     call.status.hit = true;
@@ -386,7 +389,7 @@ impl RouteCache {
                 }
                 call.status.fwd = Some("stale");
                 if fills && stored.has_validator() {
-                    return self.revalidate(call, body, next, key, stored, leader).await;
+                    return Box::pin(self.revalidate(call, body, next, key, stored, leader)).await;
                 }
                 let result = next.run(&call.fwd, body, ctx).await;
                 if upstream_failed(&result) && stored.usable_on_error(Instant::now()) {
