@@ -6,6 +6,7 @@ use crate::schema::{Config, Listener, Route, Upstream, ValueCondition};
 use crate::yaml::{Node, PathSeg};
 
 mod resilience;
+mod split;
 use resilience::{fallback, resilience};
 use std::collections::{HashMap, HashSet};
 use torii_router::{
@@ -467,21 +468,12 @@ fn check_route(
         ]
     };
     let mut ok = true;
-    match (&r.upstream, &r.direct_response) {
-        (Some(name), None) => {
-            if !upstreams.contains(&name.as_str()) && !p.broken_names.contains(name) {
-                let hint = match crate::check::did_you_mean(name, upstreams.iter().copied()) {
-                    Some(m) => format!(
-                        "did you mean `{m}`? Known upstreams: {}",
-                        upstreams.join(", ")
-                    ),
-                    None if upstreams.is_empty() => "declare it under `upstreams:`".to_string(),
-                    None => format!("known upstreams: {}", upstreams.join(", ")),
-                };
-                ctx.err(&at("upstream"), format!("unknown upstream `{name}`"), hint);
-            }
+    match (&r.upstream, &r.split, &r.direct_response) {
+        (Some(name), None, None) => {
+            split::known_upstream(ctx, p, &at("upstream"), name, upstreams);
         }
-        (None, Some(d)) => {
+        (None, Some(sp), None) => split::split(ctx, p, i, sp, upstreams),
+        (None, None, Some(d)) => {
             if !(100..=599).contains(&d.status) || http::StatusCode::from_u16(d.status).is_err() {
                 ctx.err(
                     &[
@@ -519,19 +511,19 @@ fn check_route(
                 );
             }
         }
-        (Some(_), Some(_)) => ctx.err(
-            &at("direct_response"),
-            "a route has either `upstream` or `direct_response`, not both",
-            "remove one of them",
-        ),
-        (None, None) => ctx.err(
+        (None, None, None) => ctx.err(
             &at("name"),
-            "the route has neither `upstream` nor `direct_response`",
-            "add `upstream: NAME` or a `direct_response`",
+            "the route has none of `upstream`, `split` and `direct_response`",
+            "add `upstream: NAME`, a `split` or a `direct_response`",
+        ),
+        _ => ctx.err(
+            &at("name"),
+            "a route has exactly one of `upstream`, `split` and `direct_response`",
+            "keep one of them",
         ),
     }
     if let Some(f) = &r.fallback {
-        fallback(ctx, i, r.upstream.is_some(), f);
+        fallback(ctx, i, r.upstream.is_some() || r.split.is_some(), f);
     }
     for (key, d) in [
         ("response_headers", r.timeouts.response_headers),

@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod reload;
 mod server;
 pub mod snapshot;
+pub mod split;
 pub mod spool;
 pub mod tls;
 mod tunnel;

@@ -13,7 +13,7 @@
 use crate::bodies::{OnEnd, Outcome, Outgoing};
 use crate::conn::{ConnInfo, TlsConn};
 use crate::forwarding;
-use crate::snapshot::{Action, CompiledRoute, Rewrite, Snapshot};
+use crate::snapshot::{Action, Arm, CompiledRoute, Rewrite, Snapshot};
 use crate::{Shared, access_log::Record};
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
@@ -72,6 +72,7 @@ pub async fn handle(
     let info = LogInfo {
         method,
         route_idx: None,
+        arm: 0,
         path: log_path,
         body: None,
         upstream: None,
@@ -116,8 +117,8 @@ pub async fn handle(
         Err(e) => {
             if e.kind.source() == torii_core::ErrorSource::Upstream {
                 tracing::warn!(request_id = ctx.request_id.as_str(), route = ?ctx.route, error = %e, "upstream error");
-                if let Some(Action::Proxy { errors, .. }) = route.map(|r| &r.action) {
-                    errors.record(e.kind.code());
+                if let Some(a) = route.and_then(|r| r.action.arm(end.info.arm)) {
+                    a.errors.record(e.kind.code());
                 }
             } else {
                 tracing::debug!(request_id = ctx.request_id.as_str(), error = %e, "request rejected");
@@ -156,6 +157,8 @@ struct LogInfo {
     method: http::Method,
     /// Index of the matched route in the snapshot.
     route_idx: Option<usize>,
+    /// Which of the route's upstreams it went to (a `split` route has several).
+    arm: usize,
     path: String,
     /// The forwarded request body, when there is one: its bytes actually read (the logged
     /// `bytes_in`, not the Content-Length, so a chunked upload is counted too) and its turn.
@@ -369,13 +372,19 @@ async fn route_and_serve(
         if let Some(resp) = answered {
             return Ok(resp.map(Outgoing::Gateway));
         }
-        if let Some(c) = &ctx.consumer {
-            snap.identity.apply(&mut req.headers, c);
-            if let (Some(signer), Some(aud)) = (&snap.signer, &route.identity_audience)
-                && let Some(token) = signer.token(c, ctx.identity.as_deref(), aud)
-            {
-                req.headers.insert(signer.header().clone(), token);
-            }
+    }
+    // The upstream (one of a split's), chosen once the plugins know who asks.
+    let arm = route.action.pick(req, ctx);
+    info.arm = arm.unwrap_or(0);
+    let arm = arm.and_then(|i| route.action.arm(i));
+    if !route.chain.is_empty()
+        && let Some(c) = &ctx.consumer
+    {
+        snap.identity.apply(&mut req.headers, c);
+        if let (Some(signer), Some(aud)) = (&snap.signer, arm.and_then(|a| a.audience.as_ref()))
+            && let Some(token) = signer.token(c, ctx.identity.as_deref(), aud)
+        {
+            req.headers.insert(signer.header().clone(), token);
         }
     }
 
@@ -395,7 +404,13 @@ async fn route_and_serve(
             *resp.headers_mut() = headers.clone();
             Ok(resp.map(Outgoing::Gateway))
         }
-        Action::Proxy { upstream, errors } => {
+        Action::Proxy(_) | Action::Split(_) => {
+            let Some(Arm {
+                upstream, errors, ..
+            }) = arm
+            else {
+                return Err(GatewayError::new(ErrorKind::Internal, "no upstream chosen"));
+            };
             let head = req.method == http::Method::HEAD;
             let record = |e: &GatewayError| errors.record(e.kind.code());
             // The upstream call is awaited here, not inside a helper future: each nesting

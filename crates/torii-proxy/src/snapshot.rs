@@ -18,15 +18,47 @@ use torii_plugins::{Chain, ConsumerPlugins, IdentityHeaders};
 use torii_router::Router;
 use torii_upstream::Upstream;
 
+impl Action {
+    /// The upstream the request went to: `arm` is what [`Action::pick`] chose.
+    pub fn arm(&self, arm: usize) -> Option<&Arm> {
+        match self {
+            Action::Proxy(a) => Some(a),
+            Action::Split(s) => s.arm(arm),
+            Action::Direct { .. } => None,
+        }
+    }
+
+    /// The upstream for this request (an index for [`Action::arm`]); `None` for a direct
+    /// answer.
+    pub fn pick(
+        &self,
+        req: &http::request::Parts,
+        ctx: &torii_core::RequestContext,
+    ) -> Option<usize> {
+        match self {
+            Action::Proxy(_) => Some(0),
+            Action::Split(s) => Some(s.pick(req, ctx)),
+            Action::Direct { .. } => None,
+        }
+    }
+}
+
+/// One upstream a route sends requests to, with what goes with it.
+pub struct Arm {
+    /// The shared upstream client.
+    pub upstream: Arc<Upstream>,
+    /// Its error counters.
+    pub errors: Arc<UpstreamErrors>,
+    /// Identity-token settings of the upstream, when it asks for tokens.
+    pub audience: Option<torii_plugins::Audience>,
+}
+
 /// What a route does.
 pub enum Action {
     /// Proxy to an upstream.
-    Proxy {
-        /// The shared upstream client.
-        upstream: Arc<Upstream>,
-        /// Its error counters.
-        errors: Arc<UpstreamErrors>,
-    },
+    Proxy(Arm),
+    /// Proxy to one of several upstreams, by weight (`split`).
+    Split(Box<crate::split::Split>),
     /// Answer directly.
     Direct {
         /// Status.
@@ -58,8 +90,6 @@ pub struct CompiledRoute {
     pub metrics: RouteMetrics,
     /// The route's plugins, compiled at load.
     pub chain: Arc<Chain>,
-    /// Identity-token settings of the route's upstream, when it asks for tokens.
-    pub identity_audience: Option<torii_plugins::Audience>,
     /// The static answer that masks upstream failures, when configured.
     pub fallback: Option<Box<crate::fallback::StaticFallback>>,
     /// The exchange stack: the last-good fallback when configured (outermost), then the
@@ -150,19 +180,29 @@ impl Snapshot {
             .routes
             .iter()
             .map(|r| {
-                let action = match (&r.upstream, &r.direct_response) {
-                    (Some(name), _) => match upstreams.get(name) {
-                        Some(up) => Action::Proxy {
-                            upstream: up.clone(),
-                            errors: errors
-                                .entry(name.clone())
-                                .or_insert_with(|| Arc::new(metrics.upstream_errors(name)))
-                                .clone(),
-                        },
+                let mut arm = |name: &str| {
+                    let upstream = upstreams.get(name)?.clone();
+                    let errors = errors
+                        .entry(name.to_string())
+                        .or_insert_with(|| Arc::new(metrics.upstream_errors(name)))
+                        .clone();
+                    Some(Arm {
+                        upstream,
+                        errors,
+                        audience: plugins.audiences.get(name).cloned(),
+                    })
+                };
+                let action = match (&r.upstream, &r.split, &r.direct_response) {
+                    (Some(name), _, _) => match arm(name) {
+                        Some(a) => Action::Proxy(a),
                         None => direct(502, &Default::default(), ""),
                     },
-                    (None, Some(d)) => direct(d.status, &d.headers, &d.body),
-                    (None, None) => direct(500, &Default::default(), ""),
+                    (None, Some(s), _) => match crate::split::Split::new(s, arm) {
+                        Some(s) => Action::Split(Box::new(s)),
+                        None => direct(502, &Default::default(), ""),
+                    },
+                    (None, None, Some(d)) => direct(d.status, &d.headers, &d.body),
+                    (None, None, None) => direct(500, &Default::default(), ""),
                 };
                 let pattern = r
                     .matches
@@ -183,9 +223,10 @@ impl Snapshot {
                 });
                 // Lengths checked above: every route has its chain.
                 let chain: Arc<Chain> = chains.next().unwrap_or_default();
-                // The masked failures still count as the upstream's errors.
+                // The masked failures still count as the upstream's errors (on a split route
+                // the stage does not know which upstream failed: they are logged only).
                 let upstream_errors = match &action {
-                    Action::Proxy { errors, .. } => Some(errors.clone()),
+                    Action::Proxy(a) => Some(a.errors.clone()),
                     _ => None,
                 };
                 let last_good =
@@ -207,10 +248,6 @@ impl Snapshot {
                     metrics: metrics.route(&r.name),
                     chain,
                     stages,
-                    identity_audience: r
-                        .upstream
-                        .as_ref()
-                        .and_then(|u| plugins.audiences.get(u).cloned()),
                     fallback: r
                         .fallback
                         .as_ref()

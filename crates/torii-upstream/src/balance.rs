@@ -224,8 +224,9 @@ impl Balancer {
     }
 }
 
-/// The key of a request, hashed; `None` when the request does not carry it.
-pub(crate) fn key(on: &HashOn, head: &http::request::Parts, who: &Affinity<'_>) -> Option<u64> {
+/// The key of a request (what `hash_on` names), hashed the same way on every node of one
+/// build; `None` when the request does not carry it.
+pub fn key(on: &HashOn, head: &http::request::Parts, who: &Affinity<'_>) -> Option<u64> {
     const SEED: u64 = 0x7031_2e6b_6579;
     let h = |b: &[u8]| Some(stable_hash(SEED, b));
     match on {

@@ -38,7 +38,7 @@ mod target;
 pub mod tls;
 mod upstream;
 
-pub use balance::Affinity;
+pub use balance::{Affinity, key as request_key};
 pub use breaker::BreakerState;
 pub use client::{Client, FetchError};
 pub use codec::encode::ExtraFields;

@@ -15,9 +15,15 @@ pub struct Route {
     /// What requests this route takes.
     #[serde(rename = "match")]
     pub matches: RouteMatch,
-    /// The upstream (by name) to proxy to. Exactly one of `upstream` and `direct_response`.
+    /// The upstream (by name) to proxy to. Exactly one of `upstream`, `split` and
+    /// `direct_response`.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Share the route's requests between upstreams by weight (a canary release), optionally
+    /// keeping each client on one of them, with overrides that send chosen requests (testers)
+    /// to a chosen upstream.
+    #[serde(default)]
+    pub split: Option<Split>,
     /// Answer directly, without an upstream (health endpoints, mocks).
     #[serde(default)]
     pub direct_response: Option<DirectResponse>,
@@ -45,6 +51,52 @@ pub struct Route {
     /// that are safe to repeat (they deduplicate, or have no side effects).
     #[serde(default)]
     pub retry_non_idempotent: bool,
+}
+
+/// A weighted split of a route between upstreams.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    /// The upstreams and their weights: each request goes to one of them with a probability
+    /// of its weight over the sum (`weight: 0` takes requests only through `overrides`).
+    pub upstreams: Vec<SplitArm>,
+    /// Keep each client on one upstream: requests with the same value of this key (the same
+    /// shape as `load_balancing.hash_on`: `consumer`, `client_address`, `{header: NAME}`,
+    /// `{cookie: NAME}`, `{query: NAME}`, `path`) always go to the same upstream while the
+    /// weights stay. Requests without the key are shared at random.
+    #[serde(default)]
+    pub sticky: Option<super::HashOn>,
+    /// Requests matching one of these go to its upstream whatever the weights, the first
+    /// match winning (send testers to the canary with a header or a cookie).
+    #[serde(default)]
+    pub overrides: Vec<SplitOverride>,
+}
+
+/// One upstream of a split.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitArm {
+    /// The upstream (by name).
+    pub upstream: String,
+    /// Its share: a whole number from 0 to 1,000,000, relative to the others'.
+    pub weight: u32,
+}
+
+/// A request sent to a chosen upstream of a split: exactly one of `header` and `cookie`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitOverride {
+    /// A request header that selects the upstream.
+    #[serde(default)]
+    pub header: Option<HeaderName>,
+    /// A cookie that selects the upstream.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// The value it must have; any value when absent.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The upstream (by name) such requests go to.
+    pub upstream: String,
 }
 
 /// A route's own clocks for its upstream calls (the upstream's apply when absent).
