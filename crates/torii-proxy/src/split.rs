@@ -119,8 +119,10 @@ impl Split {
             .and_then(|on| torii_upstream::request_key(on, req, &who))
         {
             // Mixed, so the split does not follow the upstream's own consistent hash of the
-            // same key (both would otherwise cut the key space at the same places).
-            Some(h) => mix(h) % self.total,
+            // same key, then scaled (not reduced modulo the total): a key keeps its place in
+            // 0..1 whatever the weights, so raising one upstream's share moves keys onto it
+            // and none between the others.
+            Some(h) => scale(mix(h), self.total),
             None => fastrand::u64(..self.total),
         };
         self.bounds.partition_point(|&b| b <= point)
@@ -137,6 +139,11 @@ impl Split {
     }
 }
 
+/// `h` as a point of `0..total`, in the same order as `h` in `0..2^64`.
+fn scale(h: u64, total: u64) -> u64 {
+    ((u128::from(h) * u128::from(total)) >> 64) as u64
+}
+
 /// A bijective 64-bit finaliser (MurmurHash3's fmix64).
 fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
@@ -144,4 +151,23 @@ fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_moves_only_onto_the_upstream_whose_share_grew() {
+        // Two arms: 95/5, then 80/20 and 80/40 (a different total): every key that was on
+        // the second arm stays there.
+        let side = |h: u64, a: u64, b: u64| scale(mix(h), a + b) >= a;
+        for h in 0..10_000u64 {
+            if side(h, 95, 5) {
+                assert!(side(h, 80, 20) && side(h, 80, 40), "{h}");
+            }
+        }
+        assert_eq!(scale(u64::MAX, 7), 6);
+        assert_eq!(scale(0, 7), 0);
+    }
 }
