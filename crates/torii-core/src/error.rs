@@ -61,6 +61,8 @@ pub enum ErrorKind {
     UpstreamReset,
     /// The gateway is shutting down.
     ShuttingDown,
+    /// A failure injected on purpose (`fault_injection`), with the status it was given.
+    Injected(StatusCode),
     /// No valid credential; carries the `WWW-Authenticate` challenge.
     Unauthorized(Option<HeaderValue>),
     /// Authenticated (or not needed) but not allowed: ACL, IP rules, bot rules, CORS.
@@ -97,6 +99,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Injected(s) => *s,
         }
     }
 
@@ -127,6 +130,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized(_) => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::AuthUnavailable => "auth_unavailable",
+            ErrorKind::Injected(_) => "fault_injected",
         }
     }
 
@@ -153,6 +157,15 @@ impl ErrorKind {
             ErrorKind::Unauthorized(_) => 16, // UNAUTHENTICATED
             ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
             ErrorKind::AuthUnavailable => 14, // UNAVAILABLE
+            // As gRPC maps HTTP statuses.
+            ErrorKind::Injected(s) => match s.as_u16() {
+                400 => 13,
+                401 => 16,
+                403 => 7,
+                404 => 12,
+                429 | 502 | 503 | 504 => 14,
+                _ => 2,
+            },
         }
     }
 
@@ -187,6 +200,7 @@ impl ErrorKind {
             ErrorKind::ShuttingDown
             | ErrorKind::Internal
             | ErrorKind::AuthUnavailable
+            | ErrorKind::Injected(_)
             | ErrorKind::RateLimitUnavailable => ErrorSource::Internal,
         }
     }
@@ -344,6 +358,15 @@ mod tests {
         assert_eq!(
             allow.into_response("r", false).headers()[header::ALLOW],
             "GET"
+        );
+        // An injected fault keeps its status, and gRPC clients see what gRPC maps it to.
+        let f = GatewayError::new(ErrorKind::Injected(StatusCode::SERVICE_UNAVAILABLE), "");
+        assert_eq!(f.into_response("r", false).status(), 503);
+        assert_eq!(f.into_response("r", true).headers()["grpc-status"], "14");
+        assert_eq!(
+            ErrorKind::Injected(StatusCode::IM_A_TEAPOT).grpc_status(),
+            2,
+            "UNKNOWN"
         );
     }
 }

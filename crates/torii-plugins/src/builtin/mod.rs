@@ -9,6 +9,7 @@ pub mod bot_detection;
 pub mod cache;
 pub mod concurrency_limit;
 pub mod cors;
+pub mod fault_injection;
 pub mod forward_auth;
 pub mod introspection;
 pub mod ip_restriction;
@@ -43,6 +44,7 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<quota::Quota>(),
         Registration::of::<rate_limit::RateLimit>(),
         Registration::of::<concurrency_limit::ConcurrencyLimit>(),
+        Registration::of::<fault_injection::FaultInjection>(),
         Registration::of::<cache::Cache>(),
     ]
 }
