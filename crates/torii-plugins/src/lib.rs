@@ -62,6 +62,24 @@ pub(crate) struct Load {
     cache: std::sync::Mutex<Option<Arc<torii_cache::Memory>>>,
     cache_shared: std::sync::Mutex<Option<Arc<torii_cache::SharedTier>>>,
     cache_counters: std::sync::Mutex<Vec<(String, Arc<torii_cache::status::Counters>)>>,
+    counters: std::sync::Mutex<Vec<Counted>>,
+}
+
+/// Counters a plugin shows on `/metrics` as `torii_<family>_requests_total{scope, result}`.
+pub trait ResultCounters: Send + Sync {
+    /// The counters' values by result, in a fixed order.
+    fn values(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// One plugin instance's counters, as registered while building it.
+#[derive(Clone)]
+pub struct Counted {
+    /// The metric family (`mirror` gives `torii_mirror_requests_total`).
+    pub family: &'static str,
+    /// The plugin's scope (`route:<name>`, `global`, ...).
+    pub scope: String,
+    /// The values.
+    pub counters: Arc<dyn ResultCounters>,
 }
 
 impl Load {
@@ -88,6 +106,7 @@ impl Load {
             cache: std::sync::Mutex::new(None),
             cache_shared: std::sync::Mutex::new(None),
             cache_counters: std::sync::Mutex::new(Vec::new()),
+            counters: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -199,6 +218,20 @@ impl BuildCtx<'_> {
         Some(t)
     }
 
+    /// Shows a plugin's counters on `/metrics` as `torii_<family>_requests_total`, labelled
+    /// with this scope and each result.
+    pub fn register_counters(&self, family: &'static str, counters: Arc<dyn ResultCounters>) {
+        self.load
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Counted {
+                family,
+                scope: self.scope.to_string(),
+                counters,
+            });
+    }
+
     /// Shows a cache's counters on `/metrics`, labelled with this scope.
     pub fn register_cache_counters(&self, c: Arc<torii_cache::status::Counters>) {
         self.load
@@ -237,6 +270,8 @@ pub struct Compiled {
     pub cache_shared: Option<Arc<torii_cache::SharedTier>>,
     /// Each cache's counters, by scope (`route:<name>`, `global`).
     pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
+    /// Other plugins' counters (see [`BuildCtx::register_counters`]).
+    pub counters: Vec<Counted>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -622,6 +657,10 @@ impl PluginCatalog for Catalog {
                 .unwrap_or_else(|e| e.into_inner()),
             cache_counters: load
                 .cache_counters
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner()),
+            counters: load
+                .counters
                 .into_inner()
                 .unwrap_or_else(|e| e.into_inner()),
             generation,

@@ -129,6 +129,8 @@ pub struct Snapshot {
     pub cache_shared: Option<Arc<torii_cache::SharedTier>>,
     /// Each cache's counters, by scope.
     pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
+    /// Other plugins' counters, shown on `/metrics`.
+    pub plugin_counters: Vec<torii_plugins::Counted>,
     /// Read-ahead of upstream response bodies (`None`: off).
     pub spool: Option<Arc<crate::spool::Spooling>>,
     /// Query parameters redacted in logs.
@@ -289,6 +291,7 @@ impl Snapshot {
             cache: plugins.cache.clone(),
             cache_shared: plugins.cache_shared.clone(),
             cache_counters: plugins.cache_counters.clone(),
+            plugin_counters: plugins.counters.clone(),
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();
                 for q in plugins.redact_query_params {

@@ -155,9 +155,34 @@ fn cache_metrics(snap: &Snapshot, out: &mut String) {
     }
 }
 
+/// Plugins' own counters: `torii_<family>_requests_total{scope, result}`, one family after
+/// the other.
+fn plugin_metrics(snap: &Snapshot, out: &mut String) {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut families: Vec<&'static str> = snap.plugin_counters.iter().map(|c| c.family).collect();
+    families.sort_unstable();
+    families.dedup();
+    for family in families {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "# TYPE torii_{family}_requests_total counter");
+        for c in snap.plugin_counters.iter().filter(|c| c.family == family) {
+            for (result, n) in c.counters.values() {
+                let _ = writeln!(
+                    out,
+                    "torii_{family}_requests_total{{scope=\"{}\",result=\"{result}\"}} {n}",
+                    esc(&c.scope)
+                );
+            }
+        }
+    }
+}
+
 /// Appends the upstream (and Redis) series to a Prometheus text exposition.
 pub fn render_metrics(snap: &Snapshot, out: &mut String) {
     cache_metrics(snap, out);
+    plugin_metrics(snap, out);
     if let Some(r) = &snap.redis {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');

@@ -15,6 +15,7 @@ pub mod introspection;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod mirror;
 pub mod mtls_auth;
 pub mod quota;
 pub mod rate_limit;
@@ -41,6 +42,7 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<acl::Acl>(),
         Registration::of::<request_headers::RequestHeaders>(),
         Registration::of::<response_transform::ResponseTransform>(),
+        Registration::of::<mirror::Mirror>(),
         Registration::of::<quota::Quota>(),
         Registration::of::<rate_limit::RateLimit>(),
         Registration::of::<concurrency_limit::ConcurrencyLimit>(),
