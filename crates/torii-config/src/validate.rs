@@ -5,6 +5,7 @@ use crate::diag::Diagnostic;
 use crate::schema::{Config, Listener, Route, Upstream, ValueCondition};
 use crate::yaml::{Node, PathSeg};
 
+mod evolution;
 mod resilience;
 mod split;
 use resilience::{fallback, resilience};
@@ -521,6 +522,9 @@ fn check_route(
             "a route has exactly one of `upstream`, `split` and `direct_response`",
             "keep one of them",
         ),
+    }
+    if let Some(d) = &r.deprecation {
+        evolution::deprecation(ctx, i, d);
     }
     if let Some(f) = &r.fallback {
         fallback(ctx, i, r.upstream.is_some() || r.split.is_some(), f);

@@ -44,6 +44,7 @@ pub(crate) const FORMATS: &[(&str, FormatCheck)] = &[
     ("header-name", |s| HeaderName::parse(s).map(drop)),
     ("http-method", |s| Method::parse(s).map(drop)),
     ("regex", |s| Regex::parse(s).map(drop)),
+    ("timestamp", |s| Timestamp::parse(s).map(drop)),
 ];
 
 // === Duration ===
@@ -109,6 +110,36 @@ impl Serialize for Duration {
         s.serialize_str(&format!("{}ms", self.0.as_millis()))
     }
 }
+
+// === Timestamp ===
+
+/// A moment written in RFC 3339: `2027-01-31T00:00:00Z`, `2027-01-31T09:00:00+01:00`, or a
+/// date alone (`2027-01-31`, midnight UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub std::time::SystemTime);
+
+impl Timestamp {
+    /// Parses an RFC 3339 date-time or a date.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        use time::format_description::well_known::Rfc3339;
+        let full = if s.len() == 10 {
+            format!("{s}T00:00:00Z")
+        } else {
+            s.to_string()
+        };
+        let t = time::OffsetDateTime::parse(&full, &Rfc3339).map_err(|_| {
+            format!("`{s}` is not an RFC 3339 date or date-time (`2027-01-31` or `2027-01-31T00:00:00Z`)")
+        })?;
+        Ok(Self(std::time::SystemTime::from(t)))
+    }
+}
+
+string_value!(
+    Timestamp,
+    "timestamp",
+    "An RFC 3339 date-time (`2027-01-31T00:00:00Z`) or date (`2027-01-31`, midnight UTC).",
+    Timestamp::parse
+);
 
 // === ByteSize ===
 

@@ -61,6 +61,8 @@ pub enum ErrorKind {
     UpstreamReset,
     /// The gateway is shutting down.
     ShuttingDown,
+    /// The route's API is past its sunset (`deprecation.gone_after_sunset`): 410.
+    Gone,
     /// A failure injected on purpose (`fault_injection`), with the status it was given.
     Injected(StatusCode),
     /// No valid credential; carries the `WWW-Authenticate` challenge.
@@ -100,6 +102,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Injected(s) => *s,
+            ErrorKind::Gone => StatusCode::GONE,
         }
     }
 
@@ -131,6 +134,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::AuthUnavailable => "auth_unavailable",
             ErrorKind::Injected(_) => "fault_injected",
+            ErrorKind::Gone => "gone",
         }
     }
 
@@ -157,6 +161,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized(_) => 16, // UNAUTHENTICATED
             ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
             ErrorKind::AuthUnavailable => 14, // UNAVAILABLE
+            ErrorKind::Gone => 12,            // UNIMPLEMENTED
             // As gRPC maps HTTP statuses.
             ErrorKind::Injected(s) => match s.as_u16() {
                 400 => 13,
@@ -188,7 +193,8 @@ impl ErrorKind {
             | ErrorKind::RateLimited(_)
             | ErrorKind::ConcurrencyLimited
             | ErrorKind::NotCached
-            | ErrorKind::Forbidden => ErrorSource::Downstream,
+            | ErrorKind::Forbidden
+            | ErrorKind::Gone => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamPoolExhausted

@@ -10,6 +10,7 @@
 mod admin;
 pub mod bodies;
 pub mod conn;
+mod evolution;
 mod exchange;
 pub mod fallback;
 pub mod forwarding;

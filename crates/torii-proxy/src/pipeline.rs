@@ -127,6 +127,10 @@ pub async fn handle(
                 .map(Outgoing::Gateway)
         }
     };
+    // A deprecated route says so on every answer, its 410 included.
+    if let Some(d) = route.and_then(|r| r.deprecation.as_deref()) {
+        d.decorate(response.headers_mut());
+    }
     // Response phase of the plugins that ran, on upstream and gateway-made responses alike.
     if let Some(r) = route
         && end.info.plugins_ran > 0
@@ -341,6 +345,9 @@ async fn route_and_serve(
     ctx.route = Some(route.name.clone());
     info.route_idx = Some(idx);
     ctx.params = params;
+    if let Some(d) = &route.deprecation {
+        d.check()?;
+    }
     if let Some(m) = preflight_methods {
         ctx.extensions.insert(m);
     }

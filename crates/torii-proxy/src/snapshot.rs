@@ -97,6 +97,8 @@ pub struct CompiledRoute {
     pub stages: Box<[Arc<dyn torii_core::Plugin>]>,
     /// The route's own rules for its upstream calls (`timeouts`, `retry_non_idempotent`).
     pub call: torii_upstream::CallPolicy,
+    /// Its deprecation, when its API is deprecated.
+    pub(crate) deprecation: Option<Box<crate::evolution::Deprecated>>,
 }
 
 /// Per-listener view: its router and trusted proxies.
@@ -260,6 +262,10 @@ impl Snapshot {
                         total: r.timeouts.total.map(|d| d.0),
                         retry_unsafe: r.retry_non_idempotent,
                     },
+                    deprecation: r
+                        .deprecation
+                        .as_ref()
+                        .map(|d| Box::new(crate::evolution::Deprecated::new(d))),
                 }
             })
             .collect();

@@ -51,6 +51,30 @@ pub struct Route {
     /// that are safe to repeat (they deduplicate, or have no side effects).
     #[serde(default)]
     pub retry_non_idempotent: bool,
+    /// This route's API is deprecated: its answers say so (`Deprecation`, `Sunset`, `Link`),
+    /// and after the sunset it may answer 410.
+    #[serde(default)]
+    pub deprecation: Option<Deprecation>,
+}
+
+/// A deprecated API (RFC 9745 `Deprecation`, RFC 8594 `Sunset`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecation {
+    /// When it was (or will be) deprecated: `Deprecation: @<seconds>` on every answer.
+    pub since: crate::values::Timestamp,
+    /// When it stops being served: `Sunset: <HTTP date>` on every answer.
+    #[serde(default)]
+    pub sunset: Option<crate::values::Timestamp>,
+    /// The URL of its successor: `Link: <url>; rel="successor-version"`.
+    #[serde(default)]
+    pub successor: Option<String>,
+    /// A page about the deprecation: `Link: <url>; rel="deprecation"`.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// From the sunset on, answer 410 (`gone`) instead of proxying.
+    #[serde(default)]
+    pub gone_after_sunset: bool,
 }
 
 /// A weighted split of a route between upstreams.
