@@ -169,6 +169,7 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
         &mut partial.broken_names,
         &mut errors,
     );
+    partial.versioning = section("versioning").is_some_and(|v| !v.is_null());
     if section("listeners").is_none() {
         partial.broken_names.insert("listeners".into());
     }
@@ -186,7 +187,7 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
     let rest: Config = deserialize(&tree, &[], rest)
         .map_err(|d| Diagnostics::new(name, src, vec![d]).redacting(&tree))?;
     let config = validate::assemble(partial, rest);
-    let server_errors = validate::server(&tree, &config.server);
+    let server_errors = validate::server(&tree, &config);
     if !server_errors.is_empty() {
         return Err(Diagnostics::new(name, src, server_errors).redacting(&tree));
     }

@@ -24,6 +24,8 @@ pub(crate) struct Partial {
     /// Names written on elements that failed to deserialize: references to them are not
     /// reported again.
     pub broken_names: HashSet<String>,
+    /// Whether the config has a top-level `versioning`.
+    pub versioning: bool,
 }
 
 /// The routers compiled from a valid config: one per listener, with route indices as values.
@@ -526,6 +528,9 @@ fn check_route(
     if let Some(d) = &r.deprecation {
         evolution::deprecation(ctx, i, d);
     }
+    if let Some(v) = &r.matches.version {
+        evolution::route_version(ctx, i, v, p.versioning);
+    }
     if let Some(f) = &r.fallback {
         fallback(ctx, i, r.upstream.is_some() || r.split.is_some(), f);
     }
@@ -684,6 +689,7 @@ fn check_route(
         methods: m.methods.iter().map(|x| x.0.clone()).collect(),
         headers,
         query,
+        version: m.version.clone(),
     })
 }
 
@@ -735,11 +741,15 @@ pub(crate) fn assemble(p: Partial, rest: Config) -> Config {
 }
 
 /// Checks of the process-wide settings that need the machine: the spool directory exists.
-pub(crate) fn server(tree: &Node, server: &crate::schema::Server) -> Vec<Diagnostic> {
+pub(crate) fn server(tree: &Node, config: &Config) -> Vec<Diagnostic> {
+    let server = &config.server;
     let mut ctx = Ctx {
         tree,
         out: Vec::new(),
     };
+    if let Some(v) = &config.versioning {
+        evolution::versioning(&mut ctx, v);
+    }
     let buffering = &server.response_buffering;
     if let Some(dir) = &buffering.temp_dir
         && buffering.enabled

@@ -63,6 +63,9 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The route's API is past its sunset (`deprecation.gone_after_sunset`): 410.
     Gone,
+    /// The request names no API version, there is no default, and no unversioned route
+    /// takes it: 400.
+    VersionRequired,
     /// A failure injected on purpose (`fault_injection`), with the status it was given.
     Injected(StatusCode),
     /// No valid credential; carries the `WWW-Authenticate` challenge.
@@ -103,6 +106,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Injected(s) => *s,
             ErrorKind::Gone => StatusCode::GONE,
+            ErrorKind::VersionRequired => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -135,6 +139,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => "auth_unavailable",
             ErrorKind::Injected(_) => "fault_injected",
             ErrorKind::Gone => "gone",
+            ErrorKind::VersionRequired => "version_required",
         }
     }
 
@@ -162,6 +167,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
             ErrorKind::AuthUnavailable => 14, // UNAVAILABLE
             ErrorKind::Gone => 12,            // UNIMPLEMENTED
+            ErrorKind::VersionRequired => 3,  // INVALID_ARGUMENT
             // As gRPC maps HTTP statuses.
             ErrorKind::Injected(s) => match s.as_u16() {
                 400 => 13,
@@ -194,7 +200,8 @@ impl ErrorKind {
             | ErrorKind::ConcurrencyLimited
             | ErrorKind::NotCached
             | ErrorKind::Forbidden
-            | ErrorKind::Gone => ErrorSource::Downstream,
+            | ErrorKind::Gone
+            | ErrorKind::VersionRequired => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamPoolExhausted

@@ -1,10 +1,12 @@
-//! A deprecated route (`routes[].deprecation`): every answer carries `Deprecation` (RFC
-//! 9745), `Sunset` (RFC 8594) and `Link`s to the successor and the deprecation notice, all
-//! built at load; after the sunset the route may answer 410 instead.
+//! API evolution on the request path: the version a request names (`versioning`, read at the
+//! edge for the router's `match.version`), and a deprecated route (`routes[].deprecation`):
+//! every answer carries `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and `Link`s to the
+//! successor and the deprecation notice, all built at load; after the sunset the route may
+//! answer 410 instead.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::time::{SystemTime, UNIX_EPOCH};
-use torii_config::schema::Deprecation as DeprecationConfig;
+use torii_config::schema::{Deprecation as DeprecationConfig, Versioning};
 use torii_core::{ErrorKind, GatewayError};
 
 static DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
@@ -70,5 +72,109 @@ impl Deprecated {
         if let Some(v) = &self.link {
             h.append(http::header::LINK, v.clone());
         }
+    }
+}
+
+/// Where requests name their API version.
+enum Source {
+    Header(HeaderName),
+    Query(Box<str>),
+    /// A media type in `Accept`: what stands between these is the version.
+    Accept {
+        prefix: Box<str>,
+        suffix: Box<str>,
+    },
+}
+
+/// The top-level `versioning`, made at load.
+pub struct Versions {
+    source: Source,
+    default: Option<Box<str>>,
+}
+
+impl Versions {
+    /// The settings of `cfg` (checked by the validator).
+    pub fn new(cfg: &Versioning) -> Option<Self> {
+        let source = match (&cfg.header, &cfg.query, &cfg.accept) {
+            (Some(h), _, _) => Source::Header(h.0.clone()),
+            (None, Some(q), _) => Source::Query(q.as_str().into()),
+            (None, None, Some(a)) => {
+                let (prefix, suffix) = a.split_once("{version}")?;
+                Source::Accept {
+                    prefix: prefix.into(),
+                    suffix: suffix.into(),
+                }
+            }
+            (None, None, None) => return None,
+        };
+        Some(Self {
+            source,
+            default: cfg.default.as_deref().map(Into::into),
+        })
+    }
+
+    /// The version the request names, or the default.
+    pub fn of<'r>(&'r self, req: &'r http::request::Parts) -> Option<&'r str> {
+        self.named(req).or(self.default.as_deref())
+    }
+
+    /// The version the request itself names.
+    pub fn named<'r>(&self, req: &'r http::request::Parts) -> Option<&'r str> {
+        match &self.source {
+            Source::Header(name) => req
+                .headers
+                .get(name)?
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty()),
+            Source::Query(name) => req.uri.query()?.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == &**name && !v.is_empty()).then_some(v)
+            }),
+            Source::Accept { prefix, suffix } => req
+                .headers
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .find_map(|item| media_version(item, prefix, suffix)),
+        }
+    }
+}
+
+/// The version in one `Accept` item (`application/vnd.example.v2+json; q=0.9`) whose media
+/// type is `prefix` + version + `suffix`, compared without case.
+fn media_version<'a>(item: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
+    let media = item.split(';').next()?.trim();
+    let (p, rest) = media.split_at_checked(prefix.len())?;
+    let (v, s) = rest.split_at_checked(rest.len().checked_sub(suffix.len())?)?;
+    (p.eq_ignore_ascii_case(prefix) && s.eq_ignore_ascii_case(suffix) && !v.is_empty()).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_in_accept_items() {
+        let (p, s) = ("application/vnd.example.v", "+json");
+        assert_eq!(
+            media_version(" application/vnd.example.v2+json; q=0.9", p, s),
+            Some("2")
+        );
+        assert_eq!(
+            media_version("Application/VND.example.v10+JSON", p, s),
+            Some("10")
+        );
+        assert_eq!(media_version("application/vnd.example.v+json", p, s), None);
+        assert_eq!(media_version("application/json", p, s), None);
+        assert_eq!(media_version("", p, s), None);
+        // Text that is not ASCII never splits inside a character.
+        assert_eq!(
+            media_version("application/vnd.example.v\u{e9}+json", p, s),
+            Some("\u{e9}")
+        );
+        assert_eq!(media_version("\u{e9}", p, s), None);
     }
 }

@@ -306,6 +306,7 @@ async fn route_and_serve(
         method: &req.method,
         headers: &req.headers,
         query: req.uri.query(),
+        version: snap.versioning.as_ref().and_then(|v| v.of(req)),
     };
     let mut preflight_methods = None;
     let (idx, params) = match view.router.lookup(&rv) {
@@ -330,6 +331,12 @@ async fn route_and_serve(
                     ));
                 }
             }
+        }
+        Lookup::NotFound if rv.version.is_none() && snap.versioning.is_some() => {
+            return Err(GatewayError::new(
+                ErrorKind::VersionRequired,
+                format!("no version named for {} {}", ctx.host, ctx.path),
+            ));
         }
         Lookup::NotFound => {
             return Err(GatewayError::new(

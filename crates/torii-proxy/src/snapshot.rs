@@ -131,6 +131,8 @@ pub struct Snapshot {
     pub cache_shared: Option<Arc<torii_cache::SharedTier>>,
     /// Each cache's counters, by scope.
     pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
+    /// Where requests name their API version (`versioning`).
+    pub(crate) versioning: Option<crate::evolution::Versions>,
     /// Other plugins' counters, shown on `/metrics`.
     pub plugin_counters: Vec<torii_plugins::Counted>,
     /// Read-ahead of upstream response bodies (`None`: off).
@@ -298,6 +300,10 @@ impl Snapshot {
             cache_shared: plugins.cache_shared.clone(),
             cache_counters: plugins.cache_counters.clone(),
             plugin_counters: plugins.counters.clone(),
+            versioning: config
+                .versioning
+                .as_ref()
+                .and_then(crate::evolution::Versions::new),
             redact: {
                 let mut r = config.access_log.redact_query_params.clone();
                 for q in plugins.redact_query_params {

@@ -28,6 +28,7 @@ fn routes(n: usize) -> Router<usize> {
                 methods: vec![Method::GET],
                 headers: vec![],
                 query: vec![],
+                version: None,
             }
         })
         .collect();
@@ -70,6 +71,7 @@ fn bench(c: &mut Criterion) {
                 method: &Method::GET,
                 headers: &headers,
                 query: None,
+                version: None,
             };
             let expect_found = *name != "miss";
             assert_eq!(

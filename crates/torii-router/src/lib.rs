@@ -36,7 +36,7 @@
 //!    beats prefix `/a`, prefix `/a/b` beats prefix `/a`). At the same node
 //!    an exact route beats a prefix route.
 //! 3. **More conditions** beat fewer: a non-empty method list counts 1, each
-//!    header and each query condition counts 1.
+//!    header and each query condition counts 1, and so does a version.
 //! 4. **Declaration order**: the lower index wins.
 //!
 //! **Fallback.** When the most specific pattern has routes but none whose
@@ -76,6 +76,7 @@
 //!     methods,
 //!     headers: vec![],
 //!     query: vec![],
+//!     version: None,
 //! };
 //! let router = Router::build(vec![
 //!     spec("get-user", vec![Method::GET], "/users/{id}"),
@@ -91,6 +92,7 @@
 //!     method: &Method::DELETE,
 //!     headers: &headers,
 //!     query: None,
+//!     version: None,
 //! };
 //! match router.lookup(&req) {
 //!     Lookup::Found(m) => {

@@ -18,6 +18,9 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// The raw query string without `?`, if any.
     pub query: Option<&'a str>,
+    /// The API version the request asks for (read by the gateway from a header, a query
+    /// parameter or the `Accept` media type), if any.
+    pub version: Option<&'a str>,
 }
 
 /// A successful match.
@@ -36,8 +39,9 @@ pub(crate) struct Route<T> {
     pub(crate) methods: Vec<Method>,
     pub(crate) headers: Vec<HeaderCondition>,
     pub(crate) query: Vec<QueryCondition>,
+    pub(crate) version: Option<Box<str>>,
     pub(crate) param_names: Box<[std::sync::Arc<str>]>,
-    /// Methods (1 if non-empty) plus header and query conditions.
+    /// Methods (1 if non-empty) plus header, query and version conditions.
     pub(crate) conditions: usize,
 }
 
@@ -49,7 +53,10 @@ impl<T> Route<T> {
     /// Header and query conditions (the query string is parsed only when
     /// the route has query conditions).
     pub(crate) fn conditions_hold(&self, req: &RequestView<'_>) -> bool {
-        self.headers.iter().all(|c| c.holds(req.headers))
+        self.version
+            .as_deref()
+            .is_none_or(|v| req.version == Some(v))
+            && self.headers.iter().all(|c| c.holds(req.headers))
             && self.query.iter().all(|c| c.holds(req.query))
     }
 }

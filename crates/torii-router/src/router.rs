@@ -33,6 +33,8 @@ pub struct RouteSpec<T> {
     pub headers: Vec<HeaderCondition>,
     /// Query conditions; all must hold.
     pub query: Vec<QueryCondition>,
+    /// The API version the request must ask for ([`RequestView::version`]); any when `None`.
+    pub version: Option<String>,
 }
 
 /// The result of [`Router::lookup`].
@@ -164,6 +166,7 @@ struct DuplicateKey {
     methods: Vec<String>,
     headers: Vec<(String, u8, String)>,
     query: Vec<(String, u8, String)>,
+    version: Option<String>,
 }
 
 fn condition_key<'a>(
@@ -240,6 +243,7 @@ impl<T> Router<T> {
                 methods: methods.iter().map(|m| m.as_str().to_owned()).collect(),
                 headers: condition_key(spec.headers.iter().map(|c| (c.name.as_str(), &c.matcher))),
                 query: condition_key(spec.query.iter().map(|c| (c.name.as_str(), &c.matcher))),
+                version: spec.version.clone(),
             };
             for host in &key.hosts {
                 tables.table_mut(host).insert(&spec.path, index);
@@ -261,11 +265,13 @@ impl<T> Router<T> {
             routes.push(Route {
                 value: spec.value,
                 conditions: usize::from(!methods.is_empty())
+                    + usize::from(spec.version.is_some())
                     + spec.headers.len()
                     + spec.query.len(),
                 methods,
                 headers: spec.headers,
                 query: spec.query,
+                version: spec.version.map(Into::into),
                 param_names: spec.path.param_names().map(Into::into).collect(),
             });
         }

@@ -60,6 +60,32 @@ pub struct Config {
     /// route).
     #[serde(default)]
     pub cache: CacheStore,
+    /// Where requests name the API version that `routes[].match.version` selects by. Off
+    /// when absent.
+    #[serde(default)]
+    pub versioning: Option<Versioning>,
+}
+
+/// Where the API version of a request is read: exactly one of `header`, `query` and
+/// `accept`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Versioning {
+    /// A request header holding the version (`api-version: 2`).
+    #[serde(default)]
+    pub header: Option<crate::values::HeaderName>,
+    /// A query parameter holding the version (`?version=2`).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// A media type in `Accept` with `{version}` where the version stands:
+    /// `application/vnd.example.v{version}+json` reads `2` from
+    /// `Accept: application/vnd.example.v2+json`.
+    #[serde(default)]
+    pub accept: Option<String>,
+    /// The version of requests that name none. Without it, such a request that no
+    /// unversioned route takes gets 400 `version_required`.
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 /// Where the `cache` plugin keeps responses.

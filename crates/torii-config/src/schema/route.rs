@@ -210,6 +210,10 @@ pub struct RouteMatch {
     /// Query parameter conditions.
     #[serde(default)]
     pub query: Vec<ValueCondition<String>>,
+    /// The API version the request names (see the top-level `versioning`), or the default
+    /// version when it names none.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// A condition on a header or query parameter: exactly one of `value`, `regex`, `present`.

@@ -23,6 +23,7 @@ pub fn route(value: &'static str, kind: PathKind, path: &str) -> Spec {
         methods: vec![],
         headers: vec![],
         query: vec![],
+        version: None,
     })
 }
 
@@ -97,6 +98,7 @@ impl Req {
             method: &self.method,
             headers: &self.headers,
             query: self.query,
+            version: None,
         }
     }
 }
