@@ -61,6 +61,9 @@ pub struct RequestContext {
     pub credential: Option<Credential>,
     /// A body limit for this request below the server-wide one (request_size_limit).
     pub body_limit: Option<u64>,
+    /// The path sent upstream, when a plugin chose it (`request_transform`): it replaces
+    /// the route's own `rewrite`.
+    pub upstream_path: Option<String>,
     /// Typed values plugins leave for their own response phase or for later plugins.
     pub extensions: http::Extensions,
 }
@@ -90,6 +93,7 @@ impl RequestContext {
             client_cert: None,
             credential: None,
             body_limit: None,
+            upstream_path: None,
             extensions: http::Extensions::new(),
         }
     }

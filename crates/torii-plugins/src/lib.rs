@@ -21,6 +21,7 @@ pub mod identity;
 pub mod identity_token;
 pub mod state;
 
+pub mod template;
 pub use chain::{Chain, ConsumerPlugins, Entry};
 pub use consumers::Directory;
 pub use factory::{ConfigError, Phase, PluginFactory, Registration};
@@ -47,6 +48,9 @@ pub struct BuildCtx<'a> {
     pub redis: Option<&'a Arc<torii_store::Redis>>,
     /// `global`, `route:<name>`, `consumer:<name>` or `plan:<name>`.
     pub scope: &'a str,
+    /// The route's path parameters, when the plugin is set on a route (templates naming
+    /// another parameter are refused).
+    pub route_params: Option<&'a [String]>,
     state: &'a StateRegistry,
     plugin: &'static str,
     settings: &'a Value,
@@ -337,6 +341,7 @@ impl Catalog {
         scope: &str,
         directory: &Arc<Directory>,
         consumer_scope: bool,
+        route_params: Option<&[String]>,
         errors: &mut Vec<PluginError>,
     ) -> HashMap<&'static str, Entry> {
         let mut out = HashMap::new();
@@ -369,6 +374,7 @@ impl Catalog {
                 registry: &self.registry,
                 redis,
                 scope,
+                route_params,
                 state: &self.state,
                 plugin: reg.name,
                 settings,
@@ -472,6 +478,7 @@ impl PluginCatalog for Catalog {
             "global",
             &directory,
             false,
+            None,
             &mut errors,
         );
         // Plans: each built once; its instances serve every consumer of the plan (their
@@ -488,6 +495,7 @@ impl PluginCatalog for Catalog {
                 &format!("plan:{}", p.name),
                 &directory,
                 true,
+                None,
                 &mut errors,
             );
             plans.push(map);
@@ -511,6 +519,7 @@ impl PluginCatalog for Catalog {
                 &format!("consumer:{}", c.name),
                 &directory,
                 true,
+                None,
                 &mut errors,
             );
             // The plan's settings, under the consumer's own.
@@ -553,6 +562,13 @@ impl PluginCatalog for Catalog {
                 &format!("route:{}", r.name),
                 &directory,
                 false,
+                Some(&template::pattern_params(
+                    r.matches
+                        .path
+                        .as_deref()
+                        .or(r.matches.path_prefix.as_deref())
+                        .unwrap_or("/"),
+                )),
                 &mut errors,
             );
             for (k, name) in r.disable_plugins.iter().enumerate() {

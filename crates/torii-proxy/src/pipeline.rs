@@ -563,6 +563,9 @@ fn preflight_lookup(
 }
 
 fn upstream_path(route: &CompiledRoute, ctx: &RequestContext) -> String {
+    if let Some(p) = &ctx.upstream_path {
+        return p.clone();
+    }
     match &route.rewrite {
         None => ctx.path.clone(),
         Some(Rewrite::StripPrefix(prefix)) => match ctx.path.strip_prefix(prefix.as_str()) {
@@ -621,7 +624,7 @@ fn proxy_request<'a>(
         .flatten();
     // The common case (no rewrite, path already normal) reuses the request's own bytes.
     let pq = match (&route.rewrite, parts.uri.path_and_query()) {
-        (None, Some(pq)) if pq.path() == ctx.path => pq.clone(),
+        (None, Some(pq)) if pq.path() == ctx.path && ctx.upstream_path.is_none() => pq.clone(),
         _ => {
             let path = upstream_path(route, ctx);
             let s = match parts.uri.query() {

@@ -21,6 +21,7 @@ pub mod quota;
 pub mod rate_limit;
 pub mod request_headers;
 pub mod request_size_limit;
+pub mod request_transform;
 pub mod response_transform;
 mod util;
 
@@ -41,6 +42,7 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<request_size_limit::RequestSizeLimit>(),
         Registration::of::<acl::Acl>(),
         Registration::of::<request_headers::RequestHeaders>(),
+        Registration::of::<request_transform::RequestTransform>(),
         Registration::of::<response_transform::ResponseTransform>(),
         Registration::of::<mirror::Mirror>(),
         Registration::of::<quota::Quota>(),

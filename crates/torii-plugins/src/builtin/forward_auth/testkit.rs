@@ -144,6 +144,7 @@ pub(crate) fn build_with<F: PluginFactory>(
         registry: &registry,
         redis: None,
         scope: "route:test",
+        route_params: None,
         state,
         plugin: reg.name,
         settings: &settings,

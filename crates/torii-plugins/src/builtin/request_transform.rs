@@ -1,0 +1,357 @@
+//! `request_transform`: reshapes the request on its way upstream, so a public API can differ
+//! from the internal one: headers and query parameters removed, renamed, set and added, the
+//! path replaced and the method changed, with values from templates
+//! ([`crate::template`]) over route parameters, headers, query parameters, the consumer, token
+//! claims and the request id. Templates are parsed and checked at load; every value is
+//! rendered from the request as the client sent it (before any change), then the changes are
+//! applied in a fixed order: remove, rename, set, add. A `path` replaces the route's own
+//! `rewrite`.
+
+use crate::template::Template;
+use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
+use http::{HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use torii_config::Seg;
+use torii_core::{Flow, GatewayError, Plugin, RequestContext};
+
+/// Settings of `request_transform`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestTransformConfig {
+    /// Request header changes.
+    #[serde(default)]
+    pub headers: Changes,
+    /// Query parameter changes (names compared as sent).
+    #[serde(default)]
+    pub query: Changes,
+    /// A template for the path sent upstream (the query is kept, with its changes):
+    /// `/internal/orders/{params.id}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The method sent upstream (`POST`).
+    #[serde(default)]
+    pub method: Option<torii_config::values::Method>,
+}
+
+/// Changes to headers or query parameters, applied in this order.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Changes {
+    /// Names to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Names to rename: `{old: new}` (every value moves).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Values to set, replacing any there: `{name: template}`. A value that renders empty
+    /// (its variables missing) is not set.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Values to add after those there: `{name: template}`.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+}
+
+/// The plugin type.
+pub struct RequestTransform;
+
+/// Characters escaped in rendered query values (`&`, `=`, `#`, `+`, space and the like).
+const QUERY_VALUE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'&')
+    .add(b'+')
+    .add(b'=')
+    .add(b'<')
+    .add(b'>')
+    .add(b'%');
+
+struct Compiled<N> {
+    remove: Vec<N>,
+    rename: Vec<(N, N)>,
+    set: Vec<(N, Template)>,
+    add: Vec<(N, Template)>,
+}
+
+fn at(section: &str, op: &str, name: &str) -> Vec<Seg> {
+    vec![
+        Seg::Key(section.to_string()),
+        Seg::Key(op.to_string()),
+        Seg::Key(name.to_string()),
+    ]
+}
+
+fn compile<N>(
+    section: &str,
+    c: &Changes,
+    params: Option<&[String]>,
+    name: impl Fn(&str) -> Option<N>,
+) -> Result<Compiled<N>, ConfigError> {
+    let bad_name = |op: &str, n: &str| ConfigError {
+        path: at(section, op, n),
+        message: format!("`{n}` is not a valid name"),
+        hint: "header names are letters, digits and `-`; query names are not empty".into(),
+    };
+    let named = |op: &str, n: &str| name(n).ok_or_else(|| bad_name(op, n));
+    let template = |op: &str, n: &str, t: &str| {
+        Template::parse(t, params).map_err(|e| ConfigError {
+            path: at(section, op, n),
+            message: e,
+            hint: "templates name {params.NAME}, {headers.NAME}, {query.NAME}, {consumer.name}, \
+                   {claims.NAME}, {request_id}, ...; write {{ and }} for braces"
+                .into(),
+        })
+    };
+    let mut out = Compiled {
+        remove: Vec::new(),
+        rename: Vec::new(),
+        set: Vec::new(),
+        add: Vec::new(),
+    };
+    for (i, n) in c.remove.iter().enumerate() {
+        out.remove.push(name(n).ok_or_else(|| ConfigError {
+            path: vec![
+                Seg::Key(section.to_string()),
+                Seg::Key("remove".into()),
+                Seg::Index(i),
+            ],
+            message: format!("`{n}` is not a valid name"),
+            hint: "header names are letters, digits and `-`".into(),
+        })?);
+    }
+    for (from, to) in &c.rename {
+        out.rename
+            .push((named("rename", from)?, named("rename", to)?));
+    }
+    for (n, t) in &c.set {
+        out.set.push((named("set", n)?, template("set", n, t)?));
+    }
+    for (n, t) in &c.add {
+        out.add.push((named("add", n)?, template("add", n, t)?));
+    }
+    Ok(out)
+}
+
+impl PluginFactory for RequestTransform {
+    const NAME: &'static str = "request_transform";
+    const PHASE: Phase = Phase::Transform;
+    // After `request_headers` (10): the more general transformation has the last word.
+    const ORDER: u16 = 15;
+    const PER_CONSUMER: bool = true;
+    type Config = RequestTransformConfig;
+
+    fn build(
+        c: RequestTransformConfig,
+        ctx: &BuildCtx<'_>,
+    ) -> Result<Arc<dyn Plugin>, ConfigError> {
+        let params = ctx.route_params;
+        let headers = compile("headers", &c.headers, params, |n| {
+            HeaderName::from_bytes(n.as_bytes()).ok()
+        })?;
+        let query = compile("query", &c.query, params, |n| {
+            (!n.is_empty() && !n.contains(['&', '=', '#'])).then(|| Box::<str>::from(n))
+        })?;
+        let path = match &c.path {
+            None => None,
+            Some(p) => {
+                let t = Template::parse(p, params).map_err(|e| {
+                    ConfigError::at("path", e, "e.g. `path: /internal/orders/{params.id}`")
+                })?;
+                if !p.starts_with('/') {
+                    return Err(ConfigError::at(
+                        "path",
+                        format!("`{p}` does not start with `/`"),
+                        "e.g. `path: /internal/orders/{params.id}`",
+                    ));
+                }
+                Some(t)
+            }
+        };
+        if headers.remove.is_empty()
+            && headers.rename.is_empty()
+            && headers.set.is_empty()
+            && headers.add.is_empty()
+            && query.remove.is_empty()
+            && query.rename.is_empty()
+            && query.set.is_empty()
+            && query.add.is_empty()
+            && path.is_none()
+            && c.method.is_none()
+        {
+            return Err(ConfigError::here(
+                "request_transform changes nothing",
+                "e.g. `headers: {set: {x-tenant: \"{consumer.id}\"}}` or `path: /v2/{params.id}`",
+            ));
+        }
+        Ok(Arc::new(Transform {
+            headers,
+            query,
+            path,
+            method: c.method.map(|m| m.0),
+        }))
+    }
+}
+
+struct Transform {
+    headers: Compiled<HeaderName>,
+    query: Compiled<Box<str>>,
+    path: Option<Template>,
+    method: Option<http::Method>,
+}
+
+/// Renders `t`; `None` when it renders empty.
+fn render(t: &Template, req: &http::request::Parts, ctx: &RequestContext) -> Option<String> {
+    let mut s = String::new();
+    t.render(req, ctx, &mut s);
+    (!s.is_empty()).then_some(s)
+}
+
+impl Transform {
+    fn rendered(
+        ops: &[(impl Clone, Template)],
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+    ) -> Vec<(usize, String)> {
+        ops.iter()
+            .enumerate()
+            .filter_map(|(i, (_, t))| render(t, req, ctx).map(|v| (i, v)))
+            .collect()
+    }
+
+    fn headers(&self, req: &mut http::request::Parts, ctx: &RequestContext) {
+        let h = &self.headers;
+        let set = Self::rendered(&h.set, req, ctx);
+        let add = Self::rendered(&h.add, req, ctx);
+        for n in &h.remove {
+            req.headers.remove(n);
+        }
+        for (from, to) in &h.rename {
+            let values: Vec<HeaderValue> = req.headers.get_all(from).iter().cloned().collect();
+            if values.is_empty() {
+                continue;
+            }
+            req.headers.remove(from);
+            for v in values {
+                req.headers.append(to.clone(), v);
+            }
+        }
+        for (i, v) in set {
+            if let (Some((n, _)), Ok(v)) = (h.set.get(i), HeaderValue::from_str(&v)) {
+                req.headers.insert(n.clone(), v);
+            }
+        }
+        for (i, v) in add {
+            if let (Some((n, _)), Ok(v)) = (h.add.get(i), HeaderValue::from_str(&v)) {
+                req.headers.append(n.clone(), v);
+            }
+        }
+    }
+
+    /// The new query string, when the query changes.
+    fn query(&self, req: &http::request::Parts, ctx: &RequestContext) -> Option<String> {
+        let q = &self.query;
+        if q.remove.is_empty() && q.rename.is_empty() && q.set.is_empty() && q.add.is_empty() {
+            return None;
+        }
+        let set = Self::rendered(&q.set, req, ctx);
+        let add = Self::rendered(&q.add, req, ctx);
+        let mut pairs: Vec<(String, String)> = req
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        pairs.retain(|(k, _)| !q.remove.iter().any(|r| **r == **k));
+        for (from, to) in &q.rename {
+            for (k, _) in pairs.iter_mut().filter(|(k, _)| **k == **from) {
+                *k = to.to_string();
+            }
+        }
+        for (i, v) in set {
+            if let Some((n, _)) = q.set.get(i) {
+                pairs.retain(|(k, _)| **k != **n);
+                pairs.push((
+                    n.to_string(),
+                    utf8_percent_encode(&v, QUERY_VALUE).to_string(),
+                ));
+            }
+        }
+        for (i, v) in add {
+            if let Some((n, _)) = q.add.get(i) {
+                pairs.push((
+                    n.to_string(),
+                    utf8_percent_encode(&v, QUERY_VALUE).to_string(),
+                ));
+            }
+        }
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    if v.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{k}={v}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("&"),
+        )
+    }
+}
+
+impl Plugin for Transform {
+    fn on_request<'a>(
+        &'a self,
+        req: &'a mut http::request::Parts,
+        ctx: &'a mut RequestContext,
+    ) -> Result<Flow<'a>, GatewayError> {
+        // Everything is rendered from the request as it came, then changed.
+        let path = self.path.as_ref().map(|t| {
+            let mut s = String::new();
+            t.render(req, ctx, &mut s);
+            s
+        });
+        let query = self.query(req, ctx);
+        self.headers(req, ctx);
+        if let Some(m) = &self.method {
+            req.method = m.clone();
+        }
+        if let Some(p) = path {
+            // A rendered value that cannot be in a path (a parameter with a space, say): the
+            // request is refused rather than sent somewhere else.
+            if p.parse::<http::uri::PathAndQuery>().is_err() || p.contains('?') {
+                return Err(GatewayError::new(
+                    torii_core::ErrorKind::BadRequest,
+                    format!("request_transform made an invalid path: {p:?}"),
+                ));
+            }
+            ctx.upstream_path = Some(p);
+        }
+        if let Some(q) = query {
+            let pq = if q.is_empty() {
+                req.uri.path().to_string()
+            } else {
+                format!("{}?{q}", req.uri.path())
+            };
+            let mut parts = req.uri.clone().into_parts();
+            if let Ok(pq) = pq.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(u) = http::Uri::from_parts(parts) {
+                    req.uri = u;
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
