@@ -63,6 +63,8 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The route's API is past its sunset (`deprecation.gone_after_sunset`): 410.
     Gone,
+    /// An upstream's answer is larger than a body transformation may hold: 502.
+    ResponseTooLarge,
     /// The request names no API version, there is no default, and no unversioned route
     /// takes it: 400.
     VersionRequired,
@@ -106,6 +108,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Injected(s) => *s,
             ErrorKind::Gone => StatusCode::GONE,
+            ErrorKind::ResponseTooLarge => StatusCode::BAD_GATEWAY,
             ErrorKind::VersionRequired => StatusCode::BAD_REQUEST,
         }
     }
@@ -139,6 +142,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => "auth_unavailable",
             ErrorKind::Injected(_) => "fault_injected",
             ErrorKind::Gone => "gone",
+            ErrorKind::ResponseTooLarge => "response_too_large",
             ErrorKind::VersionRequired => "version_required",
         }
     }
@@ -168,6 +172,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => 14, // UNAVAILABLE
             ErrorKind::Gone => 12,            // UNIMPLEMENTED
             ErrorKind::VersionRequired => 3,  // INVALID_ARGUMENT
+            ErrorKind::ResponseTooLarge => 8, // RESOURCE_EXHAUSTED
             // As gRPC maps HTTP statuses.
             ErrorKind::Injected(s) => match s.as_u16() {
                 400 => 13,
@@ -214,6 +219,7 @@ impl ErrorKind {
             | ErrorKind::Internal
             | ErrorKind::AuthUnavailable
             | ErrorKind::Injected(_)
+            | ErrorKind::ResponseTooLarge
             | ErrorKind::RateLimitUnavailable => ErrorSource::Internal,
         }
     }

@@ -129,3 +129,87 @@ fn templates_are_checked_at_load() {
         assert!(err.contains("t.yaml:"), "{err}");
     }
 }
+
+/// An upstream with JSON, large JSON, large text and broken JSON answers.
+async fn documents() -> FakeUpstream {
+    upstream(false, |req: Request<hyper::body::Incoming>| async move {
+        let (ct, body) = match req.uri().path() {
+            "/api/orders/1" => (
+                "application/json",
+                r#"{"data":{"fullName":"Ada","internal":true,"address":{"city":"Paris"}}}"#
+                    .to_string(),
+            ),
+            "/api/orders/big" => (
+                "application/json",
+                format!("{{\"pad\":\"{}\"}}", "x".repeat(10 << 20)),
+            ),
+            "/api/orders/text" => ("text/plain", "y".repeat(10 << 20)),
+            _ => ("application/problem+json", "{not json".to_string()),
+        };
+        http::Response::builder()
+            .header("content-type", ct)
+            .body(full(body))
+            .unwrap()
+    })
+    .await
+}
+
+fn json_route(up: &FakeUpstream) -> String {
+    config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: orders\n    match: {{path: '/api/orders/{{id}}'}}\n    upstream: up\n    plugins:\n      response_transform:\n        max_body: 1MiB\n        json:\n          unwrap: data\n          rename: {{/fullName: name}}\n          move: {{/address/city: /city}}\n          remove: [/internal, /address]\n          set: {{/id: '{{params.id}}', /meta/version: 2}}\n          wrap: result\n",
+        up.addr
+    ))
+}
+
+#[tokio::test]
+async fn json_bodies_are_reshaped_and_large_ones_are_refused_not_passed_on() {
+    let up = documents().await;
+    let gw = gateway(&json_route(&up)).await;
+    let a = addr(&gw).await;
+    let client = h1_client();
+    let (s, h, b) = get(&client, format!("http://{a}/api/orders/1")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        json(&b),
+        serde_json::json!({"result": {"name": "Ada", "city": "Paris", "id": "1", "meta": {"version": 2}}})
+    );
+    assert_eq!(h["content-length"], b.len().to_string().as_str());
+    // A JSON body over max_body: 502, never the untransformed body.
+    let (s, _, b) = get(&client, format!("http://{a}/api/orders/big")).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+    assert_eq!(json(&b)["error"]["code"], "response_too_large");
+    // A large body of another media type on the same route streams through untouched.
+    let (s, _, b) = get(&client, format!("http://{a}/api/orders/text")).await;
+    assert_eq!((s, b.len()), (StatusCode::OK, 10 << 20));
+    // A JSON media type whose body is not JSON passes as it came.
+    let (s, _, b) = get(&client, format!("http://{a}/api/orders/broken")).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"{not json"[..]));
+}
+
+#[test]
+fn json_operations_are_checked_at_load() {
+    let fake = FakeUpstream {
+        addr: ([127, 0, 0, 1], 1).into(),
+        stats: Default::default(),
+    };
+    let base = json_route(&fake);
+    for (from, to, want) in [
+        (
+            "remove: [/internal, /address]",
+            "remove: [internal]",
+            "response_transform.json.remove.internal: `internal` is not a JSON pointer",
+        ),
+        (
+            "/id: '{params.id}'",
+            "/id: '{params.nope}'",
+            "the route has no parameter `nope`",
+        ),
+    ] {
+        let yaml = base.replace(from, to);
+        let err = match load_str("j.yaml", &yaml) {
+            Ok(_) => panic!("accepted {to}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{to}: wanted {want}, got:\n{err}");
+    }
+}

@@ -14,6 +14,7 @@
 //! not). Any other body streams through unchanged, a larger one included: what was read
 //! ahead is sent first, then the rest, so nothing is lost and at most `max_body` is held.
 
+use super::json_ops::JsonOps;
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use aho_corasick::AhoCorasick;
 use bytes::Bytes;
@@ -46,10 +47,15 @@ pub struct ResponseTransformConfig {
     /// Default: `application/json`, `text/`.
     #[serde(default = "default_types")]
     pub content_types: Vec<String>,
-    /// Largest body rewritten; larger ones stream through unchanged. Default 1MiB, at most
+    /// Largest body rewritten; larger ones stream through unchanged (with `json`
+    /// operations, a larger JSON body gets 502 `response_too_large`). Default 1MiB, at most
     /// 64MiB.
     #[serde(default = "default_max_body")]
     pub max_body: ByteSize,
+    /// Operations on JSON bodies (`application/json` and `+json` media types): fields
+    /// renamed, moved, removed, set, kept, the body wrapped or unwrapped.
+    #[serde(default)]
+    pub json: Option<super::json_ops::JsonOpsConfig>,
 }
 
 /// One replacement.
@@ -82,11 +88,25 @@ impl PluginFactory for ResponseTransform {
     const ORDER: u16 = 20;
     type Config = ResponseTransformConfig;
 
-    fn build(c: ResponseTransformConfig, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, ConfigError> {
-        if c.set_headers.is_empty() && c.remove_headers.is_empty() && c.replace.is_empty() {
+    fn build(
+        c: ResponseTransformConfig,
+        ctx: &BuildCtx<'_>,
+    ) -> Result<Arc<dyn Plugin>, ConfigError> {
+        let json = match &c.json {
+            None => None,
+            Some(j) => JsonOps::new(j, ctx.route_params).map_err(|mut e| {
+                e.path.insert(0, torii_config::Seg::Key("json".into()));
+                e
+            })?,
+        };
+        if c.set_headers.is_empty()
+            && c.remove_headers.is_empty()
+            && c.replace.is_empty()
+            && json.is_none()
+        {
             return Err(ConfigError::here(
                 "response_transform changes nothing",
-                "set `set_headers`, `remove_headers` or `replace`",
+                "set `set_headers`, `remove_headers`, `replace` or `json`",
             ));
         }
         let mut set = Vec::with_capacity(c.set_headers.len());
@@ -124,15 +144,21 @@ impl PluginFactory for ResponseTransform {
                 "bodies are held in memory while rewritten; e.g. `max_body: 1MiB`",
             ));
         }
-        let rewrite = if c.replace.is_empty() {
+        let rewrite = if c.replace.is_empty() && json.is_none() {
             None
         } else {
-            let search =
-                AhoCorasick::new(c.replace.iter().map(|r| r.from.as_bytes())).map_err(|e| {
-                    ConfigError::at("replace", e.to_string(), "shorter or fewer patterns")
-                })?;
+            let search = if c.replace.is_empty() {
+                None
+            } else {
+                Some(
+                    AhoCorasick::new(c.replace.iter().map(|r| r.from.as_bytes())).map_err(|e| {
+                        ConfigError::at("replace", e.to_string(), "shorter or fewer patterns")
+                    })?,
+                )
+            };
             Some(Rewrite {
                 search,
+                json,
                 with: c.replace.into_iter().map(|r| r.to.into_bytes()).collect(),
                 types: c
                     .content_types
@@ -157,26 +183,28 @@ struct Transform {
 }
 
 struct Rewrite {
-    search: AhoCorasick,
+    search: Option<AhoCorasick>,
+    json: Option<JsonOps>,
     with: Vec<Vec<u8>>,
     types: Vec<String>,
     max_body: usize,
 }
 
 impl Rewrite {
-    /// Whether the response's representation is one this plugin rewrites: its media type is
-    /// listed (never `text/event-stream`, a stream that has no end to wait for) and it has
-    /// no content coding. Said of a 304 or a HEAD answer too: their validators and length
+    /// Whether the response's representation is one this plugin rewrites (`Some`), and
+    /// whether it is JSON: its media type is listed for `replace`, or is JSON with `json`
+    /// operations (never `text/event-stream`, a stream that has no end to wait for), and it
+    /// has no content coding. Said of a 304 or a HEAD answer too: their validators and length
     /// describe the body a GET gets, which is the rewritten one.
-    fn rewritable(&self, resp: &http::response::Parts) -> bool {
+    fn media(&self, resp: &http::response::Parts) -> Option<bool> {
         let h = &resp.headers;
         if h.get_all(header::CONTENT_ENCODING)
             .iter()
             .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
         {
-            return false;
+            return None;
         }
-        let Some(media) = h
+        let media = h
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
@@ -185,20 +213,23 @@ impl Rewrite {
                     .unwrap_or("")
                     .trim()
                     .to_ascii_lowercase()
-            })
-        else {
-            return false;
-        };
+            })?;
         if media == "text/event-stream" {
-            return false;
+            return None;
         }
-        self.types.iter().any(|t| {
-            if t.ends_with('/') {
-                media.starts_with(t.as_str())
-            } else {
-                media == *t
-            }
-        })
+        let json = media == "application/json" || media.ends_with("+json");
+        if json && self.json.is_some() {
+            return Some(true);
+        }
+        let listed = self.search.is_some()
+            && self.types.iter().any(|t| {
+                if t.ends_with('/') {
+                    media.starts_with(t.as_str())
+                } else {
+                    media == *t
+                }
+            });
+        listed.then_some(json)
     }
 }
 
@@ -219,7 +250,7 @@ impl Plugin for Transform {
             let (mut parts, body) = resp.into_parts();
             // Decided on the upstream's own headers, before this plugin changes any.
             let body = match &self.rewrite {
-                Some(r) => r.apply(&req.method, &mut parts, body).await?,
+                Some(r) => r.apply(req, ctx, &mut parts, body).await?,
                 None => body,
             };
             for n in &self.remove {
@@ -238,14 +269,28 @@ impl Rewrite {
     /// describes it; any other response is passed on as it came.
     async fn apply(
         &self,
-        method: &http::Method,
+        req: &http::request::Parts,
+        ctx: &RequestContext,
         parts: &mut http::response::Parts,
         body: Body,
     ) -> Result<Body, GatewayError> {
+        let method = &req.method;
         let status = parts.status;
-        if status.is_informational() || !self.rewritable(parts) {
+        let Some(json) = self.media(parts).filter(|_| !status.is_informational()) else {
             return Ok(body);
-        }
+        };
+        // JSON operations must happen: a body too large for them is refused, not passed on
+        // untransformed.
+        let must = json && self.json.is_some();
+        let too_large = || {
+            GatewayError::new(
+                ErrorKind::ResponseTooLarge,
+                format!(
+                    "response body over the transform's max_body of {} bytes",
+                    self.max_body
+                ),
+            )
+        };
         // The client sees the rewritten representation: no byte ranges of it (a range of
         // the upstream's bytes would not fit), and its validators are weak.
         parts.headers.remove(header::ACCEPT_RANGES);
@@ -268,7 +313,7 @@ impl Rewrite {
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n > self.max_body as u64)
         {
-            return Ok(body);
+            return if must { Err(too_large()) } else { Ok(body) };
         }
         let replay = body.into_replay(self.max_body).await.map_err(|e| {
             // The upstream's body stalled (its idle timeout) or broke while being read.
@@ -287,10 +332,20 @@ impl Rewrite {
             complete @ Replay::Complete { .. } => {
                 return Ok(complete.body().unwrap_or_default());
             }
+            Replay::TooLarge(_) if must => return Err(too_large()),
             Replay::TooLarge(rest) => return Ok(rest),
         };
         let whole: Vec<u8> = data.concat();
-        let out = self.search.replace_all_bytes(&whole, &self.with);
+        let mut out = whole.clone();
+        if let (true, Some(ops)) = (json, &self.json) {
+            // A body that is not JSON after all passes as it came.
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) {
+                out = serde_json::to_vec(&ops.apply(v, req, ctx)).unwrap_or(out);
+            }
+        }
+        if let Some(search) = &self.search {
+            out = search.replace_all_bytes(&out, &self.with);
+        }
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
