@@ -213,3 +213,70 @@ fn json_operations_are_checked_at_load() {
         assert!(err.contains(want), "{to}: wanted {want}, got:\n{err}");
     }
 }
+
+/// An upstream that answers with the request's body and its Content-Length.
+async fn body_echo() -> FakeUpstream {
+    upstream(false, |req: Request<hyper::body::Incoming>| async move {
+        let len = req
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        http::Response::builder()
+            .header("x-received-length", len)
+            .body(full(body))
+            .unwrap()
+    })
+    .await
+}
+
+async fn post(
+    a: std::net::SocketAddr,
+    ct: &str,
+    body: Vec<u8>,
+) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
+    let req = Request::post(format!("http://{a}/api/orders/5"))
+        .header("content-type", ct)
+        .body(full(body))
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    let (parts, b) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        b.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn json_request_bodies_are_reshaped_within_their_limit() {
+    let up = body_echo().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: orders\n    match: {{path: '/api/orders/{{id}}'}}\n    upstream: up\n    plugins:\n      request_transform:\n        max_body: 64KiB\n        json: {{rename: {{/name: fullName}}, set: {{/orderId: '{{params.id}}'}}, remove: [/debug]}}\n",
+        up.addr
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let (s, h, b) = post(
+        a,
+        "application/json",
+        br#"{"name":"Ada","debug":true}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        json(&b),
+        serde_json::json!({"fullName": "Ada", "orderId": "5"})
+    );
+    assert_eq!(h["x-received-length"], b.len().to_string().as_str());
+    // Over the limit: 413, nothing sent on.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(100 << 10)).into_bytes();
+    let (s, _, b) = post(a, "application/json", big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(&b)["error"]["code"], "payload_too_large");
+    // Another media type, even a large one, passes untouched.
+    let text = vec![b'z'; 200 << 10];
+    let (s, _, b) = post(a, "text/plain", text.clone()).await;
+    assert_eq!((s, b.len()), (StatusCode::OK, text.len()));
+}

@@ -16,10 +16,12 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use torii_config::Seg;
-use torii_core::{Flow, GatewayError, Plugin, RequestContext};
+use torii_core::{
+    Body, ErrorKind, ExchangeFuture, Flow, GatewayError, Next, Plugin, Replay, RequestContext,
+};
 
 /// Settings of `request_transform`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestTransformConfig {
     /// Request header changes.
@@ -35,6 +37,17 @@ pub struct RequestTransformConfig {
     /// The method sent upstream (`POST`).
     #[serde(default)]
     pub method: Option<torii_config::values::Method>,
+    /// Operations on JSON request bodies (`application/json` and `+json` media types), as in
+    /// `response_transform`.
+    #[serde(default)]
+    pub json: Option<super::json_ops::JsonOpsConfig>,
+    /// The largest JSON body transformed; a larger one gets 413. Default 1MiB, at most 64MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body: torii_config::values::ByteSize,
+}
+
+fn default_max_body() -> torii_config::values::ByteSize {
+    torii_config::values::ByteSize(1 << 20)
 }
 
 /// Changes to headers or query parameters, applied in this order.
@@ -172,7 +185,22 @@ impl PluginFactory for RequestTransform {
                 Some(t)
             }
         };
-        if headers.remove.is_empty()
+        let json = match &c.json {
+            None => None,
+            Some(j) => super::json_ops::JsonOps::new(j, params).map_err(|mut e| {
+                e.path.insert(0, Seg::Key("json".into()));
+                e
+            })?,
+        };
+        if c.max_body.0 == 0 || c.max_body.0 > super::response_transform::MAX_BODY_LIMIT {
+            return Err(ConfigError::at(
+                "max_body",
+                "must be between 1B and 64MiB",
+                "bodies are held in memory while transformed; e.g. `max_body: 1MiB`",
+            ));
+        }
+        if json.is_none()
+            && headers.remove.is_empty()
             && headers.rename.is_empty()
             && headers.set.is_empty()
             && headers.add.is_empty()
@@ -193,6 +221,8 @@ impl PluginFactory for RequestTransform {
             query,
             path,
             method: c.method.map(|m| m.0),
+            json,
+            max_body: c.max_body.0 as usize,
         }))
     }
 }
@@ -202,6 +232,8 @@ struct Transform {
     query: Compiled<Box<str>>,
     path: Option<Template>,
     method: Option<http::Method>,
+    json: Option<super::json_ops::JsonOps>,
+    max_body: usize,
 }
 
 /// Renders `t`; `None` when it renders empty.
@@ -310,7 +342,81 @@ impl Transform {
     }
 }
 
+/// Whether a request body is JSON this plugin may transform: a JSON media type, no content
+/// coding.
+fn json_body(h: &http::HeaderMap) -> bool {
+    let coded = h
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let media = h
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    !coded && media.is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
 impl Plugin for Transform {
+    fn wraps_exchange(&self) -> bool {
+        self.json.is_some()
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        req: &'a http::request::Parts,
+        body: Body,
+        ctx: &'a RequestContext,
+        next: Next<'a>,
+    ) -> ExchangeFuture<'a> {
+        let Some(ops) = self.json.as_ref().filter(|_| json_body(&req.headers)) else {
+            return next.run(req, body, ctx);
+        };
+        Box::pin(async move {
+            let data = match body
+                .into_replay(self.max_body)
+                .await
+                .map_err(|e| GatewayError::client_body(&*e))?
+            {
+                Replay::Complete {
+                    data,
+                    trailers: None,
+                } => data,
+                Replay::Complete { .. } => {
+                    return Err(GatewayError::new(
+                        ErrorKind::BadRequest,
+                        "a JSON body with trailers",
+                    ));
+                }
+                Replay::TooLarge(_) => {
+                    return Err(GatewayError::new(
+                        ErrorKind::PayloadTooLarge,
+                        format!(
+                            "JSON body over request_transform's max_body of {} bytes",
+                            self.max_body
+                        ),
+                    ));
+                }
+            };
+            let whole = data.concat();
+            // A body that is not JSON after all goes on as it came.
+            let out = match serde_json::from_slice::<serde_json::Value>(&whole) {
+                Ok(v) => serde_json::to_vec(&ops.apply(v, req, ctx)).unwrap_or(whole),
+                Err(_) => whole,
+            };
+            let mut head = req.clone();
+            head.headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            head.headers.remove(http::header::TRANSFER_ENCODING);
+            next.run(&head, Body::full(out), ctx).await
+        })
+    }
+
     fn on_request<'a>(
         &'a self,
         req: &'a mut http::request::Parts,
