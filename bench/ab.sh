@@ -16,6 +16,7 @@
 #
 # A_CONF / B_CONF [conf/torii.yaml.tmpl]: the config template of each side.
 # WRK_SCRIPT: a wrk Lua script for both sides (e.g. lib/keys.lua: 1,000 distinct x-client keys).
+# BENCH_PATH [/hello]: the path requested (/json: the backend's ~1 KiB JSON document).
 #
 # Prints one line per round and, at the end, the median CPU µs/req of each and the median of
 # the per-pair ratios B/A (< 1: B is cheaper). Needs wrk, curl, python3, taskset and the
@@ -87,9 +88,9 @@ ticks() { # pid -> utime+stime in clock ticks
 hz=$(getconf CLK_TCK)
 run() { # pid port -> "requests cpu_us_per_req"
   local t0 t1 out n
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "http://127.0.0.1:$2/hello" >/dev/null
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "http://127.0.0.1:$2${BENCH_PATH:-/hello}" >/dev/null
   t0=$(ticks "$1")
-  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "http://127.0.0.1:$2/hello")
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "http://127.0.0.1:$2${BENCH_PATH:-/hello}")
   t1=$(ticks "$1")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   [ -n "$n" ] && [ "$n" -gt 0 ] || die "wrk completed no requests on port $2"

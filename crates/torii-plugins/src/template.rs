@@ -92,6 +92,24 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
     }
 
+    /// The text of a template that is plain text.
+    pub fn literal(&self) -> Option<&str> {
+        match &*self.parts {
+            [] => Some(""),
+            [Part::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The header of a template that is exactly one `{headers.NAME}` (its value can be copied
+    /// as it is, without rendering).
+    pub fn single_header(&self) -> Option<&http::HeaderName> {
+        match &*self.parts {
+            [Part::Var(Var::Header(h))] => Some(h),
+            _ => None,
+        }
+    }
+
     /// Appends the template's value for this request to `out`.
     pub fn render(&self, req: &http::request::Parts, ctx: &RequestContext, out: &mut String) {
         for p in self.parts.iter() {

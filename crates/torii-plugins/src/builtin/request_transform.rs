@@ -84,11 +84,43 @@ const QUERY_VALUE: &AsciiSet = &CONTROLS
     .add(b'>')
     .add(b'%');
 
-struct Compiled<N> {
+struct Compiled<N, V> {
     remove: Vec<N>,
     rename: Vec<(N, N)>,
-    set: Vec<(N, Template)>,
-    add: Vec<(N, Template)>,
+    set: Vec<(N, V)>,
+    add: Vec<(N, V)>,
+}
+
+/// A header value to set, decided at load as far as it can be: fixed text becomes a ready
+/// value, a copy of one request header is a clone of its value, only other templates are
+/// rendered (and checked) per request.
+enum HeaderSource {
+    Static(HeaderValue),
+    Header(HeaderName),
+    Template(Template),
+}
+
+impl HeaderSource {
+    fn new(t: Template) -> Result<Self, String> {
+        if let Some(s) = t.literal() {
+            return HeaderValue::from_str(s)
+                .map(HeaderSource::Static)
+                .map_err(|_| format!("`{s}` is not a valid header value"));
+        }
+        Ok(match t.single_header() {
+            Some(h) => HeaderSource::Header(h.clone()),
+            None => HeaderSource::Template(t),
+        })
+    }
+
+    /// The value for this request; `None` when it is empty or cannot be a header value.
+    fn value(&self, req: &http::request::Parts, ctx: &RequestContext) -> Option<HeaderValue> {
+        match self {
+            HeaderSource::Static(v) => (!v.is_empty()).then(|| v.clone()),
+            HeaderSource::Header(h) => req.headers.get(h).filter(|v| !v.is_empty()).cloned(),
+            HeaderSource::Template(t) => HeaderValue::from_str(&render(t, req, ctx)?).ok(),
+        }
+    }
 }
 
 fn at(section: &str, op: &str, name: &str) -> Vec<Seg> {
@@ -99,12 +131,13 @@ fn at(section: &str, op: &str, name: &str) -> Vec<Seg> {
     ]
 }
 
-fn compile<N>(
+fn compile<N, V>(
     section: &str,
     c: &Changes,
     params: Option<&[String]>,
     name: impl Fn(&str) -> Option<N>,
-) -> Result<Compiled<N>, ConfigError> {
+    value: impl Fn(Template) -> Result<V, String>,
+) -> Result<Compiled<N, V>, ConfigError> {
     let bad_name = |op: &str, n: &str| ConfigError {
         path: at(section, op, n),
         message: format!("`{n}` is not a valid name"),
@@ -112,13 +145,16 @@ fn compile<N>(
     };
     let named = |op: &str, n: &str| name(n).ok_or_else(|| bad_name(op, n));
     let template = |op: &str, n: &str, t: &str| {
-        Template::parse(t, params).map_err(|e| ConfigError {
-            path: at(section, op, n),
-            message: e,
-            hint: "templates name {params.NAME}, {headers.NAME}, {query.NAME}, {consumer.name}, \
+        Template::parse(t, params)
+            .and_then(&value)
+            .map_err(|e| ConfigError {
+                path: at(section, op, n),
+                message: e,
+                hint:
+                    "templates name {params.NAME}, {headers.NAME}, {query.NAME}, {consumer.name}, \
                    {claims.NAME}, {request_id}, ...; write {{ and }} for braces"
-                .into(),
-        })
+                        .into(),
+            })
     };
     let mut out = Compiled {
         remove: Vec::new(),
@@ -163,12 +199,20 @@ impl PluginFactory for RequestTransform {
         ctx: &BuildCtx<'_>,
     ) -> Result<Arc<dyn Plugin>, ConfigError> {
         let params = ctx.route_params;
-        let headers = compile("headers", &c.headers, params, |n| {
-            HeaderName::from_bytes(n.as_bytes()).ok()
-        })?;
-        let query = compile("query", &c.query, params, |n| {
-            (!n.is_empty() && !n.contains(['&', '=', '#'])).then(|| Box::<str>::from(n))
-        })?;
+        let headers = compile(
+            "headers",
+            &c.headers,
+            params,
+            |n| HeaderName::from_bytes(n.as_bytes()).ok(),
+            HeaderSource::new,
+        )?;
+        let query = compile(
+            "query",
+            &c.query,
+            params,
+            |n| (!n.is_empty() && !n.contains(['&', '=', '#'])).then(|| Box::<str>::from(n)),
+            Ok,
+        )?;
         let path = match &c.path {
             None => None,
             Some(p) => {
@@ -228,8 +272,8 @@ impl PluginFactory for RequestTransform {
 }
 
 struct Transform {
-    headers: Compiled<HeaderName>,
-    query: Compiled<Box<str>>,
+    headers: Compiled<HeaderName, HeaderSource>,
+    query: Compiled<Box<str>, Template>,
     path: Option<Template>,
     method: Option<http::Method>,
     json: Option<super::json_ops::JsonOps>,
@@ -245,7 +289,7 @@ fn render(t: &Template, req: &http::request::Parts, ctx: &RequestContext) -> Opt
 
 impl Transform {
     fn rendered(
-        ops: &[(impl Clone, Template)],
+        ops: &[(Box<str>, Template)],
         req: &http::request::Parts,
         ctx: &RequestContext,
     ) -> Vec<(usize, String)> {
@@ -257,28 +301,33 @@ impl Transform {
 
     fn headers(&self, req: &mut http::request::Parts, ctx: &RequestContext) {
         let h = &self.headers;
-        let set = Self::rendered(&h.set, req, ctx);
-        let add = Self::rendered(&h.add, req, ctx);
+        // Values come from the request as it came: all of them first, then the changes.
+        let mut values: Vec<Option<HeaderValue>> = Vec::with_capacity(h.set.len() + h.add.len());
+        values.extend(h.set.iter().chain(&h.add).map(|(_, v)| v.value(req, ctx)));
         for n in &h.remove {
             req.headers.remove(n);
         }
         for (from, to) in &h.rename {
-            let values: Vec<HeaderValue> = req.headers.get_all(from).iter().cloned().collect();
-            if values.is_empty() {
+            if req.headers.get_all(from).iter().nth(1).is_none() {
+                if let Some(v) = req.headers.remove(from) {
+                    req.headers.append(to.clone(), v);
+                }
                 continue;
             }
+            let all: Vec<HeaderValue> = req.headers.get_all(from).iter().cloned().collect();
             req.headers.remove(from);
-            for v in values {
+            for v in all {
                 req.headers.append(to.clone(), v);
             }
         }
-        for (i, v) in set {
-            if let (Some((n, _)), Ok(v)) = (h.set.get(i), HeaderValue::from_str(&v)) {
+        let mut values = values.into_iter();
+        for (n, _) in &h.set {
+            if let Some(v) = values.next().flatten() {
                 req.headers.insert(n.clone(), v);
             }
         }
-        for (i, v) in add {
-            if let (Some((n, _)), Ok(v)) = (h.add.get(i), HeaderValue::from_str(&v)) {
+        for (n, _) in &h.add {
+            if let Some(v) = values.next().flatten() {
                 req.headers.append(n.clone(), v);
             }
         }
