@@ -4,12 +4,18 @@
 //! order: unwrap, rename, move, remove, set, keep, wrap. When the body is an array, the
 //! operations apply to each of its elements (a list endpoint's items), `unwrap` and `wrap`
 //! excepted, which apply to the whole.
+//!
+//! A body is parsed only as deep as the operations reach: the document is checked whole, but
+//! only the objects and arrays on the operations' paths are opened (the rest stays raw text,
+//! copied out as it came). A rename of one top-level field of a 1 KiB answer opens one
+//! object, not every item in it; member order is kept.
 
 use crate::ConfigError;
 use crate::template::Template;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use torii_config::Seg;
 use torii_core::RequestContext;
@@ -139,18 +145,21 @@ impl JsonOps {
         Ok((!none).then_some(ops))
     }
 
-    /// Applies the operations to `body`.
+    /// Applies the operations to a JSON document; `None` when `body` is not JSON.
     pub fn apply(
         &self,
-        mut body: Value,
+        body: &[u8],
         req: &http::request::Parts,
         ctx: &RequestContext,
-    ) -> Value {
-        if let Some(k) = &self.unwrap {
-            body = match body {
-                Value::Object(mut m) => m.remove(k).unwrap_or(Value::Null),
-                other => other,
-            };
+    ) -> Option<Vec<u8>> {
+        // The whole document is checked here (no allocation); below, only what the
+        // operations reach is opened.
+        let raw: &RawValue = serde_json::from_slice(body).ok()?;
+        let mut root = Node::Raw(raw);
+        if let Some(k) = &self.unwrap
+            && root.is_object()
+        {
+            root = root.child(k).unwrap_or(Node::Owned(Value::Null));
         }
         // Templates are rendered once per body, not per element.
         let set: Vec<(&Pointer, Value)> = self
@@ -168,47 +177,48 @@ impl JsonOps {
                 (p, v)
             })
             .collect();
-        match &mut body {
-            Value::Array(items) => {
+        if root.is_array() {
+            if let Node::Array(items) = root.open() {
                 for item in items.iter_mut() {
                     self.each(item, &set);
                 }
             }
-            one => self.each(one, &set),
+        } else {
+            self.each(&mut root, &set);
         }
         if let Some(k) = &self.wrap {
-            let mut m = Map::new();
-            m.insert(k.clone(), body);
-            body = Value::Object(m);
+            root = Node::Object(vec![(k.clone(), root)]);
         }
-        body
+        let mut out = Vec::with_capacity(body.len() + 64);
+        root.write(&mut out);
+        Some(out)
     }
 
-    fn each(&self, v: &mut Value, set: &[(&Pointer, Value)]) {
+    fn each(&self, v: &mut Node<'_>, set: &[(&Pointer, Value)]) {
         for (p, to) in &self.rename {
             if let Some((last, parent)) = p.split_last()
-                && let Some(Value::Object(m)) = get_mut(v, parent)
-                && let Some(x) = m.remove(last)
+                && let Some(Node::Object(m)) = v.get_mut(parent).map(Node::open)
+                && let Some(entry) = m.iter_mut().find(|(k, _)| k == last)
             {
-                m.insert(to.clone(), x);
+                entry.0 = to.clone();
             }
         }
         for (from, to) in &self.moves {
-            if let Some(x) = take(v, from) {
-                put(v, to, x);
+            if let Some(x) = v.take(from) {
+                v.put(to, x);
             }
         }
         for p in &self.remove {
-            take(v, p);
+            v.take(p);
         }
         for (p, x) in set {
-            put(v, p, x.clone());
+            v.put(p, Node::Owned(x.clone()));
         }
         if !self.keep.is_empty() {
-            let mut kept = Value::Object(Map::new());
+            let mut kept = Node::Object(Vec::new());
             for p in &self.keep {
-                if let Some(x) = take(v, p) {
-                    put(&mut kept, p, x);
+                if let Some(x) = v.take(p) {
+                    kept.put(p, x);
                 }
             }
             *v = kept;
@@ -216,58 +226,205 @@ impl JsonOps {
     }
 }
 
-fn get_mut<'v>(v: &'v mut Value, path: &[String]) -> Option<&'v mut Value> {
-    path.iter().try_fold(v, |v, t| match v {
-        Value::Object(m) => m.get_mut(t),
-        Value::Array(a) => a.get_mut(t.parse::<usize>().ok()?),
-        _ => None,
-    })
+/// A JSON value opened as far as needed.
+enum Node<'a> {
+    /// Not opened: the text as it came (already checked).
+    Raw(&'a RawValue),
+    /// An object, members in order.
+    Object(Vec<(String, Node<'a>)>),
+    Array(Vec<Node<'a>>),
+    /// A value the operations set.
+    Owned(Value),
 }
 
-/// Removes and returns the value at `p`.
-fn take(v: &mut Value, p: &[String]) -> Option<Value> {
-    let (last, parent) = p.split_last()?;
-    match get_mut(v, parent)? {
-        Value::Object(m) => m.remove(last),
-        Value::Array(a) => {
-            let i = last.parse::<usize>().ok().filter(|i| *i < a.len())?;
-            Some(a.remove(i))
-        }
-        _ => None,
-    }
-}
+/// An object's members in order, values left raw.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
 
-/// Sets the value at `p`, creating missing parents as objects (a parent that is neither an
-/// object nor an array is left alone).
-fn put(v: &mut Value, p: &[String], x: Value) {
-    let Some((last, parent)) = p.split_last() else {
-        return;
-    };
-    let mut cur = v;
-    for t in parent {
-        cur = match cur {
-            Value::Object(m) => m
-                .entry(t.clone())
-                .or_insert_with(|| Value::Object(Map::new())),
-            Value::Array(a) => match t.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(next) => next,
-                None => return,
-            },
-            _ => return,
-        };
-    }
-    match cur {
-        Value::Object(m) => {
-            m.insert(last.clone(), x);
-        }
-        Value::Array(a) => {
-            if let Some(slot) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                *slot = x;
-            } else if last == "-" {
-                a.push(x);
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Members(out))
             }
         }
-        _ => {}
+        d.deserialize_map(V)
+    }
+}
+
+impl<'a> Node<'a> {
+    fn first_byte(&self) -> Option<u8> {
+        match self {
+            Node::Raw(r) => r.get().bytes().find(|b| !b.is_ascii_whitespace()),
+            Node::Object(_) => Some(b'{'),
+            Node::Array(_) => Some(b'['),
+            Node::Owned(Value::Object(_)) => Some(b'{'),
+            Node::Owned(Value::Array(_)) => Some(b'['),
+            Node::Owned(_) => None,
+        }
+    }
+
+    fn is_object(&self) -> bool {
+        self.first_byte() == Some(b'{')
+    }
+
+    fn is_array(&self) -> bool {
+        self.first_byte() == Some(b'[')
+    }
+
+    /// Opens one level of an object or array (raw text or a set value); anything else stays.
+    fn open(&mut self) -> &mut Self {
+        let opened = match self {
+            Node::Raw(r) => match r.get().bytes().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'{') => serde_json::from_str::<Members<'a>>(r.get()).ok().map(|m| {
+                    Node::Object(m.0.into_iter().map(|(k, v)| (k, Node::Raw(v))).collect())
+                }),
+                Some(b'[') => serde_json::from_str::<Vec<&'a RawValue>>(r.get())
+                    .ok()
+                    .map(|a| Node::Array(a.into_iter().map(Node::Raw).collect())),
+                _ => None,
+            },
+            Node::Owned(Value::Object(m)) => Some(Node::Object(
+                std::mem::take(m)
+                    .into_iter()
+                    .map(|(k, v)| (k, Node::Owned(v)))
+                    .collect(),
+            )),
+            Node::Owned(Value::Array(a)) => Some(Node::Array(
+                std::mem::take(a).into_iter().map(Node::Owned).collect(),
+            )),
+            _ => None,
+        };
+        if let Some(n) = opened {
+            *self = n;
+        }
+        self
+    }
+
+    /// Takes the member `k` of an object (the node itself when it is not one).
+    fn child(mut self, k: &str) -> Option<Node<'a>> {
+        match self.open() {
+            Node::Object(m) => {
+                let i = m.iter().position(|(key, _)| key == k)?;
+                Some(m.swap_remove(i).1)
+            }
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, path: &[String]) -> Option<&mut Node<'a>> {
+        let mut cur = self;
+        for t in path {
+            cur = match cur.open() {
+                Node::Object(m) => m.iter_mut().find(|(k, _)| k == t).map(|(_, v)| v)?,
+                Node::Array(a) => a.get_mut(t.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// Removes and returns the value at `p`.
+    fn take(&mut self, p: &[String]) -> Option<Node<'a>> {
+        let (last, parent) = p.split_last()?;
+        match self.get_mut(parent)?.open() {
+            Node::Object(m) => {
+                let i = m.iter().position(|(k, _)| k == last)?;
+                Some(m.remove(i).1)
+            }
+            Node::Array(a) => {
+                let i = last.parse::<usize>().ok().filter(|i| *i < a.len())?;
+                Some(a.remove(i))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets the value at `p`, creating missing parents as objects (a parent that is neither
+    /// an object nor an array is left alone; `-` appends to an array).
+    fn put(&mut self, p: &[String], x: Node<'a>) {
+        let Some((last, parent)) = p.split_last() else {
+            return;
+        };
+        let mut cur = self;
+        for t in parent {
+            cur = match cur.open() {
+                Node::Object(m) => {
+                    let i = match m.iter().position(|(k, _)| k == t) {
+                        Some(i) => i,
+                        None => {
+                            m.push((t.clone(), Node::Object(Vec::new())));
+                            m.len() - 1
+                        }
+                    };
+                    match m.get_mut(i) {
+                        Some((_, v)) => v,
+                        None => return,
+                    }
+                }
+                Node::Array(a) => match t.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                    Some(next) => next,
+                    None => return,
+                },
+                _ => return,
+            };
+        }
+        match cur.open() {
+            Node::Object(m) => match m.iter_mut().find(|(k, _)| k == last) {
+                Some((_, v)) => *v = x,
+                None => m.push((last.clone(), x)),
+            },
+            Node::Array(a) => {
+                if let Some(slot) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                    *slot = x;
+                } else if last == "-" {
+                    a.push(x);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Node::Raw(r) => out.extend_from_slice(r.get().as_bytes()),
+            Node::Owned(v) => {
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+            Node::Object(m) => {
+                out.push(b'{');
+                for (i, (k, v)) in m.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let _ = serde_json::to_writer(&mut *out, k);
+                    out.push(b':');
+                    v.write(out);
+                }
+                out.push(b'}');
+            }
+            Node::Array(a) => {
+                out.push(b'[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    v.write(out);
+                }
+                out.push(b']');
+            }
+        }
     }
 }
 
@@ -292,9 +449,14 @@ mod tests {
         )
     }
 
+    fn run(o: &JsonOps, body: Value) -> Value {
+        let (req, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let out = o.apply(body.to_string().as_bytes(), &req, &ctx()).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
     #[test]
     fn operations_in_order() {
-        let (req, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         let o = ops(json!({
             "unwrap": "data",
             "rename": {"/user/fullName": "name"},
@@ -305,25 +467,41 @@ mod tests {
         }));
         let body = json!({"data": {"user": {"fullName": "Ada", "address": "x"}, "internal": 1}});
         assert_eq!(
-            o.apply(body, &req, &ctx()),
+            run(&o, body),
             json!({"result": {"user": {"name": "Ada"}, "address": "x", "meta": {"source": "gw-rid", "v": 2}}})
         );
         // Arrays: each element.
         let o = ops(json!({"keep": ["/id", "/a/b"]}));
         assert_eq!(
-            o.apply(
-                json!([{"id": 1, "x": 2, "a": {"b": 3, "c": 4}}, {"x": 5}]),
-                &req,
-                &ctx()
+            run(
+                &o,
+                json!([{"id": 1, "x": 2, "a": {"b": 3, "c": 4}}, {"x": 5}])
             ),
             json!([{"id": 1, "a": {"b": 3}}, {}])
         );
         // Pointers that lead nowhere change nothing.
         let o = ops(json!({"remove": ["/a/b/c", "/x/9"], "rename": {"/q/r": "s"}}));
         assert_eq!(
-            o.apply(json!({"a": 1, "x": [0]}), &req, &ctx()),
+            run(&o, json!({"a": 1, "x": [0]})),
             json!({"a": 1, "x": [0]})
         );
+        // Set under a set value, and into arrays.
+        let o = ops(json!({"set": {"/m": {"a": 1}, "/m/b": 2, "/l/-": 3, "/l/0": 0}}));
+        assert_eq!(
+            run(&o, json!({"l": [9]})),
+            json!({"l": [0, 3], "m": {"a": 1, "b": 2}})
+        );
+    }
+
+    #[test]
+    fn untouched_text_is_kept_as_it_came_and_order_is_kept() {
+        let (req, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let o = ops(json!({"rename": {"/b": "c"}}));
+        let body = br#"{"z":1,"b":{"x" : [1,  2]},"a":"\u00e9"}"#;
+        let out = o.apply(body, &req, &ctx()).unwrap();
+        assert_eq!(out, br#"{"z":1,"c":{"x" : [1,  2]},"a":"\u00e9"}"#);
+        assert!(o.apply(b"{not json", &req, &ctx()).is_none());
+        assert!(o.apply(b"{} trailing", &req, &ctx()).is_none());
     }
 
     #[test]

@@ -454,10 +454,7 @@ impl Plugin for Transform {
             };
             let whole = data.concat();
             // A body that is not JSON after all goes on as it came.
-            let out = match serde_json::from_slice::<serde_json::Value>(&whole) {
-                Ok(v) => serde_json::to_vec(&ops.apply(v, req, ctx)).unwrap_or(whole),
-                Err(_) => whole,
-            };
+            let out = ops.apply(&whole, req, ctx).unwrap_or(whole);
             let mut head = req.clone();
             head.headers
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));

@@ -339,8 +339,8 @@ impl Rewrite {
         let mut out = whole.clone();
         if let (true, Some(ops)) = (json, &self.json) {
             // A body that is not JSON after all passes as it came.
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) {
-                out = serde_json::to_vec(&ops.apply(v, req, ctx)).unwrap_or(out);
+            if let Some(changed) = ops.apply(&out, req, ctx) {
+                out = changed;
             }
         }
         if let Some(search) = &self.search {
