@@ -152,10 +152,26 @@ impl JsonOps {
         req: &http::request::Parts,
         ctx: &RequestContext,
     ) -> Option<Vec<u8>> {
-        // The whole document is checked here (no allocation); below, only what the
-        // operations reach is opened.
-        let raw: &RawValue = serde_json::from_slice(body).ok()?;
-        let mut root = Node::Raw(raw);
+        // The whole document is checked in one scan that also opens its top level (the
+        // operations start there); below, only what they reach is opened further.
+        let mut root = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Node::Object(
+                serde_json::from_slice::<Members<'_>>(body)
+                    .ok()?
+                    .0
+                    .into_iter()
+                    .map(|(k, v)| (k, Node::Raw(v)))
+                    .collect(),
+            ),
+            Some(b'[') => Node::Array(
+                serde_json::from_slice::<Vec<&RawValue>>(body)
+                    .ok()?
+                    .into_iter()
+                    .map(Node::Raw)
+                    .collect(),
+            ),
+            _ => Node::Raw(serde_json::from_slice(body).ok()?),
+        };
         if let Some(k) = &self.unwrap
             && root.is_object()
         {
