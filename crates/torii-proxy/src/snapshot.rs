@@ -16,7 +16,6 @@ use torii_config::PathTemplate;
 use torii_config::schema::Rewrite as RewriteConfig;
 use torii_plugins::{Chain, ConsumerPlugins, IdentityHeaders};
 use torii_router::Router;
-use torii_upstream::Upstream;
 
 impl Action {
     /// The upstream the request went to: `arm` is what [`Action::pick`] chose.
@@ -43,15 +42,7 @@ impl Action {
     }
 }
 
-/// One upstream a route sends requests to, with what goes with it.
-pub struct Arm {
-    /// The shared upstream client.
-    pub upstream: Arc<Upstream>,
-    /// Its error counters.
-    pub errors: Arc<UpstreamErrors>,
-    /// Identity-token settings of the upstream, when it asks for tokens.
-    pub audience: Option<torii_plugins::Audience>,
-}
+pub use crate::split::Arm;
 
 /// What a route does.
 pub enum Action {

@@ -3,9 +3,20 @@
 //! before anything is sent: overrides first, then the sticky key's hash or a random point,
 //! placed on the weights' running sums (built at load).
 
-use crate::snapshot::Arm;
+use crate::metrics::UpstreamErrors;
+use std::sync::Arc;
 use torii_config::schema::{HashOn, Split as SplitConfig};
 use torii_core::RequestContext;
+
+/// One upstream a route sends requests to, with what goes with it.
+pub struct Arm {
+    /// The shared upstream client.
+    pub upstream: Arc<torii_upstream::Upstream>,
+    /// Its error counters.
+    pub errors: Arc<UpstreamErrors>,
+    /// Identity-token settings of the upstream, when it asks for tokens.
+    pub audience: Option<torii_plugins::Audience>,
+}
 
 /// What selects an override.
 enum On {
