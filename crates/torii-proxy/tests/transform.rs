@@ -88,6 +88,22 @@ async fn a_public_api_is_mapped_onto_the_internal_one() {
 }
 
 #[tokio::test]
+async fn values_pasted_into_the_path_cannot_climb_out_of_it() {
+    let up = echo_upstream(false).await;
+    let gw = gateway(&cfg(&up, "{path: '/v2/{query.s}/items'}")).await;
+    let a = addr(&gw).await;
+    let (s, echo) = call(a, "GET", "/api/orders/1?s=shoes", &[]).await;
+    assert_eq!(
+        (s, echo["uri"].as_str()),
+        (StatusCode::OK, Some("/v2/shoes/items?s=shoes"))
+    );
+    for q in ["..", "%2E%2e", "a/../../admin"] {
+        let (s, _) = call(a, "GET", &format!("/api/orders/1?s={q}"), &[]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
+    }
+}
+
+#[tokio::test]
 async fn only_the_query_changes_and_the_route_rewrite_still_applies() {
     let up = echo_upstream(false).await;
     let gw = gateway(&cfg(&up, "{query: {set: {user: '{consumer.name}'}}}")).await;
@@ -275,6 +291,9 @@ async fn json_request_bodies_are_reshaped_within_their_limit() {
     let (s, _, b) = post(a, "application/json", big).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&b)["error"]["code"], "payload_too_large");
+    // A body that says it is JSON and is not: 400, never forwarded unchanged.
+    let (s, _, b) = post(a, "application/json", br#"{"name":"x","#.to_vec()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b:?}");
     // Another media type, even a large one, passes untouched.
     let text = vec![b'z'; 200 << 10];
     let (s, _, b) = post(a, "text/plain", text.clone()).await;

@@ -8,7 +8,9 @@
 //! A body is parsed only as deep as the operations reach: the document is checked whole, but
 //! only the objects and arrays on the operations' paths are opened (the rest stays raw text,
 //! copied out as it came). A rename of one top-level field of a 1 KiB answer opens one
-//! object, not every item in it; member order is kept.
+//! object, not every item in it; member order is kept. A name given twice in an opened object
+//! keeps its last value only, so no second copy slips past an operation; a document with a
+//! member name a string cannot hold (a lone surrogate) is refused (`None`).
 
 use crate::ConfigError;
 use crate::template::Template;
@@ -175,7 +177,11 @@ impl JsonOps {
         if let Some(k) = &self.unwrap
             && root.is_object()
         {
-            root = root.child(k).unwrap_or(Node::Owned(Value::Null));
+            // A body without the key stays as it is.
+            let has = matches!(&root, Node::Object(m) if m.iter().any(|(key, _)| key == k));
+            if has {
+                root = root.child(k).unwrap_or(Node::Broken);
+            }
         }
         // Templates are rendered once per body, not per element.
         let set: Vec<(&Pointer, Value)> = self
@@ -206,17 +212,22 @@ impl JsonOps {
             root = Node::Object(vec![(k.clone(), root)]);
         }
         let mut out = Vec::with_capacity(body.len() + 64);
-        root.write(&mut out);
-        Some(out)
+        root.write(&mut out).then_some(out)
     }
 
     fn each(&self, v: &mut Node<'_>, set: &[(&Pointer, Value)]) {
         for (p, to) in &self.rename {
             if let Some((last, parent)) = p.split_last()
                 && let Some(Node::Object(m)) = v.get_mut(parent).map(Node::open)
-                && let Some(entry) = m.iter_mut().find(|(k, _)| k == last)
+                && m.iter().any(|(k, _)| k == last)
             {
-                entry.0 = to.clone();
+                // The new name replaces a member already called so.
+                if to != last {
+                    m.retain(|(k, _)| k != to);
+                }
+                if let Some(entry) = m.iter_mut().find(|(k, _)| k == last) {
+                    entry.0 = to.clone();
+                }
             }
         }
         for (from, to) in &self.moves {
@@ -251,6 +262,9 @@ enum Node<'a> {
     Array(Vec<Node<'a>>),
     /// A value the operations set.
     Owned(Value),
+    /// Text that could not be opened (a member name JSON allows but a string cannot hold,
+    /// such as a lone surrogate): the operations refuse the document.
+    Broken,
 }
 
 /// An object's members in order, values left raw.
@@ -268,9 +282,27 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
                 self,
                 mut m: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                let mut out: Vec<(String, &'de RawValue)> =
+                    Vec::with_capacity(m.size_hint().unwrap_or(8));
                 while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
                     out.push((k, v));
+                }
+                // A name given twice keeps its last value only, as most parsers read it: an
+                // operation on the name must not leave a second copy for the upstream to
+                // read instead. Linear, whatever the member count.
+                let mut last: std::collections::HashMap<&str, usize> =
+                    std::collections::HashMap::with_capacity(out.len());
+                for (i, (k, _)) in out.iter().enumerate() {
+                    last.insert(k.as_str(), i);
+                }
+                if last.len() < out.len() {
+                    let keep: Vec<bool> = out
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| last.get(k.as_str()) == Some(&i))
+                        .collect();
+                    let mut flags = keep.into_iter();
+                    out.retain(|_| flags.next().unwrap_or(true));
                 }
                 Ok(Members(out))
             }
@@ -287,7 +319,7 @@ impl<'a> Node<'a> {
             Node::Array(_) => Some(b'['),
             Node::Owned(Value::Object(_)) => Some(b'{'),
             Node::Owned(Value::Array(_)) => Some(b'['),
-            Node::Owned(_) => None,
+            Node::Owned(_) | Node::Broken => None,
         }
     }
 
@@ -324,6 +356,8 @@ impl<'a> Node<'a> {
         };
         if let Some(n) = opened {
             *self = n;
+        } else if matches!(self.first_byte(), Some(b'{' | b'[')) && matches!(self, Node::Raw(_)) {
+            *self = Node::Broken;
         }
         self
     }
@@ -412,8 +446,10 @@ impl<'a> Node<'a> {
         }
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
+    /// Writes the value; `false` when part of it could not be opened.
+    fn write(&self, out: &mut Vec<u8>) -> bool {
         match self {
+            Node::Broken => return false,
             Node::Raw(r) => out.extend_from_slice(r.get().as_bytes()),
             Node::Owned(v) => {
                 let _ = serde_json::to_writer(&mut *out, v);
@@ -426,7 +462,9 @@ impl<'a> Node<'a> {
                     }
                     let _ = serde_json::to_writer(&mut *out, k);
                     out.push(b':');
-                    v.write(out);
+                    if !v.write(out) {
+                        return false;
+                    }
                 }
                 out.push(b'}');
             }
@@ -436,11 +474,14 @@ impl<'a> Node<'a> {
                     if i > 0 {
                         out.push(b',');
                     }
-                    v.write(out);
+                    if !v.write(out) {
+                        return false;
+                    }
                 }
                 out.push(b']');
             }
         }
+        true
     }
 }
 
@@ -518,6 +559,44 @@ mod tests {
         assert_eq!(out, br#"{"z":1,"c":{"x" : [1,  2]},"a":"\u00e9"}"#);
         assert!(o.apply(b"{not json", &req, &ctx()).is_none());
         assert!(o.apply(b"{} trailing", &req, &ctx()).is_none());
+    }
+
+    #[test]
+    fn repeated_names_and_unopenable_text_cannot_slip_past() {
+        let (req, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        // A name given twice keeps its last value only, and an operation reaches it.
+        let o = ops(json!({"set": {"/tenant": "t-{request_id}"}, "remove": ["/admin"]}));
+        let out = o
+            .apply(
+                br#"{"tenant":"x","admin":1,"tenant":"evil","admin":2}"#,
+                &req,
+                &ctx(),
+            )
+            .unwrap();
+        assert_eq!(out, br#"{"tenant":"t-rid"}"#);
+        // A rename onto an existing name replaces it.
+        let o = ops(json!({"rename": {"/a": "b"}}));
+        assert_eq!(
+            o.apply(br#"{"a":1,"b":2}"#, &req, &ctx()).unwrap(),
+            br#"{"b":1}"#
+        );
+        // A lone surrogate in a name (JSON allows it, a string cannot hold it): refused,
+        // at the top and deeper down, never passed on untransformed.
+        let o = ops(json!({"remove": ["/x/role"]}));
+        assert!(
+            o.apply(br#"{"\ud800":0,"role":"admin"}"#, &req, &ctx())
+                .is_none()
+        );
+        assert!(
+            o.apply(br#"{"x":{"\ud800":0,"role":"admin"}}"#, &req, &ctx())
+                .is_none()
+        );
+        // `unwrap` of a key the body lacks leaves the body as it is.
+        let o = ops(json!({"unwrap": "data"}));
+        assert_eq!(
+            o.apply(br#"{"error":"x"}"#, &req, &ctx()).unwrap(),
+            br#"{"error":"x"}"#
+        );
     }
 
     #[test]

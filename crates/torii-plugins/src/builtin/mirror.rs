@@ -197,8 +197,13 @@ impl Shadow {
                     policy: &CallPolicy::default(),
                 };
                 let resp = upstream.call(&head, copy, options).await.ok()?;
-                // Read to the end (so the connection is reused), then dropped.
-                resp.response.into_body().collect().await.ok()
+                // Read to the end (so the connection is reused), frame by frame: nothing of
+                // it is kept.
+                let mut body = resp.response.into_body();
+                while let Some(frame) = body.frame().await {
+                    frame.ok()?;
+                }
+                Some(())
             };
             match tokio::time::timeout(timeout, call).await {
                 Ok(Some(_)) => Counters::add(&counters.sent),

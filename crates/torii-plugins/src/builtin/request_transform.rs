@@ -229,6 +229,13 @@ impl PluginFactory for RequestTransform {
                 Some(t)
             }
         };
+        if c.json.is_some() && !ctx.scope.starts_with("route:") && ctx.scope != "global" {
+            return Err(ConfigError::at(
+                "json",
+                "JSON body operations are set on a route or globally, not per consumer or plan",
+                "move `json` to the route's `request_transform`",
+            ));
+        }
         let json = match &c.json {
             None => None,
             Some(j) => super::json_ops::JsonOps::new(j, params).map_err(|mut e| {
@@ -391,6 +398,20 @@ impl Transform {
     }
 }
 
+/// Whether a rendered path may be sent: a valid URI path with no query, fragment or
+/// backslash, and no `.` or `..` segment (also percent-encoded), so a value pasted in from
+/// the request cannot climb out of the template's place.
+fn safe_path(p: &str) -> bool {
+    let dot = |seg: &str| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    };
+    p.starts_with('/')
+        && !p.contains(['?', '#', '\\'])
+        && p.parse::<http::uri::PathAndQuery>().is_ok()
+        && !p.split('/').any(dot)
+}
+
 /// Whether a request body is JSON this plugin may transform: a JSON media type, no content
 /// coding.
 fn json_body(h: &http::HeaderMap) -> bool {
@@ -454,7 +475,14 @@ impl Plugin for Transform {
             };
             let whole = data.concat();
             // A body that is not JSON after all goes on as it came.
-            let out = ops.apply(&whole, req, ctx).unwrap_or(whole);
+            // A body that says it is JSON and is not (or holds a member name the operations
+            // cannot address) is refused: forwarding it unchanged would skip the operations.
+            let out = ops.apply(&whole, req, ctx).ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::BadRequest,
+                    "the JSON request body does not parse",
+                )
+            })?;
             let mut head = req.clone();
             head.headers
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
@@ -482,7 +510,7 @@ impl Plugin for Transform {
         if let Some(p) = path {
             // A rendered value that cannot be in a path (a parameter with a space, say): the
             // request is refused rather than sent somewhere else.
-            if p.parse::<http::uri::PathAndQuery>().is_err() || p.contains('?') {
+            if !safe_path(&p) {
                 return Err(GatewayError::new(
                     torii_core::ErrorKind::BadRequest,
                     format!("request_transform made an invalid path: {p:?}"),
