@@ -415,21 +415,7 @@ fn safe_path(p: &str) -> bool {
 /// Whether a request body is JSON this plugin may transform: a JSON media type, no content
 /// coding.
 fn json_body(h: &http::HeaderMap) -> bool {
-    let coded = h
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    let media = h
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    !coded && media.is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+    super::util::uncoded_media(h).is_some_and(|m| super::util::is_json(&m))
 }
 
 impl Plugin for Transform {

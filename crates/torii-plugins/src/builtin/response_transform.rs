@@ -197,27 +197,11 @@ impl Rewrite {
     /// has no content coding. Said of a 304 or a HEAD answer too: their validators and length
     /// describe the body a GET gets, which is the rewritten one.
     fn media(&self, resp: &http::response::Parts) -> Option<bool> {
-        let h = &resp.headers;
-        if h.get_all(header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-        {
-            return None;
-        }
-        let media = h
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })?;
+        let media = super::util::uncoded_media(&resp.headers)?;
         if media == "text/event-stream" {
             return None;
         }
-        let json = media == "application/json" || media.ends_with("+json");
+        let json = super::util::is_json(&media);
         if json && self.json.is_some() {
             return Some(true);
         }

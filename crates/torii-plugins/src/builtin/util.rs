@@ -109,6 +109,31 @@ pub(crate) fn test_client() -> torii_upstream::Client {
     }
 }
 
+/// The media type of a body (lowercase, without parameters) when it has no content coding:
+/// what a body transformation may read. `None` for a coded body or one without a type.
+pub(crate) fn uncoded_media(h: &http::HeaderMap) -> Option<String> {
+    if h.get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return None;
+    }
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// Whether a media type is JSON (`application/json` or any `+json`).
+pub(crate) fn is_json(media: &str) -> bool {
+    media == "application/json" || media.ends_with("+json")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
