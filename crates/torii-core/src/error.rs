@@ -70,6 +70,11 @@ pub enum ErrorKind {
     VersionRequired,
     /// A failure injected on purpose (`fault_injection`), with the status it was given.
     Injected(StatusCode),
+    /// The request does not match its API description (`request_validation`): 400, with
+    /// what failed (a JSON object whose members join the error body: `errors`, ...).
+    Invalid(std::sync::Arc<serde_json::Value>),
+    /// The request body's media type is not one the API takes (`request_validation`): 415.
+    UnsupportedMediaType,
     /// No valid credential; carries the `WWW-Authenticate` challenge.
     Unauthorized(Option<HeaderValue>),
     /// Authenticated (or not needed) but not allowed: ACL, IP rules, bot rules, CORS.
@@ -109,7 +114,8 @@ impl ErrorKind {
             ErrorKind::Injected(s) => *s,
             ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::ResponseTooLarge => StatusCode::BAD_GATEWAY,
-            ErrorKind::VersionRequired => StatusCode::BAD_REQUEST,
+            ErrorKind::VersionRequired | ErrorKind::Invalid(_) => StatusCode::BAD_REQUEST,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -144,6 +150,8 @@ impl ErrorKind {
             ErrorKind::Gone => "gone",
             ErrorKind::ResponseTooLarge => "response_too_large",
             ErrorKind::VersionRequired => "version_required",
+            ErrorKind::Invalid(_) => "validation_failed",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -171,7 +179,9 @@ impl ErrorKind {
             ErrorKind::Forbidden => 7,        // PERMISSION_DENIED
             ErrorKind::AuthUnavailable => 14, // UNAVAILABLE
             ErrorKind::Gone => 12,            // UNIMPLEMENTED
-            ErrorKind::VersionRequired => 3,  // INVALID_ARGUMENT
+            ErrorKind::VersionRequired
+            | ErrorKind::Invalid(_)
+            | ErrorKind::UnsupportedMediaType => 3, // INVALID_ARGUMENT
             ErrorKind::ResponseTooLarge => 8, // RESOURCE_EXHAUSTED
             // As gRPC maps HTTP statuses.
             ErrorKind::Injected(s) => match s.as_u16() {
@@ -206,7 +216,9 @@ impl ErrorKind {
             | ErrorKind::NotCached
             | ErrorKind::Forbidden
             | ErrorKind::Gone
-            | ErrorKind::VersionRequired => ErrorSource::Downstream,
+            | ErrorKind::VersionRequired
+            | ErrorKind::Invalid(_)
+            | ErrorKind::UnsupportedMediaType => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::MethodNotAllowed(_) => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamPoolExhausted
@@ -301,9 +313,17 @@ impl GatewayError {
                 .body(Body::Empty)
                 .unwrap_or_else(|_| Response::new(Body::Empty));
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": self.kind.code(), "status": self.kind.status().as_u16(), "request_id": request_id }
         });
+        if let (ErrorKind::Invalid(details), Some(serde_json::Value::Object(e))) =
+            (&self.kind, body.get_mut("error"))
+            && let serde_json::Value::Object(details) = &**details
+        {
+            for (k, v) in details {
+                e.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         builder = builder
             .status(self.kind.status())
             .header(header::CONTENT_TYPE, "application/json")

@@ -67,6 +67,9 @@ pub(crate) struct Load {
     cache_shared: std::sync::Mutex<Option<Arc<torii_cache::SharedTier>>>,
     cache_counters: std::sync::Mutex<Vec<(String, Arc<torii_cache::status::Counters>)>>,
     counters: std::sync::Mutex<Vec<Counted>>,
+    /// Files plugins read and prepared during this load, by kind and path (see
+    /// [`BuildCtx::per_load`]).
+    files: std::sync::Mutex<Vec<PerLoad>>,
 }
 
 /// Counters a plugin shows on `/metrics` as `torii_<family>_requests_total{scope, result}`.
@@ -74,6 +77,13 @@ pub trait ResultCounters: Send + Sync {
     /// The counters' values by result, in a fixed order.
     fn values(&self) -> Vec<(&'static str, u64)>;
 }
+
+/// A value made once per load: its type, its key, the value.
+type PerLoad = (
+    std::any::TypeId,
+    String,
+    Arc<dyn std::any::Any + Send + Sync>,
+);
 
 /// One plugin instance's counters, as registered while building it.
 #[derive(Clone)]
@@ -111,6 +121,7 @@ impl Load {
             cache_shared: std::sync::Mutex::new(None),
             cache_counters: std::sync::Mutex::new(Vec::new()),
             counters: std::sync::Mutex::new(Vec::new()),
+            files: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -234,6 +245,27 @@ impl BuildCtx<'_> {
                 scope: self.scope.to_string(),
                 counters,
             });
+    }
+
+    /// Something prepared once per load under `key` (a file read and parsed, say, that many
+    /// routes name): the first plugin that asks makes it, the others of the same load share
+    /// it. A failure is not kept (each asker reports it at its own key). The next load makes
+    /// it again, so a changed file is read on reload.
+    pub fn per_load<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Result<T, String>,
+    ) -> Result<Arc<T>, String> {
+        let id = std::any::TypeId::of::<T>();
+        let mut files = self.load.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, v)) = files.iter().find(|(t, k, _)| *t == id && k == key)
+            && let Ok(v) = v.clone().downcast::<T>()
+        {
+            return Ok(v);
+        }
+        let v = Arc::new(make()?);
+        files.push((id, key.to_string(), v.clone()));
+        Ok(v)
     }
 
     /// Shows a cache's counters on `/metrics`, labelled with this scope.

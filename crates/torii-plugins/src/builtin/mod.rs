@@ -25,6 +25,7 @@ pub mod request_size_limit;
 pub mod request_transform;
 pub mod response_transform;
 mod util;
+pub mod validation;
 
 use crate::Registration;
 
@@ -43,6 +44,7 @@ pub fn registrations() -> Vec<Registration> {
         Registration::of::<request_size_limit::RequestSizeLimit>(),
         Registration::of::<acl::Acl>(),
         Registration::of::<request_headers::RequestHeaders>(),
+        Registration::of::<validation::RequestValidation>(),
         Registration::of::<request_transform::RequestTransform>(),
         Registration::of::<response_transform::ResponseTransform>(),
         Registration::of::<mirror::Mirror>(),
