@@ -38,6 +38,11 @@ enum Command {
         #[arg(short, long, env = "TORII_CONFIG")]
         config: PathBuf,
     },
+    /// OpenAPI utilities.
+    Openapi {
+        #[command(subcommand)]
+        command: OpenapiCommand,
+    },
     /// Config utilities.
     Config {
         #[command(subcommand)]
@@ -53,6 +58,19 @@ enum Command {
     /// Print the argon2id hash of a password (read from standard input, one line) for a
     /// consumer's `basic_auth:` list.
     HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+enum OpenapiCommand {
+    /// Print routes for every operation of an OpenAPI 3.0/3.1 document, as config YAML to
+    /// review and add under `routes:` (each with `request_validation` naming its operation).
+    Import {
+        /// The OpenAPI document (YAML or JSON).
+        spec: PathBuf,
+        /// The upstream the routes send to (defined in your config).
+        #[arg(long)]
+        upstream: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +181,20 @@ fn main() -> ExitCode {
             .err()
             .unwrap_or(ExitCode::SUCCESS),
             Err(code) => code,
+        },
+        Command::Openapi {
+            command: OpenapiCommand::Import { spec, upstream },
+        } => match torii_plugins::builtin::validation::openapi::import(
+            &spec.display().to_string(),
+            &upstream,
+        ) {
+            Ok(yaml) => out(format_args!("{}", yaml.trim_end()))
+                .err()
+                .unwrap_or(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Config {
             command: ConfigCommand::Schema,

@@ -66,10 +66,17 @@ fn validate_prints_every_mistake_with_its_line() {
 
 #[test]
 fn validate_accepts_the_examples_and_reads_torii_config() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    // Paths in the examples (OpenAPI documents) are relative to the repository's root, where
+    // the README runs them.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = repo.join("examples");
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
         let out = torii()
+            .current_dir(&repo)
             .args(["validate", "-c"])
             .arg(&path)
             .output()
@@ -82,11 +89,80 @@ fn validate_accepts_the_examples_and_reads_torii_config() {
         );
     }
     let out = torii()
+        .current_dir(&repo)
         .arg("validate")
         .env("TORII_CONFIG", root.join("quickstart.yaml"))
         .output()
         .unwrap();
     assert!(out.status.success());
+}
+
+#[test]
+fn openapi_import_prints_routes_that_validate() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = torii()
+        .current_dir(&repo)
+        .args([
+            "openapi",
+            "import",
+            "examples/openapi/orders.yaml",
+            "--upstream",
+            "orders",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let routes = String::from_utf8(out.stdout).unwrap();
+    for op in ["listOrders", "createOrder", "getOrder", "cancelOrder"] {
+        assert!(routes.contains(&format!("operation: \"{op}\"")), "{routes}");
+    }
+    assert!(
+        routes.contains("match: {path: \"/orders/{id}\", methods: [DELETE]}"),
+        "{routes}"
+    );
+    // With a listener and the upstream, the printed routes are a config `torii validate` takes.
+    let config = format!(
+        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\nupstreams:\n  - name: orders\n    targets: [{{url: 'http://127.0.0.1:9'}}]\n{routes}\n"
+    );
+    let path = repo
+        .join("target")
+        .join(format!("import-{}.yaml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let out = torii()
+        .current_dir(&repo)
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 routes"));
+    // A file that is not OpenAPI: a clear error, exit 1.
+    let out = torii()
+        .current_dir(&repo)
+        .args([
+            "openapi",
+            "import",
+            "examples/quickstart.yaml",
+            "--upstream",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an OpenAPI 3.0 or 3.1 document"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -320,3 +320,74 @@ fn from_30(v: &mut Value) {
         _ => {}
     }
 }
+
+/// Routes for every operation of the document at `path`, as config YAML to review and add
+/// under `routes:` (`torii openapi import`): one route per operation, matched by its path
+/// and method, sent to `upstream`, with `request_validation` naming the operation. Strings
+/// are written as JSON strings, which YAML reads as they are.
+pub fn import(path: &str, upstream: &str) -> Result<String, String> {
+    let spec = Spec::load(path)?;
+    let q = |s: &str| Value::from(s).to_string();
+    let title = spec
+        .doc
+        .pointer("/info/title")
+        .and_then(Value::as_str)
+        .unwrap_or("the API");
+    let version = spec
+        .doc
+        .pointer("/info/version")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut out = format!(
+        "# Routes for the operations of {} {} ({path}), made by `torii openapi import`.\n\
+         # Review them, then add them under your config's `routes:`; the upstream {} must be\n\
+         # defined there.\nroutes:\n",
+        q(title),
+        version,
+        q(upstream)
+    );
+    let mut names: Vec<String> = Vec::new();
+    for (id, op) in operations(&spec) {
+        let base = id.clone().unwrap_or_else(|| {
+            let slug: String = op
+                .path
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            format!(
+                "{}-{}",
+                op.method.as_str().to_ascii_lowercase(),
+                slug.trim_matches('-')
+            )
+        });
+        let mut name = base.clone();
+        let mut n = 2;
+        while names.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        names.push(name.clone());
+        let selector = id.unwrap_or_else(|| format!("{} {}", op.method, op.path));
+        let deprecated = spec
+            .doc
+            .pointer(&format!("{}/deprecated", op.pointer))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if deprecated {
+            out.push_str("  # The document marks this operation deprecated.\n");
+        }
+        out.push_str(&format!(
+            "  - name: {}\n    match: {{path: {}, methods: [{}]}}\n    upstream: {}\n    plugins:\n      request_validation:\n        openapi: {{spec: {}, operation: {}}}\n",
+            q(&name),
+            q(&op.path),
+            op.method,
+            q(upstream),
+            q(path),
+            q(&selector)
+        ));
+    }
+    if names.is_empty() {
+        return Err(format!("`{path}` has no operations"));
+    }
+    Ok(out)
+}
