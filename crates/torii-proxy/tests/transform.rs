@@ -299,3 +299,79 @@ async fn json_request_bodies_are_reshaped_within_their_limit() {
     let (s, _, b) = post(a, "text/plain", text.clone()).await;
     assert_eq!((s, b.len()), (StatusCode::OK, text.len()));
 }
+
+#[tokio::test]
+async fn response_headers_from_templates_and_statuses_mapped() {
+    // The upstream answers 404 with two x-internal values and a server header.
+    let up = upstream(false, |req: Request<hyper::body::Incoming>| async move {
+        let status = if req.uri().path().ends_with("/missing") {
+            404
+        } else {
+            200
+        };
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-internal", "a")
+            .header("x-internal", "b")
+            .header("x-powered-by", "php")
+            .body(full("{\"ok\":true}"))
+            .unwrap()
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: orders\n    match: {{path: '/api/orders/{{id}}'}}\n    upstream: up\n    plugins:\n      response_transform:\n        headers:\n          remove: [x-powered-by]\n          rename: {{x-internal: x-detail}}\n          set: {{x-order: 'order-{{params.id}}', x-request: '{{request_id}}', x-empty: '{{headers.x-none}}'}}\n          add: {{x-detail: 'via {{headers.x-client}}'}}\n        status: {{'404': 410}}\n",
+        up.addr
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let client = h1_client();
+    let (s, h) = get_with_header(a, "/api/orders/7", ("x-client", "web")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h.get("x-powered-by").is_none());
+    assert!(h.get("x-internal").is_none());
+    let detail: Vec<_> = h
+        .get_all("x-detail")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(detail, ["a", "b", "via web"]);
+    assert_eq!(h["x-order"], "order-7");
+    assert!(!h["x-request"].is_empty());
+    assert!(h.get("x-empty").is_none(), "an empty value is not set");
+    // 404 from the upstream is answered 410, its body kept.
+    let (s, _, b) = get(&client, format!("http://{a}/api/orders/missing")).await;
+    assert_eq!(s, StatusCode::GONE);
+    assert_eq!(&b[..], b"{\"ok\":true}");
+    // Bad mappings and unknown variables are load errors.
+    let fake = FakeUpstream {
+        addr: ([127, 0, 0, 1], 1).into(),
+        stats: Default::default(),
+    };
+    for (plugin, want) in [
+        ("{status: {'404': 204}}", "is not a status to map to"),
+        (
+            "{status: {'304': 200}}",
+            "is not a status that can be mapped",
+        ),
+        (
+            "{status: {'abc': 200}}",
+            "is not a status that can be mapped",
+        ),
+        (
+            "{headers: {set: {x-a: '{params.nope}'}}}",
+            "response_transform.headers.set.x-a: the route has no parameter `nope`",
+        ),
+    ] {
+        let yaml = config(&format!(
+            "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: orders\n    match: {{path: '/api/orders/{{id}}'}}\n    upstream: up\n    plugins:\n      response_transform: {plugin}\n",
+            fake.addr
+        ));
+        let err = match load_str("r.yaml", &yaml) {
+            Ok(_) => panic!("accepted {plugin}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{plugin}: wanted {want}, got:\n{err}");
+        assert!(err.contains("r.yaml:"), "{err}");
+    }
+}

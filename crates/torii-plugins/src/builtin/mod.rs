@@ -7,6 +7,7 @@ pub mod acl;
 pub mod basic_auth;
 pub mod bot_detection;
 pub mod cache;
+pub mod changes;
 pub mod concurrency_limit;
 pub mod cors;
 pub mod fault_injection;

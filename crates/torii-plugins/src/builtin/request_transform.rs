@@ -7,13 +7,13 @@
 //! applied in a fixed order: remove, rename, set, add. A `path` replaces the route's own
 //! `rewrite`.
 
+use super::changes::{Changes, Compiled, HeaderSource, compile, render};
 use crate::template::Template;
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use http::{HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use torii_config::Seg;
 use torii_core::{
@@ -50,25 +50,6 @@ fn default_max_body() -> torii_config::values::ByteSize {
     torii_config::values::ByteSize(1 << 20)
 }
 
-/// Changes to headers or query parameters, applied in this order.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Changes {
-    /// Names to remove.
-    #[serde(default)]
-    pub remove: Vec<String>,
-    /// Names to rename: `{old: new}` (every value moves).
-    #[serde(default)]
-    pub rename: BTreeMap<String, String>,
-    /// Values to set, replacing any there: `{name: template}`. A value that renders empty
-    /// (its variables missing) is not set.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// Values to add after those there: `{name: template}`.
-    #[serde(default)]
-    pub add: BTreeMap<String, String>,
-}
-
 /// The plugin type.
 pub struct RequestTransform;
 
@@ -83,108 +64,6 @@ const QUERY_VALUE: &AsciiSet = &CONTROLS
     .add(b'<')
     .add(b'>')
     .add(b'%');
-
-struct Compiled<N, V> {
-    remove: Vec<N>,
-    rename: Vec<(N, N)>,
-    set: Vec<(N, V)>,
-    add: Vec<(N, V)>,
-}
-
-/// A header value to set, decided at load as far as it can be: fixed text becomes a ready
-/// value, a copy of one request header is a clone of its value, only other templates are
-/// rendered (and checked) per request.
-enum HeaderSource {
-    Static(HeaderValue),
-    Header(HeaderName),
-    Template(Template),
-}
-
-impl HeaderSource {
-    fn new(t: Template) -> Result<Self, String> {
-        if let Some(s) = t.literal() {
-            return HeaderValue::from_str(s)
-                .map(HeaderSource::Static)
-                .map_err(|_| format!("`{s}` is not a valid header value"));
-        }
-        Ok(match t.single_header() {
-            Some(h) => HeaderSource::Header(h.clone()),
-            None => HeaderSource::Template(t),
-        })
-    }
-
-    /// The value for this request; `None` when it is empty or cannot be a header value.
-    fn value(&self, req: &http::request::Parts, ctx: &RequestContext) -> Option<HeaderValue> {
-        match self {
-            HeaderSource::Static(v) => (!v.is_empty()).then(|| v.clone()),
-            HeaderSource::Header(h) => req.headers.get(h).filter(|v| !v.is_empty()).cloned(),
-            HeaderSource::Template(t) => HeaderValue::from_str(&render(t, req, ctx)?).ok(),
-        }
-    }
-}
-
-fn at(section: &str, op: &str, name: &str) -> Vec<Seg> {
-    vec![
-        Seg::Key(section.to_string()),
-        Seg::Key(op.to_string()),
-        Seg::Key(name.to_string()),
-    ]
-}
-
-fn compile<N, V>(
-    section: &str,
-    c: &Changes,
-    params: Option<&[String]>,
-    name: impl Fn(&str) -> Option<N>,
-    value: impl Fn(Template) -> Result<V, String>,
-) -> Result<Compiled<N, V>, ConfigError> {
-    let bad_name = |op: &str, n: &str| ConfigError {
-        path: at(section, op, n),
-        message: format!("`{n}` is not a valid name"),
-        hint: "header names are letters, digits and `-`; query names are not empty".into(),
-    };
-    let named = |op: &str, n: &str| name(n).ok_or_else(|| bad_name(op, n));
-    let template = |op: &str, n: &str, t: &str| {
-        Template::parse(t, params)
-            .and_then(&value)
-            .map_err(|e| ConfigError {
-                path: at(section, op, n),
-                message: e,
-                hint:
-                    "templates name {params.NAME}, {headers.NAME}, {query.NAME}, {consumer.name}, \
-                   {claims.NAME}, {request_id}, ...; write {{ and }} for braces"
-                        .into(),
-            })
-    };
-    let mut out = Compiled {
-        remove: Vec::new(),
-        rename: Vec::new(),
-        set: Vec::new(),
-        add: Vec::new(),
-    };
-    for (i, n) in c.remove.iter().enumerate() {
-        out.remove.push(name(n).ok_or_else(|| ConfigError {
-            path: vec![
-                Seg::Key(section.to_string()),
-                Seg::Key("remove".into()),
-                Seg::Index(i),
-            ],
-            message: format!("`{n}` is not a valid name"),
-            hint: "header names are letters, digits and `-`".into(),
-        })?);
-    }
-    for (from, to) in &c.rename {
-        out.rename
-            .push((named("rename", from)?, named("rename", to)?));
-    }
-    for (n, t) in &c.set {
-        out.set.push((named("set", n)?, template("set", n, t)?));
-    }
-    for (n, t) in &c.add {
-        out.add.push((named("add", n)?, template("add", n, t)?));
-    }
-    Ok(out)
-}
 
 impl PluginFactory for RequestTransform {
     const NAME: &'static str = "request_transform";
@@ -287,13 +166,6 @@ struct Transform {
     max_body: usize,
 }
 
-/// Renders `t`; `None` when it renders empty.
-fn render(t: &Template, req: &http::request::Parts, ctx: &RequestContext) -> Option<String> {
-    let mut s = String::new();
-    t.render(req, ctx, &mut s);
-    (!s.is_empty()).then_some(s)
-}
-
 impl Transform {
     fn rendered(
         ops: &[(Box<str>, Template)],
@@ -307,37 +179,15 @@ impl Transform {
     }
 
     fn headers(&self, req: &mut http::request::Parts, ctx: &RequestContext) {
-        let h = &self.headers;
         // Values come from the request as it came: all of them first, then the changes.
-        let mut values: Vec<Option<HeaderValue>> = Vec::with_capacity(h.set.len() + h.add.len());
-        values.extend(h.set.iter().chain(&h.add).map(|(_, v)| v.value(req, ctx)));
-        for n in &h.remove {
-            req.headers.remove(n);
-        }
-        for (from, to) in &h.rename {
-            if req.headers.get_all(from).iter().nth(1).is_none() {
-                if let Some(v) = req.headers.remove(from) {
-                    req.headers.append(to.clone(), v);
-                }
-                continue;
-            }
-            let all: Vec<HeaderValue> = req.headers.get_all(from).iter().cloned().collect();
-            req.headers.remove(from);
-            for v in all {
-                req.headers.append(to.clone(), v);
-            }
-        }
-        let mut values = values.into_iter();
-        for (n, _) in &h.set {
-            if let Some(v) = values.next().flatten() {
-                req.headers.insert(n.clone(), v);
-            }
-        }
-        for (n, _) in &h.add {
-            if let Some(v) = values.next().flatten() {
-                req.headers.append(n.clone(), v);
-            }
-        }
+        let h = &self.headers;
+        let values: Vec<Option<HeaderValue>> = h
+            .set
+            .iter()
+            .chain(&h.add)
+            .map(|(_, v)| v.value(req, ctx))
+            .collect();
+        h.apply_values(&mut req.headers, values);
     }
 
     /// The new query string, when the query changes.

@@ -1,5 +1,6 @@
-//! `response_transform`: changes upstream responses on their way to the client: headers set
-//! or removed, and literal text replaced in bodies (internal host names in links, say), as
+//! `response_transform`: changes upstream responses on their way to the client: headers set,
+//! removed, renamed and added (values from templates over the request), statuses mapped,
+//! and literal text replaced in bodies (internal host names in links, say), as
 //! nginx's `sub_filter` and Kong's response-transformer do. It runs in the exchange stage
 //! (`torii_core::stage`), around the upstream call, so it sees the response body.
 //!
@@ -39,6 +40,15 @@ pub struct ResponseTransformConfig {
     /// Response headers to remove (`server`, `x-powered-by`).
     #[serde(default)]
     pub remove_headers: Vec<ConfigHeaderName>,
+    /// Response header changes with templates over the request (as `request_transform`'s
+    /// `headers`): removed, renamed, set, added, in that order, after `remove_headers` and
+    /// `set_headers`.
+    #[serde(default)]
+    pub headers: super::changes::Changes,
+    /// Upstream statuses answered with another: `{"404": 410}`. Not from or to 1xx, and
+    /// not to 204 or 304 (they cannot carry the body); not from 304.
+    #[serde(default)]
+    pub status: BTreeMap<String, u16>,
     /// Literal replacements in response bodies, applied in one pass (at each position the
     /// first listed `from` that matches wins; replaced text is not searched again).
     #[serde(default)]
@@ -99,14 +109,52 @@ impl PluginFactory for ResponseTransform {
                 e
             })?,
         };
+        let headers = super::changes::compile(
+            "headers",
+            &c.headers,
+            ctx.route_params,
+            |n| HeaderName::from_bytes(n.as_bytes()).ok(),
+            super::changes::HeaderSource::new,
+        )?;
+        let mut status = Vec::with_capacity(c.status.len());
+        for (from, to) in &c.status {
+            let bad = |m: String| {
+                ConfigError::at(
+                    "status",
+                    m,
+                    "e.g. `status: {\"404\": 410}`; not 1xx, not to 204 or 304, not from 304",
+                )
+            };
+            let f = from
+                .parse::<u16>()
+                .ok()
+                .and_then(|f| StatusCode::from_u16(f).ok())
+                .filter(|f| {
+                    (200..=599).contains(&f.as_u16())
+                        && *f != StatusCode::NOT_MODIFIED
+                        && *f != StatusCode::PARTIAL_CONTENT
+                })
+                .ok_or_else(|| bad(format!("`{from}` is not a status that can be mapped")))?;
+            let t = StatusCode::from_u16(*to)
+                .ok()
+                .filter(|t| {
+                    (200..=599).contains(&t.as_u16())
+                        && *t != StatusCode::NO_CONTENT
+                        && *t != StatusCode::NOT_MODIFIED
+                })
+                .ok_or_else(|| bad(format!("`{to}` is not a status to map to")))?;
+            status.push((f, t));
+        }
         if c.set_headers.is_empty()
             && c.remove_headers.is_empty()
             && c.replace.is_empty()
             && json.is_none()
+            && headers.is_empty()
+            && status.is_empty()
         {
             return Err(ConfigError::here(
                 "response_transform changes nothing",
-                "set `set_headers`, `remove_headers`, `replace` or `json`",
+                "set `headers`, `set_headers`, `remove_headers`, `replace`, `json` or `status`",
             ));
         }
         let mut set = Vec::with_capacity(c.set_headers.len());
@@ -171,6 +219,8 @@ impl PluginFactory for ResponseTransform {
         Ok(Arc::new(Transform {
             set,
             remove: c.remove_headers.into_iter().map(|h| h.0).collect(),
+            headers,
+            status,
             rewrite,
         }))
     }
@@ -179,6 +229,8 @@ impl PluginFactory for ResponseTransform {
 struct Transform {
     set: Vec<(HeaderName, HeaderValue)>,
     remove: Vec<HeaderName>,
+    headers: super::changes::Compiled<HeaderName, super::changes::HeaderSource>,
+    status: Vec<(StatusCode, StatusCode)>,
     rewrite: Option<Rewrite>,
 }
 
@@ -242,6 +294,13 @@ impl Plugin for Transform {
             }
             for (n, v) in &self.set {
                 parts.headers.insert(n.clone(), v.clone());
+            }
+            if !self.headers.is_empty() {
+                self.headers.apply(&mut parts.headers, req, ctx);
+            }
+            // Last: every decision above was made on the upstream's own status.
+            if let Some((_, to)) = self.status.iter().find(|(from, _)| *from == parts.status) {
+                parts.status = *to;
             }
             Ok(Response::from_parts(parts, body))
         })

@@ -293,59 +293,72 @@ fn typed(text: &str, prim: Prim) -> Value {
     parsed.unwrap_or_else(|| Value::String(text.to_string()))
 }
 
-impl Validate {
-    /// Checks every parameter of the request.
-    fn check_params(&self, req: &http::request::Parts, ctx: &RequestContext, v: &mut Violations) {
-        for p in &self.rules.params {
-            // The parameter's texts, as sent (percent-decoded).
-            let texts: Vec<Cow<'_, str>> = match p.place {
-                Place::Path => ctx
-                    .params
-                    .iter()
+/// Checks every parameter of the request against `rules`.
+pub fn check_params(
+    rules: &Rules,
+    req: &http::request::Parts,
+    ctx: &RequestContext,
+    v: &mut Violations,
+) {
+    for p in &rules.params {
+        // The parameter's texts, as sent (percent-decoded).
+        let texts: Vec<Cow<'_, str>> = match p.place {
+            Place::Path => ctx
+                .params
+                .iter()
+                .filter(|(k, _)| **k == *p.name)
+                .map(|(_, val)| percent_encoding::percent_decode_str(val).decode_utf8_lossy())
+                .collect(),
+            Place::Query => req.uri.query().map_or_else(Vec::new, |q| {
+                form_urlencoded::parse(q.as_bytes())
                     .filter(|(k, _)| **k == *p.name)
-                    .map(|(_, val)| percent_encoding::percent_decode_str(val).decode_utf8_lossy())
-                    .collect(),
-                Place::Query => req.uri.query().map_or_else(Vec::new, |q| {
-                    form_urlencoded::parse(q.as_bytes())
-                        .filter(|(k, _)| **k == *p.name)
-                        .map(|(_, val)| val)
-                        .collect()
-                }),
-                Place::Header => p.header.as_ref().map_or_else(Vec::new, |h| {
-                    req.headers
-                        .get_all(h)
-                        .iter()
-                        .map(|val| String::from_utf8_lossy(val.as_bytes()))
-                        .collect()
-                }),
-            };
-            let place = p.place.as_str();
-            let pointer = format!("/{}", p.name);
-            if texts.is_empty() {
-                if p.required {
-                    v.push(place, &pointer, "required", "a value", "nothing");
-                }
-                continue;
+                    .map(|(_, val)| val)
+                    .collect()
+            }),
+            Place::Header => p.header.as_ref().map_or_else(Vec::new, |h| {
+                req.headers
+                    .get_all(h)
+                    .iter()
+                    .map(|val| String::from_utf8_lossy(val.as_bytes()))
+                    .collect()
+            }),
+        };
+        let place = p.place.as_str();
+        let pointer = format!("/{}", p.name);
+        if texts.is_empty() {
+            if p.required {
+                v.push(place, &pointer, "required", "a value", "nothing");
             }
-            let value = match p.shape {
-                Shape::Scalar(prim) => typed(&texts[0], prim),
-                Shape::Array { item, explode } => {
-                    let items: Vec<Value> = if explode && p.place == Place::Query {
-                        texts.iter().map(|t| typed(t, item)).collect()
-                    } else {
-                        texts
-                            .iter()
-                            .flat_map(|t| t.split(','))
-                            .map(|t| typed(t.trim(), item))
-                            .collect()
-                    };
-                    Value::Array(items)
-                }
-            };
-            v.check(&p.schema, &value, place, &pointer);
+            continue;
         }
+        let value = match p.shape {
+            Shape::Scalar(prim) => typed(&texts[0], prim),
+            Shape::Array { item, explode } => {
+                let items: Vec<Value> = if explode && p.place == Place::Query {
+                    texts.iter().map(|t| typed(t, item)).collect()
+                } else {
+                    texts
+                        .iter()
+                        .flat_map(|t| t.split(','))
+                        .map(|t| typed(t.trim(), item))
+                        .collect()
+                };
+                Value::Array(items)
+            }
+        };
+        v.check(&p.schema, &value, place, &pointer);
     }
+}
 
+/// Checks a JSON body's bytes against `schema`.
+pub fn check_json(schema: &jsonschema::Validator, bytes: &[u8], place: &str, v: &mut Violations) {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => v.check(schema, &value, place, ""),
+        Err(e) => v.push(place, "", "json", "JSON text", &e.to_string()),
+    }
+}
+
+impl Validate {
     fn refuse(&self, v: Violations, ctx: &RequestContext) -> GatewayError {
         add(&self.counters.invalid);
         tracing::debug!(
@@ -459,10 +472,7 @@ impl Validate {
             missing(&mut v);
             return finish(v, Body::Empty);
         }
-        match serde_json::from_slice::<Value>(&whole) {
-            Ok(value) => v.check(schema, &value, "body", ""),
-            Err(e) => v.push("body", "", "json", "JSON text", &e.to_string()),
-        }
+        check_json(schema, &whole, "body", &mut v);
         finish(v, Body::full(whole))
     }
 
@@ -550,10 +560,7 @@ impl Watch {
         self.open = false;
         let whole = std::mem::take(&mut self.chunks).concat();
         let mut v = Violations::new(self.max_errors);
-        match serde_json::from_slice::<Value>(&whole) {
-            Ok(value) => v.check(&self.schema, &value, "response", ""),
-            Err(e) => v.push("response", "", "json", "JSON text", &e.to_string()),
-        }
+        check_json(&self.schema, &whole, "response", &mut v);
         if v.is_empty() {
             add(&self.counters.response_valid);
         } else {
@@ -626,7 +633,7 @@ impl Plugin for Validate {
             return Ok(Flow::Continue);
         }
         let mut v = Violations::new(self.max_errors);
-        self.check_params(req, ctx, &mut v);
+        check_params(&self.rules, req, ctx, &mut v);
         if self.rules.body.is_some() {
             // The body is checked in the exchange stage; one answer lists everything.
             if !v.is_empty() {
