@@ -65,6 +65,9 @@ pub enum ErrorKind {
     Gone,
     /// An upstream's answer is larger than a body transformation may hold: 502.
     ResponseTooLarge,
+    /// A body transformation failed on a response, or did not finish in time (a jq filter's
+    /// error or deadline, an output that is not JSON): 502.
+    TransformFailed,
     /// The request names no API version, there is no default, and no unversioned route
     /// takes it: 400.
     VersionRequired,
@@ -113,7 +116,7 @@ impl ErrorKind {
             ErrorKind::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Injected(s) => *s,
             ErrorKind::Gone => StatusCode::GONE,
-            ErrorKind::ResponseTooLarge => StatusCode::BAD_GATEWAY,
+            ErrorKind::ResponseTooLarge | ErrorKind::TransformFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::VersionRequired | ErrorKind::Invalid(_) => StatusCode::BAD_REQUEST,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
@@ -149,6 +152,7 @@ impl ErrorKind {
             ErrorKind::Injected(_) => "fault_injected",
             ErrorKind::Gone => "gone",
             ErrorKind::ResponseTooLarge => "response_too_large",
+            ErrorKind::TransformFailed => "transform_failed",
             ErrorKind::VersionRequired => "version_required",
             ErrorKind::Invalid(_) => "validation_failed",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
@@ -183,6 +187,7 @@ impl ErrorKind {
             | ErrorKind::Invalid(_)
             | ErrorKind::UnsupportedMediaType => 3, // INVALID_ARGUMENT
             ErrorKind::ResponseTooLarge => 8, // RESOURCE_EXHAUSTED
+            ErrorKind::TransformFailed => 13, // INTERNAL
             // As gRPC maps HTTP statuses.
             ErrorKind::Injected(s) => match s.as_u16() {
                 400 => 13,
@@ -232,6 +237,7 @@ impl ErrorKind {
             | ErrorKind::AuthUnavailable
             | ErrorKind::Injected(_)
             | ErrorKind::ResponseTooLarge
+            | ErrorKind::TransformFailed
             | ErrorKind::RateLimitUnavailable => ErrorSource::Internal,
         }
     }

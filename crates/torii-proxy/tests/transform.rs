@@ -375,3 +375,75 @@ async fn response_headers_from_templates_and_statuses_mapped() {
         assert!(err.contains("r.yaml:"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn jq_filters_reshape_bodies_both_ways() {
+    let up = upstream(false, |req: Request<hyper::body::Incoming>| async move {
+        let path = req.uri().path().to_string();
+        let sent = req.into_body().collect().await.unwrap().to_bytes();
+        let body = match path.as_str() {
+            "/api/orders/1" => r#"{"data":{"fullName":"Ada","items":[{"sku":"A","qty":2},{"sku":"B","qty":1}]}}"#.to_string(),
+            "/api/orders/2" => r#"[1,2,3]"#.to_string(),
+            // The request body as the upstream got it.
+            _ => String::from_utf8_lossy(&sent).into_owned(),
+        };
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(full(body))
+            .unwrap()
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{a}'}}]\nroutes:\n  - name: orders\n    match: {{path: '/api/orders/{{id}}', methods: [GET]}}\n    upstream: up\n    plugins:\n      response_transform:\n        json:\n          jq: '.data | {{name: .fullName, count: (.items | map(.qty) | add)}}'\n  - name: create\n    match: {{path: /api/orders, methods: [POST]}}\n    upstream: up\n    plugins:\n      request_transform:\n        json:\n          jq: '{{order: {{lines: [.items[] | {{sku, n: .qty}}]}}}}'\n",
+        a = up.addr
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let client = h1_client();
+    let (s, h, b) = get(&client, format!("http://{a}/api/orders/1")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&b), serde_json::json!({"name": "Ada", "count": 3}));
+    assert_eq!(h["content-length"], b.len().to_string().as_str());
+    // The filter fails on this document (`.data` of an array): 502, never the raw body.
+    let (s, _, b) = get(&client, format!("http://{a}/api/orders/2")).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+    assert_eq!(json(&b)["error"]["code"], "transform_failed");
+    // The request body, reshaped before it goes up (the upstream echoes it).
+    let post = |body: &'static str| {
+        Request::post(format!("http://{a}/api/orders"))
+            .header("content-type", "application/json")
+            .body(full(body))
+            .unwrap()
+    };
+    let resp = client
+        .request(post(r#"{"items":[{"sku":"A","qty":2,"price":9}]}"#))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&b), serde_json::json!({"order": {"lines": [{"sku": "A", "n": 2}]}}));
+    // A client body the filter cannot take: 400.
+    let resp = client.request(post(r#"{"items":7}"#)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // A filter naming what does not exist, or reaching for the environment: load errors.
+    let fake = FakeUpstream {
+        addr: ([127, 0, 0, 1], 1).into(),
+        stats: Default::default(),
+    };
+    for (jq, want) in [
+        (".a | nosuch", "`nosuch` at character 6"),
+        ("$ENV.SECRET", "`$ENV`"),
+        ("{a:", "does not parse"),
+    ] {
+        let yaml = config(&format!(
+            "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: r\n    match: {{path: /r}}\n    upstream: up\n    plugins:\n      response_transform:\n        json: {{jq: '{jq}'}}\n",
+            fake.addr
+        ));
+        let err = match load_str("q.yaml", &yaml) {
+            Ok(_) => panic!("accepted {jq}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("response_transform.json.jq: "), "{err}");
+        assert!(err.contains(want), "{jq}: wanted {want}, got:\n{err}");
+    }
+}

@@ -48,7 +48,17 @@ pub struct JsonOpsConfig {
     /// Put the body under this key: `{"data": <body>}`.
     #[serde(default)]
     pub wrap: Option<String>,
+    /// A jq filter run after the other operations (`{name: .data.fullName}`): its first
+    /// output is the body. Compiled at load.
+    #[serde(default)]
+    pub jq: Option<String>,
+    /// The longest a jq run may take per body (1ms to 10s). Default 250ms.
+    #[serde(default)]
+    pub jq_timeout: Option<torii_config::values::Duration>,
 }
+
+/// `jq_timeout` when not set.
+const JQ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A JSON pointer, split into its unescaped tokens.
 type Pointer = Box<[String]>;
@@ -67,6 +77,7 @@ pub struct JsonOps {
     set: Vec<(Pointer, SetValue)>,
     keep: Vec<Pointer>,
     wrap: Option<String>,
+    jq: Option<super::jq::Jq>,
 }
 
 fn pointer(key: &str, p: &str) -> Result<Pointer, ConfigError> {
@@ -128,7 +139,27 @@ impl JsonOps {
         for (from, to) in &c.moves {
             moves.push((pointer("move", from)?, pointer("move", to)?));
         }
+        let timeout = c.jq_timeout.as_ref().map_or(JQ_TIMEOUT, |t| t.0);
+        if timeout.is_zero() || timeout > std::time::Duration::from_secs(10) {
+            return Err(ConfigError::at(
+                "jq_timeout",
+                format!("{timeout:?} is not from 1ms to 10s"),
+                "e.g. `jq_timeout: 250ms`",
+            ));
+        }
+        let jq = match &c.jq {
+            None => None,
+            Some(code) => Some(super::jq::Jq::compile(code, timeout).map_err(|e| {
+                ConfigError::at(
+                    "jq",
+                    e,
+                    "jq syntax (https://jqlang.org/manual/); env, $ENV, input, debug, stderr \
+                     and halt are not available",
+                )
+            })?),
+        };
         let ops = Self {
+            jq,
             unwrap: c.unwrap.clone().filter(|k| !k.is_empty()),
             rename,
             moves,
@@ -143,8 +174,46 @@ impl JsonOps {
             && ops.remove.is_empty()
             && ops.set.is_empty()
             && ops.keep.is_empty()
-            && ops.wrap.is_none();
+            && ops.wrap.is_none()
+            && ops.jq.is_none();
         Ok((!none).then_some(ops))
+    }
+
+    /// Whether there is more than a jq filter.
+    fn structural(&self) -> bool {
+        self.unwrap.is_some()
+            || !self.rename.is_empty()
+            || !self.moves.is_empty()
+            || !self.remove.is_empty()
+            || !self.set.is_empty()
+            || !self.keep.is_empty()
+            || self.wrap.is_some()
+    }
+
+    /// Applies the operations, then the jq filter, to a JSON document; `Ok(None)` when
+    /// `body` is not JSON. `max_out`: the largest output a jq filter may give.
+    pub async fn run(
+        &self,
+        body: &[u8],
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+        max_out: usize,
+    ) -> Result<Option<Vec<u8>>, super::jq::JqError> {
+        let out = if self.structural() {
+            match self.apply(body, req, ctx) {
+                Some(out) => out,
+                None => return Ok(None),
+            }
+        } else {
+            body.to_vec()
+        };
+        match &self.jq {
+            None => Ok(Some(out)),
+            Some(jq) => match jq.run(out, max_out).await {
+                Err(super::jq::JqError::NotJson) => Ok(None),
+                other => other.map(Some),
+            },
+        }
     }
 
     /// Applies the operations to a JSON document; `None` when `body` is not JSON.

@@ -14,6 +14,7 @@ pub mod fault_injection;
 pub mod forward_auth;
 pub mod introspection;
 pub mod ip_restriction;
+pub mod jq;
 pub mod json_ops;
 pub mod jwt;
 pub mod key_auth;

@@ -313,12 +313,28 @@ impl Plugin for Transform {
             // A body that is not JSON after all goes on as it came.
             // A body that says it is JSON and is not (or holds a member name the operations
             // cannot address) is refused: forwarding it unchanged would skip the operations.
-            let out = ops.apply(&whole, req, ctx).ok_or_else(|| {
-                GatewayError::new(
-                    ErrorKind::BadRequest,
-                    "the JSON request body does not parse",
-                )
-            })?;
+            let out = match ops.run(&whole, req, ctx, self.max_body).await {
+                Ok(Some(out)) => out,
+                Ok(None) => {
+                    return Err(GatewayError::new(
+                        ErrorKind::BadRequest,
+                        "the JSON request body does not parse",
+                    ));
+                }
+                // The filter failed on what the client sent.
+                Err(super::jq::JqError::Failed(e)) => {
+                    return Err(GatewayError::new(
+                        ErrorKind::BadRequest,
+                        format!("request_transform's jq filter: {e}"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(GatewayError::new(
+                        ErrorKind::TransformFailed,
+                        format!("request_transform's jq filter: {e:?}"),
+                    ));
+                }
+            };
             let mut head = req.clone();
             head.headers
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));

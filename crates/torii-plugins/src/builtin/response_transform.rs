@@ -382,8 +382,15 @@ impl Rewrite {
         let mut out = whole.clone();
         if let (true, Some(ops)) = (json, &self.json) {
             // A body that is not JSON after all passes as it came.
-            if let Some(changed) = ops.apply(&out, req, ctx) {
-                out = changed;
+            match ops.run(&out, req, ctx, self.max_body).await {
+                Ok(Some(changed)) => out = changed,
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(GatewayError::new(
+                        ErrorKind::TransformFailed,
+                        format!("response_transform's jq filter: {e:?}"),
+                    ));
+                }
             }
         }
         if let Some(search) = &self.search {

@@ -1,0 +1,297 @@
+//! jq filters for JSON bodies (`json.jq` of `request_transform` and `response_transform`),
+//! with jaq, a maintained Rust implementation of the jq language. A filter is parsed and
+//! compiled once at load (an unknown filter or variable is a config error with its place).
+//!
+//! Bounds per request: the input is at most the plugin's `max_body` (read before), the
+//! output too (larger: an error), and the run has a deadline (`jq_timeout`). jaq cannot be
+//! interrupted, so runs happen on a pool of [`max_running`] threads of their own (not the
+//! runtime's: a run that never ends must not hold up shutdown). Past its deadline the
+//! request gets its error at once and the run finishes on its thread, so a filter that never
+//! ends takes at most those threads; later runs then queue (at most [`QUEUE`]) and time out. Only the first output of the filter is the body; a filter with none is an
+//! error. The output is checked to be JSON (jaq's values go beyond it: `nan`, byte strings).
+//!
+//! The filter sees no environment: `env` and `$ENV` are not defined (a config error), and
+//! nor are `debug`, `stderr`, `input` and `halt`.
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, Ctx, Native, Vars, data};
+use jaq_json::Val;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+type Data = data::JustLut<Val>;
+
+/// Definitions of jaq's library left out with the natives they call.
+const LEFT_OUT_DEFS: [&str; 4] = ["stderr", "debug", "halt", "halt_error"];
+
+/// Names of jaq's library this gateway leaves out: they reach outside the document (the
+/// environment, the log), or end the process (`halt`: jaq's own helpers would call
+/// `std::process::exit`).
+const LEFT_OUT: [&str; 6] = [
+    "env",
+    "halt",
+    "debug_empty",
+    "stderr_empty",
+    "input",
+    "inputs",
+];
+
+/// A compiled filter.
+pub struct Jq {
+    filter: Arc<jaq_core::compile::Filter<Native<Data>>>,
+    timeout: Duration,
+}
+
+/// Why a filter gave no body.
+#[derive(Debug)]
+pub enum JqError {
+    /// The input is not JSON.
+    NotJson,
+    /// The filter failed (`error`, a type error such as `.a` of an array) or gave nothing.
+    Failed(String),
+    /// The output is not JSON or is larger than allowed.
+    BadOutput(String),
+    /// The run passed its deadline, or no slot freed in time.
+    TimedOut,
+}
+
+/// The most filter runs at once in the process: twice the CPUs, at least 4.
+pub fn max_running() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(4)
+        .max(4)
+}
+
+/// Runs waiting for a thread, at most.
+pub const QUEUE: usize = 1024;
+
+/// One run: the filter, its input, the output's limit, where the result goes.
+type Job = (
+    Arc<jaq_core::compile::Filter<Native<Data>>>,
+    Vec<u8>,
+    usize,
+    tokio::sync::oneshot::Sender<Result<Vec<u8>, JqError>>,
+);
+
+/// The pool's queue, its threads started on first use.
+fn pool() -> &'static std::sync::mpsc::SyncSender<Job> {
+    static POOL: OnceLock<std::sync::mpsc::SyncSender<Job>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..max_running() {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("torii-jq-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((filter, input, max_out, reply)) = job else {
+                            return;
+                        };
+                        // A caller gone past its deadline no longer listens.
+                        if !reply.is_closed() {
+                            let _ = reply.send(run(&filter, &input, max_out));
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a jq thread: {e}");
+            }
+        }
+        tx
+    })
+}
+
+/// The character offset of `part` (a slice of `code`) in `code`, when it is one.
+fn offset(code: &str, part: &str) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(code.as_ptr() as usize)?;
+    (start <= code.len()).then(|| code[..start.min(code.len())].chars().count() + 1)
+}
+
+impl Jq {
+    /// Parses and compiles `code`.
+    pub fn compile(code: &str, timeout: Duration) -> Result<Self, String> {
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs().filter(|d| !LEFT_OUT_DEFS.contains(&d.name)))
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs::<Data>()
+            .chain(jaq_std::funs().filter(|(name, _, _)| !LEFT_OUT.contains(name)))
+            .chain(jaq_json::funs());
+        let loader = Loader::new(defs);
+        let arena = Arena::default();
+        let at = |part: &str| match offset(code, part) {
+            Some(n) => format!(" at character {n}"),
+            None => String::new(),
+        };
+        let modules = loader
+            .load(&arena, File { code, path: () })
+            .map_err(|errs| {
+                let mut out = Vec::new();
+                for (_, e) in errs {
+                    match e {
+                        jaq_core::load::Error::Lex(es) => {
+                            for (_, part) in es {
+                                out.push(format!("unexpected text{}", at(part)));
+                            }
+                        }
+                        jaq_core::load::Error::Parse(es) => {
+                            for (expect, part) in es {
+                                out.push(format!("expected {}{}", expect.as_str(), at(part)));
+                            }
+                        }
+                        jaq_core::load::Error::Io(es) => {
+                            for (_, msg) in es {
+                                out.push(msg);
+                            }
+                        }
+                    }
+                }
+                format!("the jq filter does not parse: {}", out.join("; "))
+            })?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .compile(modules)
+            .map_err(|errs| {
+                let mut out = Vec::new();
+                for (_, es) in errs {
+                    for (name, _) in es {
+                        out.push(format!("`{name}`{}", at(name)));
+                    }
+                }
+                format!(
+                    "the jq filter names what is not defined: {}",
+                    out.join(", ")
+                )
+            })?;
+        Ok(Self {
+            filter: Arc::new(filter),
+            timeout,
+        })
+    }
+
+    /// Runs the filter on `input`: its first output, as JSON of at most `max_out` bytes.
+    pub async fn run(&self, input: Vec<u8>, max_out: usize) -> Result<Vec<u8>, JqError> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        pool()
+            .try_send((self.filter.clone(), input, max_out, reply))
+            .map_err(|_| JqError::TimedOut)?;
+        match tokio::time::timeout(self.timeout, result).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(_)) => Err(JqError::Failed("the filter's run ended early".into())),
+            Err(_) => Err(JqError::TimedOut),
+        }
+    }
+}
+
+fn run(
+    filter: &jaq_core::compile::Filter<Native<Data>>,
+    input: &[u8],
+    max_out: usize,
+) -> Result<Vec<u8>, JqError> {
+    let value = jaq_json::read::parse_single(input).map_err(|_| JqError::NotJson)?;
+    let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([]));
+    // Not `jaq_core::unwrap_valr`: it ends the process on `halt`.
+    let first = filter
+        .id
+        .run((ctx, value))
+        .next()
+        .ok_or_else(|| JqError::Failed("the filter gave no output".into()))?
+        .map_err(|exn| match exn.get_err() {
+            Ok(e) => JqError::Failed(e.to_string()),
+            Err(_) => JqError::Failed("the filter halted".into()),
+        })?;
+    let out = first.to_string().into_bytes();
+    if out.len() > max_out {
+        return Err(JqError::BadOutput(format!(
+            "the filter's output is {} bytes, over {max_out}",
+            out.len()
+        )));
+    }
+    serde_json::from_slice::<&serde_json::value::RawValue>(&out)
+        .map_err(|_| JqError::BadOutput("the filter's output is not JSON".into()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn jq(code: &str) -> Jq {
+        Jq::compile(code, Duration::from_millis(500)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reshapes_and_bounds() {
+        let out = jq("{name: .data.fullName, skus: [.items[].sku]}")
+            .run(
+                br#"{"data":{"fullName":"Ada"},"items":[{"sku":"A"},{"sku":"B"}]}"#.to_vec(),
+                1024,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"name": "Ada", "skus": ["A", "B"]})
+        );
+        // Only the first output.
+        assert_eq!(jq(".[]").run(b"[1,2]".to_vec(), 10).await.unwrap(), b"1");
+        // Errors of the filter, input that is not JSON, output too large or not JSON.
+        assert!(matches!(
+            jq(".a").run(b"[1]".to_vec(), 10).await,
+            Err(JqError::Failed(_))
+        ));
+        assert!(matches!(
+            jq("empty").run(b"1".to_vec(), 10).await,
+            Err(JqError::Failed(_))
+        ));
+        assert!(matches!(
+            jq(".").run(b"{".to_vec(), 10).await,
+            Err(JqError::NotJson)
+        ));
+        assert!(matches!(
+            jq("[range(100)]").run(b"1".to_vec(), 20).await,
+            Err(JqError::BadOutput(_))
+        ));
+        assert!(matches!(
+            jq("nan").run(b"1".to_vec(), 20).await,
+            Err(JqError::BadOutput(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_slow_filter_times_out() {
+        // Long but finite, so the thread it keeps busy frees up before long.
+        let f = Jq::compile("last(range(5000000))", Duration::from_millis(20)).unwrap();
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            f.run(b"1".to_vec(), 10).await,
+            Err(JqError::TimedOut)
+        ));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn load_errors_say_where() {
+        let e = Jq::compile(".a | nosuch", Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(e.contains("`nosuch` at character 6"), "{e}");
+        for code in [
+            "env",
+            "$ENV",
+            "input",
+            "debug",
+            "stderr",
+            "halt",
+            "halt_error",
+        ] {
+            let e = Jq::compile(code, Duration::from_secs(1)).err().unwrap();
+            assert!(e.contains("not defined"), "{code}: {e}");
+        }
+        let e = Jq::compile("{a: ", Duration::from_secs(1)).err().unwrap();
+        assert!(e.contains("does not parse"), "{e}");
+    }
+}
