@@ -382,7 +382,10 @@ async fn jq_filters_reshape_bodies_both_ways() {
         let path = req.uri().path().to_string();
         let sent = req.into_body().collect().await.unwrap().to_bytes();
         let body = match path.as_str() {
-            "/api/orders/1" => r#"{"data":{"fullName":"Ada","items":[{"sku":"A","qty":2},{"sku":"B","qty":1}]}}"#.to_string(),
+            "/api/orders/1" => {
+                r#"{"data":{"fullName":"Ada","items":[{"sku":"A","qty":2},{"sku":"B","qty":1}]}}"#
+                    .to_string()
+            }
             "/api/orders/2" => r#"[1,2,3]"#.to_string(),
             // The request body as the upstream got it.
             _ => String::from_utf8_lossy(&sent).into_owned(),
@@ -421,7 +424,10 @@ async fn jq_filters_reshape_bodies_both_ways() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let b = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(json(&b), serde_json::json!({"order": {"lines": [{"sku": "A", "n": 2}]}}));
+    assert_eq!(
+        json(&b),
+        serde_json::json!({"order": {"lines": [{"sku": "A", "n": 2}]}})
+    );
     // A client body the filter cannot take: 400.
     let resp = client.request(post(r#"{"items":7}"#)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
@@ -446,4 +452,96 @@ async fn jq_filters_reshape_bodies_both_ways() {
         assert!(err.contains("response_transform.json.jq: "), "{err}");
         assert!(err.contains(want), "{jq}: wanted {want}, got:\n{err}");
     }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_decoded_when_asked_and_never_corrupted() {
+    // /gz: a gzip JSON document; /zz: deflate (zlib); /bomb: 8 MiB of JSON that gzips to a
+    // few KiB; /broken: says gzip, is not; /text: gzip text.
+    let up = upstream(false, |req: Request<hyper::body::Incoming>| async move {
+        let doc = br#"{"data":{"fullName":"Ada"}}"#;
+        let (coding, ct, body) = match req.uri().path() {
+            "/a/gz" => ("gzip", "application/json", gzip(doc)),
+            "/a/zz" => ("deflate", "application/json", zlib(doc)),
+            "/a/bomb" => (
+                "gzip",
+                "application/json",
+                gzip(format!("{{\"pad\":\"{}\"}}", " ".repeat(8 << 20)).as_bytes()),
+            ),
+            "/a/broken" => ("gzip", "application/json", b"not gzip at all".to_vec()),
+            _ => ("gzip", "text/plain", gzip(b"see http://internal/ now")),
+        };
+        http::Response::builder()
+            .header("content-type", ct)
+            .header("content-encoding", coding)
+            .header("etag", "\"v1\"")
+            .body(full(body))
+            .unwrap()
+    })
+    .await;
+    let route = |name: &str, prefix: &str, plugin: &str| {
+        format!(
+            "  - name: {name}\n    match: {{path_prefix: {prefix}}}\n    upstream: up\n    rewrite: {{strip_prefix: {prefix}}}\n    plugins:\n      response_transform: {plugin}\n"
+        )
+    };
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n{}{}{}",
+        up.addr,
+        route(
+            "decode",
+            "/d",
+            "{decompress: true, replace: [{from: 'http://internal/', to: 'https://api/'}], json: {unwrap: data}}"
+        ),
+        route("keep", "/k", "{json: {unwrap: data}}"),
+        route(
+            "text",
+            "/t",
+            "{decompress: true, replace: [{from: 'http://internal/', to: 'https://api/'}]}"
+        ),
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let client = h1_client();
+    for path in ["/d/a/gz", "/d/a/zz"] {
+        let (s, h, b) = get(&client, format!("http://{a}{path}")).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert!(h.get("content-encoding").is_none(), "{path}");
+        assert_eq!(json(&b), serde_json::json!({"fullName": "Ada"}), "{path}");
+        assert_eq!(h["content-length"], b.len().to_string().as_str());
+        assert_eq!(h["etag"], "W/\"v1\"");
+    }
+    // Decoded text too, when its media type is listed.
+    let (s, h, b) = get(&client, format!("http://{a}/t/text")).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"see https://api/ now"[..]));
+    assert!(h.get("content-encoding").is_none());
+    // A body that inflates past max_body, or does not decode: JSON operations must run, so
+    // 502; never a corrupted or half-decoded body.
+    for path in ["/d/a/bomb", "/d/a/broken"] {
+        let (s, _, b) = get(&client, format!("http://{a}{path}")).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{path}");
+        assert_eq!(json(&b)["error"]["code"], "transform_failed");
+    }
+    // Without JSON operations, a body that does not decode passes as it came.
+    let (s, h, b) = get(&client, format!("http://{a}/t/a/broken")).await;
+    assert_eq!((s, &b[..]), (StatusCode::OK, &b"not gzip at all"[..]));
+    assert_eq!(h["content-encoding"], "gzip");
+    // Without `decompress`: the coded body passes through byte for byte.
+    let (s, h, b) = get(&client, format!("http://{a}/k/a/gz")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-encoding"], "gzip");
+    assert_eq!(&b[..], &gzip(br#"{"data":{"fullName":"Ada"}}"#)[..]);
 }

@@ -6,7 +6,9 @@
 //!
 //! A body is rewritten only when all of this holds: the response has a body (not HEAD, 1xx,
 //! 204, 206 or 304), its media type is one of `content_types` (never `text/event-stream`),
-//! it has no content coding (a gzip body is passed through untouched rather than decoded),
+//! it has no content coding (a gzip or deflate body is decoded first with `decompress`, within
+//! `max_body`, and sent without its coding; otherwise, and for any other coding, it passes
+//! through untouched),
 //! and it ends within `max_body` bytes. The decision is made on the upstream's headers,
 //! before this plugin's own header changes. For a rewritable media type the client sees the
 //! rewritten representation throughout: `Accept-Ranges` is removed, ETags of 304 and HEAD
@@ -16,6 +18,7 @@
 //! ahead is sent first, then the rest, so nothing is lost and at most `max_body` is held.
 
 use super::json_ops::JsonOps;
+use super::util::Coding;
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use aho_corasick::AhoCorasick;
 use bytes::Bytes;
@@ -66,6 +69,10 @@ pub struct ResponseTransformConfig {
     /// renamed, moved, removed, set, kept, the body wrapped or unwrapped.
     #[serde(default)]
     pub json: Option<super::json_ops::JsonOpsConfig>,
+    /// Whether a gzip or deflate body is decoded to be rewritten (and sent without its
+    /// coding). Default false: a coded body passes through untouched.
+    #[serde(default)]
+    pub decompress: bool,
 }
 
 /// One replacement.
@@ -214,6 +221,7 @@ impl PluginFactory for ResponseTransform {
                     .map(|t| t.to_ascii_lowercase())
                     .collect(),
                 max_body: c.max_body.0 as usize,
+                decompress: c.decompress,
             })
         };
         Ok(Arc::new(Transform {
@@ -240,6 +248,7 @@ struct Rewrite {
     with: Vec<Vec<u8>>,
     types: Vec<String>,
     max_body: usize,
+    decompress: bool,
 }
 
 impl Rewrite {
@@ -249,7 +258,11 @@ impl Rewrite {
     /// has no content coding. Said of a 304 or a HEAD answer too: their validators and length
     /// describe the body a GET gets, which is the rewritten one.
     fn media(&self, resp: &http::response::Parts) -> Option<bool> {
-        let media = super::util::uncoded_media(&resp.headers)?;
+        let media = match super::util::coding(&resp.headers) {
+            Coding::Identity => super::util::media(&resp.headers)?,
+            Coding::Gzip | Coding::Deflate if self.decompress => super::util::media(&resp.headers)?,
+            _ => return None,
+        };
         if media == "text/event-stream" {
             return None;
         }
@@ -341,9 +354,14 @@ impl Rewrite {
             weaken_etag(&mut parts.headers);
             return Ok(body);
         }
+        let coding = super::util::coding(&parts.headers);
         if *method == http::Method::HEAD {
-            // The length of the upstream's body is not the length a GET gets.
+            // The length of the upstream's body is not the length a GET gets, nor its
+            // coding (a GET's body is decoded to be rewritten).
             parts.headers.remove(header::CONTENT_LENGTH);
+            if coding != Coding::Identity {
+                parts.headers.remove(header::CONTENT_ENCODING);
+            }
             weaken_etag(&mut parts.headers);
             return Ok(body);
         }
@@ -378,7 +396,28 @@ impl Rewrite {
             Replay::TooLarge(_) if must => return Err(too_large()),
             Replay::TooLarge(rest) => return Ok(rest),
         };
-        let whole: Vec<u8> = data.concat();
+        let mut whole: Vec<u8> = data.concat();
+        if coding != Coding::Identity {
+            // Decoded to be rewritten, within max_body; a body that does not decode (or
+            // decodes too large) passes as it came, coded, unless JSON operations must run.
+            match super::util::decode(&whole, coding, self.max_body) {
+                Some(plain) => {
+                    whole = plain;
+                    parts.headers.remove(header::CONTENT_ENCODING);
+                    weaken_etag(&mut parts.headers);
+                }
+                None if must => {
+                    return Err(GatewayError::new(
+                        ErrorKind::TransformFailed,
+                        format!(
+                            "a {coding:?} response body that does not decode within max_body ({} bytes)",
+                            self.max_body
+                        ),
+                    ));
+                }
+                None => return Ok(Body::full(Bytes::from(whole))),
+            }
+        }
         let mut out = whole.clone();
         if let (true, Some(ops)) = (json, &self.json) {
             // A body that is not JSON after all passes as it came.

@@ -129,6 +129,88 @@ pub(crate) fn uncoded_media(h: &http::HeaderMap) -> Option<String> {
         })
 }
 
+/// A body's content coding, as far as a transformation can undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coding {
+    /// None (or `identity`).
+    Identity,
+    /// `gzip` (or `x-gzip`).
+    Gzip,
+    /// `deflate` (zlib).
+    Deflate,
+    /// Anything else, or several codings.
+    Other,
+}
+
+/// The body's content coding.
+pub(crate) fn coding(h: &http::HeaderMap) -> Coding {
+    let mut found = Coding::Identity;
+    for v in h.get_all(http::header::CONTENT_ENCODING) {
+        for c in v.to_str().unwrap_or("?").split(',') {
+            let c = c.trim();
+            let this = if c.eq_ignore_ascii_case("identity") || c.is_empty() {
+                continue;
+            } else if c.eq_ignore_ascii_case("gzip") || c.eq_ignore_ascii_case("x-gzip") {
+                Coding::Gzip
+            } else if c.eq_ignore_ascii_case("deflate") {
+                Coding::Deflate
+            } else {
+                Coding::Other
+            };
+            found = if found == Coding::Identity {
+                this
+            } else {
+                Coding::Other
+            };
+        }
+    }
+    found
+}
+
+/// The body's media type (lowercase, without parameters), whatever its coding.
+pub(crate) fn media(h: &http::HeaderMap) -> Option<String> {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// Decodes a gzip or deflate body, refusing one that decodes to more than `max` bytes (a
+/// small body may inflate a thousandfold). `None`: not valid in its coding, or too large.
+pub(crate) fn decode(data: &[u8], coding: Coding, max: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let limit = max as u64 + 1;
+    let read = match coding {
+        Coding::Gzip => flate2::read::MultiGzDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut out),
+        Coding::Deflate => {
+            // RFC 9110 says zlib (RFC 1950); some servers send raw deflate (RFC 1951).
+            match flate2::read::ZlibDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out)
+            {
+                Ok(n) => Ok(n),
+                Err(_) => {
+                    out.clear();
+                    flate2::read::DeflateDecoder::new(data)
+                        .take(limit)
+                        .read_to_end(&mut out)
+                }
+            }
+        }
+        Coding::Identity => return (data.len() <= max).then(|| data.to_vec()),
+        Coding::Other => return None,
+    };
+    (read.is_ok() && out.len() <= max).then_some(out)
+}
+
 /// Whether a media type is JSON (`application/json` or any `+json`).
 pub(crate) fn is_json(media: &str) -> bool {
     media == "application/json" || media.ends_with("+json")
