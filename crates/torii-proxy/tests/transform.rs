@@ -545,3 +545,24 @@ async fn compressed_bodies_are_decoded_when_asked_and_never_corrupted() {
     assert_eq!(h["content-encoding"], "gzip");
     assert_eq!(&b[..], &gzip(br#"{"data":{"fullName":"Ada"}}"#)[..]);
 }
+
+#[tokio::test]
+async fn replace_runs_only_on_the_listed_media_types_even_beside_json_operations() {
+    let up = documents().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: orders\n    match: {{path: '/api/orders/{{id}}'}}\n    upstream: up\n    plugins:\n      response_transform:\n        content_types: [text/]\n        replace: [{{from: Ada, to: Bob}}, {{from: yyyy, to: z}}]\n        max_body: 16MiB\n        json: {{remove: [/data/internal]}}\n",
+        up.addr
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let client = h1_client();
+    let (s, _, b) = get(&client, format!("http://{a}/api/orders/1")).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json(&b);
+    assert_eq!(v["data"]["fullName"], "Ada", "JSON is not a listed type: {v}");
+    assert!(v["data"].get("internal").is_none());
+    // The text answer is listed: replaced.
+    let (s, _, b) = get(&client, format!("http://{a}/api/orders/text")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b.len(), (10 << 20) / 4);
+}

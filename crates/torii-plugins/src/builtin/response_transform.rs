@@ -252,12 +252,12 @@ struct Rewrite {
 }
 
 impl Rewrite {
-    /// Whether the response's representation is one this plugin rewrites (`Some`), and
-    /// whether it is JSON: its media type is listed for `replace`, or is JSON with `json`
-    /// operations (never `text/event-stream`, a stream that has no end to wait for), and it
+    /// Whether the response's representation is one this plugin rewrites (`Some`), and how:
+    /// (JSON operations run, `replace` runs). JSON operations run on a JSON media type,
+    /// `replace` on a listed one (never `text/event-stream`, a stream that has no end to wait for), and it
     /// has no content coding. Said of a 304 or a HEAD answer too: their validators and length
     /// describe the body a GET gets, which is the rewritten one.
-    fn media(&self, resp: &http::response::Parts) -> Option<bool> {
+    fn media(&self, resp: &http::response::Parts) -> Option<(bool, bool)> {
         let media = match super::util::coding(&resp.headers) {
             Coding::Identity => super::util::media(&resp.headers)?,
             Coding::Gzip | Coding::Deflate if self.decompress => super::util::media(&resp.headers)?,
@@ -266,10 +266,7 @@ impl Rewrite {
         if media == "text/event-stream" {
             return None;
         }
-        let json = super::util::is_json(&media);
-        if json && self.json.is_some() {
-            return Some(true);
-        }
+        let json = super::util::is_json(&media) && self.json.is_some();
         let listed = self.search.is_some()
             && self.types.iter().any(|t| {
                 if t.ends_with('/') {
@@ -278,7 +275,7 @@ impl Rewrite {
                     media == *t
                 }
             });
-        listed.then_some(json)
+        (json || listed).then_some((json, listed))
     }
 }
 
@@ -332,12 +329,12 @@ impl Rewrite {
     ) -> Result<Body, GatewayError> {
         let method = &req.method;
         let status = parts.status;
-        let Some(json) = self.media(parts).filter(|_| !status.is_informational()) else {
+        let Some((json, listed)) = self.media(parts).filter(|_| !status.is_informational()) else {
             return Ok(body);
         };
         // JSON operations must happen: a body too large for them is refused, not passed on
         // untransformed.
-        let must = json && self.json.is_some();
+        let must = json;
         let too_large = || {
             GatewayError::new(
                 ErrorKind::ResponseTooLarge,
@@ -390,6 +387,14 @@ impl Rewrite {
                 data,
                 trailers: None,
             } => data,
+            // Trailers: such a body is passed on whole as it came, unless JSON operations
+            // must run (they would have to drop the trailers or skip the body).
+            Replay::Complete { .. } if must => {
+                return Err(GatewayError::new(
+                    ErrorKind::TransformFailed,
+                    "a JSON response body with trailers",
+                ));
+            }
             complete @ Replay::Complete { .. } => {
                 return Ok(complete.body().unwrap_or_default());
             }
@@ -432,7 +437,7 @@ impl Rewrite {
                 }
             }
         }
-        if let Some(search) = &self.search {
+        if let (true, Some(search)) = (listed, &self.search) {
             out = search.replace_all_bytes(&out, &self.with);
         }
         parts
