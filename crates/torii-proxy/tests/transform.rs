@@ -559,10 +559,42 @@ async fn replace_runs_only_on_the_listed_media_types_even_beside_json_operations
     let (s, _, b) = get(&client, format!("http://{a}/api/orders/1")).await;
     assert_eq!(s, StatusCode::OK);
     let v = json(&b);
-    assert_eq!(v["data"]["fullName"], "Ada", "JSON is not a listed type: {v}");
+    assert_eq!(
+        v["data"]["fullName"], "Ada",
+        "JSON is not a listed type: {v}"
+    );
     assert!(v["data"].get("internal").is_none());
     // The text answer is listed: replaced.
     let (s, _, b) = get(&client, format!("http://{a}/api/orders/text")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b.len(), (10 << 20) / 4);
+}
+
+#[tokio::test]
+async fn json_set_templates_see_the_request_as_the_client_sent_it() {
+    // The upstream answers with the body it got.
+    let up = upstream(false, |req: Request<hyper::body::Incoming>| async move {
+        let sent = req.into_body().collect().await.unwrap().to_bytes();
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(full(sent))
+            .unwrap()
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  - name: r\n    match: {{path: /r}}\n    upstream: up\n    plugins:\n      request_transform:\n        headers: {{remove: [x-user], set: {{x-tenant: replaced}}}}\n        json: {{set: {{/user: '{{headers.x-user}}', /tenant: '{{headers.x-tenant}}'}}}}\n",
+        up.addr
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let req = Request::post(format!("http://{a}/r"))
+        .header("content-type", "application/json")
+        .header("x-user", "ada")
+        .header("x-tenant", "acme")
+        .body(full("{}"))
+        .unwrap();
+    let resp = h1_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&b), serde_json::json!({"user": "ada", "tenant": "acme"}));
 }

@@ -192,15 +192,15 @@ impl JsonOps {
 
     /// Applies the operations, then the jq filter, to a JSON document; `Ok(None)` when
     /// `body` is not JSON. `max_out`: the largest output a jq filter may give.
+    /// `values`: the rendered `set` values ([`JsonOps::values`]).
     pub async fn run(
         &self,
         body: &[u8],
-        req: &http::request::Parts,
-        ctx: &RequestContext,
+        values: &[Value],
         max_out: usize,
     ) -> Result<Option<Vec<u8>>, super::jq::JqError> {
         let out = if self.structural() {
-            match self.apply(body, req, ctx) {
+            match self.apply_with(body, values) {
                 Some(out) => out,
                 None => return Ok(None),
             }
@@ -216,6 +216,29 @@ impl JsonOps {
         }
     }
 
+    /// Whether a `set` value is a template (rendered per request).
+    pub fn has_templates(&self) -> bool {
+        self.set
+            .iter()
+            .any(|(_, v)| matches!(v, SetValue::Template(_)))
+    }
+
+    /// The `set` values for this request, in order: templates rendered once per body, not
+    /// per element.
+    pub fn values(&self, req: &http::request::Parts, ctx: &RequestContext) -> Vec<Value> {
+        self.set
+            .iter()
+            .map(|(_, v)| match v {
+                SetValue::Value(v) => v.clone(),
+                SetValue::Template(t) => {
+                    let mut s = String::new();
+                    t.render(req, ctx, &mut s);
+                    Value::String(s)
+                }
+            })
+            .collect()
+    }
+
     /// Applies the operations to a JSON document; `None` when `body` is not JSON.
     pub fn apply(
         &self,
@@ -223,6 +246,11 @@ impl JsonOps {
         req: &http::request::Parts,
         ctx: &RequestContext,
     ) -> Option<Vec<u8>> {
+        self.apply_with(body, &self.values(req, ctx))
+    }
+
+    /// [`JsonOps::apply`] with the `set` values already rendered.
+    pub fn apply_with(&self, body: &[u8], values: &[Value]) -> Option<Vec<u8>> {
         // The whole document is checked in one scan that also opens its top level (the
         // operations start there); below, only what they reach is opened further.
         let mut root = match body.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -252,21 +280,11 @@ impl JsonOps {
                 root = root.child(k).unwrap_or(Node::Broken);
             }
         }
-        // Templates are rendered once per body, not per element.
         let set: Vec<(&Pointer, Value)> = self
             .set
             .iter()
-            .map(|(p, v)| {
-                let v = match v {
-                    SetValue::Value(v) => v.clone(),
-                    SetValue::Template(t) => {
-                        let mut s = String::new();
-                        t.render(req, ctx, &mut s);
-                        Value::String(s)
-                    }
-                };
-                (p, v)
-            })
+            .map(|(p, _)| p)
+            .zip(values.iter().cloned())
             .collect();
         if root.is_array() {
             if let Node::Array(items) = root.open() {

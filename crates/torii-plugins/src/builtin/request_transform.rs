@@ -157,6 +157,10 @@ impl PluginFactory for RequestTransform {
     }
 }
 
+/// The JSON `set` values rendered from the request as it came.
+#[derive(Clone)]
+struct JsonValues(Arc<Vec<serde_json::Value>>);
+
 struct Transform {
     headers: Compiled<HeaderName, HeaderSource>,
     query: Compiled<Box<str>, Template>,
@@ -313,7 +317,12 @@ impl Plugin for Transform {
             // A body that is not JSON after all goes on as it came.
             // A body that says it is JSON and is not (or holds a member name the operations
             // cannot address) is refused: forwarding it unchanged would skip the operations.
-            let out = match ops.run(&whole, req, ctx, self.max_body).await {
+            // `set` templates were rendered from the request as it came (on_request).
+            let values = match ctx.extensions.get::<JsonValues>() {
+                Some(v) => v.0.clone(),
+                None => Arc::new(ops.values(req, ctx)),
+            };
+            let out = match ops.run(&whole, &values, self.max_body).await {
                 Ok(Some(out)) => out,
                 Ok(None) => {
                     return Err(GatewayError::new(
@@ -348,7 +357,14 @@ impl Plugin for Transform {
         req: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext,
     ) -> Result<Flow<'a>, GatewayError> {
-        // Everything is rendered from the request as it came, then changed.
+        // Everything is rendered from the request as it came, then changed: the JSON `set`
+        // templates too, though the body is read later.
+        if let Some(ops) = self.json.as_ref().filter(|o| o.has_templates())
+            && json_body(&req.headers)
+        {
+            let values = JsonValues(Arc::new(ops.values(req, ctx)));
+            ctx.extensions.insert(values);
+        }
         let path = self.path.as_ref().map(|t| {
             let mut s = String::new();
             t.render(req, ctx, &mut s);

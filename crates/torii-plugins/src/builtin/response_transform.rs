@@ -426,7 +426,7 @@ impl Rewrite {
         let mut out = whole.clone();
         if let (true, Some(ops)) = (json, &self.json) {
             // A body that is not JSON after all passes as it came.
-            match ops.run(&out, req, ctx, self.max_body).await {
+            match ops.run(&out, &ops.values(req, ctx), self.max_body).await {
                 Ok(Some(changed)) => out = changed,
                 Ok(None) => {}
                 Err(e) => {
