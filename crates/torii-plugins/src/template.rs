@@ -119,6 +119,43 @@ impl Template {
             }
         }
     }
+
+    /// Renders the template into a query parameter value: text is percent-encoded with
+    /// `sets.0`; query parameters (form-encoded as sent) with `sets.1`, route parameters
+    /// (percent-encoded as sent) with `sets.2`, sets that leave `%` alone, so nothing is
+    /// encoded twice.
+    pub fn render_query(
+        &self,
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+        sets: (
+            &'static percent_encoding::AsciiSet,
+            &'static percent_encoding::AsciiSet,
+            &'static percent_encoding::AsciiSet,
+        ),
+        out: &mut String,
+    ) {
+        let (text, query, param) = sets;
+        let mut piece = String::new();
+        for p in self.parts.iter() {
+            piece.clear();
+            let set = match p {
+                Part::Lit(s) => {
+                    piece.push_str(s);
+                    text
+                }
+                Part::Var(v) => {
+                    value(v, req, ctx, &mut piece);
+                    match v {
+                        Var::Query(_) => query,
+                        Var::Param(_) => param,
+                        _ => text,
+                    }
+                }
+            };
+            out.extend(percent_encoding::utf8_percent_encode(&piece, set));
+        }
+    }
 }
 
 fn variable(name: &str, params: Option<&[String]>) -> Result<Var, String> {

@@ -596,5 +596,25 @@ async fn json_set_templates_see_the_request_as_the_client_sent_it() {
     let resp = h1_client().request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let b = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(json(&b), serde_json::json!({"user": "ada", "tenant": "acme"}));
+    assert_eq!(
+        json(&b),
+        serde_json::json!({"user": "ada", "tenant": "acme"})
+    );
+}
+
+#[tokio::test]
+async fn query_values_from_the_request_are_not_encoded_twice() {
+    let up = echo_upstream(false).await;
+    let gw = gateway(&cfg(
+        &up,
+        "{query: {set: {copy: '{query.q}', id: '{params.id}', note: '50% {headers.x-n}'}}}",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let (s, echo) = call(a, "GET", "/api/orders/x+y?q=a%20b%2Bc+d", &[("x-n", "a&b")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        echo["uri"],
+        "/orders/x+y?q=a%20b%2Bc+d&copy=a%20b%2Bc+d&id=x%2By&note=50%25%20a%26b"
+    );
 }

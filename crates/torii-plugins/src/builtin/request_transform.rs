@@ -7,11 +7,11 @@
 //! applied in a fixed order: remove, rename, set, add. A `path` replaces the route's own
 //! `rewrite`.
 
-use super::changes::{Changes, Compiled, HeaderSource, compile, render};
+use super::changes::{Changes, Compiled, HeaderSource, compile};
 use crate::template::Template;
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use http::{HeaderName, HeaderValue};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -53,17 +53,23 @@ fn default_max_body() -> torii_config::values::ByteSize {
 /// The plugin type.
 pub struct RequestTransform;
 
-/// Characters escaped in rendered query values (`&`, `=`, `#`, `+`, space and the like).
-const QUERY_VALUE: &AsciiSet = &CONTROLS
+/// Characters escaped in text put into query values (`&`, `=`, `#`, `+`, `%`, space and the
+/// like).
+const QUERY_VALUE: &AsciiSet = &PARAM_SENT.add(b'%');
+
+/// For route parameters, which come percent-encoded as sent: `%` stays, so they are not
+/// encoded twice (a `+` in a path is a plus: it is encoded).
+const PARAM_SENT: &AsciiSet = &QUERY_SENT.add(b'+');
+
+/// For query parameters, form-encoded as sent: `%` and `+` (a space) stay as they are.
+const QUERY_SENT: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
     .add(b'&')
-    .add(b'+')
     .add(b'=')
     .add(b'<')
-    .add(b'>')
-    .add(b'%');
+    .add(b'>');
 
 impl PluginFactory for RequestTransform {
     const NAME: &'static str = "request_transform";
@@ -171,6 +177,8 @@ struct Transform {
 }
 
 impl Transform {
+    /// The query values to set or add, percent-encoded (values from the query or the path
+    /// are not encoded twice); those that render empty are left out.
     fn rendered(
         ops: &[(Box<str>, Template)],
         req: &http::request::Parts,
@@ -178,7 +186,11 @@ impl Transform {
     ) -> Vec<(usize, String)> {
         ops.iter()
             .enumerate()
-            .filter_map(|(i, (_, t))| render(t, req, ctx).map(|v| (i, v)))
+            .filter_map(|(i, (_, t))| {
+                let mut v = String::new();
+                t.render_query(req, ctx, (QUERY_VALUE, QUERY_SENT, PARAM_SENT), &mut v);
+                (!v.is_empty()).then_some((i, v))
+            })
             .collect()
     }
 
@@ -222,18 +234,12 @@ impl Transform {
         for (i, v) in set {
             if let Some((n, _)) = q.set.get(i) {
                 pairs.retain(|(k, _)| **k != **n);
-                pairs.push((
-                    n.to_string(),
-                    utf8_percent_encode(&v, QUERY_VALUE).to_string(),
-                ));
+                pairs.push((n.to_string(), v));
             }
         }
         for (i, v) in add {
             if let Some((n, _)) = q.add.get(i) {
-                pairs.push((
-                    n.to_string(),
-                    utf8_percent_encode(&v, QUERY_VALUE).to_string(),
-                ));
+                pairs.push((n.to_string(), v));
             }
         }
         Some(
