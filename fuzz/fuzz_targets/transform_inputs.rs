@@ -1,11 +1,12 @@
 //! `transform_inputs`: what the transformation plugins read from clients and upstreams: JSON
 //! bodies of any shape through the JSON operations (opened only as deep as the operations
-//! reach), and templates of any text.
+//! reach) and through jq filters, and templates of any text.
 //!
 //! Invariants:
 //! - no panic, whatever the bytes;
 //! - a body that serde_json accepts is transformed, one it refuses is not (`None`);
-//! - what the operations write is JSON.
+//! - what the operations write is JSON;
+//! - a jq filter's output is JSON within its limit, or an error.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -21,7 +22,36 @@ struct Input<'a> {
     template: &'a str,
 }
 
+/// jq filters of the kinds routes use, compiled once.
+fn filters() -> &'static [torii_plugins::builtin::jq::Jq] {
+    static F: std::sync::OnceLock<Vec<torii_plugins::builtin::jq::Jq>> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        [
+            ".",
+            ".data | {name: .fullName, n: (.items | length)}",
+            "[.[]? | tostring] | join(\",\")",
+            "paths | tostring",
+            "to_entries | map(select(.value != null)) | from_entries",
+        ]
+        .iter()
+        .map(|f| {
+            torii_plugins::builtin::jq::Jq::compile(f, std::time::Duration::from_secs(1))
+                .expect("compiles")
+        })
+        .collect()
+    })
+}
+
 fuzz_target!(|input: Input<'_>| {
+    for f in filters() {
+        if let Ok(out) = f.run_here(input.body, 4096) {
+            assert!(out.len() <= 4096);
+            assert!(
+                serde_json::from_slice::<&serde_json::value::RawValue>(&out).is_ok(),
+                "jq wrote invalid JSON"
+            );
+        }
+    }
     let _ = Template::parse(input.template, Some(&["id".to_string()]));
     let (req, ()) = http::Request::get("/").body(()).unwrap().into_parts();
     let ctx = torii_core::RequestContext::new(

@@ -171,6 +171,12 @@ impl Jq {
         })
     }
 
+    /// Runs the filter on this thread, without a deadline (for fuzzing and benchmarks).
+    #[doc(hidden)]
+    pub fn run_here(&self, input: &[u8], max_out: usize) -> Result<Vec<u8>, JqError> {
+        run(&self.filter, input, max_out)
+    }
+
     /// Runs the filter on `input`: its first output, as JSON of at most `max_out` bytes.
     pub async fn run(&self, input: Vec<u8>, max_out: usize) -> Result<Vec<u8>, JqError> {
         let (reply, result) = tokio::sync::oneshot::channel();
