@@ -539,11 +539,74 @@ async fn compressed_bodies_are_decoded_when_asked_and_never_corrupted() {
     let (s, h, b) = get(&client, format!("http://{a}/t/a/broken")).await;
     assert_eq!((s, &b[..]), (StatusCode::OK, &b"not gzip at all"[..]));
     assert_eq!(h["content-encoding"], "gzip");
-    // Without `decompress`: the coded body passes through byte for byte.
-    let (s, h, b) = get(&client, format!("http://{a}/k/a/gz")).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(h["content-encoding"], "gzip");
-    assert_eq!(&b[..], &gzip(br#"{"data":{"fullName":"Ada"}}"#)[..]);
+    // Without `decompress`, a coded JSON body cannot be read by the operations that must
+    // run on it: 502, never the untransformed document.
+    let (s, _, b) = get(&client, format!("http://{a}/k/a/gz")).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+    assert_eq!(json(&b)["error"]["code"], "transform_failed");
+}
+
+#[tokio::test]
+async fn json_operations_ask_the_upstream_for_what_they_can_read() {
+    // The upstream honours Range (206 with a slice) and Accept-Encoding gzip, and reports
+    // what it was asked in headers.
+    let up = upstream(false, |req: Request<hyper::body::Incoming>| async move {
+        let doc = br#"{"data":{"fullName":"Ada","internal":1}}"#;
+        let ae = req
+            .headers()
+            .get("accept-encoding")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let b = http::Response::builder()
+            .header("content-type", "application/json")
+            .header("x-saw-accept-encoding", ae.clone());
+        if req.headers().contains_key("range") {
+            return b
+                .status(206)
+                .header("content-range", "bytes 0-9/41")
+                .body(full(&doc[..10]))
+                .unwrap();
+        }
+        if ae.contains("gzip") {
+            return b
+                .header("content-encoding", "gzip")
+                .body(full(gzip(doc)))
+                .unwrap();
+        }
+        b.body(full(&doc[..])).unwrap()
+    })
+    .await;
+    let route = |name: &str, prefix: &str, plugin: &str| {
+        format!(
+            "  - name: {name}\n    match: {{path_prefix: {prefix}}}\n    upstream: up\n    plugins:\n      response_transform: {plugin}\n"
+        )
+    };
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n{}{}",
+        up.addr,
+        route("plain", "/p", "{json: {remove: [/data/internal]}}"),
+        route("decode", "/d", "{decompress: true, json: {remove: [/data/internal]}}"),
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let want = serde_json::json!({"data": {"fullName": "Ada"}});
+    for (path, ae, seen) in [
+        ("/p", "gzip, br", "identity"),
+        ("/d", "br, gzip", "gzip, deflate"),
+        ("/d", "gzip", "gzip"),
+    ] {
+        let req = Request::get(format!("http://{a}{path}"))
+            .header("range", "bytes=0-9")
+            .header("accept-encoding", ae)
+            .body(full(""))
+            .unwrap();
+        let resp = h1_client().request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path} {ae}");
+        assert_eq!(resp.headers()["x-saw-accept-encoding"], seen, "{path} {ae}");
+        assert!(resp.headers().get("content-encoding").is_none());
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(json(&b), want, "{path} {ae}");
+    }
 }
 
 #[tokio::test]
@@ -617,4 +680,25 @@ async fn query_values_from_the_request_are_not_encoded_twice() {
         echo["uri"],
         "/orders/x+y?q=a%20b%2Bc+d&copy=a%20b%2Bc+d&id=x%2By&note=50%25%20a%26b"
     );
+}
+
+#[tokio::test]
+async fn a_set_name_never_carries_the_clients_value() {
+    let up = echo_upstream(false).await;
+    let gw = gateway(&cfg(
+        &up,
+        "{headers: {set: {x-tenant: '{headers.x-missing}'}}, query: {remove: [debug], set: {tenant: '{consumer.id}', empty: '{headers.x-missing}'}}}",
+    ))
+    .await;
+    let a = addr(&gw).await;
+    let (s, echo) = call(
+        a,
+        "GET",
+        "/api/orders/1?t%65nant=evil&d%65bug=1&%65mpty=x&keep=1",
+        &[("x-tenant", "victim")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(echo["headers"].get("x-tenant").is_none(), "{echo}");
+    assert_eq!(echo["uri"], "/orders/1?keep=1&tenant=u-7");
 }

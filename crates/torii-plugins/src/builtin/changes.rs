@@ -22,7 +22,7 @@ pub struct Changes {
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
     /// Values to set, replacing any there: `{name: template}`. A value that renders empty
-    /// (its variables missing) is not set.
+    /// (its variables missing) is not set, but what was there is removed all the same.
     #[serde(default)]
     pub set: BTreeMap<String, String>,
     /// Values to add after those there: `{name: template}`.
@@ -187,8 +187,16 @@ impl Compiled<HeaderName, HeaderSource> {
         }
         let mut values = values.into_iter();
         for (n, _) in &self.set {
-            if let Some(v) = values.next().flatten() {
-                target.insert(n.clone(), v);
+            // What the client sent under this name goes, even when the value renders empty
+            // (an anonymous consumer's `{consumer.id}`): a `set` header is never the
+            // client's.
+            match values.next().flatten() {
+                Some(v) => {
+                    target.insert(n.clone(), v);
+                }
+                None => {
+                    target.remove(n);
+                }
             }
         }
         for (n, _) in &self.add {

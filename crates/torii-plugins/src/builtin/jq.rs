@@ -7,7 +7,9 @@
 //! interrupted, so runs happen on a pool of [`max_running`] threads of their own (not the
 //! runtime's: a run that never ends must not hold up shutdown). Past its deadline the
 //! request gets its error at once and the run finishes on its thread, so a filter that never
-//! ends takes at most those threads; later runs then queue (at most [`QUEUE`]) and time out. Only the first output of the filter is the body; a filter with none is an
+//! ends takes at most those threads; later runs then queue (at most [`QUEUE`] per thread)
+//! and time out, or fail at once when the queue is full. A document nesting deeper than
+//! [`MAX_DEPTH`] is refused before jaq reads it (its reader recurses). Only the first output of the filter is the body; a filter with none is an
 //! error. The output is checked to be JSON (jaq's values go beyond it: `nan`, byte strings).
 //!
 //! The filter sees no environment: `env` and `$ENV` are not defined (a config error), and
@@ -55,16 +57,58 @@ pub enum JqError {
     TimedOut,
 }
 
-/// The most filter runs at once in the process: twice the CPUs, at least 4.
+/// The most filter runs at once in the process: one per CPU, at least 2 (runaway filters
+/// must leave the runtime's threads some CPU).
 pub fn max_running() -> usize {
     std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(4)
-        .max(4)
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
 }
 
-/// Runs waiting for a thread, at most.
-pub const QUEUE: usize = 1024;
+/// The deepest nesting of arrays and objects a document may have to be given to jaq, whose
+/// reader and writer recurse (serde_json's own limit is the same).
+pub const MAX_DEPTH: usize = 128;
+
+/// Stack of a jq thread: room for jaq's recursion over values a filter builds.
+const STACK: usize = 16 << 20;
+
+/// Whether `json` nests arrays and objects at most `max` deep. An iterative scan (strings
+/// skipped, escapes included): a deep document must be refused before a recursive reader sees
+/// it, or it overflows the stack and ends the process.
+pub fn depth_within(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Runs waiting for a thread, at most, per thread (a run past its deadline still holds its
+/// input until a thread takes it: the queue is short so that memory stays bounded).
+pub const QUEUE: usize = 2;
 
 /// One run: the filter, its input, the output's limit, where the result goes.
 type Job = (
@@ -78,12 +122,13 @@ type Job = (
 fn pool() -> &'static std::sync::mpsc::SyncSender<Job> {
     static POOL: OnceLock<std::sync::mpsc::SyncSender<Job>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE * max_running());
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..max_running() {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("torii-jq-{i}"))
+                .stack_size(STACK)
                 .spawn(move || {
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
@@ -92,7 +137,15 @@ fn pool() -> &'static std::sync::mpsc::SyncSender<Job> {
                         };
                         // A caller gone past its deadline no longer listens.
                         if !reply.is_closed() {
-                            let _ = reply.send(run(&filter, &input, max_out));
+                            // A panic in jaq fails this run, not the thread.
+                            let out =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    run(&filter, &input, max_out)
+                                }))
+                                .unwrap_or_else(|_| {
+                                    Err(JqError::Failed("the filter panicked".into()))
+                                });
+                            let _ = reply.send(out);
                         }
                     }
                 });
@@ -196,6 +249,11 @@ fn run(
     input: &[u8],
     max_out: usize,
 ) -> Result<Vec<u8>, JqError> {
+    if !depth_within(input, MAX_DEPTH) {
+        return Err(JqError::Failed(format!(
+            "the document nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
     let value = jaq_json::read::parse_single(input).map_err(|_| JqError::NotJson)?;
     let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([]));
     // Not `jaq_core::unwrap_valr`: it ends the process on `halt`.
@@ -265,6 +323,22 @@ mod tests {
             jq("nan").run(b"1".to_vec(), 20).await,
             Err(JqError::BadOutput(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn deep_documents_are_refused_before_jaq_reads_them() {
+        let deep = "[".repeat(200_000);
+        assert!(matches!(
+            jq(".").run(deep.into_bytes(), 10).await,
+            Err(JqError::Failed(_))
+        ));
+        let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(
+            jq(".").run(ok.clone().into_bytes(), 1000).await.unwrap(),
+            ok.as_bytes()
+        );
+        // Brackets inside strings do not count.
+        assert!(depth_within(br#"{"a":"[[[[\"[[[["}"#, 1));
     }
 
     #[tokio::test]

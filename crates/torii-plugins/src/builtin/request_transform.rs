@@ -27,7 +27,7 @@ pub struct RequestTransformConfig {
     /// Request header changes.
     #[serde(default)]
     pub headers: Changes,
-    /// Query parameter changes (names compared as sent).
+    /// Query parameter changes (names compared decoded: `t%65nant` is `tenant`).
     #[serde(default)]
     pub query: Changes,
     /// A template for the path sent upstream (the query is kept, with its changes):
@@ -95,7 +95,7 @@ impl PluginFactory for RequestTransform {
             "query",
             &c.query,
             params,
-            |n| (!n.is_empty() && !n.contains(['&', '=', '#'])).then(|| Box::<str>::from(n)),
+            |n| query_name(n).then(|| Box::<str>::from(n)),
             Ok,
         )?;
         let path = match &c.path {
@@ -225,15 +225,16 @@ impl Transform {
                 (k.to_string(), v.to_string())
             })
             .collect();
-        pairs.retain(|(k, _)| !q.remove.iter().any(|r| **r == **k));
+        pairs.retain(|(k, _)| !q.remove.iter().any(|r| decoded_is(k, r)));
         for (from, to) in &q.rename {
-            for (k, _) in pairs.iter_mut().filter(|(k, _)| **k == **from) {
+            for (k, _) in pairs.iter_mut().filter(|(k, _)| decoded_is(k, from)) {
                 *k = to.to_string();
             }
         }
+        // What the client sent under a `set` name goes, even when the value renders empty.
+        pairs.retain(|(k, _)| !q.set.iter().any(|(n, _)| decoded_is(k, n)));
         for (i, v) in set {
             if let Some((n, _)) = q.set.get(i) {
-                pairs.retain(|(k, _)| **k != **n);
                 pairs.push((n.to_string(), v));
             }
         }
@@ -256,6 +257,27 @@ impl Transform {
                 .join("&"),
         )
     }
+}
+
+/// Whether `n` can be written in a query as it is: printable ASCII, none of `& = # % +`,
+/// spaces, quotes or angle brackets (the name is put into the URI unencoded).
+fn query_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b'&' | b'=' | b'#' | b'%' | b'+' | b'"' | b'<' | b'>')
+        })
+}
+
+/// Whether a query parameter's name as sent (form-encoded) is `name`: `t%65nant` and
+/// `tenant` are one name to the upstream, so they are one name here.
+fn decoded_is(sent: &str, name: &str) -> bool {
+    if !sent.contains(['%', '+']) {
+        return sent == name;
+    }
+    form_urlencoded::parse(sent.as_bytes())
+        .next()
+        .is_some_and(|(k, _)| k == name)
 }
 
 /// Whether a rendered path may be sent: a valid URI path with no query, fragment or

@@ -252,6 +252,47 @@ struct Rewrite {
 }
 
 impl Rewrite {
+    /// The request head to send upstream when JSON operations are set and the client's
+    /// head would invite an answer they cannot read: `Range` and `If-Range` removed, and an
+    /// `Accept-Encoding` that allows other codings replaced by `gzip, deflate` (with
+    /// `decompress`) or `identity`. `None`: the client's head goes as it is (the common case,
+    /// nothing copied).
+    fn upstream_head(&self, req: &http::request::Parts) -> Option<http::request::Parts> {
+        self.json.as_ref()?;
+        let h = &req.headers;
+        let range = h.contains_key(header::RANGE) || h.contains_key(header::IF_RANGE);
+        let readable = |c: &str| {
+            let c = c.split(';').next().unwrap_or("").trim();
+            c.eq_ignore_ascii_case("identity")
+                || (self.decompress
+                    && (c.eq_ignore_ascii_case("gzip")
+                        || c.eq_ignore_ascii_case("x-gzip")
+                        || c.eq_ignore_ascii_case("deflate")))
+        };
+        let coding = h.get_all(header::ACCEPT_ENCODING).iter().any(|v| {
+            v.to_str().map_or(true, |v| {
+                v.split(',').any(|c| !c.trim().is_empty() && !readable(c))
+            })
+        });
+        if !range && !coding {
+            return None;
+        }
+        let mut head = req.clone();
+        head.headers.remove(header::RANGE);
+        head.headers.remove(header::IF_RANGE);
+        if coding {
+            head.headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static(if self.decompress {
+                    "gzip, deflate"
+                } else {
+                    "identity"
+                }),
+            );
+        }
+        Some(head)
+    }
+
     /// Whether the response's representation is one this plugin rewrites (`Some`), and how:
     /// (JSON operations run, `replace` runs). JSON operations run on a JSON media type,
     /// `replace` on a listed one (never `text/event-stream`, a stream that has no end to wait for), and it
@@ -292,7 +333,12 @@ impl Plugin for Transform {
         next: Next<'a>,
     ) -> ExchangeFuture<'a> {
         Box::pin(async move {
-            let resp = next.run(req, body, ctx).await?;
+            // With JSON operations, the upstream is asked for what they can read: the whole
+            // representation (no range) in a coding this plugin can undo.
+            let adjusted = self.rewrite.as_ref().and_then(|r| r.upstream_head(req));
+            let resp = next
+                .run(adjusted.as_ref().unwrap_or(req), body, ctx)
+                .await?;
             let (mut parts, body) = resp.into_parts();
             // Decided on the upstream's own headers, before this plugin changes any.
             let body = match &self.rewrite {
@@ -329,6 +375,24 @@ impl Rewrite {
     ) -> Result<Body, GatewayError> {
         let method = &req.method;
         let status = parts.status;
+        if self.json.is_some()
+            && !status.is_informational()
+            && super::util::media(&parts.headers).is_some_and(|m| super::util::is_json(&m))
+        {
+            // JSON operations must run: a part of the document, or one in a coding that is
+            // not undone, cannot be transformed, and is never passed on as it came.
+            let coding = super::util::coding(&parts.headers);
+            let undone = coding == Coding::Identity
+                || (self.decompress && matches!(coding, Coding::Gzip | Coding::Deflate));
+            if status == StatusCode::PARTIAL_CONTENT || !undone {
+                return Err(GatewayError::new(
+                    ErrorKind::TransformFailed,
+                    format!(
+                        "a JSON response the json operations cannot read (status {status}, coding {coding:?})"
+                    ),
+                ));
+            }
+        }
         let Some((json, listed)) = self.media(parts).filter(|_| !status.is_informational()) else {
             return Ok(body);
         };
