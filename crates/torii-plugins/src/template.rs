@@ -148,7 +148,7 @@ impl Template {
                     value(v, req, ctx, &mut piece);
                     match v {
                         Var::Query(_) => query,
-                        Var::Param(_) => param,
+                        Var::Param(_) | Var::Path => param,
                         _ => text,
                     }
                 }

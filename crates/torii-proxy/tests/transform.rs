@@ -585,7 +585,11 @@ async fn json_operations_ask_the_upstream_for_what_they_can_read() {
         "upstreams:\n  - name: up\n    targets: [{{url: 'http://{}'}}]\nroutes:\n{}{}",
         up.addr,
         route("plain", "/p", "{json: {remove: [/data/internal]}}"),
-        route("decode", "/d", "{decompress: true, json: {remove: [/data/internal]}}"),
+        route(
+            "decode",
+            "/d",
+            "{decompress: true, json: {remove: [/data/internal]}}"
+        ),
     )))
     .await;
     let a = addr(&gw).await;

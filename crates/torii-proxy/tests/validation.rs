@@ -515,3 +515,143 @@ fn bad_documents_and_operations_are_load_errors_with_their_place() {
     assert!(err.contains("set on a route"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A document exercising OpenAPI's finer points: readOnly/writeOnly, `*/*` uploads,
+/// parameter styles, types from `anyOf`, object parameters.
+const FINE: &str = r##"
+openapi: 3.1.0
+info: {title: fine, version: "1"}
+paths:
+  /things:
+    post:
+      operationId: createThing
+      parameters:
+        - {name: limit, in: query, schema: {anyOf: [{type: integer, maximum: 10}, {enum: [all]}]}}
+        - {name: tags, in: query, style: pipeDelimited, explode: false, schema: {type: array, items: {type: integer}}}
+        - {name: filter, in: query, required: true, style: form, schema: {type: object, properties: {color: {type: string}}}}
+        - {name: meta, in: query, content: {application/json: {schema: {type: object, required: [v]}}}}
+        - {name: X-Mode, in: header, schema: {type: string, enum: [a]}}
+      requestBody:
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Thing"}
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Thing"}
+  /uploads:
+    post:
+      operationId: upload
+      requestBody:
+        required: true
+        content:
+          "*/*":
+            schema: {type: object, required: [name]}
+      responses:
+        "200": {description: ok}
+components:
+  schemas:
+    Thing:
+      type: object
+      required: [id, name, secret]
+      properties:
+        id: {type: integer, readOnly: true}
+        name: {type: string}
+        secret: {type: string, writeOnly: true}
+"##;
+
+#[tokio::test]
+async fn openapi_finer_points() {
+    // The upstream answers a Thing without its writeOnly secret.
+    let up = upstream(false, |_req: Request<hyper::body::Incoming>| async move {
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(full(r#"{"id":1,"name":"x"}"#))
+            .unwrap()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("torii-fine-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("fine.yaml");
+    std::fs::write(&spec, FINE).unwrap();
+    let s = spec.display();
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: up\n    targets: [{{url: 'http://{a}'}}]\nroutes:\n  - name: things\n    match: {{path: /things}}\n    upstream: up\n    plugins:\n      request_validation: {{openapi: {{spec: '{s}', operation: createThing}}, responses: report}}\n  - name: uploads\n    match: {{path: /uploads}}\n    upstream: up\n    plugins:\n      request_validation: {{openapi: {{spec: '{s}', operation: upload}}}}\n  - name: inline\n    match: {{path: /inline}}\n    upstream: up\n    plugins:\n      request_validation:\n        body_required: false\n        body: {{type: object, properties: {{items: {{type: array, items: {{$ref: '#/$defs/Item'}}}}}}, $defs: {{Item: {{type: integer}}}}}}\n",
+        a = up.addr
+    )))
+    .await;
+    let a = addr(&gw).await;
+    // A request without the readOnly id but with the writeOnly secret: valid; its answer
+    // without the secret: valid too.
+    let (st, v) = send(
+        a,
+        "POST",
+        "/things?limit=all&tags=1|2&color=red&meta=%7B%22v%22%3A1%7D",
+        &[JSON, ("x-mode", "a")],
+        r#"{"name":"n","secret":"s"}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(counter(&gw, "things", "response_valid"), 1);
+    let cases = [
+        ("/things?limit=11", "query /limit anyOf"),
+        ("/things?tags=1|x", "query /tags/1 type"),
+        ("/things?meta=%7B%7D", "query /meta required"),
+        ("/things?meta=nope", "query /meta type"),
+    ];
+    for (uri, want) in cases {
+        let (st, v) = send(a, "POST", uri, &[JSON], r#"{"name":"n","secret":"s"}"#).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(failures(&v), [want], "{uri}: {v}");
+    }
+    // A repeated scalar: refused, and every value checked.
+    let (st, v) = send(
+        a,
+        "POST",
+        "/things?limit=5&limit=99",
+        &[JSON],
+        r#"{"name":"n","secret":"s"}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let mut got = failures(&v);
+    got.sort();
+    assert_eq!(got, ["query /limit anyOf", "query /limit maxItems"], "{v}");
+    // An upload under `*/*`: a JSON body is checked, any other type streams on.
+    let (st, _) = send(
+        a,
+        "POST",
+        "/uploads",
+        &[("content-type", "image/png")],
+        "\u{1}PNG",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = send(a, "POST", "/uploads", &[JSON], "{}").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(failures(&v), ["body  required"], "{v}");
+    // Inline schemas keep their own `$defs`.
+    let (st, _) = send(a, "POST", "/inline", &[JSON], r#"{"items":[1,2]}"#).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = send(a, "POST", "/inline", &[JSON], r#"{"items":[1,"x"]}"#).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(failures(&v), ["body /items/1 type"], "{v}");
+    // An empty chunked body without a type, where a body is optional: no body.
+    let out = raw(
+        a,
+        b"POST /inline HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // `found` is cut short, however many members a body has.
+    let many: String = (0..5000).map(|i| format!("\"k{i}\":1,")).collect();
+    let body = format!("{{\"name\":{{{many}\"z\":1}},\"secret\":\"s\"}}");
+    let (st, v) = send(a, "POST", "/things", &[JSON], &body).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    for e in v["error"]["errors"].as_array().unwrap() {
+        assert!(e["found"].as_str().unwrap().len() <= 100, "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

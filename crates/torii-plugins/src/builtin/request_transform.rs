@@ -313,6 +313,19 @@ impl Plugin for Transform {
         next: Next<'a>,
     ) -> ExchangeFuture<'a> {
         let Some(ops) = self.json.as_ref().filter(|_| json_body(&req.headers)) else {
+            // A JSON body in a content coding cannot be read: refused, so the operations
+            // are never skipped by compressing the body.
+            if self.json.is_some()
+                && super::util::media(&req.headers).is_some_and(|m| super::util::is_json(&m))
+                && super::util::coding(&req.headers) != super::util::Coding::Identity
+            {
+                return Box::pin(async {
+                    Err(GatewayError::new(
+                        ErrorKind::UnsupportedMediaType,
+                        "a JSON request body in a content coding cannot be transformed",
+                    ))
+                });
+            }
             return next.run(req, body, ctx);
         };
         Box::pin(async move {

@@ -129,7 +129,7 @@ impl PluginFactory for ResponseTransform {
                 ConfigError::at(
                     "status",
                     m,
-                    "e.g. `status: {\"404\": 410}`; not 1xx, not to 204 or 304, not from 304",
+                    "e.g. `status: {\"404\": 410}`; not 1xx, not to 204, 205, 206 or 304, not from 206 or 304",
                 )
             };
             let f = from
@@ -147,6 +147,8 @@ impl PluginFactory for ResponseTransform {
                 .filter(|t| {
                     (200..=599).contains(&t.as_u16())
                         && *t != StatusCode::NO_CONTENT
+                        && *t != StatusCode::RESET_CONTENT
+                        && *t != StatusCode::PARTIAL_CONTENT
                         && *t != StatusCode::NOT_MODIFIED
                 })
                 .ok_or_else(|| bad(format!("`{to}` is not a status to map to")))?;
@@ -375,6 +377,13 @@ impl Rewrite {
     ) -> Result<Body, GatewayError> {
         let method = &req.method;
         let status = parts.status;
+        if status == StatusCode::NOT_MODIFIED {
+            // Its validator stands for the body a GET gets, which may be rewritten: weak, as
+            // the 200's is (decided without the media type, which a 304 seldom carries).
+            parts.headers.remove(header::ACCEPT_RANGES);
+            weaken_etag(&mut parts.headers);
+            return Ok(body);
+        }
         if self.json.is_some()
             && !status.is_informational()
             && super::util::media(&parts.headers).is_some_and(|m| super::util::is_json(&m))
@@ -507,9 +516,9 @@ impl Rewrite {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        if out != whole {
-            weaken_etag(&mut parts.headers);
-        }
+        // Weak whether or not these bytes changed: the 304s and HEADs of this
+        // representation are weak too.
+        weaken_etag(&mut parts.headers);
         Ok(Body::full(Bytes::from(out)))
     }
 }

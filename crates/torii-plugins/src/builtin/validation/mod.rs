@@ -109,17 +109,60 @@ fn bad(key: &str, message: impl Into<String>) -> ConfigError {
     )
 }
 
+/// Where the inline schemas sit in the document [`inline`] writes.
+const INLINE_BODY: &str = "/paths/~1/post/requestBody/content/*~1*/schema";
+const INLINE_RESPONSE: &str = "/paths/~1/post/responses/2XX/content/*~1*/schema";
+
+/// A schema's own references (`#/$defs/Item`) made to point where the schema now sits
+/// (`#<at>/$defs/Item`), so a standard schema with local definitions works inline.
+fn rebase(schema: &Value, at: &str) -> Value {
+    match schema {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) if r.starts_with("#/") || r == "#" => {
+                            Value::String(format!("#{at}{}", &r[1..]))
+                        }
+                        // Values, not schemas.
+                        ("enum" | "const" | "default" | "examples" | "example", v) => v.clone(),
+                        (_, v) => rebase(v, at),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| rebase(v, at)).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The inline settings written as a one-operation OpenAPI 3.1 document.
 fn inline(c: &RequestValidationConfig) -> Value {
-    let mut op = serde_json::json!({ "parameters": c.parameters });
+    let parameters: Vec<Value> = c
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut p = p.clone();
+            if let Some(schema) = p.get("schema") {
+                let at = format!("/paths/~1/post/parameters/{i}/schema");
+                p["schema"] = rebase(schema, &at);
+            }
+            p
+        })
+        .collect();
+    let mut op = serde_json::json!({ "parameters": parameters });
     if let Some(body) = &c.body {
         op["requestBody"] = serde_json::json!({
             "required": c.body_required.unwrap_or(true),
-            "content": { "*/*": { "schema": body } },
+            "content": { "*/*": { "schema": rebase(body, INLINE_BODY) } },
         });
     }
     if let Some(r) = &c.response_body {
-        op["responses"] = serde_json::json!({ "2XX": { "content": { "*/*": { "schema": r } } } });
+        op["responses"] = serde_json::json!({
+            "2XX": { "content": { "*/*": { "schema": rebase(r, INLINE_RESPONSE) } } }
+        });
     }
     serde_json::json!({ "openapi": "3.1.0", "paths": { "/": { "post": op } } })
 }
@@ -191,8 +234,13 @@ impl PluginFactory for RequestValidation {
                 (Arc::new(spec), found, Vec::new())
             }
         };
-        let rules = rules::compile(&spec, &found, c.responses == ResponseMode::Report)
+        let mut rules = rules::compile(&spec, &found, c.responses == ResponseMode::Report)
             .map_err(|e| bad_at(&key, e))?;
+        if c.openapi.is_none()
+            && let Some(b) = rules.body.as_mut()
+        {
+            b.json_only = true;
+        }
         if let Some(route) = ctx.route_params {
             for p in rules.params.iter().filter(|p| p.place == Place::Path) {
                 if !route.iter().any(|r| **r == *p.name) {
@@ -301,52 +349,116 @@ pub fn check_params(
     v: &mut Violations,
 ) {
     for p in &rules.params {
-        // The parameter's texts, as sent (percent-decoded).
-        let texts: Vec<Cow<'_, str>> = match p.place {
+        // The parameter's texts as sent (still encoded for the path and the query: a list is
+        // split on its commas before it is decoded, so `a%2Cb` is one item).
+        let raws: Vec<&str> = match p.place {
             Place::Path => ctx
                 .params
                 .iter()
                 .filter(|(k, _)| **k == *p.name)
-                .map(|(_, val)| percent_encoding::percent_decode_str(val).decode_utf8_lossy())
+                .map(|(_, val)| val.as_str())
                 .collect(),
             Place::Query => req.uri.query().map_or_else(Vec::new, |q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, _)| **k == *p.name)
-                    .map(|(_, val)| val)
+                q.split('&')
+                    .filter(|pair| !pair.is_empty())
+                    .filter_map(|pair| {
+                        let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
+                        (form_decode(k) == *p.name).then_some(val)
+                    })
                     .collect()
             }),
             Place::Header => p.header.as_ref().map_or_else(Vec::new, |h| {
                 req.headers
                     .get_all(h)
                     .iter()
-                    .map(|val| String::from_utf8_lossy(val.as_bytes()))
+                    .map(|val| std::str::from_utf8(val.as_bytes()).unwrap_or("\u{fffd}"))
                     .collect()
             }),
         };
+        let decode = |raw: &'_ str| -> String {
+            match p.place {
+                Place::Path => percent_encoding::percent_decode_str(raw)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+                Place::Query => form_decode(raw).into_owned(),
+                Place::Header => raw.to_string(),
+            }
+        };
         let place = p.place.as_str();
-        let pointer = format!("/{}", p.name);
-        if texts.is_empty() {
+        let pointer = &*p.pointer;
+        if raws.is_empty() {
             if p.required {
-                v.push(place, &pointer, "required", "a value", "nothing");
+                v.push(place, pointer, "required", "a value", "nothing");
             }
             continue;
         }
-        let value = match p.shape {
-            Shape::Scalar(prim) => typed(&texts[0], prim),
-            Shape::Array { item, explode } => {
+        match p.shape {
+            Shape::Scalar(_) | Shape::Json if raws.len() > 1 => {
+                // A repeated scalar: which value counts differs between servers, so every
+                // value is checked and the repetition itself refused.
+                v.push(
+                    place,
+                    pointer,
+                    "maxItems",
+                    "one value",
+                    &format!("{} values", raws.len()),
+                );
+                for raw in &raws {
+                    let value = scalar(&decode(raw), p.shape);
+                    v.check(&p.schema, &value, place, pointer);
+                }
+            }
+            Shape::Scalar(_) | Shape::Json => {
+                let value = scalar(&decode(raws[0]), p.shape);
+                v.check(&p.schema, &value, place, pointer);
+            }
+            Shape::Array {
+                item,
+                explode,
+                delimiter,
+            } => {
                 let items: Vec<Value> = if explode && p.place == Place::Query {
-                    texts.iter().map(|t| typed(t, item)).collect()
+                    raws.iter().map(|r| typed(&decode(r), item)).collect()
+                } else if delimiter == ',' {
+                    raws.iter()
+                        .flat_map(|r| r.split(','))
+                        .map(|r| typed(decode(r).trim(), item))
+                        .collect()
                 } else {
-                    texts
-                        .iter()
-                        .flat_map(|t| t.split(','))
-                        .map(|t| typed(t.trim(), item))
+                    raws.iter()
+                        .flat_map(|r| {
+                            decode(r)
+                                .split(delimiter)
+                                .map(|t| typed(t.trim(), item))
+                                .collect::<Vec<_>>()
+                        })
                         .collect()
                 };
-                Value::Array(items)
+                v.check(&p.schema, &Value::Array(items), place, pointer);
             }
-        };
-        v.check(&p.schema, &value, place, &pointer);
+        }
+    }
+}
+
+/// A form-encoded query component decoded (`+` is a space).
+fn form_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return Cow::Borrowed(s);
+    }
+    let spaced = s.replace('+', " ");
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// One parameter value as its schema reads it.
+fn scalar(text: &str, shape: Shape) -> Value {
+    match shape {
+        Shape::Scalar(prim) => typed(text, prim),
+        // A parameter described as JSON: its text parsed, or left as text (and failing).
+        _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
     }
 }
 
@@ -420,7 +532,22 @@ impl Validate {
                     .to_ascii_lowercase()
             });
         let Some(media) = content_type else {
-            return Err(unsupported("a request body without Content-Type".into()));
+            // A body of unknown length may still be empty (a chunked request with no data):
+            // read it (within max_body) before refusing it for its missing type.
+            return match body
+                .into_replay(self.max_body)
+                .await
+                .map_err(|e| GatewayError::client_body(&*e))?
+            {
+                Replay::Complete {
+                    data,
+                    trailers: None,
+                } if data.iter().all(|d| d.is_empty()) => {
+                    missing(&mut v);
+                    finish(v, Body::Empty)
+                }
+                _ => Err(unsupported("a request body without Content-Type".into())),
+            };
         };
         let Some(matched) = rules::best(&rule.media, &media) else {
             return Err(unsupported(format!(
@@ -433,9 +560,20 @@ impl Validate {
             // it streams on unchecked.
             return finish(v, body);
         };
-        if !super::util::is_json(&media) || super::util::uncoded_media(&req.headers).is_none() {
+        if !super::util::is_json(&media) {
+            // A schema under a range (`*/*`, `application/*`) is for the JSON types it
+            // covers; any other type streams on unchecked, unless the schema is the route's
+            // inline `body` (JSON only).
+            if rule.json_only {
+                return Err(unsupported(format!(
+                    "`{media}` is not JSON, and the route's `body` schema is for JSON"
+                )));
+            }
+            return finish(v, body);
+        }
+        if super::util::coding(&req.headers) != super::util::Coding::Identity {
             return Err(unsupported(format!(
-                "`{media}` (or its content coding) cannot be checked as JSON"
+                "a `{media}` body in a content coding cannot be checked"
             )));
         }
         let data = match body

@@ -46,7 +46,62 @@ pub struct Spec {
     /// The document, 3.0 schemas turned into JSON Schema 2020-12.
     pub doc: Value,
     tree: yaml::Node,
+    /// For request schemas: `readOnly` properties are not `required` (OpenAPI: they are
+    /// sent in responses only).
     registry: Registry<'static>,
+    /// For response schemas, when the document has `writeOnly` properties (not required in
+    /// responses); otherwise `registry` serves both.
+    responses: Option<Registry<'static>>,
+}
+
+/// Whether any schema of `v` sets `flag` (`readOnly`, `writeOnly`) to true.
+fn has_flag(v: &Value, flag: &str) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.get(flag) == Some(&Value::Bool(true)) || m.values().any(|c| has_flag(c, flag))
+        }
+        Value::Array(items) => items.iter().any(|c| has_flag(c, flag)),
+        _ => false,
+    }
+}
+
+/// Drops from every `required` the properties whose schema (or the schema its local `$ref`
+/// names) sets `flag`.
+fn strip_required(v: &mut Value, flag: &str, root: &Value) {
+    match v {
+        Value::Object(m) => {
+            let flagged: Vec<String> = match m.get("properties").and_then(Value::as_object) {
+                Some(props) => props
+                    .iter()
+                    .filter(|(_, p)| {
+                        let target = match p.get("$ref").and_then(Value::as_str) {
+                            Some(r) => r.strip_prefix('#').and_then(|ptr| root.pointer(ptr)),
+                            None => Some(*p),
+                        };
+                        target.is_some_and(|t| t.get(flag) == Some(&Value::Bool(true)))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            if !flagged.is_empty()
+                && let Some(Value::Array(req)) = m.get_mut("required")
+            {
+                req.retain(|n| !n.as_str().is_some_and(|n| flagged.iter().any(|f| f == n)));
+            }
+            m.values_mut().for_each(|c| strip_required(c, flag, root));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|c| strip_required(c, flag, root)),
+        _ => {}
+    }
+}
+
+fn registry(file: &str, doc: Value) -> Result<Registry<'static>, String> {
+    let resource = Draft::Draft202012.create_resource(doc);
+    Registry::new()
+        .add(BASE, resource)
+        .and_then(|r| r.prepare())
+        .map_err(|e| format!("`{file}`: {e}"))
 }
 
 /// An operation found in a document: where it is, its method and path template.
@@ -123,16 +178,23 @@ impl Spec {
 
     /// A document made from values (inline schemas of the config).
     pub fn new(file: &str, doc: Value, tree: yaml::Node) -> Result<Spec, String> {
-        let resource = Draft::Draft202012.create_resource(doc.clone());
-        let registry = Registry::new()
-            .add(BASE, resource)
-            .and_then(|r| r.prepare())
-            .map_err(|e| format!("`{file}`: {e}"))?;
+        let mut requests = doc.clone();
+        if has_flag(&doc, "readOnly") {
+            strip_required(&mut requests, "readOnly", &doc);
+        }
+        let responses = if has_flag(&doc, "writeOnly") {
+            let mut r = doc.clone();
+            strip_required(&mut r, "writeOnly", &doc);
+            Some(registry(file, r)?)
+        } else {
+            None
+        };
         Ok(Spec {
             file: file.to_string(),
+            registry: registry(file, requests)?,
+            responses,
             doc,
             tree,
-            registry,
         })
     }
 
@@ -190,14 +252,28 @@ impl Spec {
         ))
     }
 
-    /// A validator for the schema at `pointer`.
+    /// A validator for the schema at `pointer`, as requests use it (`response`: as
+    /// responses do).
+    pub fn validator_for(&self, pointer: &str, response: bool) -> Result<Validator, String> {
+        let registry = match (&self.responses, response) {
+            (Some(r), true) => r,
+            _ => &self.registry,
+        };
+        self.build(pointer, registry)
+    }
+
+    /// A validator for the schema at `pointer`, as requests use it.
     pub fn validator(&self, pointer: &str) -> Result<Validator, String> {
+        self.build(pointer, &self.registry)
+    }
+
+    fn build(&self, pointer: &str, registry: &Registry<'static>) -> Result<Validator, String> {
         // The pointer as a URI fragment (RFC 6901 section 6): `{id}` and the like encoded.
         let fragment = percent_encoding::utf8_percent_encode(pointer, FRAGMENT);
         let schema = serde_json::json!({ "$ref": format!("{BASE}#{fragment}") });
         jsonschema::options()
             .with_draft(Draft::Draft202012)
-            .with_registry(&self.registry)
+            .with_registry(registry)
             .should_validate_formats(true)
             .build(&schema)
             .map_err(|e| {
@@ -292,7 +368,15 @@ fn from_30(v: &mut Value) {
                 map.retain(|k, _| k == "$ref");
                 return;
             }
-            if map.remove("nullable") == Some(Value::Bool(true)) {
+            // Only a boolean `nullable` is the keyword (a property may be named `nullable`).
+            let nullable = match map.get("nullable") {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            };
+            if nullable.is_some() {
+                map.remove("nullable");
+            }
+            if nullable == Some(true) {
                 if let Some(t) = map.get_mut("type")
                     && let Value::String(s) = t
                 {
@@ -315,7 +399,17 @@ fn from_30(v: &mut Value) {
                     }
                 }
             }
-            map.values_mut().for_each(from_30);
+            for (k, child) in map.iter_mut() {
+                // Values and extensions, not schemas: left as written.
+                if matches!(
+                    k.as_str(),
+                    "enum" | "const" | "default" | "example" | "examples"
+                ) || k.starts_with("x-")
+                {
+                    continue;
+                }
+                from_30(child);
+            }
         }
         _ => {}
     }
@@ -339,11 +433,12 @@ pub fn import(path: &str, upstream: &str) -> Result<String, String> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let mut out = format!(
-        "# Routes for the operations of {} {} ({path}), made by `torii openapi import`.\n\
+        "# Routes for the operations of {} {} ({}), made by `torii openapi import`.\n\
          # Review them, then add them under your config's `routes:`; the upstream {} must be\n\
          # defined there.\nroutes:\n",
         q(title),
-        version,
+        q(version),
+        q(path),
         q(upstream)
     );
     let mut names: Vec<String> = Vec::new();

@@ -102,9 +102,27 @@ impl Violations {
     }
 }
 
-/// A value as JSON text, cut at [`FOUND_MAX`] bytes (on a character boundary).
-pub fn shown(v: &Value) -> String {
-    let mut s = v.to_string();
+/// Collects at most [`FOUND_MAX`] bytes, then refuses more (serialising stops there).
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (FOUND_MAX + 4).saturating_sub(self.0.len());
+        if room == 0 {
+            return Err(std::io::Error::other("enough"));
+        }
+        let n = buf.len().min(room);
+        self.0.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Text cut at [`FOUND_MAX`] bytes (on a character boundary), with `…` when cut.
+fn cut(mut s: String) -> String {
     if s.len() > FOUND_MAX {
         let mut end = FOUND_MAX;
         while !s.is_char_boundary(end) {
@@ -116,17 +134,31 @@ pub fn shown(v: &Value) -> String {
     s
 }
 
+/// A value as JSON text, cut at [`FOUND_MAX`] bytes: a large value is serialised only as
+/// far as shown.
+pub fn shown(v: &Value) -> String {
+    let mut w = Capped(Vec::new());
+    let _ = serde_json::to_writer(&mut w, v);
+    cut(String::from_utf8_lossy(&w.0).into_owned())
+}
+
 fn quoted_list(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut s = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if s.len() > FOUND_MAX {
+            break;
+        }
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!("{item:?}"));
+    }
+    cut(s)
 }
 
 /// What the schema expected and what the request had, for one failure.
 fn describe(e: &ValidationError<'_>) -> (String, String) {
-    let found = shown(e.instance());
+    let found = || shown(e.instance());
     let expected = match e.kind() {
         ValidationErrorKind::Type {
             kind: TypeKind::Single(t),
@@ -173,7 +205,7 @@ fn describe(e: &ValidationError<'_>) -> (String, String) {
         ValidationErrorKind::OneOfMultipleValid { .. } => {
             "a value matching exactly one of `oneOf`".into()
         }
-        _ => e.masked().to_string(),
+        _ => cut(e.masked().to_string()),
     };
-    (expected, found)
+    (expected, found())
 }
