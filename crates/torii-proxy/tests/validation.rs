@@ -655,3 +655,26 @@ async fn openapi_finer_points() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn parameter_failures_are_not_lost_behind_a_wrong_media_type() {
+    let up = echo_upstream(false).await;
+    let gw = gateway(&cfg(&up, false, "")).await;
+    let a = addr(&gw).await;
+    let (s, v) = send(
+        a,
+        "POST",
+        "/orders?dry_run=maybe",
+        &[("content-type", "application/xml"), TENANT],
+        "<order/>",
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let mut got = failures(&v);
+    got.sort();
+    assert_eq!(
+        got,
+        ["body  contentMediaType", "query /dry_run type"],
+        "{v}"
+    );
+}

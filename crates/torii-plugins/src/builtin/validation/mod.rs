@@ -499,9 +499,20 @@ impl Validate {
             .and_then(|p| p.0.lock().unwrap_or_else(|e| e.into_inner()).take())
             .unwrap_or_else(|| Violations::new(self.max_errors));
         let none = http_body::Body::size_hint(&body).exact() == Some(0);
-        let unsupported = |detail: String| {
-            add(&self.counters.invalid);
-            GatewayError::new(ErrorKind::UnsupportedMediaType, detail)
+        // 415, or with parameter failures already found, one 400 listing them and this.
+        let unsupported = |mut v: Violations, detail: String| {
+            if v.is_empty() {
+                add(&self.counters.invalid);
+                return GatewayError::new(ErrorKind::UnsupportedMediaType, detail);
+            }
+            v.push(
+                "body",
+                "",
+                "contentMediaType",
+                "a media type the operation takes, as JSON",
+                &detail,
+            );
+            self.refuse(v, ctx)
         };
         let finish = |v: Violations, body: Body| {
             if v.is_empty() {
@@ -546,14 +557,14 @@ impl Validate {
                     missing(&mut v);
                     finish(v, Body::Empty)
                 }
-                _ => Err(unsupported("a request body without Content-Type".into())),
+                _ => Err(unsupported(v, "a request body without Content-Type".into())),
             };
         };
         let Some(matched) = rules::best(&rule.media, &media) else {
-            return Err(unsupported(format!(
-                "`{media}` is not a media type of {}",
-                self.operation
-            )));
+            return Err(unsupported(
+                v,
+                format!("`{media}` is not a media type of {}", self.operation),
+            ));
         };
         let Some(schema) = &matched.schema else {
             // A media type the operation takes without a JSON schema (a file upload, say):
@@ -565,16 +576,18 @@ impl Validate {
             // covers; any other type streams on unchecked, unless the schema is the route's
             // inline `body` (JSON only).
             if rule.json_only {
-                return Err(unsupported(format!(
-                    "`{media}` is not JSON, and the route's `body` schema is for JSON"
-                )));
+                return Err(unsupported(
+                    v,
+                    format!("`{media}` is not JSON, and the route's `body` schema is for JSON"),
+                ));
             }
             return finish(v, body);
         }
         if super::util::coding(&req.headers) != super::util::Coding::Identity {
-            return Err(unsupported(format!(
-                "a `{media}` body in a content coding cannot be checked"
-            )));
+            return Err(unsupported(
+                v,
+                format!("a `{media}` body in a content coding cannot be checked"),
+            ));
         }
         let data = match body
             .into_replay(self.max_body)
@@ -591,7 +604,7 @@ impl Validate {
                     "a JSON body with trailers",
                 ));
             }
-            Replay::TooLarge(_) => {
+            Replay::TooLarge(_) if v.is_empty() => {
                 return Err(GatewayError::new(
                     ErrorKind::PayloadTooLarge,
                     format!(
@@ -599,6 +612,16 @@ impl Validate {
                         self.max_body
                     ),
                 ));
+            }
+            Replay::TooLarge(_) => {
+                v.push(
+                    "body",
+                    "",
+                    "maxLength",
+                    &format!("at most {} bytes", self.max_body),
+                    "more",
+                );
+                return Err(self.refuse(v, ctx));
             }
         };
         let whole: Bytes = match data.len() {
