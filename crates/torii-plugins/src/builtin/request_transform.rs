@@ -17,7 +17,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use torii_config::Seg;
 use torii_core::{
-    Body, ErrorKind, ExchangeFuture, Flow, GatewayError, Next, Plugin, Replay, RequestContext,
+    Body, ErrorKind, ExchangeFuture, Flow, GatewayError, Next, Plugin, RequestContext,
 };
 
 /// Settings of `request_transform`.
@@ -329,32 +329,15 @@ impl Plugin for Transform {
             return next.run(req, body, ctx);
         };
         Box::pin(async move {
-            let data = match body
-                .into_replay(self.max_body)
-                .await
-                .map_err(|e| GatewayError::client_body(&*e))?
-            {
-                Replay::Complete {
-                    data,
-                    trailers: None,
-                } => data,
-                Replay::Complete { .. } => {
-                    return Err(GatewayError::new(
-                        ErrorKind::BadRequest,
-                        "a JSON body with trailers",
-                    ));
-                }
-                Replay::TooLarge(_) => {
-                    return Err(GatewayError::new(
-                        ErrorKind::PayloadTooLarge,
-                        format!(
-                            "JSON body over request_transform's max_body of {} bytes",
-                            self.max_body
-                        ),
-                    ));
-                }
+            let Some(whole) = super::util::read_json_body(body, self.max_body).await? else {
+                return Err(GatewayError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!(
+                        "JSON body over request_transform's max_body of {} bytes",
+                        self.max_body
+                    ),
+                ));
             };
-            let whole = data.concat();
             // A body that is not JSON after all goes on as it came.
             // A body that says it is JSON and is not (or holds a member name the operations
             // cannot address) is refused: forwarding it unchanged would skip the operations.

@@ -99,6 +99,36 @@ pub(crate) fn service_path(
         })
 }
 
+/// A client's JSON request body, read whole for a plugin that must see all of it: `None`
+/// when it is over `max` bytes (the caller answers), an error when it broke, stalled
+/// (`GatewayError::client_body`) or carries trailers (400: a JSON document has none). One
+/// frame is kept as it is; several are joined.
+pub(crate) async fn read_json_body(
+    body: torii_core::Body,
+    max: usize,
+) -> Result<Option<bytes::Bytes>, torii_core::GatewayError> {
+    use torii_core::{ErrorKind, GatewayError, Replay};
+    match body
+        .into_replay(max)
+        .await
+        .map_err(|e| GatewayError::client_body(&*e))?
+    {
+        Replay::Complete {
+            mut data,
+            trailers: None,
+        } => Ok(Some(match data.len() {
+            0 => bytes::Bytes::new(),
+            1 => data.swap_remove(0),
+            _ => bytes::Bytes::from(data.concat()),
+        })),
+        Replay::Complete { .. } => Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            "a JSON body with trailers",
+        )),
+        Replay::TooLarge(_) => Ok(None),
+    }
+}
+
 /// A client for tests that never call out.
 #[cfg(test)]
 pub(crate) fn test_client() -> torii_upstream::Client {
@@ -112,21 +142,10 @@ pub(crate) fn test_client() -> torii_upstream::Client {
 /// The media type of a body (lowercase, without parameters) when it has no content coding:
 /// what a body transformation may read. `None` for a coded body or one without a type.
 pub(crate) fn uncoded_media(h: &http::HeaderMap) -> Option<String> {
-    if h.get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
+    if coding(h) != Coding::Identity {
         return None;
     }
-    h.get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+    media(h)
 }
 
 /// A body's content coding, as far as a transformation can undo it.

@@ -589,22 +589,8 @@ impl Validate {
                 format!("a `{media}` body in a content coding cannot be checked"),
             ));
         }
-        let data = match body
-            .into_replay(self.max_body)
-            .await
-            .map_err(|e| GatewayError::client_body(&*e))?
-        {
-            Replay::Complete {
-                data,
-                trailers: None,
-            } => data,
-            Replay::Complete { .. } => {
-                return Err(GatewayError::new(
-                    ErrorKind::BadRequest,
-                    "a JSON body with trailers",
-                ));
-            }
-            Replay::TooLarge(_) if v.is_empty() => {
+        let Some(whole) = super::util::read_json_body(body, self.max_body).await? else {
+            if v.is_empty() {
                 return Err(GatewayError::new(
                     ErrorKind::PayloadTooLarge,
                     format!(
@@ -613,21 +599,14 @@ impl Validate {
                     ),
                 ));
             }
-            Replay::TooLarge(_) => {
-                v.push(
-                    "body",
-                    "",
-                    "maxLength",
-                    &format!("at most {} bytes", self.max_body),
-                    "more",
-                );
-                return Err(self.refuse(v, ctx));
-            }
-        };
-        let whole: Bytes = match data.len() {
-            0 => Bytes::new(),
-            1 => data[0].clone(),
-            _ => Bytes::from(data.concat()),
+            v.push(
+                "body",
+                "",
+                "maxLength",
+                &format!("at most {} bytes", self.max_body),
+                "more",
+            );
+            return Err(self.refuse(v, ctx));
         };
         if whole.is_empty() {
             missing(&mut v);
