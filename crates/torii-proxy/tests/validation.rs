@@ -531,6 +531,7 @@ paths:
         - {name: filter, in: query, required: true, style: form, schema: {type: object, properties: {color: {type: string}}}}
         - {name: meta, in: query, content: {application/json: {schema: {type: object, required: [v]}}}}
         - {name: X-Mode, in: header, schema: {type: string, enum: [a]}}
+        - {name: ids, in: query, style: pipeDelimited, schema: {type: array, items: {type: integer}}}
       requestBody:
         content:
           application/json:
@@ -595,7 +596,18 @@ async fn openapi_finer_points() {
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(counter(&gw, "things", "response_valid"), 1);
+    // pipeDelimited is not exploded by default; commas may come encoded.
+    let (st, v) = send(
+        a,
+        "POST",
+        "/things?ids=1|2&limit=all",
+        &[JSON],
+        r#"{"name":"n","secret":"s"}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     let cases = [
+        ("/things?ids=1|x", "query /ids/1 type"),
         ("/things?limit=11", "query /limit anyOf"),
         ("/things?tags=1|x", "query /tags/1 type"),
         ("/things?meta=%7B%7D", "query /meta required"),

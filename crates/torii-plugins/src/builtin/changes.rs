@@ -194,9 +194,11 @@ impl Compiled<HeaderName, HeaderSource> {
                 Some(v) => {
                     target.insert(n.clone(), v);
                 }
-                None => {
+                // Except `Host`: without one the request has no authority to go by.
+                None if n != http::header::HOST => {
                     target.remove(n);
                 }
+                None => {}
             }
         }
         for (n, _) in &self.add {

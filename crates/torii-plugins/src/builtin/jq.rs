@@ -7,9 +7,11 @@
 //! interrupted, so runs happen on a pool of [`max_running`] threads of their own (not the
 //! runtime's: a run that never ends must not hold up shutdown). Past its deadline the
 //! request gets its error at once and the run finishes on its thread, so a filter that never
-//! ends takes at most those threads; later runs then queue (at most [`QUEUE`] per thread)
-//! and time out, or fail at once when the queue is full. A document nesting deeper than
-//! [`MAX_DEPTH`] is refused before jaq reads it (its reader recurses). Only the first output of the filter is the body; a filter with none is an
+//! ends takes at most those threads. A run waits for a free thread within its deadline
+//! (holding nothing meanwhile), so a burst queues rather than fails, and a filter that never
+//! ends makes later runs time out. Input is checked by serde_json before jaq reads it (JSON
+//! only, at most [`MAX_DEPTH`] levels: jaq's reader recurses without a limit), and so is
+//! `fromjson`'s text. Only the first output of the filter is the body; a filter with none is an
 //! error. The output is checked to be JSON (jaq's values go beyond it: `nan`, byte strings).
 //!
 //! The filter sees no environment: `env` and `$ENV` are not defined (a config error), and
@@ -73,14 +75,18 @@ pub const MAX_DEPTH: usize = 128;
 /// Stack of a jq thread: room for jaq's recursion over values a filter builds.
 const STACK: usize = 16 << 20;
 
-/// Whether `json` nests arrays and objects at most `max` deep. An iterative scan (strings
-/// skipped, escapes included): a deep document must be refused before a recursive reader sees
-/// it, or it overflows the stack and ends the process.
-pub fn depth_within(json: &[u8], max: usize) -> bool {
+/// Whether `input` is JSON nesting at most [`MAX_DEPTH`] levels: jaq's own reader recurses
+/// without a limit (a deep document would overflow the stack and end the process) and reads
+/// more than JSON (comments, `nan`, `+1`), so nothing reaches it unchecked. serde_json checks
+/// the grammar without building anything (iteratively, with no depth limit of its own), then
+/// a scan counts the nesting, which strict JSON makes simple. `Err(true)`: too deep;
+/// `Err(false)`: not JSON.
+pub fn checked(input: &[u8]) -> Result<(), bool> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(input).map_err(|_| false)?;
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
-    for &b in json {
+    for &b in input {
         if in_string {
             if escaped {
                 escaped = false;
@@ -95,28 +101,48 @@ pub fn depth_within(json: &[u8], max: usize) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > max {
-                    return false;
+                if depth > MAX_DEPTH {
+                    return Err(true);
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
-    true
+    Ok(())
 }
 
-/// Runs waiting for a thread, at most, per thread (a run past its deadline still holds its
-/// input until a thread takes it: the queue is short so that memory stays bounded).
-pub const QUEUE: usize = 2;
+/// `fromjson` (and `tonumber`, `toboolean`, which use it) with the same check as bodies.
+fn fromjson() -> jaq_core::native::Fun<Data> {
+    jaq_core::native::run(("fromjson", jaq_core::native::v(0), |cv| {
+        let out = match &cv.1 {
+            Val::TStr(b) if checked(b).is_ok() => jaq_json::read::parse_single(b)
+                .map_err(|e| jaq_core::Exn::from(jaq_core::Error::str(e))),
+            _ => Err(jaq_core::Exn::from(jaq_core::Error::str(
+                "fromjson: not JSON text within 128 levels",
+            ))),
+        };
+        Box::new(core::iter::once(out))
+    }))
+}
 
-/// One run: the filter, its input, the output's limit, where the result goes.
+/// Jobs the channel holds per thread (callers hold a slot first, so it never fills).
+const QUEUE: usize = 1;
+
+/// One run: the filter, its input, the output's limit, where the result goes, its slot.
 type Job = (
     Arc<jaq_core::compile::Filter<Native<Data>>>,
     Vec<u8>,
     usize,
     tokio::sync::oneshot::Sender<Result<Vec<u8>, JqError>>,
+    tokio::sync::OwnedSemaphorePermit,
 );
+
+/// One slot per jq thread.
+fn slots() -> &'static Arc<tokio::sync::Semaphore> {
+    static SLOTS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(max_running())))
+}
 
 /// The pool's queue, its threads started on first use.
 fn pool() -> &'static std::sync::mpsc::SyncSender<Job> {
@@ -132,7 +158,7 @@ fn pool() -> &'static std::sync::mpsc::SyncSender<Job> {
                 .spawn(move || {
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((filter, input, max_out, reply)) = job else {
+                        let Ok((filter, input, max_out, reply, _slot)) = job else {
                             return;
                         };
                         // A caller gone past its deadline no longer listens.
@@ -171,7 +197,8 @@ impl Jq {
             .chain(jaq_json::defs());
         let funs = jaq_core::funs::<Data>()
             .chain(jaq_std::funs().filter(|(name, _, _)| !LEFT_OUT.contains(name)))
-            .chain(jaq_json::funs());
+            .chain(jaq_json::funs().filter(|(name, _, _)| *name != "fromjson"))
+            .chain(core::iter::once(fromjson()));
         let loader = Loader::new(defs);
         let arena = Arena::default();
         let at = |part: &str| match offset(code, part) {
@@ -232,11 +259,18 @@ impl Jq {
 
     /// Runs the filter on `input`: its first output, as JSON of at most `max_out` bytes.
     pub async fn run(&self, input: Vec<u8>, max_out: usize) -> Result<Vec<u8>, JqError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        // A slot first (one per thread), waited for within the deadline: a caller that gives
+        // up never hands its input over, and the slot goes back when the run ends.
+        let slot = tokio::time::timeout_at(deadline, slots().clone().acquire_owned())
+            .await
+            .map_err(|_| JqError::TimedOut)?
+            .map_err(|_| JqError::TimedOut)?;
         let (reply, result) = tokio::sync::oneshot::channel();
         pool()
-            .try_send((self.filter.clone(), input, max_out, reply))
+            .try_send((self.filter.clone(), input, max_out, reply, slot))
             .map_err(|_| JqError::TimedOut)?;
-        match tokio::time::timeout(self.timeout, result).await {
+        match tokio::time::timeout_at(deadline, result).await {
             Ok(Ok(out)) => out,
             Ok(Err(_)) => Err(JqError::Failed("the filter's run ended early".into())),
             Err(_) => Err(JqError::TimedOut),
@@ -249,10 +283,14 @@ fn run(
     input: &[u8],
     max_out: usize,
 ) -> Result<Vec<u8>, JqError> {
-    if !depth_within(input, MAX_DEPTH) {
-        return Err(JqError::Failed(format!(
-            "the document nests deeper than {MAX_DEPTH} levels"
-        )));
+    match checked(input) {
+        Ok(()) => {}
+        Err(true) => {
+            return Err(JqError::Failed(format!(
+                "the document nests deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        Err(false) => return Err(JqError::NotJson),
     }
     let value = jaq_json::read::parse_single(input).map_err(|_| JqError::NotJson)?;
     let ctx = Ctx::<Data>::new(&filter.lut, Vars::new([]));
@@ -268,6 +306,9 @@ fn run(
         })?;
     let mut out = Vec::with_capacity(input.len().min(max_out));
     write(&first, &mut out, 0, max_out)?;
+    // Numbers jaq made from text (`tonumber`) are written as it lexed them: checked.
+    serde_json::from_slice::<serde::de::IgnoredAny>(&out)
+        .map_err(|_| JqError::BadOutput("the filter's output is not JSON".into()))?;
     Ok(out)
 }
 
@@ -405,18 +446,34 @@ mod tests {
 
     #[tokio::test]
     async fn deep_documents_are_refused_before_jaq_reads_them() {
-        let deep = "[".repeat(200_000);
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
         assert!(matches!(
             jq(".").run(deep.into_bytes(), 10).await,
             Err(JqError::Failed(_))
+        ));
+        assert!(matches!(
+            jq(".").run("[".repeat(200_000).into_bytes(), 10).await,
+            Err(JqError::NotJson)
         ));
         let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert_eq!(
             jq(".").run(ok.clone().into_bytes(), 1000).await.unwrap(),
             ok.as_bytes()
         );
-        // Brackets inside strings do not count.
-        assert!(depth_within(br#"{"a":"[[[[\"[[[["}"#, 1));
+        // jaq's reader takes comments: a comment must not hide a deep document.
+        let hidden = format!("#\"\n{}", "[".repeat(200_000));
+        assert!(jq(".").run(hidden.into_bytes(), 10).await.is_err());
+        // Nor may `fromjson` (or `tonumber`) read one.
+        let deep =
+            serde_json::to_vec(&format!("{}{}", "[".repeat(200_000), "]".repeat(200_000))).unwrap();
+        assert!(matches!(
+            jq("fromjson").run(deep, 10).await,
+            Err(JqError::Failed(_))
+        ));
+        assert_eq!(
+            jq("tonumber").run(br#""42""#.to_vec(), 10).await.unwrap(),
+            b"42"
+        );
     }
 
     #[tokio::test]

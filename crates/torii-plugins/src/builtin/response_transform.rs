@@ -254,36 +254,35 @@ struct Rewrite {
 }
 
 impl Rewrite {
-    /// The request head to send upstream when JSON operations are set and the client's
-    /// head would invite an answer they cannot read: `Range` and `If-Range` removed, and an
-    /// `Accept-Encoding` that allows other codings replaced by `gzip, deflate` (with
-    /// `decompress`) or `identity`. `None`: the client's head goes as it is (the common case,
-    /// nothing copied).
-    fn upstream_head(&self, req: &http::request::Parts) -> Option<http::request::Parts> {
-        self.json.as_ref()?;
-        let h = &req.headers;
-        let range = h.contains_key(header::RANGE) || h.contains_key(header::IF_RANGE);
+    /// With JSON operations, the upstream is asked for what they can read: the whole
+    /// representation (`Range` and `If-Range` removed) in a coding this plugin can undo
+    /// (`Accept-Encoding` set to `gzip, deflate` with `decompress`, else `identity`, unless
+    /// the client's already allows nothing else). Changed in place: nothing is copied.
+    fn adjust_request(&self, req: &mut http::request::Parts) {
+        if self.json.is_none() {
+            return;
+        }
+        let h = &mut req.headers;
+        h.remove(header::RANGE);
+        h.remove(header::IF_RANGE);
         let readable = |c: &str| {
             let c = c.split(';').next().unwrap_or("").trim();
-            c.eq_ignore_ascii_case("identity")
+            c.is_empty()
+                || c.eq_ignore_ascii_case("identity")
                 || (self.decompress
                     && (c.eq_ignore_ascii_case("gzip")
                         || c.eq_ignore_ascii_case("x-gzip")
                         || c.eq_ignore_ascii_case("deflate")))
         };
-        let coding = h.get_all(header::ACCEPT_ENCODING).iter().any(|v| {
-            v.to_str().map_or(true, |v| {
-                v.split(',').any(|c| !c.trim().is_empty() && !readable(c))
-            })
-        });
-        if !range && !coding {
-            return None;
-        }
-        let mut head = req.clone();
-        head.headers.remove(header::RANGE);
-        head.headers.remove(header::IF_RANGE);
-        if coding {
-            head.headers.insert(
+        let values = h.get_all(header::ACCEPT_ENCODING);
+        // No field allows any coding (RFC 9110 section 12.5.3).
+        let narrow = values.iter().next().is_none()
+            || values.iter().any(|v| {
+                v.to_str()
+                    .map_or(true, |v| v.split(',').any(|c| !readable(c)))
+            });
+        if narrow {
+            h.insert(
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static(if self.decompress {
                     "gzip, deflate"
@@ -292,7 +291,6 @@ impl Rewrite {
                 }),
             );
         }
-        Some(head)
     }
 
     /// Whether the response's representation is one this plugin rewrites (`Some`), and how:
@@ -327,6 +325,17 @@ impl Plugin for Transform {
         true
     }
 
+    fn on_request<'a>(
+        &'a self,
+        req: &'a mut http::request::Parts,
+        _ctx: &'a mut RequestContext,
+    ) -> Result<torii_core::Flow<'a>, GatewayError> {
+        if let Some(r) = &self.rewrite {
+            r.adjust_request(req);
+        }
+        Ok(torii_core::Flow::Continue)
+    }
+
     fn exchange<'a>(
         &'a self,
         req: &'a http::request::Parts,
@@ -335,12 +344,7 @@ impl Plugin for Transform {
         next: Next<'a>,
     ) -> ExchangeFuture<'a> {
         Box::pin(async move {
-            // With JSON operations, the upstream is asked for what they can read: the whole
-            // representation (no range) in a coding this plugin can undo.
-            let adjusted = self.rewrite.as_ref().and_then(|r| r.upstream_head(req));
-            let resp = next
-                .run(adjusted.as_ref().unwrap_or(req), body, ctx)
-                .await?;
+            let resp = next.run(req, body, ctx).await?;
             let (mut parts, body) = resp.into_parts();
             // Decided on the upstream's own headers, before this plugin changes any.
             let body = match &self.rewrite {

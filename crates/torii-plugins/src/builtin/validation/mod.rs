@@ -117,6 +117,8 @@ const INLINE_RESPONSE: &str = "/paths/~1/post/responses/2XX/content/*~1*/schema"
 /// (`#<at>/$defs/Item`), so a standard schema with local definitions works inline.
 fn rebase(schema: &Value, at: &str) -> Value {
     match schema {
+        // A schema with its own `$id` is a resource of its own: its references are its own.
+        Value::Object(m) if m.contains_key("$id") => schema.clone(),
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| {
@@ -126,6 +128,15 @@ fn rebase(schema: &Value, at: &str) -> Value {
                         }
                         // Values, not schemas.
                         ("enum" | "const" | "default" | "examples" | "example", v) => v.clone(),
+                        // Names to schemas: every value is a schema.
+                        (k, Value::Object(named)) if openapi::NAME_MAPS.contains(&k) => {
+                            Value::Object(
+                                named
+                                    .iter()
+                                    .map(|(n, s)| (n.clone(), rebase(s, at)))
+                                    .collect(),
+                            )
+                        }
                         (_, v) => rebase(v, at),
                     };
                     (k.clone(), v)
@@ -375,14 +386,14 @@ pub fn check_params(
                     .collect()
             }),
         };
-        let decode = |raw: &'_ str| -> String {
-            match p.place {
-                Place::Path => percent_encoding::percent_decode_str(raw)
-                    .decode_utf8_lossy()
-                    .into_owned(),
-                Place::Query => form_decode(raw).into_owned(),
-                Place::Header => raw.to_string(),
-            }
+        let decode = |raw| decode_param(p.place, raw);
+        // A header's field lines are one list (RFC 9110 section 5.3): joined, not repeated.
+        let joined;
+        let raws = if p.place == Place::Header && raws.len() > 1 {
+            joined = raws.join(", ");
+            vec![joined.as_str()]
+        } else {
+            raws
         };
         let place = p.place.as_str();
         let pointer = &*p.pointer;
@@ -417,13 +428,9 @@ pub fn check_params(
                 explode,
                 delimiter,
             } => {
+                // Split after decoding: clients commonly encode the commas (`1%2C2`).
                 let items: Vec<Value> = if explode && p.place == Place::Query {
                     raws.iter().map(|r| typed(&decode(r), item)).collect()
-                } else if delimiter == ',' {
-                    raws.iter()
-                        .flat_map(|r| r.split(','))
-                        .map(|r| typed(decode(r).trim(), item))
-                        .collect()
                 } else {
                     raws.iter()
                         .flat_map(|r| {
@@ -437,6 +444,15 @@ pub fn check_params(
                 v.check(&p.schema, &Value::Array(items), place, pointer);
             }
         }
+    }
+}
+
+/// A parameter's text as sent, decoded as its place encodes it.
+fn decode_param(place: Place, raw: &str) -> Cow<'_, str> {
+    match place {
+        Place::Path => percent_encoding::percent_decode_str(raw).decode_utf8_lossy(),
+        Place::Query => form_decode(raw),
+        Place::Header => Cow::Borrowed(raw),
     }
 }
 
@@ -545,6 +561,9 @@ impl Validate {
         let Some(media) = content_type else {
             // A body of unknown length may still be empty (a chunked request with no data):
             // read it (within max_body) before refusing it for its missing type.
+            if http_body::Body::size_hint(&body).exact().is_some() {
+                return Err(unsupported(v, "a request body without Content-Type".into()));
+            }
             return match body
                 .into_replay(self.max_body)
                 .await

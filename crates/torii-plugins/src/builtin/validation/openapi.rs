@@ -74,11 +74,14 @@ fn strip_required(v: &mut Value, flag: &str, root: &Value) {
                 Some(props) => props
                     .iter()
                     .filter(|(_, p)| {
-                        let target = match p.get("$ref").and_then(Value::as_str) {
-                            Some(r) => r.strip_prefix('#').and_then(|ptr| root.pointer(ptr)),
-                            None => Some(*p),
-                        };
-                        target.is_some_and(|t| t.get(flag) == Some(&Value::Bool(true)))
+                        // The flag beside a `$ref` (3.1), or on the schema it names.
+                        let target = p
+                            .get("$ref")
+                            .and_then(Value::as_str)
+                            .and_then(|r| r.strip_prefix('#'))
+                            .and_then(|ptr| root.pointer(ptr));
+                        p.get(flag) == Some(&Value::Bool(true))
+                            || target.is_some_and(|t| t.get(flag) == Some(&Value::Bool(true)))
                     })
                     .map(|(k, _)| k.clone())
                     .collect(),
@@ -179,10 +182,12 @@ impl Spec {
     /// A document made from values (inline schemas of the config).
     pub fn new(file: &str, doc: Value, tree: yaml::Node) -> Result<Spec, String> {
         let mut requests = doc.clone();
-        if has_flag(&doc, "readOnly") {
+        let read_only = has_flag(&doc, "readOnly");
+        if read_only {
             strip_required(&mut requests, "readOnly", &doc);
         }
-        let responses = if has_flag(&doc, "writeOnly") {
+        // Responses need their own view whenever requests got one.
+        let responses = if read_only || has_flag(&doc, "writeOnly") {
             let mut r = doc.clone();
             strip_required(&mut r, "writeOnly", &doc);
             Some(registry(file, r)?)
@@ -356,6 +361,27 @@ pub fn operations(spec: &Spec) -> Vec<(Option<String>, Found)> {
     out
 }
 
+/// Keys whose value maps names to objects (schemas, responses, path items): under them, a
+/// key such as `default` or `enum` is a name, not a keyword.
+pub const NAME_MAPS: [&str; 16] = [
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+    "schemas",
+    "responses",
+    "parameters",
+    "requestBodies",
+    "headers",
+    "paths",
+    "content",
+    "callbacks",
+    "links",
+    "securitySchemes",
+    "pathItems",
+];
+
 /// Turns OpenAPI 3.0's schema dialect into JSON Schema 2020-12, everywhere in the document
 /// (only schema objects use these keywords): `nullable: true` adds `null` to `type` (and to
 /// `enum`), a boolean `exclusiveMinimum`/`exclusiveMaximum` becomes the number form, and a
@@ -408,7 +434,13 @@ fn from_30(v: &mut Value) {
                 {
                     continue;
                 }
-                from_30(child);
+                match child {
+                    // Keys here are names (a property called `default`), values objects.
+                    Value::Object(named) if NAME_MAPS.contains(&k.as_str()) => {
+                        named.values_mut().for_each(from_30);
+                    }
+                    _ => from_30(child),
+                }
             }
         }
         _ => {}
@@ -485,4 +517,43 @@ pub fn import(path: &str, upstream: &str) -> Result<String, String> {
         return Err(format!("`{path}` has no operations"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_30_rewrite_touches_schemas_only() {
+        let mut doc = serde_json::json!({
+            "paths": {"/a": {"get": {
+                "parameters": [{"name": "q", "in": "query", "schema": {"type": "string", "nullable": true}}],
+                "responses": {"default": {"content": {"application/json": {"schema": {"type": "integer", "nullable": true}}}}}
+            }}},
+            "components": {"schemas": {"T": {"type": "object", "properties": {
+                "nullable": {"type": "boolean"},
+                "default": {"type": "string", "nullable": true},
+                "n": {"type": "number", "minimum": 1, "exclusiveMinimum": true, "enum": [{"nullable": true}]}
+            }}}}
+        });
+        from_30(&mut doc);
+        let p = |ptr: &str| doc.pointer(ptr).unwrap().clone();
+        assert_eq!(
+            p("/paths/~1a/get/parameters/0/schema/type"),
+            serde_json::json!(["string", "null"])
+        );
+        assert_eq!(
+            p("/paths/~1a/get/responses/default/content/application~1json/schema/type"),
+            serde_json::json!(["integer", "null"])
+        );
+        let props = p("/components/schemas/T/properties");
+        assert_eq!(props["nullable"], serde_json::json!({"type": "boolean"}));
+        assert_eq!(
+            props["default"]["type"],
+            serde_json::json!(["string", "null"])
+        );
+        assert_eq!(props["n"]["exclusiveMinimum"], serde_json::json!(1));
+        assert_eq!(props["n"]["enum"], serde_json::json!([{"nullable": true}]));
+    }
 }

@@ -298,10 +298,18 @@ pub fn compile(spec: &Spec, op: &Found, responses: bool) -> Result<Rules, String
             }
         };
         let resolved = spec.resolve(&schema_ptr)?.1;
-        let explode_default = place == Place::Query;
         let style = p.get("style").and_then(Value::as_str).unwrap_or("");
-        let shape = if p.get("schema").is_none() {
+        // OpenAPI: `explode` defaults to true for `form` only (the query's default style).
+        let explode_default = place == Place::Query && (style.is_empty() || style == "form");
+        let json_content = p
+            .get("content")
+            .and_then(Value::as_object)
+            .and_then(|c| c.keys().next())
+            .is_some_and(|k| crate::builtin::util::is_json(&k.to_ascii_lowercase()));
+        let shape = if p.get("schema").is_none() && json_content {
             Shape::Json
+        } else if p.get("schema").is_none() {
+            Shape::Scalar(Prim::String)
         } else if is_object(resolved.get("type")) || style == "deepObject" {
             // Object parameters (`?color=R&size=L`, `?filter[a]=1`) are not checked yet:
             // reading them as text would refuse valid requests.
