@@ -483,6 +483,23 @@ async fn compressed_bodies_are_decoded_when_asked_and_never_corrupted() {
                 gzip(format!("{{\"pad\":\"{}\"}}", " ".repeat(8 << 20)).as_bytes()),
             ),
             "/a/broken" => ("gzip", "application/json", b"not gzip at all".to_vec()),
+            // Text that compresses badly: a large coded body (decoded off the runtime).
+            "/a/noise" => {
+                let mut x: u64 = 7;
+                let text: String = (0..100_000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        char::from(b'a' + (x % 26) as u8)
+                    })
+                    .collect();
+                (
+                    "gzip",
+                    "text/plain",
+                    gzip(format!("http://internal/{text}").as_bytes()),
+                )
+            }
             _ => ("gzip", "text/plain", gzip(b"see http://internal/ now")),
         };
         http::Response::builder()
@@ -524,6 +541,14 @@ async fn compressed_bodies_are_decoded_when_asked_and_never_corrupted() {
         assert_eq!(h["content-length"], b.len().to_string().as_str());
         assert_eq!(h["etag"], "W/\"v1\"");
     }
+    let (s, h, b) = get(&client, format!("http://{a}/t/a/noise")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h.get("content-encoding").is_none());
+    assert!(
+        b.starts_with(b"https://api/") && b.len() == 100_000 + 12,
+        "{}",
+        b.len()
+    );
     // Decoded text too, when its media type is listed.
     let (s, h, b) = get(&client, format!("http://{a}/t/text")).await;
     assert_eq!((s, &b[..]), (StatusCode::OK, &b"see https://api/ now"[..]));

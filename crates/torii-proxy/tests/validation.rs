@@ -650,6 +650,16 @@ async fn openapi_finer_points() {
     let (st, v) = send(a, "POST", "/inline", &[JSON], r#"{"items":[1,"x"]}"#).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(failures(&v), ["body /items/1 type"], "{v}");
+    // A large document is checked too (off the runtime's threads).
+    let items: Vec<String> = (0..60_000).map(|i| i.to_string()).collect();
+    let big = format!("{{\"items\":[{}]}}", items.join(","));
+    assert!(big.len() > 300 << 10);
+    let (st, _) = send(a, "POST", "/inline", &[JSON], &big).await;
+    assert_eq!(st, StatusCode::OK);
+    let bad = big.replace(",59999]", ",\"x\"]");
+    let (st, v) = send(a, "POST", "/inline", &[JSON], &bad).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(failures(&v), ["body /items/59999 type"], "{v}");
     // An empty chunked body without a type, where a body is optional: no body.
     let out = raw(
         a,

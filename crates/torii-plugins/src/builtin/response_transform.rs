@@ -482,7 +482,20 @@ impl Rewrite {
         if coding != Coding::Identity {
             // Decoded to be rewritten, within max_body; a body that does not decode (or
             // decodes too large) passes as it came, coded, unless JSON operations must run.
-            match super::util::decode(&whole, coding, self.max_body) {
+            let decoded = if whole.len() <= super::util::INLINE_WORK / 16 {
+                super::util::decode(&whole, coding, self.max_body)
+            } else {
+                // Inflating a large body (up to max_body) off the runtime's threads.
+                let (data, max) = (std::mem::take(&mut whole), self.max_body);
+                let (out, data) = tokio::task::spawn_blocking(move || {
+                    (super::util::decode(&data, coding, max), data)
+                })
+                .await
+                .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("decompress: {e}")))?;
+                whole = data;
+                out
+            };
+            match decoded {
                 Some(plain) => {
                     whole = plain;
                     parts.headers.remove(header::CONTENT_ENCODING);

@@ -148,6 +148,11 @@ pub(crate) fn uncoded_media(h: &http::HeaderMap) -> Option<String> {
     media(h)
 }
 
+/// The largest body worked on (parsed, checked, decoded) on the runtime's own threads; a
+/// larger one goes to the blocking pool, so one large document does not hold up the other
+/// requests of its thread.
+pub(crate) const INLINE_WORK: usize = 256 << 10;
+
 /// A body's content coding, as far as a transformation can undo it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Coding {

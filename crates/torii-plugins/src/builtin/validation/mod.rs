@@ -631,7 +631,18 @@ impl Validate {
             missing(&mut v);
             return finish(v, Body::Empty);
         }
-        check_json(schema, &whole, "body", &mut v);
+        if whole.len() <= super::util::INLINE_WORK {
+            check_json(schema, &whole, "body", &mut v);
+        } else {
+            // A large document is parsed and checked off the runtime's threads.
+            let (schema, body) = (schema.clone(), whole.clone());
+            v = tokio::task::spawn_blocking(move || {
+                check_json(&schema, &body, "body", &mut v);
+                v
+            })
+            .await
+            .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("validation: {e}")))?;
+        }
         finish(v, Body::full(whole))
     }
 
