@@ -298,22 +298,22 @@ impl Rewrite {
     /// `replace` on a listed one (never `text/event-stream`, a stream that has no end to wait for), and it
     /// has no content coding. Said of a 304 or a HEAD answer too: their validators and length
     /// describe the body a GET gets, which is the rewritten one.
-    fn media(&self, resp: &http::response::Parts) -> Option<(bool, bool)> {
-        let media = match super::util::coding(&resp.headers) {
-            Coding::Identity => super::util::media(&resp.headers)?,
-            Coding::Gzip | Coding::Deflate if self.decompress => super::util::media(&resp.headers)?,
+    fn media(&self, media: Option<&str>, coding: Coding) -> Option<(bool, bool)> {
+        let media = match coding {
+            Coding::Identity => media?,
+            Coding::Gzip | Coding::Deflate if self.decompress => media?,
             _ => return None,
         };
         if media == "text/event-stream" {
             return None;
         }
-        let json = super::util::is_json(&media) && self.json.is_some();
+        let json = super::util::is_json(media) && self.json.is_some();
         let listed = self.search.is_some()
             && self.types.iter().any(|t| {
                 if t.ends_with('/') {
                     media.starts_with(t.as_str())
                 } else {
-                    media == *t
+                    media == t.as_str()
                 }
             });
         (json || listed).then_some((json, listed))
@@ -388,13 +388,15 @@ impl Rewrite {
             weaken_etag(&mut parts.headers);
             return Ok(body);
         }
-        if self.json.is_some()
-            && !status.is_informational()
-            && super::util::media(&parts.headers).is_some_and(|m| super::util::is_json(&m))
-        {
+        if status.is_informational() {
+            return Ok(body);
+        }
+        // Read once: the decisions below all go by them.
+        let media = super::util::media(&parts.headers);
+        let coding = super::util::coding(&parts.headers);
+        if self.json.is_some() && media.as_deref().is_some_and(super::util::is_json) {
             // JSON operations must run: a part of the document, or one in a coding that is
             // not undone, cannot be transformed, and is never passed on as it came.
-            let coding = super::util::coding(&parts.headers);
             let undone = coding == Coding::Identity
                 || (self.decompress && matches!(coding, Coding::Gzip | Coding::Deflate));
             if status == StatusCode::PARTIAL_CONTENT || !undone {
@@ -406,7 +408,7 @@ impl Rewrite {
                 ));
             }
         }
-        let Some((json, listed)) = self.media(parts).filter(|_| !status.is_informational()) else {
+        let Some((json, listed)) = self.media(media.as_deref(), coding) else {
             return Ok(body);
         };
         // JSON operations must happen: a body too large for them is refused, not passed on
@@ -424,11 +426,6 @@ impl Rewrite {
         // The client sees the rewritten representation: no byte ranges of it (a range of
         // the upstream's bytes would not fit), and its validators are weak.
         parts.headers.remove(header::ACCEPT_RANGES);
-        if status == StatusCode::NOT_MODIFIED {
-            weaken_etag(&mut parts.headers);
-            return Ok(body);
-        }
-        let coding = super::util::coding(&parts.headers);
         if *method == http::Method::HEAD {
             // The length of the upstream's body is not the length a GET gets, nor its
             // coding (a GET's body is decoded to be rewritten).

@@ -329,7 +329,7 @@ struct Validate {
 
 /// Parameter failures kept for the body check, so one answer lists both.
 #[derive(Clone)]
-struct Pending(Arc<std::sync::Mutex<Option<Violations>>>);
+struct Pending(Violations);
 
 /// A parameter's text as the JSON its schema describes: a number when it reads as one, and
 /// so on; text that does not read as its type stays text (and fails its schema's `type`).
@@ -512,7 +512,7 @@ impl Validate {
         let mut v = ctx
             .extensions
             .get::<Pending>()
-            .and_then(|p| p.0.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .map(|p| p.0.clone())
             .unwrap_or_else(|| Violations::new(self.max_errors));
         let none = http_body::Body::size_hint(&body).exact() == Some(0);
         // 415, or with parameter failures already found, one 400 listing them and this.
@@ -807,8 +807,7 @@ impl Plugin for Validate {
         if self.rules.body.is_some() {
             // The body is checked in the exchange stage; one answer lists everything.
             if !v.is_empty() {
-                ctx.extensions
-                    .insert(Pending(Arc::new(std::sync::Mutex::new(Some(v)))));
+                ctx.extensions.insert(Pending(v));
             }
             return Ok(Flow::Continue);
         }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 const FOUND_MAX: usize = 96;
 
 /// The failures of one request, at most `max`.
+#[derive(Clone)]
 pub struct Violations {
     list: Vec<Value>,
     max: usize,
