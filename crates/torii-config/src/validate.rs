@@ -5,6 +5,7 @@ use crate::diag::Diagnostic;
 use crate::schema::{Config, Listener, Route, Upstream, ValueCondition};
 use crate::yaml::{Node, PathSeg};
 
+mod compose;
 mod evolution;
 mod resilience;
 mod split;
@@ -471,12 +472,31 @@ fn check_route(
         ]
     };
     let mut ok = true;
+    let actions = [
+        r.upstream.is_some(),
+        r.split.is_some(),
+        r.direct_response.is_some(),
+        r.compose.is_some(),
+    ];
+    if let Some(c) = &r.compose
+        && actions.iter().filter(|a| **a).count() == 1
+    {
+        compose::compose(ctx, p, i, c, upstreams);
+        if r.rewrite.is_some() {
+            ctx.err(
+                &at("rewrite"),
+                "a rewrite has no effect on a composition (each call names its path)",
+                "remove `rewrite`",
+            );
+        }
+    }
     match (&r.upstream, &r.split, &r.direct_response) {
-        (Some(name), None, None) => {
+        _ if r.compose.is_some() && actions.iter().filter(|a| **a).count() == 1 => {}
+        (Some(name), None, None) if r.compose.is_none() => {
             split::known_upstream(ctx, p, &at("upstream"), name, upstreams);
         }
-        (None, Some(sp), None) => split::split(ctx, p, i, sp, upstreams),
-        (None, None, Some(d)) => {
+        (None, Some(sp), None) if r.compose.is_none() => split::split(ctx, p, i, sp, upstreams),
+        (None, None, Some(d)) if r.compose.is_none() => {
             if !(100..=599).contains(&d.status) || http::StatusCode::from_u16(d.status).is_err() {
                 ctx.err(
                     &[
@@ -516,12 +536,12 @@ fn check_route(
         }
         (None, None, None) => ctx.err(
             &at("name"),
-            "the route has none of `upstream`, `split` and `direct_response`",
-            "add `upstream: NAME`, a `split` or a `direct_response`",
+            "the route has none of `upstream`, `split`, `direct_response` and `compose`",
+            "add `upstream: NAME`, a `split`, a `direct_response` or a `compose`",
         ),
         _ => ctx.err(
             &at("name"),
-            "a route has exactly one of `upstream`, `split` and `direct_response`",
+            "a route has exactly one of `upstream`, `split`, `direct_response` and `compose`",
             "keep one of them",
         ),
     }

@@ -78,6 +78,12 @@ pub enum ErrorKind {
     Invalid(std::sync::Arc<serde_json::Value>),
     /// The request body's media type is not one the API takes (`request_validation`): 415.
     UnsupportedMediaType,
+    /// A required call of a composition failed (or the composition went over its budget):
+    /// 502, with which call and why (a JSON object whose members join the error body).
+    CallFailed(std::sync::Arc<serde_json::Value>),
+    /// A required call of a composition did not answer in time, or the composition's
+    /// deadline passed: 504, with which call.
+    CallTimedOut(std::sync::Arc<serde_json::Value>),
     /// No valid credential; carries the `WWW-Authenticate` challenge.
     Unauthorized(Option<HeaderValue>),
     /// Authenticated (or not needed) but not allowed: ACL, IP rules, bot rules, CORS.
@@ -119,6 +125,8 @@ impl ErrorKind {
             ErrorKind::ResponseTooLarge | ErrorKind::TransformFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::VersionRequired | ErrorKind::Invalid(_) => StatusCode::BAD_REQUEST,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::CallFailed(_) => StatusCode::BAD_GATEWAY,
+            ErrorKind::CallTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -156,6 +164,8 @@ impl ErrorKind {
             ErrorKind::VersionRequired => "version_required",
             ErrorKind::Invalid(_) => "validation_failed",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            ErrorKind::CallFailed(_) => "call_failed",
+            ErrorKind::CallTimedOut(_) => "call_timeout",
         }
     }
 
@@ -169,7 +179,8 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::RateLimited(_) => {
                 8
             } // RESOURCE_EXHAUSTED
-            ErrorKind::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
+            ErrorKind::UpstreamTimeout | ErrorKind::CallTimedOut(_) => 4, // DEADLINE_EXCEEDED
+            ErrorKind::CallFailed(_) => 14,  // UNAVAILABLE
             ErrorKind::NotCached => 14,      // UNAVAILABLE
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::ShuttingDown => 14, // UNAVAILABLE
             ErrorKind::UpstreamPoolExhausted
@@ -231,7 +242,9 @@ impl ErrorKind {
             | ErrorKind::CircuitOpen(_)
             | ErrorKind::UpstreamSaturated
             | ErrorKind::UpstreamTimeout
-            | ErrorKind::UpstreamReset => ErrorSource::Upstream,
+            | ErrorKind::UpstreamReset
+            | ErrorKind::CallFailed(_)
+            | ErrorKind::CallTimedOut(_) => ErrorSource::Upstream,
             ErrorKind::ShuttingDown
             | ErrorKind::Internal
             | ErrorKind::AuthUnavailable
@@ -322,8 +335,12 @@ impl GatewayError {
         let mut body = serde_json::json!({
             "error": { "code": self.kind.code(), "status": self.kind.status().as_u16(), "request_id": request_id }
         });
-        if let (ErrorKind::Invalid(details), Some(serde_json::Value::Object(e))) =
-            (&self.kind, body.get_mut("error"))
+        if let (
+            ErrorKind::Invalid(details)
+            | ErrorKind::CallFailed(details)
+            | ErrorKind::CallTimedOut(details),
+            Some(serde_json::Value::Object(e)),
+        ) = (&self.kind, body.get_mut("error"))
             && let serde_json::Value::Object(details) = &**details
         {
             for (k, v) in details {

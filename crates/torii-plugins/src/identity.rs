@@ -68,6 +68,17 @@ impl IdentityHeaders {
         }
     }
 
+    /// The headers that carry a consumer's identity (id, name, groups, anonymous), for
+    /// calls the gateway makes on a consumer's behalf (composition).
+    pub fn consumer_names(&self) -> [HeaderName; 4] {
+        [
+            self.id.clone(),
+            self.name.clone(),
+            self.groups.clone(),
+            self.anonymous.clone(),
+        ]
+    }
+
     fn all(&self) -> impl Iterator<Item = &HeaderName> + Clone {
         [
             &self.id,

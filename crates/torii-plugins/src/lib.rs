@@ -14,6 +14,7 @@
 
 pub mod builtin;
 pub mod chain;
+mod compositions;
 pub mod consumers;
 pub mod factory;
 pub mod flights;
@@ -308,6 +309,8 @@ pub struct Compiled {
     pub cache_counters: Vec<(String, Arc<torii_cache::status::Counters>)>,
     /// Other plugins' counters (see [`BuildCtx::register_counters`]).
     pub counters: Vec<Counted>,
+    /// The composition of each route that has `compose`, by route index.
+    pub compositions: Vec<Option<Arc<torii_compose::Composition>>>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -687,16 +690,20 @@ impl PluginCatalog for Catalog {
                 (None, Some(_)) => {} // the token settings' own errors are reported
             }
         }
+        let identity = IdentityHeaders::new(&config.identity);
+        let compositions =
+            compositions::build(config, &upstreams, &identity, &self.state, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Compiled {
+            compositions,
             signer,
             audiences,
             chains,
             consumer_plugins,
             directory,
-            identity: IdentityHeaders::new(&config.identity),
+            identity,
             redact_query_params: load.redact.into_inner().unwrap_or_else(|e| e.into_inner()),
             cache: load.cache.into_inner().unwrap_or_else(|e| e.into_inner()),
             cache_shared: load

@@ -133,3 +133,17 @@ impl Terminal for OwnedCall {
         })
     }
 }
+
+/// The terminal of a composite route's exchange stack: the composition instead of one
+/// upstream call, so exchange plugins (`response_transform`, `cache`) wrap it as they wrap
+/// a proxied call.
+pub(crate) struct ComposeCall<'a> {
+    pub(crate) composition: &'a torii_compose::Composition,
+    pub(crate) ctx: &'a RequestContext,
+}
+
+impl Terminal for ComposeCall<'_> {
+    fn call<'b>(&'b self, req: &'b http::request::Parts, body: Body) -> ExchangeFuture<'b> {
+        Box::pin(self.composition.run(req, body, self.ctx))
+    }
+}

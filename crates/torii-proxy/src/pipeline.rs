@@ -418,6 +418,23 @@ async fn route_and_serve(
             *resp.headers_mut() = headers.clone();
             Ok(resp.map(Outgoing::Gateway))
         }
+        Action::Compose(composition) => {
+            let body = if http_body::Body::is_end_stream(&body) {
+                Body::Empty
+            } else {
+                Body::from(body)
+            };
+            // Boxed: routes that proxy do not carry the composition's future.
+            let resp = if route.stages.is_empty() {
+                Box::pin(composition.run(req, body, ctx)).await
+            } else {
+                let call = crate::exchange::ComposeCall { composition, ctx };
+                torii_core::Next::new(&route.stages, &call)
+                    .run(req, body, ctx)
+                    .await
+            };
+            resp.map(|r| r.map(Outgoing::Gateway))
+        }
         Action::Proxy(_) | Action::Split(_) => {
             let Some(Arm {
                 upstream, errors, ..

@@ -23,7 +23,7 @@ impl Action {
         match self {
             Action::Proxy(a) => Some(a),
             Action::Split(s) => s.arm(arm),
-            Action::Direct { .. } => None,
+            Action::Direct { .. } | Action::Compose(_) => None,
         }
     }
 
@@ -37,7 +37,7 @@ impl Action {
         match self {
             Action::Proxy(_) => Some(0),
             Action::Split(s) => Some(s.pick(req, ctx)),
-            Action::Direct { .. } => None,
+            Action::Direct { .. } | Action::Compose(_) => None,
         }
     }
 }
@@ -50,6 +50,8 @@ pub enum Action {
     Proxy(Arm),
     /// Proxy to one of several upstreams, by weight (`split`).
     Split(Box<crate::split::Split>),
+    /// Answer with a composition of backend calls.
+    Compose(Arc<torii_compose::Composition>),
     /// Answer directly.
     Direct {
         /// Status.
@@ -161,6 +163,7 @@ impl Snapshot {
             ));
         }
         let mut chains = plugins.chains.into_iter();
+        let mut compositions = plugins.compositions.into_iter();
         let mut tls = HashMap::new();
         for l in &config.listeners {
             if let Some(t) = &l.tls {
@@ -189,7 +192,12 @@ impl Snapshot {
                         audience: plugins.audiences.get(name).cloned(),
                     })
                 };
+                let composition = compositions.next().flatten();
                 let action = match (&r.upstream, &r.split, &r.direct_response) {
+                    _ if r.compose.is_some() => match composition {
+                        Some(c) => Action::Compose(c),
+                        None => direct(500, &Default::default(), ""),
+                    },
                     (Some(name), _, _) => match arm(name) {
                         Some(a) => Action::Proxy(a),
                         None => direct(502, &Default::default(), ""),

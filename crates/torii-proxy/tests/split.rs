@@ -213,7 +213,7 @@ fn bad_splits_are_refused_with_their_place_and_fix() {
         ),
         (
             "upstream: stable\n    split:\n      upstreams:\n        - {upstream: stable, weight: 1}\n",
-            "a route has exactly one of `upstream`, `split` and `direct_response`",
+            "a route has exactly one of `upstream`, `split`, `direct_response` and `compose`",
             "keep one of them",
         ),
     ];

@@ -1,11 +1,13 @@
 //! The file schema: serde types that mirror the YAML shape. Unknown keys are rejected, every
 //! timeout and limit has a finite default, and the JSON Schema is generated from these types.
 
+mod compose;
 mod consumer;
 mod listener;
 mod route;
 mod upstream;
 
+pub use compose::*;
 pub use consumer::*;
 pub use listener::*;
 pub use route::*;

@@ -15,8 +15,8 @@ pub struct Route {
     /// What requests this route takes.
     #[serde(rename = "match")]
     pub matches: RouteMatch,
-    /// The upstream (by name) to proxy to. Exactly one of `upstream`, `split` and
-    /// `direct_response`.
+    /// The upstream (by name) to proxy to. Exactly one of `upstream`, `split`,
+    /// `direct_response` and `compose`.
     #[serde(default)]
     pub upstream: Option<String>,
     /// Share the route's requests between upstreams by weight (a canary release), optionally
@@ -27,6 +27,9 @@ pub struct Route {
     /// Answer directly, without an upstream (health endpoints, mocks).
     #[serde(default)]
     pub direct_response: Option<DirectResponse>,
+    /// Answer with a composition of backend calls (see docs/composition.md).
+    #[serde(default)]
+    pub compose: Option<Box<super::Compose>>,
     /// Change the path sent upstream; the query string is kept.
     #[serde(default)]
     pub rewrite: Option<Rewrite>,

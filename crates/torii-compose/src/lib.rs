@@ -1,0 +1,135 @@
+//! # torii-compose
+//!
+//! API composition: a route whose answer is built from several backend calls.
+//!
+//! - [`compile`] turns a route's `compose` settings into a [`Composition`] at config load:
+//!   text and JSON templates parsed, every reference checked (an unknown call, route
+//!   parameter or request value is a config error at its line), the calls' dependency graph
+//!   checked for cycles.
+//! - [`Composition::run`] answers one request: calls whose inputs are ready run at once (so
+//!   independent calls run in parallel, and a call reading another's result waits for it),
+//!   all within the request's task (a client that goes away cancels them), under the
+//!   composition's deadline and call and byte budgets. Each call goes through the upstream's
+//!   one call API, so balancing, health, retries and breakers apply.
+//!
+//! No proxy types here: the proxy runs a composition as a route action, through the route's
+//! exchange stack when it has one (so `response_transform` and `cache` wrap it too).
+
+mod call;
+mod compile;
+mod refs;
+mod run;
+mod shape;
+mod template;
+
+pub use compile::{CompileError, compile};
+
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A compiled composition (one per composite route and config load).
+pub struct Composition {
+    calls: Box<[compile::CallPlan]>,
+    response: compile::ResponsePlan,
+    deadline: Duration,
+    max_calls: u32,
+    max_bytes: u64,
+    partial_on_budget: bool,
+    /// Client headers copied onto every call (forwarded ones, identity).
+    forward: Box<[http::HeaderName]>,
+    needs_body: bool,
+    max_request_body: usize,
+    last_good: Arc<LastGood>,
+}
+
+impl std::fmt::Debug for Composition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Composition")
+            .field(
+                "calls",
+                &self.calls.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The last good value of each request of `stale` calls, bounded in entries. It lives in the
+/// gateway's plugin state, so a reload that keeps the route keeps it.
+pub struct LastGood {
+    cache: quick_cache::sync::Cache<String, (Arc<Value>, Instant)>,
+}
+
+impl LastGood {
+    /// A store of at most `entries` values.
+    pub fn new(entries: usize) -> Self {
+        Self {
+            cache: quick_cache::sync::Cache::new(entries.max(1)),
+        }
+    }
+
+    fn insert(&self, key: String, v: (Arc<Value>, Instant)) {
+        self.cache.insert(key, v);
+    }
+
+    fn get(&self, key: &str) -> Option<(Arc<Value>, Instant)> {
+        self.cache.get(key)
+    }
+}
+
+impl Default for LastGood {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
+}
+
+/// Why a call failed: a stable code (the gateway's error codes for upstream failures, or
+/// `upstream_status`, `not_json`, `response_too_large`, `over_budget`, `deadline`, ...).
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub code: &'static str,
+    pub timeout: bool,
+    /// The answer's status, for `upstream_status`.
+    pub status: Option<u16>,
+}
+
+impl Failure {
+    pub(crate) fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            timeout: false,
+            status: None,
+        }
+    }
+
+    pub(crate) fn timeout() -> Self {
+        Self {
+            code: "upstream_timeout",
+            timeout: true,
+            status: None,
+        }
+    }
+
+    pub(crate) fn budget() -> Self {
+        Self::new("over_budget")
+    }
+
+    pub(crate) fn from_error(e: &torii_core::GatewayError) -> Self {
+        Self {
+            code: e.kind.code(),
+            timeout: matches!(e.kind, torii_core::ErrorKind::UpstreamTimeout),
+            status: None,
+        }
+    }
+
+    /// The failure as the response lists it.
+    pub(crate) fn describe(&self, call: &str) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("call".into(), Value::String(call.to_string()));
+        m.insert("error".into(), Value::String(self.code.to_string()));
+        if let Some(s) = self.status {
+            m.insert("upstream_status".into(), Value::from(s));
+        }
+        Value::Object(m)
+    }
+}
