@@ -17,6 +17,7 @@
 # A_CONF / B_CONF [conf/torii.yaml.tmpl]: the config template of each side.
 # WRK_SCRIPT: a wrk Lua script for both sides (e.g. lib/keys.lua: 1,000 distinct x-client keys).
 # BENCH_PATH [/hello]: the path requested (/json: the backend's ~1 KiB JSON document).
+# A_PATH / B_PATH [BENCH_PATH]: a path per side (a composite route against proxying one call).
 #
 # Prints one line per round and, at the end, the median CPU µs/req of each and the median of
 # the per-pair ratios B/A (< 1: B is cheaper). Needs wrk, curl, python3, taskset and the
@@ -40,6 +41,8 @@ wrk_extra=()
 [ -n "$WRK_SCRIPT" ] && wrk_extra=(-s "$WRK_SCRIPT")
 A_CONF=${A_CONF:-$HERE/conf/torii.yaml.tmpl}
 B_CONF=${B_CONF:-$HERE/conf/torii.yaml.tmpl}
+A_PATH=${A_PATH:-${BENCH_PATH:-/hello}}
+B_PATH=${B_PATH:-${BENCH_PATH:-/hello}}
 
 die() { echo "ab.sh: error: $*" >&2; exit 1; }
 for tool in wrk curl python3 taskset; do
@@ -86,11 +89,11 @@ ticks() { # pid -> utime+stime in clock ticks
   echo $((f[11] + f[12]))
 }
 hz=$(getconf CLK_TCK)
-run() { # pid port -> "requests cpu_us_per_req"
+run() { # pid port path -> "requests cpu_us_per_req"
   local t0 t1 out n
-  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "http://127.0.0.1:$2${BENCH_PATH:-/hello}" >/dev/null
+  taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${wrk_extra[@]}" "http://127.0.0.1:$2$3" >/dev/null
   t0=$(ticks "$1")
-  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "http://127.0.0.1:$2${BENCH_PATH:-/hello}")
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${wrk_extra[@]}" "http://127.0.0.1:$2$3")
   t1=$(ticks "$1")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   [ -n "$n" ] && [ "$n" -gt 0 ] || die "wrk completed no requests on port $2"
@@ -102,7 +105,7 @@ for r in $(seq "$ROUNDS"); do
   # ABBA order: A first on odd rounds, B first on even ones.
   if [ $((r % 2)) = 1 ]; then order="a b"; else order="b a"; fi
   for w in $order; do
-    if [ "$w" = a ]; then res=$(run "$a_pid" "$a_port"); else res=$(run "$b_pid" "$b_port"); fi
+    if [ "$w" = a ]; then res=$(run "$a_pid" "$a_port" "$A_PATH"); else res=$(run "$b_pid" "$b_port" "$B_PATH"); fi
     echo "$r $w $res" >>"$work/results"
     echo "round $r $w: requests=${res% *} cpu_us_per_req=${res#* }"
   done

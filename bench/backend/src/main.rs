@@ -9,6 +9,10 @@
 //!   GET /json  -> 200, application/json, ~1 KiB fixed body
 //!   GET /svc*  -> 200, same body as /hello (paths of the many-routes gateway benchmark,
 //!                 e.g. /svc5006/items/42, so direct, nginx and the gateway serve one URL)
+//!   GET /delay/<ms> -> the /json body after <ms> milliseconds (composition latency)
+//!   GET /items/<n>  -> {"items": [{"id": i, "product_id": "p<i>"}, ...]}, n items (at most
+//!                      100,000; composition joins)
+//!   GET /products?ids=a,b,... -> {"data": [{"id": "a", "name": "product a", "price": 1}, ...]}
 //!   anything else -> 404
 //!
 //! Keep-alive is on (HTTP/1.1 default), TCP_NODELAY is set on every
@@ -58,6 +62,38 @@ fn json_body() -> &'static Bytes {
     })
 }
 
+fn items(n: usize) -> Bytes {
+    let mut s = String::with_capacity(n * 32 + 16);
+    s.push_str("{\"items\":[");
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("{{\"id\":{i},\"product_id\":\"p{i}\"}}"));
+    }
+    s.push_str("]}");
+    Bytes::from(s)
+}
+
+fn products(query: Option<&str>) -> Bytes {
+    let ids = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ids="))
+        .unwrap_or("");
+    let mut s = String::with_capacity(ids.len() * 40 + 16);
+    s.push_str("{\"data\":[");
+    // The gateway form-encodes the list: `,` arrives as `%2C`.
+    for (i, id) in ids.split("%2C").flat_map(|p| p.split(',')).filter(|i| !i.is_empty()).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("{{\"id\":\"{id}\",\"name\":\"product {id}\",\"price\":1}}"));
+    }
+    s.push_str("]}");
+    Bytes::from(s)
+}
+
 static SERVER_NAME: HeaderValue = HeaderValue::from_static("bench-backend");
 static TEXT: HeaderValue = HeaderValue::from_static("text/plain");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -74,6 +110,16 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         (&Method::GET, p) | (&Method::HEAD, p) if p.starts_with("/svc") => {
             (StatusCode::OK, &TEXT, Bytes::from_static(HELLO))
         }
+        (&Method::GET, p) if p.starts_with("/delay/") => {
+            let ms: u64 = p["/delay/".len()..].parse().unwrap_or(0).min(10_000);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            (StatusCode::OK, &JSON, json_body().clone())
+        }
+        (&Method::GET, p) if p.starts_with("/items/") => {
+            let n: usize = p["/items/".len()..].parse().unwrap_or(0).min(100_000);
+            (StatusCode::OK, &JSON, items(n))
+        }
+        (&Method::GET, "/products") => (StatusCode::OK, &JSON, products(req.uri().query())),
         _ => (StatusCode::NOT_FOUND, &TEXT, Bytes::from_static(b"not found")),
     };
     let mut resp = Response::new(Full::new(body));

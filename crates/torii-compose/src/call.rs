@@ -65,14 +65,16 @@ pub(crate) struct Run<'a> {
     /// The trace id and flags of the request (W3C trace context).
     pub trace: (String, &'a str),
     pub tracestate: Option<HeaderValue>,
+    pub ctx: &'a torii_core::RequestContext,
 }
 
 impl<'a> Run<'a> {
     pub(crate) fn new(
         c: &Composition,
         req: &'a http::request::Parts,
-        request_id: &HeaderValue,
+        ctx: &'a torii_core::RequestContext,
     ) -> Self {
+        let request_id = &ctx.request_id.0;
         let mut base = HeaderMap::new();
         base.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         base.insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -95,6 +97,7 @@ impl<'a> Run<'a> {
             base,
             trace,
             tracestate: req.headers.get(&TRACESTATE).cloned(),
+            ctx,
         }
     }
 }
@@ -138,6 +141,9 @@ pub(crate) enum Layout {
 pub(crate) struct Prepared {
     pub subs: Vec<Sub>,
     pub layout: Layout,
+    /// Requests left out because they alone would exceed `max_calls` (`over_budget:
+    /// partial`): their elements get the call's default.
+    pub over: bool,
 }
 
 impl Composition {
@@ -147,6 +153,7 @@ impl Composition {
             return Ok(Prepared {
                 subs: vec![self.render(plan, scope)?],
                 layout: Layout::Single,
+                over: false,
             });
         };
         let list = scope.get(&f.items);
@@ -169,6 +176,17 @@ impl Composition {
                 })
             }));
         }
+        // A fan-out wider than the whole budget is known before any request: it fails at
+        // once, or (partial) makes only what the budget allows.
+        let cap = self.max_calls as usize;
+        let wanted = match f.batch {
+            None => keys.len(),
+            Some(size) => keys.len().div_ceil(size),
+        };
+        let over = wanted > cap;
+        if over && !self.partial_on_budget {
+            return Err(Failure::budget());
+        }
         match f.batch {
             None => {
                 // One request per distinct key, rendered with the first element that has it.
@@ -183,6 +201,7 @@ impl Composition {
                 }
                 let subs = first_item
                     .into_iter()
+                    .take(cap)
                     .map(|item| {
                         let s = Scope { item, ..*scope };
                         self.render(plan, &s)
@@ -191,11 +210,13 @@ impl Composition {
                 Ok(Prepared {
                     subs,
                     layout: Layout::PerItem(slots),
+                    over,
                 })
             }
             Some(size) => {
                 let subs = keys
                     .chunks(size)
+                    .take(cap)
                     .map(|chunk| {
                         let mut joined = String::new();
                         for (n, k) in chunk.iter().enumerate() {
@@ -214,6 +235,7 @@ impl Composition {
                 Ok(Prepared {
                     subs,
                     layout: Layout::Batch,
+                    over,
                 })
             }
         }
@@ -307,7 +329,14 @@ impl Composition {
     async fn send(&self, plan: &CallPlan, sub: &Sub, run: &Run<'_>) -> Outcome {
         let cell = {
             let mut memo = run.memo.lock().unwrap_or_else(|e| e.into_inner());
-            memo.entry(sub.key.clone()).or_default().clone()
+            match memo.get(&sub.key) {
+                Some(cell) => cell.clone(),
+                // Over budget: fail without keeping anything for this request.
+                None if run.calls.load(Ordering::Relaxed) >= self.max_calls => {
+                    return Err(Failure::budget());
+                }
+                None => memo.entry(sub.key.clone()).or_default().clone(),
+            }
         };
         cell.get_or_init(|| self.fetch(plan, sub, run))
             .await
@@ -333,6 +362,9 @@ impl Composition {
         }
         if let Some(ts) = &run.tracestate {
             head.headers.insert(TRACESTATE.clone(), ts.clone());
+        }
+        if let Some((name, token)) = plan.vouch.as_ref().and_then(|v| v.token(run.ctx)) {
+            head.headers.insert(name, token);
         }
         let body = if sub.body.is_empty() {
             Body::Empty
@@ -444,6 +476,14 @@ impl Composition {
                 }
             }
         }
+        if prepared.over {
+            let f = Failure::budget();
+            if plan.policy == FailurePolicy::Required {
+                return (Err(f), None);
+            }
+            masked.get_or_insert(f);
+        }
+        let default = || plan.default.as_deref().cloned().unwrap_or(Value::Null);
         let answer = match &prepared.layout {
             Layout::Single => match values.into_iter().next() {
                 Some(a) => a,
@@ -453,9 +493,11 @@ impl Composition {
                 value: Arc::new(Value::Array(
                     slots
                         .iter()
-                        .map(|s| {
-                            s.and_then(|s| values.get(s))
-                                .map_or(Value::Null, |a| (*a.value).clone())
+                        .map(|s| match s.map(|s| values.get(s)) {
+                            Some(Some(a)) => (*a.value).clone(),
+                            // Over budget: never requested.
+                            Some(None) => default(),
+                            None => Value::Null,
                         })
                         .collect(),
                 )),

@@ -33,6 +33,9 @@ pub(crate) struct CallPlan {
     pub accept: Box<[u16]>,
     /// Whether the response copies headers from this call's answer.
     pub keep_headers: bool,
+    /// The identity token for this call's upstream, when it takes one and identity is
+    /// forwarded.
+    pub vouch: Option<Arc<dyn crate::Vouch>>,
 }
 
 /// A fan-out over a list.
@@ -79,15 +82,29 @@ fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
 
-/// Compiles a route's `compose`. `params` are the route's path parameters; `upstreams` the
-/// load's; `identity` the identity header names copied onto calls when `forward_identity`.
-pub fn compile(
-    cfg: &Compose,
-    params: &[String],
-    upstreams: &torii_upstream::Upstreams,
-    identity: &[HeaderName],
-    last_good: Arc<LastGood>,
-) -> Result<Composition, Vec<CompileError>> {
+/// What a composition is compiled with besides its settings.
+pub struct Inputs<'a> {
+    /// The route's path parameters.
+    pub params: &'a [String],
+    /// The load's upstreams.
+    pub upstreams: &'a torii_upstream::Upstreams,
+    /// The identity header names copied onto calls when `forward_identity`.
+    pub identity: &'a [HeaderName],
+    /// The identity token of an upstream (by name), when it takes one.
+    pub vouch: &'a dyn Fn(&str) -> Option<Arc<dyn crate::Vouch>>,
+    /// Where `stale` calls keep their last good values.
+    pub last_good: Arc<LastGood>,
+}
+
+/// Compiles a route's `compose`.
+pub fn compile(cfg: &Compose, inputs: Inputs<'_>) -> Result<Composition, Vec<CompileError>> {
+    let Inputs {
+        params,
+        upstreams,
+        identity,
+        vouch,
+        last_good,
+    } = inputs;
     let call_names: Vec<&str> = cfg.calls.keys().map(String::as_str).collect();
     let mut errors: Vec<CompileError> = Vec::new();
     let mut plans = Vec::with_capacity(cfg.calls.len());
@@ -282,6 +299,11 @@ pub fn compile(
                 .copy_headers
                 .as_ref()
                 .is_some_and(|h| h.from == *name),
+            vouch: if cfg.forward_identity {
+                vouch(&c.upstream)
+            } else {
+                None
+            },
         });
     }
     if let Some(cycle) = cycle(&plans).filter(|_| plans.len() == call_names.len()) {

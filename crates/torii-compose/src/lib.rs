@@ -22,7 +22,17 @@ mod run;
 mod shape;
 mod template;
 
-pub use compile::{CompileError, compile};
+pub use compile::{CompileError, Inputs, compile};
+
+/// The gateway-signed identity token of one call's upstream (the plugin layer holds the
+/// signer): a header for the request's consumer, or `None` (no consumer, or no token).
+pub trait Vouch: Send + Sync {
+    /// The token header for this request.
+    fn token(
+        &self,
+        ctx: &torii_core::RequestContext,
+    ) -> Option<(http::HeaderName, http::HeaderValue)>;
+}
 
 use serde_json::Value;
 use std::sync::Arc;

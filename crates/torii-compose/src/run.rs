@@ -50,7 +50,7 @@ impl Composition {
         let mut kept: Option<HeaderMap> = None;
         let mut prepared: Vec<Option<Arc<Prepared>>> = vec![None; n];
         let mut failed: Vec<(usize, Failure)> = Vec::new();
-        let run = Run::new(self, req, &ctx.request_id.0);
+        let run = Run::new(self, req, ctx);
         let deadline = tokio::time::Instant::now() + self.deadline;
         let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
         loop {
@@ -106,7 +106,7 @@ impl Composition {
                 biased;
                 Some((i, outcomes)) = running.next() => {
                     let plan = &self.calls[i];
-                    let p = prepared[i].clone().unwrap_or_else(|| Arc::new(Prepared { subs: Vec::new(), layout: crate::call::Layout::Single }));
+                    let p = prepared[i].clone().unwrap_or_else(|| Arc::new(Prepared { subs: Vec::new(), layout: crate::call::Layout::Single, over: false }));
                     let (answer, masked) = self.assemble(plan, &p, outcomes.into_iter().map(Some).collect());
                     if let Some(f) = masked {
                         failed.push((i, f));

@@ -3,9 +3,28 @@
 //! last good values kept in the plugin state so a reload that keeps the route keeps them.
 
 use crate::IdentityHeaders;
+use crate::identity_token::{Audience, TokenSigner};
 use crate::state::{StateKey, StateRegistry};
+use std::collections::HashMap;
 use std::sync::Arc;
-use torii_compose::{Composition, LastGood};
+use torii_compose::{Composition, LastGood, Vouch};
+use torii_core::RequestContext;
+
+/// The identity token of one upstream, for a composition's calls to it.
+struct Signed {
+    signer: Arc<TokenSigner>,
+    audience: Audience,
+}
+
+impl Vouch for Signed {
+    fn token(&self, ctx: &RequestContext) -> Option<(http::HeaderName, http::HeaderValue)> {
+        let consumer = ctx.consumer.as_ref()?;
+        let token = self
+            .signer
+            .token(consumer, ctx.identity.as_deref(), &self.audience)?;
+        Some((self.signer.header().clone(), token))
+    }
+}
 use torii_config::schema::Config;
 use torii_config::{PluginError, Seg};
 
@@ -14,10 +33,18 @@ pub(crate) fn build(
     config: &Config,
     upstreams: &torii_upstream::Upstreams,
     identity: &IdentityHeaders,
+    tokens: (Option<&Arc<TokenSigner>>, &HashMap<String, Audience>),
     state: &StateRegistry,
     errors: &mut Vec<PluginError>,
 ) -> Vec<Option<Arc<Composition>>> {
     let identity = identity.consumer_names();
+    let vouch = |upstream: &str| -> Option<Arc<dyn Vouch>> {
+        let (signer, audiences) = tokens;
+        Some(Arc::new(Signed {
+            signer: signer?.clone(),
+            audience: audiences.get(upstream)?.clone(),
+        }))
+    };
     config
         .routes
         .iter()
@@ -39,7 +66,14 @@ pub(crate) fn build(
                 ),
                 LastGood::default,
             );
-            match torii_compose::compile(c, &params, upstreams, &identity, last_good) {
+            let inputs = torii_compose::Inputs {
+                params: &params,
+                upstreams,
+                identity: &identity,
+                vouch: &vouch,
+                last_good,
+            };
+            match torii_compose::compile(c, inputs) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     for (path, message, hint) in e {

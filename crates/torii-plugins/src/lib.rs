@@ -691,8 +691,14 @@ impl PluginCatalog for Catalog {
             }
         }
         let identity = IdentityHeaders::new(&config.identity);
-        let compositions =
-            compositions::build(config, &upstreams, &identity, &self.state, &mut errors);
+        let compositions = compositions::build(
+            config,
+            &upstreams,
+            &identity,
+            (signer.as_ref(), &audiences),
+            &self.state,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -59,7 +59,7 @@ async fn upstreams_receive_verifiable_identity_tokens() {
     let ed = write_key("ed.pem", &rcgen::PKCS_ED25519);
     let up = echo_upstream(false).await;
     let yaml = config(&format!(
-        "identity:\n  token:\n    issuer: https://gateway.test\n    ttl: 2m\n    keys:\n      - {{kid: k-ec, algorithm: ES256, private_key: '{ec}'}}\n      - {{kid: k-ed, algorithm: EdDSA, private_key: '{ed}'}}\nconsumers:\n  - name: alice\n    id: u-7\n    groups: [staff]\n    keys: ['{hash}']\nupstreams:\n  - name: orders\n    targets: [{{url: 'http://{a}'}}]\n    identity_token: {{audience: orders}}\n  - name: billing\n    targets: [{{url: 'http://{a}'}}]\n    identity_token: {{audience: billing, key: k-ed}}\n  - name: plain\n    targets: [{{url: 'http://{a}'}}]\nroutes:\n  - name: orders\n    match: {{path_prefix: /orders}}\n    upstream: orders\n    plugins: {{key_auth: {{}}}}\n  - name: billing\n    match: {{path_prefix: /billing}}\n    upstream: billing\n    plugins: {{key_auth: {{}}}}\n  - name: plain\n    match: {{path_prefix: /}}\n    upstream: plain\n",
+        "identity:\n  token:\n    issuer: https://gateway.test\n    ttl: 2m\n    keys:\n      - {{kid: k-ec, algorithm: ES256, private_key: '{ec}'}}\n      - {{kid: k-ed, algorithm: EdDSA, private_key: '{ed}'}}\nconsumers:\n  - name: alice\n    id: u-7\n    groups: [staff]\n    keys: ['{hash}']\nupstreams:\n  - name: orders\n    targets: [{{url: 'http://{a}'}}]\n    identity_token: {{audience: orders}}\n  - name: billing\n    targets: [{{url: 'http://{a}'}}]\n    identity_token: {{audience: billing, key: k-ed}}\n  - name: plain\n    targets: [{{url: 'http://{a}'}}]\nroutes:\n  - name: orders\n    match: {{path_prefix: /orders}}\n    upstream: orders\n    plugins: {{key_auth: {{}}}}\n  - name: billing\n    match: {{path_prefix: /billing}}\n    upstream: billing\n    plugins: {{key_auth: {{}}}}\n  - name: composed\n    match: {{path: /composed}}\n    plugins: {{key_auth: {{}}}}\n    compose:\n      calls:\n        o: {{upstream: orders, path: /o}}\n        p: {{upstream: plain, path: /p}}\n  - name: plain\n    match: {{path_prefix: /}}\n    upstream: plain\n",
         hash = format_key_hash(KEY.as_bytes()),
         a = up.addr
     ));
@@ -115,6 +115,15 @@ async fn upstreams_receive_verifiable_identity_tokens() {
         jsonwebtoken::Algorithm::EdDSA
     );
     assert_eq!(verify(&other, &jwks, "billing")["sub"], "u-7");
+
+    // A composition's calls carry the token of each call's upstream.
+    let (s, _, body) = get(format!("{base}/composed"), &auth).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json(&body);
+    let t = v["o"]["headers"]["x-identity-token"].as_str().unwrap();
+    assert_eq!(verify(t, &jwks, "orders")["sub"], "u-7");
+    assert_eq!(v["o"]["headers"]["x-consumer-name"], "alice");
+    assert!(v["p"]["headers"].get("x-identity-token").is_none());
 
     // An upstream that did not ask gets none, and a client-sent one never passes.
     let (_, _, body) = get(format!("{base}/plain"), &[("x-identity-token", "forged")]).await;

@@ -62,19 +62,13 @@ pub(super) fn compose(ctx: &mut Ctx<'_>, p: &Partial, i: usize, c: &Compose, ups
         super::split::known_upstream(
             ctx,
             p,
-            &join(
-                &base,
-                &[PathSeg::Key("calls"), k, PathSeg::Key("upstream")],
-            ),
+            &join(&base, &[PathSeg::Key("calls"), k, PathSeg::Key("upstream")]),
             &call.upstream,
             upstreams,
         );
         if call.timeout.0.is_zero() {
             ctx.err(
-                &join(
-                    &base,
-                    &[PathSeg::Key("calls"), k, PathSeg::Key("timeout")],
-                ),
+                &join(&base, &[PathSeg::Key("calls"), k, PathSeg::Key("timeout")]),
                 "a zero timeout would fail every call",
                 "give a positive duration (5s by default)",
             );
