@@ -6,7 +6,7 @@
 
 use crate::compile::{CallPlan, FanOut};
 use crate::refs::{Scope, walk};
-use crate::{Composition, Failure};
+use crate::{Composition, Failure, Val};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -22,7 +22,7 @@ use torii_upstream::CallOptions;
 
 /// A path segment's reserved characters: what a value put in a path is encoded with (`/`
 /// included, so a value is one segment; sub-delimiters such as `,` stay).
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+pub(crate) const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
@@ -47,7 +47,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// An answer, as kept for the request (and shared by identical requests).
 #[derive(Clone)]
 pub(crate) struct Answer {
-    pub value: Arc<Value>,
+    pub value: crate::Val,
     pub status: u16,
     pub headers: Option<HeaderMap>,
 }
@@ -412,13 +412,20 @@ impl Composition {
             });
         }
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
+            Val::Json(Arc::new(Value::Null))
+        } else if plan.raw {
+            // Used whole: checked to be JSON without building it.
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                .map_err(|_| Failure::new("not_json"))?;
+            Val::Raw(bytes)
         } else {
             // A non-JSON answer is this call's failure, not the gateway's.
-            serde_json::from_slice(&bytes).map_err(|_| Failure::new("not_json"))?
+            Val::Json(Arc::new(
+                serde_json::from_slice(&bytes).map_err(|_| Failure::new("not_json"))?,
+            ))
         };
         Ok(Answer {
-            value: Arc::new(value),
+            value,
             status,
             headers: plan.keep_headers.then_some(parts.headers),
         })
@@ -459,13 +466,14 @@ impl Composition {
                         (Some(v), _) => v,
                         (None, FailurePolicy::Required) => return (Err(f), None),
                         (None, FailurePolicy::Stale) => match &plan.default {
-                            Some(d) => d.clone(),
+                            Some(d) => Val::Json(d.clone()),
                             None => return (Err(f), None),
                         },
-                        (None, FailurePolicy::Optional) => plan
-                            .default
-                            .clone()
-                            .unwrap_or_else(|| Arc::new(Value::Null)),
+                        (None, FailurePolicy::Optional) => Val::Json(
+                            plan.default
+                                .clone()
+                                .unwrap_or_else(|| Arc::new(Value::Null)),
+                        ),
                     };
                     masked.get_or_insert(f);
                     values.push(Answer {
@@ -490,17 +498,17 @@ impl Composition {
                 None => return (Err(Failure::new("no_answer")), masked),
             },
             Layout::PerItem(slots) => Answer {
-                value: Arc::new(Value::Array(
+                value: Val::Json(Arc::new(Value::Array(
                     slots
                         .iter()
                         .map(|s| match s.map(|s| values.get(s)) {
-                            Some(Some(a)) => (*a.value).clone(),
+                            Some(Some(a)) => a.value.json().into_owned(),
                             // Over budget: never requested.
                             Some(None) => default(),
                             None => Value::Null,
                         })
                         .collect(),
-                )),
+                ))),
                 status: 200,
                 headers: None,
             },
@@ -508,16 +516,17 @@ impl Composition {
                 let results = plan.for_each.as_ref().and_then(|f| f.results.as_deref());
                 let mut all = Vec::new();
                 for a in &values {
+                    let v = a.value.json();
                     let list = match results {
-                        Some(p) => walk(&a.value, p),
-                        None => Some(&*a.value),
+                        Some(p) => walk(&v, p),
+                        None => Some(&*v),
                     };
                     if let Some(Value::Array(items)) = list {
                         all.extend(items.iter().cloned());
                     }
                 }
                 Answer {
-                    value: Arc::new(Value::Array(all)),
+                    value: Val::Json(Arc::new(Value::Array(all))),
                     status: 200,
                     headers: None,
                 }

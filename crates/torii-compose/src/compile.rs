@@ -33,6 +33,9 @@ pub(crate) struct CallPlan {
     pub accept: Box<[u16]>,
     /// Whether the response copies headers from this call's answer.
     pub keep_headers: bool,
+    /// Whether the call's value is only used whole (written into the response as it is):
+    /// its answers are checked to be JSON, not parsed into a tree.
+    pub raw: bool,
     /// The identity token for this call's upstream, when it takes one and identity is
     /// forwarded.
     pub vouch: Option<Arc<dyn crate::Vouch>>,
@@ -299,6 +302,7 @@ pub fn compile(cfg: &Compose, inputs: Inputs<'_>) -> Result<Composition, Vec<Com
                 .copy_headers
                 .as_ref()
                 .is_some_and(|h| h.from == *name),
+            raw: false,
             vouch: if cfg.forward_identity {
                 vouch(&c.upstream)
             } else {
@@ -325,6 +329,9 @@ pub fn compile(cfg: &Compose, inputs: Inputs<'_>) -> Result<Composition, Vec<Com
         ));
     }
     let response = response(cfg, &call_names, params, &mut errors, &mut needs_body);
+    if let Some(r) = &response {
+        whole_values(&mut plans, r);
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -489,4 +496,50 @@ fn cycle(plans: &[CallPlan]) -> Option<Vec<usize>> {
     }
     let mut state = vec![0u8; plans.len()];
     (0..plans.len()).find_map(|i| visit(i, plans, &mut state, &mut Vec::new()))
+}
+
+/// Marks the calls whose values only the response uses, and only whole (`$user` as a member
+/// or element of the body, or the default body): those are written out as their answers'
+/// bytes. A call another call reads, a condition tests, a fan-out walks, a text template or
+/// an operator uses, or the body reads into, is parsed.
+fn whole_values(plans: &mut [CallPlan], response: &ResponsePlan) {
+    let mut parsed = vec![false; plans.len()];
+    let mut mark = |r: &Ref| {
+        if let refs::Root::Call(i) = r.root
+            && let Some(p) = parsed.get_mut(i)
+        {
+            *p = true;
+        }
+    };
+    for p in plans.iter() {
+        p.path.refs(&mut mark);
+        for (_, t) in p.query.iter() {
+            t.refs(&mut mark);
+        }
+        for (_, t) in p.headers.iter() {
+            t.refs(&mut mark);
+        }
+        if let Some(b) = &p.body {
+            b.refs(false, &mut |r, _| mark(r));
+        }
+        for c in p.when.iter() {
+            mark(&c.value);
+        }
+        if let Some(f) = &p.for_each {
+            mark(&f.items);
+        }
+    }
+    for (_, t) in response.headers.iter() {
+        t.refs(&mut mark);
+    }
+    if let Some(b) = &response.body {
+        b.refs(true, &mut |r, whole| {
+            if !(whole && r.path.is_empty()) {
+                mark(r);
+            }
+        });
+    }
+    for (p, parsed) in plans.iter_mut().zip(parsed) {
+        p.raw = !parsed && p.for_each.is_none();
+    }
 }

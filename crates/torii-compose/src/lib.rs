@@ -17,6 +17,8 @@
 
 mod call;
 mod compile;
+#[doc(hidden)]
+pub mod fuzzing;
 mod refs;
 mod run;
 mod shape;
@@ -64,10 +66,42 @@ impl std::fmt::Debug for Composition {
     }
 }
 
+/// A call's value: parsed JSON, or, for a call the response only uses whole, the answer's
+/// bytes, checked to be JSON and written out as they are (no tree is built, copied or
+/// dropped for a value nothing looks into).
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Json(Arc<Value>),
+    Raw(bytes::Bytes),
+}
+
+impl Val {
+    /// The value as JSON (a raw one is parsed: only reached if a template looks into a value
+    /// the compiler judged whole, which it does not).
+    pub(crate) fn json(&self) -> std::borrow::Cow<'_, Value> {
+        match self {
+            Val::Json(v) => std::borrow::Cow::Borrowed(v),
+            Val::Raw(b) => {
+                std::borrow::Cow::Owned(serde_json::from_slice(b).unwrap_or(Value::Null))
+            }
+        }
+    }
+
+    /// Appends the value as JSON text.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Val::Json(v) => {
+                let _ = serde_json::to_writer(&mut *out, &**v);
+            }
+            Val::Raw(b) => out.extend_from_slice(b),
+        }
+    }
+}
+
 /// The last good value of each request of `stale` calls, bounded in entries. It lives in the
 /// gateway's plugin state, so a reload that keeps the route keeps it.
 pub struct LastGood {
-    cache: quick_cache::sync::Cache<String, (Arc<Value>, Instant)>,
+    cache: quick_cache::sync::Cache<String, (Val, Instant)>,
 }
 
 impl LastGood {
@@ -78,11 +112,11 @@ impl LastGood {
         }
     }
 
-    fn insert(&self, key: String, v: (Arc<Value>, Instant)) {
+    fn insert(&self, key: String, v: (Val, Instant)) {
         self.cache.insert(key, v);
     }
 
-    fn get(&self, key: &str) -> Option<(Arc<Value>, Instant)> {
+    fn get(&self, key: &str) -> Option<(Val, Instant)> {
         self.cache.get(key)
     }
 }

@@ -4,7 +4,6 @@
 
 use serde_json::Value;
 use std::borrow::Cow;
-use std::sync::Arc;
 use torii_core::RequestContext;
 
 /// One step into a JSON value.
@@ -217,7 +216,7 @@ pub(crate) struct Scope<'a> {
     /// The client's JSON body, when a template reads it.
     pub body: Option<&'a Value>,
     /// Results by call index (`None`: not there, which references see as null).
-    pub results: &'a [Option<Arc<Value>>],
+    pub results: &'a [Option<crate::Val>],
     pub item: Option<&'a Value>,
     pub keys: Option<&'a str>,
 }
@@ -242,10 +241,10 @@ impl Scope<'_> {
     /// The value of `r`, `None` when missing.
     pub(crate) fn get(&self, r: &Ref) -> Option<Cow<'_, Value>> {
         match &r.root {
-            Root::Call(i) => {
-                let v = self.results.get(*i)?.as_deref()?;
-                walk(v, &r.path).map(Cow::Borrowed)
-            }
+            Root::Call(i) => match self.results.get(*i)?.as_ref()? {
+                crate::Val::Json(v) => walk(v, &r.path).map(Cow::Borrowed),
+                raw => walk(&raw.json(), &r.path).cloned().map(Cow::Owned),
+            },
             Root::Body => walk(self.body?, &r.path).map(Cow::Borrowed),
             Root::Item => walk(self.item?, &r.path).map(Cow::Borrowed),
             Root::Keys => text(self.keys?),

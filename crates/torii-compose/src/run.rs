@@ -5,7 +5,7 @@
 use crate::call::{Outcome, Prepared, Run};
 use crate::compile::{CallPlan, Status, Test};
 use crate::refs::Scope;
-use crate::{Composition, Failure};
+use crate::{Composition, Failure, Val};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
@@ -44,7 +44,7 @@ impl Composition {
             None
         };
         let n = self.calls.len();
-        let mut results: Vec<Option<Arc<Value>>> = vec![None; n];
+        let mut results: Vec<Option<Val>> = vec![None; n];
         let mut state = vec![State::Waiting; n];
         let mut statuses = vec![200u16; n];
         let mut kept: Option<HeaderMap> = None;
@@ -165,8 +165,8 @@ impl Composition {
     fn settle(
         &self,
         i: usize,
-        outcome: Result<Arc<Value>, Failure>,
-        results: &mut [Option<Arc<Value>>],
+        outcome: Result<Val, Failure>,
+        results: &mut [Option<Val>],
         state: &mut [State],
         failed: &mut Vec<(usize, Failure)>,
     ) -> Result<(), GatewayError> {
@@ -240,7 +240,7 @@ impl Composition {
         req: &http::request::Parts,
         ctx: &RequestContext,
         client_body: Option<&Value>,
-        results: &[Option<Arc<Value>>],
+        results: &[Option<Val>],
         statuses: &[u16],
         kept: Option<HeaderMap>,
         failed: &[(usize, Failure)],
@@ -254,41 +254,39 @@ impl Composition {
             item: None,
             keys: None,
         };
-        let mut value = match &r.body {
-            Some(t) => t.render(&scope),
-            None => Value::Object(
-                self.calls
-                    .iter()
-                    .zip(results)
-                    .map(|(c, v)| {
-                        (
-                            c.name.to_string(),
-                            v.as_deref().cloned().unwrap_or(Value::Null),
-                        )
-                    })
-                    .collect(),
-            ),
-        };
-        if !failed.is_empty()
-            && let (Some(field), Value::Object(m)) = (&r.failed_field, &mut value)
-        {
-            m.insert(
-                field.to_string(),
+        // The failures, listed under `failed_field` when the body is an object.
+        let failures = match (&r.failed_field, failed.is_empty()) {
+            (Some(field), false) => Some((
+                &**field,
                 Value::Array(
                     failed
                         .iter()
                         .map(|(i, f)| f.describe(&self.calls[*i].name))
                         .collect(),
                 ),
-            );
+            )),
+            _ => None,
+        };
+        let extra = failures.as_ref().map(|(k, v)| (*k, v));
+        let mut bytes = Vec::with_capacity(1024);
+        match &r.body {
+            Some(t) => t.write_top(&scope, extra, &mut bytes),
+            None => {
+                // Every call's value under its name, written as it is.
+                let fields = self.calls.iter().zip(results).map(|(c, v)| {
+                    (&*c.name, move |out: &mut Vec<u8>| match v {
+                        Some(v) => v.write(out),
+                        None => out.extend_from_slice(b"null"),
+                    })
+                });
+                crate::template::write_object(fields, extra, &mut bytes);
+            }
         }
         let status = match r.status {
             Status::Fixed(s) => s,
             Status::From(i) => http::StatusCode::from_u16(statuses.get(i).copied().unwrap_or(200))
                 .unwrap_or(http::StatusCode::OK),
         };
-        let bytes = serde_json::to_vec(&value)
-            .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("composed body: {e}")))?;
         let mut resp = Response::new(if req.method == http::Method::HEAD {
             Body::Empty
         } else {
@@ -319,10 +317,12 @@ impl Composition {
     }
 }
 
-fn default_of(plan: &CallPlan) -> Arc<Value> {
-    plan.default
-        .clone()
-        .unwrap_or_else(|| Arc::new(Value::Null))
+fn default_of(plan: &CallPlan) -> Val {
+    Val::Json(
+        plan.default
+            .clone()
+            .unwrap_or_else(|| Arc::new(Value::Null)),
+    )
 }
 
 /// Whether every condition of a call holds.

@@ -102,6 +102,15 @@ impl Str {
         }
     }
 
+    /// Every reference in the template.
+    pub(crate) fn refs(&self, f: &mut impl FnMut(&Ref)) {
+        for p in self.parts.iter() {
+            if let Part::Ref(r) = p {
+                f(r);
+            }
+        }
+    }
+
     /// The text, rendered into a new string.
     pub(crate) fn to_string(&self, scope: &Scope<'_>) -> String {
         let mut s = String::new();
@@ -396,6 +405,129 @@ impl Json {
             Json::Join(j) => j.spec.apply(j.src.render(scope), &j.with.render(scope)),
         }
     }
+}
+
+impl Json {
+    /// Every reference in the template, with whether it stands where its value is written
+    /// whole (`whole`: a member or element of objects and arrays from the top, not inside an
+    /// operator or a text).
+    pub(crate) fn refs(&self, whole: bool, f: &mut impl FnMut(&Ref, bool)) {
+        match self {
+            Json::Lit(_) => {}
+            Json::Ref(r) => f(r, whole),
+            Json::Text(t) => t.refs(&mut |r| f(r, false)),
+            Json::Array(items) => items.iter().for_each(|e| e.refs(whole, f)),
+            Json::Object(fields) => fields.iter().for_each(|(_, e)| e.refs(whole, f)),
+            Json::Merge { parts, .. } | Json::Concat(parts) => {
+                parts.iter().for_each(|e| e.refs(false, f));
+            }
+            Json::From { src, .. } | Json::Flatten(src) | Json::Group { src, .. } => {
+                src.refs(false, f);
+            }
+            Json::Join(j) => {
+                j.src.refs(false, f);
+                j.with.refs(false, f);
+            }
+        }
+    }
+
+    /// Writes the value for this request as JSON text, without building what it can copy:
+    /// a call's whole value is written from its answer (or its tree) as it is.
+    pub(crate) fn write(&self, scope: &Scope<'_>, out: &mut Vec<u8>) {
+        match self {
+            Json::Ref(r) if r.path.is_empty() && matches!(r.root, refs::Root::Call(_)) => {
+                let refs::Root::Call(i) = r.root else { return };
+                match scope.results.get(i).and_then(Option::as_ref) {
+                    Some(v) => v.write(out),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            Json::Ref(r) => match scope.get(r) {
+                Some(v) => json_to(out, &*v),
+                None => out.extend_from_slice(b"null"),
+            },
+            Json::Lit(v) => json_to(out, v),
+            Json::Text(t) => json_to(out, &t.to_string(scope)),
+            Json::Array(items) => {
+                out.push(b'[');
+                for (n, e) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    e.write(scope, out);
+                }
+                out.push(b']');
+            }
+            Json::Object(fields) => write_object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (&**k, move |out: &mut Vec<u8>| v.write(scope, out))),
+                None,
+                out,
+            ),
+            other => json_to(out, &other.render(scope)),
+        }
+    }
+
+    /// Writes the response body: with `extra` added as a last member when the body is an
+    /// object (the failed calls).
+    pub(crate) fn write_top(
+        &self,
+        scope: &Scope<'_>,
+        extra: Option<(&str, &Value)>,
+        out: &mut Vec<u8>,
+    ) {
+        match (self, extra) {
+            (_, None) => self.write(scope, out),
+            (Json::Object(fields), Some(_)) => write_object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (&**k, move |out: &mut Vec<u8>| v.write(scope, out))),
+                extra,
+                out,
+            ),
+            (_, Some((k, v))) => {
+                let mut value = self.render(scope);
+                if let Value::Object(m) = &mut value {
+                    m.insert(k.to_string(), v.clone());
+                }
+                json_to(out, &value);
+            }
+        }
+    }
+}
+
+/// Writes an object from its members (name and a writer of the value), then `extra`.
+pub(crate) fn write_object<'k, W: FnOnce(&mut Vec<u8>)>(
+    fields: impl Iterator<Item = (&'k str, W)>,
+    extra: Option<(&str, &Value)>,
+    out: &mut Vec<u8>,
+) {
+    out.push(b'{');
+    let mut first = true;
+    for (k, w) in fields {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        json_to(out, k);
+        out.push(b':');
+        w(out);
+    }
+    if let Some((k, v)) = extra {
+        if !first {
+            out.push(b',');
+        }
+        json_to(out, k);
+        out.push(b':');
+        json_to(out, v);
+    }
+    out.push(b'}');
+}
+
+/// Appends a value as JSON (writing into a `Vec` cannot fail; a map with non-string keys
+/// cannot occur in a `serde_json::Value`).
+fn json_to<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 fn under(seg: Seg, (mut path, msg): JsonError) -> JsonError {

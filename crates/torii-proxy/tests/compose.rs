@@ -571,3 +571,49 @@ async fn the_bff_example_serves_mobile_and_web() {
     let (s, _, _) = get(&h1_client(), url(ports[0], "/me/42/dashboard")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// Calls to an HTTP/2 upstream (prior knowledge) work like HTTP/1.1 ones, and a HEAD request
+/// gets the head of the composed answer.
+#[tokio::test]
+async fn calls_over_http2_and_head_requests() {
+    let up = echo_upstream(true).await;
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - name: h2\n    protocol: http2\n    targets: [{{url: 'http://{}'}}]\nroutes:\n  \
+         - name: c\n    match: {{path: /c}}\n    compose:\n      calls:\n        \
+         one: {{upstream: h2, path: '/one', query: {{q: '{{query.q}}'}}}}\n        \
+         two: {{upstream: h2, path: '/two/{{one.method}}'}}\n",
+        up.addr
+    )))
+    .await;
+    let a = addr(&gw).await;
+    let (s, _, b) = get(&h1_client(), format!("http://{a}/c?q=a%20b%26c")).await;
+    assert_eq!(s, StatusCode::OK);
+    let v = json(&b);
+    assert_eq!(v["one"]["version"], "HTTP/2.0");
+    assert_eq!(
+        v["one"]["uri"].as_str().unwrap().rsplit('/').next(),
+        Some("one?q=a+b%26c")
+    );
+    assert!(
+        v["two"]["uri"].as_str().unwrap().ends_with("/two/GET"),
+        "{v}"
+    );
+    let resp = h1_client()
+        .request(
+            Request::head(format!("http://{a}/c"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+}
