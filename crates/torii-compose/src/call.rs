@@ -327,6 +327,11 @@ impl Composition {
     }
 
     async fn send(&self, plan: &CallPlan, sub: &Sub, run: &Run<'_>) -> Outcome {
+        // A batch's keys are distinct already: its answers are not shared, so the call owns
+        // them and takes their lists without copying.
+        if plan.for_each.as_ref().is_some_and(|f| f.batch.is_some()) {
+            return self.fetch(plan, sub, run).await;
+        }
         let cell = {
             let mut memo = run.memo.lock().unwrap_or_else(|e| e.into_inner());
             match memo.get(&sub.key) {
@@ -515,14 +520,28 @@ impl Composition {
             Layout::Batch => {
                 let results = plan.for_each.as_ref().and_then(|f| f.results.as_deref());
                 let mut all = Vec::new();
-                for a in &values {
-                    let v = a.value.json();
-                    let list = match results {
-                        Some(p) => walk(&v, p),
-                        None => Some(&*v),
-                    };
-                    if let Some(Value::Array(items)) = list {
-                        all.extend(items.iter().cloned());
+                for a in values {
+                    match a.value {
+                        // Owned (a batch's answers are not shared): the list is moved out.
+                        Val::Json(v) => match Arc::try_unwrap(v) {
+                            Ok(mut v) => {
+                                if let Some(Value::Array(items)) = walk_mut(&mut v, results) {
+                                    all.append(items);
+                                }
+                            }
+                            Err(v) => {
+                                if let Some(Value::Array(items)) = walk(&v, results.unwrap_or(&[]))
+                                {
+                                    all.extend(items.iter().cloned());
+                                }
+                            }
+                        },
+                        raw => {
+                            let v = raw.json();
+                            if let Some(Value::Array(items)) = walk(&v, results.unwrap_or(&[])) {
+                                all.extend(items.iter().cloned());
+                            }
+                        }
                     }
                 }
                 Answer {
@@ -534,6 +553,17 @@ impl Composition {
         };
         (Ok(answer), masked)
     }
+}
+
+fn walk_mut<'v>(mut v: &'v mut Value, path: Option<&[crate::refs::Step]>) -> Option<&'v mut Value> {
+    for s in path.unwrap_or(&[]) {
+        v = match (s, v) {
+            (crate::refs::Step::Field(f), Value::Object(m)) => m.get_mut(&**f)?,
+            (crate::refs::Step::Index(i), Value::Array(a)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(v)
 }
 
 fn item_key<'v>(f: &FanOut, item: &'v Value) -> Option<&'v Value> {

@@ -114,69 +114,143 @@ pub(crate) struct JoinSpec {
     pub many: bool,
 }
 
-impl JoinSpec {
-    pub(crate) fn apply(&self, src: Value, with: &Value) -> Value {
-        let Value::Array(items) = src else {
-            return src;
-        };
-        let empty = Vec::new();
-        let others = with.as_array().unwrap_or(&empty);
-        let (Some(on), Some(key)) = (&self.on, &self.key) else {
-            // By position (a per-item fan-out's answers are in the list's order).
-            return Value::Array(
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, item)| {
-                        self.attach(item, others.get(i).cloned().unwrap_or(Value::Null))
-                    })
-                    .collect(),
-            );
-        };
-        // One index of the other side per join: a hash lookup per element, not a scan.
-        let mut index: HashMap<String, Vec<&Value>> = HashMap::with_capacity(others.len());
-        for o in others {
-            if let Some(k) = walk(o, key).filter(|k| !k.is_null()) {
-                index.entry(key_text(Some(k))).or_default().push(o);
-            }
+/// What one element of a join gets.
+enum Found<'w> {
+    One(Option<&'w Value>),
+    Many(Vec<&'w Value>),
+}
+
+impl Found<'_> {
+    fn owned(&self) -> Value {
+        match self {
+            Found::One(v) => v.cloned().unwrap_or(Value::Null),
+            Found::Many(list) => Value::Array(list.iter().map(|v| (*v).clone()).collect()),
         }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        let _ = match self {
+            Found::One(v) => serde_json::to_writer(&mut *out, &v.unwrap_or(&Value::Null)),
+            Found::Many(list) => serde_json::to_writer(&mut *out, list),
+        };
+    }
+}
+
+/// The other side of a join, indexed once per join: a hash lookup per element, not a scan.
+struct Matcher<'w> {
+    others: &'w [Value],
+    index: Option<HashMap<String, Vec<&'w Value>>>,
+}
+
+impl JoinSpec {
+    fn matcher<'w>(&self, with: &'w Value) -> Matcher<'w> {
+        let others = with.as_array().map_or(&[][..], Vec::as_slice);
+        let index = self.key.as_ref().map(|key| {
+            let mut index: HashMap<String, Vec<&Value>> = HashMap::with_capacity(others.len());
+            for o in others {
+                if let Some(k) = walk(o, key).filter(|k| !k.is_null()) {
+                    index.entry(key_text(Some(k))).or_default().push(o);
+                }
+            }
+            index
+        });
+        Matcher { others, index }
+    }
+
+    fn find<'w>(&self, m: &Matcher<'w>, i: usize, item: &Value) -> Found<'w> {
+        let list: Option<&Vec<&'w Value>> = match (&m.index, &self.on) {
+            (Some(index), Some(on)) => walk(item, on)
+                .filter(|k| !k.is_null())
+                .and_then(|k| index.get(&key_text(Some(k)))),
+            // By position (a per-item fan-out's answers are in the list's order).
+            _ => {
+                let at = m.others.get(i);
+                return if self.many {
+                    Found::Many(at.into_iter().collect())
+                } else {
+                    Found::One(at)
+                };
+            }
+        };
+        match (list, self.many) {
+            (Some(l), true) => Found::Many(l.clone()),
+            (None, true) => Found::Many(Vec::new()),
+            (l, false) => Found::One(l.and_then(|l| l.first().copied())),
+        }
+    }
+
+    /// The joined list, built.
+    pub(crate) fn apply(&self, src: &Value, with: &Value) -> Value {
+        let Value::Array(items) = src else {
+            return src.clone();
+        };
+        let m = self.matcher(with);
         Value::Array(
             items
-                .into_iter()
-                .map(|item| {
-                    let found = walk(&item, on)
-                        .filter(|k| !k.is_null())
-                        .and_then(|k| index.get(&key_text(Some(k))));
-                    let v = match (found, self.many) {
-                        (Some(list), true) => {
-                            Value::Array(list.iter().map(|v| (*v).clone()).collect())
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let v = self.find(&m, i, item).owned();
+                    let mut o = match item {
+                        Value::Object(o) => o.clone(),
+                        // An element that is not an object (a bare id) becomes one.
+                        other => {
+                            let mut o = Map::new();
+                            o.insert("value".to_string(), other.clone());
+                            o
                         }
-                        (None, true) => Value::Array(Vec::new()),
-                        (Some(list), false) => {
-                            list.first().map(|v| (*v).clone()).unwrap_or(Value::Null)
-                        }
-                        (None, false) => Value::Null,
                     };
-                    self.attach(item, v)
+                    o.insert(self.as_.to_string(), v);
+                    Value::Object(o)
                 })
                 .collect(),
         )
     }
 
-    fn attach(&self, item: Value, v: Value) -> Value {
-        match item {
-            Value::Object(mut m) => {
-                m.insert(self.as_.to_string(), v);
-                Value::Object(m)
+    /// The joined list, written as JSON text without copying either side.
+    pub(crate) fn write(&self, src: &Value, with: &Value, out: &mut Vec<u8>) {
+        let Value::Array(items) = src else {
+            let _ = serde_json::to_writer(&mut *out, src);
+            return;
+        };
+        let m = self.matcher(with);
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            // An element that is not an object (a bare id) becomes one.
-            other => {
-                let mut m = Map::new();
-                m.insert("value".to_string(), other);
-                m.insert(self.as_.to_string(), v);
-                Value::Object(m)
+            out.push(b'{');
+            let mut first = true;
+            match item {
+                Value::Object(o) => {
+                    for (k, v) in o {
+                        // The joined member replaces one of the same name.
+                        if **k == *self.as_ {
+                            continue;
+                        }
+                        if !std::mem::take(&mut first) {
+                            out.push(b',');
+                        }
+                        let _ = serde_json::to_writer(&mut *out, k);
+                        out.push(b':');
+                        let _ = serde_json::to_writer(&mut *out, v);
+                    }
+                }
+                other => {
+                    first = false;
+                    out.extend_from_slice(b"\"value\":");
+                    let _ = serde_json::to_writer(&mut *out, other);
+                }
             }
+            if !first {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut *out, &*self.as_);
+            out.push(b':');
+            self.find(&m, i, item).write(out);
+            out.push(b'}');
         }
+        out.push(b']');
     }
 }
 
@@ -219,7 +293,13 @@ mod tests {
             as_: "product".into(),
             many: false,
         };
-        let out = spec.apply(orders.clone(), &products);
+        let out = spec.apply(&orders, &products);
+        let mut written = Vec::new();
+        spec.write(&orders, &products, &mut written);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&written).ok(),
+            Some(out.clone())
+        );
         assert_eq!(out[0]["product"]["name"], "tea");
         assert_eq!(out[1]["product"], Value::Null);
         assert_eq!(out[2]["product"]["name"], "tea");
@@ -229,7 +309,13 @@ mod tests {
             as_: "p".into(),
             many: false,
         };
-        let out = by_pos.apply(json!([{"x": 1}, 5]), &json!(["a", "b"]));
+        let out = by_pos.apply(&json!([{"x": 1}, 5]), &json!(["a", "b"]));
+        let mut written = Vec::new();
+        by_pos.write(&json!([{"x": 1}, 5]), &json!(["a", "b"]), &mut written);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&written).ok(),
+            Some(out.clone())
+        );
         assert_eq!(out, json!([{"x": 1, "p": "a"}, {"value": 5, "p": "b"}]));
     }
 

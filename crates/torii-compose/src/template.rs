@@ -382,6 +382,14 @@ impl Json {
         })
     }
 
+    /// The value for this request, borrowed when it is a reference to a parsed value.
+    pub(crate) fn render_cow<'s>(&self, scope: &'s Scope<'_>) -> std::borrow::Cow<'s, Value> {
+        match self {
+            Json::Ref(r) => scope.get(r).unwrap_or(std::borrow::Cow::Owned(Value::Null)),
+            other => std::borrow::Cow::Owned(other.render(scope)),
+        }
+    }
+
     /// The value for this request.
     pub(crate) fn render(&self, scope: &Scope<'_>) -> Value {
         match self {
@@ -402,7 +410,9 @@ impl Json {
             Json::Concat(parts) => shape::concat(parts.iter().map(|p| p.render(scope))),
             Json::Flatten(src) => shape::flatten(src.render(scope)),
             Json::Group { src, by } => shape::group(src.render(scope), by),
-            Json::Join(j) => j.spec.apply(j.src.render(scope), &j.with.render(scope)),
+            Json::Join(j) => j
+                .spec
+                .apply(&j.src.render_cow(scope), &j.with.render_cow(scope)),
         }
     }
 }
@@ -465,6 +475,10 @@ impl Json {
                 None,
                 out,
             ),
+            Json::Join(j) => {
+                j.spec
+                    .write(&j.src.render_cow(scope), &j.with.render_cow(scope), out);
+            }
             other => json_to(out, &other.render(scope)),
         }
     }
