@@ -6,6 +6,7 @@ use crate::call::{Outcome, Prepared, Run};
 use crate::compile::{CallPlan, Status, Test};
 use crate::refs::Scope;
 use crate::{Composition, Failure, Val};
+use torii_config::schema::FailurePolicy;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
@@ -138,7 +139,7 @@ impl Composition {
                             None => Err(Failure::timeout()),
                         };
                         let outcome = match outcome {
-                            Err(_) if plan.policy == torii_config::schema::FailurePolicy::Optional => {
+                            Err(_) if plan.policy == FailurePolicy::Optional => {
                                 failed.push((i, Failure::timeout()));
                                 Ok(default_of(plan))
                             }
@@ -178,9 +179,13 @@ impl Composition {
                 Ok(())
             }
             Err(f) if f.code != "over_budget" || !self.partial_on_budget => {
-                if plan.policy == torii_config::schema::FailurePolicy::Optional
-                    && f.code != "over_budget"
-                {
+                // Nothing was kept for a call that never ran: a stale call's default masks it.
+                let masks = match plan.policy {
+                    FailurePolicy::Optional => true,
+                    FailurePolicy::Stale => plan.default.is_some(),
+                    FailurePolicy::Required => false,
+                };
+                if masks && f.code != "over_budget" {
                     failed.push((i, f));
                     results[i] = Some(default_of(plan));
                     state[i] = State::Done;
