@@ -15,7 +15,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use torii_config::schema::FailurePolicy;
 use torii_core::Body;
 use torii_upstream::CallOptions;
@@ -48,6 +47,8 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub(crate) struct Answer {
     pub value: crate::Val,
+    /// The answer's size in bytes (what writing it out costs, about).
+    pub size: u64,
     pub status: u16,
     pub headers: Option<HeaderMap>,
 }
@@ -66,6 +67,8 @@ pub(crate) struct Run<'a> {
     pub trace: (String, &'a str),
     pub tracestate: Option<HeaderValue>,
     pub ctx: &'a torii_core::RequestContext,
+    /// Who asks, for the last good values (the consumer and the forwarded headers).
+    pub who: Vec<u8>,
 }
 
 impl<'a> Run<'a> {
@@ -78,9 +81,17 @@ impl<'a> Run<'a> {
         let mut base = HeaderMap::new();
         base.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         base.insert(X_REQUEST_ID.clone(), request_id.clone());
+        let mut who = Vec::new();
+        if let Some(consumer) = &ctx.consumer {
+            who.extend_from_slice(consumer.id.as_bytes());
+        }
         for name in c.forward.iter() {
             for v in req.headers.get_all(name) {
                 base.append(name.clone(), v.clone());
+                who.push(0);
+                who.extend_from_slice(name.as_str().as_bytes());
+                who.push(b':');
+                who.extend_from_slice(v.as_bytes());
             }
         }
         let trace = req
@@ -98,6 +109,7 @@ impl<'a> Run<'a> {
             trace,
             tracestate: req.headers.get(&TRACESTATE).cloned(),
             ctx,
+            who,
         }
     }
 }
@@ -244,6 +256,11 @@ impl Composition {
     fn render(&self, plan: &CallPlan, scope: &Scope<'_>) -> Result<Sub, Failure> {
         let mut pq = String::with_capacity(64);
         plan.path.render_encoded(scope, SEGMENT, &mut pq);
+        // A value cannot climb out of its place: `.` and `..` segments (as values put them,
+        // percent-encoded or not, or with a `;` parameter) fail the call.
+        if !plan.path.is_literal() && pq.split('/').any(dot_segment) {
+            return Err(Failure::new("bad_path"));
+        }
         if !plan.query.is_empty() {
             let mut q = form_urlencoded::Serializer::new(String::new());
             let mut value = String::new();
@@ -353,8 +370,11 @@ impl Composition {
             return Err(Failure::budget());
         }
         let mut head = sub.head.clone();
+        // The call's own headers win over forwarded ones (never two Authorization fields).
         for (name, v) in &run.base {
-            head.headers.append(name.clone(), v.clone());
+            if !sub.head.headers.contains_key(name) {
+                head.headers.append(name.clone(), v.clone());
+            }
         }
         let span = format!(
             "00-{}-{:016x}-{}",
@@ -416,10 +436,13 @@ impl Composition {
                 ..Failure::new("upstream_status")
             });
         }
+        let size = bytes.len() as u64;
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Val::Json(Arc::new(Value::Null))
         } else if plan.raw {
             // Used whole: checked to be JSON without building it.
+            // `IgnoredAny` skips strings without checking their UTF-8: check it first.
+            std::str::from_utf8(&bytes).map_err(|_| Failure::new("not_json"))?;
             serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
                 .map_err(|_| Failure::new("not_json"))?;
             Val::Raw(bytes)
@@ -431,6 +454,7 @@ impl Composition {
         };
         Ok(Answer {
             value,
+            size,
             status,
             headers: plan.keep_headers.then_some(parts.headers),
         })
@@ -445,6 +469,7 @@ impl Composition {
         plan: &CallPlan,
         prepared: &Prepared,
         outcomes: Vec<Option<Outcome>>,
+        who: &[u8],
     ) -> (Result<Answer, Failure>, Option<Failure>) {
         let mut masked: Option<Failure> = None;
         let mut values: Vec<Answer> = Vec::with_capacity(outcomes.len());
@@ -453,8 +478,7 @@ impl Composition {
             match outcome {
                 Ok(a) => {
                     if plan.policy == FailurePolicy::Stale {
-                        self.last_good
-                            .insert(sub.key.clone(), (a.value.clone(), Instant::now()));
+                        self.last_good.insert(who, &sub.key, &a.value);
                     }
                     values.push(a);
                 }
@@ -463,7 +487,7 @@ impl Composition {
                         return (Err(f), None);
                     }
                     let kept = (plan.policy == FailurePolicy::Stale)
-                        .then(|| self.last_good.get(&sub.key))
+                        .then(|| self.last_good.get(who, &sub.key))
                         .flatten()
                         .filter(|(_, at)| at.elapsed() <= plan.stale_for)
                         .map(|(v, _)| v);
@@ -483,6 +507,7 @@ impl Composition {
                     masked.get_or_insert(f);
                     values.push(Answer {
                         value,
+                        size: 0,
                         status: 200,
                         headers: None,
                     });
@@ -502,22 +527,53 @@ impl Composition {
                 Some(a) => a,
                 None => return (Err(Failure::new("no_answer")), masked),
             },
-            Layout::PerItem(slots) => Answer {
-                value: Val::Json(Arc::new(Value::Array(
-                    slots
-                        .iter()
-                        .map(|s| match s.map(|s| values.get(s)) {
-                            Some(Some(a)) => a.value.json().into_owned(),
-                            // Over budget: never requested.
-                            Some(None) => default(),
-                            None => Value::Null,
-                        })
-                        .collect(),
-                ))),
-                status: 200,
-                headers: None,
-            },
+            Layout::PerItem(slots) => {
+                // One answer per distinct key, copied into every element that has the key:
+                // the copies count against the byte budget, so a long list of one key cannot
+                // turn one small answer into gigabytes.
+                let copied: u64 = slots
+                    .iter()
+                    .filter_map(|s| s.and_then(|s| values.get(s)))
+                    .map(|a| a.size)
+                    .sum();
+                if copied > self.max_bytes {
+                    let f = Failure::budget();
+                    return match (self.partial_on_budget, plan.policy) {
+                        (true, FailurePolicy::Optional) => (
+                            Ok(Answer {
+                                value: Val::Json(
+                                    plan.default
+                                        .clone()
+                                        .unwrap_or_else(|| Arc::new(Value::Null)),
+                                ),
+                                size: 0,
+                                status: 200,
+                                headers: None,
+                            }),
+                            Some(f),
+                        ),
+                        _ => (Err(f), None),
+                    };
+                }
+                Answer {
+                    value: Val::Json(Arc::new(Value::Array(
+                        slots
+                            .iter()
+                            .map(|s| match s.map(|s| values.get(s)) {
+                                Some(Some(a)) => a.value.json().into_owned(),
+                                // Over budget: never requested.
+                                Some(None) => default(),
+                                None => Value::Null,
+                            })
+                            .collect(),
+                    ))),
+                    size: copied,
+                    status: 200,
+                    headers: None,
+                }
+            }
             Layout::Batch => {
+                let values_size = values.iter().map(|a| a.size).sum();
                 let results = plan.for_each.as_ref().and_then(|f| f.results.as_deref());
                 let mut all = Vec::new();
                 for a in values {
@@ -546,6 +602,7 @@ impl Composition {
                 }
                 Answer {
                     value: Val::Json(Arc::new(Value::Array(all))),
+                    size: values_size,
                     status: 200,
                     headers: None,
                 }
@@ -553,6 +610,13 @@ impl Composition {
         };
         (Ok(answer), masked)
     }
+}
+
+/// Whether a path segment is `.` or `..` once decoded (alone or before `;`).
+fn dot_segment(seg: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+    let name = decoded.split(';').next().unwrap_or("");
+    name == "." || name == ".."
 }
 
 fn walk_mut<'v>(mut v: &'v mut Value, path: Option<&[crate::refs::Step]>) -> Option<&'v mut Value> {

@@ -331,6 +331,7 @@ pub fn compile(cfg: &Compose, inputs: Inputs<'_>) -> Result<Composition, Vec<Com
     let response = response(cfg, &call_names, params, &mut errors, &mut needs_body);
     if let Some(r) = &response {
         whole_values(&mut plans, r);
+        needs_body |= reads_client_body(&plans, r);
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -504,42 +505,53 @@ fn cycle(plans: &[CallPlan]) -> Option<Vec<usize>> {
 /// an operator uses, or the body reads into, is parsed.
 fn whole_values(plans: &mut [CallPlan], response: &ResponsePlan) {
     let mut parsed = vec![false; plans.len()];
-    let mut mark = |r: &Ref| {
+    each_ref(plans, response, &mut |r, whole| {
         if let refs::Root::Call(i) = r.root
+            && !(whole && r.path.is_empty())
             && let Some(p) = parsed.get_mut(i)
         {
             *p = true;
         }
-    };
-    for p in plans.iter() {
-        p.path.refs(&mut mark);
-        for (_, t) in p.query.iter() {
-            t.refs(&mut mark);
-        }
-        for (_, t) in p.headers.iter() {
-            t.refs(&mut mark);
-        }
-        if let Some(b) = &p.body {
-            b.refs(false, &mut |r, _| mark(r));
-        }
-        for c in p.when.iter() {
-            mark(&c.value);
-        }
-        if let Some(f) = &p.for_each {
-            mark(&f.items);
-        }
-    }
-    for (_, t) in response.headers.iter() {
-        t.refs(&mut mark);
-    }
-    if let Some(b) = &response.body {
-        b.refs(true, &mut |r, whole| {
-            if !(whole && r.path.is_empty()) {
-                mark(r);
-            }
-        });
-    }
+    });
     for (p, parsed) in plans.iter_mut().zip(parsed) {
         p.raw = !parsed && p.for_each.is_none();
     }
+}
+
+/// Every reference of the composition, with whether it stands where the response writes
+/// its value whole.
+fn each_ref(plans: &[CallPlan], response: &ResponsePlan, f: &mut dyn FnMut(&Ref, bool)) {
+    for p in plans {
+        p.path.refs(&mut |r| f(r, false));
+        for (_, t) in p.query.iter() {
+            t.refs(&mut |r| f(r, false));
+        }
+        for (_, t) in p.headers.iter() {
+            t.refs(&mut |r| f(r, false));
+        }
+        if let Some(b) = &p.body {
+            b.refs(false, &mut |r, _| f(r, false));
+        }
+        for c in p.when.iter() {
+            f(&c.value, false);
+        }
+        if let Some(fe) = &p.for_each {
+            f(&fe.items, false);
+        }
+    }
+    for (_, t) in response.headers.iter() {
+        t.refs(&mut |r| f(r, false));
+    }
+    if let Some(b) = &response.body {
+        b.refs(true, &mut |r, whole| f(r, whole));
+    }
+}
+
+/// Whether a template reads the client's body (it is then read and parsed first).
+fn reads_client_body(plans: &[CallPlan], response: &ResponsePlan) -> bool {
+    let mut found = false;
+    each_ref(plans, response, &mut |r, _| {
+        found |= r.root == refs::Root::Body
+    });
+    found
 }

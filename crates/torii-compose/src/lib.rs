@@ -98,32 +98,68 @@ impl Val {
     }
 }
 
-/// The last good value of each request of `stale` calls, bounded in entries. It lives in the
+/// The last good value of each request of `stale` calls. Keyed by a 128-bit keyed hash of
+/// who asks (consumer and forwarded headers: one consumer's answer is never another's) and the
+/// request; values kept as JSON text and bounded in bytes (64 MiB per route). It lives in the
 /// gateway's plugin state, so a reload that keeps the route keeps it.
 pub struct LastGood {
-    cache: quick_cache::sync::Cache<String, (Val, Instant)>,
+    cache: quick_cache::sync::Cache<u128, (bytes::Bytes, Instant), ByBytes>,
+    keys: (std::hash::RandomState, std::hash::RandomState),
+}
+
+/// Weighs a kept value by its size.
+#[derive(Clone)]
+struct ByBytes;
+
+impl quick_cache::Weighter<u128, (bytes::Bytes, Instant)> for ByBytes {
+    fn weight(&self, _: &u128, v: &(bytes::Bytes, Instant)) -> u64 {
+        v.0.len() as u64 + 64
+    }
 }
 
 impl LastGood {
-    /// A store of at most `entries` values.
-    pub fn new(entries: usize) -> Self {
+    /// A store of at most `bytes` of values (about `entries` of them).
+    pub fn new(entries: usize, bytes: u64) -> Self {
         Self {
-            cache: quick_cache::sync::Cache::new(entries.max(1)),
+            cache: quick_cache::sync::Cache::with_weighter(entries.max(1), bytes.max(1), ByBytes),
+            keys: Default::default(),
         }
     }
 
-    fn insert(&self, key: String, v: (Val, Instant)) {
-        self.cache.insert(key, v);
+    fn key(&self, who: &[u8], request: &str) -> u128 {
+        use std::hash::{BuildHasher, Hasher};
+        let half = |s: &std::hash::RandomState| {
+            let mut h = s.build_hasher();
+            h.write(who);
+            h.write_u8(0xff);
+            h.write(request.as_bytes());
+            h.finish()
+        };
+        (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
     }
 
-    fn get(&self, key: &str) -> Option<(Val, Instant)> {
-        self.cache.get(key)
+    fn insert(&self, who: &[u8], request: &str, v: &Val) {
+        let bytes = match v {
+            Val::Raw(b) => b.clone(),
+            Val::Json(v) => match serde_json::to_vec(&**v) {
+                Ok(b) => b.into(),
+                Err(_) => return,
+            },
+        };
+        self.cache
+            .insert(self.key(who, request), (bytes, Instant::now()));
+    }
+
+    fn get(&self, who: &[u8], request: &str) -> Option<(Val, Instant)> {
+        self.cache
+            .get(&self.key(who, request))
+            .map(|(b, at)| (Val::Raw(b), at))
     }
 }
 
 impl Default for LastGood {
     fn default() -> Self {
-        Self::new(10_000)
+        Self::new(10_000, 64 << 20)
     }
 }
 

@@ -6,7 +6,6 @@ use crate::call::{Outcome, Prepared, Run};
 use crate::compile::{CallPlan, Status, Test};
 use crate::refs::Scope;
 use crate::{Composition, Failure, Val};
-use torii_config::schema::FailurePolicy;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, header};
@@ -15,6 +14,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use torii_config::schema::FailurePolicy;
 use torii_core::{Body, ErrorKind, GatewayError, RequestContext};
 
 static COMPLETE: HeaderName = HeaderName::from_static("x-torii-complete");
@@ -52,7 +52,11 @@ impl Composition {
         let mut prepared: Vec<Option<Arc<Prepared>>> = vec![None; n];
         let mut failed: Vec<(usize, Failure)> = Vec::new();
         let run = Run::new(self, req, ctx);
-        let deadline = tokio::time::Instant::now() + self.deadline;
+        // A deadline too far to add is as good as none (a year is far enough).
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(self.deadline)
+            .unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 86_400));
         let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
         loop {
             // Start every call whose inputs are all there; a skip resolves a call at once,
@@ -108,7 +112,7 @@ impl Composition {
                 Some((i, outcomes)) = running.next() => {
                     let plan = &self.calls[i];
                     let p = prepared[i].clone().unwrap_or_else(|| Arc::new(Prepared { subs: Vec::new(), layout: crate::call::Layout::Single, over: false }));
-                    let (answer, masked) = self.assemble(plan, &p, outcomes.into_iter().map(Some).collect());
+                    let (answer, masked) = self.assemble(plan, &p, outcomes.into_iter().map(Some).collect(), &run.who);
                     if let Some(f) = masked {
                         failed.push((i, f));
                     }
@@ -130,7 +134,7 @@ impl Composition {
                         let plan = &self.calls[i];
                         let outcome = match &prepared[i] {
                             Some(p) => {
-                                let (answer, masked) = self.assemble(plan, p, p.subs.iter().map(|_| None).collect());
+                                let (answer, masked) = self.assemble(plan, p, p.subs.iter().map(|_| None).collect(), &run.who);
                                 if let Some(f) = masked {
                                     failed.push((i, f));
                                 }
@@ -178,14 +182,15 @@ impl Composition {
                 state[i] = State::Done;
                 Ok(())
             }
-            Err(f) if f.code != "over_budget" || !self.partial_on_budget => {
-                // Nothing was kept for a call that never ran: a stale call's default masks it.
+            Err(f) => {
+                // Nothing was kept for a call that never ran: a stale call's default masks
+                // it. Over budget, the policy applies only with `over_budget: partial`.
                 let masks = match plan.policy {
                     FailurePolicy::Optional => true,
                     FailurePolicy::Stale => plan.default.is_some(),
                     FailurePolicy::Required => false,
                 };
-                if masks && f.code != "over_budget" {
+                if masks && (f.code != "over_budget" || self.partial_on_budget) {
                     failed.push((i, f));
                     results[i] = Some(default_of(plan));
                     state[i] = State::Done;
@@ -201,12 +206,6 @@ impl Composition {
                     },
                     detail,
                 ))
-            }
-            Err(f) => {
-                failed.push((i, f));
-                results[i] = Some(default_of(plan));
-                state[i] = State::Done;
-                Ok(())
             }
         }
     }
@@ -273,9 +272,11 @@ impl Composition {
             _ => None,
         };
         let extra = failures.as_ref().map(|(k, v)| (*k, v));
+        // The body is at most four times the bytes read (joins and fan-outs repeat values).
+        let limit = usize::try_from(self.max_bytes.saturating_mul(4)).unwrap_or(usize::MAX);
         let mut bytes = Vec::with_capacity(1024);
         match &r.body {
-            Some(t) => t.write_top(&scope, extra, &mut bytes),
+            Some(t) => t.write_top(&scope, extra, &mut bytes, limit),
             None => {
                 // Every call's value under its name, written as it is.
                 let fields = self.calls.iter().zip(results).map(|(c, v)| {
@@ -286,6 +287,12 @@ impl Composition {
                 });
                 crate::template::write_object(fields, extra, &mut bytes);
             }
+        }
+        if bytes.len() > limit {
+            return Err(GatewayError::new(
+                ErrorKind::ResponseTooLarge,
+                format!("composed body over {limit} bytes (4 x max_bytes)"),
+            ));
         }
         let status = match r.status {
             Status::Fixed(s) => s,

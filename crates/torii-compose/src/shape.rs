@@ -114,6 +114,9 @@ pub(crate) struct JoinSpec {
     pub many: bool,
 }
 
+/// The most matches one element of a `many` join gets.
+pub(crate) const MAX_MANY: usize = 1_000;
+
 /// What one element of a join gets.
 enum Found<'w> {
     One(Option<&'w Value>),
@@ -173,7 +176,7 @@ impl JoinSpec {
             }
         };
         match (list, self.many) {
-            (Some(l), true) => Found::Many(l.clone()),
+            (Some(l), true) => Found::Many(l.iter().take(MAX_MANY).copied().collect()),
             (None, true) => Found::Many(Vec::new()),
             (l, false) => Found::One(l.and_then(|l| l.first().copied())),
         }
@@ -208,7 +211,7 @@ impl JoinSpec {
     }
 
     /// The joined list, written as JSON text without copying either side.
-    pub(crate) fn write(&self, src: &Value, with: &Value, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, src: &Value, with: &Value, out: &mut Vec<u8>, limit: usize) {
         let Value::Array(items) = src else {
             let _ = serde_json::to_writer(&mut *out, src);
             return;
@@ -216,6 +219,10 @@ impl JoinSpec {
         let m = self.matcher(with);
         out.push(b'[');
         for (i, item) in items.iter().enumerate() {
+            // Past the body's limit: stop (the caller answers 502 `response_too_large`).
+            if out.len() > limit {
+                return;
+            }
             if i > 0 {
                 out.push(b',');
             }
@@ -295,7 +302,7 @@ mod tests {
         };
         let out = spec.apply(&orders, &products);
         let mut written = Vec::new();
-        spec.write(&orders, &products, &mut written);
+        spec.write(&orders, &products, &mut written, usize::MAX);
         assert_eq!(
             serde_json::from_slice::<Value>(&written).ok(),
             Some(out.clone())
@@ -311,7 +318,12 @@ mod tests {
         };
         let out = by_pos.apply(&json!([{"x": 1}, 5]), &json!(["a", "b"]));
         let mut written = Vec::new();
-        by_pos.write(&json!([{"x": 1}, 5]), &json!(["a", "b"]), &mut written);
+        by_pos.write(
+            &json!([{"x": 1}, 5]),
+            &json!(["a", "b"]),
+            &mut written,
+            usize::MAX,
+        );
         assert_eq!(
             serde_json::from_slice::<Value>(&written).ok(),
             Some(out.clone())

@@ -102,6 +102,11 @@ impl Str {
         }
     }
 
+    /// Whether the template has no reference.
+    pub(crate) fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
+    }
+
     /// Every reference in the template.
     pub(crate) fn refs(&self, f: &mut impl FnMut(&Ref)) {
         for p in self.parts.iter() {
@@ -443,7 +448,7 @@ impl Json {
 
     /// Writes the value for this request as JSON text, without building what it can copy:
     /// a call's whole value is written from its answer (or its tree) as it is.
-    pub(crate) fn write(&self, scope: &Scope<'_>, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, scope: &Scope<'_>, out: &mut Vec<u8>, limit: usize) {
         match self {
             Json::Ref(r) if r.path.is_empty() && matches!(r.root, refs::Root::Call(_)) => {
                 let refs::Root::Call(i) = r.root else { return };
@@ -461,23 +466,30 @@ impl Json {
             Json::Array(items) => {
                 out.push(b'[');
                 for (n, e) in items.iter().enumerate() {
+                    if out.len() > limit {
+                        return;
+                    }
                     if n > 0 {
                         out.push(b',');
                     }
-                    e.write(scope, out);
+                    e.write(scope, out, limit);
                 }
                 out.push(b']');
             }
             Json::Object(fields) => write_object(
                 fields
                     .iter()
-                    .map(|(k, v)| (&**k, move |out: &mut Vec<u8>| v.write(scope, out))),
+                    .map(|(k, v)| (&**k, move |out: &mut Vec<u8>| v.write(scope, out, limit))),
                 None,
                 out,
             ),
             Json::Join(j) => {
-                j.spec
-                    .write(&j.src.render_cow(scope), &j.with.render_cow(scope), out);
+                j.spec.write(
+                    &j.src.render_cow(scope),
+                    &j.with.render_cow(scope),
+                    out,
+                    limit,
+                );
             }
             other => json_to(out, &other.render(scope)),
         }
@@ -490,13 +502,14 @@ impl Json {
         scope: &Scope<'_>,
         extra: Option<(&str, &Value)>,
         out: &mut Vec<u8>,
+        limit: usize,
     ) {
         match (self, extra) {
-            (_, None) => self.write(scope, out),
+            (_, None) => self.write(scope, out, limit),
             (Json::Object(fields), Some(_)) => write_object(
                 fields
                     .iter()
-                    .map(|(k, v)| (&**k, move |out: &mut Vec<u8>| v.write(scope, out))),
+                    .map(|(k, v)| (&**k, move |out: &mut Vec<u8>| v.write(scope, out, limit))),
                 extra,
                 out,
             ),

@@ -617,3 +617,45 @@ async fn calls_over_http2_and_head_requests() {
             .is_empty()
     );
 }
+
+/// A last good value is kept per consumer: when the service fails, one consumer never gets
+/// another's answer. A value put into a path cannot climb out of its segment.
+#[tokio::test]
+async fn stale_values_are_per_consumer_and_values_stay_in_their_segment() {
+    let keys = |n: &str| torii_plugins::consumers::format_key_hash(n.as_bytes());
+    let e = env(
+        "  - name: me\n    match: {path: /me}\n    plugins:\n      key_auth: {}\n    compose:\n      calls:\n        \
+         me: {upstream: users, path: /flaky, on_failure: stale}\n  \
+         - name: walk\n    match: {path: /walk}\n    compose:\n      calls:\n        \
+         u: {upstream: users, path: '/users/{query.id}/x'}\n",
+        &format!(
+            "consumers:\n  - name: alice\n    keys: ['{}']\n  - name: bob\n    keys: ['{}']\n",
+            keys("k-alice"),
+            keys("k-bob")
+        ),
+    )
+    .await;
+    let (s, _, _) = call(&e, "GET", "/me", &[("x-api-key", "k-alice")], "").await;
+    assert_eq!(s, StatusCode::OK);
+    e.down.store(true, Ordering::SeqCst);
+    let (s, h, v) = call(&e, "GET", "/me", &[("x-api-key", "k-alice")], "").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["me"], json!({"fresh": true}));
+    assert_eq!(h["x-torii-complete"], "false");
+    // Bob never had an answer: nothing of Alice's is served to him.
+    let (s, _, v) = call(&e, "GET", "/me", &[("x-api-key", "k-bob")], "").await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    for id in ["..", "%2e%2e", "..%3bx", "."] {
+        let (s, _, v) = call(&e, "GET", &format!("/walk?id={id}"), &[], "").await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{id}: {v}");
+        assert_eq!(v["error"]["error"], "bad_path", "{id}");
+    }
+    assert_eq!(e.seen.count("/users/"), 0, "{:?}", e.seen.all());
+    // A slash in a value is encoded, not a new segment.
+    let (_, _, _) = call(&e, "GET", "/walk?id=a%2F..", &[], "").await;
+    assert!(
+        e.seen.all().contains(&"/users/a%2F../x".to_string()),
+        "{:?}",
+        e.seen.all()
+    );
+}

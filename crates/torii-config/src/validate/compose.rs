@@ -45,7 +45,7 @@ pub(super) fn compose(ctx: &mut Ctx<'_>, p: &Partial, i: usize, c: &Compose, ups
         let k = PathSeg::Key(name.as_str());
         let valid = !name.is_empty()
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !name.as_bytes()[0].is_ascii_digit();
+            && name.as_bytes()[0].is_ascii_alphabetic();
         if !valid {
             ctx.err(
                 &join(&base, &[PathSeg::Key("calls"), k]),
