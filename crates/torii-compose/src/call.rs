@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use torii_config::schema::FailurePolicy;
@@ -99,15 +100,20 @@ impl<'a> Run<'a> {
             .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent)
-            .map(|(id, flags)| (id.to_string(), flags))
-            .unwrap_or_else(|| (format!("{:032x}", fastrand::u128(1..)), "00"));
+            .map(|(id, flags)| (id.to_string(), flags));
+        // A new trace drops the client's `tracestate` (W3C trace context 4.3).
+        let tracestate = trace
+            .is_some()
+            .then(|| req.headers.get(&TRACESTATE).cloned())
+            .flatten();
+        let trace = trace.unwrap_or_else(|| (format!("{:032x}", fastrand::u128(1..)), "00"));
         Self {
             calls: AtomicU32::new(0),
             bytes: AtomicU64::new(0),
             memo: Mutex::new(HashMap::new()),
             base,
             trace,
-            tracestate: req.headers.get(&TRACESTATE).cloned(),
+            tracestate,
             ctx,
             who,
         }
@@ -304,7 +310,14 @@ impl Composition {
                 )
             }
         };
-        let mut key = String::with_capacity(pq.len() + 32);
+        // The same request made under other rules (statuses taken, size, whether the answer
+        // is parsed or its headers kept) is another request for deduplication.
+        let mut key = String::with_capacity(pq.len() + 48);
+        let _ = write!(
+            key,
+            "{:?}{}{}{} ",
+            plan.accept, plan.max_body, plan.raw as u8, plan.keep_headers as u8
+        );
         key.push_str(&plan.upstream.name);
         key.push(' ');
         key.push_str(head.method.as_str());

@@ -159,7 +159,10 @@ pub(crate) fn parse(text: &str, names: &Names<'_>, deps: &mut Vec<usize>) -> Res
         "path" => (none().map(|_| Root::Path)?, Vec::new()),
         "host" => (none().map(|_| Root::Host)?, Vec::new()),
         "client_ip" => (none().map(|_| Root::ClientIp)?, Vec::new()),
-        "item" if names.item => (Root::Item, rest),
+        "item" if names.item && !names.keys => (Root::Item, rest),
+        "item" if names.item => {
+            return Err("a batch call has no single `item`: use `{keys}`".to_string());
+        }
         "item" => return Err("`item` is only known in a call with `for_each`".to_string()),
         "keys" if names.keys => (none().map(|_| Root::Keys)?, Vec::new()),
         "keys" => {

@@ -445,6 +445,7 @@ async fn calls_carry_request_id_trace_context_identity_and_body_values() {
             ("x-api-key", "k-alice"),
             ("x-request-id", "req-123"),
             ("traceparent", tp),
+            ("tracestate", "vendor=1"),
             ("accept-language", "fr"),
             ("content-type", "application/json"),
         ],
@@ -488,7 +489,10 @@ fn broken_compositions_are_load_errors_at_their_line() {
          - name: unknown\n    match: {path: '/u/{id}'}\n    compose:\n      calls:\n        \
          user: {upstream: users, path: '/u/{params.nope}'}\n        \
          other: {upstream: users, path: '/o/{usr.id}'}\n      \
-         response:\n        body: {x: {$merge: [$user, $other]}}\n",
+         response:\n        body: {x: {$merge: [$user, $other]}}\n  \
+         - name: batch\n    match: {path: /b}\n    compose:\n      calls:\n        \
+         list: {upstream: users, path: /l}\n        \
+         each: {upstream: users, path: '/e/{item.id}', for_each: {items: list.items, batch: 5}}\n",
     );
     let err = load_str("bad.yaml", &cfg).err().unwrap().to_string();
     for want in [
@@ -496,6 +500,7 @@ fn broken_compositions_are_load_errors_at_their_line() {
         "routes[1].compose.calls.user.path: the route has no parameter `nope`; its parameters: id",
         "did you mean `user`?",
         "routes[1].compose.response.body.x.prefer: `$merge` needs `prefer: first`",
+        "routes[2].compose.calls.each.path: a batch call has no single `item`",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
