@@ -22,6 +22,9 @@ pub struct Diagnostic {
     pub message: String,
     /// How to fix it.
     pub hint: Option<String>,
+    /// For a runtime entity (created through the admin API), where it is in the config store
+    /// as a JSON pointer (`/consumers/alice/keys/0`); `pos` is then `None`.
+    pub pointer: Option<String>,
 }
 
 impl Diagnostic {
@@ -32,7 +35,15 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             hint: None,
+            pointer: None,
         }
+    }
+
+    /// Points the diagnostic at a runtime entity.
+    #[must_use]
+    pub fn at_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
     }
 
     /// Adds a hint telling the user how to fix the problem.
@@ -70,7 +81,7 @@ const REDACTED: &str = "<redacted>";
 
 /// Whether a scalar under map key `key` is a credential. `in_jwk`: inside an inline `jwk`
 /// mapping, whose private members are secrets too.
-pub(crate) fn secret_key(key: &str, in_jwk: bool) -> bool {
+pub fn secret_key(key: &str, in_jwk: bool) -> bool {
     matches!(
         key,
         // consumers[].keys[] (API keys; scalars under `keys` are never anything else),
@@ -231,11 +242,12 @@ impl fmt::Display for Diagnostics {
             if i > 0 {
                 writeln!(f)?;
             }
-            match d.pos {
-                Some(p) => write!(f, "error: {}:{}:{}", self.file, p.line, p.col)?,
-                None => write!(f, "error: {}", self.file)?,
+            match (d.pos, &d.pointer) {
+                (_, Some(ptr)) => write!(f, "error: config store {ptr}")?,
+                (Some(p), None) => write!(f, "error: {}:{}:{}", self.file, p.line, p.col)?,
+                (None, None) => write!(f, "error: {}", self.file)?,
             }
-            if !d.path.is_empty() {
+            if d.pointer.is_none() && !d.path.is_empty() {
                 write!(f, ": {}", d.path)?;
             }
             writeln!(f, ": {}", d.message)?;

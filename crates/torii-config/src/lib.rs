@@ -9,13 +9,16 @@
 //! 3. **Typed config and cross-checks** ([`validate`]): elements deserialized one by one, then
 //!    references, duplicates and route patterns checked, and one router compiled per listener.
 //!
-//! [`load_file`] / [`load_str`] is the one load path used by startup, `torii validate`, reload
-//! (file watch and SIGHUP) and, later, the admin API. It is pure and synchronous.
+//! [`load_source`] (with [`load_file`] / [`load_str`] for a file alone) is the one load path
+//! used by startup, `torii validate`, reload (file watch and SIGHUP) and the admin API, whose
+//! runtime entities ([`runtime`]) are added to the file's tree before the checks. It is pure
+//! and synchronous.
 
 pub mod check;
 pub mod diag;
 pub mod expand;
 pub mod plugins;
+pub mod runtime;
 pub mod schema;
 mod secrets;
 pub mod template;
@@ -26,6 +29,7 @@ pub mod yaml;
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use expand::{Env, ProcessEnv};
 pub use plugins::{NoPlugins, PluginCatalog, PluginError, Seg};
+pub use runtime::{Entity, EntityKind, Runtime, Source};
 pub use schema::Config;
 pub use template::PathTemplate;
 pub use validate::Routers;
@@ -49,6 +53,8 @@ pub struct Loaded<P = ()> {
     pub routers: Routers,
     /// What the plugin catalog built (chains, consumers).
     pub plugins: P,
+    /// The file text and runtime entities it was loaded from.
+    pub source: Source,
 }
 
 /// The JSON Schema of the config file with the catalog's plugins (cached by the catalog).
@@ -87,10 +93,26 @@ pub fn load_file<C: PluginCatalog + ?Sized>(
     env: &dyn Env,
     catalog: &C,
 ) -> Result<Loaded<C::Output>, Diagnostics> {
+    load_file_with(path, std::sync::Arc::default(), env, catalog)
+}
+
+/// Reads a config file and loads it with runtime entities.
+pub fn load_file_with<C: PluginCatalog + ?Sized>(
+    path: &Path,
+    runtime: std::sync::Arc<Runtime>,
+    env: &dyn Env,
+    catalog: &C,
+) -> Result<Loaded<C::Output>, Diagnostics> {
     let name = path.display().to_string();
+    let text = read_file(path, &name)?;
+    let source = Source::file(name, text).with_runtime(runtime);
+    load_source(&source, env, catalog)
+}
+
+fn read_file(path: &Path, name: &str) -> Result<String, Diagnostics> {
     let one = |msg: String, hint: &str| {
         Diagnostics::new(
-            &name,
+            name,
             "",
             vec![Diagnostic::new(None, "", msg).with_hint(hint)],
         )
@@ -116,13 +138,12 @@ pub fn load_file<C: PluginCatalog + ?Sized>(
             "check the path and its permissions",
         )
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| {
+    String::from_utf8(bytes).map_err(|_| {
         one(
             "the config file is not UTF-8".into(),
             "save the file as UTF-8",
         )
-    })?;
-    load_str(&name, &text, env, catalog)
+    })
 }
 
 /// Loads a config from text. Every problem is reported, each with file, line, key path and a hint.
@@ -132,10 +153,27 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
     env: &dyn Env,
     catalog: &C,
 ) -> Result<Loaded<C::Output>, Diagnostics> {
+    load_source(&Source::file(name, src), env, catalog)
+}
+
+/// Loads the file text of `source` with its runtime entities added (see [`runtime`]). Problems
+/// in the file are reported with line and key path; problems in a runtime entity with a JSON
+/// pointer into the config store ([`Diagnostic::pointer`]).
+pub fn load_source<C: PluginCatalog + ?Sized>(
+    source: &Source,
+    env: &dyn Env,
+    catalog: &C,
+) -> Result<Loaded<C::Output>, Diagnostics> {
+    let (name, src) = (source.name.as_str(), &*source.text);
     let mut tree =
         yaml::parse(src).map_err(|d| Diagnostics::new(name, src, d).redacting_lines())?;
     let mut errors = Vec::new();
     expand::expand_tree(&mut tree, env, &KeyPath::root(), &mut errors);
+    // Runtime values are not expanded: `${NAME}` in them is text, never the environment.
+    let placement = runtime::merge(&mut tree, &source.runtime, &mut errors);
+    let locate = |errs: Vec<Diagnostic>| -> Vec<Diagnostic> {
+        errs.into_iter().map(|d| placement.locate(d)).collect()
+    };
     let prunes = check::check(catalog.config_schema(), &tree, &mut errors);
 
     // Drop what was already reported, then deserialize element by element so the cross-checks
@@ -175,7 +213,7 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
     }
     let routers = validate::validate(&tree, &partial, &mut errors);
     if !errors.is_empty() {
-        return Err(Diagnostics::new(name, src, errors).redacting(&tree));
+        return Err(Diagnostics::new(name, src, locate(errors)).redacting(&tree));
     }
     // Everything checked: the whole document deserializes (the rest of the sections).
     let mut rest = json.clone();
@@ -185,23 +223,24 @@ pub fn load_str<C: PluginCatalog + ?Sized>(
         }
     }
     let rest: Config = deserialize(&tree, &[], rest)
-        .map_err(|d| Diagnostics::new(name, src, vec![d]).redacting(&tree))?;
+        .map_err(|d| Diagnostics::new(name, src, locate(vec![d])).redacting(&tree))?;
     let config = validate::assemble(partial, rest);
     let server_errors = validate::server(&tree, &config);
     if !server_errors.is_empty() {
-        return Err(Diagnostics::new(name, src, server_errors).redacting(&tree));
+        return Err(Diagnostics::new(name, src, locate(server_errors)).redacting(&tree));
     }
     let plugins = catalog.build(&config).map_err(|errs| {
         let diags = errs
             .into_iter()
             .map(|e| plugin_diagnostic(&tree, e))
             .collect();
-        Diagnostics::new(name, src, diags).redacting(&tree)
+        Diagnostics::new(name, src, locate(diags)).redacting(&tree)
     })?;
     Ok(Loaded {
         config,
         routers,
         plugins,
+        source: source.clone(),
     })
 }
 

@@ -770,6 +770,7 @@ pub(crate) fn server(tree: &Node, config: &Config) -> Vec<Diagnostic> {
     if let Some(v) = &config.versioning {
         evolution::versioning(&mut ctx, v);
     }
+    admin(&mut ctx, &config.admin);
     let buffering = &server.response_buffering;
     if let Some(dir) = &buffering.temp_dir
         && buffering.enabled
@@ -786,4 +787,46 @@ pub(crate) fn server(tree: &Node, config: &Config) -> Vec<Diagnostic> {
         );
     }
     ctx.out
+}
+
+/// A non-loopback admin listener needs tokens; token hashes are well-formed and names unique.
+fn admin(ctx: &mut Ctx<'_>, admin: &crate::schema::Admin) {
+    if admin.enabled && !admin.bind.0.ip().is_loopback() && admin.tokens.is_empty() {
+        ctx.err(
+            &[PathSeg::Key("admin"), PathSeg::Key("bind")],
+            format!(
+                "the admin listener on {} is reachable from other hosts without authentication",
+                admin.bind.0
+            ),
+            "add `admin.tokens` (hashes from `torii hash-key --generate`), or bind to 127.0.0.1",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in admin.tokens.iter().enumerate() {
+        let hex = t.token_hash.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            ctx.err(
+                &[
+                    PathSeg::Key("admin"),
+                    PathSeg::Key("tokens"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("token_hash"),
+                ],
+                "not a token hash (`sha256:` and 64 hex digits); it may be a raw token",
+                "store only the hash printed by `torii hash-key --generate`",
+            );
+        }
+        if !seen.insert(t.name.as_str()) {
+            ctx.err(
+                &[
+                    PathSeg::Key("admin"),
+                    PathSeg::Key("tokens"),
+                    PathSeg::Index(i),
+                    PathSeg::Key("name"),
+                ],
+                format!("admin token `{}` is listed twice", t.name),
+                "token names must be unique",
+            );
+        }
+    }
 }

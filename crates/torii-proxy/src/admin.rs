@@ -2,7 +2,10 @@
 //! `/readyz` (200 while serving, 503 once draining), `/upstreams` (the live state of the
 //! upstreams, JSON; `/upstreams/{name}` for one), `/redis`, `/cache` (the response cache's
 //! state), and `POST /cache/purge` (removes stored responses by URL, URL prefix or tag).
-//! Loopback by default.
+//! The admin API (`/config...`, `/openapi.json`, `/status`) is served by the [`AdminApi`]
+//! installed with [`crate::Gateway::install_admin_api`] (the torii-admin crate).
+//! Loopback by default; with `admin.tokens`, everything but `/healthz` and `/readyz` needs a
+//! bearer token.
 
 use crate::Shared;
 use bytes::Bytes;
@@ -29,14 +32,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
-                    async move {
-                        let resp = if req.uri().path() == "/cache/purge" {
-                            purge(req, &shared).await
-                        } else {
-                            respond(&req, &shared)
-                        };
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
+                    async move { Ok::<_, std::convert::Infallible>(route(req, &shared).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -47,6 +43,108 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
         }
     });
     Ok(bound)
+}
+
+/// Who made an admin request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's name, or `local` on a loopback listener without tokens.
+    pub name: String,
+    /// Whether it may change things.
+    pub can_write: bool,
+}
+
+/// The admin API's handler (installed by the torii-admin crate).
+pub trait AdminApi: Send + Sync {
+    /// Whether this API serves `path`.
+    fn serves(&self, path: &str) -> bool;
+    /// Answers one request of an authorized principal.
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        who: Principal,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'static>>;
+}
+
+async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return respond(&req, shared);
+    }
+    let who = match authorize(&req, shared) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let safe = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    if !safe && !who.can_write {
+        return json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": "forbidden", "message": format!("token `{}` is read_only", who.name)}),
+        );
+    }
+    if let Some(api) = shared.admin_api.get().cloned()
+        && api.serves(path)
+    {
+        return api.handle(req, who).await;
+    }
+    if path == "/cache/purge" {
+        purge(req, shared).await
+    } else {
+        respond(&req, shared)
+    }
+}
+
+/// Checks the bearer token against `admin.tokens` (SHA-256 digests compared in constant
+/// time). Without tokens, every client of the (loopback) listener is `local`.
+fn authorize(req: &Request<Incoming>, shared: &Shared) -> Result<Principal, Response<Full<Bytes>>> {
+    use subtle::ConstantTimeEq;
+    let snap = shared.snapshot.load();
+    let tokens = &snap.config.admin.tokens;
+    if tokens.is_empty() {
+        return Ok(Principal {
+            name: "local".into(),
+            can_write: true,
+        });
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty() && t.len() <= 1024);
+    let unauthorized = |m: &str| {
+        let mut r = json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "unauthorized", "message": m}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"torii-admin\""),
+        );
+        r
+    };
+    let Some(token) = presented else {
+        return Err(unauthorized("send `Authorization: Bearer <admin token>`"));
+    };
+    let digest = torii_plugins::consumers::format_key_hash(token.as_bytes());
+    let found = tokens.iter().find(|t| {
+        bool::from(
+            t.token_hash
+                .to_ascii_lowercase()
+                .as_bytes()
+                .ct_eq(digest.as_bytes()),
+        )
+    });
+    match found {
+        Some(t) => Ok(Principal {
+            name: t.name.clone(),
+            can_write: t.role == torii_config::schema::AdminRole::ReadWrite,
+        }),
+        None => Err(unauthorized("the admin token is not valid")),
+    }
 }
 
 fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {

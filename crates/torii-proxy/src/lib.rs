@@ -7,7 +7,7 @@
 //! State that must survive reloads (upstream pools, metric series) lives in registries owned by
 //! [`Shared`], keyed by stable identity; the config [`snapshot::Snapshot`] only references it.
 
-mod admin;
+pub mod admin;
 pub mod bodies;
 pub mod conn;
 mod evolution;
@@ -52,6 +52,8 @@ pub struct Shared {
     pub access_log: access_log::AccessLog,
     /// The plugin catalog every load goes through (its state registry outlives reloads).
     pub catalog: Arc<Catalog>,
+    /// The admin API, once installed (see [`Gateway::install_admin_api`]).
+    pub admin_api: std::sync::OnceLock<Arc<dyn admin::AdminApi>>,
     ready: AtomicBool,
     shutdown: watch::Sender<bool>,
     active: AtomicUsize,
@@ -110,6 +112,9 @@ impl Shared {
 /// A running gateway.
 pub struct Gateway {
     shared: Arc<Shared>,
+    /// Held while a config change is loaded and applied (file reloads, admin API writes,
+    /// cluster updates), so none applies a mix older than another's.
+    changes: Mutex<()>,
     listeners: Mutex<HashMap<String, server::RunningListener>>,
     admin: Option<SocketAddr>,
 }
@@ -135,6 +140,7 @@ impl Gateway {
             metrics,
             access_log,
             catalog,
+            admin_api: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             shutdown,
             active: AtomicUsize::new(0),
@@ -147,6 +153,7 @@ impl Gateway {
         };
         let gw = Arc::new(Self {
             shared: shared.clone(),
+            changes: Mutex::new(()),
             listeners: Mutex::new(HashMap::new()),
             admin,
         });
@@ -168,6 +175,16 @@ impl Gateway {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
+    }
+
+    /// Installs the admin API on the admin listener (once; later calls are ignored).
+    pub fn install_admin_api(&self, api: Arc<dyn admin::AdminApi>) {
+        let _ = self.shared.admin_api.set(api);
+    }
+
+    /// Takes the config-change lock: load and apply while holding it.
+    pub async fn lock_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changes.lock().await
     }
 
     /// Binds listeners that are new or whose address changed, updates limits of kept ones, and

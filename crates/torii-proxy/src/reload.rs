@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use torii_config::Env;
 
-/// Loads `path` and applies it; a broken config is logged and counted, the old one stays.
+/// Loads `path` with the running runtime entities (admin API) and applies it; a broken config
+/// is logged and counted, the old one stays.
 pub async fn reload_from(gw: &Gateway, path: &Path, env: &(dyn Env + Sync)) -> Result<(), String> {
-    match torii_config::load_file(path, env, &*gw.shared().catalog) {
+    let _changing = gw.lock_changes().await;
+    let runtime = gw.shared().snapshot.load().source.runtime.clone();
+    match torii_config::load_file_with(path, runtime, env, &*gw.shared().catalog) {
         Ok(loaded) => {
             let r = gw.apply(loaded).await;
             match &r {

@@ -142,6 +142,8 @@ pub struct Snapshot {
     pub signer: Option<Arc<torii_plugins::TokenSigner>>,
     /// The config it was built from.
     pub config: torii_config::Config,
+    /// The file text and runtime entities of that config.
+    pub source: torii_config::Source,
 }
 
 impl Snapshot {
@@ -152,6 +154,7 @@ impl Snapshot {
             config,
             mut routers,
             plugins,
+            source,
         } = loaded;
         // A route without its chain would run without its plugins (no authentication):
         // refuse the config instead.
@@ -317,6 +320,7 @@ impl Snapshot {
             signer: plugins.signer,
             unrouted: metrics.route("<none>"),
             config,
+            source,
         })
     }
 }

@@ -31,12 +31,20 @@ enum Command {
         /// The config file.
         #[arg(short, long, env = "TORII_CONFIG")]
         config: PathBuf,
+        /// Directory of the local config store: runtime entities created through the admin
+        /// API and their history, kept across restarts. Without it the admin API is
+        /// read-only.
+        #[arg(long, env = "TORII_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Check a config file: exit 0 when valid, otherwise print every problem and exit 1.
     Validate {
         /// The config file.
         #[arg(short, long, env = "TORII_CONFIG")]
         config: PathBuf,
+        /// Check it together with the runtime entities of this local config store.
+        #[arg(long, env = "TORII_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// OpenAPI utilities.
     Openapi {
@@ -165,11 +173,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Validate { config } => match catalog().and_then(|c| {
-            torii_config::load_file(&config, &ProcessEnv, &*c).map_err(|d| {
-                eprintln!("{d}");
-                ExitCode::FAILURE
-            })
+        Command::Validate { config, data_dir } => match catalog().and_then(|c| {
+            let runtime = open_store(data_dir.as_deref())
+                .and_then(|s| s.load().map_err(|e| anyhow::anyhow!("{e}")))
+                .map_err(|e| {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                })?;
+            torii_config::load_file_with(&config, Arc::new(runtime), &ProcessEnv, &*c).map_err(
+                |d| {
+                    eprintln!("{d}");
+                    ExitCode::FAILURE
+                },
+            )
         }) {
             Ok(l) => out(format_args!(
                 "{}: ok ({} listeners, {} upstreams, {} routes)",
@@ -211,7 +227,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run { config, data_dir } => {
             init_logging();
             let rt = match runtime() {
                 Ok(rt) => rt,
@@ -220,7 +236,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(config)) {
+            match rt.block_on(run(config, data_dir)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -258,11 +274,24 @@ fn init_logging() {
         .init();
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
+/// The config store named on the command line (none: the admin API is read-only).
+fn open_store(dir: Option<&std::path::Path>) -> anyhow::Result<torii_admin::store::Store> {
+    use torii_admin::store::{LocalStore, Store};
+    Ok(match dir {
+        Some(d) => Store::Local(LocalStore::open(d).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => Store::None,
+    })
+}
+
+async fn run(path: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     // Signal handlers first: a SIGHUP that arrives during startup must not kill the process.
     let mut signals = Signals::new()?;
     let catalog = Arc::new(Catalog::builtin().map_err(|e| anyhow::anyhow!("{e}"))?);
-    let loaded = torii_config::load_file(&path, &ProcessEnv, &*catalog)
+    let store = open_store(data_dir.as_deref())?;
+    let runtime = store
+        .load()
+        .map_err(|e| anyhow::anyhow!("the config store: {e}"))?;
+    let loaded = torii_config::load_file_with(&path, Arc::new(runtime), &ProcessEnv, &*catalog)
         .map_err(|d| anyhow::anyhow!("{d}"))?;
     let grace = loaded.config.server.shutdown_grace_period.0;
     let watch = loaded.config.server.watch_config;
@@ -274,6 +303,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             tracing::info!(listener = %l.name, %addr, "listening");
         }
     }
+    torii_admin::Admin::install(&gw, store, Arc::new(ProcessEnv));
     if let Some(a) = gw.admin_addr() {
         tracing::info!(addr = %a, "admin listening");
     }

@@ -236,14 +236,20 @@ impl Default for ResponseBuffering {
     }
 }
 
-/// The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+/// The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, live state, and
+/// the admin API (`/config/...`, `/openapi.json`; see docs/admin-api.md).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Serve the admin endpoints.
     pub enabled: bool,
-    /// Address of the admin listener; loopback by default, keep it private.
+    /// Address of the admin listener; loopback by default, keep it private. A non-loopback
+    /// address needs `tokens`.
     pub bind: SocketAddr,
+    /// Who may use the admin listener: with any token listed, every endpoint but `/healthz`
+    /// and `/readyz` needs `Authorization: Bearer <token>`. Without tokens (loopback only)
+    /// every local client may read and write.
+    pub tokens: Vec<AdminToken>,
 }
 
 impl Default for Admin {
@@ -251,8 +257,33 @@ impl Default for Admin {
         Self {
             enabled: true,
             bind: SocketAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 9901))),
+            tokens: Vec::new(),
         }
     }
+}
+
+/// One admin API token, stored as a hash.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it: recorded as the author of every change made with it.
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the token, as printed by `torii hash-key --generate`.
+    pub token_hash: String,
+    /// `read_write` (default) or `read_only` (GET and HEAD only).
+    #[serde(default)]
+    pub role: AdminRole,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// Read and change.
+    #[default]
+    ReadWrite,
+    /// Read only.
+    ReadOnly,
 }
 
 /// The JSON access log: one line per request, written when the response body has ended.

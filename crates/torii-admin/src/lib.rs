@@ -1,0 +1,495 @@
+//! # torii-admin
+//!
+//! The admin API: REST and JSON on the admin listener, over the same load path as the config
+//! file. Runtime entities (consumers, routes, upstreams, global plugin settings) live in a
+//! config store ([`store`]); the effective config is the file with them added, and every
+//! write loads the whole resulting config before anything is stored or applied, so a refused
+//! write changes nothing.
+//!
+//! - [`entities`]: `/config/{kind}` collections and `/config/{kind}/{name}` resources, with
+//!   ETags (`If-Match` / `If-None-Match`) and paging.
+//! - [`credentials`]: API keys and basic-auth passwords, accepted once (or generated) and
+//!   stored only as hashes.
+//! - [`revisions`]: the history, one record per change (who, when, what), and rollback.
+//! - [`openapi`]: `/openapi.json`, generated from the config's own JSON Schema.
+
+pub mod credentials;
+pub mod entities;
+pub mod openapi;
+pub mod reply;
+pub mod revisions;
+pub mod store;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use reply::{ApiError, Reply, json_reply, with_etag};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use store::{ItemChange, Record, Store, StoreError};
+use torii_config::{EntityKind, Runtime};
+use torii_proxy::Gateway;
+use torii_proxy::admin::{AdminApi, Principal};
+
+/// Largest admin request body.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The admin API of one gateway.
+pub struct Admin {
+    gw: Weak<Gateway>,
+    store: Store,
+    env: Arc<dyn torii_config::Env + Send + Sync>,
+    openapi: OnceLock<Bytes>,
+    /// The running file's elements as written (no `${NAME}` expanded), for reads of
+    /// file-owned entities; keyed by the file text it was parsed from.
+    file: Mutex<Option<(Arc<str>, Arc<Value>)>>,
+}
+
+/// One entity to set (`Some`) or remove (`None`) in a change.
+pub type Put = (EntityKind, String, Option<Value>);
+
+impl Admin {
+    /// Installs the admin API on `gw`'s admin listener. `env` expands the file's `${NAME}`s
+    /// when a write reloads it (the same environment as startup).
+    pub fn install(
+        gw: &Arc<Gateway>,
+        store: Store,
+        env: Arc<dyn torii_config::Env + Send + Sync>,
+    ) -> Arc<Self> {
+        let admin = Arc::new(Self {
+            gw: Arc::downgrade(gw),
+            store,
+            env,
+            openapi: OnceLock::new(),
+            file: Mutex::new(None),
+        });
+        gw.install_admin_api(admin.clone());
+        admin
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn gateway(&self) -> Result<Arc<Gateway>, ApiError> {
+        self.gw.upgrade().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                "the gateway is stopping",
+            )
+        })
+    }
+
+    /// The running runtime entities.
+    pub fn runtime(&self) -> Result<Arc<Runtime>, ApiError> {
+        Ok(self
+            .gateway()?
+            .shared()
+            .snapshot
+            .load()
+            .source
+            .runtime
+            .clone())
+    }
+
+    /// The file's elements as written, parsed once per file text.
+    pub(crate) fn file_json(&self) -> Result<Arc<Value>, ApiError> {
+        let text = self.gateway()?.shared().snapshot.load().source.text.clone();
+        let mut cached = self
+            .file
+            .lock()
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "lock"))?;
+        if let Some((t, v)) = &*cached
+            && Arc::ptr_eq(t, &text)
+        {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(
+            torii_config::yaml::parse(&text)
+                .map(|n| n.to_json())
+                .unwrap_or(Value::Null),
+        );
+        *cached = Some((text, v.clone()));
+        Ok(v)
+    }
+
+    /// Applies a change: under the gateway's change lock, `plan` looks at the running
+    /// runtime entities and says what to set (or refuses); the whole resulting config is
+    /// loaded; only then is it recorded in the store and applied. Returns the new runtime
+    /// entities and the record.
+    pub async fn change(
+        &self,
+        who: &Principal,
+        action: &str,
+        plan: impl FnOnce(&Runtime) -> Result<Vec<Put>, ApiError>,
+    ) -> Result<(Arc<Runtime>, Record), ApiError> {
+        if !self.store.writable() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "read_only",
+                "this gateway has no config store, so runtime changes could not survive a restart",
+            )
+            .hint("start torii with --data-dir DIR (or TORII_DATA_DIR) to allow changes through the admin API"));
+        }
+        let gw = self.gateway()?;
+        let _changing = gw.lock_changes().await;
+        let snap = gw.shared().snapshot.load_full();
+        let current = snap.source.runtime.clone();
+        let puts = plan(&current)?;
+        let revision = current.revision + 1;
+        let mut next = (*current).clone();
+        next.revision = revision;
+        let mut changes = Vec::new();
+        for (kind, name, value) in puts {
+            let map = next.entities.entry(kind).or_default();
+            let before = map.get(&name).map(|e| e.value.clone());
+            if before == value {
+                continue;
+            }
+            match &value {
+                Some(v) => {
+                    map.insert(
+                        name.clone(),
+                        torii_config::Entity {
+                            value: v.clone(),
+                            revision,
+                        },
+                    );
+                }
+                None => {
+                    map.remove(&name);
+                }
+            }
+            changes.push(ItemChange {
+                kind,
+                name,
+                before,
+                after: value,
+            });
+        }
+        next.entities.retain(|_, m| !m.is_empty());
+        let record = Record {
+            revision,
+            at: now(),
+            actor: who.name.clone(),
+            action: action.into(),
+            changes,
+        };
+        if record.changes.is_empty() {
+            return Ok((current, record));
+        }
+        let next = Arc::new(next);
+        let source = snap.source.with_runtime(next.clone());
+        let catalog = gw.shared().catalog.clone();
+        let env = self.env.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            torii_config::load_source(&source, &*env, &*catalog)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|d| ApiError::invalid(&d))?;
+        match self.store.commit(current.revision, &next, &record) {
+            Ok(()) => {}
+            Err(StoreError::Conflict(r)) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "store_conflict",
+                    format!("another writer changed the config store (now at revision {r}); nothing was changed"),
+                )
+                .hint("retry the request"));
+            }
+            Err(StoreError::Io(e)) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!(
+                        "the config store could not record the change, so nothing was applied: {e}"
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = gw.apply(loaded).await {
+            // Recorded but not running: a reload or the next change applies it.
+            tracing::error!(target: "torii::audit", revision, error = %e, "a stored change could not be applied");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "apply_failed",
+                format!("revision {revision} was stored but could not be applied: {e}"),
+            ));
+        }
+        tracing::info!(
+            target: "torii::audit",
+            revision,
+            actor = %record.actor,
+            action = %record.action,
+            changes = ?record.changes.iter().map(|c| format!("{}/{}", c.kind.section(), c.name)).collect::<Vec<_>>(),
+            "config changed"
+        );
+        Ok((next, record))
+    }
+
+    async fn route(&self, req: Request<Incoming>, who: Principal) -> Result<Reply, ApiError> {
+        let path = req.uri().path().to_string();
+        let segs: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let method = req.method().clone();
+        let get = method == Method::GET || method == Method::HEAD;
+        match segs.as_slice() {
+            ["openapi.json"] if get => Ok(self.openapi_reply()),
+            ["openapi.json"] => Err(ApiError::method("GET")),
+            ["status"] if get => self.status().await,
+            ["status"] => Err(ApiError::method("GET")),
+            ["config"] if get => self.config_summary(),
+            ["config"] => Err(ApiError::method("GET")),
+            ["config", "revisions"] if get => revisions::list(self, req.uri().query()),
+            ["config", "revisions"] => Err(ApiError::method("GET")),
+            ["config", "revisions", n] if get => revisions::get(self, n),
+            ["config", "revisions", _] => Err(ApiError::method("GET")),
+            ["config", "revisions", n, "rollback"] if method == Method::POST => {
+                revisions::rollback(self, &who, n, req.headers()).await
+            }
+            ["config", "revisions", _, "rollback"] => Err(ApiError::method("POST")),
+            ["config", kind] => {
+                let kind = entity_kind(kind)?;
+                if get {
+                    entities::list(self, kind, req.uri().query())
+                } else {
+                    Err(ApiError::method("GET"))
+                }
+            }
+            ["config", kind, name] => {
+                let kind = entity_kind(kind)?;
+                let name = name.to_string();
+                match method {
+                    Method::GET | Method::HEAD => entities::get(self, kind, &name),
+                    Method::PUT => {
+                        let (parts, body) = req.into_parts();
+                        let body = read_json(body).await?;
+                        entities::put(self, &who, kind, &name, &parts.headers, body).await
+                    }
+                    Method::DELETE => {
+                        entities::delete(self, &who, kind, &name, req.headers()).await
+                    }
+                    _ => Err(ApiError::method("GET, PUT, DELETE")),
+                }
+            }
+            ["config", "consumers", name, "keys"] => {
+                if method != Method::POST {
+                    return Err(ApiError::method("POST"));
+                }
+                let name = name.to_string();
+                let (parts, body) = req.into_parts();
+                let body = read_json_or_empty(body).await?;
+                credentials::add_key(self, &who, &name, &parts.headers, body).await
+            }
+            ["config", "consumers", name, "basic_auth"] => {
+                if method != Method::POST {
+                    return Err(ApiError::method("POST"));
+                }
+                let name = name.to_string();
+                let (parts, body) = req.into_parts();
+                let body = read_json(body).await?;
+                credentials::add_password(self, &who, &name, &parts.headers, body).await
+            }
+            _ => Err(ApiError::not_found(format!(
+                "no admin resource at {path}; see /openapi.json"
+            ))),
+        }
+    }
+
+    fn openapi_reply(&self) -> Reply {
+        let body = self.openapi.get_or_init(|| {
+            let schema = self
+                .gw
+                .upgrade()
+                .map(|g| torii_config::json_schema(&*g.shared().catalog))
+                .unwrap_or(Value::Null);
+            Bytes::from(openapi::document(&schema).to_string())
+        });
+        let mut r = http::Response::new(Full::new(body.clone()));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    fn config_summary(&self) -> Result<Reply, ApiError> {
+        let gw = self.gateway()?;
+        let snap = gw.shared().snapshot.load();
+        let rt = &snap.source.runtime;
+        let c = &snap.config;
+        let counts = json!({
+            "upstreams": c.upstreams.len(),
+            "routes": c.routes.len(),
+            "consumers": c.consumers.len(),
+            "plugins": c.plugins.0.len(),
+        });
+        let runtime: serde_json::Map<String, Value> = torii_config::runtime::KINDS
+            .iter()
+            .map(|k| {
+                (
+                    k.section().to_string(),
+                    json!(rt.of(*k).map_or(0, |m| m.len())),
+                )
+            })
+            .collect();
+        Ok(with_etag(
+            json_reply(
+                StatusCode::OK,
+                &json!({
+                    "revision": rt.revision,
+                    "file": snap.source.name,
+                    "store": self.store_kind(),
+                    "effective": counts,
+                    "runtime": runtime,
+                }),
+            ),
+            rt.revision,
+        ))
+    }
+
+    fn store_kind(&self) -> &'static str {
+        match self.store {
+            Store::None => "none",
+            Store::Local(_) => "local",
+        }
+    }
+
+    async fn status(&self) -> Result<Reply, ApiError> {
+        let gw = self.gateway()?;
+        let snap = gw.shared().snapshot.load_full();
+        let mut listeners = Vec::new();
+        for l in &snap.config.listeners {
+            let addr = gw.listener_addr(&l.name).await;
+            listeners.push(json!({
+                "name": l.name,
+                "bind": l.bind.0.to_string(),
+                "address": addr.map(|a| a.to_string()),
+                "tls": l.tls.is_some(),
+            }));
+        }
+        Ok(json_reply(
+            StatusCode::OK,
+            &json!({
+                "ready": gw.shared().is_ready(),
+                "revision": snap.source.runtime.revision,
+                "store": self.store_kind(),
+                "listeners": listeners,
+                "open_connections": gw.shared().active_connections(),
+                "upstreams": torii_proxy::upstream_status::all_json(&snap),
+                "redis": snap.redis.as_ref().map(|r| torii_proxy::upstream_status::redis_json(r)),
+            }),
+        ))
+    }
+}
+
+impl AdminApi for Admin {
+    fn serves(&self, path: &str) -> bool {
+        path == "/openapi.json"
+            || path == "/status"
+            || path == "/config"
+            || path.starts_with("/config/")
+    }
+
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        who: Principal,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Reply> + Send + 'static>> {
+        Box::pin(async move {
+            match self.route(req, who).await {
+                Ok(r) => r,
+                Err(e) => e.into_reply(),
+            }
+        })
+    }
+}
+
+fn entity_kind(s: &str) -> Result<EntityKind, ApiError> {
+    EntityKind::from_section(s).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no collection `{s}`: use upstreams, routes, consumers or plugins"
+        ))
+    })
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the body is over 1 MiB (or could not be read)",
+            )
+        })
+}
+
+async fn read_json(body: Incoming) -> Result<Value, ApiError> {
+    let bytes = read_body(body).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+async fn read_json_or_empty(body: Incoming) -> Result<Value, ApiError> {
+    let bytes = read_body(body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+/// Now, RFC 3339 UTC.
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Reads `limit` (1 to 1,000, default 100) and other query parameters.
+pub(crate) struct Query {
+    pub limit: usize,
+    pub params: Vec<(String, String)>,
+}
+
+impl Query {
+    pub(crate) fn parse(q: Option<&str>) -> Result<Self, ApiError> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let limit = match params.iter().find(|(k, _)| k == "limit") {
+            None => 100,
+            Some((_, v)) => match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "limit must be a number from 1 to 1000, not `{v}`"
+                    )));
+                }
+            },
+        };
+        Ok(Self { limit, params })
+    }
+
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+}

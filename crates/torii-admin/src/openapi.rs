@@ -1,0 +1,346 @@
+//! The OpenAPI 3.1 document of the admin listener, built from the config's JSON Schema (the
+//! one generated from the config types with the catalog's plugins), so the API's bodies and
+//! the file cannot drift apart. Schemas go under `components/schemas` with their `$ref`s
+//! rewritten; the operations are listed here, next to the router in `lib.rs`.
+
+use serde_json::{Map, Value, json};
+
+/// `$ref: #/$defs/X` becomes `#/components/schemas/X`.
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if k == "$ref"
+                    && let Value::String(s) = v
+                    && let Some(name) = s.strip_prefix("#/$defs/")
+                {
+                    *s = format!("#/components/schemas/{name}");
+                } else {
+                    rewrite_refs(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn response(description: &str, schema: Option<Value>) -> Value {
+    match schema {
+        Some(s) => json!({
+            "description": description,
+            "content": { "application/json": { "schema": s } },
+        }),
+        None => json!({ "description": description }),
+    }
+}
+
+fn error(description: &str) -> Value {
+    response(description, Some(schema_ref("Error")))
+}
+
+fn param(name: &str, place: &str, description: &str, schema: Value) -> Value {
+    json!({
+        "name": name,
+        "in": place,
+        "required": place == "path",
+        "description": description,
+        "schema": schema,
+    })
+}
+
+/// One operation: id, summary, parameters, optional request body schema, responses.
+fn op(
+    id: &str,
+    summary: &str,
+    params: Vec<Value>,
+    body: Option<Value>,
+    responses: Vec<(&str, Value)>,
+) -> Value {
+    let mut o = json!({
+        "operationId": id,
+        "summary": summary,
+        "responses": responses.into_iter().map(|(c, r)| (c.to_string(), r)).collect::<Map<_, _>>(),
+    });
+    if !params.is_empty() {
+        o["parameters"] = Value::Array(params);
+    }
+    if let Some(s) = body {
+        o["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": s } },
+        });
+    }
+    o
+}
+
+fn common(mut r: Vec<(&'static str, Value)>) -> Vec<(&'static str, Value)> {
+    r.push((
+        "401",
+        error("No or a wrong admin token (when `admin.tokens` is set)."),
+    ));
+    r
+}
+
+fn write_errors(mut r: Vec<(&'static str, Value)>) -> Vec<(&'static str, Value)> {
+    r.push(("400", error("The body or the resulting config is not valid; `errors` lists every problem with a JSON pointer.")));
+    r.push(("403", error("The admin token is read_only.")));
+    r.push((
+        "409",
+        error("The entity is declared in the config file, or the gateway has no config store."),
+    ));
+    r.push((
+        "412",
+        error("If-Match or If-None-Match did not hold: the resource changed."),
+    ));
+    common(r)
+}
+
+/// The document, from the config JSON Schema (`torii config schema`).
+pub fn document(config_schema: &Value) -> Value {
+    let mut schemas: Map<String, Value> = config_schema
+        .get("$defs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut root = config_schema.clone();
+    if let Some(r) = root.as_object_mut() {
+        r.remove("$defs");
+        r.remove("$schema");
+    }
+    schemas.insert("Config".into(), root);
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": { "type": "string", "description": "A stable code: bad_request, invalid_config, not_found, precondition_failed, owned_by_file, ..." },
+                "message": { "type": "string" },
+                "hint": { "type": "string" },
+                "errors": { "type": "array", "items": { "type": "object", "properties": {
+                    "pointer": { "type": "string", "description": "JSON pointer into the config store (runtime entities)." },
+                    "path": { "type": "string" },
+                    "message": { "type": "string" },
+                    "hint": { "type": "string" },
+                    "file": { "type": "string" },
+                    "line": { "type": "integer" },
+                    "column": { "type": "integer" }
+                } } }
+            }
+        }),
+    );
+    schemas.insert(
+        "Item".into(),
+        json!({
+            "type": "object",
+            "required": ["kind", "name", "owner", "value"],
+            "properties": {
+                "kind": { "type": "string" },
+                "name": { "type": "string" },
+                "owner": { "enum": ["file", "runtime"] },
+                "revision": { "type": "integer", "description": "The store revision that last wrote it (its ETag); runtime entities only." },
+                "value": { "description": "The element as in the config file, secrets shown as <redacted>." }
+            }
+        }),
+    );
+    schemas.insert(
+        "Page".into(),
+        json!({
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "items": { "type": "array", "items": schema_ref("Item") },
+                "next": { "type": ["string", "null"], "description": "Pass as `after` for the next page." }
+            }
+        }),
+    );
+    schemas.insert("Object".into(), json!({ "type": "object" }));
+    schemas.insert(
+        "PluginSettings".into(),
+        json!({ "description": "The settings of one plugin, as under `plugins.<name>` in the config file." }),
+    );
+    let mut schemas = Value::Object(schemas);
+    rewrite_refs(&mut schemas);
+
+    let mut paths = Map::new();
+    let name = param(
+        "name",
+        "path",
+        "The entity's name.",
+        json!({"type": "string"}),
+    );
+    let if_match = param(
+        "If-Match",
+        "header",
+        "Apply only if the resource is still at this ETag.",
+        json!({"type": "string"}),
+    );
+    let if_none = param(
+        "If-None-Match",
+        "header",
+        "`*`: create only.",
+        json!({"type": "string"}),
+    );
+    let paging = || {
+        vec![
+            param(
+                "limit",
+                "query",
+                "Page size, 1 to 1000 (default 100).",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+            ),
+            param(
+                "after",
+                "query",
+                "Names after this one (the previous page's `next`).",
+                json!({"type": "string"}),
+            ),
+            param(
+                "prefix",
+                "query",
+                "Names starting with this.",
+                json!({"type": "string"}),
+            ),
+            param(
+                "owner",
+                "query",
+                "Only `file` or `runtime` entities.",
+                json!({"enum": ["file", "runtime"]}),
+            ),
+        ]
+    };
+    for (kind, schema) in [
+        ("upstreams", "Upstream"),
+        ("routes", "Route"),
+        ("consumers", "Consumer"),
+        ("plugins", "PluginSettings"),
+    ] {
+        paths.insert(
+            format!("/config/{kind}"),
+            json!({ "get": op(&format!("list_{kind}"), &format!("List {kind} (file and runtime)."), paging(),
+                None, common(vec![("200", response("A page.", Some(schema_ref("Page")))), ("400", error("A bad query parameter."))])) }),
+        );
+        paths.insert(
+            format!("/config/{kind}/{{name}}"),
+            json!({
+                "get": op(&format!("get_{kind}"), "Read one.", vec![name.clone()], None,
+                    common(vec![("200", response("The entity; runtime ones with an ETag.", Some(schema_ref("Item")))), ("404", error("No such entity."))])),
+                "put": op(&format!("put_{kind}"), "Create or replace a runtime entity; the whole resulting config is validated first.",
+                    vec![name.clone(), if_match.clone(), if_none.clone()], Some(schema_ref(schema)),
+                    write_errors(vec![("200", response("Replaced.", Some(schema_ref("Item")))), ("201", response("Created.", Some(schema_ref("Item"))))])),
+                "delete": op(&format!("delete_{kind}"), "Delete a runtime entity.", vec![name.clone(), if_match.clone()], None,
+                    write_errors(vec![("204", response("Deleted.", None)), ("404", error("No such runtime entity."))])),
+            }),
+        );
+    }
+    paths.insert(
+        "/config/consumers/{name}/keys".into(),
+        json!({ "post": op("add_consumer_key", "Add an API key (generated, or given as `key`); the key is returned once, only its hash is stored.",
+            vec![name.clone(), if_match.clone()],
+            Some(json!({"type": "object", "properties": {"key": {"type": "string", "minLength": 16}}, "additionalProperties": false})),
+            write_errors(vec![("201", response("The key, shown once.", Some(schema_ref("Object")))), ("404", error("No such runtime consumer."))])) }),
+    );
+    paths.insert(
+        "/config/consumers/{name}/basic_auth".into(),
+        json!({ "post": op("add_consumer_password", "Add a basic-auth username and password (stored as an argon2id hash).",
+            vec![name.clone(), if_match.clone()],
+            Some(json!({"type": "object", "required": ["username", "password"], "properties": {"username": {"type": "string"}, "password": {"type": "string"}}, "additionalProperties": false})),
+            write_errors(vec![("201", response("Added.", Some(schema_ref("Object")))), ("404", error("No such runtime consumer."))])) }),
+    );
+    paths.insert(
+        "/config".into(),
+        json!({ "get": op("get_config", "The config's revision (ETag) and entity counts.", vec![], None,
+            common(vec![("200", response("Summary.", Some(schema_ref("Object"))))])) }),
+    );
+    paths.insert(
+        "/config/revisions".into(),
+        json!({ "get": op("list_revisions", "The store's history, newest first.",
+            vec![param("limit", "query", "Page size, 1 to 1000.", json!({"type": "integer"})), param("before", "query", "Revisions older than this.", json!({"type": "integer"}))],
+            None, common(vec![("200", response("A page of revisions.", Some(schema_ref("Object")))), ("400", error("A bad query parameter."))])) }),
+    );
+    let revision = param(
+        "revision",
+        "path",
+        "A revision number.",
+        json!({"type": "integer"}),
+    );
+    paths.insert(
+        "/config/revisions/{revision}".into(),
+        json!({ "get": op("get_revision", "One revision: who, when, and each entity before and after.", vec![revision.clone()], None,
+            common(vec![("200", response("The revision.", Some(schema_ref("Object")))), ("400", error("Not a number.")), ("404", error("No such revision."))])) }),
+    );
+    paths.insert(
+        "/config/revisions/{revision}/rollback".into(),
+        json!({ "post": op("rollback", "Make the runtime entities what they were at a revision (a new revision).", vec![revision, if_match], None,
+            write_errors(vec![("200", response("Rolled back.", Some(schema_ref("Object")))), ("404", error("No such revision."))])) }),
+    );
+    paths.insert(
+        "/status".into(),
+        json!({ "get": op("get_status", "Listeners, revision, upstream health and Redis state.", vec![], None,
+            common(vec![("200", response("Status.", Some(schema_ref("Object"))))])) }),
+    );
+    paths.insert(
+        "/openapi.json".into(),
+        json!({ "get": op("get_openapi", "This document.", vec![], None, common(vec![("200", response("OpenAPI 3.1.", Some(schema_ref("Object"))))])) }),
+    );
+    paths.insert(
+        "/healthz".into(),
+        json!({ "get": op("get_healthz", "The process is up (no token needed).", vec![], None, vec![("200", response("ok", None))]) }),
+    );
+    paths.insert(
+        "/readyz".into(),
+        json!({ "get": op("get_readyz", "Serving (200) or draining (503); no token needed.", vec![], None,
+            vec![("200", response("ready", None)), ("503", response("draining", None))]) }),
+    );
+    paths.insert(
+        "/metrics".into(),
+        json!({ "get": op("get_metrics", "Prometheus text.", vec![], None, common(vec![("200", response("Metrics.", None))])) }),
+    );
+    paths.insert(
+        "/upstreams".into(),
+        json!({ "get": op("get_upstreams_state", "Live state of every upstream (targets, health, breakers).", vec![], None,
+            common(vec![("200", response("State.", Some(schema_ref("Object"))))])) }),
+    );
+    paths.insert(
+        "/upstreams/{name}".into(),
+        json!({ "get": op("get_upstream_state", "Live state of one upstream.", vec![name], None,
+            common(vec![("200", response("State.", Some(schema_ref("Object")))), ("404", response("No such upstream.", None))])) }),
+    );
+    paths.insert(
+        "/redis".into(),
+        json!({ "get": op("get_redis_state", "The shared Redis client's state.", vec![], None,
+            common(vec![("200", response("State.", Some(schema_ref("Object")))), ("404", response("No Redis is configured.", None))])) }),
+    );
+    paths.insert(
+        "/cache".into(),
+        json!({ "get": op("get_cache_state", "The response cache's state.", vec![], None,
+            common(vec![("200", response("State.", Some(schema_ref("Object")))), ("404", response("No route caches.", None))])) }),
+    );
+    paths.insert(
+        "/cache/purge".into(),
+        json!({ "post": op("purge_cache", "Remove stored responses by url, prefix or tag.", vec![],
+            Some(json!({"type": "object", "properties": {"url": {"type": "string"}, "prefix": {"type": "string"}, "tag": {"type": "string"}, "route": {"type": "string"}}})),
+            common(vec![("200", response("Purged.", Some(schema_ref("Object")))), ("400", response("Bad selector.", None)), ("404", response("No route caches.", None))])) }),
+    );
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Torii admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Runtime consumers, routes, upstreams and global plugins, validated by the same loader as the config file. See docs/admin-api.md.",
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "security": [{ "bearer": [] }, {}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+        },
+        "paths": paths,
+    })
+}
