@@ -73,7 +73,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
     }
     let who = match authorize(&req, shared) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let safe = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
     if !safe && !who.can_write {
@@ -96,7 +96,10 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
 
 /// Checks the bearer token against `admin.tokens` (SHA-256 digests compared in constant
 /// time). Without tokens, every client of the (loopback) listener is `local`.
-fn authorize(req: &Request<Incoming>, shared: &Shared) -> Result<Principal, Response<Full<Bytes>>> {
+fn authorize(
+    req: &Request<Incoming>,
+    shared: &Shared,
+) -> Result<Principal, Box<Response<Full<Bytes>>>> {
     use subtle::ConstantTimeEq;
     let snap = shared.snapshot.load();
     let tokens = &snap.config.admin.tokens;
@@ -127,7 +130,9 @@ fn authorize(req: &Request<Incoming>, shared: &Shared) -> Result<Principal, Resp
         r
     };
     let Some(token) = presented else {
-        return Err(unauthorized("send `Authorization: Bearer <admin token>`"));
+        return Err(Box::new(unauthorized(
+            "send `Authorization: Bearer <admin token>`",
+        )));
     };
     let digest = torii_plugins::consumers::format_key_hash(token.as_bytes());
     let found = tokens.iter().find(|t| {
@@ -143,7 +148,7 @@ fn authorize(req: &Request<Incoming>, shared: &Shared) -> Result<Principal, Resp
             name: t.name.clone(),
             can_write: t.role == torii_config::schema::AdminRole::ReadWrite,
         }),
-        None => Err(unauthorized("the admin token is not valid")),
+        None => Err(Box::new(unauthorized("the admin token is not valid"))),
     }
 }
 
