@@ -63,7 +63,7 @@ async fn append(
                     "the consumer's `{list}` is not a list"
                 )));
             };
-            items.push(entry);
+            items.push(entry.clone());
             Ok(vec![(EntityKind::Consumers, name.to_string(), Some(v))])
         })
         .await?;

@@ -225,7 +225,7 @@ pub async fn put(
                     "`{REDACTED}` stands for a stored secret, and there is none yet: send the value"
                 )));
             }
-            Ok(vec![(kind, name.to_string(), Some(body))])
+            Ok(vec![(kind, name.to_string(), Some(body.clone()))])
         })
         .await?;
     let e = rt

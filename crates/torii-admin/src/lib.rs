@@ -13,6 +13,7 @@
 //! - [`revisions`]: the history, one record per change (who, when, what), and rollback.
 //! - [`openapi`]: `/openapi.json`, generated from the config's own JSON Schema.
 
+pub mod cluster;
 pub mod credentials;
 pub mod entities;
 pub mod openapi;
@@ -124,7 +125,7 @@ impl Admin {
         &self,
         who: &Principal,
         action: &str,
-        plan: impl FnOnce(&Runtime) -> Result<Vec<Put>, ApiError>,
+        mut plan: impl FnMut(&Runtime) -> Result<Vec<Put>, ApiError>,
     ) -> Result<(Arc<Runtime>, Record), ApiError> {
         if !self.store.writable() {
             return Err(ApiError::new(
@@ -136,81 +137,65 @@ impl Admin {
         }
         let gw = self.gateway()?;
         let _changing = gw.lock_changes().await;
-        let snap = gw.shared().snapshot.load_full();
-        let current = snap.source.runtime.clone();
-        let puts = plan(&current)?;
-        let revision = current.revision + 1;
-        let mut next = (*current).clone();
-        next.revision = revision;
-        let mut changes = Vec::new();
-        for (kind, name, value) in puts {
-            let map = next.entities.entry(kind).or_default();
-            let before = map.get(&name).map(|e| e.value.clone());
-            if before == value {
-                continue;
+        // In a cluster another node may have written since this one caught up: then catch
+        // up and plan again (preconditions are checked against the newer entities).
+        let mut attempts = 0;
+        let (next, record, loaded) = loop {
+            attempts += 1;
+            let snap = gw.shared().snapshot.load_full();
+            let current = snap.source.runtime.clone();
+            let (next, record) = self.plan_next(&current, who, action, &mut plan)?;
+            if record.changes.is_empty() {
+                return Ok((current, record));
             }
-            match &value {
-                Some(v) => {
-                    map.insert(
-                        name.clone(),
-                        torii_config::Entity {
-                            value: v.clone(),
-                            revision,
-                        },
+            let next = Arc::new(next);
+            let source = snap.source.with_runtime(next.clone());
+            let catalog = gw.shared().catalog.clone();
+            let env = self.env.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                torii_config::load_source(&source, &*env, &*catalog)
+            })
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(|d| ApiError::invalid(&d))?;
+            match self.store.commit(current.revision, &next, &record).await {
+                Ok(()) => break (next, record, loaded),
+                Err(StoreError::Conflict(r)) if attempts < 3 => {
+                    tracing::info!(
+                        at = current.revision,
+                        store = r,
+                        "the config store moved on; catching up before the write"
                     );
+                    if let Err(e) = self.catch_up(&gw).await {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "store_unavailable",
+                            format!("cannot catch up with the config store: {e}"),
+                        ));
+                    }
                 }
-                None => {
-                    map.remove(&name);
+                Err(StoreError::Conflict(r)) => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "store_conflict",
+                        format!("other writers keep changing the config store (now at revision {r}); nothing was changed"),
+                    )
+                    .hint("retry the request"));
+                }
+                Err(StoreError::Io(e)) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        format!(
+                            "the config store could not record the change, so nothing was applied: {e}"
+                        ),
+                    ));
                 }
             }
-            changes.push(ItemChange {
-                kind,
-                name,
-                before,
-                after: value,
-            });
-        }
-        next.entities.retain(|_, m| !m.is_empty());
-        let record = Record {
-            revision,
-            at: now(),
-            actor: who.name.clone(),
-            action: action.into(),
-            changes,
         };
-        if record.changes.is_empty() {
-            return Ok((current, record));
-        }
-        let next = Arc::new(next);
-        let source = snap.source.with_runtime(next.clone());
-        let catalog = gw.shared().catalog.clone();
-        let env = self.env.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            torii_config::load_source(&source, &*env, &*catalog)
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|d| ApiError::invalid(&d))?;
-        match self.store.commit(current.revision, &next, &record) {
-            Ok(()) => {}
-            Err(StoreError::Conflict(r)) => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "store_conflict",
-                    format!("another writer changed the config store (now at revision {r}); nothing was changed"),
-                )
-                .hint("retry the request"));
-            }
-            Err(StoreError::Io(e)) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    format!(
-                        "the config store could not record the change, so nothing was applied: {e}"
-                    ),
-                ));
-            }
-        }
+        let revision = record.revision;
         if let Err(e) = gw.apply(loaded).await {
             // Recorded but not running: a reload or the next change applies it.
             tracing::error!(target: "torii::audit", revision, error = %e, "a stored change could not be applied");
@@ -220,6 +205,7 @@ impl Admin {
                 format!("revision {revision} was stored but could not be applied: {e}"),
             ));
         }
+        self.store.keep_last_good(&next);
         tracing::info!(
             target: "torii::audit",
             revision,
@@ -229,6 +215,108 @@ impl Admin {
             "config changed"
         );
         Ok((next, record))
+    }
+
+    /// The runtime entities after `plan`'s changes, and the record of them.
+    fn plan_next(
+        &self,
+        current: &Runtime,
+        who: &Principal,
+        action: &str,
+        plan: &mut impl FnMut(&Runtime) -> Result<Vec<Put>, ApiError>,
+    ) -> Result<(Runtime, Record), ApiError> {
+        let puts = plan(current)?;
+        let revision = current.revision + 1;
+        let mut changes = Vec::new();
+        for (kind, name, value) in puts {
+            let before = current.get(kind, &name).map(|e| e.value.clone());
+            if before == value {
+                continue;
+            }
+            changes.push(ItemChange {
+                kind,
+                name,
+                before,
+                after: value,
+            });
+        }
+        let record = Record {
+            revision,
+            at: now(),
+            actor: who.name.clone(),
+            action: action.into(),
+            changes,
+        };
+        let mut next = current.clone();
+        record.apply_to(&mut next);
+        Ok((next, record))
+    }
+
+    /// Catches up with the config store (cluster mode): takes the change lock, reads the
+    /// revisions after the running one and applies them. Returns the running revision.
+    pub async fn sync(&self) -> Result<u64, String> {
+        let gw = self.gateway().map_err(|e| e.message)?;
+        let _changing = gw.lock_changes().await;
+        self.catch_up(&gw).await
+    }
+
+    /// [`Admin::sync`] with the change lock held.
+    async fn catch_up(&self, gw: &Gateway) -> Result<u64, String> {
+        let Store::Postgres(pg, _) = &self.store else {
+            return Ok(gw.shared().snapshot.load().source.runtime.revision);
+        };
+        let snap = gw.shared().snapshot.load_full();
+        let current = snap.source.runtime.clone();
+        let records = pg
+            .since(current.revision)
+            .await
+            .map_err(|e| e.to_string())?;
+        let dense = records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.revision == current.revision + 1 + i as u64);
+        let next = if records.is_empty() {
+            // Nothing newer, unless the store went back (restored from a backup).
+            if pg.revision().await.map_err(|e| e.to_string())? >= current.revision {
+                return Ok(current.revision);
+            }
+            pg.load().await.map_err(|e| e.to_string())?
+        } else if dense {
+            let mut next = (*current).clone();
+            for r in &records {
+                r.apply_to(&mut next);
+            }
+            next
+        } else {
+            pg.load().await.map_err(|e| e.to_string())?
+        };
+        let revision = next.revision;
+        let next = Arc::new(next);
+        let source = snap.source.with_runtime(next.clone());
+        let catalog = gw.shared().catalog.clone();
+        let env = self.env.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            torii_config::load_source(&source, &*env, &*catalog)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match loaded {
+            Ok(l) => {
+                gw.apply(l).await?;
+                self.store.keep_last_good(&next);
+                tracing::info!(revision, "caught up with the config store");
+                Ok(revision)
+            }
+            Err(d) => {
+                gw.reload_rejected();
+                tracing::error!(
+                    revision,
+                    "the config store's entities do not load with this node's file; keeping revision {}:\n{d}",
+                    current.revision
+                );
+                Err(d.to_string())
+            }
+        }
     }
 
     async fn route(&self, req: Request<Incoming>, who: Principal) -> Result<Reply, ApiError> {
@@ -252,9 +340,9 @@ impl Admin {
             ["status"] => Err(ApiError::method("GET")),
             ["config"] if get => self.config_summary(),
             ["config"] => Err(ApiError::method("GET")),
-            ["config", "revisions"] if get => revisions::list(self, req.uri().query()),
+            ["config", "revisions"] if get => revisions::list(self, req.uri().query()).await,
             ["config", "revisions"] => Err(ApiError::method("GET")),
-            ["config", "revisions", n] if get => revisions::get(self, n),
+            ["config", "revisions", n] if get => revisions::get(self, n).await,
             ["config", "revisions", _] => Err(ApiError::method("GET")),
             ["config", "revisions", n, "rollback"] if method == Method::POST => {
                 revisions::rollback(self, &who, n, req.headers()).await
@@ -361,10 +449,7 @@ impl Admin {
     }
 
     fn store_kind(&self) -> &'static str {
-        match self.store {
-            Store::None => "none",
-            Store::Local(_) => "local",
-        }
+        self.store.kind()
     }
 
     async fn status(&self) -> Result<Reply, ApiError> {

@@ -48,12 +48,13 @@ fn parse_revision(s: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /config/revisions?limit=&before=`.
-pub fn list(admin: &Admin, query: Option<&str>) -> Result<Reply, ApiError> {
+pub async fn list(admin: &Admin, query: Option<&str>) -> Result<Reply, ApiError> {
     let q = Query::parse(query)?;
     let before = q.get("before").map(parse_revision).transpose()?;
     let records = admin
         .store()
         .history(before, q.limit + 1)
+        .await
         .map_err(store_error)?;
     let more = records.len() > q.limit;
     let items: Vec<Value> = records.iter().take(q.limit).map(summary).collect();
@@ -74,9 +75,9 @@ pub fn list(admin: &Admin, query: Option<&str>) -> Result<Reply, ApiError> {
 
 /// `GET /config/revisions/{n}`: who, when, and each entity before and after (secrets
 /// redacted).
-pub fn get(admin: &Admin, n: &str) -> Result<Reply, ApiError> {
+pub async fn get(admin: &Admin, n: &str) -> Result<Reply, ApiError> {
     let n = parse_revision(n)?;
-    let Some(r) = admin.store().record(n).map_err(store_error)? else {
+    let Some(r) = admin.store().record(n).await.map_err(store_error)? else {
         return Err(ApiError::not_found(format!("no revision {n}")));
     };
     let mut v = summary(&r);
@@ -105,7 +106,7 @@ pub async fn rollback(
     headers: &HeaderMap,
 ) -> Result<Reply, ApiError> {
     let n = parse_revision(n)?;
-    let later = admin.store().since(n).map_err(store_error)?;
+    let later = admin.store().since(n).await.map_err(store_error)?;
     let (rt, record) = admin
         .change(who, "rollback", |rt: &Runtime| {
             preconditions(headers, Some(rt.revision))?;
@@ -114,6 +115,14 @@ pub async fn rollback(
                     "no revision {n}: the config is at revision {}",
                     rt.revision
                 )));
+            }
+            if later.last().map_or(n, |r| r.revision) < rt.revision {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "store_conflict",
+                    "the config changed while the rollback was prepared; nothing was changed",
+                )
+                .hint("retry the request"));
             }
             // Undo every later change, newest first: each entity goes back to its value
             // before the earliest later change that touched it.

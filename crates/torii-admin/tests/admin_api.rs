@@ -2,32 +2,20 @@
 //! config store in a temporary directory, and HTTP requests to the admin listener.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use support::*;
 use torii_admin::Admin;
 use torii_admin::store::{LocalStore, Store};
 use torii_config::Source;
 use torii_proxy::Gateway;
-
-fn catalog() -> Arc<torii_plugins::Catalog> {
-    static C: std::sync::OnceLock<Arc<torii_plugins::Catalog>> = std::sync::OnceLock::new();
-    C.get_or_init(|| Arc::new(torii_plugins::Catalog::builtin().unwrap()))
-        .clone()
-}
-
-fn config(rest: &str) -> String {
-    format!(
-        "listeners:\n  - name: public\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\naccess_log:\n  enabled: false\nserver:\n  watch_config: false\n{rest}"
-    )
-}
 
 struct Node {
     gw: Arc<Gateway>,
@@ -39,7 +27,7 @@ struct Node {
 /// local store in `dir`, as `torii run --data-dir` does.
 async fn start_named(name: &str, text: &str, dir: &Path) -> Node {
     let store = Store::Local(LocalStore::open(dir).unwrap());
-    let runtime = Arc::new(store.load().unwrap());
+    let runtime = Arc::new(store.load().await.unwrap());
     let source = Source::file(name, text).with_runtime(runtime);
     let loaded = match torii_config::load_source(&source, &torii_config::ProcessEnv, &*catalog()) {
         Ok(l) => l,
@@ -56,99 +44,6 @@ async fn start_named(name: &str, text: &str, dir: &Path) -> Node {
 
 async fn start(text: &str, dir: &Path) -> Node {
     start_named("test.yaml", text, dir).await
-}
-
-type C = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> C {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-struct Resp {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
-            panic!(
-                "not JSON ({}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-    fn etag(&self) -> String {
-        self.headers
-            .get("etag")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn call(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> Resp {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let body = body.map(|v| v.to_string()).unwrap_or_default();
-    let resp = client()
-        .request(b.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Resp {
-    call(addr, Method::GET, path, &[], None).await
-}
-
-async fn put(addr: SocketAddr, path: &str, body: Value) -> Resp {
-    call(addr, Method::PUT, path, &[], Some(body)).await
-}
-
-async fn post(addr: SocketAddr, path: &str, body: Value) -> Resp {
-    call(addr, Method::POST, path, &[], Some(body)).await
-}
-
-/// A fake upstream answering every request with `body`.
-async fn upstream(body: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                        Bytes::from_static(body.as_bytes()),
-                    )))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 const PRIVATE: &str = "routes:\n  - name: private\n    match: {path: /private}\n    direct_response: {body: secret}\n    plugins:\n      key_auth: {}\nconsumers:\n  - name: from-file\n    keys: ['sha256:090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4']\n";

@@ -36,6 +36,12 @@ enum Command {
         /// read-only.
         #[arg(long, env = "TORII_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Cluster mode: the PostgreSQL every node shares runtime entities through
+        /// (`postgres://user@host:port/db`); migrations are applied at startup. With
+        /// --data-dir too, the node keeps its last known good config there and starts from
+        /// it when PostgreSQL is down.
+        #[arg(long, env = "TORII_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Check a config file: exit 0 when valid, otherwise print every problem and exit 1.
     Validate {
@@ -174,8 +180,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate { config, data_dir } => match catalog().and_then(|c| {
-            let runtime = open_store(data_dir.as_deref())
-                .and_then(|s| s.load().map_err(|e| anyhow::anyhow!("{e}")))
+            let runtime = data_dir
+                .map(|d| torii_admin::store::LocalStore::open(d).and_then(|s| s.load()))
+                .transpose()
+                .map(Option::unwrap_or_default)
                 .map_err(|e| {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
@@ -227,7 +235,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, data_dir } => {
+        Command::Run {
+            config,
+            data_dir,
+            database_url,
+        } => {
             init_logging();
             let rt = match runtime() {
                 Ok(rt) => rt,
@@ -236,7 +248,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(config, data_dir)) {
+            match rt.block_on(run(config, data_dir, database_url)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -275,21 +287,36 @@ fn init_logging() {
 }
 
 /// The config store named on the command line (none: the admin API is read-only).
-fn open_store(dir: Option<&std::path::Path>) -> anyhow::Result<torii_admin::store::Store> {
-    use torii_admin::store::{LocalStore, Store};
-    Ok(match dir {
-        Some(d) => Store::Local(LocalStore::open(d).map_err(|e| anyhow::anyhow!("{e}"))?),
-        None => Store::None,
+fn open_store(
+    dir: Option<&std::path::Path>,
+    database_url: Option<&str>,
+) -> anyhow::Result<torii_admin::store::Store> {
+    use torii_admin::store::{LocalStore, PgStore, Store};
+    let local = dir
+        .map(LocalStore::open)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(match (database_url, local) {
+        (Some(url), local) => Store::Postgres(
+            PgStore::new(url).map_err(|e| anyhow::anyhow!("{e}"))?,
+            local,
+        ),
+        (None, Some(l)) => Store::Local(l),
+        (None, None) => Store::None,
     })
 }
 
-async fn run(path: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(
+    path: PathBuf,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
     // Signal handlers first: a SIGHUP that arrives during startup must not kill the process.
     let mut signals = Signals::new()?;
     let catalog = Arc::new(Catalog::builtin().map_err(|e| anyhow::anyhow!("{e}"))?);
-    let store = open_store(data_dir.as_deref())?;
-    let runtime = store
-        .load()
+    let store = open_store(data_dir.as_deref(), database_url.as_deref())?;
+    let runtime = torii_admin::cluster::initial_runtime(&store)
+        .await
         .map_err(|e| anyhow::anyhow!("the config store: {e}"))?;
     let loaded = torii_config::load_file_with(&path, Arc::new(runtime), &ProcessEnv, &*catalog)
         .map_err(|d| anyhow::anyhow!("{d}"))?;
@@ -303,7 +330,8 @@ async fn run(path: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
             tracing::info!(listener = %l.name, %addr, "listening");
         }
     }
-    torii_admin::Admin::install(&gw, store, Arc::new(ProcessEnv));
+    let admin = torii_admin::Admin::install(&gw, store, Arc::new(ProcessEnv));
+    torii_admin::cluster::follow(admin);
     if let Some(a) = gw.admin_addr() {
         tracing::info!(addr = %a, "admin listening");
     }

@@ -1,129 +1,13 @@
-//! The config store: where runtime entities and their history live.
-//!
-//! - **Local** (`torii run --data-dir DIR`): a single node. `runtime.json` holds the current
-//!   entities (replaced atomically: written to a temporary file, synced, renamed), and
-//!   `history.jsonl` one line per revision (appended and synced before the change applies).
-//! - PostgreSQL (cluster mode) comes with the cluster work of issue 20; it keeps the same
-//!   records in tables.
+//! The local store (`torii run --data-dir DIR`): `runtime.json` holds the current entities
+//! (replaced atomically: written to a temporary file, synced, renamed), and `history.jsonl`
+//! one line per revision (appended and synced before the change applies). In cluster mode
+//! the same `runtime.json` is the node's last known good copy.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use super::{Record, StoreError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use torii_config::{EntityKind, Runtime};
-
-/// One entity a revision changed: its value before and after (`None`: absent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ItemChange {
-    /// The kind.
-    pub kind: EntityKind,
-    /// The name.
-    pub name: String,
-    /// The value before the change.
-    pub before: Option<Value>,
-    /// The value after the change.
-    pub after: Option<Value>,
-}
-
-/// One revision of the config store: who changed what, when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// The new revision.
-    pub revision: u64,
-    /// When (RFC 3339, UTC).
-    pub at: String,
-    /// Who: the admin token's name (`local` without tokens).
-    pub actor: String,
-    /// `put`, `delete`, `credential`, `rollback` or `apply`.
-    pub action: String,
-    /// What changed.
-    pub changes: Vec<ItemChange>,
-}
-
-/// Why the store refused or failed a commit.
-#[derive(Debug)]
-pub enum StoreError {
-    /// Another writer committed first: the store is at this revision.
-    Conflict(u64),
-    /// The store could not be read or written.
-    Io(String),
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Conflict(r) => write!(f, "the config store moved on to revision {r}"),
-            Self::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// A config store.
-#[derive(Debug)]
-pub enum Store {
-    /// No store: the admin API reads, and refuses writes (nothing could survive a restart).
-    None,
-    /// A directory on this node.
-    Local(LocalStore),
-}
-
-impl Store {
-    /// The runtime entities as last committed.
-    pub fn load(&self) -> Result<Runtime, StoreError> {
-        match self {
-            Self::None => Ok(Runtime::default()),
-            Self::Local(s) => s.load(),
-        }
-    }
-
-    /// Records `record` and makes `next` the current runtime, if the store is still at
-    /// `expected`.
-    pub fn commit(&self, expected: u64, next: &Runtime, record: &Record) -> Result<(), StoreError> {
-        match self {
-            Self::None => Err(StoreError::Io(
-                "no config store: start torii with --data-dir DIR to keep runtime changes".into(),
-            )),
-            Self::Local(s) => s.commit(expected, next, record),
-        }
-    }
-
-    /// Revisions, newest first: at most `limit`, older than `before` when given.
-    pub fn history(&self, before: Option<u64>, limit: usize) -> Result<Vec<Record>, StoreError> {
-        match self {
-            Self::None => Ok(Vec::new()),
-            Self::Local(s) => s.history(before, limit),
-        }
-    }
-
-    /// The records after revision `after`, oldest first (for rollback).
-    pub fn since(&self, after: u64) -> Result<Vec<Record>, StoreError> {
-        match self {
-            Self::None => Ok(Vec::new()),
-            Self::Local(s) => {
-                let mut all = s.read_history()?;
-                all.retain(|r| r.revision > after);
-                Ok(all)
-            }
-        }
-    }
-
-    /// One revision.
-    pub fn record(&self, revision: u64) -> Result<Option<Record>, StoreError> {
-        match self {
-            Self::None => Ok(None),
-            Self::Local(s) => Ok(s
-                .read_history()?
-                .into_iter()
-                .find(|r| r.revision == revision)),
-        }
-    }
-
-    /// Whether writes can be kept.
-    pub fn writable(&self) -> bool {
-        !matches!(self, Self::None)
-    }
-}
+use torii_config::Runtime;
 
 /// The local store: a directory.
 #[derive(Debug)]
@@ -165,7 +49,8 @@ impl LocalStore {
         self.dir.join("history.jsonl")
     }
 
-    fn load(&self) -> Result<Runtime, StoreError> {
+    /// The entities in `runtime.json` (none when it does not exist yet).
+    pub fn load(&self) -> Result<Runtime, StoreError> {
         let path = self.current();
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -179,7 +64,12 @@ impl LocalStore {
         }
     }
 
-    fn commit(&self, expected: u64, next: &Runtime, record: &Record) -> Result<(), StoreError> {
+    pub(crate) fn commit(
+        &self,
+        expected: u64,
+        next: &Runtime,
+        record: &Record,
+    ) -> Result<(), StoreError> {
         let _g = self
             .lock
             .lock()
@@ -202,6 +92,11 @@ impl LocalStore {
         f.write_all(&line)
             .and_then(|()| f.sync_data())
             .map_err(|e| io("cannot append to", &hist, e))?;
+        self.save(next)
+    }
+
+    /// Replaces `runtime.json` atomically (temporary file, sync, rename, directory sync).
+    pub(crate) fn save(&self, next: &Runtime) -> Result<(), StoreError> {
         let path = self.current();
         let tmp = self.dir.join("runtime.json.tmp");
         let bytes = serde_json::to_vec(next).map_err(|e| StoreError::Io(e.to_string()))?;
@@ -218,7 +113,7 @@ impl LocalStore {
 
     /// Every record, oldest first. Records beyond the current revision (a crash between the
     /// history append and the switch) are left out; for a revision written twice, the last.
-    fn read_history(&self) -> Result<Vec<Record>, StoreError> {
+    pub(crate) fn read_history(&self) -> Result<Vec<Record>, StoreError> {
         let current = self.load()?.revision;
         let hist = self.history_path();
         let text = match std::fs::read_to_string(&hist) {
@@ -242,7 +137,11 @@ impl LocalStore {
         Ok(out)
     }
 
-    fn history(&self, before: Option<u64>, limit: usize) -> Result<Vec<Record>, StoreError> {
+    pub(crate) fn history(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         let mut all = self.read_history()?;
         all.retain(|r| before.is_none_or(|b| r.revision < b));
         all.reverse();
