@@ -13,6 +13,7 @@
 //! - [`revisions`]: the history, one record per change (who, when, what), and rollback.
 //! - [`openapi`]: `/openapi.json`, generated from the config's own JSON Schema.
 
+pub mod apply;
 pub mod cluster;
 pub mod credentials;
 pub mod entities;
@@ -125,9 +126,21 @@ impl Admin {
         &self,
         who: &Principal,
         action: &str,
+        plan: impl FnMut(&Runtime) -> Result<Vec<Put>, ApiError>,
+    ) -> Result<(Arc<Runtime>, Record), ApiError> {
+        self.change_or_check(who, action, false, plan).await
+    }
+
+    /// [`Admin::change`], or with `dry_run` everything up to and including the load of the
+    /// resulting config but nothing stored or applied (the record says what would change).
+    pub async fn change_or_check(
+        &self,
+        who: &Principal,
+        action: &str,
+        dry_run: bool,
         mut plan: impl FnMut(&Runtime) -> Result<Vec<Put>, ApiError>,
     ) -> Result<(Arc<Runtime>, Record), ApiError> {
-        if !self.store.writable() {
+        if !self.store.writable() && !dry_run {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "read_only",
@@ -160,6 +173,9 @@ impl Admin {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })?
             .map_err(|d| ApiError::invalid(&d))?;
+            if dry_run {
+                return Ok((current, record));
+            }
             match self.store.commit(current.revision, &next, &record).await {
                 Ok(()) => break (next, record, loaded),
                 Err(StoreError::Conflict(r)) if attempts < 3 => {
@@ -340,6 +356,14 @@ impl Admin {
             ["status"] => Err(ApiError::method("GET")),
             ["config"] if get => self.config_summary(),
             ["config"] => Err(ApiError::method("GET")),
+            ["config", "apply"] if method == Method::POST => {
+                let (parts, body) = req.into_parts();
+                let body = read_json(body).await?;
+                apply::apply(self, &who, parts.uri.query(), &parts.headers, body).await
+            }
+            ["config", "apply"] => Err(ApiError::method("POST")),
+            ["config", "export"] if get => apply::export(self, req.uri().query()),
+            ["config", "export"] => Err(ApiError::method("GET")),
             ["config", "revisions"] if get => revisions::list(self, req.uri().query()).await,
             ["config", "revisions"] => Err(ApiError::method("GET")),
             ["config", "revisions", n] if get => revisions::get(self, n).await,

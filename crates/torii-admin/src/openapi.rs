@@ -253,6 +253,27 @@ pub fn document(config_schema: &Value) -> Value {
             write_errors(vec![("201", response("Added.", Some(schema_ref("Object")))), ("404", error("No such runtime consumer."))])) }),
     );
     paths.insert(
+        "/config/apply".into(),
+        json!({ "post": op("apply", "Make the runtime entities exactly those given (the file's shape: upstreams, routes, consumers lists and a plugins map), in one revision; with dry_run=true only answer the changes.",
+            vec![param("dry_run", "query", "Only answer what would change.", json!({"type": "boolean"})), if_match.clone()],
+            Some(json!({"type": "object", "properties": {
+                "upstreams": {"type": "array", "items": schema_ref("Upstream")},
+                "routes": {"type": "array", "items": schema_ref("Route")},
+                "consumers": {"type": "array", "items": schema_ref("Consumer")},
+                "plugins": schema_ref("PluginMap"),
+            }, "additionalProperties": false})),
+            write_errors(vec![("200", response("The changes (applied, or with dry_run what would be).", Some(schema_ref("Object"))))])) }),
+    );
+    paths.insert(
+        "/config/export".into(),
+        json!({ "get": op("export", "The runtime entities (scope=runtime, default) or the whole effective config (scope=all) as YAML that `torii validate` accepts.",
+            vec![param("scope", "query", "`runtime` or `all`.", json!({"enum": ["runtime", "all"]}))], None,
+            common(vec![
+                ("200", json!({"description": "YAML.", "content": {"application/yaml": {"schema": {"type": "string"}}}})),
+                ("400", error("A bad scope.")),
+            ])) }),
+    );
+    paths.insert(
         "/config".into(),
         json!({ "get": op("get_config", "The config's revision (ETag) and entity counts.", vec![], None,
             common(vec![("200", response("Summary.", Some(schema_ref("Object"))))])) }),

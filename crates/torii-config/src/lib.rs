@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod diag;
+pub mod emit;
 pub mod expand;
 pub mod plugins;
 pub mod runtime;

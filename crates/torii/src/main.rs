@@ -10,6 +10,8 @@ use torii_config::ProcessEnv;
 use torii_plugins::Catalog;
 use torii_proxy::Gateway;
 
+mod remote;
+
 /// jemalloc: a quarter of the request path's user time was glibc malloc/free (docs/performance.md);
 /// jemalloc's thread caches make the many small per-request allocations cheaper.
 #[cfg(all(target_os = "linux", not(target_env = "musl")))]
@@ -91,6 +93,81 @@ enum OpenapiCommand {
 enum ConfigCommand {
     /// Print the JSON Schema of the config file (for editors).
     Schema,
+    /// Print a running gateway's runtime entities (or with --all the whole effective config)
+    /// as YAML that `torii validate` accepts. Secrets show as <redacted>.
+    Export {
+        /// The whole effective config: the file as written plus the runtime entities.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show what `apply FILE` would change in a running gateway's runtime entities, and
+    /// whether the result loads; changes nothing.
+    Diff {
+        /// Runtime entities (`upstreams`, `routes`, `consumers`, `plugins`), as `export` writes.
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a running gateway's runtime entities exactly those of FILE, in one revision.
+    Apply {
+        /// Runtime entities (`upstreams`, `routes`, `consumers`, `plugins`), as `export` writes.
+        file: PathBuf,
+        /// Only show the changes (as `diff`).
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where a running gateway's admin API is.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin listener's URL.
+    #[arg(long, env = "TORII_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
+    admin_url: String,
+    /// An admin token (see `admin.tokens`).
+    #[arg(long, env = "TORII_ADMIN_TOKEN")]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn remote(self) -> remote::Remote {
+        remote::Remote {
+            url: self.admin_url,
+            token: self.token,
+        }
+    }
+}
+
+/// Runs an admin API client command on a small runtime.
+fn remote_command(f: impl std::future::Future<Output = anyhow::Result<Vec<String>>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(lines) => {
+            for l in lines {
+                if let Err(c) = out(format_args!("{l}")) {
+                    return c;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The plugin catalog every load goes through.
@@ -235,6 +312,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Config {
+            command: ConfigCommand::Export { all, admin },
+        } => remote_command(async move {
+            let text = remote::export(&admin.remote(), all).await?;
+            Ok(vec![text.trim_end().to_string()])
+        }),
+        Command::Config {
+            command: ConfigCommand::Diff { file, admin },
+        } => remote_command(async move { remote::apply(&admin.remote(), &file, true).await }),
+        Command::Config {
+            command:
+                ConfigCommand::Apply {
+                    file,
+                    dry_run,
+                    admin,
+                },
+        } => remote_command(async move { remote::apply(&admin.remote(), &file, dry_run).await }),
         Command::Run {
             config,
             data_dir,

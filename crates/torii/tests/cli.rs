@@ -433,3 +433,211 @@ impl Log {
         panic!("no log line containing {what:?}");
     }
 }
+
+/// A fresh database on the test PostgreSQL (`DATABASE_URL`); `None` outside CI without one.
+fn database() -> Option<String> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "DATABASE_URL is unset in CI: scripts/test.sh starts PostgreSQL"
+        );
+        eprintln!("skipped: DATABASE_URL is unset (scripts/test.sh sets it)");
+        return None;
+    };
+    let name = format!("torii_cli_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection as _;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let base = url.split('?').next().unwrap();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{server}/{name}"))
+}
+
+fn http_get_with(port: u16, path: &str, header: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\n{header}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+const ENTITIES: &str = "\
+routes:
+  - name: private
+    match: {path: /private}
+    direct_response: {body: members-only}
+    plugins:
+      key_auth: {}
+consumers:
+  - name: alice
+    keys: ['sha256:KEYHASH']
+";
+
+/// Three `torii run` processes in cluster mode on one PostgreSQL, driven by `torii config
+/// apply | diff | export` against one of them.
+#[cfg(unix)]
+#[test]
+fn three_processes_share_runtime_entities_through_postgresql() {
+    let Some(db) = database() else { return };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let (port, admin) = (free_port(), free_port());
+        let cfg = tmp(&format!("cluster{i}"), &config(port, admin, "v"));
+        let data = cfg.parent().unwrap().join("data");
+        let mut child = torii()
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .arg("--database-url")
+            .arg(&db)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("TORII_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Log::of(&mut child);
+        log.wait_for("\"ready\"");
+        nodes.push((child, log, port, admin, cfg));
+    }
+    let key = "alice-key-0123456789abcdef";
+    let hash = String::from_utf8(with_stdin(&["hash-key"], &format!("{key}\n")).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let file = tmp("entities", &ENTITIES.replace("sha256:KEYHASH", &hash));
+    let admin_url = format!("http://127.0.0.1:{}", nodes[0].3);
+
+    // diff shows the changes and changes nothing.
+    let diff = torii()
+        .args(["config", "diff"])
+        .arg(&file)
+        .args(["--admin-url", &admin_url])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert!(
+        shown.contains("+ route private") && shown.contains("+ consumer alice"),
+        "{shown}"
+    );
+    assert!(
+        http_get(nodes[1].2, "/private")
+            .unwrap()
+            .starts_with("HTTP/1.1 404")
+    );
+
+    // apply on node 1: every node serves the route and accepts the key within 1 s.
+    let applied = torii()
+        .args(["config", "apply"])
+        .arg(&file)
+        .args(["--admin-url", &admin_url])
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let start = std::time::Instant::now();
+    for (_, _, port, _, _) in &nodes {
+        loop {
+            let r =
+                http_get_with(*port, "/private", &format!("x-api-key: {key}")).unwrap_or_default();
+            if r.starts_with("HTTP/1.1 200") && r.ends_with("members-only") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "not on every node within 1 s: {r}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    eprintln!("applied on 3 processes after {:?}", start.elapsed());
+
+    // export from another node: the runtime entities, and the whole config that validates.
+    let export = |args: &[&str]| {
+        let o = torii()
+            .args(["config", "export"])
+            .args(args)
+            .args(["--admin-url", &format!("http://127.0.0.1:{}", nodes[2].3)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let runtime = export(&[]);
+    assert!(
+        runtime.contains("alice") && runtime.contains(&hash),
+        "{runtime}"
+    );
+    let whole = tmp("export-all", &export(&["--all"]));
+    let v = torii()
+        .args(["validate", "-c"])
+        .arg(&whole)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    // The exported runtime entities applied again change nothing.
+    let again = tmp("export-runtime", &runtime);
+    let same = torii()
+        .args(["config", "diff"])
+        .arg(&again)
+        .args(["--admin-url", &admin_url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&same.stdout).contains("no changes"));
+
+    // An invalid apply is refused with the precise error and reaches no node.
+    let bad = tmp(
+        "bad",
+        "routes:\n  - name: broken\n    match: {path: /b}\n    upstream: missing\n",
+    );
+    let refused = torii()
+        .args(["config", "apply"])
+        .arg(&bad)
+        .args(["--admin-url", &admin_url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("/routes/broken/upstream") && err.contains("unknown upstream"),
+        "{err}"
+    );
+    for (_, _, port, _, _) in &nodes {
+        let r = http_get_with(*port, "/private", &format!("x-api-key: {key}")).unwrap_or_default();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    for (child, _, _, _, _) in &mut nodes {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+}
