@@ -87,7 +87,20 @@ pub async fn apply(
     body: Value,
 ) -> Result<Reply, ApiError> {
     let q = Query::parse(query)?;
-    let dry_run = matches!(q.get("dry_run"), Some("true" | "1" | ""));
+    if let Some((k, _)) = q.params.iter().find(|(k, _)| k != "dry_run") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{k}`: only dry_run"
+        )));
+    }
+    let dry_run = match q.get("dry_run") {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "dry_run is true or false, not `{v}`"
+            )));
+        }
+    };
     let wanted = desired(&body)?;
     // Names the file owns cannot be applied.
     let mut owned = Vec::new();
@@ -170,6 +183,20 @@ pub async fn apply(
     ))
 }
 
+/// `${` written as `$${` (the file's escape for a literal `${`) in every string.
+fn escape_expansion(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.replace("${", "$${")),
+        Value::Array(a) => Value::Array(a.iter().map(escape_expansion).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), escape_expansion(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn contains(v: &Value) -> bool {
     match v {
         Value::String(s) => s == REDACTED,
@@ -213,7 +240,9 @@ pub fn export(admin: &Admin, query: Option<&str>) -> Result<Reply, ApiError> {
                 Value::Object(m) => m.clone(),
                 _ => Map::new(),
             };
+            // Runtime values are literal; in a file `${` would be expanded, so it is escaped.
             for (section, v) in runtime_sections(&rt) {
+                let v = escape_expansion(&v);
                 match (file.get_mut(&section), v) {
                     (Some(Value::Array(items)), Value::Array(more)) => items.extend(more),
                     (Some(Value::Object(m)), Value::Object(more)) => m.extend(more),

@@ -35,7 +35,10 @@ pub async fn initial_runtime(store: &Store) -> Result<Runtime, StoreError> {
     .await
     .unwrap_or_else(|_| Err(StoreError::Io("PostgreSQL did not answer in time".into())));
     match fetched {
-        Ok(rt) => Ok(rt),
+        Ok(rt) => {
+            store.keep_last_good(&rt);
+            Ok(rt)
+        }
         Err(e) => {
             let last = match local {
                 Some(l) => l.load()?,
@@ -59,9 +62,13 @@ pub fn follow(admin: Arc<Admin>) {
         let mut migrated = false;
         loop {
             let Some(a) = admin.upgrade() else { return };
-            match session(&pg, &a, &mut migrated).await {
+            let mut connected = false;
+            match session(&pg, &a, &mut migrated, &mut connected).await {
                 Ok(()) => return,
                 Err(e) => {
+                    if connected {
+                        backoff = Duration::from_millis(250);
+                    }
                     tracing::warn!(error = %e, retry_in = ?backoff, "lost the config store");
                 }
             }
@@ -73,7 +80,12 @@ pub fn follow(admin: Arc<Admin>) {
 }
 
 /// One connection's worth of following; returns `Ok` when the gateway is gone.
-async fn session(pg: &PgStore, admin: &Arc<Admin>, migrated: &mut bool) -> Result<(), String> {
+async fn session(
+    pg: &PgStore,
+    admin: &Arc<Admin>,
+    migrated: &mut bool,
+    connected: &mut bool,
+) -> Result<(), String> {
     if !*migrated {
         pg.migrate().await.map_err(|e| e.to_string())?;
         *migrated = true;
@@ -85,8 +97,14 @@ async fn session(pg: &PgStore, admin: &Arc<Admin>, migrated: &mut bool) -> Resul
         .listen(crate::store::postgres_channel())
         .await
         .map_err(|e| e.to_string())?;
-    admin.sync().await?;
+    *connected = true;
+    // A revision this node's file does not accept is logged by `sync` and retried on the
+    // next notification or poll; only a lost connection ends the session.
+    let _ = admin.sync().await;
     loop {
+        if !admin.is_running() {
+            return Ok(());
+        }
         tokio::select! {
             n = listener.try_recv() => match n {
                 Ok(Some(_)) => { let _ = admin.sync().await; }
@@ -95,7 +113,7 @@ async fn session(pg: &PgStore, admin: &Arc<Admin>, migrated: &mut bool) -> Resul
                 Err(e) => return Err(e.to_string()),
             },
             () = tokio::time::sleep(POLL_INTERVAL) => {
-                admin.sync().await?;
+                let _ = admin.sync().await;
             }
         }
     }

@@ -218,14 +218,16 @@ pub async fn put(
             let current = rt.get(kind, name);
             preconditions(headers, current.map(|e| e.revision))?;
             created = current.is_none();
+            // A fresh copy each time: after a catch-up the stored secrets may be newer.
+            let mut value = body.clone();
             if let Some(old) = current {
-                restore(&mut body, &old.value, "")?;
-            } else if contains_redacted(&body) {
+                restore(&mut value, &old.value, "")?;
+            } else if contains_redacted(&value) {
                 return Err(ApiError::bad_request(format!(
                     "`{REDACTED}` stands for a stored secret, and there is none yet: send the value"
                 )));
             }
-            Ok(vec![(kind, name.to_string(), Some(body.clone()))])
+            Ok(vec![(kind, name.to_string(), Some(value))])
         })
         .await?;
     let e = rt
@@ -272,15 +274,33 @@ pub async fn delete(
     Ok(r)
 }
 
+/// Keys whose values are credentials besides the config's own list: header values that carry
+/// them (`request_transform` sets headers by name), and admin token hashes (unsalted, so a
+/// reader could test guesses offline).
+fn credential_key(k: &str) -> bool {
+    matches!(
+        k.to_ascii_lowercase().as_str(),
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "set-cookie"
+            | "x-api-key"
+            | "token_hash"
+    )
+}
+
 /// A copy of `v` with credentials replaced by [`REDACTED`]. `in_jwk`: inside an inline JWK,
-/// whose private members are secrets too. Hashes (`keys`, `password_hash`) are kept.
+/// whose private members are secrets too. Hashes of consumer credentials (`keys`,
+/// `password_hash`) are kept: they are what the file holds and what `export` must carry. The
+/// password of a URL (`redis://user:secret@host`) is hidden too.
 pub fn redact(v: &Value, in_jwk: bool) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| {
                     let hash = k == "keys" || k == "password_hash";
-                    let secret = !hash && torii_config::diag::secret_key(k, in_jwk);
+                    let secret =
+                        !hash && (torii_config::diag::secret_key(k, in_jwk) || credential_key(k));
                     let v = if secret && !v.is_null() {
                         blank(v)
                     } else {
@@ -291,8 +311,31 @@ pub fn redact(v: &Value, in_jwk: bool) -> Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(|i| redact(i, in_jwk)).collect()),
+        Value::String(s) => Value::String(url_password_hidden(s)),
         other => other.clone(),
     }
+}
+
+/// `scheme://user:password@host...` with the password replaced.
+fn url_password_hidden(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return s.to_string();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return s.to_string();
+    };
+    format!(
+        "{}{}{REDACTED}{}",
+        &s[..scheme_end + 3],
+        &authority[..=colon],
+        &rest[at..]
+    )
 }
 
 /// Every scalar of a secret value replaced (a list of secrets stays a list).
@@ -363,5 +406,13 @@ mod tests {
         assert_eq!(back, stored);
         let mut orphan = json!({"plugins": {"hmac": {"secret": REDACTED}}});
         assert!(restore(&mut orphan, &json!({}), "").is_err());
+        let more = redact(
+            &json!({"url": "redis://u:pw@h:6379/0", "t": "https://a.example/x@y", "headers": {"Authorization": "Bearer sk"}, "token_hash": "sha256:aa"}),
+            false,
+        );
+        assert_eq!(more["url"], "redis://u:<redacted>@h:6379/0");
+        assert_eq!(more["t"], "https://a.example/x@y");
+        assert_eq!(more["headers"]["Authorization"], REDACTED);
+        assert_eq!(more["token_hash"], REDACTED);
     }
 }

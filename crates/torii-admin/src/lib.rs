@@ -75,6 +75,11 @@ impl Admin {
         &self.store
     }
 
+    /// Whether the gateway is still there.
+    pub fn is_running(&self) -> bool {
+        self.gw.strong_count() > 0
+    }
+
     fn gateway(&self) -> Result<Arc<Gateway>, ApiError> {
         self.gw.upgrade().ok_or_else(|| {
             ApiError::new(
@@ -278,11 +283,23 @@ impl Admin {
 
     /// [`Admin::sync`] with the change lock held.
     async fn catch_up(&self, gw: &Gateway) -> Result<u64, String> {
-        let Store::Postgres(pg, _) = &self.store else {
-            return Ok(gw.shared().snapshot.load().source.runtime.revision);
-        };
         let snap = gw.shared().snapshot.load_full();
         let current = snap.source.runtime.clone();
+        let pg = match &self.store {
+            Store::Postgres(pg, _) => pg,
+            // A local store ahead of the running config (a change stored but not applied):
+            // apply what it holds.
+            Store::Local(l) => {
+                let stored = l.load().map_err(|e| e.to_string())?;
+                if stored.revision == current.revision {
+                    return Ok(current.revision);
+                }
+                return self
+                    .load_and_apply(gw, &snap, stored, current.revision)
+                    .await;
+            }
+            Store::None => return Ok(current.revision),
+        };
         let records = pg
             .since(current.revision)
             .await
@@ -306,6 +323,17 @@ impl Admin {
         } else {
             pg.load().await.map_err(|e| e.to_string())?
         };
+        self.load_and_apply(gw, &snap, next, current.revision).await
+    }
+
+    /// Loads the running file with `next` and applies it (catch-up).
+    async fn load_and_apply(
+        &self,
+        gw: &Gateway,
+        snap: &torii_proxy::snapshot::Snapshot,
+        next: Runtime,
+        running: u64,
+    ) -> Result<u64, String> {
         let revision = next.revision;
         let next = Arc::new(next);
         let source = snap.source.with_runtime(next.clone());
@@ -327,8 +355,7 @@ impl Admin {
                 gw.reload_rejected();
                 tracing::error!(
                     revision,
-                    "the config store's entities do not load with this node's file; keeping revision {}:\n{d}",
-                    current.revision
+                    "the config store's entities do not load with this node's file; keeping revision {running}:\n{d}"
                 );
                 Err(d.to_string())
             }
@@ -505,6 +532,10 @@ impl Admin {
 }
 
 impl AdminApi for Admin {
+    fn stop(&self) {
+        self.store.close();
+    }
+
     fn serves(&self, path: &str) -> bool {
         path == "/openapi.json"
             || path == "/status"
@@ -548,10 +579,31 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
         })
 }
 
+/// Deepest nesting of an admin body: the config file's own limit, so whatever is stored can
+/// be exported as YAML and read back.
+pub const MAX_DEPTH: usize = 48;
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    if depth(&v) > MAX_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "the body nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(v)
+}
+
 async fn read_json(body: Incoming) -> Result<Value, ApiError> {
-    let bytes = read_body(body).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+    parse_json(&read_body(body).await?)
 }
 
 async fn read_json_or_empty(body: Incoming) -> Result<Value, ApiError> {
@@ -559,8 +611,7 @@ async fn read_json_or_empty(body: Incoming) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+    parse_json(&bytes)
 }
 
 /// Now, RFC 3339 UTC.

@@ -173,12 +173,14 @@ pub fn preconditions(headers: &http::HeaderMap, current: Option<u64>) -> Result<
             let s = h.to_str().unwrap_or("");
             out.extend(
                 s.split(',')
-                    .map(|t| t.trim().trim_start_matches("W/").to_string())
+                    .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty()),
             );
         }
         any.then_some(out)
     };
+    // If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
+    // If-None-Match compares weakly (13.1.2).
     if let Some(tags) = list(header::IF_MATCH) {
         let ok = match current {
             Some(r) => tags.iter().any(|t| t == "*" || *t == etag(r)),
@@ -190,7 +192,9 @@ pub fn preconditions(headers: &http::HeaderMap, current: Option<u64>) -> Result<
     }
     if let Some(tags) = list(header::IF_NONE_MATCH) {
         let hit = match current {
-            Some(r) => tags.iter().any(|t| t == "*" || *t == etag(r)),
+            Some(r) => tags
+                .iter()
+                .any(|t| t == "*" || t.trim_start_matches("W/") == etag(r)),
             None => false,
         };
         if hit {
@@ -219,5 +223,7 @@ mod tests {
         assert!(preconditions(&h("if-match", "*"), None).is_err());
         assert!(preconditions(&h("if-none-match", "*"), Some(1)).is_err());
         assert!(preconditions(&h("if-none-match", "*"), None).is_ok());
+        assert!(preconditions(&h("if-match", "W/\"3\""), Some(3)).is_err());
+        assert!(preconditions(&h("if-none-match", "W/\"3\""), Some(3)).is_err());
     }
 }

@@ -116,6 +116,17 @@ pub async fn rollback(
                     rt.revision
                 )));
             }
+            let dense = later
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.revision == n + 1 + i as u64);
+            if !dense {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "history_incomplete",
+                    format!("the store's history after revision {n} has gaps, so a rollback could not undo every change"),
+                ));
+            }
             if later.last().map_or(n, |r| r.revision) < rt.revision {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,

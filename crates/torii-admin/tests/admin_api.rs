@@ -831,3 +831,73 @@ async fn apply_makes_the_runtime_entities_exactly_those_given_and_export_round_t
     assert_eq!(bad.json()["errors"][0]["pointer"], "/routes/b/upstream");
     assert_eq!(get(n.public, "/r").await.text(), "r");
 }
+
+#[tokio::test]
+async fn without_tokens_web_pages_and_rebinding_are_refused_and_a_reload_cannot_open_the_listener()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(&config(""), dir.path()).await;
+    let with = |h: &'static [(&'static str, &'static str)]| {
+        let admin = n.admin;
+        async move {
+            call(
+                admin,
+                Method::PUT,
+                "/config/consumers/x",
+                h,
+                Some(json!({})),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(
+        with(&[("origin", "https://evil.example")]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        with(&[("sec-fetch-site", "cross-site")]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        with(&[("host", "evil.example:9901")]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        with(&[("host", "localhost:9901")]).await,
+        StatusCode::CREATED
+    );
+    // Too deep a body is refused before anything else.
+    let mut deep = json!(1);
+    for _ in 0..60 {
+        deep = json!([deep]);
+    }
+    let r = put(
+        n.admin,
+        "/config/routes/deep",
+        json!({"match": {"path": "/d"}, "direct_response": {"body": "x"}, "x": deep}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("nests deeper"), "{}", r.text());
+
+    // A listener bound off loopback with tokens, reloaded without them: the socket stays where
+    // it is, so it keeps refusing requests without a token.
+    let file = dir.path().join("t.yaml");
+    let hash = torii_plugins::consumers::format_key_hash(b"tok-0123456789abcdef");
+    let open = config("").replace(
+        "admin:\n  bind: 127.0.0.1:0\n",
+        &format!(
+            "admin:\n  bind: 0.0.0.0:0\n  tokens:\n    - name: t\n      token_hash: '{hash}'\n"
+        ),
+    );
+    std::fs::write(&file, &open).unwrap();
+    let data = dir.path().join("d2");
+    let m = start_named(file.to_str().unwrap(), &open, &data).await;
+    let local = SocketAddr::from(([127, 0, 0, 1], m.admin.port()));
+    std::fs::write(&file, config("")).unwrap();
+    torii_proxy::reload::reload_from(&m.gw, &file, &torii_config::ProcessEnv)
+        .await
+        .unwrap();
+    assert_eq!(get(local, "/config").await.status, StatusCode::FORBIDDEN);
+}

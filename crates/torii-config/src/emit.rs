@@ -38,7 +38,15 @@ fn reserved(s: &str) -> bool {
     ) || s.parse::<f64>().is_ok()
         || s.starts_with("0x")
         || s.starts_with("0o")
+        || s.starts_with("0b")
+        // YAML 1.1 integers and floats with `_` separators (`1_000`), and sexagesimals.
+        || (s.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.')
+            && s.chars().all(|c| c.is_ascii_digit() || matches!(c, '_' | '.' | '-' | '+' | ':' | 'e' | 'E')))
 }
+
+/// Keys longer than this are written in explicit form (`? key` / `: value`): YAML limits an
+/// implicit key to 1024 characters.
+const LONG_KEY: usize = 512;
 
 fn scalar_str(s: &str) -> String {
     let first_ok = s
@@ -91,7 +99,14 @@ fn map(out: &mut String, m: &serde_json::Map<String, Value>, indent: usize) {
         if i > 0 || indent == 0 {
             pad(out, indent);
         }
-        out.push_str(&scalar_str(k));
+        if k.len() > LONG_KEY {
+            out.push_str("? ");
+            out.push_str(&scalar_str(k));
+            out.push('\n');
+            pad(out, indent);
+        } else {
+            out.push_str(&scalar_str(k));
+        }
         out.push(':');
         value_after_key(out, v, indent);
     }
@@ -149,6 +164,16 @@ mod tests {
     }
 
     #[test]
+    fn long_keys_read_back_the_same() {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "k".repeat(2000),
+            json!({"long": "x".repeat(3000), "list": [{"k".repeat(600): 1}]}),
+        );
+        round_trip(Value::Object(m));
+    }
+
+    #[test]
     fn values_read_back_the_same() {
         round_trip(json!({
             "listeners": [{"name": "public", "bind": "127.0.0.1:8080"}],
@@ -160,6 +185,7 @@ mod tests {
             "consumers": [{"name": "a", "keys": ["sha256:ab"], "groups": [], "id": null}],
             "odd": ["yes", "0x10", "1.5", "", "~", "- dash", "a: b", "${ENV}", "{x}", "[1]", " lead", "trail ", "ünï"],
             "nested": [[1, 2], [], {}],
+            "yaml11": ["1_000", "0b101", "1:30", "-", "?", "!tag", "&a", "*a", "|", ">", "%", "@", "`", "a #b", "1e3", ".5"],
             "n": -3.25,
         }));
     }

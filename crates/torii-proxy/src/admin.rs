@@ -32,7 +32,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(req, &shared).await) }
+                    async move { Ok::<_, std::convert::Infallible>(route(req, &shared, bound).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -58,6 +58,8 @@ pub struct Principal {
 pub trait AdminApi: Send + Sync {
     /// Whether this API serves `path`.
     fn serves(&self, path: &str) -> bool;
+    /// The gateway is stopping: release what another process may need (a data directory).
+    fn stop(&self) {}
     /// Answers one request of an authorized principal.
     fn handle(
         self: Arc<Self>,
@@ -66,12 +68,16 @@ pub trait AdminApi: Send + Sync {
     ) -> std::pin::Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'static>>;
 }
 
-async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+async fn route(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    bound: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == "/healthz" || path == "/readyz" {
         return respond(&req, shared);
     }
-    let who = match authorize(&req, shared) {
+    let who = match authorize(&req, shared, bound) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -96,14 +102,45 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<By
 
 /// Checks the bearer token against `admin.tokens` (SHA-256 digests compared in constant
 /// time). Without tokens, every client of the (loopback) listener is `local`.
+///
+/// Without tokens, only a loopback socket serves (a reload cannot open a socket bound
+/// elsewhere at startup), and only to requests a browser page cannot forge: no `Origin`, no
+/// cross-site `Sec-Fetch-Site`, and a loopback `Host` (DNS rebinding names another host).
 fn authorize(
     req: &Request<Incoming>,
     shared: &Shared,
+    bound: SocketAddr,
 ) -> Result<Principal, Box<Response<Full<Bytes>>>> {
     use subtle::ConstantTimeEq;
     let snap = shared.snapshot.load();
     let tokens = &snap.config.admin.tokens;
     if tokens.is_empty() {
+        let refuse = |m: &str| {
+            Box::new(json(
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"error": "forbidden", "message": m}),
+            ))
+        };
+        if !bound.ip().is_loopback() {
+            return Err(refuse(
+                "the admin listener is bound to a non-loopback address and the running config has no admin.tokens",
+            ));
+        }
+        let get = |n: header::HeaderName| req.headers().get(n).and_then(|v| v.to_str().ok());
+        if get(header::ORIGIN).is_some()
+            || get(header::HeaderName::from_static("sec-fetch-site"))
+                .is_some_and(|s| s != "none" && s != "same-origin")
+        {
+            return Err(refuse(
+                "requests from web pages are refused by an admin listener without tokens",
+            ));
+        }
+        let host = get(header::HOST).or_else(|| req.uri().host()).unwrap_or("");
+        if !loopback_host(host) {
+            return Err(refuse(
+                "the Host is not a loopback name (127.0.0.1, [::1] or localhost)",
+            ));
+        }
         return Ok(Principal {
             name: "local".into(),
             can_write: true,
@@ -150,6 +187,18 @@ fn authorize(
         }),
         None => Err(Box::new(unauthorized("the admin token is not valid"))),
     }
+}
+
+/// `127.0.0.1`, `[::1]` or `localhost`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {

@@ -288,6 +288,9 @@ impl Gateway {
     /// in-flight response, HTTP/2 sends GOAWAY), and waits up to `grace` for them to end.
     pub async fn shutdown(&self, grace: Duration) {
         self.shared.ready.store(false, Ordering::Release);
+        if let Some(api) = self.shared.admin_api.get() {
+            api.stop();
+        }
         for r in self.listeners.lock().await.values() {
             r.stop_accepting();
         }

@@ -13,9 +13,13 @@ use torii_config::Runtime;
 #[derive(Debug)]
 pub struct LocalStore {
     dir: PathBuf,
+    /// An exclusive lock on `DIR/.lock` for as long as the store is open: two processes on
+    /// one data directory would both write the same revision.
+    /// Released by [`LocalStore::close`] (a stopped gateway); commits then fail.
+    lock: Mutex<Option<std::fs::File>>,
     /// Serializes commits of this process (the gateway's change lock already does; this
     /// keeps the store correct on its own).
-    lock: Mutex<()>,
+    commits: Mutex<()>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
@@ -32,13 +36,31 @@ impl LocalStore {
             use std::os::unix::fs::PermissionsExt as _;
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
         }
-        let probe = dir.join(".write-test");
-        std::fs::write(&probe, b"").map_err(|e| io("cannot write in", &dir, e))?;
-        let _ = std::fs::remove_file(&probe);
+        let lock_path = dir.join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("cannot write in", &dir, e))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Io(format!(
+                "{} is in use by another torii process; give each process its own data directory",
+                dir.display()
+            ))
+        })?;
         Ok(Self {
             dir,
-            lock: Mutex::new(()),
+            lock: Mutex::new(Some(lock)),
+            commits: Mutex::new(()),
         })
+    }
+
+    /// Releases the directory for another process (the gateway stopped).
+    pub fn close(&self) {
+        if let Ok(mut l) = self.lock.lock() {
+            *l = None;
+        }
     }
 
     fn current(&self) -> PathBuf {
@@ -71,9 +93,12 @@ impl LocalStore {
         record: &Record,
     ) -> Result<(), StoreError> {
         let _g = self
-            .lock
+            .commits
             .lock()
             .map_err(|_| StoreError::Io("store lock".into()))?;
+        if self.lock.lock().map_or(true, |l| l.is_none()) {
+            return Err(StoreError::Io("the local store is closed".into()));
+        }
         let now = self.load()?.revision;
         if now != expected {
             return Err(StoreError::Conflict(now));
@@ -86,12 +111,26 @@ impl LocalStore {
         line.push(b'\n');
         let mut f = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&hist)
             .map_err(|e| io("cannot open", &hist, e))?;
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| io("cannot append to", &hist, e))?;
+        // A torn last line (a crash or a full disk mid-append) must not swallow this record.
+        let len = f.metadata().map_err(|e| io("cannot read", &hist, e))?.len();
+        if len > 0 {
+            use std::io::{Read as _, Seek as _, SeekFrom};
+            let mut last = [0u8; 1];
+            f.seek(SeekFrom::Start(len - 1))
+                .and_then(|_| f.read_exact(&mut last))
+                .map_err(|e| io("cannot read", &hist, e))?;
+            if last[0] != b'\n' {
+                line.insert(0, b'\n');
+            }
+        }
+        if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+            let _ = f.set_len(len);
+            return Err(io("cannot append to", &hist, e));
+        }
         self.save(next)
     }
 
@@ -178,9 +217,42 @@ mod tests {
             s.commit(0, &next, &record(1)),
             Err(StoreError::Conflict(1))
         ));
+        s.close();
         let again = LocalStore::open(dir.path()).unwrap();
         assert_eq!(again.load().unwrap().revision, 1);
         assert_eq!(again.history(None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = LocalStore::open(dir.path()).unwrap();
+        let e = LocalStore::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use"), "{e}");
+    }
+
+    #[test]
+    fn a_torn_line_does_not_swallow_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let one = Runtime {
+            revision: 1,
+            ..Runtime::default()
+        };
+        s.commit(0, &one, &record(1)).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("history.jsonl"))
+            .unwrap()
+            .write_all(b"{\"revision\": 2, \"at")
+            .unwrap();
+        let two = Runtime {
+            revision: 2,
+            ..Runtime::default()
+        };
+        s.commit(1, &two, &record(2)).unwrap();
+        let h = s.history(None, 10).unwrap();
+        assert_eq!(h.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![2, 1]);
     }
 
     #[test]

@@ -180,6 +180,14 @@ impl Store {
         }
     }
 
+    /// Releases local files for another process (the gateway stopped).
+    pub fn close(&self) {
+        match self {
+            Self::Local(l) | Self::Postgres(_, Some(l)) => l.close(),
+            _ => {}
+        }
+    }
+
     /// Whether writes can be kept.
     pub fn writable(&self) -> bool {
         !matches!(self, Self::None)

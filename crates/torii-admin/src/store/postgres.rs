@@ -20,6 +20,23 @@ const LOCK_KEY: i64 = 0x0074_6f72_6969;
 /// How long a store call waits for a connection.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a store call may take in all (a partitioned PostgreSQL must not hold the
+/// gateway's change lock). A commit cut off by it may still have committed; the node then
+/// finds the revision when it catches up.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Io(format!(
+                "PostgreSQL did not answer within {CALL_TIMEOUT:?}"
+            )))
+        })
+}
+
 /// A pool of connections to the cluster's PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -56,6 +73,40 @@ impl PgStore {
         &self.url
     }
 
+    /// `revision`, bounded by [`CALL_TIMEOUT`].
+    pub async fn revision(&self) -> Result<u64, StoreError> {
+        timed(self.revision_untimed()).await
+    }
+
+    /// `load`, bounded by [`CALL_TIMEOUT`].
+    pub async fn load(&self) -> Result<Runtime, StoreError> {
+        timed(self.load_untimed()).await
+    }
+
+    /// `commit`, bounded by [`CALL_TIMEOUT`].
+    pub async fn commit(&self, expected: u64, record: &Record) -> Result<(), StoreError> {
+        timed(self.commit_untimed(expected, record)).await
+    }
+
+    /// `since`, bounded by [`CALL_TIMEOUT`].
+    pub async fn since(&self, after: u64) -> Result<Vec<Record>, StoreError> {
+        timed(self.since_untimed(after)).await
+    }
+
+    /// `history`, bounded by [`CALL_TIMEOUT`].
+    pub async fn history(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        timed(self.history_untimed(before, limit)).await
+    }
+
+    /// `record`, bounded by [`CALL_TIMEOUT`].
+    pub async fn record(&self, revision: u64) -> Result<Option<Record>, StoreError> {
+        timed(self.record_untimed(revision)).await
+    }
+
     /// Applies the shipped migrations (idempotent; serialized by sqlx's advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations")
@@ -65,7 +116,7 @@ impl PgStore {
     }
 
     /// The current revision.
-    pub async fn revision(&self) -> Result<u64, StoreError> {
+    async fn revision_untimed(&self) -> Result<u64, StoreError> {
         let r: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM torii_revisions")
             .fetch_one(&self.pool)
             .await
@@ -74,7 +125,7 @@ impl PgStore {
     }
 
     /// Every current entity, read in one snapshot with its revision.
-    pub async fn load(&self) -> Result<Runtime, StoreError> {
+    async fn load_untimed(&self) -> Result<Runtime, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
@@ -111,7 +162,7 @@ impl PgStore {
     }
 
     /// Writes `record` if the store is at `expected`, and notifies every node.
-    pub async fn commit(&self, expected: u64, record: &Record) -> Result<(), StoreError> {
+    async fn commit_untimed(&self, expected: u64, record: &Record) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(LOCK_KEY)
@@ -187,7 +238,7 @@ impl PgStore {
         to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at_text";
 
     /// The records after `after`, oldest first.
-    pub async fn since(&self, after: u64) -> Result<Vec<Record>, StoreError> {
+    async fn since_untimed(&self, after: u64) -> Result<Vec<Record>, StoreError> {
         let q = format!(
             "SELECT {} FROM torii_revisions WHERE revision > $1 ORDER BY revision",
             Self::COLUMNS
@@ -201,7 +252,7 @@ impl PgStore {
     }
 
     /// Newest first.
-    pub async fn history(
+    async fn history_untimed(
         &self,
         before: Option<u64>,
         limit: usize,
@@ -220,7 +271,7 @@ impl PgStore {
     }
 
     /// One revision.
-    pub async fn record(&self, revision: u64) -> Result<Option<Record>, StoreError> {
+    async fn record_untimed(&self, revision: u64) -> Result<Option<Record>, StoreError> {
         let q = format!(
             "SELECT {} FROM torii_revisions WHERE revision = $1",
             Self::COLUMNS

@@ -189,9 +189,45 @@ fn offset(code: &str, part: &str) -> Option<usize> {
     (start <= code.len()).then(|| code[..start.min(code.len())].chars().count() + 1)
 }
 
+/// Deepest bracket nesting accepted in a jq filter. jaq's parser recurses once per bracket
+/// without a limit, so a filter of half a million `[` would overflow the stack of the thread
+/// that loads it (a config change through the admin API included) and abort the process.
+pub const MAX_JQ_NESTING: usize = 128;
+
+/// The deepest nesting of `(`, `[` and `{` outside string literals.
+fn nesting(code: &str) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for c in code.chars() {
+        if in_str {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 impl Jq {
     /// Parses and compiles `code`.
     pub fn compile(code: &str, timeout: Duration) -> Result<Self, String> {
+        if nesting(code) > MAX_JQ_NESTING {
+            return Err(format!(
+                "the filter nests brackets more than {MAX_JQ_NESTING} deep"
+            ));
+        }
         let defs = jaq_core::defs()
             .chain(jaq_std::defs().filter(|d| !LEFT_OUT_DEFS.contains(&d.name)))
             .chain(jaq_json::defs());
@@ -386,6 +422,20 @@ mod tests {
 
     fn jq(code: &str) -> Jq {
         Jq::compile(code, Duration::from_millis(500)).unwrap()
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_recurses() {
+        let deep = "[".repeat(500_000);
+        let e = Jq::compile(&deep, Duration::from_millis(500))
+            .err()
+            .unwrap();
+        assert!(e.contains("nests brackets"), "{e}");
+        // Brackets inside strings do not count; a moderate depth still compiles.
+        let quoted = format!("\"{}\"", "[".repeat(1000));
+        assert!(Jq::compile(&quoted, Duration::from_millis(500)).is_ok());
+        let ok = format!("{}.{}", "[".repeat(50), "]".repeat(50));
+        assert!(Jq::compile(&ok, Duration::from_millis(500)).is_ok());
     }
 
     #[tokio::test]
