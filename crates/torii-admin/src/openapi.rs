@@ -161,8 +161,12 @@ pub fn document(config_schema: &Value) -> Value {
     );
     schemas.insert("Object".into(), json!({ "type": "object" }));
     schemas.insert(
+        "Json".into(),
+        json!({ "description": "A JSON document (see docs/configuration.md for its fields)." }),
+    );
+    schemas.insert(
         "PluginSettings".into(),
-        json!({ "description": "The settings of one plugin, as under `plugins.<name>` in the config file." }),
+        json!({ "type": "object", "description": "The settings of one plugin, as under `plugins.<name>` in the config file." }),
     );
     let mut schemas = Value::Object(schemas);
     rewrite_refs(&mut schemas);
@@ -174,18 +178,15 @@ pub fn document(config_schema: &Value) -> Value {
         "The entity's name.",
         json!({"type": "string"}),
     );
+    let etags =
+        json!({"type": "string", "pattern": "^(\\*|(W/)?\"[^\"]*\"(\\s*,\\s*(W/)?\"[^\"]*\")*)$"});
     let if_match = param(
         "If-Match",
         "header",
-        "Apply only if the resource is still at this ETag.",
-        json!({"type": "string"}),
+        "Apply only if the resource is still at one of these ETags (strong comparison).",
+        etags.clone(),
     );
-    let if_none = param(
-        "If-None-Match",
-        "header",
-        "`*`: create only.",
-        json!({"type": "string"}),
-    );
+    let if_none = param("If-None-Match", "header", "`*`: create only.", etags);
     let paging = || {
         vec![
             param(
@@ -214,6 +215,18 @@ pub fn document(config_schema: &Value) -> Value {
             ),
         ]
     };
+    // Global plugin settings are named by the plugin: only the catalog's names exist.
+    let plugin_names: Vec<Value> = config_schema
+        .pointer("/$defs/PluginMap/properties")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().map(|k| json!(k)).collect())
+        .unwrap_or_default();
+    let plugin_name = param(
+        "name",
+        "path",
+        "The plugin.",
+        json!({"type": "string", "enum": plugin_names}),
+    );
     for (kind, schema) in [
         ("upstreams", "Upstream"),
         ("routes", "Route"),
@@ -225,6 +238,11 @@ pub fn document(config_schema: &Value) -> Value {
             json!({ "get": op(&format!("list_{kind}"), &format!("List {kind} (file and runtime)."), paging(),
                 None, common(vec![("200", response("A page.", Some(schema_ref("Page")))), ("400", error("A bad query parameter."))])) }),
         );
+        let name = if kind == "plugins" {
+            plugin_name.clone()
+        } else {
+            name.clone()
+        };
         paths.insert(
             format!("/config/{kind}/{{name}}"),
             json!({
@@ -242,14 +260,14 @@ pub fn document(config_schema: &Value) -> Value {
         "/config/consumers/{name}/keys".into(),
         json!({ "post": op("add_consumer_key", "Add an API key (generated, or given as `key`); the key is returned once, only its hash is stored.",
             vec![name.clone(), if_match.clone()],
-            Some(json!({"type": "object", "properties": {"key": {"type": "string", "minLength": 16}}, "additionalProperties": false})),
+            Some(json!({"type": "object", "properties": {"key": {"type": "string", "minLength": 16, "maxLength": 1024, "pattern": "^(?!sha256:)"}}, "additionalProperties": false})),
             write_errors(vec![("201", response("The key, shown once.", Some(schema_ref("Object")))), ("404", error("No such runtime consumer."))])) }),
     );
     paths.insert(
         "/config/consumers/{name}/basic_auth".into(),
         json!({ "post": op("add_consumer_password", "Add a basic-auth username and password (stored as an argon2id hash).",
             vec![name.clone(), if_match.clone()],
-            Some(json!({"type": "object", "required": ["username", "password"], "properties": {"username": {"type": "string"}, "password": {"type": "string"}}, "additionalProperties": false})),
+            Some(json!({"type": "object", "required": ["username", "password"], "properties": {"username": {"type": "string", "minLength": 1, "pattern": "^[^:]+$"}, "password": {"type": "string", "minLength": 1, "maxLength": 1024}}, "additionalProperties": false})),
             write_errors(vec![("201", response("Added.", Some(schema_ref("Object")))), ("404", error("No such runtime consumer."))])) }),
     );
     paths.insert(
@@ -269,7 +287,7 @@ pub fn document(config_schema: &Value) -> Value {
         json!({ "get": op("export", "The runtime entities (scope=runtime, default) or the whole effective config (scope=all) as YAML that `torii validate` accepts.",
             vec![param("scope", "query", "`runtime` or `all`.", json!({"enum": ["runtime", "all"]}))], None,
             common(vec![
-                ("200", json!({"description": "YAML.", "content": {"application/yaml": {"schema": {"type": "string"}}}})),
+                ("200", json!({"description": "YAML.", "content": {"application/yaml": {}}})),
                 ("400", error("A bad scope.")),
             ])) }),
     );
@@ -281,14 +299,14 @@ pub fn document(config_schema: &Value) -> Value {
     paths.insert(
         "/config/revisions".into(),
         json!({ "get": op("list_revisions", "The store's history, newest first.",
-            vec![param("limit", "query", "Page size, 1 to 1000.", json!({"type": "integer"})), param("before", "query", "Revisions older than this.", json!({"type": "integer"}))],
+            vec![param("limit", "query", "Page size, 1 to 1000.", json!({"type": "integer", "minimum": 1, "maximum": 1000})), param("before", "query", "Revisions older than this.", json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}))],
             None, common(vec![("200", response("A page of revisions.", Some(schema_ref("Object")))), ("400", error("A bad query parameter."))])) }),
     );
     let revision = param(
         "revision",
         "path",
         "A revision number.",
-        json!({"type": "integer"}),
+        json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}),
     );
     paths.insert(
         "/config/revisions/{revision}".into(),
@@ -325,22 +343,22 @@ pub fn document(config_schema: &Value) -> Value {
     paths.insert(
         "/upstreams".into(),
         json!({ "get": op("get_upstreams_state", "Live state of every upstream (targets, health, breakers).", vec![], None,
-            common(vec![("200", response("State.", Some(schema_ref("Object"))))])) }),
+            common(vec![("200", response("State.", Some(schema_ref("Json"))))])) }),
     );
     paths.insert(
         "/upstreams/{name}".into(),
         json!({ "get": op("get_upstream_state", "Live state of one upstream.", vec![name], None,
-            common(vec![("200", response("State.", Some(schema_ref("Object")))), ("404", response("No such upstream.", None))])) }),
+            common(vec![("200", response("State.", Some(schema_ref("Json")))), ("404", response("No such upstream.", None))])) }),
     );
     paths.insert(
         "/redis".into(),
         json!({ "get": op("get_redis_state", "The shared Redis client's state.", vec![], None,
-            common(vec![("200", response("State.", Some(schema_ref("Object")))), ("404", response("No Redis is configured.", None))])) }),
+            common(vec![("200", response("State.", Some(schema_ref("Json")))), ("404", response("No Redis is configured.", None))])) }),
     );
     paths.insert(
         "/cache".into(),
         json!({ "get": op("get_cache_state", "The response cache's state.", vec![], None,
-            common(vec![("200", response("State.", Some(schema_ref("Object")))), ("404", response("No route caches.", None))])) }),
+            common(vec![("200", response("State.", Some(schema_ref("Json")))), ("404", response("No route caches.", None))])) }),
     );
     paths.insert(
         "/cache/purge".into(),

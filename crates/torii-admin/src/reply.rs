@@ -163,6 +163,39 @@ impl ApiError {
 }
 
 /// What `If-Match` / `If-None-Match` ask of a resource at `current` (`None`: absent).
+/// The members of an `If-Match` / `If-None-Match` list: quoted tags are read whole (a comma
+/// may be inside one); anything else runs to the next comma and is then refused as malformed.
+fn split_tags(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return out;
+        }
+        let opaque_at = if rest.starts_with("W/\"") { 2 } else { 0 };
+        let end = if rest[opaque_at..].starts_with('"') {
+            rest[opaque_at + 1..]
+                .find('"')
+                .map_or(rest.len(), |i| opaque_at + 1 + i + 1)
+        } else {
+            rest.find(',').unwrap_or(rest.len())
+        };
+        out.push(rest[..end].trim_end().to_string());
+        rest = &rest[end..];
+    }
+}
+
+/// Whether `t` is `*` or an entity tag (`"..."` or `W/"..."`, RFC 9110 8.8.3).
+fn well_formed(t: &str) -> bool {
+    let opaque = t.strip_prefix("W/").unwrap_or(t);
+    t == "*"
+        || (opaque.len() >= 2
+            && opaque.starts_with('"')
+            && opaque.ends_with('"')
+            && !opaque[1..opaque.len() - 1].contains('"'))
+}
+
 pub fn preconditions(headers: &http::HeaderMap, current: Option<u64>) -> Result<(), ApiError> {
     let list = |name: header::HeaderName| -> Option<Vec<String>> {
         let v = headers.get_all(name);
@@ -170,15 +203,22 @@ pub fn preconditions(headers: &http::HeaderMap, current: Option<u64>) -> Result<
         let mut any = false;
         for h in v {
             any = true;
-            let s = h.to_str().unwrap_or("");
-            out.extend(
-                s.split(',')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty()),
-            );
+            out.extend(split_tags(h.to_str().unwrap_or("\u{0}")));
         }
-        any.then_some(out)
+        // A header with no tag at all (`If-Match:`) is not a condition.
+        (any && !out.is_empty()).then_some(out)
     };
+    for name in [header::IF_MATCH, header::IF_NONE_MATCH] {
+        if let Some(bad) = list(name.clone())
+            .into_iter()
+            .flatten()
+            .find(|t| !well_formed(t))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name}: `{bad}` is not an entity tag; send the ETag as received (`\"7\"`) or `*`"
+            )));
+        }
+    }
     // If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
     // If-None-Match compares weakly (13.1.2).
     if let Some(tags) = list(header::IF_MATCH) {
@@ -205,6 +245,7 @@ pub fn preconditions(headers: &http::HeaderMap, current: Option<u64>) -> Result<
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -224,6 +265,9 @@ mod tests {
         assert!(preconditions(&h("if-none-match", "*"), Some(1)).is_err());
         assert!(preconditions(&h("if-none-match", "*"), None).is_ok());
         assert!(preconditions(&h("if-match", "W/\"3\""), Some(3)).is_err());
+        assert!(preconditions(&h("if-match", "\"1,2\" , \"3\""), Some(3)).is_ok());
+        let malformed = preconditions(&h("if-match", "3"), Some(3)).unwrap_err();
+        assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
         assert!(preconditions(&h("if-none-match", "W/\"3\""), Some(3)).is_err());
     }
 }

@@ -44,7 +44,9 @@ fn summary(r: &Record) -> Value {
 
 fn parse_revision(s: &str) -> Result<u64, ApiError> {
     s.parse::<u64>()
-        .map_err(|_| ApiError::bad_request(format!("`{s}` is not a revision number")))
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| ApiError::bad_request(format!("`{s}` is not a revision number")))
 }
 
 /// `GET /config/revisions?limit=&before=`.

@@ -203,6 +203,15 @@ fn loopback_host(host: &str) -> bool {
 
 fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        let mut r = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "method_not_allowed", "message": "use GET"}),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
     let (status, ctype, body) = match path {
         "/metrics" => (
             StatusCode::OK,
