@@ -161,11 +161,7 @@ pub async fn apply(
             json!({
                 "kind": c.kind.singular(),
                 "name": c.name,
-                "op": match (&c.before, &c.after) {
-                    (None, Some(_)) => "create",
-                    (Some(_), None) => "delete",
-                    _ => "update",
-                },
+                "op": crate::revisions::op(c),
             })
         })
         .collect();

@@ -19,23 +19,25 @@ pub mod credentials;
 pub mod entities;
 pub mod openapi;
 pub mod reply;
+mod request;
 pub mod revisions;
+mod status;
 pub mod store;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+
 use hyper::body::Incoming;
-use reply::{ApiError, Reply, json_reply, with_etag};
-use serde_json::{Value, json};
+use reply::{ApiError, Reply};
+use serde_json::Value;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use store::{ItemChange, Record, Store, StoreError};
 use torii_config::{EntityKind, Runtime};
 use torii_proxy::Gateway;
 use torii_proxy::admin::{AdminApi, Principal};
 
-/// Largest admin request body.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub use request::{MAX_BODY, MAX_DEPTH};
+pub(crate) use request::{Query, read_json, read_json_or_empty};
 
 /// The admin API of one gateway.
 pub struct Admin {
@@ -167,17 +169,11 @@ impl Admin {
                 return Ok((current, record));
             }
             let next = Arc::new(next);
-            let source = snap.source.with_runtime(next.clone());
-            let catalog = gw.shared().catalog.clone();
-            let env = self.env.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                torii_config::load_source(&source, &*env, &*catalog)
-            })
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-            .map_err(|d| ApiError::invalid(&d))?;
+            let loaded = self
+                .load(&gw, snap.source.with_runtime(next.clone()))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?
+                .map_err(|d| ApiError::invalid(&d))?;
             if dry_run {
                 return Ok((current, record));
             }
@@ -326,6 +322,19 @@ impl Admin {
         self.load_and_apply(gw, &snap, next, current.revision).await
     }
 
+    /// The one load path, on a blocking thread (a large config takes a while to check).
+    async fn load(
+        &self,
+        gw: &Gateway,
+        source: torii_config::Source,
+    ) -> Result<Result<torii_proxy::Loaded, torii_config::Diagnostics>, String> {
+        let catalog = gw.shared().catalog.clone();
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || torii_config::load_source(&source, &*env, &*catalog))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Loads the running file with `next` and applies it (catch-up).
     async fn load_and_apply(
         &self,
@@ -336,14 +345,9 @@ impl Admin {
     ) -> Result<u64, String> {
         let revision = next.revision;
         let next = Arc::new(next);
-        let source = snap.source.with_runtime(next.clone());
-        let catalog = gw.shared().catalog.clone();
-        let env = self.env.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            torii_config::load_source(&source, &*env, &*catalog)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let loaded = self
+            .load(gw, snap.source.with_runtime(next.clone()))
+            .await?;
         match loaded {
             Ok(l) => {
                 gw.apply(l).await?;
@@ -446,89 +450,6 @@ impl Admin {
             ))),
         }
     }
-
-    fn openapi_reply(&self) -> Reply {
-        let body = self.openapi.get_or_init(|| {
-            let schema = self
-                .gw
-                .upgrade()
-                .map(|g| torii_config::json_schema(&*g.shared().catalog))
-                .unwrap_or(Value::Null);
-            Bytes::from(openapi::document(&schema).to_string())
-        });
-        let mut r = http::Response::new(Full::new(body.clone()));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        r
-    }
-
-    fn config_summary(&self) -> Result<Reply, ApiError> {
-        let gw = self.gateway()?;
-        let snap = gw.shared().snapshot.load();
-        let rt = &snap.source.runtime;
-        let c = &snap.config;
-        let counts = json!({
-            "upstreams": c.upstreams.len(),
-            "routes": c.routes.len(),
-            "consumers": c.consumers.len(),
-            "plugins": c.plugins.0.len(),
-        });
-        let runtime: serde_json::Map<String, Value> = torii_config::runtime::KINDS
-            .iter()
-            .map(|k| {
-                (
-                    k.section().to_string(),
-                    json!(rt.of(*k).map_or(0, |m| m.len())),
-                )
-            })
-            .collect();
-        Ok(with_etag(
-            json_reply(
-                StatusCode::OK,
-                &json!({
-                    "revision": rt.revision,
-                    "file": snap.source.name,
-                    "store": self.store_kind(),
-                    "effective": counts,
-                    "runtime": runtime,
-                }),
-            ),
-            rt.revision,
-        ))
-    }
-
-    fn store_kind(&self) -> &'static str {
-        self.store.kind()
-    }
-
-    async fn status(&self) -> Result<Reply, ApiError> {
-        let gw = self.gateway()?;
-        let snap = gw.shared().snapshot.load_full();
-        let mut listeners = Vec::new();
-        for l in &snap.config.listeners {
-            let addr = gw.listener_addr(&l.name).await;
-            listeners.push(json!({
-                "name": l.name,
-                "bind": l.bind.0.to_string(),
-                "address": addr.map(|a| a.to_string()),
-                "tls": l.tls.is_some(),
-            }));
-        }
-        Ok(json_reply(
-            StatusCode::OK,
-            &json!({
-                "ready": gw.shared().is_ready(),
-                "revision": snap.source.runtime.revision,
-                "store": self.store_kind(),
-                "listeners": listeners,
-                "open_connections": gw.shared().active_connections(),
-                "upstreams": torii_proxy::upstream_status::all_json(&snap),
-                "redis": snap.redis.as_ref().map(|r| torii_proxy::upstream_status::redis_json(r)),
-            }),
-        ))
-    }
 }
 
 impl AdminApi for Admin {
@@ -565,91 +486,9 @@ fn entity_kind(s: &str) -> Result<EntityKind, ApiError> {
     })
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    http_body_util::Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the body is over 1 MiB (or could not be read)",
-            )
-        })
-}
-
-/// Deepest nesting of an admin body: the config file's own limit, so whatever is stored can
-/// be exported as YAML and read back.
-pub const MAX_DEPTH: usize = 48;
-
-fn depth(v: &Value) -> usize {
-    match v {
-        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    if depth(&v) > MAX_DEPTH {
-        return Err(ApiError::bad_request(format!(
-            "the body nests deeper than {MAX_DEPTH} levels"
-        )));
-    }
-    Ok(v)
-}
-
-async fn read_json(body: Incoming) -> Result<Value, ApiError> {
-    parse_json(&read_body(body).await?)
-}
-
-async fn read_json_or_empty(body: Incoming) -> Result<Value, ApiError> {
-    let bytes = read_body(body).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    parse_json(&bytes)
-}
-
 /// Now, RFC 3339 UTC.
 fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// Reads `limit` (1 to 1,000, default 100) and other query parameters.
-pub(crate) struct Query {
-    pub limit: usize,
-    pub params: Vec<(String, String)>,
-}
-
-impl Query {
-    pub(crate) fn parse(q: Option<&str>) -> Result<Self, ApiError> {
-        let params: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let limit = match params.iter().find(|(k, _)| k == "limit") {
-            None => 100,
-            Some((_, v)) => match v.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "limit must be a number from 1 to 1000, not `{v}`"
-                    )));
-                }
-            },
-        };
-        Ok(Self { limit, params })
-    }
-
-    pub(crate) fn get(&self, k: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    }
 }

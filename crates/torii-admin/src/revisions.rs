@@ -20,7 +20,8 @@ fn store_error(e: StoreError) -> ApiError {
     )
 }
 
-fn op(c: &crate::store::ItemChange) -> &'static str {
+/// `create`, `delete` or `update`.
+pub(crate) fn op(c: &crate::store::ItemChange) -> &'static str {
     match (&c.before, &c.after) {
         (None, Some(_)) => "create",
         (Some(_), None) => "delete",
