@@ -39,7 +39,7 @@ fn desired(body: &Value) -> Result<BTreeMap<EntityKind, BTreeMap<String, Value>>
     for kind in KINDS {
         let mut items = BTreeMap::new();
         match (kind, m.get(kind.section())) {
-            (_, None | Some(Value::Null)) => {}
+            (_, None) => {}
             (EntityKind::Plugins, Some(Value::Object(p))) => {
                 for (name, v) in p {
                     items.insert(name.clone(), v.clone());

@@ -179,7 +179,7 @@ pub fn document(config_schema: &Value) -> Value {
         json!({"type": "string"}),
     );
     let etags =
-        json!({"type": "string", "pattern": "^(\\*|(W/)?\"[^\"]*\"(\\s*,\\s*(W/)?\"[^\"]*\")*)$"});
+        json!({"type": "string", "pattern": "^(|\\*|(W/)?\"[^\"]*\"(\\s*,\\s*(W/)?\"[^\"]*\")*)$"});
     let if_match = param(
         "If-Match",
         "header",
