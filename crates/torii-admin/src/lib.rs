@@ -296,6 +296,27 @@ impl Admin {
             }
             Store::None => return Ok(current.revision),
         };
+        // The revision this node runs must still be the store's (same number, same time):
+        // a store restored from a backup and written again reuses numbers.
+        if current.revision > 0
+            && let Some(at) = &current.at
+        {
+            let same = pg
+                .record(current.revision)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some_and(|r| &r.at == at);
+            if !same {
+                tracing::warn!(
+                    revision = current.revision,
+                    "the config store no longer has the revision this node runs (restored from a backup?); reloading it whole"
+                );
+                let whole = pg.load().await.map_err(|e| e.to_string())?;
+                return self
+                    .load_and_apply(gw, &snap, whole, current.revision)
+                    .await;
+            }
+        }
         let records = pg
             .since(current.revision)
             .await
@@ -487,8 +508,17 @@ fn entity_kind(s: &str) -> Result<EntityKind, ApiError> {
 }
 
 /// Now, RFC 3339 UTC.
+/// Microseconds, as PostgreSQL keeps them: the text must read back the same from the store.
 fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
 }

@@ -358,3 +358,67 @@ async fn with_postgres_down_nodes_serve_their_last_config_restart_from_it_and_ca
         assert_eq!(status_with_key(n, "/private", &key).await, StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_notices_a_store_restored_from_a_backup_and_reloads_it_whole() {
+    let Some(url) = database().await else { return };
+    let (server, db) = url.rsplit_once('/').unwrap();
+    let host = server
+        .rsplit_once('@')
+        .map_or(server.trim_start_matches("postgres://"), |(_, h)| h);
+    let target: SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+    let cut = Cut::start(target).await;
+    let user = server
+        .trim_start_matches("postgres://")
+        .split('@')
+        .next()
+        .unwrap();
+    let via_cut = format!("postgres://{user}@{}/{db}", cut.addr);
+    let text = config(FILE);
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&via_cut, &text, da.path()).await;
+    for name in ["old1", "old2"] {
+        assert_eq!(
+            put(a.admin, &format!("/config/consumers/{name}"), json!({}))
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+    }
+    // A is cut off; the store is "restored" to empty and written again past A's revision.
+    cut.set(false);
+    {
+        use sqlx::Connection as _;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("TRUNCATE torii_entities, torii_revisions")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let b = node(&url, &text, db_dir.path()).await;
+    for name in ["new1", "new2", "new3"] {
+        assert_eq!(
+            put(b.admin, &format!("/config/consumers/{name}"), json!({}))
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+    }
+    cut.set(true);
+    // A ends with exactly the store's consumers, not its old ones plus revision 3's change.
+    let start = Instant::now();
+    loop {
+        let names: Vec<String> =
+            get(a.admin, "/config/consumers?owner=runtime").await.json()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string())
+                .collect();
+        if names == ["new1", "new2", "new3"] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "A has {names:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

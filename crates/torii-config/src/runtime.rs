@@ -79,6 +79,11 @@ pub struct Entity {
 pub struct Runtime {
     /// The store revision (0: nothing was ever written).
     pub revision: u64,
+    /// When that revision was written (RFC 3339, microseconds, UTC): with the number, it
+    /// identifies the revision, so a node can tell a store restored from a backup (the same
+    /// number written again) from the one it followed.
+    #[serde(default)]
+    pub at: Option<String>,
     /// Entities by kind, then by name.
     #[serde(default)]
     pub entities: BTreeMap<EntityKind, BTreeMap<String, Entity>>,

@@ -72,6 +72,7 @@ impl Record {
         }
         rt.entities.retain(|_, m| !m.is_empty());
         rt.revision = self.revision;
+        rt.at = Some(self.at.clone());
     }
 }
 

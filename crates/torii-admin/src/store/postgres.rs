@@ -131,11 +131,20 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        let revision: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM torii_revisions")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
+        let latest = sqlx::query(&format!(
+            "SELECT {} FROM torii_revisions ORDER BY revision DESC LIMIT 1",
+            Self::COLUMNS
+        ))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let (revision, at) = match &latest {
+            Some(row) => {
+                let r = Self::record_of(row)?;
+                (r.revision as i64, Some(r.at))
+            }
+            None => (0, None),
+        };
         let rows = sqlx::query("SELECT kind, name, value, revision FROM torii_entities")
             .fetch_all(&mut *tx)
             .await
@@ -143,6 +152,7 @@ impl PgStore {
         tx.commit().await.map_err(db)?;
         let mut rt = Runtime {
             revision: revision as u64,
+            at,
             ..Runtime::default()
         };
         for row in rows {
