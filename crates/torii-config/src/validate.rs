@@ -186,62 +186,15 @@ pub(crate) fn validate(tree: &Node, p: &Partial, out: &mut Vec<Diagnostic>) -> R
             );
         }
         if let Some(tls) = &l.tls {
-            let at = |k| {
-                [
+            tls_files(
+                &mut ctx,
+                &[
                     PathSeg::Key("listeners"),
                     PathSeg::Index(i),
                     PathSeg::Key("tls"),
-                    PathSeg::Key(k),
-                ]
-            };
-            if let Some(ca) = tls.client_auth.as_ref().map(|c| &c.ca)
-                && let Err(e) = crate::schema::pem::certs(ca)
-            {
-                ctx.err(
-                    &[
-                        PathSeg::Key("listeners"),
-                        PathSeg::Index(i),
-                        PathSeg::Key("tls"),
-                        PathSeg::Key("client_auth"),
-                        PathSeg::Key("ca"),
-                    ],
-                    e,
-                    "point `ca` at a PEM file with the CA certificates of your clients",
-                );
-            }
-            if tls.certificates.is_empty() {
-                ctx.err(
-                    &at("certificates"),
-                    "TLS needs at least one certificate",
-                    "add `certificates: [{cert: cert.pem, key: key.pem}]`",
-                );
-            }
-            for (c, files) in tls.certificates.iter().enumerate() {
-                let file_at = |k| {
-                    [
-                        PathSeg::Key("listeners"),
-                        PathSeg::Index(i),
-                        PathSeg::Key("tls"),
-                        PathSeg::Key("certificates"),
-                        PathSeg::Index(c),
-                        PathSeg::Key(k),
-                    ]
-                };
-                if let Err(e) = crate::schema::pem::certs(&files.cert) {
-                    ctx.err(
-                        &file_at("cert"),
-                        e,
-                        "give the path of a PEM certificate chain, leaf first",
-                    );
-                }
-                if let Err(e) = crate::schema::pem::key(&files.key) {
-                    ctx.err(
-                        &file_at("key"),
-                        e,
-                        "give the path of the PEM private key of that certificate",
-                    );
-                }
-            }
+                ],
+                tls,
+            );
         }
     }
     for (i, u) in p.upstreams.iter().enumerate() {
@@ -791,14 +744,22 @@ pub(crate) fn server(tree: &Node, config: &Config) -> Vec<Diagnostic> {
 
 /// A non-loopback admin listener needs tokens; token hashes are well-formed and names unique.
 fn admin(ctx: &mut Ctx<'_>, admin: &crate::schema::Admin) {
-    if admin.enabled && !admin.bind.0.ip().is_loopback() && admin.tokens.is_empty() {
+    if let Some(tls) = &admin.tls {
+        tls_files(ctx, &[PathSeg::Key("admin"), PathSeg::Key("tls")], tls);
+    }
+    let mutual = admin
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_auth.as_ref())
+        .is_some_and(|c| c.required);
+    if admin.enabled && !admin.bind.0.ip().is_loopback() && admin.tokens.is_empty() && !mutual {
         ctx.err(
             &[PathSeg::Key("admin"), PathSeg::Key("bind")],
             format!(
                 "the admin listener on {} is reachable from other hosts without authentication",
                 admin.bind.0
             ),
-            "add `admin.tokens` (hashes from `torii hash-key --generate`), or bind to 127.0.0.1",
+            "add `admin.tokens` (hashes from `torii hash-key --generate`), require client certificates (`admin.tls.client_auth.required: true`), or bind to 127.0.0.1",
         );
     }
     let mut seen = HashSet::new();
@@ -826,6 +787,53 @@ fn admin(ctx: &mut Ctx<'_>, admin: &crate::schema::Admin) {
                 ],
                 format!("admin token `{}` is listed twice", t.name),
                 "token names must be unique",
+            );
+        }
+    }
+}
+
+/// The PEM files of a TLS listener (a listener's or the admin listener's) can be read and
+/// parsed; `base` is the path of its `tls` key.
+fn tls_files(ctx: &mut Ctx<'_>, base: &[PathSeg<'_>], tls: &crate::schema::ListenerTls) {
+    let at = |keys: &[PathSeg<'static>]| -> Vec<PathSeg<'_>> {
+        base.iter().copied().chain(keys.iter().copied()).collect()
+    };
+    if let Some(ca) = tls.client_auth.as_ref().map(|c| &c.ca)
+        && let Err(e) = crate::schema::pem::certs(ca)
+    {
+        ctx.err(
+            &at(&[PathSeg::Key("client_auth"), PathSeg::Key("ca")]),
+            e,
+            "point `ca` at a PEM file with the CA certificates of your clients",
+        );
+    }
+    if tls.certificates.is_empty() {
+        ctx.err(
+            &at(&[PathSeg::Key("certificates")]),
+            "TLS needs at least one certificate",
+            "add `certificates: [{cert: cert.pem, key: key.pem}]`",
+        );
+    }
+    for (c, files) in tls.certificates.iter().enumerate() {
+        let file_at = |k: &'static str| {
+            at(&[
+                PathSeg::Key("certificates"),
+                PathSeg::Index(c),
+                PathSeg::Key(k),
+            ])
+        };
+        if let Err(e) = crate::schema::pem::certs(&files.cert) {
+            ctx.err(
+                &file_at("cert"),
+                e,
+                "give the path of a PEM certificate chain, leaf first",
+            );
+        }
+        if let Err(e) = crate::schema::pem::key(&files.key) {
+            ctx.err(
+                &file_at("key"),
+                e,
+                "give the path of the PEM private key of that certificate",
             );
         }
     }

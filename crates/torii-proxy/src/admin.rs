@@ -18,8 +18,23 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Binds the admin listener and serves it until shutdown.
-pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+/// Binds the admin listener and serves it until shutdown, over TLS when `tls` is given
+/// (HTTP/1.1 only; client certificates as its `client_auth` says).
+pub async fn start(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<&torii_config::schema::ListenerTls>,
+) -> std::io::Result<SocketAddr> {
+    let acceptor = match tls {
+        Some(t) => {
+            let rt = crate::tls::server_config(t)
+                .map_err(|e| std::io::Error::other(format!("admin TLS: {e}")))?;
+            let mut config = (*rt.config).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -29,20 +44,49 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Soc
                 continue;
             };
             let shared = shared.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(req, &shared, bound).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let Some(acceptor) = acceptor else {
+                    serve(TokioIo::new(stream), shared, bound, None).await;
+                    return;
+                };
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                // The handshake verified the certificate against `client_auth.ca`.
+                let client = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|der| crate::tls::client_cert(der.as_ref()))
+                    .map(|c| c.common_name.clone().unwrap_or_else(|| c.subject.clone()));
+                serve(TokioIo::new(tls), shared, bound, client.map(Arc::from)).await;
             });
         }
     });
     Ok(bound)
+}
+
+/// Serves one admin connection. `client`: the verified client certificate's name.
+async fn serve<I>(io: TokioIo<I>, shared: Arc<Shared>, bound: SocketAddr, client: Option<Arc<str>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        let client = client.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(route(req, &shared, bound, client.as_deref()).await)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(io, svc)
+        .await;
 }
 
 /// Who made an admin request.
@@ -72,12 +116,13 @@ async fn route(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     bound: SocketAddr,
+    client: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == "/healthz" || path == "/readyz" {
         return respond(&req, shared);
     }
-    let who = match authorize(&req, shared, bound) {
+    let who = match authorize(&req, shared, bound, client) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -106,10 +151,14 @@ async fn route(
 /// Without tokens, only a loopback socket serves (a reload cannot open a socket bound
 /// elsewhere at startup), and only to requests a browser page cannot forge: no `Origin`, no
 /// cross-site `Sec-Fetch-Site`, and a loopback `Host` (DNS rebinding names another host).
+///
+/// With a verified client certificate (mutual TLS) and no tokens, the client is
+/// `cert:<common name>` with read and write.
 fn authorize(
     req: &Request<Incoming>,
     shared: &Shared,
     bound: SocketAddr,
+    client: Option<&str>,
 ) -> Result<Principal, Box<Response<Full<Bytes>>>> {
     use subtle::ConstantTimeEq;
     let snap = shared.snapshot.load();
@@ -121,7 +170,7 @@ fn authorize(
                 serde_json::json!({"error": "forbidden", "message": m}),
             ))
         };
-        if !bound.ip().is_loopback() {
+        if !bound.ip().is_loopback() && client.is_none() {
             return Err(refuse(
                 "the admin listener is bound to a non-loopback address and the running config has no admin.tokens",
             ));
@@ -134,6 +183,12 @@ fn authorize(
             return Err(refuse(
                 "requests from web pages are refused by an admin listener without tokens",
             ));
+        }
+        if let Some(name) = client {
+            return Ok(Principal {
+                name: format!("cert:{name}"),
+                can_write: true,
+            });
         }
         let host = get(header::HOST).or_else(|| req.uri().host()).unwrap_or("");
         if !loopback_host(host) {

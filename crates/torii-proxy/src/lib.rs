@@ -147,7 +147,7 @@ impl Gateway {
             drained: Notify::new(),
         });
         let admin = if admin_cfg.enabled {
-            Some(admin::start(admin_cfg.bind.0, shared.clone()).await?)
+            Some(admin::start(admin_cfg.bind.0, shared.clone(), admin_cfg.tls.as_ref()).await?)
         } else {
             None
         };

@@ -594,3 +594,69 @@ async fn mtls_auth_maps_client_certificates_to_consumers() {
     .await;
     assert!(forged.is_err() || forged.unwrap().0 != StatusCode::OK);
 }
+
+/// GET `path` over TLS with HTTP/1.1.
+async fn tls_get_path(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<StatusCode, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("admin.test".to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, BoxBody>(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::get(path)
+                .header("host", "admin.test")
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(resp.status())
+}
+
+#[tokio::test]
+async fn the_admin_listener_can_require_client_certificates_instead_of_tokens() {
+    let pki = Pki::new("admin-mtls");
+    let server = pki.leaf("admin", &["admin.test"]);
+    let client = pki.leaf_with_cn("operator", "operator", &[]);
+    let yaml = config("").replace(
+        "admin:\n  bind: 127.0.0.1:0\n",
+        &format!(
+            "admin:\n  bind: 0.0.0.0:0\n  tls:\n    certificates: [{{cert: '{}', key: '{}'}}]\n    client_auth: {{ca: '{}', required: true}}\n",
+            server.0,
+            server.1,
+            pki.ca_path()
+        ),
+    );
+    // Off loopback without tokens: allowed because client certificates are required.
+    let gw = gateway(&yaml).await;
+    let port = gw.admin_addr().unwrap().port();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let with = client_with_cert(pki.roots(), &client);
+    assert_eq!(
+        tls_get_path(admin, with, "/metrics").await.unwrap(),
+        StatusCode::OK
+    );
+    // No client certificate: no handshake (or no answer); plain HTTP: nothing either.
+    let without = client_config(pki.roots(), &[b"http/1.1"]);
+    assert!(tls_get_path(admin, without, "/metrics").await.is_err());
+    let plain = raw(admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(!plain.contains("200 OK"), "{plain}");
+    // The same off-loopback listener without client_auth.required is a config error.
+    let lax = yaml.replace("required: true", "required: false");
+    let e = load_str("t.yaml", &lax).err().unwrap().to_string();
+    assert!(
+        e.contains("admin.bind") && e.contains("client certificates"),
+        "{e}"
+    );
+}

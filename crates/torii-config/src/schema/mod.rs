@@ -250,6 +250,10 @@ pub struct Admin {
     /// and `/readyz` needs `Authorization: Bearer <token>`. Without tokens (loopback only)
     /// every local client may read and write.
     pub tokens: Vec<AdminToken>,
+    /// Serve the admin listener over TLS (HTTP/1.1). With `client_auth.required`, only
+    /// clients with a certificate from that CA get in (mutual TLS); without tokens they act
+    /// as `cert:<common name>` with read and write. Read at startup only.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for Admin {
@@ -258,6 +262,7 @@ impl Default for Admin {
             enabled: true,
             bind: SocketAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 9901))),
             tokens: Vec::new(),
+            tls: None,
         }
     }
 }
