@@ -179,45 +179,52 @@ pub fn load_source<C: PluginCatalog + ?Sized>(
 
     // Drop what was already reported, then deserialize element by element so the cross-checks
     // still see everything that is valid.
-    let mut pruned = tree.clone();
-    for p in &prunes {
-        pruned.remove(p);
-    }
-    let json = pruned.to_json();
+    // (A valid config has nothing to prune: then the tree is not copied first.)
+    let mut json = if prunes.is_empty() {
+        tree.to_json()
+    } else {
+        let mut pruned = tree.clone();
+        for p in &prunes {
+            pruned.remove(p);
+        }
+        pruned.to_json()
+    };
+    // The element sections are moved out (each element deserialized from its own value);
+    // what is left is the rest of the document.
+    let mut take = |key: &str| json.as_object_mut().and_then(|o| o.remove(key));
+    let (listeners, upstreams, routes) = (take("listeners"), take("upstreams"), take("routes"));
     let mut partial = Partial::default();
-    let root = json.as_object();
-    let section = |key: &str| root.and_then(|r| r.get(key));
+    if listeners.is_none() {
+        partial.broken_names.insert("listeners".into());
+    }
     partial.listeners = elements(
         &tree,
         "listeners",
-        section("listeners"),
+        listeners,
         &mut partial.broken_names,
         &mut errors,
     );
     partial.upstreams = elements(
         &tree,
         "upstreams",
-        section("upstreams"),
+        upstreams,
         &mut partial.broken_names,
         &mut errors,
     );
     partial.routes = elements(
         &tree,
         "routes",
-        section("routes"),
+        routes,
         &mut partial.broken_names,
         &mut errors,
     );
-    partial.versioning = section("versioning").is_some_and(|v| !v.is_null());
-    if section("listeners").is_none() {
-        partial.broken_names.insert("listeners".into());
-    }
+    partial.versioning = json.get("versioning").is_some_and(|v| !v.is_null());
     let routers = validate::validate(&tree, &partial, &mut errors);
     if !errors.is_empty() {
         return Err(Diagnostics::new(name, src, locate(errors)).redacting(&tree));
     }
     // Everything checked: the whole document deserializes (the rest of the sections).
-    let mut rest = json.clone();
+    let mut rest = json;
     if let Some(obj) = rest.as_object_mut() {
         for key in ["listeners", "upstreams", "routes"] {
             obj.insert(key.into(), Value::Array(Vec::new()));
@@ -271,7 +278,7 @@ fn plugin_diagnostic(tree: &Node, e: PluginError) -> Diagnostic {
 fn elements<T: DeserializeOwned>(
     tree: &Node,
     section: &'static str,
-    value: Option<&Value>,
+    value: Option<Value>,
     broken: &mut std::collections::HashSet<String>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<Option<T>> {
@@ -279,18 +286,15 @@ fn elements<T: DeserializeOwned>(
         return Vec::new();
     };
     items
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            match deserialize(
-                tree,
-                &[PathSeg::Key(section), PathSeg::Index(i)],
-                item.clone(),
-            ) {
+            let name = item.get("name").and_then(Value::as_str).map(String::from);
+            match deserialize(tree, &[PathSeg::Key(section), PathSeg::Index(i)], item) {
                 Ok(v) => Some(v),
                 Err(d) => {
-                    if let Some(name) = item.get("name").and_then(Value::as_str) {
-                        broken.insert(name.to_string());
+                    if let Some(name) = name {
+                        broken.insert(name);
                     }
                     // The schema check already reported why, unless it missed something.
                     if !errors
