@@ -20,6 +20,9 @@ pub struct LocalStore {
     /// Serializes commits of this process (the gateway's change lock already does; this
     /// keeps the store correct on its own).
     commits: Mutex<()>,
+    /// The revision in `runtime.json`, once read: the directory is locked to this process, so
+    /// a commit need not parse the whole file again to check it.
+    revision: Mutex<Option<u64>>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
@@ -53,7 +56,22 @@ impl LocalStore {
             dir,
             lock: Mutex::new(Some(lock)),
             commits: Mutex::new(()),
+            revision: Mutex::new(None),
         })
+    }
+
+    /// The revision in `runtime.json`.
+    fn revision(&self) -> Result<u64, StoreError> {
+        let mut cached = self
+            .revision
+            .lock()
+            .map_err(|_| StoreError::Io("store lock".into()))?;
+        if let Some(r) = *cached {
+            return Ok(r);
+        }
+        let r = self.load()?.revision;
+        *cached = Some(r);
+        Ok(r)
     }
 
     /// Releases the directory for another process (the gateway stopped).
@@ -99,7 +117,7 @@ impl LocalStore {
         if self.lock.lock().map_or(true, |l| l.is_none()) {
             return Err(StoreError::Io("the local store is closed".into()));
         }
-        let now = self.load()?.revision;
+        let now = self.revision()?;
         if now != expected {
             return Err(StoreError::Conflict(now));
         }
@@ -144,6 +162,9 @@ impl LocalStore {
             .and_then(|()| t.sync_all())
             .map_err(|e| io("cannot write", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io("cannot replace", &path, e))?;
+        if let Ok(mut r) = self.revision.lock() {
+            *r = Some(next.revision);
+        }
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
@@ -153,7 +174,7 @@ impl LocalStore {
     /// Every record, oldest first. Records beyond the current revision (a crash between the
     /// history append and the switch) are left out; for a revision written twice, the last.
     pub(crate) fn read_history(&self) -> Result<Vec<Record>, StoreError> {
-        let current = self.load()?.revision;
+        let current = self.revision()?;
         let hist = self.history_path();
         let text = match std::fs::read_to_string(&hist) {
             Ok(t) => t,
