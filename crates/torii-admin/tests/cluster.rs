@@ -40,6 +40,20 @@ async fn database() -> Option<String> {
     Some(format!("{server}/{name}"))
 }
 
+/// Drops a database `database()` made (its nodes' connections are cut), so a shared
+/// `DATABASE_URL` does not collect them.
+async fn drop_database(db: &str) {
+    use sqlx::Connection as _;
+    let (Ok(url), Some((_, name))) = (std::env::var("DATABASE_URL"), db.rsplit_once('/')) else {
+        return;
+    };
+    if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut c)
+            .await;
+    }
+}
+
 fn fastrand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -228,6 +242,7 @@ async fn three_nodes_agree_within_a_second_refuse_bad_writes_and_roll_back_toget
     for n in all {
         assert_eq!(status_with_key(n, "/private", &key).await, StatusCode::OK);
     }
+    drop_database(&url).await;
 }
 
 /// A TCP forwarder to PostgreSQL that the test can cut (closing every connection and
@@ -357,6 +372,7 @@ async fn with_postgres_down_nodes_serve_their_last_config_restart_from_it_and_ca
     for n in [&a, &b, &c] {
         assert_eq!(status_with_key(n, "/private", &key).await, StatusCode::OK);
     }
+    drop_database(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,4 +437,5 @@ async fn a_node_notices_a_store_restored_from_a_backup_and_reloads_it_whole() {
         assert!(start.elapsed() < Duration::from_secs(15), "A has {names:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop_database(&url).await;
 }

@@ -630,4 +630,21 @@ fn three_processes_share_runtime_entities_through_postgresql() {
             .unwrap();
         assert!(child.wait().unwrap().success());
     }
+    // The database goes, so a shared DATABASE_URL does not collect them.
+    let (url, name) = (
+        std::env::var("DATABASE_URL").unwrap(),
+        db.rsplit_once('/').unwrap().1.to_string(),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use sqlx::Connection as _;
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
 }
