@@ -154,17 +154,7 @@ pub async fn apply(
             Ok(puts)
         })
         .await?;
-    let changes: Vec<Value> = record
-        .changes
-        .iter()
-        .map(|c| {
-            json!({
-                "kind": c.kind.singular(),
-                "name": c.name,
-                "op": crate::revisions::op(c),
-            })
-        })
-        .collect();
+    let changes: Vec<Value> = record.changes.iter().map(crate::revisions::brief).collect();
     let status = StatusCode::OK;
     Ok(with_etag(
         json_reply(

@@ -35,12 +35,13 @@ fn summary(r: &Record) -> Value {
         "at": r.at,
         "actor": r.actor,
         "action": r.action,
-        "changes": r.changes.iter().map(|c| json!({
-            "kind": c.kind.singular(),
-            "name": c.name,
-            "op": op(c),
-        })).collect::<Vec<_>>(),
+        "changes": r.changes.iter().map(brief).collect::<Vec<_>>(),
     })
+}
+
+/// One change as lists show it: `{"kind", "name", "op"}`.
+pub(crate) fn brief(c: &crate::store::ItemChange) -> Value {
+    json!({ "kind": c.kind.singular(), "name": c.name, "op": op(c) })
 }
 
 fn parse_revision(s: &str) -> Result<u64, ApiError> {

@@ -280,6 +280,17 @@ impl Cut {
         });
         Self { addr, up }
     }
+    /// A forwarder in front of the PostgreSQL of `url`, and the URL that goes through it.
+    async fn in_front_of(url: &str) -> (Self, String) {
+        let (server, db) = url.rsplit_once('/').unwrap();
+        let rest = server.trim_start_matches("postgres://");
+        let (user, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+        let target: SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+        let cut = Self::start(target).await;
+        let via = format!("postgres://{user}@{}/{db}", cut.addr);
+        (cut, via)
+    }
+
     fn set(&self, up: bool) {
         self.up.send_replace(up);
     }
@@ -288,18 +299,7 @@ impl Cut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_postgres_down_nodes_serve_their_last_config_restart_from_it_and_catch_up() {
     let Some(url) = database().await else { return };
-    let (server, db) = url.rsplit_once('/').unwrap();
-    let host = server
-        .rsplit_once('@')
-        .map_or(server.trim_start_matches("postgres://"), |(_, h)| h);
-    let target: SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
-    let cut = Cut::start(target).await;
-    let user = server
-        .trim_start_matches("postgres://")
-        .split('@')
-        .next()
-        .unwrap();
-    let via_cut = format!("postgres://{user}@{}/{db}", cut.addr);
+    let (cut, via_cut) = Cut::in_front_of(&url).await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let text = config(FILE);
     let a = node(&via_cut, &text, dirs[0].path()).await;
@@ -378,18 +378,7 @@ async fn with_postgres_down_nodes_serve_their_last_config_restart_from_it_and_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_notices_a_store_restored_from_a_backup_and_reloads_it_whole() {
     let Some(url) = database().await else { return };
-    let (server, db) = url.rsplit_once('/').unwrap();
-    let host = server
-        .rsplit_once('@')
-        .map_or(server.trim_start_matches("postgres://"), |(_, h)| h);
-    let target: SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
-    let cut = Cut::start(target).await;
-    let user = server
-        .trim_start_matches("postgres://")
-        .split('@')
-        .next()
-        .unwrap();
-    let via_cut = format!("postgres://{user}@{}/{db}", cut.addr);
+    let (cut, via_cut) = Cut::in_front_of(&url).await;
     let text = config(FILE);
     let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = node(&via_cut, &text, da.path()).await;
