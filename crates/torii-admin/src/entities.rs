@@ -12,6 +12,7 @@ use crate::{Admin, Query};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use torii_config::{EntityKind, Runtime};
 use torii_proxy::admin::Principal;
 
@@ -90,7 +91,7 @@ pub fn list(admin: &Admin, kind: EntityKind, query: Option<&str>) -> Result<Repl
     } else {
         file_entities(admin, kind)?
     };
-    let empty = BTreeMap::new();
+    let empty = torii_config::Entities::new();
     let runtime = if owner == Some(Owner::File) {
         &empty
     } else {
@@ -99,8 +100,20 @@ pub fn list(admin: &Admin, kind: EntityKind, query: Option<&str>) -> Result<Repl
     let after = q.get("after").unwrap_or("");
     let prefix = q.get("prefix").unwrap_or("");
     let limit = q.limit;
-    let mut names = page(&file, after, prefix, limit);
-    names.extend(page(runtime, after, prefix, limit));
+    let from = start(after, prefix);
+    let mut names = page(
+        file.range::<String, _>((from.clone(), Bound::Unbounded))
+            .map(|(k, _)| k),
+        prefix,
+        limit,
+    );
+    names.extend(page(
+        runtime
+            .range::<_, String>((from, Bound::Unbounded))
+            .map(|(k, _)| k),
+        prefix,
+        limit,
+    ));
     names.sort();
     names.dedup();
     let more = names.len() > q.limit;
@@ -120,17 +133,22 @@ pub fn list(admin: &Admin, kind: EntityKind, query: Option<&str>) -> Result<Repl
     ))
 }
 
-/// Up to `limit + 1` names after `after` that start with `prefix`.
-fn page<V>(m: &BTreeMap<String, V>, after: &str, prefix: &str, limit: usize) -> Vec<String> {
-    use std::ops::Bound;
-    let start = if after.is_empty() {
-        Bound::Unbounded
+/// Where a page starts: after `after`, and not before `prefix`.
+fn start(after: &str, prefix: &str) -> Bound<String> {
+    if after.is_empty() || after < prefix {
+        if prefix.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Included(prefix.to_string())
+        }
     } else {
         Bound::Excluded(after.to_string())
-    };
-    m.range::<String, _>((start, Bound::Unbounded))
-        .map(|(k, _)| k)
-        .skip_while(|k| !k.starts_with(prefix) && k.as_str() < prefix)
+    }
+}
+
+/// Up to `limit + 1` names (in order, from [`start`]) that start with `prefix`.
+fn page<'a>(names: impl Iterator<Item = &'a String>, prefix: &str, limit: usize) -> Vec<String> {
+    names
         .take_while(|k| k.starts_with(prefix))
         .take(limit + 1)
         .cloned()

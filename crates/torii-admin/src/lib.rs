@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod credentials;
 pub mod entities;
 pub mod openapi;
+mod prepare;
 pub mod reply;
 mod request;
 pub mod revisions;
@@ -100,13 +101,22 @@ impl Admin {
             .snapshot
             .load()
             .source
+            .load()
             .runtime
             .clone())
     }
 
     /// The file's elements as written, parsed once per file text.
     pub(crate) fn file_json(&self) -> Result<Arc<Value>, ApiError> {
-        let text = self.gateway()?.shared().snapshot.load().source.text.clone();
+        let text = self
+            .gateway()?
+            .shared()
+            .snapshot
+            .load()
+            .source
+            .load()
+            .text
+            .clone();
         let mut cached = self
             .file
             .lock()
@@ -160,25 +170,24 @@ impl Admin {
         // In a cluster another node may have written since this one caught up: then catch
         // up and plan again (preconditions are checked against the newer entities).
         let mut attempts = 0;
-        let (next, record, loaded) = loop {
+        let (next, record, prepared, snap) = loop {
             attempts += 1;
             let snap = gw.shared().snapshot.load_full();
-            let current = snap.source.runtime.clone();
+            let current = snap.source.load().runtime.clone();
             let (next, record) = self.plan_next(&current, who, action, &mut plan)?;
             if record.changes.is_empty() {
                 return Ok((current, record));
             }
             let next = Arc::new(next);
-            let loaded = self
-                .load(&gw, snap.source.with_runtime(next.clone()))
+            let prepared = self
+                .prepare(&gw, &snap, next.clone(), &record.changes)
                 .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?
-                .map_err(|d| ApiError::invalid(&d))?;
+                .map_err(prepare::Refused::api_error)?;
             if dry_run {
                 return Ok((current, record));
             }
             match self.store.commit(current.revision, &next, &record).await {
-                Ok(()) => break (next, record, loaded),
+                Ok(()) => break (next, record, prepared, snap),
                 Err(StoreError::Conflict(r)) if attempts < 3 => {
                     tracing::info!(
                         at = current.revision,
@@ -213,7 +222,7 @@ impl Admin {
             }
         };
         let revision = record.revision;
-        if let Err(e) = gw.apply(loaded).await {
+        if let Err(e) = self.put_in_place(&gw, &snap, prepared, next.clone()).await {
             // Recorded but not running: a reload or the next change applies it.
             tracing::error!(target: "torii::audit", revision, error = %e, "a stored change could not be applied");
             return Err(ApiError::new(
@@ -280,7 +289,7 @@ impl Admin {
     /// [`Admin::sync`] with the change lock held.
     async fn catch_up(&self, gw: &Gateway) -> Result<u64, String> {
         let snap = gw.shared().snapshot.load_full();
-        let current = snap.source.runtime.clone();
+        let current = snap.source.load().runtime.clone();
         let pg = match &self.store {
             Store::Postgres(pg, _) => pg,
             // A local store ahead of the running config (a change stored but not applied):
@@ -291,7 +300,7 @@ impl Admin {
                     return Ok(current.revision);
                 }
                 return self
-                    .load_and_apply(gw, &snap, stored, current.revision)
+                    .load_and_apply(gw, &snap, stored, current.revision, &[])
                     .await;
             }
             Store::None => return Ok(current.revision),
@@ -313,7 +322,7 @@ impl Admin {
                 );
                 let whole = pg.load().await.map_err(|e| e.to_string())?;
                 return self
-                    .load_and_apply(gw, &snap, whole, current.revision)
+                    .load_and_apply(gw, &snap, whole, current.revision, &[])
                     .await;
             }
         }
@@ -325,22 +334,23 @@ impl Admin {
             .iter()
             .enumerate()
             .all(|(i, r)| r.revision == current.revision + 1 + i as u64);
-        let next = if records.is_empty() {
+        let (next, changes) = if records.is_empty() {
             // Nothing newer, unless the store went back (restored from a backup).
             if pg.revision().await.map_err(|e| e.to_string())? >= current.revision {
                 return Ok(current.revision);
             }
-            pg.load().await.map_err(|e| e.to_string())?
+            (pg.load().await.map_err(|e| e.to_string())?, Vec::new())
         } else if dense {
             let mut next = (*current).clone();
             for r in &records {
                 r.apply_to(&mut next);
             }
-            next
+            (next, store::net_changes(&records))
         } else {
-            pg.load().await.map_err(|e| e.to_string())?
+            (pg.load().await.map_err(|e| e.to_string())?, Vec::new())
         };
-        self.load_and_apply(gw, &snap, next, current.revision).await
+        self.load_and_apply(gw, &snap, next, current.revision, &changes)
+            .await
     }
 
     /// The one load path, on a blocking thread (a large config takes a while to check).
@@ -356,33 +366,33 @@ impl Admin {
             .map_err(|e| e.to_string())
     }
 
-    /// Loads the running file with `next` and applies it (catch-up).
+    /// Applies `next` (catch-up): built from `changes` when they are consumer changes only,
+    /// otherwise loaded with the running file (`changes` empty: not known).
     async fn load_and_apply(
         &self,
         gw: &Gateway,
         snap: &torii_proxy::snapshot::Snapshot,
         next: Runtime,
         running: u64,
+        changes: &[ItemChange],
     ) -> Result<u64, String> {
         let revision = next.revision;
         let next = Arc::new(next);
-        let loaded = self
-            .load(gw, snap.source.with_runtime(next.clone()))
-            .await?;
-        match loaded {
-            Ok(l) => {
-                gw.apply(l).await?;
+        match self.prepare(gw, snap, next.clone(), changes).await {
+            Ok(p) => {
+                self.put_in_place(gw, snap, p, next.clone()).await?;
                 self.store.keep_last_good(&next);
                 tracing::info!(revision, "caught up with the config store");
                 Ok(revision)
             }
-            Err(d) => {
+            Err(refused) => {
                 gw.reload_rejected();
+                let d = refused.describe();
                 tracing::error!(
                     revision,
                     "the config store's entities do not load with this node's file; keeping revision {running}:\n{d}"
                 );
-                Err(d.to_string())
+                Err(d)
             }
         }
     }

@@ -112,8 +112,12 @@ impl ApiError {
     /// 400 `invalid_config` from the loader's diagnostics: each with a JSON pointer when it
     /// is in a runtime entity, with the file line otherwise.
     pub fn invalid(d: &Diagnostics) -> Self {
-        let errors = d
-            .items
+        Self::invalid_items(&d.file, &d.items)
+    }
+
+    /// [`ApiError::invalid`] from diagnostics of the file `file`.
+    pub fn invalid_items(file: &str, items: &[torii_config::Diagnostic]) -> Self {
+        let errors: Vec<Value> = items
             .iter()
             .map(|i| {
                 let mut v = json!({ "path": i.path, "message": i.message });
@@ -121,7 +125,7 @@ impl ApiError {
                     v["pointer"] = json!(p);
                 }
                 if let Some(pos) = i.pos {
-                    v["file"] = json!(d.file);
+                    v["file"] = json!(file);
                     v["line"] = json!(pos.line);
                     v["column"] = json!(pos.col);
                 }
@@ -136,8 +140,8 @@ impl ApiError {
             "invalid_config",
             format!(
                 "the resulting config is not valid ({} problem{}); nothing was changed",
-                d.len(),
-                if d.len() == 1 { "" } else { "s" }
+                items.len(),
+                if items.len() == 1 { "" } else { "s" }
             ),
         );
         e.errors = errors;

@@ -29,12 +29,13 @@ impl Admin {
     pub(crate) fn config_summary(&self) -> Result<Reply, ApiError> {
         let gw = self.gateway()?;
         let snap = gw.shared().snapshot.load();
-        let rt = &snap.source.runtime;
+        let source = snap.source.load_full();
+        let rt = &source.runtime;
         let c = &snap.config;
         let counts = json!({
             "upstreams": c.upstreams.len(),
             "routes": c.routes.len(),
-            "consumers": c.consumers.len(),
+            "consumers": snap.consumers.directory().len(),
             "plugins": c.plugins.0.len(),
         });
         let runtime: serde_json::Map<String, Value> = torii_config::runtime::KINDS
@@ -51,7 +52,7 @@ impl Admin {
                 StatusCode::OK,
                 &json!({
                     "revision": rt.revision,
-                    "file": snap.source.name,
+                    "file": source.name,
                     "store": self.store_kind(),
                     "effective": counts,
                     "runtime": runtime,
@@ -82,7 +83,7 @@ impl Admin {
             StatusCode::OK,
             &json!({
                 "ready": gw.shared().is_ready(),
-                "revision": snap.source.runtime.revision,
+                "revision": snap.source.load().runtime.revision,
                 "store": self.store_kind(),
                 "listeners": listeners,
                 "open_connections": gw.shared().active_connections(),

@@ -26,6 +26,20 @@ pub fn check(schema: &Value, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<KeyP
     sink.prunes
 }
 
+/// Checks `node` (at `path`) against `schema`, a part of the document schema `root` (one
+/// element of a list section, checked on its own).
+pub fn check_at(
+    root: &Value,
+    schema: &Value,
+    node: &Node,
+    path: &KeyPath,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut sink = Sink::default();
+    Checker { root }.check(schema, node, path, &mut sink);
+    out.append(&mut sink.diags);
+}
+
 #[derive(Default)]
 struct Sink {
     diags: Vec<Diagnostic>,

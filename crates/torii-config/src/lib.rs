@@ -17,6 +17,7 @@
 pub mod check;
 pub mod diag;
 pub mod emit;
+pub mod entity;
 pub mod expand;
 pub mod plugins;
 pub mod runtime;
@@ -28,9 +29,10 @@ pub mod values;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use entity::{check_consumer, consumer_diagnostics};
 pub use expand::{Env, ProcessEnv};
 pub use plugins::{NoPlugins, PluginCatalog, PluginError, Seg};
-pub use runtime::{Entity, EntityKind, Runtime, Source};
+pub use runtime::{Entities, Entity, EntityKind, Runtime, Source};
 pub use schema::Config;
 pub use template::PathTemplate;
 pub use validate::Routers;

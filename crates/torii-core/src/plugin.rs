@@ -109,11 +109,10 @@ pub trait Plugin: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct PreflightMethods(pub Vec<http::Method>);
 
-/// An authenticated (or anonymous) API consumer, built once per config load.
-#[derive(Debug)]
+/// An authenticated (or anonymous) API consumer, built when its config is loaded or changed.
+/// Everything a request needs about it travels with it, so a consumer changed through the
+/// admin API is one new value in the consumer directory, not a rebuilt config.
 pub struct Consumer {
-    /// Position in the config's `consumers` list (indexes per-consumer plugin settings).
-    pub index: usize,
     /// Unique name.
     pub name: Arc<str>,
     /// Stable id sent upstream (defaults to the name).
@@ -124,6 +123,25 @@ pub struct Consumer {
     pub headers: ConsumerHeaders,
     /// Whether this is the anonymous consumer of a route (no credential was presented).
     pub anonymous: bool,
+    /// The plan (by index in its load) whose plugin settings it has as they are: chains run
+    /// that plan's part compiled at load.
+    pub plan: Option<usize>,
+    /// Its own plugin settings merged over its plan's, when it has any of its own (the plugin
+    /// pipeline's type; opaque here).
+    pub settings: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("groups", &self.groups)
+            .field("anonymous", &self.anonymous)
+            .field("plan", &self.plan)
+            .field("own_settings", &self.settings.is_some())
+            .finish()
+    }
 }
 
 /// Header values of a consumer's identity.

@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
     let catalog = Catalog::builtin().unwrap();
     let loaded = torii_config::load_str("bench.yaml", &yaml, &|_: &str| None, &catalog).unwrap();
     let chains = &loaded.plugins.chains;
-    let consumers = &loaded.plugins.consumer_plugins;
+
     let exp = 4_102_444_800u64;
     let hs: Vec<String> = keys
         .iter()
@@ -122,7 +122,7 @@ fn bench(c: &mut Criterion) {
                 let mut parts = requests[i].clone();
                 let mut cx = ctx();
                 let mut ran = 0;
-                let r = rt.block_on(chain.on_request(&mut parts, &mut cx, consumers, &mut ran));
+                let r = rt.block_on(chain.on_request(&mut parts, &mut cx, &mut ran));
                 assert!(matches!(r, Ok(None)) && cx.consumer.is_some());
                 black_box(cx);
             })

@@ -36,23 +36,17 @@ pub fn sort(entries: &mut [Entry]) {
     entries.sort_by_key(Entry::key);
 }
 
-/// Plugin settings of consumers and plans.
-#[derive(Default)]
-pub struct ConsumerPlugins {
-    /// By consumer index: its settings (its plan's under its own; empty for most consumers).
-    pub(crate) maps: Vec<HashMap<&'static str, Entry>>,
-    /// By consumer index: the plan whose settings it has as they are (no own plugins). Chains
-    /// compile the rest of the chain for each plan at load, so these consumers' requests
-    /// merge nothing.
-    pub(crate) plan_of: Arc<[Option<usize>]>,
-    /// By plan index: its settings.
-    pub(crate) plans: Vec<HashMap<&'static str, Entry>>,
-}
+/// Plugin settings by plugin name: a plan's, or a consumer's own over its plan's (what
+/// [`Consumer::settings`] holds).
+pub type Settings = HashMap<&'static str, Entry>;
 
-impl ConsumerPlugins {
-    fn of(&self, consumer: &Consumer) -> Option<&HashMap<&'static str, Entry>> {
-        self.maps.get(consumer.index).filter(|m| !m.is_empty())
-    }
+/// A consumer's own settings, when it has any.
+fn own_settings(consumer: &Consumer) -> Option<&Settings> {
+    consumer
+        .settings
+        .as_ref()?
+        .downcast_ref::<Settings>()
+        .filter(|m| !m.is_empty())
 }
 
 /// The compiled chain of one route.
@@ -73,19 +67,18 @@ pub struct Chain {
     strippers: Box<[usize]>,
     /// The plugins that wrap the upstream call, outermost first (the exchange stack).
     stages: Box<[Arc<dyn Plugin>]>,
-    /// By plan index: the rest of the chain after authentication with the plan's settings.
+    /// By plan index: the rest of the chain after authentication with the plan's settings
+    /// (for consumers whose [`Consumer::plan`] is set).
     plan_rests: Box<[Arc<[Entry]>]>,
-    /// By consumer index: the plan whose rest applies (`ConsumerPlugins::plan_of`).
-    plan_of: Arc<[Option<usize>]>,
 }
 
 impl Chain {
     /// Builds a chain from entries in any order, with the rest of the chain compiled for each
-    /// plan of `consumers`.
+    /// of `plans`.
     pub fn new(
         mut entries: Vec<Entry>,
         anonymous: Option<Arc<Consumer>>,
-        consumers: &ConsumerPlugins,
+        plans: &[Settings],
     ) -> Self {
         sort(&mut entries);
         let auth_end = entries
@@ -117,14 +110,12 @@ impl Chain {
             .filter(|e| e.plugin.wraps_exchange())
             .map(|e| e.plugin.clone())
             .collect();
-        let plan_rests = consumers
-            .plans
+        let plan_rests = plans
             .iter()
             .map(|plan| merged(&entries[auth_end..], plan).into())
             .collect();
         Self {
             plan_rests,
-            plan_of: consumers.plan_of.clone(),
             stages,
             strippers,
             needs_consumer: !auth.is_empty(),
@@ -163,7 +154,6 @@ impl Chain {
         &self,
         req: &mut http::request::Parts,
         ctx: &mut RequestContext,
-        consumers: &ConsumerPlugins,
         ran: &mut usize,
     ) -> Result<Option<Response<Body>>, GatewayError> {
         for &i in &*self.strippers {
@@ -180,7 +170,7 @@ impl Chain {
                     *ran = i;
                     return run_plan_rest(rest, req, ctx, ran).await;
                 }
-                if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
+                if let Some(own) = ctx.consumer.as_deref().and_then(own_settings) {
                     // The rest of the chain is the consumer's: the route's entries from here
                     // do not run, and the response phase runs the consumer's (`Merged`).
                     *ran = i;
@@ -205,7 +195,7 @@ impl Chain {
             if let Some(rest) = self.plan_rest(ctx) {
                 return run_plan_rest(rest, req, ctx, ran).await;
             }
-            if let Some(own) = ctx.consumer.as_ref().and_then(|c| consumers.of(c)) {
+            if let Some(own) = ctx.consumer.as_deref().and_then(own_settings) {
                 return run_merged(merged(&[], own), req, ctx).await;
             }
         }
@@ -236,8 +226,7 @@ impl Chain {
     /// The rest of the chain compiled for the consumer's plan, when the consumer has one (and
     /// no settings of its own).
     fn plan_rest(&self, ctx: &RequestContext) -> Option<&Arc<[Entry]>> {
-        let plan = (*self.plan_of.get(ctx.consumer.as_ref()?.index)?)?;
-        self.plan_rests.get(plan)
+        self.plan_rests.get(ctx.consumer.as_ref()?.plan?)
     }
 
     fn settle_consumer(&self, ctx: &mut RequestContext) -> Result<(), GatewayError> {
@@ -323,7 +312,7 @@ async fn run_merged(
 
 /// The rest of a chain with a consumer's settings: its entries replace the chain's entries of
 /// the same plugin, and its other plugins join in order.
-fn merged(rest: &[Entry], own: &HashMap<&'static str, Entry>) -> Vec<Entry> {
+fn merged(rest: &[Entry], own: &Settings) -> Vec<Entry> {
     let mut out: Vec<Entry> = rest
         .iter()
         .map(|e| own.get(e.name).unwrap_or(e).clone())

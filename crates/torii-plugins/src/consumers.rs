@@ -70,24 +70,97 @@ pub fn parse_key_hash(s: &str) -> Result<[u8; KEY_DIGEST_LEN], String> {
     Ok(out)
 }
 
-/// Every consumer, with credential indexes.
-#[derive(Default)]
-pub struct Directory {
-    consumers: Vec<Arc<Consumer>>,
-    by_name: HashMap<String, usize>,
-    by_id: HashMap<Arc<str>, usize>,
+/// Entries a directory's change layer holds before it is folded into the base. A change
+/// copies the layer (so up to this many entries), and the fold copies the base once per
+/// this many entries: a change's cost stays bounded whatever the number of consumers.
+const FOLD_AT: usize = 4096;
+
+type Slot = Option<Arc<Consumer>>;
+
+/// A basic-auth user: the consumer and its password hash.
+type UserSlot = Option<(Arc<Consumer>, Arc<str>)>;
+
+/// One layer of indexes. In the base every value is `Some`; in the change layer `None`
+/// removes what the base has.
+#[derive(Default, Clone)]
+struct Indexes {
+    by_name: HashMap<Arc<str>, Slot>,
+    by_id: HashMap<Arc<str>, Slot>,
     /// By SHA-256 digest. foldhash rather than SipHash: the keys are digests of configured
     /// secrets (uniform, and no client can add one), so a fast hash cannot be steered into
     /// long probes, and this lookup runs on every key_auth request.
-    by_key: HashMap<[u8; KEY_DIGEST_LEN], usize, foldhash::fast::RandomState>,
-    by_username: HashMap<String, (usize, Arc<str>)>,
-    by_cert_name: HashMap<String, usize>,
+    by_key: HashMap<[u8; KEY_DIGEST_LEN], Slot, foldhash::fast::RandomState>,
+    by_username: HashMap<String, UserSlot>,
+    by_cert_name: HashMap<String, Slot>,
+}
+
+impl Indexes {
+    fn entries(&self) -> usize {
+        self.by_name.len()
+            + self.by_id.len()
+            + self.by_key.len()
+            + self.by_username.len()
+            + self.by_cert_name.len()
+    }
+
+    /// Folds a change layer in.
+    fn fold(&mut self, delta: &Indexes) {
+        fn apply<K: Eq + std::hash::Hash + Clone, V: Clone, S: std::hash::BuildHasher>(
+            into: &mut HashMap<K, Option<V>, S>,
+            from: &HashMap<K, Option<V>, S>,
+        ) {
+            for (k, v) in from {
+                match v {
+                    Some(v) => {
+                        into.insert(k.clone(), Some(v.clone()));
+                    }
+                    None => {
+                        into.remove(k);
+                    }
+                }
+            }
+        }
+        apply(&mut self.by_name, &delta.by_name);
+        apply(&mut self.by_id, &delta.by_id);
+        apply(&mut self.by_key, &delta.by_key);
+        apply(&mut self.by_username, &delta.by_username);
+        apply(&mut self.by_cert_name, &delta.by_cert_name);
+    }
+}
+
+/// A lookup through the change layer, then the base.
+fn find<'a, Q, K, V, S>(
+    delta: &'a HashMap<K, Option<V>, S>,
+    base: &'a HashMap<K, Option<V>, S>,
+    k: &Q,
+) -> Option<&'a V>
+where
+    Q: Eq + std::hash::Hash + ?Sized,
+    K: Eq + std::hash::Hash + std::borrow::Borrow<Q>,
+    S: std::hash::BuildHasher,
+{
+    if !delta.is_empty()
+        && let Some(v) = delta.get(k)
+    {
+        return v.as_ref();
+    }
+    base.get(k)?.as_ref()
+}
+
+/// Every consumer, with credential indexes: an immutable value. A change through the admin
+/// API makes a new directory ([`Directory::changed`]) that shares the large base with this
+/// one and adds a small change layer, so it costs the same at 10 consumers and at 100,000.
+#[derive(Default, Clone)]
+pub struct Directory {
+    base: Arc<Indexes>,
+    delta: Indexes,
+    len: usize,
 }
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Directory")
-            .field("consumers", &self.consumers.len())
+            .field("consumers", &self.len)
             .finish()
     }
 }
@@ -110,157 +183,269 @@ pub fn consumer_headers(name: &str, id: &str, groups: &[Arc<str>]) -> Option<Con
     })
 }
 
+/// A consumer's plugin settings, as [`Consumer::plan`] and [`Consumer::settings`] hold them.
+pub type SettingsOf = (Option<usize>, Option<Arc<dyn std::any::Any + Send + Sync>>);
+
+/// A consumer's config, checked: its identity and credentials as the indexes hold them.
+struct Parsed {
+    consumer: Arc<Consumer>,
+    keys: Vec<(usize, [u8; KEY_DIGEST_LEN])>,
+    users: Vec<(usize, String, Arc<str>)>,
+    certs: Vec<(usize, String)>,
+}
+
+/// Checks one consumer's config; `at` makes the key path of one of its keys.
+fn parse(
+    c: &ConsumerConfig,
+    settings: SettingsOf,
+    at: &dyn Fn(&[Seg]) -> Vec<Seg>,
+    errors: &mut Vec<PluginError>,
+) -> Option<Parsed> {
+    let id: Arc<str> = c.id.as_deref().unwrap_or(&c.name).into();
+    let groups: Vec<Arc<str>> = c.groups.iter().map(|g| Arc::from(g.as_str())).collect();
+    let Some(headers) = consumer_headers(&c.name, &id, &groups) else {
+        errors.push(PluginError::new(
+            at(&[seg("name")]),
+            "the consumer's name, id or groups contain characters not allowed in a header value",
+            "use printable ASCII",
+        ));
+        return None;
+    };
+    if c.name.is_empty() || groups.iter().any(|g| g.is_empty() || g.contains(',')) {
+        errors.push(PluginError::new(
+            at(&[seg("name")]),
+            "consumer names and groups must be non-empty, and groups cannot contain `,`",
+            "rename it",
+        ));
+    }
+    let mut keys = Vec::with_capacity(c.keys.len());
+    for (k, hash) in c.keys.iter().enumerate() {
+        match parse_key_hash(hash) {
+            Ok(digest) => keys.push((k, digest)),
+            Err(e) => errors.push(PluginError::new(
+                at(&[seg("keys"), Seg::Index(k)]),
+                e,
+                "store keys as hashes: run `torii hash-key` and paste its output",
+            )),
+        }
+    }
+    let mut users = Vec::with_capacity(c.basic_auth.len());
+    for (k, cred) in c.basic_auth.iter().enumerate() {
+        match PasswordHash::new(&cred.password_hash) {
+            Ok(h) if h.algorithm.as_str().starts_with("argon2") => {
+                users.push((k, cred.username.clone(), cred.password_hash.as_str().into()));
+            }
+            _ => errors.push(PluginError::new(
+                at(&[seg("basic_auth"), Seg::Index(k), seg("password_hash")]),
+                "not an argon2 password hash",
+                "run `torii hash-password` and paste its output (`$argon2id$v=19$...`)",
+            )),
+        }
+    }
+    let certs = c.certificate_names.iter().cloned().enumerate().collect();
+    let (plan, settings) = settings;
+    Some(Parsed {
+        consumer: Arc::new(Consumer {
+            name: c.name.as_str().into(),
+            id,
+            groups,
+            headers,
+            anonymous: false,
+            plan,
+            settings,
+        }),
+        keys,
+        users,
+        certs,
+    })
+}
+
 impl Directory {
     /// Builds the directory, reporting duplicate names, ids, keys, usernames and certificate
-    /// names, and malformed hashes, at their key paths.
-    pub fn build(list: &[ConsumerConfig]) -> Result<Self, Vec<PluginError>> {
+    /// names, and malformed hashes, at their key paths. `settings` holds each consumer's
+    /// plugin settings, by position in `list`.
+    pub fn build(
+        list: &[ConsumerConfig],
+        mut settings: impl FnMut(usize) -> SettingsOf,
+    ) -> Result<Self, Vec<PluginError>> {
         let mut d = Directory::default();
         let mut errors = Vec::new();
         for (i, c) in list.iter().enumerate() {
-            let base = vec![seg("consumers"), Seg::Index(i)];
             let at = |keys: &[Seg]| {
-                let mut p = base.clone();
+                let mut p = vec![seg("consumers"), Seg::Index(i)];
                 p.extend_from_slice(keys);
                 p
             };
-            let id: Arc<str> = c.id.as_deref().unwrap_or(&c.name).into();
-            let groups: Vec<Arc<str>> = c.groups.iter().map(|g| Arc::from(g.as_str())).collect();
-            let Some(headers) = consumer_headers(&c.name, &id, &groups) else {
-                errors.push(PluginError::new(
-                    at(&[seg("name")]),
-                    "the consumer's name, id or groups contain characters not allowed in a header value",
-                    "use printable ASCII",
-                ));
-                continue;
-            };
-            if c.name.is_empty() || groups.iter().any(|g| g.is_empty() || g.contains(',')) {
-                errors.push(PluginError::new(
-                    at(&[seg("name")]),
-                    "consumer names and groups must be non-empty, and groups cannot contain `,`",
-                    "rename it",
-                ));
+            if let Some(p) = parse(c, settings(i), &at, &mut errors) {
+                d.add(p, &at, &mut errors);
             }
-            let name_taken = d.by_name.insert(c.name.clone(), i).is_some();
-            if name_taken {
-                errors.push(PluginError::new(
-                    at(&[seg("name")]),
-                    format!("consumer `{}` is declared twice", c.name),
-                    "consumer names must be unique",
-                ));
-            }
-            if d.by_id.insert(id.clone(), i).is_some() && !name_taken {
-                errors.push(PluginError::new(
-                    at(&[seg("id")]),
-                    format!("consumer id `{id}` is used twice"),
-                    "ids must be unique (the id defaults to the name)",
-                ));
-            }
-            for (k, hash) in c.keys.iter().enumerate() {
-                match parse_key_hash(hash) {
-                    Ok(digest) => {
-                        if d.by_key.insert(digest, i).is_some() {
-                            errors.push(PluginError::new(
-                                at(&[seg("keys"), Seg::Index(k)]),
-                                "this key hash is used twice",
-                                "every API key must belong to one consumer",
-                            ));
-                        }
-                    }
-                    Err(e) => errors.push(PluginError::new(
-                        at(&[seg("keys"), Seg::Index(k)]),
-                        e,
-                        "store keys as hashes: run `torii hash-key` and paste its output",
-                    )),
-                }
-            }
-            for (k, cred) in c.basic_auth.iter().enumerate() {
-                let hash: Arc<str> = match PasswordHash::new(&cred.password_hash) {
-                    Ok(h) if h.algorithm.as_str().starts_with("argon2") => {
-                        cred.password_hash.as_str().into()
-                    }
-                    _ => {
-                        errors.push(PluginError::new(
-                            at(&[seg("basic_auth"), Seg::Index(k), seg("password_hash")]),
-                            "not an argon2 password hash",
-                            "run `torii hash-password` and paste its output (`$argon2id$v=19$...`)",
-                        ));
-                        continue;
-                    }
-                };
-                if d.by_username
-                    .insert(cred.username.clone(), (i, hash))
-                    .is_some()
-                {
-                    errors.push(PluginError::new(
-                        at(&[seg("basic_auth"), Seg::Index(k), seg("username")]),
-                        format!("username `{}` is used twice", cred.username),
-                        "usernames must be unique across consumers",
-                    ));
-                }
-            }
-            for (k, name) in c.certificate_names.iter().enumerate() {
-                if d.by_cert_name.insert(name.clone(), i).is_some() {
-                    errors.push(PluginError::new(
-                        at(&[seg("certificate_names"), Seg::Index(k)]),
-                        format!("certificate name `{name}` is used twice"),
-                        "each certificate name must identify one consumer",
-                    ));
-                }
-            }
-            d.consumers.push(Arc::new(Consumer {
-                index: i,
-                name: c.name.as_str().into(),
-                id,
-                groups,
-                headers,
-                anonymous: false,
-            }));
         }
-        if errors.is_empty() {
-            Ok(d)
-        } else {
-            Err(errors)
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        // Built in the change layer (every value `Some`): that is the base.
+        d.base = Arc::new(std::mem::take(&mut d.delta));
+        Ok(d)
     }
 
-    /// All consumers, by index.
-    pub fn all(&self) -> &[Arc<Consumer>] {
-        &self.consumers
+    /// This directory with consumers changed: each `(before, after)` removes the consumer
+    /// `before` had (its name, id and credentials) and adds `after`'s, as one step (two
+    /// consumers can swap a key). Errors are reported by the change's position, with key
+    /// paths under `consumers[0]`. The cost is bounded by the change layer ([`FOLD_AT`]),
+    /// not by the number of consumers.
+    #[allow(clippy::type_complexity)]
+    pub fn changed(
+        &self,
+        changes: Vec<(
+            Option<&ConsumerConfig>,
+            Option<(&ConsumerConfig, SettingsOf)>,
+        )>,
+    ) -> Result<Self, Vec<(usize, PluginError)>> {
+        let mut next = self.clone();
+        for (before, _) in &changes {
+            let Some(c) = before else { continue };
+            if next.by_name(&c.name).is_some() {
+                next.len -= 1;
+            }
+            let d = &mut next.delta;
+            let id: &str = c.id.as_deref().unwrap_or(&c.name);
+            d.by_name.insert(c.name.as_str().into(), None);
+            d.by_id.insert(id.into(), None);
+            for hash in &c.keys {
+                if let Ok(digest) = parse_key_hash(hash) {
+                    d.by_key.insert(digest, None);
+                }
+            }
+            for cred in &c.basic_auth {
+                d.by_username.insert(cred.username.clone(), None);
+            }
+            for name in &c.certificate_names {
+                d.by_cert_name.insert(name.clone(), None);
+            }
+        }
+        let at = |keys: &[Seg]| {
+            let mut p = vec![seg("consumers"), Seg::Index(0)];
+            p.extend_from_slice(keys);
+            p
+        };
+        let mut errors = Vec::new();
+        for (i, (_, after)) in changes.into_iter().enumerate() {
+            let Some((c, settings)) = after else { continue };
+            let mut errs = Vec::new();
+            if let Some(p) = parse(c, settings, &at, &mut errs) {
+                next.add(p, &at, &mut errs);
+            }
+            errors.extend(errs.into_iter().map(|e| (i, e)));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if next.delta.entries() > FOLD_AT {
+            let mut base = (*next.base).clone();
+            base.fold(&next.delta);
+            next.base = Arc::new(base);
+            next.delta = Indexes::default();
+        }
+        Ok(next)
+    }
+
+    /// Adds a checked consumer to the change layer, reporting what another consumer has.
+    fn add(&mut self, p: Parsed, at: &dyn Fn(&[Seg]) -> Vec<Seg>, errors: &mut Vec<PluginError>) {
+        let c = p.consumer;
+        let name_taken = self.by_name(&c.name).is_some();
+        if name_taken {
+            errors.push(PluginError::new(
+                at(&[seg("name")]),
+                format!("consumer `{}` is declared twice", c.name),
+                "consumer names must be unique",
+            ));
+        } else if self.by_id(&c.id).is_some() {
+            errors.push(PluginError::new(
+                at(&[seg("id")]),
+                format!("consumer id `{}` is used twice", c.id),
+                "ids must be unique (the id defaults to the name)",
+            ));
+        }
+        for (k, digest) in p.keys {
+            if self.by_key_digest(&digest).is_some() {
+                errors.push(PluginError::new(
+                    at(&[seg("keys"), Seg::Index(k)]),
+                    "this key hash is used twice",
+                    "every API key must belong to one consumer",
+                ));
+            }
+            self.delta.by_key.insert(digest, Some(c.clone()));
+        }
+        for (k, username, hash) in p.users {
+            if self.by_username(&username).is_some() {
+                errors.push(PluginError::new(
+                    at(&[seg("basic_auth"), Seg::Index(k), seg("username")]),
+                    format!("username `{username}` is used twice"),
+                    "usernames must be unique across consumers",
+                ));
+            }
+            self.delta
+                .by_username
+                .insert(username, Some((c.clone(), hash)));
+        }
+        for (k, name) in p.certs {
+            if self.by_cert_name(&name).is_some() {
+                errors.push(PluginError::new(
+                    at(&[seg("certificate_names"), Seg::Index(k)]),
+                    format!("certificate name `{name}` is used twice"),
+                    "each certificate name must identify one consumer",
+                ));
+            }
+            self.delta.by_cert_name.insert(name, Some(c.clone()));
+        }
+        self.delta.by_name.insert(c.name.clone(), Some(c.clone()));
+        self.delta.by_id.insert(c.id.clone(), Some(c.clone()));
+        self.len += 1;
+    }
+
+    /// Number of consumers.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no consumer.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The consumer owning an API key, given the key's digest. The map finds the candidate by
     /// digest; the digests are then compared in constant time.
     pub fn by_key_digest(&self, digest: &[u8; KEY_DIGEST_LEN]) -> Option<&Arc<Consumer>> {
-        let (stored, i) = self.by_key.get_key_value(digest)?;
-        if bool::from(stored.ct_eq(digest)) {
-            self.consumers.get(*i)
-        } else {
-            None
+        if !self.delta.by_key.is_empty()
+            && let Some((stored, c)) = self.delta.by_key.get_key_value(digest)
+        {
+            return c.as_ref().filter(|_| bool::from(stored.ct_eq(digest)));
         }
+        let (stored, c) = self.base.by_key.get_key_value(digest)?;
+        c.as_ref().filter(|_| bool::from(stored.ct_eq(digest)))
     }
 
     /// The consumer and password hash (a checked argon2 PHC string) of a basic-auth username.
     pub fn by_username(&self, username: &str) -> Option<(&Arc<Consumer>, &Arc<str>)> {
-        let (i, hash) = self.by_username.get(username)?;
-        Some((self.consumers.get(*i)?, hash))
+        let (c, hash) = find(&self.delta.by_username, &self.base.by_username, username)?;
+        Some((c, hash))
     }
 
     /// The consumer with this id.
     pub fn by_id(&self, id: &str) -> Option<&Arc<Consumer>> {
-        self.consumers.get(*self.by_id.get(id)?)
+        find(&self.delta.by_id, &self.base.by_id, id)
     }
 
     /// The consumer with this name.
     pub fn by_name(&self, name: &str) -> Option<&Arc<Consumer>> {
-        self.consumers.get(*self.by_name.get(name)?)
+        find(&self.delta.by_name, &self.base.by_name, name)
     }
 
     /// The consumer a certificate name (common name or SAN) belongs to.
     pub fn by_cert_name(&self, name: &str) -> Option<&Arc<Consumer>> {
-        self.consumers.get(*self.by_cert_name.get(name)?)
+        find(&self.delta.by_cert_name, &self.base.by_cert_name, name)
     }
 }
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

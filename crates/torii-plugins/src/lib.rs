@@ -20,14 +20,16 @@ pub mod factory;
 pub mod flights;
 pub mod identity;
 pub mod identity_token;
+pub mod live;
 pub mod state;
 
 pub mod template;
-pub use chain::{Chain, ConsumerPlugins, Entry};
+pub use chain::{Chain, Entry};
 pub use consumers::Directory;
 pub use factory::{ConfigError, Phase, PluginFactory, Registration};
 pub use identity::IdentityHeaders;
 pub use identity_token::{Audience, TokenSigner};
+pub use live::{ConsumerChange, Consumers};
 pub use state::{StateKey, StateRegistry};
 
 use serde_json::Value;
@@ -39,8 +41,8 @@ use torii_core::Consumer;
 
 /// What a plugin constructor gets besides its config.
 pub struct BuildCtx<'a> {
-    /// The consumers of this load.
-    pub directory: &'a Arc<Directory>,
+    /// The consumers of this load (a changed consumer replaces its entry without a reload).
+    pub directory: &'a Arc<Consumers>,
     /// The named upstreams of this load.
     pub upstreams: &'a torii_upstream::Upstreams,
     /// Where upstreams for plugins' URLs come from.
@@ -98,6 +100,22 @@ pub struct Counted {
 }
 
 impl Load {
+    /// Whether no plugin added to what the whole load shares (counters, secret query
+    /// parameters, cache tiers).
+    fn is_empty(&self) -> bool {
+        fn empty<T>(m: &std::sync::Mutex<Vec<T>>) -> bool {
+            m.lock().is_ok_and(|v| v.is_empty())
+        }
+        fn none<T>(m: &std::sync::Mutex<Option<T>>) -> bool {
+            m.lock().is_ok_and(|v| v.is_none())
+        }
+        empty(&self.redact)
+            && empty(&self.cache_counters)
+            && empty(&self.counters)
+            && none(&self.cache)
+            && none(&self.cache_shared)
+    }
+
     /// The process's cache memory tier, made on first use by this load.
     fn memory(&self, state: &StateRegistry) -> Arc<torii_cache::Memory> {
         let mut slot = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -283,10 +301,8 @@ impl BuildCtx<'_> {
 pub struct Compiled {
     /// One chain per route, by route index.
     pub chains: Vec<Arc<Chain>>,
-    /// The consumers' own plugin settings.
-    pub consumer_plugins: Arc<ConsumerPlugins>,
-    /// The consumers.
-    pub directory: Arc<Directory>,
+    /// The consumers, with their own plugin settings.
+    pub consumers: Arc<Consumers>,
     /// Identity headers.
     pub identity: IdentityHeaders,
     /// The gateway's identity-token signer, when `identity.token` is set.
@@ -317,7 +333,7 @@ impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compiled")
             .field("chains", &self.chains.len())
-            .field("directory", &self.directory)
+            .field("consumers", &self.consumers)
             .finish()
     }
 }
@@ -374,7 +390,7 @@ impl Catalog {
         map: &PluginMap,
         base: &[Seg],
         scope: &str,
-        directory: &Arc<Directory>,
+        directory: &Arc<Consumers>,
         consumer_scope: bool,
         route_params: Option<&[String]>,
         errors: &mut Vec<PluginError>,
@@ -441,6 +457,86 @@ fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
 
+impl Catalog {
+    /// Plans: each built once; its instances serve every consumer of the plan (their
+    /// counters are keyed by the consumer). Returns them by index, and their indexes by name.
+    fn build_plans(
+        &self,
+        config: &Config,
+        upstreams: &torii_upstream::Upstreams,
+        redis: Option<&Arc<torii_store::Redis>>,
+        load: &Load,
+        directory: &Arc<Consumers>,
+        errors: &mut Vec<PluginError>,
+    ) -> (Vec<chain::Settings>, HashMap<String, usize>) {
+        let mut plans = Vec::with_capacity(config.plans.len());
+        let mut plan_index = HashMap::new();
+        for (i, p) in config.plans.iter().enumerate() {
+            let map = self.build_map(
+                upstreams,
+                redis,
+                load,
+                &p.plugins,
+                &[key("plans"), Seg::Index(i), key("plugins")],
+                &format!("plan:{}", p.name),
+                directory,
+                true,
+                None,
+                errors,
+            );
+            plans.push(map);
+            if plan_index.insert(p.name.clone(), i).is_some() {
+                errors.push(PluginError::new(
+                    vec![key("plans"), Seg::Index(i), key("name")],
+                    format!("plan `{}` is declared twice", p.name),
+                    "plan names must be unique",
+                ));
+            }
+        }
+        (plans, plan_index)
+    }
+}
+
+/// A consumer's plugin settings from its own (`own`) and its plan's: the plan alone when it
+/// has none of its own (chains then run the plan's part compiled at load), else the plan's
+/// with its own over them. `i` is its position, for errors.
+pub(crate) fn consumer_settings(
+    c: &torii_config::schema::Consumer,
+    own: chain::Settings,
+    plans: &[chain::Settings],
+    plan_index: &HashMap<String, usize>,
+    i: usize,
+    errors: &mut Vec<PluginError>,
+) -> consumers::SettingsOf {
+    let plan = c
+        .plan
+        .as_deref()
+        .and_then(|name| plan_index.get(name).copied());
+    let mut map = match c.plan.as_deref() {
+        None => HashMap::new(),
+        Some(name) => match plan.and_then(|p| plans.get(p)) {
+            Some(p) => p.clone(),
+            None => {
+                errors.push(PluginError::new(
+                    vec![key("consumers"), Seg::Index(i), key("plan")],
+                    format!("no plan is named `{name}`"),
+                    "declare it under `plans:` (or remove `plan`)",
+                ));
+                HashMap::new()
+            }
+        },
+    };
+    if own.is_empty() && plan.is_some() {
+        return (plan, None);
+    }
+    map.extend(own);
+    if map.is_empty() {
+        (None, None)
+    } else {
+        (None, Some(Arc::new(map)))
+    }
+}
+
 impl PluginCatalog for Catalog {
     type Output = Compiled;
 
@@ -497,53 +593,19 @@ impl PluginCatalog for Catalog {
                 None
             }
         };
-        let directory = Arc::new(match Directory::build(&config.consumers) {
-            Ok(d) => d,
-            Err(mut e) => {
-                errors.append(&mut e);
-                Directory::default()
-            }
-        });
-        let global = self.build_map(
+        // The live consumer set: plans and consumers' own settings are built first (they
+        // do not look consumers up), then the directory with them, then everything else.
+        let directory = Arc::new(Consumers::default());
+        let plan_settings = self.build_plans(
+            config,
             &upstreams,
             redis.as_ref(),
             &load,
-            &config.plugins,
-            &[key("plugins")],
-            "global",
             &directory,
-            false,
-            None,
             &mut errors,
         );
-        // Plans: each built once; its instances serve every consumer of the plan (their
-        // counters are keyed by the consumer).
-        let mut plans: Vec<HashMap<&'static str, Entry>> = Vec::with_capacity(config.plans.len());
-        let mut plan_index: HashMap<&str, usize> = HashMap::new();
-        for (i, p) in config.plans.iter().enumerate() {
-            let map = self.build_map(
-                &upstreams,
-                redis.as_ref(),
-                &load,
-                &p.plugins,
-                &[key("plans"), Seg::Index(i), key("plugins")],
-                &format!("plan:{}", p.name),
-                &directory,
-                true,
-                None,
-                &mut errors,
-            );
-            plans.push(map);
-            if plan_index.insert(p.name.as_str(), i).is_some() {
-                errors.push(PluginError::new(
-                    vec![key("plans"), Seg::Index(i), key("name")],
-                    format!("plan `{}` is declared twice", p.name),
-                    "plan names must be unique",
-                ));
-            }
-        }
-        let mut consumer_plugins = Vec::with_capacity(config.consumers.len());
-        let mut plan_of = Vec::with_capacity(config.consumers.len());
+        let (plans, plan_index) = plan_settings;
+        let mut settings = Vec::with_capacity(config.consumers.len());
         for (i, c) in config.consumers.iter().enumerate() {
             let own = self.build_map(
                 &upstreams,
@@ -557,34 +619,32 @@ impl PluginCatalog for Catalog {
                 None,
                 &mut errors,
             );
-            // The plan's settings, under the consumer's own.
-            let plan = c
-                .plan
-                .as_deref()
-                .and_then(|name| plan_index.get(name).copied());
-            plan_of.push(plan.filter(|_| own.is_empty()));
-            let mut map = match c.plan.as_deref() {
-                None => HashMap::new(),
-                Some(name) => match plan.and_then(|p| plans.get(p)) {
-                    Some(p) => p.clone(),
-                    None => {
-                        errors.push(PluginError::new(
-                            vec![key("consumers"), Seg::Index(i), key("plan")],
-                            format!("no plan is named `{name}`"),
-                            "declare it under `plans:` (or remove `plan`)",
-                        ));
-                        HashMap::new()
-                    }
-                },
-            };
-            map.extend(own);
-            consumer_plugins.push(map);
+            settings.push(consumer_settings(
+                c,
+                own,
+                &plans,
+                &plan_index,
+                i,
+                &mut errors,
+            ));
         }
-        let consumer_plugins = Arc::new(ConsumerPlugins {
-            maps: consumer_plugins,
-            plan_of: plan_of.into(),
-            plans,
-        });
+        let mut settings = settings.into_iter();
+        match Directory::build(&config.consumers, |_| settings.next().unwrap_or_default()) {
+            Ok(d) => directory.install(Arc::new(d)),
+            Err(mut e) => errors.append(&mut e),
+        }
+        let global = self.build_map(
+            &upstreams,
+            redis.as_ref(),
+            &load,
+            &config.plugins,
+            &[key("plugins")],
+            "global",
+            &directory,
+            false,
+            None,
+            &mut errors,
+        );
         let mut chains = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let base = [key("routes"), Seg::Index(i)];
@@ -628,14 +688,15 @@ impl PluginCatalog for Catalog {
             entries.extend(own);
             let anonymous = match &r.anonymous {
                 None => None,
-                Some(name) => match directory.by_name(name) {
+                Some(name) => match directory.pin(name) {
                     Some(c) => Some(Arc::new(Consumer {
                         anonymous: true,
-                        index: c.index,
                         name: c.name.clone(),
                         id: c.id.clone(),
                         groups: c.groups.clone(),
                         headers: c.headers.clone(),
+                        plan: c.plan,
+                        settings: c.settings.clone(),
                     })),
                     None => {
                         errors.push(PluginError::new(
@@ -650,7 +711,7 @@ impl PluginCatalog for Catalog {
             chains.push(Arc::new(Chain::new(
                 entries.into_values().collect(),
                 anonymous,
-                &consumer_plugins,
+                &plans,
             )));
         }
         let signer = match &config.identity.token {
@@ -702,13 +763,19 @@ impl PluginCatalog for Catalog {
         if !errors.is_empty() {
             return Err(errors);
         }
+        directory.set_builder(live::Builder {
+            plans,
+            plan_index,
+            upstreams: upstreams.clone(),
+            redis: redis.clone(),
+            cache: config.cache.clone(),
+        });
         Ok(Compiled {
             compositions,
             signer,
             audiences,
             chains,
-            consumer_plugins,
-            directory,
+            consumers: directory,
             identity,
             redact_query_params: load.redact.into_inner().unwrap_or_else(|e| e.into_inner()),
             cache: load.cache.into_inner().unwrap_or_else(|e| e.into_inner()),

@@ -196,7 +196,7 @@ async fn send(
     let mut ctx = context();
     let mut ran = 0;
     let r = l.plugins.chains[0]
-        .on_request(&mut parts, &mut ctx, &l.plugins.consumer_plugins, &mut ran)
+        .on_request(&mut parts, &mut ctx, &mut ran)
         .await;
     let r = r.map(|resp| assert!(resp.is_none(), "no plugin answers by itself"));
     (r, ctx)
@@ -1532,7 +1532,7 @@ async fn hide_credentials_removes_the_token() {
         let mut ctx = context();
         let mut ran = 0;
         let r = l.plugins.chains[0]
-            .on_request(&mut parts, &mut ctx, &l.plugins.consumer_plugins, &mut ran)
+            .on_request(&mut parts, &mut ctx, &mut ran)
             .await;
         assert!(matches!(r, Ok(None)), "{r:?}");
         parts

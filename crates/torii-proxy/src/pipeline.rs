@@ -381,7 +381,7 @@ async fn route_and_serve(
     if !route.chain.is_empty() {
         let answered = route
             .chain
-            .on_request(req, ctx, &snap.consumer_plugins, &mut info.plugins_ran)
+            .on_request(req, ctx, &mut info.plugins_ran)
             .await?;
         if let Some(resp) = answered {
             return Ok(resp.map(Outgoing::Gateway));

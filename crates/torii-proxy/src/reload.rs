@@ -15,7 +15,7 @@ use torii_config::Env;
 /// is logged and counted, the old one stays.
 pub async fn reload_from(gw: &Gateway, path: &Path, env: &(dyn Env + Sync)) -> Result<(), String> {
     let _changing = gw.lock_changes().await;
-    let runtime = gw.shared().snapshot.load().source.runtime.clone();
+    let runtime = gw.shared().snapshot.load().source.load().runtime.clone();
     match torii_config::load_file_with(path, runtime, env, &*gw.shared().catalog) {
         Ok(loaded) => {
             let r = gw.apply(loaded).await;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use torii_config::PathTemplate;
 use torii_config::schema::Rewrite as RewriteConfig;
-use torii_plugins::{Chain, ConsumerPlugins, IdentityHeaders};
+use torii_plugins::{Chain, Consumers, IdentityHeaders};
 use torii_router::Router;
 
 impl Action {
@@ -134,16 +134,18 @@ pub struct Snapshot {
     pub redact: Vec<String>,
     /// Metrics of requests no route took.
     pub unrouted: RouteMetrics,
-    /// The consumers' own plugin settings.
-    pub consumer_plugins: Arc<ConsumerPlugins>,
+    /// The consumers (with their own plugin settings): changed in place by a consumer
+    /// change through the admin API, without a new snapshot.
+    pub consumers: Arc<Consumers>,
     /// Identity headers (stripped from every request, set after authentication).
     pub identity: Arc<IdentityHeaders>,
     /// Signs identity tokens and serves their JWKS.
     pub signer: Option<Arc<torii_plugins::TokenSigner>>,
     /// The config it was built from.
     pub config: torii_config::Config,
-    /// The file text and runtime entities of that config.
-    pub source: torii_config::Source,
+    /// The file text and runtime entities of that config (replaced, with the consumers, by
+    /// a consumer change that does not make a new snapshot).
+    pub source: arc_swap::ArcSwap<torii_config::Source>,
 }
 
 impl Snapshot {
@@ -151,11 +153,14 @@ impl Snapshot {
     /// ones). Fails (changing nothing) when a listener certificate or key cannot be loaded.
     pub fn build(loaded: Loaded, metrics: &Metrics) -> Result<Self, String> {
         let Loaded {
-            config,
+            mut config,
             mut routers,
             plugins,
             source,
         } = loaded;
+        // The consumers live in `plugins.consumers` (changed there in place); a copy here
+        // would go stale and cost memory at 100,000 consumers.
+        config.consumers = Vec::new();
         // A route without its chain would run without its plugins (no authentication):
         // refuse the config instead.
         if plugins.chains.len() != config.routes.len() {
@@ -315,13 +320,28 @@ impl Snapshot {
                 }
                 r
             },
-            consumer_plugins: plugins.consumer_plugins,
+            consumers: plugins.consumers,
             identity: Arc::new(plugins.identity),
             signer: plugins.signer,
             unrouted: metrics.route("<none>"),
             config,
-            source,
+            source: arc_swap::ArcSwap::from_pointee(source),
         })
+    }
+}
+
+impl Snapshot {
+    /// Applies a consumer change built by [`torii_plugins::Catalog::change_consumers`]: the
+    /// directory requests look consumers up in, and the runtime entities it came from. No
+    /// router, chain or upstream is rebuilt. The caller holds the gateway's change lock.
+    pub fn change_consumers(
+        &self,
+        directory: torii_plugins::Directory,
+        runtime: Arc<torii_config::Runtime>,
+    ) {
+        self.consumers.install(Arc::new(directory));
+        let source = self.source.load().with_runtime(runtime);
+        self.source.store(Arc::new(source));
     }
 }
 

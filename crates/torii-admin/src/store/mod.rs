@@ -76,6 +76,27 @@ impl Record {
     }
 }
 
+/// The net change of consecutive records: per entity, its value before the first and after
+/// the last, in the order entities were first changed (unchanged ones left out).
+pub fn net_changes(records: &[Record]) -> Vec<ItemChange> {
+    let mut out: Vec<ItemChange> = Vec::new();
+    let mut at: std::collections::HashMap<(EntityKind, &str), usize> =
+        std::collections::HashMap::new();
+    for r in records {
+        for c in &r.changes {
+            match at.get(&(c.kind, c.name.as_str())) {
+                Some(&i) => out[i].after = c.after.clone(),
+                None => {
+                    at.insert((c.kind, c.name.as_str()), out.len());
+                    out.push(c.clone());
+                }
+            }
+        }
+    }
+    out.retain(|c| c.before != c.after);
+    out
+}
+
 /// Why the store refused or failed a commit.
 #[derive(Debug)]
 pub enum StoreError {

@@ -11,7 +11,7 @@
 
 use super::util::quoted;
 use crate::flights::Flights;
-use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
+use crate::{BuildCtx, ConfigError, Consumers, Phase, PluginFactory};
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use base64::Engine as _;
 use http::HeaderValue;
@@ -136,7 +136,7 @@ impl PluginFactory for BasicAuth {
 }
 
 struct BasicAuthPlugin {
-    directory: Arc<Directory>,
+    directory: Arc<Consumers>,
     state: Arc<State>,
     hide: bool,
     queue_timeout: Duration,
@@ -250,13 +250,11 @@ impl Plugin for BasicAuthPlugin {
         // The cache is keyed by a digest of the credential; the entry still has to name the
         // consumer's current hash (a password change must not keep the old one working).
         if let Some(cached) = self.state.cache.get(&key)
-            && Arc::ptr_eq(&cached, phc) | (*cached == **phc)
+            && Arc::ptr_eq(&cached, &phc) | (*cached == *phc)
         {
-            self.accept(req, ctx, consumer, &user);
+            self.accept(req, ctx, &consumer, &user);
             return Ok(Flow::Continue);
         }
-        let consumer = consumer.clone();
-        let phc = phc.clone();
         let flight = credential_digest(&user, &pass, phc.as_bytes());
         Ok(Flow::Wait(Box::pin(async move {
             // `None`: no verification slot in time.
@@ -346,7 +344,6 @@ mod tests {
             let mut set = tokio::task::JoinSet::new();
             for _ in 0..20 {
                 let chain = loaded.plugins.chains[0].clone();
-                let consumers = loaded.plugins.consumer_plugins.clone();
                 set.spawn(async move {
                     let value = format!(
                         "Basic {}",
@@ -359,9 +356,7 @@ mod tests {
                         .into_parts();
                     let mut cx = ctx();
                     let mut ran = 0;
-                    let r = chain
-                        .on_request(&mut parts, &mut cx, &consumers, &mut ran)
-                        .await;
+                    let r = chain.on_request(&mut parts, &mut cx, &mut ran).await;
                     r.is_ok() && cx.consumer.is_some()
                 });
             }

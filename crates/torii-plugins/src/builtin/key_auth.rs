@@ -2,7 +2,7 @@
 //! consumer directory (a hash-map read, then a constant-time comparison of the digests).
 
 use super::util::{append_query_param, query_param, quoted, remove_query_param};
-use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
+use crate::{BuildCtx, ConfigError, Consumers, Phase, PluginFactory};
 use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -84,7 +84,7 @@ struct KeyAuthPlugin {
     headers: Vec<http::HeaderName>,
     query: Vec<String>,
     hide: bool,
-    directory: Arc<Directory>,
+    directory: Arc<Consumers>,
     challenge: HeaderValue,
     identity: Arc<Identity>,
 }
@@ -124,7 +124,7 @@ impl Plugin for KeyAuthPlugin {
                     "invalid API key",
                 )
             })?;
-        ctx.consumer = Some(consumer.clone());
+        ctx.consumer = Some(consumer);
         ctx.credential = Some(torii_core::Credential::Digest(digest));
         ctx.identity = Some(self.identity.clone());
         // Every configured key location goes: a key beside the verified one (another header,

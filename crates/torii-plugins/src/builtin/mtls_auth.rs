@@ -5,7 +5,7 @@
 //! the anonymous consumer and 401). A certificate that names no consumer: 401.
 
 use super::util::quoted;
-use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
+use crate::{BuildCtx, ConfigError, Consumers, Phase, PluginFactory};
 use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -73,7 +73,7 @@ impl PluginFactory for MtlsAuth {
 
 struct Mtls {
     match_on: MatchOn,
-    directory: Arc<Directory>,
+    directory: Arc<Consumers>,
     challenge: HeaderValue,
     identity: Arc<Identity>,
 }

@@ -28,7 +28,7 @@ pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 
-use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
+use crate::{BuildCtx, ConfigError, Consumers, Phase, PluginFactory};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
@@ -286,7 +286,7 @@ impl PluginFactory for ForwardAuth {
         }
         let fixed = match &config.consumer {
             None => None,
-            Some(name) => Some(ctx.directory.by_name(name).cloned().ok_or_else(|| {
+            Some(name) => Some(ctx.directory.pin(name).ok_or_else(|| {
                 ConfigError::at(
                     "consumer",
                     format!("no consumer is named `{name}`"),
@@ -364,7 +364,7 @@ struct ForwardAuthPlugin {
     client: Box<[HeaderName]>,
     consumer_header: Option<HeaderName>,
     fixed: Option<Arc<Consumer>>,
-    directory: Arc<Directory>,
+    directory: Arc<Consumers>,
     http: torii_upstream::Client,
     timeout: Duration,
     cache: Option<Arc<State>>,
@@ -514,7 +514,7 @@ impl ForwardAuthPlugin {
     /// The consumer of an allowed request.
     fn consumer(&self, allowed: &Allowed) -> Result<Arc<Consumer>, GatewayError> {
         match &allowed.consumer_id {
-            Some(id) => self.directory.by_id(id).cloned().ok_or_else(|| {
+            Some(id) => self.directory.by_id(id).ok_or_else(|| {
                 GatewayError::new(
                     ErrorKind::Unauthorized(None),
                     "forward_auth: the consumer header names no consumer",

@@ -133,7 +133,10 @@ pub(crate) fn build_with<F: PluginFactory>(
     state: &StateRegistry,
 ) -> Result<Arc<dyn Plugin>, ConfigError> {
     let list: Vec<torii_config::schema::Consumer> = serde_json::from_value(consumers()).unwrap();
-    let directory = Arc::new(Directory::build(&list).unwrap_or_else(|_| panic!("consumers")));
+    let directory = Arc::new(crate::Consumers::default());
+    directory.install(Arc::new(
+        Directory::build(&list, |_| (None, None)).unwrap_or_else(|_| panic!("consumers")),
+    ));
     let registry = torii_upstream::Registry::default();
     let upstreams = torii_upstream::Upstreams::default();
     let load = crate::Load::new(Default::default());

@@ -21,7 +21,7 @@ mod tests;
 
 use super::util::quoted;
 use crate::flights::Flights;
-use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
+use crate::{BuildCtx, ConfigError, Consumers, Phase, PluginFactory};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::StatusCode;
@@ -379,7 +379,7 @@ struct IntrospectionPlugin {
     negative_ttl: Duration,
     max_token: usize,
     hide: bool,
-    directory: Arc<Directory>,
+    directory: Arc<Consumers>,
     http: torii_upstream::Client,
     cache: Option<Arc<State>>,
     challenge: HeaderValue,
@@ -452,7 +452,6 @@ impl IntrospectionPlugin {
         let consumer: Arc<Consumer> = consumer_id
             .as_deref()
             .and_then(|id| self.directory.by_id(id))
-            .cloned()
             .ok_or_else(|| self.reject("the consumer claim names no consumer"))?;
         ctx.consumer = Some(consumer);
         ctx.identity = Some(identity.clone());

@@ -27,7 +27,7 @@ mod tests;
 pub use config::{Alg, IssuerConfig, JwksConfig, JwtConfig, KeyConfig};
 
 use super::util::{query_param, quoted};
-use crate::{BuildCtx, ConfigError, Directory, Phase, PluginFactory};
+use crate::{BuildCtx, ConfigError, Consumers, Phase, PluginFactory};
 use http::HeaderValue;
 use jwks::{JwksSource, KeySet, Settings};
 use keys::Key;
@@ -439,7 +439,7 @@ struct JwtPlugin {
     required: Vec<String>,
     consumer_claim: String,
     max_token: usize,
-    directory: Arc<Directory>,
+    directory: Arc<Consumers>,
     challenge: HeaderValue,
     invalid: HeaderValue,
     /// Verified tokens by SHA-256 of the token (see `verified_cache_ttl`).
@@ -634,7 +634,7 @@ impl JwtPlugin {
         let Some(consumer) = self.directory.by_id(&hit.consumer_id) else {
             return false;
         };
-        ctx.consumer = Some(consumer.clone());
+        ctx.consumer = Some(consumer);
         ctx.identity = Some(hit.identity.clone());
         true
     }
@@ -690,7 +690,7 @@ impl Plugin for JwtPlugin {
         verify::check_claims(&token.claims, &rules, verify::now())
             .map_err(|why| self.reject(why))?;
         let consumer = verify::claim_id(&token.claims, &self.consumer_claim)
-            .and_then(|id| self.directory.by_id(&id).cloned())
+            .and_then(|id| self.directory.by_id(&id))
             .ok_or_else(|| self.reject("the consumer claim names no consumer"))?;
 
         let Some(source) = &issuer.jwks else {
