@@ -141,12 +141,7 @@ fuzz_target!(|data: &[u8]| {
     let mut cx = ctx();
     let mut ran = 0;
     let chain = &s.loaded.plugins.chains[0];
-    let result = s.rt.block_on(chain.on_request(
-        &mut parts,
-        &mut cx,
-        &s.loaded.plugins.consumer_plugins,
-        &mut ran,
-    ));
+    let result = s.rt.block_on(chain.on_request(&mut parts, &mut cx, &mut ran));
     match &result {
         Ok(_) => {}
         Err(e) => match &e.kind {

@@ -446,6 +446,8 @@ fn run(input: Input) {
             methods,
             headers,
             query,
+            // The reference model below has no versions: every route takes any.
+            version: None,
         });
     }
 
@@ -499,6 +501,7 @@ fn run(input: Input) {
             method: &method,
             headers: &headers,
             query,
+            version: None,
         });
 
         let (Ok(path), Ok(host)) = (normalize_path(&raw_path), normalize_host(&raw_host)) else {
@@ -511,6 +514,7 @@ fn run(input: Input) {
             method: &method,
             headers: &headers,
             query,
+            version: None,
         };
         let got = router.lookup(&view);
         stat(match got {
