@@ -36,7 +36,7 @@ pub async fn initial_runtime(store: &Store) -> Result<Runtime, StoreError> {
     .unwrap_or_else(|_| Err(StoreError::Io("PostgreSQL did not answer in time".into())));
     match fetched {
         Ok(rt) => {
-            store.keep_last_good(&rt);
+            store.keep_last_good(&rt, &[]);
             Ok(rt)
         }
         Err(e) => {

@@ -231,7 +231,8 @@ impl Admin {
                 format!("revision {revision} was stored but could not be applied: {e}"),
             ));
         }
-        self.store.keep_last_good(&next);
+        self.store
+            .keep_last_good(&next, std::slice::from_ref(&record));
         tracing::info!(
             target: "torii::audit",
             revision,
@@ -300,7 +301,7 @@ impl Admin {
                     return Ok(current.revision);
                 }
                 return self
-                    .load_and_apply(gw, &snap, stored, current.revision, &[])
+                    .load_and_apply(gw, &snap, stored, current.revision, None)
                     .await;
             }
             Store::None => return Ok(current.revision),
@@ -322,7 +323,7 @@ impl Admin {
                 );
                 let whole = pg.load().await.map_err(|e| e.to_string())?;
                 return self
-                    .load_and_apply(gw, &snap, whole, current.revision, &[])
+                    .load_and_apply(gw, &snap, whole, current.revision, None)
                     .await;
             }
         }
@@ -334,22 +335,22 @@ impl Admin {
             .iter()
             .enumerate()
             .all(|(i, r)| r.revision == current.revision + 1 + i as u64);
-        let (next, changes) = if records.is_empty() {
+        let (next, records) = if records.is_empty() {
             // Nothing newer, unless the store went back (restored from a backup).
             if pg.revision().await.map_err(|e| e.to_string())? >= current.revision {
                 return Ok(current.revision);
             }
-            (pg.load().await.map_err(|e| e.to_string())?, Vec::new())
+            (pg.load().await.map_err(|e| e.to_string())?, None)
         } else if dense {
             let mut next = (*current).clone();
             for r in &records {
                 r.apply_to(&mut next);
             }
-            (next, store::net_changes(&records))
+            (next, Some(records))
         } else {
-            (pg.load().await.map_err(|e| e.to_string())?, Vec::new())
+            (pg.load().await.map_err(|e| e.to_string())?, None)
         };
-        self.load_and_apply(gw, &snap, next, current.revision, &changes)
+        self.load_and_apply(gw, &snap, next, current.revision, records.as_deref())
             .await
     }
 
@@ -366,22 +367,25 @@ impl Admin {
             .map_err(|e| e.to_string())
     }
 
-    /// Applies `next` (catch-up): built from `changes` when they are consumer changes only,
-    /// otherwise loaded with the running file (`changes` empty: not known).
+    /// Applies `next` (catch-up): built from `records` (the revisions after the running one)
+    /// when they change consumers only, otherwise loaded with the running file (`None`: not
+    /// known, a whole reload).
     async fn load_and_apply(
         &self,
         gw: &Gateway,
         snap: &torii_proxy::snapshot::Snapshot,
         next: Runtime,
         running: u64,
-        changes: &[ItemChange],
+        records: Option<&[Record]>,
     ) -> Result<u64, String> {
         let revision = next.revision;
         let next = Arc::new(next);
-        match self.prepare(gw, snap, next.clone(), changes).await {
+        let changes = records.map(store::net_changes).unwrap_or_default();
+        match self.prepare(gw, snap, next.clone(), &changes).await {
             Ok(p) => {
                 self.put_in_place(gw, snap, p, next.clone()).await?;
-                self.store.keep_last_good(&next);
+                self.store
+                    .keep_last_good(&next, records.unwrap_or_default());
                 tracing::info!(revision, "caught up with the config store");
                 Ok(revision)
             }

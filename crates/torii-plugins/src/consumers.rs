@@ -464,4 +464,103 @@ mod tests {
         assert!(!e.contains("zq"), "{e}");
         assert!(parse_key_hash(&h.replace("sha256:", "md5:")).is_err());
     }
+
+    fn consumer(name: &str, keys: &[&str], users: &[&str]) -> ConsumerConfig {
+        let users: Vec<serde_json::Value> = users
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "username": u,
+                    "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$M2Q4ZTVkNTliZjNmYmU3YzQ4NWM"
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "keys": keys.iter().map(|k| format_key_hash(k.as_bytes())).collect::<Vec<_>>(),
+            "basic_auth": users,
+        }))
+        .unwrap()
+    }
+
+    fn owner(d: &Directory, key: &str) -> Option<String> {
+        d.by_key_digest(&key_digest(key.as_bytes()))
+            .map(|c| c.name.to_string())
+    }
+
+    #[test]
+    fn changes_add_replace_remove_and_swap_credentials_in_one_step() {
+        let list = vec![consumer("a", &["ka"], &["ua"]), consumer("b", &["kb"], &[])];
+        let d = Directory::build(&list, |_| (None, None)).unwrap();
+        assert_eq!(d.len(), 2);
+        // a and b swap keys in one change: neither is "used twice".
+        let a2 = consumer("a", &["kb"], &["ua"]);
+        let b2 = consumer("b", &["ka"], &[]);
+        let c = consumer("c", &["kc"], &["uc"]);
+        let next = d
+            .changed(vec![
+                (Some(&list[0]), Some((&a2, (None, None)))),
+                (Some(&list[1]), Some((&b2, (None, None)))),
+                (None, Some((&c, (None, None)))),
+            ])
+            .unwrap();
+        assert_eq!(owner(&next, "kb").as_deref(), Some("a"));
+        assert_eq!(owner(&next, "ka").as_deref(), Some("b"));
+        assert_eq!(owner(&next, "kc").as_deref(), Some("c"));
+        assert_eq!(next.len(), 3);
+        // The old directory is untouched (requests in flight keep their view).
+        assert_eq!(owner(&d, "ka").as_deref(), Some("a"));
+        assert!(owner(&d, "kc").is_none());
+        // A key someone else has is refused, at the change's position.
+        let e = next
+            .changed(vec![(
+                None,
+                Some((&consumer("d", &["kc"], &[]), (None, None))),
+            )])
+            .unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].0, 0);
+        assert!(e[0].1.message.contains("used twice"), "{}", e[0].1.message);
+        // Removing c frees its key and username.
+        let gone = next.changed(vec![(Some(&c), None)]).unwrap();
+        assert!(owner(&gone, "kc").is_none());
+        assert!(gone.by_username("uc").is_none());
+        assert!(gone.by_name("c").is_none());
+        assert_eq!(
+            gone.by_username("ua")
+                .map(|(c, _)| c.name.to_string())
+                .as_deref(),
+            Some("a")
+        );
+        assert_eq!(gone.len(), 2);
+    }
+
+    #[test]
+    fn the_change_layer_is_folded_into_the_base_and_lookups_stay_right() {
+        let list: Vec<ConsumerConfig> = (0..100)
+            .map(|i| consumer(&format!("c{i}"), &[&format!("k{i}")], &[]))
+            .collect();
+        let mut d = Directory::build(&list, |_| (None, None)).unwrap();
+        let mut current = list.clone();
+        // Enough changes to fold several times: each moves a consumer to a new key.
+        for round in 0..3000 {
+            let i = round % 100;
+            let next = consumer(&format!("c{i}"), &[&format!("k{i}-{round}")], &[]);
+            d = d
+                .changed(vec![(Some(&current[i]), Some((&next, (None, None))))])
+                .unwrap();
+            current[i] = next;
+            assert!(d.delta.entries() <= FOLD_AT + 8);
+        }
+        assert_eq!(d.len(), 100);
+        for (i, c) in current.iter().enumerate() {
+            let key = format!("k{i}-{}", 2900 + i);
+            assert_eq!(owner(&d, &key).as_deref(), Some(c.name.as_str()), "{key}");
+            assert!(owner(&d, &format!("k{i}")).is_none());
+        }
+        assert!(
+            d.base.by_key.len() <= 100 + FOLD_AT,
+            "old keys were folded away"
+        );
+    }
 }

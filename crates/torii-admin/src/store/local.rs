@@ -1,13 +1,22 @@
-//! The local store (`torii run --data-dir DIR`): `runtime.json` holds the current entities
-//! (replaced atomically: written to a temporary file, synced, renamed), and `history.jsonl`
-//! one line per revision (appended and synced before the change applies). In cluster mode
-//! the same `runtime.json` is the node's last known good copy.
+//! The local store (`torii run --data-dir DIR`): `history.jsonl` holds one line per revision
+//! (appended and synced: that is the commit), and `runtime.json` a checkpoint of the entities
+//! at some revision (replaced atomically: written to a temporary file, synced, renamed). The
+//! current entities are the checkpoint with the records after it replayed. A commit appends
+//! one line, so its cost does not grow with the number of entities; the checkpoint is
+//! rewritten once every [`CHECKPOINT_EVERY`] revisions, which bounds the replay at startup.
+//!
+//! In cluster mode the same directory is the node's last known good copy
+//! ([`LocalStore::keep`]): the records it applied from PostgreSQL are appended the same way,
+//! and the journal is cut back at each checkpoint (PostgreSQL keeps the history).
 
 use super::{Record, StoreError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use torii_config::Runtime;
+
+/// Revisions between two checkpoints of `runtime.json`.
+pub const CHECKPOINT_EVERY: u64 = 1024;
 
 /// The local store: a directory.
 #[derive(Debug)]
@@ -20,9 +29,18 @@ pub struct LocalStore {
     /// Serializes commits of this process (the gateway's change lock already does; this
     /// keeps the store correct on its own).
     commits: Mutex<()>,
-    /// The revision in `runtime.json`, once read: the directory is locked to this process, so
-    /// a commit need not parse the whole file again to check it.
-    revision: Mutex<Option<u64>>,
+    /// The revisions of the store and of its checkpoint, once read: the directory is locked
+    /// to this process, so a commit need not read the files again.
+    at: Mutex<Option<At>>,
+}
+
+/// Where the store is.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    /// The last committed revision.
+    revision: u64,
+    /// The revision in `runtime.json`.
+    checkpoint: u64,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
@@ -56,22 +74,29 @@ impl LocalStore {
             dir,
             lock: Mutex::new(Some(lock)),
             commits: Mutex::new(()),
-            revision: Mutex::new(None),
+            at: Mutex::new(None),
         })
     }
 
-    /// The revision in `runtime.json`.
-    fn revision(&self) -> Result<u64, StoreError> {
-        let mut cached = self
-            .revision
+    fn at(&self) -> Result<At, StoreError> {
+        if let Some(a) = *self
+            .at
             .lock()
-            .map_err(|_| StoreError::Io("store lock".into()))?;
-        if let Some(r) = *cached {
-            return Ok(r);
+            .map_err(|_| StoreError::Io("store lock".into()))?
+        {
+            return Ok(a);
         }
-        let r = self.load()?.revision;
-        *cached = Some(r);
-        Ok(r)
+        self.load()?;
+        self.at
+            .lock()
+            .map_err(|_| StoreError::Io("store lock".into()))?
+            .ok_or_else(|| StoreError::Io("store state".into()))
+    }
+
+    fn set_at(&self, a: At) {
+        if let Ok(mut g) = self.at.lock() {
+            *g = Some(a);
+        }
     }
 
     /// Releases the directory for another process (the gateway stopped).
@@ -79,6 +104,10 @@ impl LocalStore {
         if let Ok(mut l) = self.lock.lock() {
             *l = None;
         }
+    }
+
+    fn is_open(&self) -> bool {
+        self.lock.lock().is_ok_and(|l| l.is_some())
     }
 
     fn current(&self) -> PathBuf {
@@ -89,8 +118,8 @@ impl LocalStore {
         self.dir.join("history.jsonl")
     }
 
-    /// The entities in `runtime.json` (none when it does not exist yet).
-    pub fn load(&self) -> Result<Runtime, StoreError> {
+    /// The checkpoint in `runtime.json` (empty when it does not exist yet).
+    fn read_checkpoint(&self) -> Result<Runtime, StoreError> {
         let path = self.current();
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -104,6 +133,22 @@ impl LocalStore {
         }
     }
 
+    /// The entities: the checkpoint with the records after it replayed.
+    pub fn load(&self) -> Result<Runtime, StoreError> {
+        let mut rt = self.read_checkpoint()?;
+        let checkpoint = rt.revision;
+        for r in self.read_records()? {
+            if r.revision == rt.revision + 1 {
+                r.apply_to(&mut rt);
+            }
+        }
+        self.set_at(At {
+            revision: rt.revision,
+            checkpoint,
+        });
+        Ok(rt)
+    }
+
     pub(crate) fn commit(
         &self,
         expected: u64,
@@ -114,16 +159,68 @@ impl LocalStore {
             .commits
             .lock()
             .map_err(|_| StoreError::Io("store lock".into()))?;
-        if self.lock.lock().map_or(true, |l| l.is_none()) {
+        if !self.is_open() {
             return Err(StoreError::Io("the local store is closed".into()));
         }
-        let now = self.revision()?;
-        if now != expected {
-            return Err(StoreError::Conflict(now));
+        let at = self.at()?;
+        if at.revision != expected {
+            return Err(StoreError::Conflict(at.revision));
         }
-        // History first: a crash between the two leaves a record whose change is not in
-        // runtime.json yet, which `load` ignores (the revision there is older) and the next
-        // commit overwrites by number. The reverse would lose who made a live change.
+        self.append(record)?;
+        let at = At {
+            revision: record.revision,
+            ..at
+        };
+        self.set_at(at);
+        if at.revision >= at.checkpoint + CHECKPOINT_EVERY {
+            // The record is committed; a failed checkpoint only means a longer replay.
+            if let Err(e) = self.checkpoint(next) {
+                tracing::warn!(error = %e, "cannot write the config store's checkpoint");
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `rt` as this node's last known good entities (cluster mode): `records` (the
+    /// revisions it applied, in order) are appended when they follow what is kept, otherwise
+    /// (a whole reload) `rt` is written whole.
+    pub(crate) fn keep(&self, rt: &Runtime, records: &[Record]) -> Result<(), StoreError> {
+        let _g = self
+            .commits
+            .lock()
+            .map_err(|_| StoreError::Io("store lock".into()))?;
+        if !self.is_open() {
+            return Ok(());
+        }
+        let at = self.at()?;
+        let follows = !records.is_empty()
+            && records
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.revision == at.revision + 1 + i as u64)
+            && records.last().map(|r| r.revision) == Some(rt.revision);
+        if follows && rt.revision < at.checkpoint + CHECKPOINT_EVERY {
+            for r in records {
+                self.append(r)?;
+            }
+            self.set_at(At {
+                revision: rt.revision,
+                ..at
+            });
+            return Ok(());
+        }
+        self.checkpoint(rt)?;
+        // PostgreSQL keeps the history: the journal before the checkpoint can go.
+        let hist = self.history_path();
+        match std::fs::remove_file(&hist) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("cannot remove", &hist, e)),
+        }
+    }
+
+    /// Appends one record to the journal and syncs it.
+    fn append(&self, record: &Record) -> Result<(), StoreError> {
         let hist = self.history_path();
         let mut line = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.to_string()))?;
         line.push(b'\n');
@@ -149,11 +246,11 @@ impl LocalStore {
             let _ = f.set_len(len);
             return Err(io("cannot append to", &hist, e));
         }
-        self.save(next)
+        Ok(())
     }
 
     /// Replaces `runtime.json` atomically (temporary file, sync, rename, directory sync).
-    pub(crate) fn save(&self, next: &Runtime) -> Result<(), StoreError> {
+    fn checkpoint(&self, next: &Runtime) -> Result<(), StoreError> {
         let path = self.current();
         let tmp = self.dir.join("runtime.json.tmp");
         let bytes = serde_json::to_vec(next).map_err(|e| StoreError::Io(e.to_string()))?;
@@ -162,19 +259,20 @@ impl LocalStore {
             .and_then(|()| t.sync_all())
             .map_err(|e| io("cannot write", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io("cannot replace", &path, e))?;
-        if let Ok(mut r) = self.revision.lock() {
-            *r = Some(next.revision);
-        }
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
+        self.set_at(At {
+            revision: next.revision,
+            checkpoint: next.revision,
+        });
         Ok(())
     }
 
-    /// Every record, oldest first. Records beyond the current revision (a crash between the
-    /// history append and the switch) are left out; for a revision written twice, the last.
-    pub(crate) fn read_history(&self) -> Result<Vec<Record>, StoreError> {
-        let current = self.revision()?;
+    /// Every record in the journal, oldest first; a torn line (a crash mid-append) is
+    /// skipped, and of a revision written twice (by an older version that crashed between
+    /// its two writes) the last one counts.
+    fn read_records(&self) -> Result<Vec<Record>, StoreError> {
         let hist = self.history_path();
         let text = match std::fs::read_to_string(&hist) {
             Ok(t) => t,
@@ -183,18 +281,22 @@ impl LocalStore {
         };
         let mut out: Vec<Record> = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            // A torn last line (a crash mid-append) is skipped.
             let Ok(r) = serde_json::from_str::<Record>(line) else {
                 continue;
             };
-            if r.revision > current {
-                continue;
-            }
             out.retain(|o| o.revision != r.revision);
             out.push(r);
         }
         out.sort_by_key(|r| r.revision);
         Ok(out)
+    }
+
+    /// Every committed record, oldest first.
+    pub(crate) fn read_history(&self) -> Result<Vec<Record>, StoreError> {
+        let current = self.at()?.revision;
+        let mut all = self.read_records()?;
+        all.retain(|r| r.revision <= current);
+        Ok(all)
     }
 
     pub(crate) fn history(
@@ -277,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_or_uncommitted_history_line_is_ignored() {
+    fn a_torn_line_is_ignored_and_a_whole_one_is_committed() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::open(dir.path()).unwrap();
         let next = Runtime {
@@ -292,7 +394,68 @@ mod tests {
         let mut two = serde_json::to_vec(&record(2)).unwrap();
         two.extend_from_slice(b"\n{\"revision\": 3, \"at");
         f.write_all(&two).unwrap();
+        s.close();
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap().revision, 2);
         let h = s.history(None, 10).unwrap();
-        assert_eq!(h.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(h.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![2, 1]);
+    }
+
+    fn put(revision: u64, name: &str) -> Record {
+        Record {
+            changes: vec![super::super::ItemChange {
+                kind: torii_config::EntityKind::Consumers,
+                name: name.into(),
+                before: None,
+                after: Some(serde_json::json!({"groups": [revision.to_string()]})),
+            }],
+            ..record(revision)
+        }
+    }
+
+    #[test]
+    fn commits_append_and_a_checkpoint_is_written_every_so_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let mut rt = Runtime::default();
+        let n = CHECKPOINT_EVERY + 5;
+        for r in 1..=n {
+            let rec = put(r, &format!("c{}", r % 7));
+            rec.apply_to(&mut rt);
+            s.commit(r - 1, &rt, &rec).unwrap();
+            // No checkpoint before the threshold: a commit is one appended line.
+            if r < CHECKPOINT_EVERY {
+                assert!(!dir.path().join("runtime.json").exists());
+            }
+        }
+        let checkpoint: Runtime =
+            serde_json::from_slice(&std::fs::read(dir.path().join("runtime.json")).unwrap())
+                .unwrap();
+        assert_eq!(checkpoint.revision, CHECKPOINT_EVERY);
+        s.close();
+        let again = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(again.load().unwrap(), rt, "checkpoint + journal replay");
+        assert_eq!(again.history(None, usize::MAX).unwrap().len() as u64, n);
+    }
+
+    #[test]
+    fn a_cluster_nodes_copy_appends_what_follows_and_rewrites_after_a_jump() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let mut rt = Runtime::default();
+        let (one, two) = (put(1, "a"), put(2, "b"));
+        one.apply_to(&mut rt);
+        two.apply_to(&mut rt);
+        s.keep(&rt, &[one, two]).unwrap();
+        assert!(!dir.path().join("runtime.json").exists());
+        assert_eq!(s.load().unwrap(), rt);
+        // A whole reload (revision 9, say after a restore): written whole, journal cut.
+        let mut whole = rt.clone();
+        put(9, "z").apply_to(&mut whole);
+        s.keep(&whole, &[]).unwrap();
+        assert!(!dir.path().join("history.jsonl").exists());
+        s.close();
+        let again = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(again.load().unwrap(), whole);
     }
 }

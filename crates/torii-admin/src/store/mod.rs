@@ -193,10 +193,11 @@ impl Store {
     }
 
     /// Keeps `rt` as this node's last known good entities (cluster mode with a data
-    /// directory); a failure is logged, the node keeps running.
-    pub fn keep_last_good(&self, rt: &Runtime) {
+    /// directory): `records` are the revisions that led to it from the last one kept
+    /// (appended; empty: `rt` is written whole). A failure is logged, the node keeps running.
+    pub fn keep_last_good(&self, rt: &Runtime, records: &[Record]) {
         if let Self::Postgres(_, Some(local)) = self
-            && let Err(e) = local.save(rt)
+            && let Err(e) = local.keep(rt, records)
         {
             tracing::warn!(error = %e, "cannot keep the last known good config");
         }
