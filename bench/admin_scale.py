@@ -9,7 +9,8 @@
    consumers; startup of each, then a consumer created on node 1 timed until its key
    authenticates on nodes 2 and 3 (median of 5).
 4. Traffic during changes: wrk on a key_auth route of a small config while CHANGES
-   consumer writes are applied one after another; wrk's error and non-2xx counts.
+   writes are applied one after another (nine consumer changes to one route change);
+   wrk's error and non-2xx counts.
 
 Usage: bench/admin_scale.py TORII_BINARY    # N=100000 CHANGES=1000 DATABASE_URL=...
 Needs python3, curl-free (urllib), wrk for step 4, psql for step 3.
@@ -204,9 +205,15 @@ def traffic_during_changes(tmp):
                            stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)
     t0 = time.monotonic()
+    # Nine consumer changes (applied to the consumer directory) to one route change (a
+    # whole load and a new snapshot), so both ways of applying a change run under traffic.
     for i in range(CHANGES):
-        s, body = http("PUT", f"http://127.0.0.1:{admin}/config/consumers/w{i % 50}",
-                       {"groups": [f"g{i}"]})
+        if i % 10 == 9:
+            s, body = http("PUT", f"http://127.0.0.1:{admin}/config/routes/extra{i % 7}",
+                           {"match": {"path": f"/extra{i % 7}"}, "direct_response": {"body": f"{i}"}})
+        else:
+            s, body = http("PUT", f"http://127.0.0.1:{admin}/config/consumers/w{i % 50}",
+                           {"groups": [f"g{i}"]})
         assert s in (200, 201), (s, body[:200])
     took = time.monotonic() - t0
     wrk.send_signal(2)

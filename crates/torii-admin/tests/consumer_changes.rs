@@ -221,3 +221,44 @@ async fn a_consumer_a_route_names_is_changed_by_a_full_load() {
     );
     assert_eq!(open().await, StatusCode::OK);
 }
+
+/// The claims of a gateway-signed identity token (signature checked elsewhere:
+/// torii-proxy/tests/identity.rs).
+fn claims(token: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    let token = std::str::from_utf8(token).unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn identity_tokens_follow_a_consumer_changed_without_a_reload() {
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(key_file.path(), pair.serialize_pem()).unwrap();
+    let up = echo_header("x-identity-token").await;
+    let n = start(&format!(
+        "identity:\n  token:\n    issuer: https://gateway.test\n    keys: [{{kid: k1, algorithm: ES256, private_key: '{}'}}]\nupstreams:\n  - name: app\n    targets: [{{url: 'http://{up}'}}]\n    identity_token: {{audience: app}}\nroutes:\n  - name: app\n    match: {{path: /app}}\n    upstream: app\n    plugins: {{key_auth: {{}}}}\n",
+        key_file.path().display()
+    ))
+    .await;
+    let key = "carol-key-0123456789";
+    let token = |groups: serde_json::Value| {
+        let body = json!({"id": "u-1", "groups": groups, "keys": [hash(key)]});
+        async move {
+            let r = put(n.admin, "/config/consumers/carol", body).await;
+            assert!(r.status.is_success(), "{}", r.text());
+            let r = call(n.public, Method::GET, "/app", &[("x-api-key", key)], None).await;
+            assert_eq!(r.status, StatusCode::OK);
+            claims(&r.body)
+        }
+    };
+    let before = n.snapshot();
+    assert_eq!(token(json!(["staff"])).await["groups"], json!(["staff"]));
+    // Tokens are cached for half their lifetime; a changed consumer gets a new one at once.
+    assert_eq!(token(json!(["admin"])).await["groups"], json!(["admin"]));
+    assert_eq!(n.snapshot(), before);
+}

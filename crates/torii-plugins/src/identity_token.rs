@@ -259,9 +259,21 @@ impl TokenSigner {
             None => Vec::new(),
         };
         let mut material = Vec::with_capacity(128);
-        for part in [&*consumer.id, &aud.audience, &aud.issuer, &aud.kid] {
+        // Everything of the consumer the token carries: a consumer changed without a reload
+        // (its groups, or its id reused under another name) must not get the old token.
+        for part in [
+            &*consumer.id,
+            &*consumer.name,
+            &aud.audience,
+            &aud.issuer,
+            &aud.kid,
+        ] {
             material.extend_from_slice(part.as_bytes());
             material.push(0);
+        }
+        for g in &consumer.groups {
+            material.extend_from_slice(g.as_bytes());
+            material.push(1);
         }
         material.push(u8::from(consumer.anonymous));
         for (k, v) in &copied {

@@ -8,6 +8,10 @@
 //! In cluster mode the same directory is the node's last known good copy
 //! ([`LocalStore::keep`]): the records it applied from PostgreSQL are appended the same way,
 //! and the journal is cut back at each checkpoint (PostgreSQL keeps the history).
+//!
+//! `journal` marks a directory in this format. A directory written by an older Torii (where
+//! `runtime.json` was always current and a history line above it was a change that failed)
+//! is converted when opened: such lines are dropped, then the mark is written.
 
 use super::{Record, StoreError};
 use std::io::Write as _;
@@ -47,6 +51,14 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 
+/// Writes a file and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut t = std::fs::File::create(path).map_err(|e| io("cannot create", path, e))?;
+    t.write_all(bytes)
+        .and_then(|()| t.sync_all())
+        .map_err(|e| io("cannot write", path, e))
+}
+
 impl LocalStore {
     /// Opens (creating) the directory.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
@@ -70,12 +82,50 @@ impl LocalStore {
                 dir.display()
             ))
         })?;
-        Ok(Self {
+        let store = Self {
             dir,
             lock: Mutex::new(Some(lock)),
             commits: Mutex::new(()),
             at: Mutex::new(None),
-        })
+        };
+        store.convert()?;
+        Ok(store)
+    }
+
+    /// Marks the directory as a journal; converts one written by an older Torii first.
+    fn convert(&self) -> Result<(), StoreError> {
+        let mark = self.dir.join("journal");
+        if mark.exists() {
+            return Ok(());
+        }
+        if self.current().exists() {
+            let current = self.read_checkpoint()?.revision;
+            let hist = self.history_path();
+            if let Ok(text) = std::fs::read_to_string(&hist) {
+                let kept: String = text
+                    .lines()
+                    .filter(|l| {
+                        serde_json::from_str::<Record>(l).is_ok_and(|r| r.revision <= current)
+                    })
+                    .flat_map(|l| [l, "\n"])
+                    .collect();
+                let tmp = self.dir.join("history.jsonl.tmp");
+                write_synced(&tmp, kept.as_bytes())?;
+                std::fs::rename(&tmp, &hist).map_err(|e| io("cannot replace", &hist, e))?;
+            }
+        }
+        write_synced(
+            &mark,
+            b"torii config store: runtime.json is a checkpoint, history.jsonl the journal\n",
+        )?;
+        self.sync_dir();
+        Ok(())
+    }
+
+    fn sync_dir(&self) {
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
     }
 
     fn at(&self) -> Result<At, StoreError> {
@@ -133,11 +183,30 @@ impl LocalStore {
         }
     }
 
-    /// The entities: the checkpoint with the records after it replayed.
+    /// The entities: the checkpoint with the records after it replayed. Only the journal's
+    /// tail is parsed (lines are appended in revision order), so the replay is bounded by
+    /// [`CHECKPOINT_EVERY`], not by the length of the history.
     pub fn load(&self) -> Result<Runtime, StoreError> {
         let mut rt = self.read_checkpoint()?;
         let checkpoint = rt.revision;
-        for r in self.read_records()? {
+        let hist = self.history_path();
+        let text = match std::fs::read_to_string(&hist) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io("cannot read", &hist, e)),
+        };
+        let mut tail = Vec::new();
+        for line in text.lines().rev().filter(|l| !l.trim().is_empty()) {
+            // A torn line (a crash mid-append) is skipped.
+            let Ok(r) = serde_json::from_str::<Record>(line) else {
+                continue;
+            };
+            if r.revision <= checkpoint {
+                break;
+            }
+            tail.push(r);
+        }
+        for r in tail.iter().rev() {
             if r.revision == rt.revision + 1 {
                 r.apply_to(&mut rt);
             }
@@ -209,14 +278,15 @@ impl LocalStore {
             });
             return Ok(());
         }
-        self.checkpoint(rt)?;
-        // PostgreSQL keeps the history: the journal before the checkpoint can go.
+        // PostgreSQL keeps the history: the journal goes, first (a crash before the new
+        // checkpoint leaves the older checkpoint alone, never old records on a new one).
         let hist = self.history_path();
         match std::fs::remove_file(&hist) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("cannot remove", &hist, e)),
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", &hist, e)),
         }
+        self.checkpoint(rt)
     }
 
     /// Appends one record to the journal and syncs it.
@@ -224,12 +294,16 @@ impl LocalStore {
         let hist = self.history_path();
         let mut line = serde_json::to_vec(record).map_err(|e| StoreError::Io(e.to_string()))?;
         line.push(b'\n');
+        let created = !hist.exists();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&hist)
             .map_err(|e| io("cannot open", &hist, e))?;
+        if created {
+            self.sync_dir();
+        }
         // A torn last line (a crash or a full disk mid-append) must not swallow this record.
         let len = f.metadata().map_err(|e| io("cannot read", &hist, e))?.len();
         if len > 0 {
@@ -254,14 +328,9 @@ impl LocalStore {
         let path = self.current();
         let tmp = self.dir.join("runtime.json.tmp");
         let bytes = serde_json::to_vec(next).map_err(|e| StoreError::Io(e.to_string()))?;
-        let mut t = std::fs::File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
-        t.write_all(&bytes)
-            .and_then(|()| t.sync_all())
-            .map_err(|e| io("cannot write", &tmp, e))?;
+        write_synced(&tmp, &bytes)?;
         std::fs::rename(&tmp, &path).map_err(|e| io("cannot replace", &path, e))?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
+        self.sync_dir();
         self.set_at(At {
             revision: next.revision,
             checkpoint: next.revision,
@@ -279,16 +348,14 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io("cannot read", &hist, e)),
         };
-        let mut out: Vec<Record> = Vec::new();
+        let mut out = std::collections::BTreeMap::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let Ok(r) = serde_json::from_str::<Record>(line) else {
                 continue;
             };
-            out.retain(|o| o.revision != r.revision);
-            out.push(r);
+            out.insert(r.revision, r);
         }
-        out.sort_by_key(|r| r.revision);
-        Ok(out)
+        Ok(out.into_values().collect())
     }
 
     /// Every committed record, oldest first.
@@ -457,5 +524,37 @@ mod tests {
         s.close();
         let again = LocalStore::open(dir.path()).unwrap();
         assert_eq!(again.load().unwrap(), whole);
+    }
+
+    #[test]
+    fn a_directory_of_the_older_format_is_converted_without_reviving_a_failed_change() {
+        let dir = tempfile::tempdir().unwrap();
+        // runtime.json was always current; history line 2 is a change whose runtime.json
+        // write failed (the client was told nothing was applied).
+        let mut rt = Runtime::default();
+        let one = put(1, "a");
+        one.apply_to(&mut rt);
+        std::fs::write(
+            dir.path().join("runtime.json"),
+            serde_json::to_vec(&rt).unwrap(),
+        )
+        .unwrap();
+        let mut lines = serde_json::to_vec(&one).unwrap();
+        lines.push(b'\n');
+        lines.extend(serde_json::to_vec(&put(2, "b")).unwrap());
+        lines.push(b'\n');
+        std::fs::write(dir.path().join("history.jsonl"), lines).unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap(), rt);
+        assert_eq!(s.history(None, 10).unwrap().len(), 1);
+        assert!(dir.path().join("journal").exists());
+        // The next commit is revision 2 again, and it is the one that counts.
+        let mut next = rt.clone();
+        let two = put(2, "c");
+        two.apply_to(&mut next);
+        s.commit(1, &next, &two).unwrap();
+        s.close();
+        let again = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(again.load().unwrap(), next);
     }
 }

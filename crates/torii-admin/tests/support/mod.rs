@@ -116,3 +116,29 @@ pub async fn upstream(body: &'static str) -> SocketAddr {
     });
     addr
 }
+
+/// A fake upstream answering with the value of the request header `header` (empty when
+/// absent).
+pub async fn echo_header(header: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| async move {
+                    let v = req
+                        .headers()
+                        .get(header)
+                        .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+                        .unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(v)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
