@@ -26,12 +26,12 @@ use torii_proxy::admin::Principal;
 fn desired(body: &Value) -> Result<BTreeMap<EntityKind, BTreeMap<String, Value>>, ApiError> {
     let Value::Object(m) = body else {
         return Err(ApiError::bad_request(
-            "the body is an object with `upstreams`, `routes`, `consumers` (lists) and `plugins` (a map)",
+            "the body is an object with `upstreams`, `routes`, `consumers`, `certificates` (lists) and `plugins` (a map)",
         ));
     };
     if let Some(k) = m.keys().find(|k| EntityKind::from_section(k).is_none()) {
         return Err(ApiError::bad_request(format!(
-            "`{k}` cannot be set through the admin API: only upstreams, routes, consumers and plugins"
+            "`{k}` cannot be set through the admin API: only upstreams, routes, consumers, certificates and plugins"
         ))
         .hint("listeners, server settings and the like belong to the file"));
     }

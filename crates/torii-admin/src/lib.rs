@@ -516,7 +516,7 @@ impl AdminApi for Admin {
 fn entity_kind(s: &str) -> Result<EntityKind, ApiError> {
     EntityKind::from_section(s).ok_or_else(|| {
         ApiError::not_found(format!(
-            "no collection `{s}`: use upstreams, routes, consumers or plugins"
+            "no collection `{s}`: use upstreams, routes, consumers, plugins or certificates"
         ))
     })
 }

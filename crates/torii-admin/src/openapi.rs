@@ -232,6 +232,7 @@ pub fn document(config_schema: &Value) -> Value {
         ("routes", "Route"),
         ("consumers", "Consumer"),
         ("plugins", "PluginSettings"),
+        ("certificates", "Certificate"),
     ] {
         paths.insert(
             format!("/config/{kind}"),
@@ -279,6 +280,7 @@ pub fn document(config_schema: &Value) -> Value {
                 "routes": {"type": "array", "items": schema_ref("Route")},
                 "consumers": {"type": "array", "items": schema_ref("Consumer")},
                 "plugins": schema_ref("PluginMap"),
+                "certificates": {"type": "array", "items": schema_ref("Certificate")},
             }, "additionalProperties": false})),
             write_errors(vec![("200", response("The changes (applied, or with dry_run what would be).", Some(schema_ref("Object"))))])) }),
     );
@@ -372,7 +374,7 @@ pub fn document(config_schema: &Value) -> Value {
         "info": {
             "title": "Torii admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Runtime consumers, routes, upstreams and global plugins, validated by the same loader as the config file. See docs/admin-api.md.",
+            "description": "Runtime consumers, routes, upstreams, global plugins and TLS certificates, validated by the same loader as the config file. See docs/admin-api.md.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "security": [{ "bearer": [] }, {}],

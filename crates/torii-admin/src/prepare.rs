@@ -71,10 +71,28 @@ impl Admin {
             return Ok(Prepared::Consumers(Box::new(d)));
         }
         let source = snap.source.load().with_runtime(next);
+        let file = source.name.clone();
         match self.load(gw, source).await {
             Err(e) => Err(Refused::Internal(e)),
             Ok(Err(d)) => Err(Refused::Invalid(d.file.clone(), d.items)),
-            Ok(Ok(l)) => Ok(Prepared::Full(Box::new(l))),
+            Ok(Ok(l)) => {
+                // What only building the TLS configs finds (a key that is not the
+                // certificate's), before anything is stored.
+                let bad = torii_proxy::tls::check_certificates(&l.config);
+                if bad.is_empty() {
+                    return Ok(Prepared::Full(Box::new(l)));
+                }
+                let items = bad
+                    .into_iter()
+                    .map(|(i, message)| {
+                        let name = l.config.certificates.get(i).map_or("", |c| c.name.as_str());
+                        Diagnostic::new(None, format!("certificates[{i}]"), message)
+                            .with_hint("send the certificate chain and the private key that belong together")
+                            .at_pointer(format!("/certificates/{}", torii_config::runtime::escape(name)))
+                    })
+                    .collect();
+                Err(Refused::Invalid(file, items))
+            }
         }
     }
 

@@ -719,6 +719,7 @@ async fn the_openapi_document_is_valid_openapi_3_1_and_every_operation_answers_a
         ("/config/routes", "rt-route"),
         ("/config/consumers", "rt-consumer"),
         ("/config/plugins", "cors"),
+        ("/config/certificates", "rt-cert"),
     ];
     let mut ops: Vec<(String, String)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

@@ -86,7 +86,7 @@ pub fn secret_key(key: &str, in_jwk: bool) -> bool {
         key,
         // consumers[].keys[] (API keys; scalars under `keys` are never anything else),
         // basic_auth passwords, HMAC secrets, OAuth client secrets.
-        "keys" | "secret" | "client_secret" | "password" | "password_hash"
+        "keys" | "secret" | "client_secret" | "password" | "password_hash" | "private_key_pem"
     ) || key.ends_with("_secret")
         || key.ends_with("_password")
         || (in_jwk && matches!(key, "k" | "d" | "p" | "q" | "dp" | "dq" | "qi"))

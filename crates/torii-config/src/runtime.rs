@@ -14,11 +14,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The kinds of runtime entity, in the order they are added to the config.
-pub const KINDS: [EntityKind; 4] = [
+pub const KINDS: [EntityKind; 5] = [
     EntityKind::Upstreams,
     EntityKind::Routes,
     EntityKind::Consumers,
     EntityKind::Plugins,
+    EntityKind::Certificates,
 ];
 
 /// A kind of runtime entity: a list section of the config whose elements have a `name`, or
@@ -34,6 +35,8 @@ pub enum EntityKind {
     Consumers,
     /// `plugins.<name>`: global plugin settings.
     Plugins,
+    /// `certificates[]`: TLS certificates (PEM text) served by TLS listeners.
+    Certificates,
 }
 
 impl EntityKind {
@@ -44,6 +47,7 @@ impl EntityKind {
             Self::Routes => "routes",
             Self::Consumers => "consumers",
             Self::Plugins => "plugins",
+            Self::Certificates => "certificates",
         }
     }
 
@@ -59,6 +63,7 @@ impl EntityKind {
             Self::Routes => "route",
             Self::Consumers => "consumer",
             Self::Plugins => "global plugin",
+            Self::Certificates => "certificate",
         }
     }
 }

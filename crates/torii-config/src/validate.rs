@@ -5,6 +5,7 @@ use crate::diag::Diagnostic;
 use crate::schema::{Config, Listener, Route, Upstream, ValueCondition};
 use crate::yaml::{Node, PathSeg};
 
+mod certificates;
 mod compose;
 mod evolution;
 mod resilience;
@@ -724,6 +725,7 @@ pub(crate) fn server(tree: &Node, config: &Config) -> Vec<Diagnostic> {
         evolution::versioning(&mut ctx, v);
     }
     admin(&mut ctx, &config.admin);
+    certificates::check(&mut ctx, config);
     let buffering = &server.response_buffering;
     if let Some(dir) = &buffering.temp_dir
         && buffering.enabled

@@ -27,7 +27,7 @@ pub async fn start(
 ) -> std::io::Result<SocketAddr> {
     let acceptor = match tls {
         Some(t) => {
-            let rt = crate::tls::server_config(t)
+            let rt = crate::tls::server_config(t, &[])
                 .map_err(|e| std::io::Error::other(format!("admin TLS: {e}")))?;
             let mut config = (*rt.config).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -177,7 +177,7 @@ impl Snapshot {
             if let Some(t) = &l.tls {
                 tls.insert(
                     l.name.clone(),
-                    crate::tls::server_config(t)
+                    crate::tls::server_config(t, &crate::tls::certificates_of(&config, &l.name))
                         .map_err(|e| format!("listener {}: {e}", l.name))?,
                 );
             }

@@ -7,7 +7,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
-use torii_config::schema::{ListenerTls, UnknownSni, pem};
+use torii_config::schema::{Certificate, Config, ListenerTls, UnknownSni, pem};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -23,42 +23,45 @@ pub struct CertStore {
 }
 
 impl CertStore {
-    /// Loads the certificates and keys; names come from each leaf's subject alternative names
-    /// (DNS), or its common name when it has none.
-    pub fn load(cfg: &ListenerTls) -> Result<Self, String> {
-        let provider = provider();
+    /// Loads the certificates and keys, the listener's files first, then `extra` (top-level
+    /// `certificates`: a name both have is the file's); names come from each leaf's subject
+    /// alternative names (DNS), or its common name when it has none.
+    pub fn load(cfg: &ListenerTls, extra: &[&Certificate]) -> Result<Self, String> {
         let mut store = CertStore {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             default: None,
         };
         for files in &cfg.certificates {
-            let chain = pem::certs(&files.cert)?;
-            let key = pem::key(&files.key)?;
-            let signing = provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|e| format!("`{}`: unsupported private key: {e}", files.key))?;
-            let names =
-                dns_names(chain[0].as_ref()).map_err(|e| format!("`{}`: {e}", files.cert))?;
-            let ck = Arc::new(CertifiedKey::new(chain, signing));
-            ck.keys_match()
-                .map_err(|e| format!("`{}` does not belong to `{}`: {e}", files.key, files.cert))?;
-            for n in names {
-                let n = n.to_ascii_lowercase();
-                match n.strip_prefix("*.") {
-                    Some(suffix) => store
-                        .wildcard
-                        .entry(suffix.to_string())
-                        .or_insert_with(|| ck.clone()),
-                    None => store.exact.entry(n).or_insert_with(|| ck.clone()),
-                };
-            }
+            let (ck, names) = certified(
+                pem::certs(&files.cert)?,
+                pem::key(&files.key)?,
+                &format!("`{}`", files.cert),
+                &format!("`{}`", files.key),
+            )?;
+            store.add(&ck, names);
             if store.default.is_none() && cfg.unknown_sni == UnknownSni::Default {
                 store.default = Some(ck);
             }
         }
+        for c in extra {
+            let (ck, names) = certificate(c)?;
+            store.add(&ck, names);
+        }
         Ok(store)
+    }
+
+    fn add(&mut self, ck: &Arc<CertifiedKey>, names: Vec<String>) {
+        for n in names {
+            let n = n.to_ascii_lowercase();
+            match n.strip_prefix("*.") {
+                Some(suffix) => self
+                    .wildcard
+                    .entry(suffix.to_string())
+                    .or_insert_with(|| ck.clone()),
+                None => self.exact.entry(n).or_insert_with(|| ck.clone()),
+            };
+        }
     }
 
     /// The certificate for a server name: exact, then wildcard (one label), then the default.
@@ -80,6 +83,60 @@ impl CertStore {
             _ => false,
         }
     }
+}
+
+/// A chain and key as rustls serves them, checked to belong together, with the leaf's names.
+fn certified(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: rustls_pki_types::PrivateKeyDer<'static>,
+    cert_name: &str,
+    key_name: &str,
+) -> Result<(Arc<CertifiedKey>, Vec<String>), String> {
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{key_name}: unsupported private key: {e}"))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| format!("{cert_name}: no certificate"))?;
+    let names = dns_names(leaf.as_ref()).map_err(|e| format!("{cert_name}: {e}"))?;
+    let ck = Arc::new(CertifiedKey::new(chain, signing));
+    ck.keys_match()
+        .map_err(|e| format!("{key_name} does not belong to {cert_name}: {e}"))?;
+    Ok((ck, names))
+}
+
+/// A top-level certificate (PEM text) as rustls serves it.
+fn certificate(c: &Certificate) -> Result<(Arc<CertifiedKey>, Vec<String>), String> {
+    let what = format!("certificate `{}`", c.name);
+    certified(
+        pem::certs_from_text(&c.cert_pem).map_err(|e| format!("{what}: {e}"))?,
+        pem::key_from_text(&c.private_key_pem).map_err(|e| format!("{what}: {e}"))?,
+        &format!("{what}'s `cert_pem`"),
+        &format!("{what}'s `private_key_pem`"),
+    )
+}
+
+/// Checks every top-level certificate of `config` as a listener loads it (the key belongs to
+/// the certificate, the leaf parses): `(index, message)` for each that does not. Run before
+/// an admin API change is stored, so a certificate that a listener could not serve is refused
+/// instead of stored.
+pub fn check_certificates(config: &Config) -> Vec<(usize, String)> {
+    config
+        .certificates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| certificate(c).err().map(|e| (i, e)))
+        .collect()
+}
+
+/// The top-level certificates a listener serves.
+pub fn certificates_of<'a>(config: &'a Config, listener: &str) -> Vec<&'a Certificate> {
+    config
+        .certificates
+        .iter()
+        .filter(|c| c.listeners.is_empty() || c.listeners.iter().any(|l| l == listener))
+        .collect()
 }
 
 fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
@@ -160,9 +217,13 @@ pub struct ListenerTlsRuntime {
     pub store: Arc<CertStore>,
 }
 
-/// Builds a listener's TLS config (ALPN h2 then http/1.1).
-pub fn server_config(cfg: &ListenerTls) -> Result<ListenerTlsRuntime, String> {
-    let store = Arc::new(CertStore::load(cfg)?);
+/// Builds a listener's TLS config (ALPN h2 then http/1.1), with the top-level certificates
+/// it serves (`extra`).
+pub fn server_config(
+    cfg: &ListenerTls,
+    extra: &[&Certificate],
+) -> Result<ListenerTlsRuntime, String> {
+    let store = Arc::new(CertStore::load(cfg, extra)?);
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;

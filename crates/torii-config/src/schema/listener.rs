@@ -51,6 +51,25 @@ pub struct ClientAuth {
     pub required: bool,
 }
 
+/// A TLS certificate given as PEM text (what the admin API stores): served by TLS listeners
+/// next to their own certificate files, for the names in the certificate (subject alternative
+/// names, exact or `*.` wildcard; the common name when it has none). A listener's own files
+/// win for a name both have, and its first file stays the default.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Unique name.
+    pub name: String,
+    /// The certificate chain as PEM text, leaf first.
+    pub cert_pem: String,
+    /// The private key as PEM text (PKCS#8, PKCS#1 or SEC1). Reads through the admin API show
+    /// `<redacted>` instead.
+    pub private_key_pem: String,
+    /// The TLS listeners that serve it, by name; every TLS listener when empty.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+}
+
 /// A certificate chain and its private key, as PEM files.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -47,6 +47,10 @@ pub struct Config {
     /// API consumers and their credentials.
     #[serde(default)]
     pub consumers: Vec<Consumer>,
+    /// TLS certificates served by TLS listeners besides their own files, chosen by SNI
+    /// (usually created through the admin API, `/config/certificates`).
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
     /// Plans: named sets of plugin settings (limits and quotas, typically) that consumers
     /// belong to with `plan`.
     #[serde(default)]

@@ -43,6 +43,36 @@ pub fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// Largest PEM text accepted inline (`certificates[].cert_pem`, `private_key_pem`).
+pub const MAX_PEM_TEXT: usize = 64 * 1024;
+
+/// A certificate chain from PEM text; at least one certificate.
+pub fn certs_from_text(text: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    if text.len() > MAX_PEM_TEXT {
+        return Err(format!(
+            "longer than {MAX_PEM_TEXT} bytes; is it really a PEM certificate chain?"
+        ));
+    }
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not a valid PEM certificate chain: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate (expected `-----BEGIN CERTIFICATE-----`)".into());
+    }
+    Ok(certs)
+}
+
+/// A private key from PEM text. The message never quotes the text.
+pub fn key_from_text(text: &str) -> Result<PrivateKeyDer<'static>, String> {
+    if text.len() > MAX_PEM_TEXT {
+        return Err(format!(
+            "longer than {MAX_PEM_TEXT} bytes; is it really a PEM private key?"
+        ));
+    }
+    PrivateKeyDer::from_pem_slice(text.as_bytes())
+        .map_err(|_| "not a PEM private key (PKCS#8, PKCS#1 or SEC1)".to_string())
+}
+
 /// Reads a private key.
 pub fn key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = read(path)?;
