@@ -82,7 +82,7 @@ pub async fn add_key(
 ) -> Result<Reply, ApiError> {
     fields(&body, &["key"])?;
     let key = match body.get("key") {
-        None | Some(Value::Null) => torii_plugins::consumers::generate_key()
+        None => torii_plugins::consumers::generate_key()
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?,
         Some(Value::String(k)) => {
             if k.len() < MIN_KEY_LEN || k.len() > torii_plugins::consumers::MAX_KEY_LEN {

@@ -230,6 +230,13 @@ pub async fn put(
             }
         }
     }
+    // The body's shape first (a body with `<redacted>` placeholders is checked once the stored
+    // secrets are back in, by the whole load).
+    if !contains_redacted(&body) {
+        let gw_catalog = admin.catalog()?;
+        torii_config::check_entity(kind, name, &body, &*gw_catalog)
+            .map_err(|items| ApiError::invalid_items("", &items))?;
+    }
     let mut created = false;
     let (rt, _) = admin
         .change(who, "put", |rt: &Runtime| {

@@ -93,6 +93,11 @@ impl Admin {
         })
     }
 
+    /// The plugin catalog (the config schema with every plugin's settings).
+    pub(crate) fn catalog(&self) -> Result<Arc<torii_plugins::Catalog>, ApiError> {
+        Ok(self.gateway()?.shared().catalog.clone())
+    }
+
     /// The running runtime entities.
     pub fn runtime(&self) -> Result<Arc<Runtime>, ApiError> {
         Ok(self

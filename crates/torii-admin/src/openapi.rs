@@ -113,6 +113,16 @@ pub fn document(config_schema: &Value) -> Value {
         r.remove("$schema");
     }
     schemas.insert("Config".into(), root);
+    // PUT bodies: the element as in the file, except that `name` may be left out (the URL's
+    // is used).
+    for kind in ["Upstream", "Route", "Consumer", "Certificate"] {
+        if let Some(mut s) = schemas.get(kind).cloned() {
+            if let Some(Value::Array(required)) = s.get_mut("required") {
+                required.retain(|r| r != "name");
+            }
+            schemas.insert(format!("{kind}Body"), s);
+        }
+    }
     schemas.insert(
         "Error".into(),
         json!({
@@ -250,20 +260,21 @@ pub fn document(config_schema: &Value) -> Value {
                 "get": op(&format!("get_{kind}"), "Read one.", vec![name.clone()], None,
                     common(vec![("200", response("The entity; runtime ones with an ETag.", Some(schema_ref("Item")))), ("404", error("No such entity."))])),
                 "put": op(&format!("put_{kind}"), "Create or replace a runtime entity; the whole resulting config is validated first.",
-                    vec![name.clone(), if_match.clone(), if_none.clone()], Some(schema_ref(schema)),
+                    vec![name.clone(), if_match.clone(), if_none.clone()],
+                    Some(schema_ref(&if kind == "plugins" { schema.to_string() } else { format!("{schema}Body") })),
                     write_errors(vec![("200", response("Replaced.", Some(schema_ref("Item")))), ("201", response("Created.", Some(schema_ref("Item"))))])),
                 "delete": op(&format!("delete_{kind}"), "Delete a runtime entity.", vec![name.clone(), if_match.clone()], None,
                     write_errors(vec![("204", response("Deleted.", None)), ("404", error("No such runtime entity."))])),
             }),
         );
     }
-    paths.insert(
-        "/config/consumers/{name}/keys".into(),
-        json!({ "post": op("add_consumer_key", "Add an API key (generated, or given as `key`); the key is returned once, only its hash is stored.",
+    let mut add_key = json!({ "post": op("add_consumer_key", "Add an API key (generated, or given as `key`); the key is returned once, only its hash is stored.",
             vec![name.clone(), if_match.clone()],
             Some(json!({"type": "object", "properties": {"key": {"type": "string", "minLength": 16, "maxLength": 1024, "pattern": "^(?!sha256:)"}}, "additionalProperties": false})),
-            write_errors(vec![("201", response("The key, shown once.", Some(schema_ref("Object")))), ("404", error("No such runtime consumer."))])) }),
-    );
+            write_errors(vec![("201", response("The key, shown once.", Some(schema_ref("Object")))), ("404", error("No such runtime consumer."))])) });
+    // No body at all asks for a generated key, like `{}`.
+    add_key["post"]["requestBody"]["required"] = json!(false);
+    paths.insert("/config/consumers/{name}/keys".into(), add_key);
     paths.insert(
         "/config/consumers/{name}/basic_auth".into(),
         json!({ "post": op("add_consumer_password", "Add a basic-auth username and password (stored as an argon2id hash).",

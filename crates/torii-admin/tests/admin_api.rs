@@ -902,3 +902,39 @@ async fn without_tokens_web_pages_and_rebinding_are_refused_and_a_reload_cannot_
         .unwrap();
     assert_eq!(get(local, "/config").await.status, StatusCode::FORBIDDEN);
 }
+
+/// Found by schemathesis (scripts/admin-fuzz.sh): a malformed body is refused for what it is
+/// before preconditions are looked at, and a key that is not a string is not taken as "none".
+#[tokio::test]
+async fn a_malformed_body_gets_400_before_preconditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(&config(PRIVATE), dir.path()).await;
+    let r = call(
+        n.admin,
+        Method::PUT,
+        "/config/consumers/bob",
+        &[("if-match", "*")],
+        Some(json!({"groups": "not-a-list"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["pointer"], "/consumers/bob/groups");
+    let r = call(
+        n.admin,
+        Method::PUT,
+        "/config/plugins/no-such-plugin",
+        &[("if-match", "\"1\"")],
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("unknown plugin"), "{}", r.text());
+    assert_eq!(
+        put(n.admin, "/config/consumers/bob", json!({}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let k = post(n.admin, "/config/consumers/bob/keys", json!({"key": null})).await;
+    assert_eq!(k.status, StatusCode::BAD_REQUEST, "{}", k.text());
+}

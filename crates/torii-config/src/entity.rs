@@ -67,6 +67,57 @@ pub fn check_consumer<C: PluginCatalog + ?Sized>(
     .map_err(|d| vec![placement.locate(d)])
 }
 
+/// Checks a runtime entity of any kind against the config schema alone (its element's schema;
+/// for a global plugin, that plugin's settings), as the loader's schema check would: the admin
+/// API runs it before anything else, so a malformed body gets its errors (with pointers into
+/// the store) before preconditions or the whole load.
+pub fn check_entity<C: PluginCatalog + ?Sized>(
+    kind: EntityKind,
+    name: &str,
+    value: &Value,
+    catalog: &C,
+) -> Result<(), Vec<Diagnostic>> {
+    let root = catalog.config_schema();
+    let section = kind.section();
+    let (placement, schema, path) = if kind == EntityKind::Plugins {
+        let schema = root
+            .pointer("/$defs/PluginMap/properties")
+            .and_then(|p| p.get(name));
+        let Some(schema) = schema else {
+            return Err(vec![
+                Diagnostic::new(
+                    None,
+                    format!("plugins.{name}"),
+                    format!("unknown plugin `{name}`"),
+                )
+                .with_hint("see docs/plugins.md for the list")
+                .at_pointer(format!("/plugins/{}", crate::runtime::escape(name))),
+            ]);
+        };
+        (
+            Placement::plugin(name),
+            schema,
+            KeyPath::root().key("plugins").key(name),
+        )
+    } else {
+        let Some(item) = root.pointer(&format!("/properties/{section}/items")) else {
+            return Ok(());
+        };
+        (
+            Placement::one(kind, name),
+            item,
+            KeyPath::root().key(section).index(0),
+        )
+    };
+    let mut out = Vec::new();
+    crate::check::check_at(root, schema, &from_json(value), &path, &mut out);
+    if out.is_empty() {
+        Ok(())
+    } else {
+        Err(out.into_iter().map(|d| placement.locate(d)).collect())
+    }
+}
+
 /// Diagnostics of plugin-catalog errors about the runtime consumer `name` (key paths under
 /// `consumers[0]`), pointing into the config store.
 pub fn consumer_diagnostics(

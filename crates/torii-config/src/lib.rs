@@ -29,7 +29,7 @@ pub mod values;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos};
-pub use entity::{check_consumer, consumer_diagnostics};
+pub use entity::{check_consumer, check_entity, consumer_diagnostics};
 pub use expand::{Env, ProcessEnv};
 pub use plugins::{NoPlugins, PluginCatalog, PluginError, Seg};
 pub use runtime::{Entities, Entity, EntityKind, Runtime, Source};

@@ -332,6 +332,14 @@ impl Placement {
         }
     }
 
+    /// The placement of one runtime global plugin's settings.
+    pub(crate) fn plugin(name: &str) -> Self {
+        Self {
+            lists: Vec::new(),
+            plugins: vec![name.to_string()],
+        }
+    }
+
     /// Points a diagnostic about a runtime entity at it: a JSON pointer into the store
     /// (`/consumers/alice/keys/0`) instead of a file position.
     pub(crate) fn locate(&self, mut d: Diagnostic) -> Diagnostic {
