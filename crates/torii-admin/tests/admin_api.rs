@@ -929,6 +929,15 @@ async fn a_malformed_body_gets_400_before_preconditions() {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert!(r.text().contains("unknown plugin"), "{}", r.text());
+    // A secret in a malformed body is not echoed by its error.
+    let r = put(
+        n.admin,
+        "/config/consumers/eve",
+        json!({"basic_auth": [{"username": "u", "password_hash": 987654321}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(!r.text().contains("987654321"), "{}", r.text());
     assert_eq!(
         put(n.admin, "/config/consumers/bob", json!({}))
             .await

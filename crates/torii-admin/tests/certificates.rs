@@ -110,6 +110,21 @@ async fn a_certificate_created_through_the_api_is_served_by_sni_and_its_key_neve
         "{}",
         r.text()
     );
+    // A key pasted into the certificate's field is refused, not kept as public text.
+    let r = put(
+        admin,
+        "/config/certificates/b",
+        json!({"cert_pem": format!("{b_cert}{b_key}"), "private_key_pem": b_key}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json()["errors"][0]["pointer"],
+        "/certificates/b/cert_pem",
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("PRIVATE KEY-----\nM"), "{}", r.text());
     // A listener without TLS cannot serve it.
     let r = put(
         admin,

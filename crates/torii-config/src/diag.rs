@@ -136,6 +136,28 @@ fn secret_value_start(source: &str, n: usize) -> Option<usize> {
     {
         return Some(at + after_colon);
     }
+    // A line of a value that spans lines (a `|` or `>` block, or a scalar continued on
+    // more-indented lines) whose key, on the nearest less-indented line above, is a secret:
+    // hidden whole (a pasted private key, say).
+    if !line.trim().is_empty() {
+        for above in lines[..n - 1].iter().rev() {
+            let t = above.trim_start();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let a_indent = above.len() - t.len();
+            if a_indent >= indent {
+                continue;
+            }
+            let t = t.strip_prefix("- ").unwrap_or(t).trim_start();
+            if let Some((key, _)) = key_of(t)
+                && secret_key(&key, false)
+            {
+                return Some(indent);
+            }
+            break;
+        }
+    }
     if !item {
         return None;
     }

@@ -55,16 +55,24 @@ pub fn check_consumer<C: PluginCatalog + ?Sized>(
     let mut out = Vec::new();
     let path = KeyPath::root().key("consumers").index(0);
     crate::check::check_at(root, item, &node, &path, &mut out);
-    if !out.is_empty() {
-        return Err(out.into_iter().map(|d| placement.locate(d)).collect());
-    }
     let tree = document(node);
+    if !out.is_empty() {
+        return Err(located(&tree, &placement, out));
+    }
     crate::deserialize(
         &tree,
         &[PathSeg::Key("consumers"), PathSeg::Index(0)],
         value.clone(),
     )
-    .map_err(|d| vec![placement.locate(d)])
+    .map_err(|d| located(&tree, &placement, vec![d]))
+}
+
+/// Diagnostics pointed into the store, with the entity's credentials hidden (as the whole
+/// load hides them).
+fn located(tree: &Node, placement: &Placement, items: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut items: Vec<Diagnostic> = items.into_iter().map(|d| placement.locate(d)).collect();
+    crate::secrets::redact_items(tree, &mut items);
+    items
 }
 
 /// Checks a runtime entity of any kind against the config schema alone (its element's schema;
@@ -110,11 +118,12 @@ pub fn check_entity<C: PluginCatalog + ?Sized>(
         )
     };
     let mut out = Vec::new();
-    crate::check::check_at(root, schema, &from_json(value), &path, &mut out);
+    let node = from_json(value);
+    crate::check::check_at(root, schema, &node, &path, &mut out);
     if out.is_empty() {
         Ok(())
     } else {
-        Err(out.into_iter().map(|d| placement.locate(d)).collect())
+        Err(located(&node, &placement, out))
     }
 }
 
@@ -127,8 +136,9 @@ pub fn consumer_diagnostics(
 ) -> Vec<Diagnostic> {
     let placement = Placement::one(EntityKind::Consumers, name);
     let tree = document(from_json(value));
-    errors
+    let items = errors
         .into_iter()
-        .map(|e| placement.locate(crate::plugin_diagnostic(&tree, e)))
-        .collect()
+        .map(|e| crate::plugin_diagnostic(&tree, e))
+        .collect();
+    located(&tree, &placement, items)
 }

@@ -1,6 +1,6 @@
 //! Credentials in a config tree, hidden from diagnostics (messages, hints and excerpts).
 
-use crate::diag::{Diagnostics, Span, redact_text, secret_key};
+use crate::diag::{Diagnostic, Diagnostics, Span, redact_text, secret_key};
 use crate::yaml::{Kind, Node};
 
 /// Secret scalars of the tree: where they are written (unless expanded from `${NAME}`, whose
@@ -51,17 +51,30 @@ impl Diagnostics {
     pub(crate) fn redacting(mut self, tree: &Node) -> Self {
         let mut values = Vec::new();
         collect_secrets(tree, None, false, &mut self.secrets, &mut values);
-        // Longest first, so a secret that contains another is replaced whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        values.dedup();
-        if !values.is_empty() {
-            for d in &mut self.items {
-                d.message = redact_text(&d.message, &values);
-                if let Some(h) = &d.hint {
-                    d.hint = Some(redact_text(h, &values));
-                }
-            }
-        }
+        hide(&mut self.items, values);
         self
+    }
+}
+
+/// Hides the credentials of `tree` (a runtime entity checked on its own) in the messages and
+/// hints of `items`.
+pub(crate) fn redact_items(tree: &Node, items: &mut [Diagnostic]) {
+    let (mut spans, mut values) = (Vec::new(), Vec::new());
+    collect_secrets(tree, None, false, &mut spans, &mut values);
+    hide(items, values);
+}
+
+fn hide(items: &mut [Diagnostic], mut values: Vec<String>) {
+    // Longest first, so a secret that contains another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.dedup();
+    if values.is_empty() {
+        return;
+    }
+    for d in items {
+        d.message = redact_text(&d.message, &values);
+        if let Some(h) = &d.hint {
+            d.hint = Some(redact_text(h, &values));
+        }
     }
 }

@@ -227,10 +227,12 @@ fn syntax_errors_do_not_show_secrets_in_their_excerpt() {
         "consumers:\n  - name: a\n    keys:\n      - raw-api-key-123\n\t- other\n",
         // A key ending in _secret.
         "x:\n  client_secret: 'unterminated-s3cr3t\n",
+        // A pasted private key (a `|` block) with a line out of place.
+        "certificates:\n  - name: c\n    cert_pem: x\n    private_key_pem: |\n      -----BEGIN PRIVATE KEY-----\n      MIGHAgEAMBMGByqGSM49\n     pkey-line-out-of-place: [\n",
     ];
     for src in cases {
         let text = load(src).unwrap_err().to_string();
-        for secret in ["hunter2", "raw-api-key", "s3cr3t"] {
+        for secret in ["hunter2", "raw-api-key", "s3cr3t", "MIGHAgEA", "pkey-line"] {
             assert!(!text.contains(secret), "{src:?}\n{text}");
         }
     }

@@ -53,6 +53,11 @@ pub fn certs_from_text(text: &str) -> Result<Vec<CertificateDer<'static>>, Strin
             "longer than {MAX_PEM_TEXT} bytes; is it really a PEM certificate chain?"
         ));
     }
+    // The parser skips sections that are not certificates: a key pasted here would be kept
+    // (and shown) as if it were public.
+    if text.contains("PRIVATE KEY-----") {
+        return Err("contains a private key; the key belongs in `private_key_pem`".into());
+    }
     let certs: Vec<_> = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("not a valid PEM certificate chain: {e}"))?;

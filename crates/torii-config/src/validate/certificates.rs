@@ -48,8 +48,12 @@ pub(super) fn check(ctx: &mut Ctx<'_>, config: &Config) {
             ctx.err(
                 &at("name"),
                 "no listener terminates TLS, so no listener would serve this certificate",
-                "add `tls` (with at least one certificate file, the default) to a listener",
+                format!(
+                    "add `tls` (with at least one certificate file, the default) to a listener, or, for a certificate created through the admin API, delete it (DELETE /config/certificates/{})",
+                    c.name
+                ),
             );
+            continue;
         }
         for (k, l) in c.listeners.iter().enumerate() {
             if !tls.contains(&l.as_str()) {
@@ -61,7 +65,11 @@ pub(super) fn check(ctx: &mut Ctx<'_>, config: &Config) {
                         PathSeg::Index(k),
                     ],
                     format!("no TLS listener is named `{l}`"),
-                    format!("name one of the listeners with `tls`: {}", tls.join(", ")),
+                    format!(
+                        "name one of the listeners with `tls`: {} (a certificate created through the admin API is changed or deleted at /config/certificates/{})",
+                        tls.join(", "),
+                        c.name
+                    ),
                 );
             }
         }
