@@ -265,12 +265,22 @@ fn main() -> ExitCode {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 })?;
-            torii_config::load_file_with(&config, Arc::new(runtime), &ProcessEnv, &*c).map_err(
-                |d| {
+            let l = torii_config::load_file_with(&config, Arc::new(runtime), &ProcessEnv, &*c)
+                .map_err(|d| {
                     eprintln!("{d}");
                     ExitCode::FAILURE
-                },
-            )
+                })?;
+            // What only building the TLS configs finds (a key that is not its certificate's),
+            // as startup would find it.
+            let tls = tls_problems(&l.config);
+            if tls.is_empty() {
+                Ok(l)
+            } else {
+                for p in &tls {
+                    eprintln!("{}: {p}", config.display());
+                }
+                Err(ExitCode::FAILURE)
+            }
         }) {
             Ok(l) => out(format_args!(
                 "{}: ok ({} listeners, {} upstreams, {} routes)",
@@ -499,4 +509,23 @@ impl Signals {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
     }
+}
+
+/// Every listener's TLS config built as startup builds it: the problems, by listener.
+fn tls_problems(config: &torii_config::schema::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            let extra = torii_proxy::tls::certificates_of(config, &l.name);
+            if let Err(e) = torii_proxy::tls::server_config(t, &extra) {
+                out.push(format!("listeners.{}.tls: {e}", l.name));
+            }
+        }
+    }
+    if let Some(t) = &config.admin.tls
+        && let Err(e) = torii_proxy::tls::server_config(t, &[])
+    {
+        out.push(format!("admin.tls: {e}"));
+    }
+    out
 }

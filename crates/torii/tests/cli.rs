@@ -65,6 +65,44 @@ fn validate_prints_every_mistake_with_its_line() {
 }
 
 #[test]
+fn validate_builds_tls_as_startup_does_and_reports_a_key_that_is_not_the_certificates() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["a.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let dir = std::env::temp_dir().join(format!("torii-cli-{}-tlskey", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (c, k) = (dir.join("a.pem"), dir.join("other.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, other.serialize_pem()).unwrap();
+    let p = tmp(
+        "tlskey",
+        &format!(
+            "listeners:\n  - name: secure\n    bind: 127.0.0.1:0\n    tls:\n      certificates: [{{cert: '{}', key: '{}'}}]\n",
+            c.display(),
+            k.display()
+        ),
+    );
+    let out = torii().args(["validate", "-c"]).arg(&p).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("listeners.secure.tls") && err.contains("does not belong"),
+        "{err}"
+    );
+    // The matching key passes.
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let out = torii().args(["validate", "-c"]).arg(&p).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn validate_accepts_the_examples_and_reads_torii_config() {
     // Paths in the examples (OpenAPI documents) are relative to the repository's root, where
     // the README runs them.
