@@ -98,30 +98,19 @@ impl Admin {
         Ok(self.gateway()?.shared().catalog.clone())
     }
 
+    /// What the running config was loaded from (file text and runtime entities).
+    fn source(&self) -> Result<Arc<torii_config::Source>, ApiError> {
+        Ok(self.gateway()?.shared().snapshot.load().source.load_full())
+    }
+
     /// The running runtime entities.
     pub fn runtime(&self) -> Result<Arc<Runtime>, ApiError> {
-        Ok(self
-            .gateway()?
-            .shared()
-            .snapshot
-            .load()
-            .source
-            .load()
-            .runtime
-            .clone())
+        Ok(self.source()?.runtime.clone())
     }
 
     /// The file's elements as written, parsed once per file text.
     pub(crate) fn file_json(&self) -> Result<Arc<Value>, ApiError> {
-        let text = self
-            .gateway()?
-            .shared()
-            .snapshot
-            .load()
-            .source
-            .load()
-            .text
-            .clone();
+        let text = self.source()?.text.clone();
         let mut cached = self
             .file
             .lock()

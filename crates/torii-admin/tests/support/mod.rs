@@ -95,18 +95,21 @@ pub async fn post(addr: SocketAddr, path: &str, body: Value) -> Resp {
     call(addr, Method::POST, path, &[], Some(body)).await
 }
 
-/// A fake upstream answering every request with `body`.
-pub async fn upstream(body: &'static str) -> SocketAddr {
+/// A fake HTTP/1.1 upstream on 127.0.0.1 port 0 whose answer body is `answer(request)`.
+async fn fake_upstream(
+    answer: fn(&http::Request<hyper::body::Incoming>, &'static str) -> Bytes,
+    arg: &'static str,
+) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                        Bytes::from_static(body.as_bytes()),
-                    )))
+                let svc = hyper::service::service_fn(move |req| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(answer(
+                        &req, arg,
+                    ))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
@@ -117,28 +120,22 @@ pub async fn upstream(body: &'static str) -> SocketAddr {
     addr
 }
 
+/// A fake upstream answering every request with `body`.
+pub async fn upstream(body: &'static str) -> SocketAddr {
+    fake_upstream(|_, body| Bytes::from_static(body.as_bytes()), body).await
+}
+
 /// A fake upstream answering with the value of the request header `header` (empty when
 /// absent).
 pub async fn echo_header(header: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<_>| async move {
-                    let v = req
-                        .headers()
-                        .get(header)
-                        .map(|v| Bytes::copy_from_slice(v.as_bytes()))
-                        .unwrap_or_default();
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(v)))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    fake_upstream(
+        |req, header| {
+            req.headers()
+                .get(header)
+                .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+                .unwrap_or_default()
+        },
+        header,
+    )
+    .await
 }
