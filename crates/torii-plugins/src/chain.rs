@@ -148,13 +148,14 @@ impl Chain {
         self.entries.iter().map(|e| e.name).collect()
     }
 
-    /// Runs the request phase. `Ok(Some(response))` means a plugin answered. `ran` counts the
-    /// plugins whose request phase ran, for [`Chain::on_response`], also when this fails.
+    /// Runs the request phase. `Ok(Some(response))` means a plugin answered. `progress`
+    /// records which plugins' request phase ran, for [`Chain::on_response`], also when this
+    /// fails.
     pub async fn on_request(
         &self,
         req: &mut http::request::Parts,
         ctx: &mut RequestContext,
-        ran: &mut usize,
+        progress: &mut Progress,
     ) -> Result<Option<Response<Body>>, GatewayError> {
         for &i in &*self.strippers {
             if let Some(e) = self.entries.get(i) {
@@ -164,20 +165,11 @@ impl Chain {
         for (i, e) in self.entries.iter().enumerate() {
             if i == self.auth_end {
                 self.settle_consumer(ctx)?;
-                if let Some(rest) = self.plan_rest(ctx) {
-                    // A plan's consumer: the rest compiled at load; the response phase finds
-                    // it the same way (`ran` counts on past `auth_end`).
-                    *ran = i;
-                    return run_plan_rest(rest, req, ctx, ran).await;
-                }
-                if let Some(own) = ctx.consumer.as_deref().and_then(own_settings) {
-                    // The rest of the chain is the consumer's: the route's entries from here
-                    // do not run, and the response phase runs the consumer's (`Merged`).
-                    *ran = i;
-                    return run_merged(merged(&self.entries[i..], own), req, ctx).await;
+                if let Some(rest) = self.consumer_rest(ctx, progress) {
+                    return run_rest(rest, req, ctx, progress).await;
                 }
             }
-            *ran = i + 1;
+            progress.ran = i + 1;
             if e.phase == Phase::Authentication && ctx.consumer.is_some() {
                 // Another plugin found the consumer; this plugin's credential, if the request
                 // carries one, was never checked and must not reach the upstream.
@@ -192,41 +184,53 @@ impl Chain {
             self.settle_consumer(ctx)?;
             // Nothing after authentication on this route: the consumer's (or its plan's)
             // plugins, if any, still run.
-            if let Some(rest) = self.plan_rest(ctx) {
-                return run_plan_rest(rest, req, ctx, ran).await;
-            }
-            if let Some(own) = ctx.consumer.as_deref().and_then(own_settings) {
-                return run_merged(merged(&[], own), req, ctx).await;
+            if let Some(rest) = self.consumer_rest(ctx, progress) {
+                return run_rest(rest, req, ctx, progress).await;
             }
         }
         Ok(None)
     }
 
     /// Runs the response phase of the plugins that ran, in reverse order: the consumer's
-    /// (and its plan's) first, when they replaced the rest of the chain.
-    pub fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext, ran: usize) {
-        let mut route_ran = ran;
-        if let Some(m) = ctx.extensions.get::<Merged>() {
-            for e in m.entries.iter().take(m.ran).rev() {
-                e.plugin.on_response(resp, ctx);
-            }
-        } else if ran > self.auth_end
-            && let Some(rest) = self.plan_rest(ctx)
-        {
-            for e in rest.iter().take(ran - self.auth_end).rev() {
-                e.plugin.on_response(resp, ctx);
-            }
-            route_ran = self.auth_end;
+    /// (or its plan's) first, when they replaced the rest of the chain.
+    pub fn on_response(
+        &self,
+        resp: &mut http::response::Parts,
+        ctx: &RequestContext,
+        progress: &Progress,
+    ) {
+        let rest = match &progress.rest {
+            Rest::Route => None,
+            Rest::Plan(i) => self.plan_rests.get(*i).map(|r| &r[..]),
+            Rest::Own(entries) => Some(&entries[..]),
+        };
+        for e in rest.unwrap_or(&[]).iter().take(progress.rest_ran).rev() {
+            e.plugin.on_response(resp, ctx);
         }
-        for e in self.entries.iter().take(route_ran).rev() {
+        for e in self.entries.iter().take(progress.ran).rev() {
             e.plugin.on_response(resp, ctx);
         }
     }
 
-    /// The rest of the chain compiled for the consumer's plan, when the consumer has one (and
-    /// no settings of its own).
-    fn plan_rest(&self, ctx: &RequestContext) -> Option<&Arc<[Entry]>> {
-        self.plan_rests.get(ctx.consumer.as_ref()?.plan?)
+    /// After authentication: the rest of the chain with the consumer's settings, when it has
+    /// a plan (compiled at load) or settings of its own (merged now), recorded in `progress`
+    /// so the response phase finds the same entries without looking at the consumer again.
+    fn consumer_rest<'c>(
+        &'c self,
+        ctx: &RequestContext,
+        progress: &mut Progress,
+    ) -> Option<RestEntries<'c>> {
+        let consumer = ctx.consumer.as_deref()?;
+        if let Some(plan) = consumer.plan
+            && let Some(rest) = self.plan_rests.get(plan)
+        {
+            progress.rest = Rest::Plan(plan);
+            return Some(RestEntries::Plan(rest));
+        }
+        let own = own_settings(consumer)?;
+        let entries: Arc<[Entry]> = merged(&self.entries[self.auth_end..], own).into();
+        progress.rest = Rest::Own(entries.clone());
+        Some(RestEntries::Own(entries))
     }
 
     fn settle_consumer(&self, ctx: &mut RequestContext) -> Result<(), GatewayError> {
@@ -246,6 +250,46 @@ impl Chain {
     }
 }
 
+/// How far a request got through its route's chain, kept by the caller from the request
+/// phase to the response phase: the response phase runs exactly the plugins whose request
+/// phase ran, without another look at the consumer or the context.
+#[derive(Default)]
+pub struct Progress {
+    /// The route's own entries whose request phase ran (or were passed as skipped
+    /// authentication plugins).
+    ran: usize,
+    /// What ran after authentication in place of the route's entries.
+    rest: Rest,
+    /// How many of those ran their request phase.
+    rest_ran: usize,
+}
+
+impl Progress {
+    /// Whether any plugin's request phase ran (the response phase has work).
+    pub fn any(&self) -> bool {
+        self.ran > 0 || self.rest_ran > 0
+    }
+}
+
+/// The rest of a chain after authentication, as a request ran it.
+#[derive(Default)]
+enum Rest {
+    /// The route's own entries.
+    #[default]
+    Route,
+    /// The consumer's plan's (by index in the chain's `plan_rests`).
+    Plan(usize),
+    /// The consumer's own settings merged over the route's, built for this request.
+    Own(Arc<[Entry]>),
+}
+
+/// The entries [`Chain::consumer_rest`] chose: a plan's, borrowed from the chain (no shared
+/// reference count touched per request), or the consumer's own, made for this request.
+enum RestEntries<'c> {
+    Plan(&'c Arc<[Entry]>),
+    Own(Arc<[Entry]>),
+}
+
 async fn run(
     plugin: &dyn Plugin,
     req: &mut http::request::Parts,
@@ -258,56 +302,25 @@ async fn run(
     }
 }
 
-/// Runs a plan's compiled rest of a chain; `ran` (already at `auth_end`) counts each entry
-/// whose request phase ran.
-async fn run_plan_rest(
-    rest: &Arc<[Entry]>,
+/// Runs the consumer's rest of a chain, counting in `progress` each entry whose request
+/// phase ran.
+async fn run_rest(
+    rest: RestEntries<'_>,
     req: &mut http::request::Parts,
     ctx: &mut RequestContext,
-    ran: &mut usize,
+    progress: &mut Progress,
 ) -> Result<Option<Response<Body>>, GatewayError> {
-    for e in rest.iter() {
-        *ran += 1;
+    let entries = match &rest {
+        RestEntries::Plan(e) => &e[..],
+        RestEntries::Own(e) => &e[..],
+    };
+    for e in entries {
+        progress.rest_ran += 1;
         if let Some(r) = run(&*e.plugin, req, ctx).await? {
             return Ok(Some(r));
         }
     }
     Ok(None)
-}
-
-/// The consumer's part of a chain that ran, and how many of its entries' request phases ran
-/// (kept for the response phase).
-#[derive(Clone)]
-struct Merged {
-    entries: Arc<[Entry]>,
-    ran: usize,
-}
-
-/// Runs the consumer's part of a chain, recording what ran for the response phase, also when
-/// a plugin refuses the request.
-async fn run_merged(
-    entries: Vec<Entry>,
-    req: &mut http::request::Parts,
-    ctx: &mut RequestContext,
-) -> Result<Option<Response<Body>>, GatewayError> {
-    let entries: Arc<[Entry]> = entries.into();
-    let mut outcome = Ok(None);
-    let mut ran = 0;
-    for e in entries.iter() {
-        ran += 1;
-        match run(&*e.plugin, req, ctx).await {
-            Ok(None) => continue,
-            other => {
-                outcome = other;
-                break;
-            }
-        }
-    }
-    ctx.extensions.insert(Merged {
-        entries: entries.clone(),
-        ran,
-    });
-    outcome
 }
 
 /// The rest of a chain with a consumer's settings: its entries replace the chain's entries of

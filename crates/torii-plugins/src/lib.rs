@@ -24,7 +24,7 @@ pub mod live;
 pub mod state;
 
 pub mod template;
-pub use chain::{Chain, Entry};
+pub use chain::{Chain, Entry, Progress};
 pub use consumers::Directory;
 pub use factory::{ConfigError, Phase, PluginFactory, Registration};
 pub use identity::IdentityHeaders;

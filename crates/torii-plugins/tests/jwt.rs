@@ -194,7 +194,7 @@ async fn send(
 ) -> (Result<(), GatewayError>, RequestContext) {
     let (mut parts, ()) = req.into_parts();
     let mut ctx = context();
-    let mut ran = 0;
+    let mut ran = torii_plugins::Progress::default();
     let r = l.plugins.chains[0]
         .on_request(&mut parts, &mut ctx, &mut ran)
         .await;
@@ -1530,7 +1530,7 @@ async fn hide_credentials_removes_the_token() {
         }
         let (mut parts, ()) = b.body(()).unwrap().into_parts();
         let mut ctx = context();
-        let mut ran = 0;
+        let mut ran = torii_plugins::Progress::default();
         let r = l.plugins.chains[0]
             .on_request(&mut parts, &mut ctx, &mut ran)
             .await;

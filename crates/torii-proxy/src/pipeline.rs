@@ -78,7 +78,7 @@ pub async fn handle(
         upstream: None,
         upstream_latency_ms: None,
         logged: shared.access_log.enabled(),
-        plugins_ran: 0,
+        plugins: Default::default(),
     };
 
     // If the client goes away, hyper drops this future (which cancels the upstream request);
@@ -133,10 +133,10 @@ pub async fn handle(
     }
     // Response phase of the plugins that ran, on upstream and gateway-made responses alike.
     if let Some(r) = route
-        && end.info.plugins_ran > 0
+        && end.info.plugins.any()
     {
         let (mut parts, body) = response.into_parts();
-        r.chain.on_response(&mut parts, ctx, end.info.plugins_ran);
+        r.chain.on_response(&mut parts, ctx, &end.info.plugins);
         response = Response::from_parts(parts, body);
     }
     response
@@ -171,8 +171,8 @@ struct LogInfo {
     upstream_latency_ms: Option<f64>,
     /// Whether the access log is on (and wants the upstream's latency).
     logged: bool,
-    /// How many plugins of the route's chain ran their request phase.
-    plugins_ran: usize,
+    /// Which plugins of the route's chain ran their request phase.
+    plugins: torii_plugins::Progress,
 }
 
 struct LogOnEnd {
@@ -381,7 +381,7 @@ async fn route_and_serve(
     if !route.chain.is_empty() {
         let answered = route
             .chain
-            .on_request(req, ctx, &mut info.plugins_ran)
+            .on_request(req, ctx, &mut info.plugins)
             .await?;
         if let Some(resp) = answered {
             return Ok(resp.map(Outgoing::Gateway));

@@ -355,7 +355,7 @@ mod tests {
                         .unwrap()
                         .into_parts();
                     let mut cx = ctx();
-                    let mut ran = 0;
+                    let mut ran = crate::Progress::default();
                     let r = chain.on_request(&mut parts, &mut cx, &mut ran).await;
                     r.is_ok() && cx.consumer.is_some()
                 });

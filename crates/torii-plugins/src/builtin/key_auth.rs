@@ -100,7 +100,7 @@ impl Plugin for KeyAuthPlugin {
         for (i, h) in self.headers.iter().enumerate() {
             if let Some(v) = req.headers.get(h) {
                 found = Some(crate::consumers::key_digest_checked(v.as_bytes()));
-                from = Some(Location::Header(i, v.clone()));
+                from = Some(Location::Header(i));
                 break;
             }
         }
@@ -132,18 +132,25 @@ impl Plugin for KeyAuthPlugin {
         // reach the upstream. Without `hide_credentials` the verified key alone is put back.
         let kept = if self.hide { None } else { from };
         // The common case: the key in one header, once, and nowhere else: it stays as it is.
-        if let Some(Location::Header(i, _)) = &kept
+        if let Some(Location::Header(i)) = &kept
             && self.only_at(req, *i)
         {
             return Ok(Flow::Continue);
         }
+        // The verified value (the field's first, as read above), taken before the fields go.
+        let header = match &kept {
+            Some(Location::Header(i)) => self
+                .headers
+                .get(*i)
+                .and_then(|h| Some((h.clone(), req.headers.get(h)?.clone()))),
+            _ => None,
+        };
         self.discard_credential(req);
+        if let Some((h, v)) = header {
+            req.headers.insert(h, v);
+        }
         match kept {
-            Some(Location::Header(i, v)) => {
-                if let Some(h) = self.headers.get(i) {
-                    req.headers.insert(h.clone(), v);
-                }
-            }
+            Some(Location::Header(_)) => {}
             Some(Location::Query(i, v)) => {
                 if let Some(q) = self.query.get(i) {
                     append_query_param(req, q, &v);
@@ -188,6 +195,7 @@ impl KeyAuthPlugin {
 /// Where the verified key was found: a header or a query parameter (index into the plugin's
 /// lists, and the value).
 enum Location {
-    Header(usize, HeaderValue),
+    /// The index of the header (the field's first value was the key).
+    Header(usize),
     Query(usize, String),
 }

@@ -20,7 +20,6 @@
 //! or a plan change that moves the allowance keeps the usage counted so far (a GCRA state
 //! set at another rate is rescaled to the same number of requests).
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Sub-windows of a sliding window.
@@ -360,7 +359,7 @@ fn decide_aligned(
 
 /// One key's state in process: a single limit's slot in place (the common case: no second
 /// allocation and one less pointer to follow per request), or several.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Stored {
     One(Slot),
     Many(Vec<Slot>),
@@ -395,13 +394,15 @@ impl Stored {
 /// Per-key state in process, bounded by `max_keys`. The table is quick_cache's S3-FIFO: a new
 /// key enters a small probation queue and is kept only once it is used again, so a flood of
 /// one-off keys churns the probation queue and leaves the keys in steady use alone; a key the
-/// table let go is judged as from rest when it returns. A lookup is a hash probe under a shard's
-/// read lock (no access log to replay, unlike an LRU), which matters at one lookup per request.
+/// table let go is judged as from rest when it returns. A decision is one hash probe under
+/// the key's shard lock, with the state changed where the table keeps it (`Cache::entry`): no
+/// per-key lock or reference count, and no pointer to follow to a state kept elsewhere. With
+/// many keys each of those was a cache miss per request.
 pub(crate) struct LocalStore {
     /// Keys are already hashes (with a random seed, `key.rs`): foldhash spreads them.
     keys: quick_cache::sync::Cache<
         u64,
-        Arc<Mutex<Stored>>,
+        Stored,
         quick_cache::UnitWeighter,
         foldhash::fast::RandomState,
     >,
@@ -431,14 +432,26 @@ impl LocalStore {
     pub(crate) fn decide(&self, key: u64, limits: &[Limit], cost: u64, max_delay: u64) -> Decision {
         let now =
             CLOCK_BASE_US + u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX / 2);
-        let Ok(slot) = self.keys.get_or_insert_with(&key, || {
-            Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(Stored::new(limits))))
+        use quick_cache::sync::{EntryAction, EntryResult};
+        let found = self.keys.entry(&key, None, |_, stored| {
+            EntryAction::Retain(stored.decide(limits, cost, now, max_delay))
         });
-        let mut stored = match slot.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        stored.decide(limits, cost, now, max_delay)
+        match found {
+            EntryResult::Retained(d) => d,
+            EntryResult::Vacant(place) => {
+                // A new key: decided from rest; a request for the same key meanwhile waits
+                // for this state and then decides on it.
+                let mut stored = Stored::new(limits);
+                let d = stored.decide(limits, cost, now, max_delay);
+                let _ = place.insert(stored);
+                d
+            }
+            // The callback never asks to remove or replace, and there is no time-out; should
+            // that change, a decision from rest is what a key the table let go gets too.
+            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
+                Stored::new(limits).decide(limits, cost, now, max_delay)
+            }
+        }
     }
 
     /// Keys tracked now.
