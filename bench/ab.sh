@@ -19,8 +19,9 @@
 # BENCH_PATH [/hello]: the path requested (/json: the backend's ~1 KiB JSON document).
 # A_PATH / B_PATH [BENCH_PATH]: a path per side (a composite route against proxying one call).
 #
-# Prints one line per round and, at the end, the median CPU µs/req of each and the median of
-# the per-pair ratios B/A (< 1: B is cheaper). Needs wrk, curl, python3, taskset and the
+# Prints one line per round and, at the end, the median CPU µs/req of each, the median of
+# the per-pair ratios B/A (< 1: B is cheaper) and the median ratio of requests served per
+# round (the backend shares the gateways' CPU, so this understates a gateway-bound loss). Needs wrk, curl, python3, taskset and the
 # backend built (cd bench/backend && cargo build --release --locked).
 set -euo pipefail
 
@@ -114,11 +115,15 @@ python3 - "$work/results" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 cpu = {"a": {}, "b": {}}
+reqs = {"a": {}, "b": {}}
 for r, w, n, c in rows:
     cpu[w][int(r)] = float(c)
+    reqs[w][int(r)] = int(n)
 ratios = [cpu["b"][r] / cpu["a"][r] for r in cpu["a"] if r in cpu["b"]]
+served = [reqs["b"][r] / reqs["a"][r] for r in reqs["a"] if r in reqs["b"]]
 ma, mb = statistics.median(cpu["a"].values()), statistics.median(cpu["b"].values())
 print(f"AB_RESULT a_cpu_us_per_req={ma:.3f} b_cpu_us_per_req={mb:.3f} "
       f"b_over_a_median={statistics.median(ratios):.4f} "
-      f"b_over_a_min={min(ratios):.4f} b_over_a_max={max(ratios):.4f} rounds={len(ratios)}")
+      f"b_over_a_min={min(ratios):.4f} b_over_a_max={max(ratios):.4f} rounds={len(ratios)} "
+      f"b_over_a_requests_median={statistics.median(served):.4f}")
 EOF

@@ -112,23 +112,29 @@ pub struct PreflightMethods(pub Vec<http::Method>);
 /// An authenticated (or anonymous) API consumer, built when its config is loaded or changed.
 /// Everything a request needs about it travels with it, so a consumer changed through the
 /// admin API is one new value in the consumer directory, not a rebuilt config.
+///
+/// The fields every authenticated request reads come first, in declaration order
+/// (`repr(C)`): with many consumers a consumer is cold in the CPU's caches, and its
+/// reference count, plan, settings and identity values then share the lines the
+/// authentication plugin's `Arc` clone has just brought in, instead of one more line each.
+#[repr(C)]
 pub struct Consumer {
-    /// Unique name.
-    pub name: Arc<str>,
-    /// Stable id sent upstream (defaults to the name).
-    pub id: Arc<str>,
-    /// Groups, for ACLs.
-    pub groups: Vec<Arc<str>>,
-    /// The identity header values, prepared at load so requests only clone them.
-    pub headers: ConsumerHeaders,
-    /// Whether this is the anonymous consumer of a route (no credential was presented).
-    pub anonymous: bool,
     /// The plan (by index in its load) whose plugin settings it has as they are: chains run
     /// that plan's part compiled at load.
     pub plan: Option<usize>,
     /// Its own plugin settings merged over its plan's, when it has any of its own (the plugin
     /// pipeline's type; opaque here).
     pub settings: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Whether this is the anonymous consumer of a route (no credential was presented).
+    pub anonymous: bool,
+    /// The identity header values, prepared at load so requests only clone them.
+    pub headers: ConsumerHeaders,
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Stable id sent upstream (defaults to the name).
+    pub id: Arc<str>,
+    /// Groups, for ACLs.
+    pub groups: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Consumer {
