@@ -139,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
     let (mut parts, ()) = req.into_parts();
     let sent = parts.clone();
     let mut cx = ctx();
-    let mut ran = 0;
+    let mut ran = torii_plugins::Progress::default();
     let chain = &s.loaded.plugins.chains[0];
     let result = s.rt.block_on(chain.on_request(&mut parts, &mut cx, &mut ran));
     match &result {
@@ -175,5 +175,5 @@ fuzz_target!(|data: &[u8]| {
     }
     // The response phase must not panic either.
     let mut resp = http::Response::new(()).into_parts().0;
-    chain.on_response(&mut resp, &cx, ran);
+    chain.on_response(&mut resp, &cx, &ran);
 });

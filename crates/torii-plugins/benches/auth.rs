@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
                 i = (i + 1) % requests.len();
                 let mut parts = requests[i].clone();
                 let mut cx = ctx();
-                let mut ran = 0;
+                let mut ran = torii_plugins::Progress::default();
                 let r = rt.block_on(chain.on_request(&mut parts, &mut cx, &mut ran));
                 assert!(matches!(r, Ok(None)) && cx.consumer.is_some());
                 black_box(cx);

@@ -543,7 +543,10 @@ mod tests {
         assert_eq!(h.id, "u-17");
         assert_eq!(h.groups.unwrap(), "gold,beta");
         let h = consumer_headers("bob", "bob", &[]).unwrap();
-        assert_eq!((h.name.as_bytes(), h.id.as_bytes()), (&b"bob"[..], &b"bob"[..]));
+        assert_eq!(
+            (h.name.as_bytes(), h.id.as_bytes()),
+            (&b"bob"[..], &b"bob"[..])
+        );
         assert!(h.groups.is_none());
         // Each value is still checked as a header value.
         assert!(consumer_headers("a\nb", "x", &[]).is_none());

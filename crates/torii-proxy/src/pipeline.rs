@@ -379,10 +379,7 @@ async fn route_and_serve(
         ));
     }
     if !route.chain.is_empty() {
-        let answered = route
-            .chain
-            .on_request(req, ctx, &mut info.plugins)
-            .await?;
+        let answered = route.chain.on_request(req, ctx, &mut info.plugins).await?;
         if let Some(resp) = answered {
             return Ok(resp.map(Outgoing::Gateway));
         }
