@@ -275,6 +275,9 @@ pub struct Added<'a> {
     /// X-Forwarded-Proto is sent unless a trusted proxy set one.
     proto: bool,
     request_id: &'a HeaderValue,
+    /// The consumer's identity fields, when they are sent from the consumer's own values
+    /// instead of copies in the header map (see [`Added::with_identity`]).
+    identity: Option<(&'a torii_plugins::IdentityHeaders, &'a torii_core::Consumer)>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -297,7 +300,7 @@ impl Added<'_> {
 }
 
 impl torii_upstream::ExtraFields for Added<'_> {
-    fn each(&self, field: &mut dyn FnMut(&'static HeaderName, &[&[u8]])) {
+    fn each(&self, field: &mut dyn FnMut(&HeaderName, &[&[u8]])) {
         let xff = self.peer.xff.as_bytes();
         match &self.xff_prev {
             Some(p) => field(&X_FORWARDED_FOR, &[p.as_bytes(), b", ", xff]),
@@ -319,6 +322,25 @@ impl torii_upstream::ExtraFields for Added<'_> {
             field(&X_FORWARDED_HOST, &[h]);
         }
         field(&X_REQUEST_ID, &[self.request_id.as_bytes()]);
+        if let Some((names, consumer)) = self.identity {
+            names.each(consumer, field);
+        }
+    }
+}
+
+impl<'a> Added<'a> {
+    /// Sends the consumer's identity fields with these, written from the consumer's values
+    /// (the caller has cleared those names from the request's map with
+    /// `IdentityHeaders::clear_for`). For a request whose head no exchange plugin reads:
+    /// inserting the values into the map cost three inserts, and each shared value cloned in
+    /// and dropped later touched its reference count twice, a cache miss each time when the
+    /// consumers are many (issue 16's key_auth budget).
+    pub fn with_identity(
+        &mut self,
+        names: &'a torii_plugins::IdentityHeaders,
+        consumer: &'a torii_core::Consumer,
+    ) {
+        self.identity = Some((names, consumer));
     }
 }
 
@@ -363,6 +385,7 @@ pub fn forwarding_fields<'a>(
         xfh,
         proto: !kept(&X_FORWARDED_PROTO),
         request_id,
+        identity: None,
     };
     // The map keeps no other value of a name set here, nor, from an untrusted peer, any of
     // the client's values of these names. Most requests carry none: one pass over the names.

@@ -388,10 +388,21 @@ async fn route_and_serve(
     let arm = route.action.pick(req, ctx);
     info.arm = arm.unwrap_or(0);
     let arm = arm.and_then(|i| route.action.arm(i));
+    // A proxied request whose head no exchange plugin reads gets its identity fields from the
+    // upstream writer, straight from the consumer's values (`Added::with_identity`); others
+    // get them in the header map, where the stages see them (a cache honouring
+    // `Vary: X-Consumer-Id` must).
+    let identity_by_writer = route.stages.is_empty()
+        && matches!(route.action, Action::Proxy(_) | Action::Split(_))
+        && !route.chain.is_empty();
     if !route.chain.is_empty()
         && let Some(c) = &ctx.consumer
     {
-        snap.identity.apply(&mut req.headers, c);
+        if identity_by_writer {
+            snap.identity.clear_for(&mut req.headers, c);
+        } else {
+            snap.identity.apply(&mut req.headers, c);
+        }
         if let (Some(signer), Some(aud)) = (&snap.signer, arm.and_then(|a| a.audience.as_ref()))
             && let Some(token) = signer.token(c, ctx.identity.as_deref(), aud)
         {
@@ -443,8 +454,11 @@ async fn route_and_serve(
             let record = |e: &GatewayError| errors.record(e.kind.code());
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
-            let (mut up_body, upgrade, added) =
+            let (mut up_body, upgrade, mut added) =
                 proxy_request(req, body, conn, snap, route, upstream, ctx, view, info)?;
+            if identity_by_writer && let Some(c) = ctx.consumer.as_deref() {
+                added.with_identity(&snap.identity, c);
+            }
             // A small body is read whole before an upstream connection is taken: a client
             // that trickles it then holds no upstream connection (its body idle timeout and
             // the listener's transfer-rate rule police it). Only bodies with a known length,

@@ -170,6 +170,56 @@ async fn spoofed_identity_headers_are_stripped_in_both_spellings() {
     assert!(!h.contains_key("x_consumer_id") && !h.contains_key("x-anonymous-consumer"));
 }
 
+/// The identity fields reach the upstream once each, with the gateway's values, whichever
+/// way they are written: by the upstream writer (a route without exchange plugins, HTTP/1.1
+/// or HTTP/2) or through the header map (a route with one), also when a plugin set a value
+/// under one of their names.
+#[tokio::test]
+async fn identity_fields_are_sent_once_with_or_without_exchange_plugins() {
+    let up = echo_upstream(false).await;
+    let up2 = echo_upstream(true).await;
+    let set = "request_headers: {set: {x-consumer-id: forged, x-consumer-name: forged, x-anonymous-consumer: forged}}";
+    let routes = format!(
+        "  - name: direct\n    match: {{path_prefix: /direct}}\n    upstream: up\n    anonymous: guest\n    plugins:\n      key_auth: {{}}\n      {set}\n  - name: staged\n    match: {{path_prefix: /staged}}\n    upstream: up\n    anonymous: guest\n    plugins:\n      key_auth: {{}}\n      {set}\n      response_transform: {{set_headers: {{x-a: b}}}}\n  - name: h2\n    match: {{path_prefix: /h2}}\n    upstream: up2\n    anonymous: guest\n    plugins:\n      key_auth: {{}}\n      {set}\n"
+    );
+    let extra = format!(
+        "  - name: up2\n    protocol: http2\n    targets: [{{url: 'http://{}'}}]\n",
+        up2.addr
+    );
+    let cfg =
+        gw_config(up.addr, "", &routes).replacen("consumers:", &format!("{extra}consumers:"), 1);
+    let gw = gateway(&cfg).await;
+    let a = addr(&gw).await;
+    let sent = |j: &serde_json::Value, name: &str| -> Vec<String> {
+        j["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f[0] == name)
+            .map(|f| f[1].as_str().unwrap().to_string())
+            .collect()
+    };
+    for path in ["/direct", "/staged", "/h2"] {
+        let (s, resp, j) = send(a, "GET", path, &[("x-api-key", ALICE_KEY)]).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert_eq!(sent(&j, "x-consumer-id"), ["u-1"], "{path}: {j}");
+        assert_eq!(sent(&j, "x-consumer-name"), ["alice"], "{path}: {j}");
+        assert_eq!(
+            sent(&j, "x-consumer-groups"),
+            ["admin,staff"],
+            "{path}: {j}"
+        );
+        // Not anonymous: the plugin's value of that name is not the gateway's to remove.
+        assert_eq!(sent(&j, "x-anonymous-consumer"), ["forged"], "{path}: {j}");
+        assert_eq!(resp.contains_key("x-a"), path == "/staged");
+        let (s, _, j) = send(a, "GET", path, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert_eq!(sent(&j, "x-consumer-name"), ["guest"], "{path}: {j}");
+        assert_eq!(sent(&j, "x-anonymous-consumer"), ["true"], "{path}: {j}");
+        assert!(sent(&j, "x-consumer-groups").is_empty(), "{path}: {j}");
+    }
+}
+
 #[tokio::test]
 async fn anonymous_consumer_only_for_requests_without_credentials() {
     let up = echo_upstream(false).await;

@@ -119,7 +119,7 @@ async fn text(resp: torii_upstream::UpstreamResponse) -> String {
 struct Tag;
 
 impl ExtraFields for Tag {
-    fn each(&self, field: &mut dyn FnMut(&'static HeaderName, &[&[u8]])) {
+    fn each(&self, field: &mut dyn FnMut(&HeaderName, &[&[u8]])) {
         static NAME: HeaderName = HeaderName::from_static("x-extra");
         field(&NAME, &[b"a", b"-", b"b"]);
     }

@@ -107,11 +107,17 @@ pub async fn echo_upstream(http2: bool) -> FakeUpstream {
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string())))
             .collect();
+        // Every field as sent, repeated names included (`headers` keeps the last value).
+        let fields: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         let uri = req.uri().to_string();
         let method = req.method().to_string();
         let version = format!("{:?}", req.version());
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let json = serde_json::json!({"method": method, "uri": uri, "headers": headers, "version": version, "body_len": body.len()});
+        let json = serde_json::json!({"method": method, "uri": uri, "headers": headers, "fields": fields, "version": version, "body_len": body.len()});
         Response::builder().header("content-type", "application/json").header("connection", "x-hop").header("x-hop", "1").body(full(json.to_string())).unwrap()
     })
     .await

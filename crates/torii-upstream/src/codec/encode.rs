@@ -52,7 +52,7 @@ pub struct Writer {
 pub trait ExtraFields {
     /// Calls `field` with each field, in order: its name and the parts of its value. Each
     /// part must be a valid field value and their concatenation too.
-    fn each(&self, field: &mut dyn FnMut(&'static HeaderName, &[&[u8]]));
+    fn each(&self, field: &mut dyn FnMut(&HeaderName, &[&[u8]]));
 
     /// Inserts the fields into `headers`, each value joined (for HTTP/2, whose encoder needs
     /// a header map).
