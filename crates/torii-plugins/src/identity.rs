@@ -53,6 +53,73 @@ pub(crate) fn remove_spellings<'n>(
     }
 }
 
+/// Names an identity field cannot take: the request's framing and routing fields and the
+/// fields the gateway itself sets. The HTTP/1.1 writer sends the identity fields beside the
+/// request's own (`IdentityHeaders::each`), where no later step would remove such a name,
+/// so a second `Content-Length` or `X-Request-Id` would go upstream.
+const RESERVED: [&str; 14] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+];
+
+/// Checks the identity field names: none reserved (see [`RESERVED`]), no two alike (also in
+/// their `_`/`-` spelling).
+pub fn check(c: &torii_config::schema::Identity) -> Vec<torii_config::plugins::PluginError> {
+    use torii_config::plugins::{PluginError, Seg};
+    let mut names: Vec<(&str, &HeaderName)> = vec![
+        ("id_header", &c.id_header.0),
+        ("name_header", &c.name_header.0),
+        ("groups_header", &c.groups_header.0),
+        ("anonymous_header", &c.anonymous_header.0),
+    ];
+    if let Some(t) = &c.token {
+        names.push(("header", &t.header.0));
+    }
+    let at = |k: &str| {
+        let mut p = vec![Seg::Key("identity".into())];
+        if k == "header" {
+            p.push(Seg::Key("token".into()));
+        }
+        p.push(Seg::Key(k.into()));
+        p
+    };
+    let mut errors = Vec::new();
+    for (i, (k, n)) in names.iter().enumerate() {
+        let reserved = RESERVED.iter().find(|r| same_variable(r, n.as_str()));
+        if let Some(r) = reserved {
+            errors.push(PluginError::new(
+                at(k),
+                format!(
+                    "`{n}` is the request's `{r}` field, which the gateway sets or frames itself"
+                ),
+                "choose another name, e.g. `x-consumer-id`",
+            ));
+        } else if let Some((other, _)) = names[..i]
+            .iter()
+            .find(|(_, m)| same_variable(m.as_str(), n.as_str()))
+        {
+            errors.push(PluginError::new(
+                at(k),
+                format!("`{n}` is also `identity.{other}`"),
+                "give each identity field a name of its own",
+            ));
+        }
+    }
+    errors
+}
+
 impl IdentityHeaders {
     /// From the config section.
     pub fn new(c: &torii_config::schema::Identity) -> Self {
@@ -163,6 +230,28 @@ mod tests {
         ids.strip(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-other_header"]);
+    }
+
+    #[test]
+    fn identity_names_may_not_be_framing_forwarding_or_each_other() {
+        let parse = |v: serde_json::Value| -> torii_config::schema::Identity {
+            serde_json::from_value(v).unwrap()
+        };
+        assert!(check(&Default::default()).is_empty());
+        let errs = check(&parse(serde_json::json!({
+            "id_header": "content-length",
+            "name_header": "X_Request_Id",
+            "groups_header": "x-consumer-id",
+            "anonymous_header": "x-consumer-id"
+        })));
+        let shown: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{:?}: {}", e.path, e.message))
+            .collect();
+        assert_eq!(errs.len(), 3, "{shown:?}");
+        assert!(shown[0].contains("id_header") && shown[0].contains("content-length"));
+        assert!(shown[1].contains("name_header") && shown[1].contains("x-request-id"));
+        assert!(shown[2].contains("anonymous_header") && shown[2].contains("groups_header"));
     }
 
     #[test]

@@ -751,6 +751,7 @@ impl PluginCatalog for Catalog {
                 (None, Some(_)) => {} // the token settings' own errors are reported
             }
         }
+        errors.append(&mut identity::check(&config.identity));
         let identity = IdentityHeaders::new(&config.identity);
         let compositions = compositions::build(
             config,

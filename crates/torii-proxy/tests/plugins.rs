@@ -220,6 +220,36 @@ async fn identity_fields_are_sent_once_with_or_without_exchange_plugins() {
     }
 }
 
+/// With `hide_credentials: false` only the verified key goes upstream: of two values of the
+/// key's field, the first (the one checked), once.
+#[tokio::test]
+async fn key_auth_keeps_only_the_verified_value_of_a_repeated_key_field() {
+    let up = echo_upstream(false).await;
+    let routes = "  - name: r\n    match: {path_prefix: /}\n    upstream: up\n    plugins:\n      key_auth: {hide_credentials: false}\n";
+    let gw = gateway(&gw_config(up.addr, "", routes)).await;
+    let a = addr(&gw).await;
+    let (s, _, j) = send(
+        a,
+        "GET",
+        "/x",
+        &[("x-api-key", ALICE_KEY), ("x-api-key", "other")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let keys: Vec<&serde_json::Value> = j["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f[0] == "x-api-key")
+        .map(|f| &f[1])
+        .collect();
+    assert_eq!(keys, [ALICE_KEY], "{j}");
+    assert_eq!(j["headers"]["x-consumer-name"], "alice");
+    // One value: it stays as it came.
+    let (_, _, j) = send(a, "GET", "/x", &[("x-api-key", BOB_KEY)]).await;
+    assert_eq!(j["headers"]["x-api-key"], BOB_KEY);
+}
+
 #[tokio::test]
 async fn anonymous_consumer_only_for_requests_without_credentials() {
     let up = echo_upstream(false).await;
