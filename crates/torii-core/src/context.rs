@@ -64,8 +64,45 @@ pub struct RequestContext {
     /// The path sent upstream, when a plugin chose it (`request_transform`): it replaces
     /// the route's own `rewrite`.
     pub upstream_path: Option<String>,
+    /// Response fields the request phase decided (a limiter's `RateLimit` report), added to
+    /// whatever answer the request gets, after the response phase
+    /// ([`RequestContext::apply_response_fields`]). Empty, and unallocated, for most
+    /// requests: a plugin with nothing but fields to add needs no response phase and no
+    /// `extensions` entry (a map, a box and a lookup per request).
+    pub response_fields: Vec<(http::HeaderName, http::HeaderValue, Join)>,
     /// Typed values plugins leave for their own response phase or for later plugins.
     pub extensions: http::Extensions,
+}
+
+/// How a response field decided in the request phase joins the answer's own values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// It replaces the answer's values of its name.
+    Replace,
+    /// It goes first in the answer's structured-field list of its name, the answer's items
+    /// kept after it ([`list_first`]).
+    ListFirst,
+}
+
+/// Sets a structured-field list field to `v`, keeping the items already there after it (a
+/// `quota` and a `rate_limit` on one route both report in `RateLimit`).
+pub fn list_first(h: &mut http::HeaderMap, name: http::HeaderName, v: http::HeaderValue) {
+    // One lookup: the entry either takes the value or holds the items to keep.
+    match h.entry(name) {
+        http::header::Entry::Vacant(e) => {
+            e.insert(v);
+        }
+        http::header::Entry::Occupied(mut e) => {
+            let old = e.get();
+            let mut both = Vec::with_capacity(v.len() + 2 + old.len());
+            both.extend_from_slice(v.as_bytes());
+            both.extend_from_slice(b", ");
+            both.extend_from_slice(old.as_bytes());
+            if let Ok(joined) = http::HeaderValue::from_bytes(&both) {
+                e.insert(joined);
+            }
+        }
+    }
 }
 
 impl RequestContext {
@@ -94,7 +131,22 @@ impl RequestContext {
             credential: None,
             body_limit: None,
             upstream_path: None,
+            response_fields: Vec::new(),
             extensions: http::Extensions::new(),
+        }
+    }
+
+    /// Adds the response fields the request phase decided to `headers`, in the order they
+    /// were decided (so of two list items of one name, the later decision's comes first, as
+    /// when each plugin added its own in the response phase, in reverse chain order).
+    pub fn apply_response_fields(&self, headers: &mut http::HeaderMap) {
+        for (name, value, join) in &self.response_fields {
+            match join {
+                Join::Replace => {
+                    headers.insert(name.clone(), value.clone());
+                }
+                Join::ListFirst => list_first(headers, name.clone(), value.clone()),
+            }
         }
     }
 }

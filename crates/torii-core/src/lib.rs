@@ -21,7 +21,9 @@ mod replay;
 pub mod stage;
 
 pub use body::{Body, BodyIdle, BodyTooLarge, BoxError};
-pub use context::{ClientAddr, ClientCert, Credential, RequestContext, RequestId};
+pub use context::{
+    ClientAddr, ClientCert, Credential, Join, RequestContext, RequestId, list_first,
+};
 pub use error::{ErrorKind, ErrorSource, GatewayError, Retry, idempotent};
 pub use layered::{Concern, Layered, Polled};
 pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin, PreflightMethods};

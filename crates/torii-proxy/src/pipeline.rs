@@ -139,6 +139,10 @@ pub async fn handle(
         r.chain.on_response(&mut parts, ctx, &end.info.plugins);
         response = Response::from_parts(parts, body);
     }
+    // Fields the request phase decided (rate-limit reports), on every answer.
+    if !ctx.response_fields.is_empty() {
+        ctx.apply_response_fields(response.headers_mut());
+    }
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), ctx.request_id.0.clone());

@@ -5,27 +5,6 @@
 use super::algo::{Decision, Limit};
 use http::HeaderValue;
 
-/// Sets a structured-field list header to `v`, keeping the items already there (a `quota` on
-/// the same route adds its own) after it.
-pub(crate) fn first_items(h: &mut http::HeaderMap, name: http::HeaderName, v: HeaderValue) {
-    // One lookup: the entry either takes the value or holds the items to keep.
-    match h.entry(name) {
-        http::header::Entry::Vacant(e) => {
-            e.insert(v);
-        }
-        http::header::Entry::Occupied(mut e) => {
-            let old = e.get();
-            let mut both = Vec::with_capacity(v.len() + 2 + old.len());
-            both.extend_from_slice(v.as_bytes());
-            both.extend_from_slice(b", ");
-            both.extend_from_slice(old.as_bytes());
-            if let Ok(joined) = HeaderValue::from_bytes(&both) {
-                e.insert(joined);
-            }
-        }
-    }
-}
-
 /// `RateLimit-Policy: "100-per-1s";q=100;w=1, ...` (a structured-field list: each policy's
 /// name, quota and window in seconds).
 pub(crate) fn policy_header(limits: &[Limit]) -> Option<HeaderValue> {

@@ -24,13 +24,13 @@ pub(crate) use key::{KeySpec, LocalKeys, counter_identity, hex16, shared_key};
 
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
 use algo::{Algorithm, Decision, Limit, LocalStore, MAX_LIMITS};
-use headers::{first_items, policy_header, ratelimit_header, short};
+use headers::{policy_header, ratelimit_header, short};
 use http::HeaderValue;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 use torii_config::values::Duration;
-use torii_core::{ErrorKind, Flow, GatewayError, Plugin, RequestContext};
+use torii_core::{ErrorKind, Flow, GatewayError, Join, Plugin, RequestContext};
 use torii_store::{Fallback, Redis};
 
 /// Settings of `rate_limit`.
@@ -413,8 +413,7 @@ struct Limiter {
     fallback_policy_header: Option<HeaderValue>,
 }
 
-/// What the response phase adds to the answer.
-#[derive(Clone)]
+/// A decision and how it was made: what the answer reports.
 struct Outcome {
     decision: Decision,
     /// The limits the decision was made against (the fallback's when degraded to `local`).
@@ -425,12 +424,12 @@ struct Outcome {
 }
 
 impl Limiter {
-    /// The decision's consequence: `Ok` to go on (the outcome kept for the response phase),
-    /// or the 429.
+    /// The decision's consequence: `Ok` to go on, or the 429; its report goes into the
+    /// answer's fields either way.
     fn settle(&self, outcome: Outcome, ctx: &mut RequestContext) -> Result<(), GatewayError> {
         let allowed = outcome.decision.allowed;
         let retry = outcome.decision.retry_us;
-        ctx.extensions.insert(outcome);
+        self.report(&outcome, &mut ctx.response_fields);
         if allowed {
             return Ok(());
         }
@@ -484,6 +483,54 @@ impl Limiter {
         }
     }
 
+    /// The answer's fields for a decision: the degraded marker, the draft's `RateLimit-Policy`
+    /// and `RateLimit` (first in their lists: a `quota` on the route keeps its items after
+    /// them), or the legacy set for the most constraining limit. Decided with the request,
+    /// added to whatever answer it gets (`RequestContext::apply_response_fields`).
+    fn report(&self, o: &Outcome, out: &mut Vec<(http::HeaderName, HeaderValue, Join)>) {
+        if let Some(policy) = o.degraded {
+            out.push((DEGRADED, HeaderValue::from_static(policy), Join::Replace));
+        }
+        if o.decision.rooms.is_empty() {
+            return;
+        }
+        let limits = if o.fallback {
+            &self.fallback
+        } else {
+            &self.limits
+        };
+        if matches!(self.headers, HeaderStyle::Draft | HeaderStyle::Both) {
+            let policy = if o.fallback {
+                &self.fallback_policy_header
+            } else {
+                &self.policy_header
+            };
+            if let Some(p) = policy {
+                out.push((RATELIMIT_POLICY, p.clone(), Join::ListFirst));
+            }
+            if let Some(v) = ratelimit_header(limits, &o.decision, o.pk) {
+                out.push((RATELIMIT, v, Join::ListFirst));
+            }
+        }
+        if matches!(self.headers, HeaderStyle::Legacy | HeaderStyle::Both) {
+            // The most constraining limit: the fewest requests left.
+            if let Some((l, room)) = limits
+                .iter()
+                .zip(o.decision.rooms.iter())
+                .min_by_key(|(_, r)| r.remaining)
+            {
+                let reset = room.reset_us.div_ceil(1_000_000);
+                out.push((X_LIMIT, HeaderValue::from(l.requests), Join::Replace));
+                out.push((
+                    X_REMAINING,
+                    HeaderValue::from(room.remaining),
+                    Join::Replace,
+                ));
+                out.push((X_RESET, HeaderValue::from(reset), Join::Replace));
+            }
+        }
+    }
+
     /// The rest of an admitted request: held back first when spike arrest delays it.
     fn admitted(outcome: &Outcome) -> Option<std::time::Duration> {
         let d = outcome.decision.delay_us;
@@ -533,12 +580,13 @@ impl Plugin for Limiter {
                         Ok(o) => o,
                         Err(refused) => {
                             // fail_closed: the 503 says why too.
-                            ctx.extensions.insert(Outcome {
+                            let closed = Outcome {
                                 decision: Decision::default(),
                                 fallback: false,
                                 degraded: Some("fail_closed"),
                                 pk,
-                            });
+                            };
+                            self.report(&closed, &mut ctx.response_fields);
                             return Err(refused);
                         }
                     },
@@ -550,51 +598,5 @@ impl Plugin for Limiter {
             }
             Ok(None)
         })))
-    }
-
-    fn on_response(&self, resp: &mut http::response::Parts, ctx: &RequestContext) {
-        let Some(o) = ctx.extensions.get::<Outcome>() else {
-            return;
-        };
-        let h = &mut resp.headers;
-        if let Some(policy) = o.degraded {
-            h.insert(DEGRADED, HeaderValue::from_static(policy));
-        }
-        if o.decision.rooms.is_empty() {
-            return;
-        }
-        let limits = if o.fallback {
-            &self.fallback
-        } else {
-            &self.limits
-        };
-        if matches!(self.headers, HeaderStyle::Draft | HeaderStyle::Both) {
-            let policy = if o.fallback {
-                &self.fallback_policy_header
-            } else {
-                &self.policy_header
-            };
-            if let Some(p) = policy {
-                first_items(h, RATELIMIT_POLICY, p.clone());
-            }
-            if let Some(v) = ratelimit_header(limits, &o.decision, o.pk) {
-                first_items(h, RATELIMIT, v);
-            }
-        }
-        if matches!(self.headers, HeaderStyle::Legacy | HeaderStyle::Both) {
-            // The most constraining limit: the fewest requests left.
-            if let Some((l, room)) = limits
-                .iter()
-                .zip(o.decision.rooms.iter())
-                .min_by_key(|(_, r)| r.remaining)
-            {
-                h.insert(X_LIMIT, HeaderValue::from(l.requests));
-                h.insert(X_REMAINING, HeaderValue::from(room.remaining));
-                h.insert(
-                    X_RESET,
-                    HeaderValue::from(room.reset_us.div_ceil(1_000_000)),
-                );
-            }
-        }
     }
 }
