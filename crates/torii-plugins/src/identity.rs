@@ -164,43 +164,45 @@ impl IdentityHeaders {
         remove_spellings(headers, self.all());
     }
 
+    /// The consumer's identity fields: id, name, groups (when it has any), and the anonymous
+    /// marker (when it is the anonymous consumer). The one list `apply`, `each` and
+    /// `clear_for` go through.
+    fn fields<'c>(
+        &'c self,
+        consumer: &'c Consumer,
+    ) -> impl Iterator<Item = (&'c HeaderName, &'c HeaderValue)> {
+        [
+            Some((&self.id, &consumer.headers.id)),
+            Some((&self.name, &consumer.headers.name)),
+            consumer.headers.groups.as_ref().map(|g| (&self.groups, g)),
+            consumer.anonymous.then_some((&self.anonymous, &TRUE)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// The consumer's identity as `apply` would add it, each field's name and value handed to
     /// `field`, for a writer that takes fields without a header map (the HTTP/1.1 encoder's
     /// extra fields). Call [`IdentityHeaders::clear_for`] on the request's map first, so no
     /// other value of these names goes with them.
     pub fn each(&self, consumer: &Consumer, field: &mut dyn FnMut(&HeaderName, &[&[u8]])) {
-        field(&self.id, &[consumer.headers.id.as_bytes()]);
-        field(&self.name, &[consumer.headers.name.as_bytes()]);
-        if let Some(g) = &consumer.headers.groups {
-            field(&self.groups, &[g.as_bytes()]);
-        }
-        if consumer.anonymous {
-            field(&self.anonymous, &[TRUE.as_bytes()]);
+        for (name, value) in self.fields(consumer) {
+            field(name, &[value.as_bytes()]);
         }
     }
 
     /// Removes from `headers` the fields [`IdentityHeaders::each`] will send for `consumer`
     /// (a value a plugin set under one of these names), as `apply`'s inserts replace them.
     pub fn clear_for(&self, headers: &mut HeaderMap, consumer: &Consumer) {
-        headers.remove(&self.id);
-        headers.remove(&self.name);
-        if consumer.headers.groups.is_some() {
-            headers.remove(&self.groups);
-        }
-        if consumer.anonymous {
-            headers.remove(&self.anonymous);
+        for (name, _) in self.fields(consumer) {
+            headers.remove(name);
         }
     }
 
     /// Adds the consumer's identity.
     pub fn apply(&self, headers: &mut HeaderMap, consumer: &Consumer) {
-        headers.insert(self.id.clone(), consumer.headers.id.clone());
-        headers.insert(self.name.clone(), consumer.headers.name.clone());
-        if let Some(g) = &consumer.headers.groups {
-            headers.insert(self.groups.clone(), g.clone());
-        }
-        if consumer.anonymous {
-            headers.insert(self.anonymous.clone(), TRUE.clone());
+        for (name, value) in self.fields(consumer) {
+            headers.insert(name.clone(), value.clone());
         }
     }
 }
