@@ -28,4 +28,4 @@ pub use error::{ErrorKind, ErrorSource, GatewayError, Retry, idempotent};
 pub use layered::{Concern, Layered, Polled};
 pub use plugin::{BoxFuture, Consumer, ConsumerHeaders, Flow, Identity, Plugin, PreflightMethods};
 pub use replay::Replay;
-pub use stage::{Detached, ExchangeFuture, Next, Terminal};
+pub use stage::{Before, Detached, ExchangeFuture, Next, Terminal};

@@ -87,6 +87,40 @@ pub trait Plugin: Send + Sync + 'static {
         next.run(req, body, ctx)
     }
 
+    /// The exchange stage's synchronous shortcut (see [`crate::stage::Before`]): decides,
+    /// before the call and without waiting, whether this request needs [`Plugin::exchange`]
+    /// at all. The default, `Wrap`, always runs it. `req` is the head as it will be sent.
+    fn before_exchange(
+        &self,
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+    ) -> crate::stage::Before {
+        let _ = (req, ctx);
+        crate::stage::Before::Wrap
+    }
+
+    /// After a call that [`Plugin::before_exchange`] answered `Around(note)` for: the
+    /// response head as the rest of the stack returned it (an upstream's, or a stage's
+    /// further in), to label or change. Not called when the call failed: the error goes on
+    /// as `exchange` would have passed it.
+    fn after_exchange(
+        &self,
+        req: &http::request::Parts,
+        status: http::StatusCode,
+        headers: &mut http::HeaderMap,
+        note: u64,
+        ctx: &RequestContext,
+    ) {
+        let _ = (req, status, headers, note, ctx);
+    }
+
+    /// Whether this plugin only wraps the upstream call: no request phase, no response phase
+    /// (both hooks left as their defaults). A chain made only of such plugins skips both
+    /// phases (decided at load).
+    fn exchange_only(&self) -> bool {
+        false
+    }
+
     /// For authentication plugins: the `WWW-Authenticate` challenge sent when a route needs a
     /// consumer and no plugin found a credential.
     fn challenge(&self) -> Option<HeaderValue> {

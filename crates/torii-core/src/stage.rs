@@ -28,6 +28,28 @@ use std::sync::Arc;
 /// into a response in the one place that does that.
 pub type ExchangeFuture<'a> = BoxFuture<'a, Result<Response<Body>, GatewayError>>;
 
+/// What an exchange plugin decides about a request before the call, without waiting
+/// ([`Plugin::before_exchange`]).
+///
+/// Most requests through a stage need nothing asynchronous from it: a cache answers a fresh
+/// hit from memory, or lets a request whose response it will not store pass and only labels
+/// the answer. For those the stage says so up front, and the pipeline makes the direct
+/// upstream call a route without stages makes (no stage futures to allocate and move, the
+/// upstream body unboxed), then hands the response head to [`Plugin::after_exchange`].
+/// Everything else, `Wrap`, runs [`Plugin::exchange`] as before, so a plugin may always
+/// answer `Wrap` and a decision here must give what its `exchange` would.
+pub enum Before {
+    /// Run [`Plugin::exchange`] around the rest of the stack (the general path).
+    Wrap,
+    /// Answer with this response: the rest of the stack and the upstream are not called.
+    /// Stages further out see it as their `next`'s response.
+    Answer(Response<Body>),
+    /// Call the rest of the stack, then [`Plugin::after_exchange`] on its response head with
+    /// this word: the plugin's own note about the request (flags, an index), so this path
+    /// allocates nothing. A plugin that needs more state than a word uses `Wrap`.
+    Around(u64),
+}
+
 /// The innermost service of the exchange stack: the route's upstream call.
 pub trait Terminal: Send + Sync {
     /// Sends the request and resolves to the response head; the body streams.

@@ -63,6 +63,9 @@ pub struct Chain {
     challenge: Option<HeaderValue>,
     /// Whether a plugin answers CORS preflights.
     preflight: bool,
+    /// Whether a plugin has a request or response phase (not every plugin only wraps the
+    /// upstream call).
+    phases: bool,
     /// Entries whose `strip_headers` must run before the request phase.
     strippers: Box<[usize]>,
     /// The plugins that wrap the upstream call, outermost first (the exchange stack).
@@ -120,6 +123,7 @@ impl Chain {
             strippers,
             needs_consumer: !auth.is_empty(),
             preflight: entries.iter().any(|e| e.plugin.answers_preflight()),
+            phases: entries.iter().any(|e| !e.plugin.exchange_only()),
             entries: entries.into_boxed_slice(),
             auth_end,
             anonymous,
@@ -130,6 +134,12 @@ impl Chain {
     /// Whether the chain is empty (the request path then skips it entirely).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether the request and response phases have work: false for an empty chain and for
+    /// one whose plugins only wrap the upstream call (the request path then skips both).
+    pub fn has_phases(&self) -> bool {
+        self.phases
     }
 
     /// The exchange stack: plugins that wrap the upstream call, in chain order (empty for

@@ -32,6 +32,21 @@ fn chains_run_in_phase_order_whatever_the_file_order() {
 }
 
 #[test]
+fn chains_of_plugins_that_only_wrap_the_call_skip_the_request_and_response_phases() {
+    let c = Catalog::builtin().unwrap();
+    let l = load(
+        &c,
+        "upstreams:\n  - name: u\n    targets: [{url: 'http://127.0.0.1:1'}]\nroutes:\n  - name: only-stages\n    match: {path: /a}\n    upstream: u\n    plugins: {cache: {}, mirror: {upstream: u}}\n  - name: with-phase\n    match: {path: /b}\n    upstream: u\n    plugins: {cache: {}, cors: {allow_origins: ['*']}}\n  - name: none\n    match: {path: /c}\n    upstream: u\n",
+    )
+    .unwrap();
+    let chains = &l.plugins.chains;
+    assert!(!chains[0].has_phases());
+    assert_eq!(chains[0].stages().len(), 2);
+    assert!(chains[1].has_phases());
+    assert!(!chains[2].has_phases());
+}
+
+#[test]
 fn the_schema_contains_every_registered_plugin() {
     let c = Catalog::builtin().unwrap();
     let schema = torii_config::json_schema(&c);

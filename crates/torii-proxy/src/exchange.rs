@@ -6,8 +6,88 @@ use crate::forwarding;
 use http::Response;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use torii_core::{Body, ExchangeFuture, Next, Plugin, RequestContext, Terminal};
+use torii_core::{
+    Before, Body, ExchangeFuture, GatewayError, Next, Plugin, RequestContext, Terminal,
+};
 use torii_upstream::{CallOptions, Upstream};
+
+/// How many stages in a row can take the direct call (`Before::Around`); a route with more
+/// runs the rest as a stack.
+const MAX_AROUND: usize = 8;
+
+/// What a route's stages decided before the call ([`Plugin::before_exchange`]).
+pub(crate) enum Plan {
+    /// Every stage only needs the response head: the upstream call is the direct one.
+    Direct,
+    /// A stage answered; the ones before it see the answer as their response.
+    Answer(Response<Body>),
+    /// The stages from this index on run as a stack around the call.
+    Wrap(usize),
+}
+
+/// The notes of the stages that answered `Around`: always the first ones of the route's
+/// stages, outermost first.
+#[derive(Default)]
+pub(crate) struct Arounds {
+    notes: [u64; MAX_AROUND],
+    len: usize,
+}
+
+impl Arounds {
+    /// Asks the stages, outermost first, until one needs more than the response head.
+    pub(crate) fn plan(
+        stages: &[Arc<dyn Plugin>],
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+    ) -> (Self, Plan) {
+        let mut a = Self::default();
+        for (i, stage) in stages.iter().enumerate() {
+            let Some(slot) = a.notes.get_mut(i) else {
+                return (a, Plan::Wrap(i));
+            };
+            match stage.before_exchange(req, ctx) {
+                Before::Around(note) => {
+                    *slot = note;
+                    a.len = i + 1;
+                }
+                Before::Wrap => return (a, Plan::Wrap(i)),
+                Before::Answer(r) => return (a, Plan::Answer(r)),
+            }
+        }
+        (a, Plan::Direct)
+    }
+
+    /// Hands the response head to the stages that answered `Around`, innermost first.
+    pub(crate) fn after(
+        &self,
+        stages: &[Arc<dyn Plugin>],
+        req: &http::request::Parts,
+        status: http::StatusCode,
+        headers: &mut http::HeaderMap,
+        ctx: &RequestContext,
+    ) {
+        let notes = self.notes.get(..self.len).unwrap_or_default();
+        for (stage, note) in stages.iter().zip(notes).rev() {
+            stage.after_exchange(req, status, headers, *note, ctx);
+        }
+    }
+
+    /// A response of the rest of the stack (or a stage's answer) through [`Arounds::after`],
+    /// ready for the client; failures pass unchanged.
+    pub(crate) fn finish(
+        &self,
+        resp: Result<Response<Body>, GatewayError>,
+        stages: &[Arc<dyn Plugin>],
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+    ) -> Result<Response<crate::bodies::Outgoing>, GatewayError> {
+        resp.map(|mut r| {
+            let status = r.status();
+            self.after(stages, req, status, r.headers_mut(), ctx);
+            r.map(crate::bodies::Outgoing::Gateway)
+        })
+    }
+}
 
 /// The innermost service: one call of the route's upstream, its response made ready for the
 /// client (hop-by-hop fields removed, the body under the upstream's idle timeout).
@@ -145,5 +225,118 @@ pub(crate) struct ComposeCall<'a> {
 impl Terminal for ComposeCall<'_> {
     fn call<'b>(&'b self, req: &'b http::request::Parts, body: Body) -> ExchangeFuture<'b> {
         Box::pin(self.composition.run(req, body, self.ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http::HeaderValue;
+
+    /// Answers `before_exchange` with its decision; its `after_exchange` tags the head.
+    struct Stage(&'static str, fn() -> Before);
+
+    impl Plugin for Stage {
+        fn wraps_exchange(&self) -> bool {
+            true
+        }
+        fn before_exchange(&self, _: &http::request::Parts, _: &RequestContext) -> Before {
+            (self.1)()
+        }
+        fn after_exchange(
+            &self,
+            _: &http::request::Parts,
+            status: http::StatusCode,
+            headers: &mut http::HeaderMap,
+            note: u64,
+            _: &RequestContext,
+        ) {
+            let tag = format!("{}:{note}:{}", self.0, status.as_u16());
+            headers.append("x-after", HeaderValue::from_str(&tag).unwrap());
+        }
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext::new(
+            torii_core::RequestId(HeaderValue::from_static("id")),
+            torii_core::ClientAddr([127, 0, 0, 1].into()),
+            "127.0.0.1:1".parse().unwrap(),
+            "l".into(),
+            Instant::now(),
+        )
+    }
+
+    fn stages(list: Vec<Stage>) -> Vec<Arc<dyn Plugin>> {
+        list.into_iter()
+            .map(|s| Arc::new(s) as Arc<dyn Plugin>)
+            .collect()
+    }
+
+    fn afters(h: &http::HeaderMap) -> Vec<&str> {
+        h.get_all("x-after")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn stages_that_only_need_the_head_leave_the_call_direct_and_see_it_innermost_first() {
+        let (req, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let ctx = ctx();
+        let list = stages(vec![
+            Stage("outer", || Before::Around(7)),
+            Stage("inner", || Before::Around(9)),
+        ]);
+        let (around, plan) = Arounds::plan(&list, &req, &ctx);
+        assert!(matches!(plan, Plan::Direct));
+        let mut h = http::HeaderMap::new();
+        around.after(&list, &req, http::StatusCode::OK, &mut h, &ctx);
+        assert_eq!(afters(&h), ["inner:9:200", "outer:7:200"]);
+    }
+
+    #[test]
+    fn the_first_stage_that_needs_more_runs_the_stack_from_there() {
+        let (req, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let ctx = ctx();
+        let list = stages(vec![
+            Stage("a", || Before::Around(1)),
+            Stage("b", || Before::Wrap),
+            Stage("c", || Before::Around(3)),
+        ]);
+        let (around, plan) = Arounds::plan(&list, &req, &ctx);
+        assert!(matches!(plan, Plan::Wrap(1)));
+        let resp = around
+            .finish(Ok(Response::new(Body::Empty)), &list, &req, &ctx)
+            .unwrap();
+        assert_eq!(afters(resp.headers()), ["a:1:200"]);
+
+        // An answer is seen by the stages before it only.
+        let list = stages(vec![
+            Stage("a", || Before::Around(1)),
+            Stage("hit", || {
+                let mut r = Response::new(Body::Empty);
+                *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+                Before::Answer(r)
+            }),
+            Stage("never", || Before::Around(3)),
+        ]);
+        let (around, plan) = Arounds::plan(&list, &req, &ctx);
+        let Plan::Answer(r) = plan else {
+            panic!("the second stage answers")
+        };
+        let resp = around.finish(Ok(r), &list, &req, &ctx).unwrap();
+        assert_eq!(afters(resp.headers()), ["a:1:304"]);
+
+        // Past MAX_AROUND stages in a row, the rest run as a stack.
+        let many = stages(
+            (0..MAX_AROUND + 2)
+                .map(|_| Stage("s", || Before::Around(0)))
+                .collect(),
+        );
+        assert!(matches!(
+            Arounds::plan(&many, &req, &ctx).1,
+            Plan::Wrap(MAX_AROUND)
+        ));
     }
 }

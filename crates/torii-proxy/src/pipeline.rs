@@ -12,6 +12,7 @@
 
 use crate::bodies::{OnEnd, Outcome, Outgoing};
 use crate::conn::{ConnInfo, TlsConn};
+use crate::exchange::{Arounds, Plan};
 use crate::forwarding;
 use crate::snapshot::{Action, Arm, CompiledRoute, Rewrite, Snapshot};
 use crate::{Shared, access_log::Record};
@@ -382,7 +383,7 @@ async fn route_and_serve(
             "more than one Authorization header",
         ));
     }
-    if !route.chain.is_empty() {
+    if route.chain.has_phases() {
         let answered = route.chain.on_request(req, ctx, &mut info.plugins).await?;
         if let Some(resp) = answered {
             return Ok(resp.map(Outgoing::Gateway));
@@ -490,27 +491,46 @@ async fn route_and_serve(
                 policy: &route.call,
             };
             let stages = &route.stages;
+            // The stages decide first, without waiting (`Plugin::before_exchange`): those
+            // that only need to see the response head (`Around`) leave the call direct, as on
+            // a route without stages; the first that needs more runs the stack from there.
+            let mut around = Arounds::default();
             if !stages.is_empty() && upgrade.is_none() {
-                // The stack's future is boxed by its first stage: routes without stages do
-                // not carry its size.
-                let call = crate::exchange::UpstreamCall::new(
-                    upstream,
-                    options,
-                    conn,
-                    info.body.clone(),
-                    info.logged,
-                    snap.spool.as_ref(),
-                );
-                let resp = call.run(stages, req, up_body, ctx).await;
-                if let Some((target, latency)) = call.answered() {
-                    info.upstream = Some(target);
-                    info.upstream_latency_ms = latency;
-                }
-                let resp = resp.map(|r| r.map(Outgoing::Gateway));
-                return match &route.fallback {
-                    Some(f) => f.mask(resp, head, record),
-                    None => resp,
+                let (a, plan) = Arounds::plan(stages, req, ctx);
+                around = a;
+                let resp = match plan {
+                    Plan::Direct => None,
+                    Plan::Answer(r) => Some(Ok(r)),
+                    Plan::Wrap(from) => {
+                        // The stack's future is boxed by its first stage: routes without
+                        // stages do not carry its size.
+                        let call = crate::exchange::UpstreamCall::new(
+                            upstream,
+                            options,
+                            conn,
+                            info.body.clone(),
+                            info.logged,
+                            snap.spool.as_ref(),
+                        );
+                        let resp = call.run(&stages[from..], req, up_body, ctx).await;
+                        if let Some((target, latency)) = call.answered() {
+                            info.upstream = Some(target);
+                            info.upstream_latency_ms = latency;
+                        }
+                        let resp = around.finish(resp, stages, req, ctx);
+                        return match &route.fallback {
+                            Some(f) => f.mask(resp, head, record),
+                            None => resp,
+                        };
+                    }
                 };
+                if let Some(resp) = resp {
+                    let resp = around.finish(resp, stages, req, ctx);
+                    return match &route.fallback {
+                        Some(f) => f.mask(resp, head, record),
+                        None => resp,
+                    };
+                }
             }
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
@@ -536,13 +556,9 @@ async fn route_and_serve(
             }
             info.upstream = Some(resp.target.clone());
             info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
-            Ok(proxy_response(
-                resp,
-                upgrade,
-                conn,
-                upstream,
-                snap.spool.as_ref(),
-            ))
+            let mut resp = proxy_response(resp, upgrade, conn, upstream, snap.spool.as_ref());
+            around.after(stages, req, resp.status(), resp.headers_mut(), ctx);
+            Ok(resp)
         }
     }
 }

@@ -1020,3 +1020,76 @@ async fn hostile_cache_fields_get_proper_answers() {
     assert!(raw_answer.starts_with("HTTP/1.1 206"), "{raw_answer}");
     assert!(raw_answer.ends_with("34"), "{raw_answer}");
 }
+
+/// A resource whose answers cannot be stored is marked, and later requests for it take the
+/// direct call (`before_exchange` says `Around`): each goes upstream, labelled `fwd=bypass`
+/// with the upstream's status and the reason, HEAD and conditional requests too. Once the
+/// upstream's answer can be stored, the next request stores it and the one after is a hit;
+/// an unsafe request on the shortcut still invalidates the URL.
+#[tokio::test]
+async fn requests_for_a_resource_marked_unstorable_pass_and_it_is_stored_once_it_may_be() {
+    let storable = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = storable.clone();
+    let (up, n) = origin(move |req, i| {
+        if req.method() == http::Method::POST {
+            return resp(204, &[], "");
+        }
+        let cc = if s.load(Ordering::SeqCst) {
+            "max-age=60"
+        } else {
+            "no-store"
+        };
+        resp(200, &[("cache-control", cc)], format!("v{i}"))
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+    let (_, h, b) = send(a, "GET", "/p", &[]).await;
+    assert_eq!(&b[..], b"v1");
+    assert_eq!(
+        cache_status(&h),
+        "torii; fwd=uri-miss; fwd-status=200; detail=no-store"
+    );
+    for (method, fields, want) in [
+        (
+            "GET",
+            &[][..],
+            "torii; fwd=bypass; fwd-status=200; detail=no-store",
+        ),
+        ("HEAD", &[][..], "torii; fwd=bypass; fwd-status=200"),
+        (
+            "GET",
+            &[("if-none-match", "\"x\"")][..],
+            "torii; fwd=bypass; fwd-status=200",
+        ),
+    ] {
+        let (status, h, _) = send(a, method, "/p", fields).await;
+        assert_eq!(status, 200);
+        assert_eq!(cache_status(&h), want, "{method} {fields:?}");
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+    // `only-if-cached` on a marked resource is refused, not sent upstream.
+    let (status, _, _) = send(a, "GET", "/p", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(status, 504);
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+
+    storable.store(true, Ordering::SeqCst);
+    let (_, h, b) = send(a, "GET", "/p", &[]).await;
+    assert_eq!(&b[..], b"v5");
+    assert_eq!(cache_status(&h), "torii; fwd=bypass; fwd-status=200");
+    let (_, h, b) = send(a, "GET", "/p", &[]).await;
+    assert_eq!(&b[..], b"v6");
+    assert!(cache_status(&h).contains("stored"), "{h:?}");
+    until_hit(a, "/p").await;
+    let (_, h, b) = send(a, "GET", "/p", &[]).await;
+    assert_eq!(&b[..], b"v6");
+    assert!(cache_status(&h).starts_with("torii; hit"), "{h:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 6);
+
+    // A POST is not the cache's; its success invalidates the stored answer.
+    let (status, h, _) = send(a, "POST", "/p", &[]).await;
+    assert_eq!(status, 204);
+    assert!(cache_status(&h).is_empty(), "{h:?}");
+    let (_, _, b) = send(a, "GET", "/p", &[]).await;
+    assert_eq!(&b[..], b"v8");
+}

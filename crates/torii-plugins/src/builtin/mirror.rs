@@ -224,6 +224,10 @@ impl Plugin for Shadow {
         true
     }
 
+    fn exchange_only(&self) -> bool {
+        true
+    }
+
     fn exchange<'a>(
         &'a self,
         req: &'a http::request::Parts,

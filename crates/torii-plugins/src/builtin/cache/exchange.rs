@@ -18,7 +18,7 @@ use torii_core::{Body, ErrorKind, ErrorSource, GatewayError, Layered, Next, Requ
 type Answer = Result<Response<Body>, GatewayError>;
 
 /// What the store holds for a request.
-enum Found {
+pub(super) enum Found {
     /// A stored response, under this key.
     Stored(Key, Arc<Stored>),
     /// Nothing for this request's variant (this key) of a resource that varies.
@@ -37,7 +37,7 @@ const PASS_FOR: Duration = Duration::from_secs(10);
 /// The longest a background refresh may take.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(60);
 
-fn only_if_cached(req: &http::request::Parts) -> bool {
+pub(super) fn only_if_cached(req: &http::request::Parts) -> bool {
     directives::has(&req.headers, "only-if-cached")
 }
 
@@ -70,19 +70,19 @@ fn upstream_failed(r: &Answer) -> bool {
 
 /// The request fields the cache decides on, found in one pass over the head.
 #[derive(Default)]
-struct Asks {
+pub(super) struct Asks {
     /// `Cache-Control` or `Pragma`: the request's own directives.
-    directives: bool,
+    pub(super) directives: bool,
     /// `If-Match` or `If-Unmodified-Since`: preconditions the upstream decides on.
-    preconditions: bool,
+    pub(super) preconditions: bool,
     /// `Range` or `If-Range`: about a part of the resource.
-    partial: bool,
+    pub(super) partial: bool,
     /// `If-None-Match` or `If-Modified-Since`.
-    conditional: bool,
+    pub(super) conditional: bool,
 }
 
 impl Asks {
-    fn of(h: &HeaderMap) -> Self {
+    pub(super) fn of(h: &HeaderMap) -> Self {
         let mut a = Self::default();
         for name in h.keys() {
             if name == header::CACHE_CONTROL || name == header::PRAGMA {
@@ -115,7 +115,7 @@ struct Call<'a> {
 }
 
 impl RouteCache {
-    fn parts<'r>(
+    pub(super) fn parts<'r>(
         &'r self,
         req: &'r http::request::Parts,
         ctx: &'r RequestContext,
@@ -156,7 +156,7 @@ impl RouteCache {
     }
 
     /// An authenticated request whose responses the key does not keep apart.
-    fn authenticated(&self, ctx: &RequestContext) -> bool {
+    pub(super) fn authenticated(&self, ctx: &RequestContext) -> bool {
         !self.spec.consumer && ctx.consumer.as_ref().is_some_and(|c| !c.anonymous)
     }
 
@@ -168,7 +168,7 @@ impl RouteCache {
     }
 
     /// What memory holds for the resource, and the epoch of its variants.
-    fn find(&self, resource: &Key, headers: &HeaderMap) -> (Found, u64) {
+    pub(super) fn find(&self, resource: &Key, headers: &HeaderMap) -> (Found, u64) {
         match self.memory.get(resource) {
             None => (Found::Miss, 0),
             Some(Object::Response(s)) => (Found::Stored(*resource, s), 0),
@@ -184,7 +184,7 @@ impl RouteCache {
         }
     }
 
-    fn decorate(&self, h: &mut HeaderMap, status: &Status) {
+    pub(super) fn decorate(&self, h: &mut HeaderMap, status: &Status) {
         if self.cache_status {
             h.append(CACHE_STATUS.clone(), status.header());
         }
@@ -195,7 +195,7 @@ impl RouteCache {
 
     /// The answer made from a stored response: a 304 when the client's conditional request
     /// matches it, otherwise the response (without its body for HEAD).
-    fn answer(
+    pub(super) fn answer(
         &self,
         s: &Stored,
         req: &http::request::Parts,
@@ -644,7 +644,12 @@ impl RouteCache {
     /// `Location` and `Content-Location` it answered with on the same host, are invalid (RFC
     /// 9111 section 4.4). Every variant goes (the marker's epoch moves on), in the shared
     /// tier too.
-    fn invalidate(&self, req: &http::request::Parts, ctx: &RequestContext, headers: &HeaderMap) {
+    pub(super) fn invalidate(
+        &self,
+        req: &http::request::Parts,
+        ctx: &RequestContext,
+        headers: &HeaderMap,
+    ) {
         let canonical = self.spec.canonical_query(req.uri.query());
         let mut keys =
             vec![
@@ -684,7 +689,10 @@ impl RouteCache {
 
 /// The query a key is built with: the canonical one when the key has one (none when it is
 /// empty, as the forwarded head then has no `?`), else the request's own.
-fn keyed_query<'q>(canonical: &'q Option<String>, own: Option<&'q str>) -> Option<&'q str> {
+pub(super) fn keyed_query<'q>(
+    canonical: &'q Option<String>,
+    own: Option<&'q str>,
+) -> Option<&'q str> {
     match canonical {
         Some(c) => (!c.is_empty()).then_some(c.as_str()),
         None => own,

@@ -7,6 +7,7 @@
 //! by unsafe requests to their URL. See docs/caching.md.
 
 mod exchange;
+mod shortcut;
 pub mod tee;
 
 use crate::{BuildCtx, ConfigError, Phase, PluginFactory};
@@ -253,6 +254,10 @@ impl Plugin for RouteCache {
         true
     }
 
+    fn exchange_only(&self) -> bool {
+        true
+    }
+
     fn exchange<'a>(
         &'a self,
         req: &'a http::request::Parts,
@@ -261,5 +266,24 @@ impl Plugin for RouteCache {
         next: torii_core::Next<'a>,
     ) -> torii_core::ExchangeFuture<'a> {
         Box::pin(self.run(req, body, ctx, next))
+    }
+
+    fn before_exchange(
+        &self,
+        req: &http::request::Parts,
+        ctx: &torii_core::RequestContext,
+    ) -> torii_core::Before {
+        self.before(req, ctx)
+    }
+
+    fn after_exchange(
+        &self,
+        req: &http::request::Parts,
+        status: http::StatusCode,
+        headers: &mut http::HeaderMap,
+        note: u64,
+        ctx: &torii_core::RequestContext,
+    ) {
+        self.after(req, status, headers, note, ctx);
     }
 }
