@@ -457,6 +457,30 @@ async fn route_and_serve(
             };
             let head = req.method == http::Method::HEAD;
             let record = |e: &GatewayError| errors.record(e.kind.code());
+            // The stages decide first, without waiting (`Plugin::before_exchange`), before
+            // the upstream's head is made: a stage's answer (a cache hit) needs none of it.
+            // Those that only need to see the response head (`Around`) leave the call
+            // direct, as on a route without stages; the first that needs more runs the stack
+            // from there. Upgrades are tunnels, not exchanges: they skip the stages.
+            let stages = &route.stages;
+            let (around, plan) = if stages.is_empty()
+                || (is_websocket_upgrade(req, upstream)
+                    && req.extensions.get::<hyper::upgrade::OnUpgrade>().is_some())
+            {
+                (Arounds::default(), Plan::Direct)
+            } else {
+                Arounds::plan(stages, req, ctx)
+            };
+            let plan = match plan {
+                Plan::Answer(r) => {
+                    let resp = around.finish(Ok(r), stages, req, ctx);
+                    return match &route.fallback {
+                        Some(f) => f.mask(resp, head, record),
+                        None => resp,
+                    };
+                }
+                other => other,
+            };
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
             let (mut up_body, upgrade, mut added) =
@@ -478,8 +502,6 @@ async fn route_and_serve(
                     .map_err(|e| GatewayError::client_body(&*e))?
                     .into_body();
             }
-            // A route with exchange plugins calls its upstream through them (upgrades are
-            // tunnels, not exchanges: they go straight to the upstream).
             let affinity = torii_upstream::Affinity {
                 client: Some(ctx.client.0),
                 consumer: ctx.consumer.as_deref().map(|c| &*c.name),
@@ -490,47 +512,27 @@ async fn route_and_serve(
                 affinity: &affinity,
                 policy: &route.call,
             };
-            let stages = &route.stages;
-            // The stages decide first, without waiting (`Plugin::before_exchange`): those
-            // that only need to see the response head (`Around`) leave the call direct, as on
-            // a route without stages; the first that needs more runs the stack from there.
-            let mut around = Arounds::default();
-            if !stages.is_empty() && upgrade.is_none() {
-                let (a, plan) = Arounds::plan(stages, req, ctx);
-                around = a;
-                let resp = match plan {
-                    Plan::Direct => None,
-                    Plan::Answer(r) => Some(Ok(r)),
-                    Plan::Wrap(from) => {
-                        // The stack's future is boxed by its first stage: routes without
-                        // stages do not carry its size.
-                        let call = crate::exchange::UpstreamCall::new(
-                            upstream,
-                            options,
-                            conn,
-                            info.body.clone(),
-                            info.logged,
-                            snap.spool.as_ref(),
-                        );
-                        let resp = call.run(&stages[from..], req, up_body, ctx).await;
-                        if let Some((target, latency)) = call.answered() {
-                            info.upstream = Some(target);
-                            info.upstream_latency_ms = latency;
-                        }
-                        let resp = around.finish(resp, stages, req, ctx);
-                        return match &route.fallback {
-                            Some(f) => f.mask(resp, head, record),
-                            None => resp,
-                        };
-                    }
-                };
-                if let Some(resp) = resp {
-                    let resp = around.finish(resp, stages, req, ctx);
-                    return match &route.fallback {
-                        Some(f) => f.mask(resp, head, record),
-                        None => resp,
-                    };
+            if let Plan::Wrap(from) = plan {
+                // The stack's future is boxed by its first stage: routes without stages do
+                // not carry its size.
+                let call = crate::exchange::UpstreamCall::new(
+                    upstream,
+                    options,
+                    conn,
+                    info.body.clone(),
+                    info.logged,
+                    snap.spool.as_ref(),
+                );
+                let resp = call.run(&stages[from..], req, up_body, ctx).await;
+                if let Some((target, latency)) = call.answered() {
+                    info.upstream = Some(target);
+                    info.upstream_latency_ms = latency;
                 }
+                let resp = around.finish(resp, stages, req, ctx);
+                return match &route.fallback {
+                    Some(f) => f.mask(resp, head, record),
+                    None => resp,
+                };
             }
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
@@ -648,6 +650,17 @@ type ProxyRequest<'a> = (
 /// Turns the client's request head (in place) and body into the upstream's: rewritten path,
 /// hop-by-hop headers removed, forwarding fields and request id prepared, the body limited.
 #[allow(clippy::too_many_arguments)]
+/// A WebSocket upgrade this upstream can take (an HTTP/1.1 one): a tunnel, not an exchange.
+fn is_websocket_upgrade(parts: &http::request::Parts, upstream: &torii_upstream::Upstream) -> bool {
+    parts.version == http::Version::HTTP_11
+        && parts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && !upstream.http2
+}
+
 fn proxy_request<'a>(
     parts: &mut http::request::Parts,
     body: Incoming,
@@ -659,13 +672,7 @@ fn proxy_request<'a>(
     view: &crate::snapshot::ListenerView,
     info: &mut LogInfo,
 ) -> Result<ProxyRequest<'a>, GatewayError> {
-    let is_upgrade = parts.version == http::Version::HTTP_11
-        && parts
-            .headers
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-        && !upstream.http2;
+    let is_upgrade = is_websocket_upgrade(parts, upstream);
     // What `hyper::upgrade::on` does for a whole request.
     let client_upgrade = is_upgrade
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
