@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, SERVER};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, SERVER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -97,12 +97,23 @@ fn products(query: Option<&str>) -> Bytes {
 static SERVER_NAME: HeaderValue = HeaderValue::from_static("bench-backend");
 static TEXT: HeaderValue = HeaderValue::from_static("text/plain");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static CACHEABLE: HeaderValue = HeaderValue::from_static("public, max-age=3600");
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, ctype, body) = match (req.method(), req.uri().path()) {
         // POST too: request-body benchmarks (request_validation) send small JSON documents.
         (&Method::GET, "/hello") | (&Method::HEAD, "/hello") | (&Method::POST, "/hello") => {
             (StatusCode::OK, &TEXT, Bytes::from_static(HELLO))
+        }
+        // The same answer, which a shared cache may keep for an hour (the cache-hit
+        // benchmark: the route with and without the cache, nothing else changed).
+        (&Method::GET, "/cacheable") | (&Method::HEAD, "/cacheable") => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(HELLO)));
+            let h = resp.headers_mut();
+            h.insert(CONTENT_TYPE, TEXT.clone());
+            h.insert(SERVER, SERVER_NAME.clone());
+            h.insert(CACHE_CONTROL, CACHEABLE.clone());
+            return Ok(resp);
         }
         (&Method::GET, "/json") | (&Method::HEAD, "/json") => {
             (StatusCode::OK, &JSON, json_body().clone())
