@@ -536,7 +536,9 @@ async fn route_and_serve(
             }
             // The upstream's latency is only read by the access log: no clock reads for nothing.
             let sent = info.logged.then(Instant::now);
-            let resp = match upstream.call(req, up_body, options).await {
+            // Boxed: a request answered without an upstream call (a cache hit, a plugin's
+            // answer) does not build, move and copy a future the size of this call.
+            let resp = match Box::pin(upstream.call(req, up_body, options)).await {
                 Ok(r) => r,
                 Err(e) => {
                     return match &route.fallback {
