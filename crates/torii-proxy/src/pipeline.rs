@@ -649,9 +649,6 @@ type ProxyRequest<'a> = (
     forwarding::Added<'a>,
 );
 
-/// Turns the client's request head (in place) and body into the upstream's: rewritten path,
-/// hop-by-hop headers removed, forwarding fields and request id prepared, the body limited.
-#[allow(clippy::too_many_arguments)]
 /// A WebSocket upgrade this upstream can take (an HTTP/1.1 one): a tunnel, not an exchange.
 fn is_websocket_upgrade(parts: &http::request::Parts, upstream: &torii_upstream::Upstream) -> bool {
     parts.version == http::Version::HTTP_11
@@ -663,6 +660,9 @@ fn is_websocket_upgrade(parts: &http::request::Parts, upstream: &torii_upstream:
         && !upstream.http2
 }
 
+/// Turns the client's request head (in place) and body into the upstream's: rewritten path,
+/// hop-by-hop headers removed, forwarding fields and request id prepared, the body limited.
+#[allow(clippy::too_many_arguments)]
 fn proxy_request<'a>(
     parts: &mut http::request::Parts,
     body: Incoming,
