@@ -369,6 +369,7 @@ fn policy_view(
     headers: &HeaderMap,
     cc: &[(String, Option<String>)],
     must_understand: bool,
+    now: SystemTime,
 ) -> http::Response<()> {
     let mut r = http::Response::new(());
     *r.status_mut() = if UNDERSTOOD.contains(&status.as_u16()) {
@@ -406,17 +407,28 @@ fn policy_view(
         // Pragma counts only without Cache-Control.
         h.insert(header::PRAGMA, p.clone());
     }
-    if let Some(age) = headers.get(header::AGE) {
-        let first = age
-            .to_str()
+    // The age the response arrived with (RFC 9111 section 4.2.3): its `Age` (the first
+    // value), or its apparent age (how long before now the origin dated it) when that is
+    // larger. The policy crate reads only `Age`, so the view carries the larger. Whole
+    // seconds, as `Date` has no more. The time the request itself took (`response_delay`)
+    // is not known here and counts as zero.
+    let said = headers.get(header::AGE).and_then(|age| {
+        age.to_str()
             .ok()
             .and_then(|a| a.split(',').next())
             .map(str::trim)
-            .and_then(|a| a.parse::<u64>().ok());
-        h.remove(header::AGE);
-        if let Some(a) = first {
-            h.insert(header::AGE, HeaderValue::from(a.min(1 << 31)));
-        }
+            .and_then(|a| a.parse::<u64>().ok())
+    });
+    let apparent = headers
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|date| now.duration_since(date).ok())
+        .map_or(0, |d| d.as_secs());
+    h.remove(header::AGE);
+    let age = said.into_iter().chain((apparent > 0).then_some(apparent)).max();
+    if let Some(a) = age {
+        h.insert(header::AGE, HeaderValue::from(a.min(1 << 31)));
     }
     let expires_ok = {
         let mut lines = headers.get_all(header::EXPIRES).iter();
@@ -516,7 +528,7 @@ pub fn assess(
         .map(|d| (d.name.to_ascii_lowercase(), d.value.map(str::to_string)))
         .collect();
     let now = SystemTime::now();
-    let view = policy_view(status, headers, &cc, d.must_understand);
+    let view = policy_view(status, headers, &cc, d.must_understand, now);
     let policy = CachePolicy::new_options(&Presented::new(req, &vary), &view, now, options(s));
     if !policy.is_storable() {
         return Err("not-storable");

@@ -545,3 +545,48 @@ fn second_review_findings_hold() {
     frame.push(b'!');
     assert!(wire::decode(Bytes::from(frame)).is_none());
 }
+
+#[test]
+fn the_age_counts_from_the_date_when_that_is_older_than_the_age_field_says() {
+    let dated = |ago: u64, fields: &[(&'static str, &'static str)]| {
+        let mut m = h(fields);
+        let date = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(ago));
+        m.insert(header::DATE, HeaderValue::from_str(&date).unwrap());
+        assess(&get(), StatusCode::OK, &m, false, &settings())
+    };
+    let now = Instant::now();
+    // Dated 30 s ago, no Age: 30 s old, 30 s of its minute left.
+    let s = dated(30, &[("cache-control", "max-age=60")])
+        .unwrap()
+        .finish(Bytes::new());
+    assert!((30..=31).contains(&s.age(now)), "{}", s.age(now));
+    assert!((28..=30).contains(&s.ttl(now)), "{}", s.ttl(now));
+    assert_eq!(s.headers_at(now, 0).get_all("age").iter().count(), 1);
+    // A larger Age wins over the date.
+    let s = dated(30, &[("cache-control", "max-age=60"), ("age", "50")])
+        .unwrap()
+        .finish(Bytes::new());
+    assert!((50..=51).contains(&s.age(now)));
+    // Dated an hour ago with a minute of freshness and nothing to revalidate with: useless.
+    assert_eq!(
+        dated(3600, &[("cache-control", "max-age=60")]).err(),
+        Some("no-freshness")
+    );
+    // A request's max-age is compared with the same age.
+    let s = dated(30, &[("cache-control", "max-age=600")])
+        .unwrap()
+        .finish(Bytes::new());
+    let young = req(Method::GET, &[("cache-control", "max-age=10")]);
+    assert_eq!(s.freshness(&young, now), Freshness::Stale);
+    let older = req(Method::GET, &[("cache-control", "max-age=60")]);
+    assert_eq!(s.freshness(&older, now), Freshness::Fresh);
+    // A date in the future (a fast origin clock) adds nothing.
+    let mut m = h(&[("cache-control", "max-age=60")]);
+    let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(300));
+    m.insert(header::DATE, HeaderValue::from_str(&later).unwrap());
+    let s = assess(&get(), StatusCode::OK, &m, false, &settings())
+        .unwrap()
+        .finish(Bytes::new());
+    assert_eq!(s.age(now), 0);
+}
+
