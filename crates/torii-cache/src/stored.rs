@@ -426,7 +426,10 @@ fn policy_view(
         .and_then(|date| now.duration_since(date).ok())
         .map_or(0, |d| d.as_secs());
     h.remove(header::AGE);
-    let age = said.into_iter().chain((apparent > 0).then_some(apparent)).max();
+    let age = said
+        .into_iter()
+        .chain((apparent > 0).then_some(apparent))
+        .max();
     if let Some(a) = age {
         h.insert(header::AGE, HeaderValue::from(a.min(1 << 31)));
     }
@@ -1020,6 +1023,34 @@ impl Stored {
         });
         merged.remove(header::AGE);
         (merged, stored)
+    }
+}
+
+impl Stored {
+    /// The stored `GET` response updated by a `200` answer to a `HEAD` request for it (RFC
+    /// 9111 section 4.3.5): when the `HEAD` answer carries a validator, every validator it
+    /// carries (`ETag`, `Last-Modified`) and its `Content-Length`, if any, match the stored
+    /// response's, its fields update the stored ones as a 304's would. `None` when they do
+    /// not match (the stored response then stays as it is: stale, it is revalidated on its
+    /// next use).
+    pub fn freshened_by_head(
+        &self,
+        req: &http::request::Parts,
+        head: &HeaderMap,
+        authenticated: bool,
+        s: &Settings,
+    ) -> Option<Result<Stored, NotStored>> {
+        let same = |name: &HeaderName| match (head.get(name), self.headers.get(name)) {
+            (Some(new), Some(old)) => new == old,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        let validated = head.contains_key(header::ETAG) || head.contains_key(header::LAST_MODIFIED);
+        (validated
+            && same(&header::ETAG)
+            && same(&header::LAST_MODIFIED)
+            && same(&header::CONTENT_LENGTH))
+        .then(|| self.refreshed(req, head, authenticated, s).1)
     }
 }
 

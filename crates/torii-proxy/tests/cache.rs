@@ -1093,3 +1093,63 @@ async fn requests_for_a_resource_marked_unstorable_pass_and_it_is_stored_once_it
     let (_, _, b) = send(a, "GET", "/p", &[]).await;
     assert_eq!(&b[..], b"v8");
 }
+
+/// RFC 9111 section 4.3.5: a `200` to a `HEAD` for a stale stored `GET` response, about the
+/// same representation (same validators and length), updates it, so the next `GET` is a
+/// fresh hit; one about another representation leaves it to be revalidated.
+#[tokio::test]
+async fn a_head_answer_freshens_the_stored_get_of_the_same_representation() {
+    let (up, n) = origin(|req, i| {
+        if req.method() == http::Method::HEAD {
+            let tag = if req.uri().path() == "/same" {
+                "\"v1\""
+            } else {
+                "\"v2\""
+            };
+            return resp(
+                200,
+                &[
+                    ("etag", tag),
+                    ("cache-control", "max-age=60"),
+                    ("x-head", "yes"),
+                ],
+                "",
+            );
+        }
+        resp(
+            200,
+            &[("etag", "\"v1\""), ("cache-control", "max-age=0")],
+            format!("get {i}"),
+        )
+    })
+    .await;
+    let gw = gateway(&cfg(up.addr, "{cache: {}}")).await;
+    let a = addr(&gw).await;
+
+    let (_, h, b) = send(a, "GET", "/same", &[]).await;
+    assert_eq!(&b[..], b"get 1");
+    assert!(cache_status(&h).contains("stored"), "{h:?}");
+    let (status, _, _) = send(a, "HEAD", "/same", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+    let (_, h, b) = send(a, "GET", "/same", &[]).await;
+    assert_eq!(&b[..], b"get 1", "served from the freshened response");
+    assert!(cache_status(&h).starts_with("torii; hit"), "{h:?}");
+    assert_eq!(
+        h.get("x-head").unwrap(),
+        "yes",
+        "the HEAD's fields were merged"
+    );
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+
+    let (_, _, b) = send(a, "GET", "/other", &[]).await;
+    assert_eq!(&b[..], b"get 3");
+    send(a, "HEAD", "/other", &[]).await;
+    let (_, h, b) = send(a, "GET", "/other", &[]).await;
+    assert_eq!(
+        &b[..],
+        b"get 5",
+        "another representation's HEAD updated nothing"
+    );
+    assert!(cache_status(&h).contains("fwd=stale"), "{h:?}");
+}

@@ -590,3 +590,33 @@ fn the_age_counts_from_the_date_when_that_is_older_than_the_age_field_says() {
     assert_eq!(s.age(now), 0);
 }
 
+#[test]
+fn a_head_answer_updates_only_the_same_representation() {
+    let s = stored(&[
+        ("cache-control", "max-age=0"),
+        ("etag", "\"a\""),
+        ("content-length", "4"),
+        ("x-old", "1"),
+    ]);
+    let head = |fields| s.freshened_by_head(&get(), &h(fields), false, &settings());
+    let updated = head(&[
+        ("etag", "\"a\""),
+        ("cache-control", "max-age=60"),
+        ("x-old", "2"),
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(updated.freshness(&get(), Instant::now()), Freshness::Fresh);
+    assert_eq!(
+        updated.headers_at(Instant::now(), 0).get("x-old").unwrap(),
+        "2"
+    );
+    assert_eq!(&updated.body[..], b"body");
+    assert!(head(&[("etag", "\"b\""), ("cache-control", "max-age=60")]).is_none());
+    assert!(head(&[("etag", "\"a\""), ("content-length", "9")]).is_none());
+    assert!(head(&[("last-modified", "Tue, 01 Dec 2026 00:00:00 GMT")]).is_none());
+    assert!(
+        head(&[("cache-control", "max-age=60")]).is_none(),
+        "no validator"
+    );
+}

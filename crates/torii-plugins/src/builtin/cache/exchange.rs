@@ -395,7 +395,11 @@ impl RouteCache {
                 if upstream_failed(&result) && stored.usable_on_error(Instant::now()) {
                     return Ok(self.serve_stale(&stored, call, &result));
                 }
-                self.store_or_pass(call, result?, fills && !asks.conditional, leader)
+                let resp = result?;
+                if req.method == Method::HEAD && resp.status() == StatusCode::OK {
+                    self.freshen(&call, key, &stored, resp.headers());
+                }
+                self.store_or_pass(call, resp, fills && !asks.conditional, leader)
             }
             f => {
                 if only_cached {
@@ -480,6 +484,31 @@ impl RouteCache {
                 self.decorate(r.headers_mut(), &call.status);
                 Ok(r)
             }
+        }
+    }
+
+    /// A `200` to a `HEAD` request for a stale stored `GET` response updates it when it is
+    /// about the same representation (RFC 9111 section 4.3.5; `Stored::freshened_by_head`).
+    fn freshen(&self, call: &Call<'_>, key: Key, stored: &Stored, head: &HeaderMap) {
+        match stored.freshened_by_head(
+            &call.fwd,
+            head,
+            self.authenticated(call.ctx),
+            &self.settings,
+        ) {
+            Some(Ok(s)) => {
+                self.tiers().put(
+                    call.resource,
+                    key,
+                    Arc::new([]),
+                    call.epoch,
+                    call.purges,
+                    Arc::new(s),
+                );
+            }
+            // The update may no longer be stored.
+            Some(Err(_)) => self.memory.remove(&key),
+            None => {}
         }
     }
 
