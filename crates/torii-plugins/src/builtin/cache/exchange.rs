@@ -449,14 +449,7 @@ impl RouteCache {
             Ok(s) => {
                 Counters::add(&self.counters.hits);
                 let s = Arc::new(s);
-                self.tiers().put(
-                    call.resource,
-                    key,
-                    Arc::new([]),
-                    call.epoch,
-                    call.purges,
-                    s.clone(),
-                );
+                self.keep_updated(&call, key, s.clone());
                 drop(leader);
                 Ok(self.answer(&s, call.req, now, call.status))
             }
@@ -487,6 +480,12 @@ impl RouteCache {
         }
     }
 
+    /// Keeps a stored response updated in place (by a 304 or a HEAD's answer) under its key.
+    fn keep_updated(&self, call: &Call<'_>, key: Key, s: Arc<Stored>) {
+        self.tiers()
+            .put(call.resource, key, Arc::new([]), call.epoch, call.purges, s);
+    }
+
     /// A `200` to a `HEAD` request for a stale stored `GET` response updates it when it is
     /// about the same representation (RFC 9111 section 4.3.5; `Stored::freshened_by_head`).
     fn freshen(&self, call: &Call<'_>, key: Key, stored: &Stored, head: &HeaderMap) {
@@ -496,16 +495,7 @@ impl RouteCache {
             self.authenticated(call.ctx),
             &self.settings,
         ) {
-            Some(Ok(s)) => {
-                self.tiers().put(
-                    call.resource,
-                    key,
-                    Arc::new([]),
-                    call.epoch,
-                    call.purges,
-                    Arc::new(s),
-                );
-            }
+            Some(Ok(s)) => self.keep_updated(call, key, Arc::new(s)),
             // The update may no longer be stored.
             Some(Err(_)) => self.memory.remove(&key),
             None => {}
