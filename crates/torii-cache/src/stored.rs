@@ -1015,6 +1015,13 @@ impl Stored {
                 merged.append(name.clone(), v.clone());
             }
         }
+        // The update's own `Date`, or now (RFC 9110 section 6.6.1): the stored one would
+        // make the refreshed response as old as it was (its apparent age).
+        if !not_modified.contains_key(header::DATE)
+            && let Ok(now) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
+        {
+            merged.insert(header::DATE, now);
+        }
         let mut get = req.clone();
         get.method = Method::GET;
         let stored = assess(&get, self.status, &merged, authenticated, s).map(|c| {
@@ -1029,8 +1036,9 @@ impl Stored {
 impl Stored {
     /// The stored `GET` response updated by a `200` answer to a `HEAD` request for it (RFC
     /// 9111 section 4.3.5): when the `HEAD` answer carries a validator, every validator it
-    /// carries (`ETag`, `Last-Modified`) and its `Content-Length`, if any, match the stored
-    /// response's, its fields update the stored ones as a 304's would. `None` when they do
+    /// carries (`ETag`, `Last-Modified`) match the stored response's, and its
+    /// `Content-Length`, if any, the stored body's length, its fields update the stored ones
+    /// as a 304's would. Only a stored `200` is updated. `None` when they do
     /// not match (the stored response then stays as it is: stale, it is revalidated on its
     /// next use).
     pub fn freshened_by_head(
@@ -1045,12 +1053,21 @@ impl Stored {
             (Some(_), None) => false,
             (None, _) => true,
         };
+        // The length the HEAD announces is compared with the stored body's.
+        let length = head.get(header::CONTENT_LENGTH).is_none_or(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .is_some_and(|n| n == self.body.len())
+        });
         let validated = head.contains_key(header::ETAG) || head.contains_key(header::LAST_MODIFIED);
-        (validated
+        // Only a stored 200 is about the representation a HEAD's 200 describes.
+        (self.status == StatusCode::OK
+            && validated
             && same(&header::ETAG)
             && same(&header::LAST_MODIFIED)
-            && same(&header::CONTENT_LENGTH))
-        .then(|| self.refreshed(req, head, authenticated, s).1)
+            && length)
+            .then(|| self.refreshed(req, head, authenticated, s).1)
     }
 }
 

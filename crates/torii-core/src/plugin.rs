@@ -89,10 +89,9 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The exchange stage's synchronous shortcut (see [`crate::stage::Before`]): decides,
     /// before the call and without waiting, whether this request needs [`Plugin::exchange`]
-    /// at all. The default, `Wrap`, always runs it. `req` is the head as the request phase
-    /// left it: on a proxied route the upstream's own changes to it (the path rewrite, the
-    /// forwarding fields, hop-by-hop fields removed) come after, and only when a call is
-    /// made, so an answer from here costs none of them.
+    /// at all. The default, `Wrap`, always runs it. `req` is the head as it will be sent
+    /// (the same head `exchange` would get: a cache must key on the fields the forwarding
+    /// step removed or kept).
     fn before_exchange(
         &self,
         req: &http::request::Parts,
@@ -104,9 +103,9 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// After a call that [`Plugin::before_exchange`] answered `Around(note)` for: the
     /// response head as the rest of the stack returned it (an upstream's, or a stage's
-    /// further in), to label or change. `req` is the head as it was sent (or, when a stage
-    /// further in answered, as `before_exchange` saw it). Not called when the call failed:
-    /// the error goes on as `exchange` would have passed it.
+    /// further in), to label or change, before a route fallback may replace it. `req` is
+    /// the head as it was sent. Not called when the call failed: the error goes on as
+    /// `exchange` would have passed it.
     fn after_exchange(
         &self,
         req: &http::request::Parts,

@@ -457,30 +457,6 @@ async fn route_and_serve(
             };
             let head = req.method == http::Method::HEAD;
             let record = |e: &GatewayError| errors.record(e.kind.code());
-            // The stages decide first, without waiting (`Plugin::before_exchange`), before
-            // the upstream's head is made: a stage's answer (a cache hit) needs none of it.
-            // Those that only need to see the response head (`Around`) leave the call
-            // direct, as on a route without stages; the first that needs more runs the stack
-            // from there. Upgrades are tunnels, not exchanges: they skip the stages.
-            let stages = &route.stages;
-            let (around, plan) = if stages.is_empty()
-                || (is_websocket_upgrade(req, upstream)
-                    && req.extensions.get::<hyper::upgrade::OnUpgrade>().is_some())
-            {
-                (Arounds::default(), Plan::Direct)
-            } else {
-                Arounds::plan(stages, req, ctx)
-            };
-            let plan = match plan {
-                Plan::Answer(r) => {
-                    let resp = around.finish(Ok(r), stages, req, ctx);
-                    return match &route.fallback {
-                        Some(f) => f.mask(resp, head, record),
-                        None => resp,
-                    };
-                }
-                other => other,
-            };
             // The upstream call is awaited here, not inside a helper future: each nesting
             // level of the request's future is copied when it is built.
             let (mut up_body, upgrade, mut added) =
@@ -512,6 +488,28 @@ async fn route_and_serve(
                 affinity: &affinity,
                 policy: &route.call,
             };
+            // The stages decide first, without waiting (`Plugin::before_exchange`), on the
+            // head as it will be sent (a cache's key must see the fields the forwarding step
+            // removed, as its full path does). A stage's answer (a cache hit) ends here.
+            // Those that only need to see the response head (`Around`) leave the call direct,
+            // as on a route without stages; the first that needs more runs the stack from
+            // there. Upgrades are tunnels, not exchanges: they skip the stages.
+            let stages = &route.stages;
+            let (around, plan) = if stages.is_empty() || upgrade.is_some() {
+                (Arounds::default(), Plan::Direct)
+            } else {
+                Arounds::plan(stages, req, ctx)
+            };
+            let plan = match plan {
+                Plan::Answer(r) => {
+                    let resp = around.finish(Ok(r), stages, req, ctx);
+                    return match &route.fallback {
+                        Some(f) => f.mask(resp, head, record),
+                        None => resp,
+                    };
+                }
+                other => other,
+            };
             if let Plan::Wrap(from) = plan {
                 // The stack's future is boxed by its first stage: routes without stages do
                 // not carry its size.
@@ -538,7 +536,7 @@ async fn route_and_serve(
             let sent = info.logged.then(Instant::now);
             // Boxed: a request answered without an upstream call (a cache hit, a plugin's
             // answer) does not build, move and copy a future the size of this call.
-            let resp = match Box::pin(upstream.call(req, up_body, options)).await {
+            let mut resp = match Box::pin(upstream.call(req, up_body, options)).await {
                 Ok(r) => r,
                 Err(e) => {
                     return match &route.fallback {
@@ -547,9 +545,13 @@ async fn route_and_serve(
                     };
                 }
             };
+            // The stages see the answer before a fallback may replace it, as through the
+            // stack (a cache counts it; an unsafe method's success invalidates).
+            let status = resp.response.status();
+            around.after(stages, req, status, resp.response.headers_mut(), ctx);
             if let Some(f) = &route.fallback
                 && upgrade.is_none()
-                && f.replaces(resp.response.status())
+                && f.replaces(status)
             {
                 // The upstream's failed answer is dropped unread.
                 return Ok(f.answer(head));
@@ -560,9 +562,13 @@ async fn route_and_serve(
             }
             info.upstream = Some(resp.target.clone());
             info.upstream_latency_ms = sent.map(|t| crate::access_log::millis(t.elapsed()));
-            let mut resp = proxy_response(resp, upgrade, conn, upstream, snap.spool.as_ref());
-            around.after(stages, req, resp.status(), resp.headers_mut(), ctx);
-            Ok(resp)
+            Ok(proxy_response(
+                resp,
+                upgrade,
+                conn,
+                upstream,
+                snap.spool.as_ref(),
+            ))
         }
     }
 }

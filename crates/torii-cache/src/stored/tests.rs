@@ -620,3 +620,33 @@ fn a_head_answer_updates_only_the_same_representation() {
         "no validator"
     );
 }
+
+#[test]
+fn an_update_without_a_date_starts_the_age_again() {
+    let mut m = h(&[("cache-control", "max-age=60"), ("etag", "\"a\"")]);
+    let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(7200));
+    m.insert(header::DATE, HeaderValue::from_str(&old).unwrap());
+    let s = assess(&get(), StatusCode::OK, &m, false, &settings())
+        .unwrap()
+        .finish(Bytes::from_static(b"body"));
+    let now = Instant::now();
+    assert_eq!(s.freshness(&get(), now), Freshness::Stale, "two hours old");
+    let (_, again) = s.refreshed(&get(), &h(&[("etag", "\"a\"")]), false, &settings());
+    let again = again.unwrap();
+    assert_eq!(again.freshness(&get(), now), Freshness::Fresh);
+    assert!(again.age(now) <= 1);
+    let head = h(&[("etag", "\"a\""), ("content-length", "4")]);
+    let fresh = s.freshened_by_head(&get(), &head, false, &settings());
+    assert!(
+        fresh.unwrap().is_ok(),
+        "the body's length, not a stored field"
+    );
+    // Only a stored 200 is updated by a HEAD's 200.
+    let gone = assess(&get(), StatusCode::GONE, &m, false, &settings())
+        .unwrap()
+        .finish(Bytes::new());
+    assert!(
+        gone.freshened_by_head(&get(), &head, false, &settings())
+            .is_none()
+    );
+}
